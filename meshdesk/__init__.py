@@ -1,0 +1,3 @@
+"""meshdesk core."""
+from meshdesk._version import __version__
+__all__ = ["__version__"]

@@ -1,0 +1,88 @@
+"""The one error tree of meshdesk.
+
+Every failure a user or a peer can cause is a :class:`MeshdeskError`. Errors of
+third-party libraries are translated where meshdesk calls them
+(``raise StoreError(...) from exc``), so callers and the CLI only ever handle this
+tree. The CLI prints ``str(error)`` as one line and exits with ``exit_code``.
+
+::
+
+    MeshdeskError
+    ├── ConfigError      bad or unreadable config.toml, unknown key, bad value
+    ├── HomeError        node home missing, not provisioned, or already provisioned
+    ├── KitError         node kit unreadable, truncated, tampered, wrong passphrase
+    ├── AuthError        certificate not of this deployment, revoked, bad signature
+    ├── StoreError       database corrupt, of a newer schema, or unwritable
+    ├── WireError        malformed, oversized or unknown frame
+    ├── SyncError        replication refused a batch (added with replication)
+    └── CallError        a call could not be placed or kept (added with calls)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "CallError",
+    "ConfigError",
+    "HomeError",
+    "KitError",
+    "MeshdeskError",
+    "StoreError",
+    "SyncError",
+    "WireError",
+]
+
+
+class MeshdeskError(Exception):
+    """Root of every error meshdesk raises on purpose."""
+
+    #: Process exit code the CLI uses when this error ends a command.
+    exit_code: int = 1
+
+
+class ConfigError(MeshdeskError):
+    """The node's configuration file is unreadable or holds a bad key or value."""
+
+    exit_code = 3
+
+
+class HomeError(MeshdeskError):
+    """The node home is missing, not provisioned, or provisioned already."""
+
+    exit_code = 4
+
+
+class KitError(MeshdeskError):
+    """A node kit cannot be used: unreadable, truncated, tampered, wrong passphrase."""
+
+    exit_code = 5
+
+
+class AuthError(MeshdeskError):
+    """A certificate, signature or revocation list does not hold up."""
+
+    exit_code = 6
+
+
+class StoreError(MeshdeskError):
+    """The local database cannot be used (corrupt, newer schema, I/O failure)."""
+
+    exit_code = 7
+
+
+class WireError(MeshdeskError):
+    """Bytes from the network are not a valid meshdesk frame."""
+
+    exit_code = 8
+
+
+class SyncError(MeshdeskError):
+    """Replication refused or could not apply what a peer sent."""
+
+    exit_code = 9
+
+
+class CallError(MeshdeskError):
+    """A call could not be placed, accepted or kept up."""
+
+    exit_code = 10
