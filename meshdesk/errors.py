@@ -8,6 +8,7 @@ tree. The CLI prints ``str(error)`` as one line and exits with ``exit_code``.
 ::
 
     MeshdeskError
+    ├── UsageError       arguments name nothing, or something ambiguous
     ├── ConfigError      bad or unreadable config.toml, unknown key, bad value
     ├── HomeError        node home missing, not provisioned, or already provisioned
     ├── KitError         node kit unreadable, truncated, tampered, wrong passphrase
@@ -29,6 +30,7 @@ __all__ = [
     "MeshdeskError",
     "StoreError",
     "SyncError",
+    "UsageError",
     "WireError",
 ]
 
@@ -38,6 +40,12 @@ class MeshdeskError(Exception):
 
     #: Process exit code the CLI uses when this error ends a command.
     exit_code: int = 1
+
+
+class UsageError(MeshdeskError):
+    """A command's arguments name nothing that exists, or more than one thing."""
+
+    exit_code = 2
 
 
 class ConfigError(MeshdeskError):

@@ -1,2 +1,151 @@
-def main() -> int:
-    return 0
+"""The ``meshdesk`` command line.
+
+Every expected failure is a :class:`~meshdesk.errors.MeshdeskError`; :func:`main`
+prints it as one line on stderr and returns its exit code. A traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from meshdesk._version import __version__
+from meshdesk.cli import _commands
+from meshdesk.errors import MeshdeskError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("meshdesk.cli")
+
+_ROLES = ("center", "hq", "desk")
+
+
+def _add_home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        help="node home folder (default: $MESHDESK_HOME, else the user data folder)",
+    )
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _add_passphrase(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help=f"file whose first line is the kit passphrase ({what})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshdesk",
+        description="Offline-first mesh communicator for consultation desks.",
+    )
+    parser.add_argument("--version", action="version", version=f"meshdesk {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # deployment …
+    deployment = commands.add_parser(
+        "deployment", help="create a deployment, issue and revoke node kits (HQ)"
+    )
+    dep_cmds = deployment.add_subparsers(dest="deployment_command", metavar="ACTION", required=True)
+
+    create = dep_cmds.add_parser(
+        "create", help="create the deployment CA and make this node its first hq node"
+    )
+    _add_home(create)
+    create.add_argument("--name", required=True, help="deployment name, e.g. the city")
+    create.add_argument("--node-name", default="HQ", help="this HQ node's name (default: HQ)")
+    create.add_argument("--site", default="HQ", help="this HQ node's site (default: HQ)")
+    create.add_argument("--dept", action="append", default=[], metavar="DEPT")
+    create.add_argument("--qr", action="store_true", help="print the node ID as a QR code")
+    _add_json(create)
+    create.set_defaults(handler=_commands.deployment_create)
+
+    issue = dep_cmds.add_parser("issue", help="write a kit for a new node")
+    _add_home(issue)
+    issue.add_argument("--name", required=True, help="the new node's name")
+    issue.add_argument("--site", required=True, help="where it stands")
+    issue.add_argument("--role", required=True, choices=_ROLES)
+    issue.add_argument(
+        "--dept", action="append", default=[], metavar="DEPT", help="department (repeatable)"
+    )
+    issue.add_argument("--out", required=True, metavar="FILE", help="kit file to write")
+    _add_passphrase(issue, "protects the kit")
+    issue.add_argument("--qr", action="store_true", help="print the node ID as a QR code")
+    _add_json(issue)
+    issue.set_defaults(handler=_commands.deployment_issue)
+
+    revoke = dep_cmds.add_parser("revoke", help="revoke a node's certificate")
+    _add_home(revoke)
+    revoke.add_argument("node", metavar="NODE", help="node ID, ID prefix or name")
+    revoke.add_argument("--reason", default="", help="why (kept with the revocation)")
+    _add_json(revoke)
+    revoke.set_defaults(handler=_commands.deployment_revoke)
+
+    nodes = dep_cmds.add_parser("nodes", help="list the nodes this HQ has issued")
+    _add_home(nodes)
+    _add_json(nodes)
+    nodes.set_defaults(handler=_commands.deployment_nodes)
+
+    # init
+    init = commands.add_parser("init", help="provision this node from a kit")
+    _add_home(init)
+    init.add_argument("--kit", required=True, metavar="FILE")
+    _add_passphrase(init, "if the kit is protected")
+    init.add_argument(
+        "--deployment-id",
+        metavar="ID",
+        help="refuse a kit of any other deployment (ID as printed by HQ)",
+    )
+    init.add_argument("--qr", action="store_true", help="print the node ID as a QR code")
+    _add_json(init)
+    init.set_defaults(handler=_commands.init)
+
+    status = commands.add_parser("status", help="show this node's identity and store")
+    _add_home(status)
+    status.add_argument("--qr", action="store_true", help="print the node ID as a QR code")
+    _add_json(status)
+    status.set_defaults(handler=_commands.status)
+
+    demo = commands.add_parser(
+        "demo", help="make a throw-away deployment (HQ + two centres) and show it"
+    )
+    demo.add_argument(
+        "--dir", metavar="DIR", help="keep the deployment in DIR instead of a temp folder"
+    )
+    demo.set_defaults(handler=_commands.demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.handler(args, os.environ)
+        return code
+    except MeshdeskError as exc:
+        log.debug("command failed", exc_info=True)
+        print(f"meshdesk: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("meshdesk: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        # A disk or permission problem nobody translated yet: still one clear line.
+        log.debug("unexpected OS error", exc_info=True)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"meshdesk: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1

@@ -1,1 +1,49 @@
-"""placeholder"""
+"""The meshdesk wire codec: frames as versioned msgpack envelopes.
+
+``encode``/``decode`` turn one frame into one envelope and back; ``pack_frame`` and
+``FrameDecoder`` add the 4-byte length prefix used on byte streams. Every malformed,
+oversized or unknown input raises :class:`meshdesk.errors.WireError`, and nothing else.
+"""
+
+from __future__ import annotations
+
+from meshdesk.wire._codec import WIRE_VERSION
+from meshdesk.wire._limits import DEFAULT_LIMITS, WireLimits
+from meshdesk.wire._schema import MaxLen, Range
+from meshdesk.wire.frames import (
+    ErrorFrame,
+    Frame,
+    FrameKind,
+    Goodbye,
+    Hello,
+    PeerAddr,
+    PeerExchange,
+    Ping,
+    Pong,
+    decode,
+    encode,
+    frame_types,
+)
+from meshdesk.wire.stream import FrameDecoder, pack_frame
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "WIRE_VERSION",
+    "ErrorFrame",
+    "Frame",
+    "FrameDecoder",
+    "FrameKind",
+    "Goodbye",
+    "Hello",
+    "MaxLen",
+    "PeerAddr",
+    "PeerExchange",
+    "Ping",
+    "Pong",
+    "Range",
+    "WireLimits",
+    "decode",
+    "encode",
+    "frame_types",
+    "pack_frame",
+]

@@ -1,0 +1,300 @@
+"""Handlers of the CLI commands: parse arguments into calls, format the results."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from meshdesk import admin
+from meshdesk.cli._output import print_fields, print_qr
+from meshdesk.errors import UsageError
+from meshdesk.home import NodeHome
+from meshdesk.identity import NodeId, NodeInfo, Role, read_passphrase
+from meshdesk.store import Store
+
+Env = Mapping[str, str]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _home(args: argparse.Namespace, env: Env) -> NodeHome:
+    return NodeHome.resolve(args.home, env)
+
+
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    if args.passphrase_file is None:
+        return None
+    return read_passphrase(Path(args.passphrase_file))
+
+
+def _emit_json(obj: object) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def _info_fields(info: NodeInfo, deployment_id: NodeId | None = None) -> list[tuple[str, str]]:
+    deployment = info.deployment
+    if deployment_id is not None:
+        deployment = f"{deployment} ({deployment_id})"
+    return [
+        ("node", info.name),
+        ("node id", str(info.node_id)),
+        ("site", info.site),
+        ("role", str(info.role)),
+        ("departments", ", ".join(info.departments) or "-"),
+        ("deployment", deployment),
+    ]
+
+
+def deployment_create(args: argparse.Namespace, env: Env) -> int:
+    home = _home(args, env)
+    info = asyncio.run(
+        admin.create_deployment(
+            home,
+            deployment=args.name,
+            node_name=args.node_name,
+            site=args.site,
+            departments=tuple(args.dept),
+            now=_now(),
+        )
+    )
+    kit = home.load_identity(now=_now())
+    if args.json:
+        _emit_json(
+            {**info.to_json(), "deployment_id": str(kit.deployment_id), "home": str(home.path)}
+        )
+    else:
+        print(f"Created deployment {info.deployment!r} in {home.path}")
+        print_fields(_info_fields(info, kit.deployment_id))
+        print("Give new nodes this deployment ID to check their kits: " + str(kit.deployment_id))
+    if args.qr:
+        print_qr(str(info.node_id))
+    return 0
+
+
+def deployment_issue(args: argparse.Namespace, env: Env) -> int:
+    home = _home(args, env)
+    out = Path(args.out)
+    kit = asyncio.run(
+        admin.issue_kit(
+            home,
+            name=args.name,
+            site=args.site,
+            role=Role(args.role),
+            departments=tuple(args.dept),
+            out=out,
+            passphrase=_passphrase(args),
+            now=_now(),
+        )
+    )
+    if args.json:
+        _emit_json(
+            {
+                **kit.info.to_json(),
+                "deployment_id": str(kit.deployment_id),
+                "kit": str(out),
+                "protected": args.passphrase_file is not None,
+            }
+        )
+    else:
+        protected = " (passphrase-protected)" if args.passphrase_file else ""
+        print(f"Wrote kit {out}{protected}; keep it secret, it holds the node's private key.")
+        print_fields(_info_fields(kit.info, kit.deployment_id))
+    if args.qr:
+        print_qr(str(kit.node_id))
+    return 0
+
+
+def deployment_revoke(args: argparse.Namespace, env: Env) -> int:
+    home = _home(args, env)
+    result = asyncio.run(admin.revoke_node(home, args.node, reason=args.reason, now=_now()))
+    if args.json:
+        _emit_json(
+            {
+                "node_id": result.node.node_id,
+                "name": result.node.name,
+                "serial": result.node.serial,
+                "revocation_list": result.crl_number,
+            }
+        )
+    else:
+        print(
+            f"Revoked {result.node.name} ({result.node.node_id}); "
+            f"revocation list #{result.crl_number} signed and stored."
+        )
+    return 0
+
+
+def deployment_nodes(args: argparse.Namespace, env: Env) -> int:
+    home = _home(args, env)
+    home.require_provisioned()
+    home.load_ca()
+
+    async def read() -> tuple[list[dict[str, object]], set[str]]:
+        async with Store.open(home.store_path) as store:
+            revoked = {r.node_id for r in await store.revoked_nodes()}
+            rows = [
+                {
+                    "node_id": n.node_id,
+                    "name": n.name,
+                    "site": n.site,
+                    "role": n.role,
+                    "departments": list(n.departments),
+                    "revoked": n.node_id in revoked,
+                }
+                for n in await store.issued_nodes()
+            ]
+        return rows, revoked
+
+    rows, _ = asyncio.run(read())
+    if args.json:
+        _emit_json(rows)
+        return 0
+    for row in rows:
+        flag = "  REVOKED" if row["revoked"] else ""
+        print(f"{row['node_id']}  {row['role']:<6}  {row['name']} @ {row['site']}{flag}")
+    return 0
+
+
+def init(args: argparse.Namespace, env: Env) -> int:
+    home = _home(args, env)
+    expect: NodeId | None = None
+    if args.deployment_id is not None:
+        try:
+            expect = NodeId.parse(args.deployment_id)
+        except ValueError as exc:
+            raise UsageError(f"--deployment-id: {exc}") from exc
+    info = asyncio.run(
+        admin.provision(
+            home,
+            kit_path=Path(args.kit),
+            passphrase=_passphrase(args),
+            expect_deployment=expect,
+            now=_now(),
+        )
+    )
+    kit = home.load_identity(now=_now())
+    if args.json:
+        _emit_json(
+            {**info.to_json(), "deployment_id": str(kit.deployment_id), "home": str(home.path)}
+        )
+    else:
+        print(f"Provisioned node {info.name!r} in {home.path}")
+        print_fields(_info_fields(info, kit.deployment_id))
+        print("Check the node id against the one HQ printed when it issued the kit.")
+    if args.qr:
+        print_qr(str(info.node_id))
+    return 0
+
+
+def status(args: argparse.Namespace, env: Env) -> int:
+    home = _home(args, env)
+    report = asyncio.run(admin.node_status(home, now=_now()))
+    if args.json:
+        _emit_json(report.to_json())
+    else:
+        counts = report.counts
+        fields = _info_fields(report.info, report.deployment_id)
+        fields += [
+            ("home", str(report.home)),
+            ("holds CA", "yes" if report.holds_ca else "no"),
+            ("listen", report.listen),
+            ("language", report.language),
+            (
+                "store",
+                f"{counts.events} events from {counts.authors} nodes, {counts.cases} cases",
+            ),
+            (
+                "revocations",
+                f"{counts.revoked_nodes} nodes"
+                + (f" (list #{report.crl_number})" if report.crl_number else ""),
+            ),
+        ]
+        if report.holds_ca:
+            fields.append(("issued kits", str(counts.issued_nodes)))
+        print_fields(fields)
+    if args.qr:
+        print_qr(str(report.info.node_id))
+    return 0
+
+
+_DEMO_CENTRES = (
+    ("第一小学校避難所", "大町地区", ("welfare",)),
+    ("Civic Gym shelter", "Minami ward", ()),
+)
+
+
+def demo(args: argparse.Namespace, env: Env) -> int:
+    """A throw-away deployment: HQ plus two centres, provisioned from kits."""
+    if args.dir is not None:
+        root = Path(args.dir).absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        _demo_in(root)
+        print(f"\nThe demo deployment is kept in {root}.")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="meshdesk-demo-") as tmp:
+        _demo_in(Path(tmp))
+        print("\nThe demo deployment was in a temporary folder and is gone now.")
+    return 0
+
+
+def _demo_in(root: Path) -> None:
+    now = _now()
+    hq = NodeHome(root / "hq")
+    print(f"== Creating deployment 'デモ市 Demo City' with its HQ node in {hq.path}")
+    asyncio.run(
+        admin.create_deployment(
+            hq,
+            deployment="デモ市 Demo City",
+            node_name="本部 HQ",
+            site="市役所 City Hall",
+            departments=("welfare", "housing"),
+            now=now,
+        )
+    )
+    homes = [hq]
+    for index, (name, site, depts) in enumerate(_DEMO_CENTRES, start=1):
+        kit_path = root / f"centre{index}.kit"
+        kit = asyncio.run(
+            admin.issue_kit(
+                hq,
+                name=name,
+                site=site,
+                role=Role.CENTER,
+                departments=depts,
+                out=kit_path,
+                passphrase=None,
+                now=now,
+            )
+        )
+        print(f"== Issued kit {kit_path.name}: fingerprint (node id) {kit.node_id}")
+        home = NodeHome(root / f"centre{index}")
+        asyncio.run(
+            admin.provision(
+                home,
+                kit_path=kit_path,
+                passphrase=None,
+                expect_deployment=kit.deployment_id,
+                now=now,
+            )
+        )
+        homes.append(home)
+    for home in homes:
+        report = asyncio.run(admin.node_status(home, now=now))
+        print(f"\n-- meshdesk status --home {home.path}")
+        print_fields(
+            [
+                *_info_fields(report.info, report.deployment_id),
+                ("holds CA", "yes" if report.holds_ca else "no"),
+                ("listen", report.listen),
+                ("store", f"{report.counts.events} events, {report.counts.issued_nodes} kits"),
+            ]
+        )
+    sys.stdout.flush()

@@ -1,0 +1,408 @@
+"""The node configuration: ``config.toml`` in the node home.
+
+Every key is optional; a missing file means all defaults. Each problem in the file is
+reported as one :class:`~meshdesk.errors.ConfigError` line naming the file and the key::
+
+    config.toml: network.listen: expected HOST:PORT, got '0.0.0.0'
+
+The dataclasses validate themselves (``ValueError``), so a ``Config`` built in code,
+e.g. a test shrinking timings, holds the same invariants as one loaded from disk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from meshdesk.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_PORT",
+    "CallSettings",
+    "Config",
+    "Endpoint",
+    "NetworkSettings",
+    "NodeSettings",
+    "Timings",
+    "default_config_text",
+    "load_config",
+    "write_default_config",
+]
+
+DEFAULT_PORT = 7420
+
+Language = Literal["ja", "en"]
+_LANGUAGES: tuple[str, ...] = get_args(Language)
+_IFNAME_MAX = 15  # IFNAMSIZ - 1 on Linux, in bytes
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")  # "_" as resolvers allow
+
+
+def _num(x: float) -> str:
+    """A number as written in the file: ``-1`` rather than ``-1.0``."""
+    return str(int(x)) if isinstance(x, int) or x.is_integer() else repr(x)
+
+
+def _check_host(host: str) -> None:
+    if ":" in host:
+        ipaddress.IPv6Address(host)  # raises ValueError with a reason
+        return
+    labels = host.split(".")
+    if labels[-1].isdigit():  # looks numeric: getaddrinfo would read it as IPv4
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"not a valid IPv4 address: {host!r}") from None
+        return
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"not a valid host name: {host!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A host (IPv4, IPv6 or host name) and a TCP/UDP port; ``str()`` is canonical."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise ValueError(f"port must be an integer, got {self.port!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        _check_host(self.host)
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """Parse ``HOST:PORT`` (IPv6 as ``[ADDR]:PORT``); raise ``ValueError`` if bad."""
+        if text.startswith("["):
+            addr, sep, port = text[1:].partition("]:")
+            if not sep or not addr:
+                raise ValueError(f"expected [IPV6]:PORT, got {text!r}")
+            try:
+                host = str(ipaddress.IPv6Address(addr))
+            except ValueError:
+                raise ValueError(f"brackets must hold an IPv6 address, got {text!r}") from None
+        else:
+            host, sep, port = text.rpartition(":")
+            if not sep or not host:
+                raise ValueError(f"expected HOST:PORT, got {text!r}")
+            if ":" in host:
+                raise ValueError(f"IPv6 needs brackets, e.g. '[::1]:7420', got {text!r}")
+            host = host.lower()
+        if not (port.isascii() and port.isdigit()) or len(port) > 5:
+            raise ValueError(f"port must be a number 0..65535, got {port!r} in {text!r}")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    language: Language = "ja"
+
+    def __post_init__(self) -> None:
+        if self.language not in _LANGUAGES:
+            raise ValueError(f"language: must be one of 'ja', 'en', got {self.language!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSettings:
+    """Interfaces, listen address and peer discovery. Lists become deduplicated tuples."""
+
+    interfaces: tuple[str, ...] = ()
+    listen: Endpoint = Endpoint("0.0.0.0", DEFAULT_PORT)
+    static_peers: tuple[Endpoint, ...] = ()
+    mdns: bool = True
+    peer_exchange: bool = True
+
+    def __post_init__(self) -> None:
+        for i, name in enumerate(self.interfaces):
+            bad = not name or len(name.encode()) > _IFNAME_MAX or "/" in name
+            if bad or not all(c.isprintable() and not c.isspace() for c in name):
+                raise ValueError(
+                    f"interfaces[{i}]: must be 1..{_IFNAME_MAX} bytes without '/' or "
+                    f"whitespace, got {name!r}"
+                )
+        for i, peer in enumerate(self.static_peers):
+            if peer.port == 0:
+                raise ValueError(f"static_peers[{i}]: a peer needs a port 1..65535, got '{peer}'")
+        object.__setattr__(self, "interfaces", tuple(dict.fromkeys(self.interfaces)))
+        object.__setattr__(self, "static_peers", tuple(dict.fromkeys(self.static_peers)))
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Protocol timing knobs in seconds; tests shrink these instead of patching."""
+
+    heartbeat_interval: float = 1.0
+    dead_after: float = 5.0
+    connect_timeout: float = 5.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not math.isfinite(value):
+                raise ValueError(f"{f.name}: must be a finite number, got {value}")
+            if value <= 0:
+                raise ValueError(f"{f.name}: must be > 0, got {_num(value)}")
+        if self.dead_after <= self.heartbeat_interval:
+            raise ValueError(
+                f"dead_after: must be > heartbeat_interval ({_num(self.heartbeat_interval)}), "
+                f"got {_num(self.dead_after)}"
+            )
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError(
+                f"reconnect_max: must be >= reconnect_min ({_num(self.reconnect_min)}), "
+                f"got {_num(self.reconnect_max)}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    auto_accept: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole node configuration, one field per TOML table."""
+
+    node: NodeSettings = field(default_factory=NodeSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    timings: Timings = field(default_factory=Timings)
+    calls: CallSettings = field(default_factory=CallSettings)
+
+    def with_overrides(
+        self,
+        *,
+        listen: Endpoint | str | None = None,
+        static_peers: Iterable[Endpoint | str] | None = None,
+        interfaces: Iterable[str] | None = None,
+    ) -> Config:
+        """A copy with the given network settings replaced (for command-line flags).
+
+        Strings are parsed as in the file. Raises ``ConfigError`` naming the setting.
+        """
+        changes: dict[str, Any] = {}
+        try:
+            if listen is not None:
+                changes["listen"] = _endpoint(listen, "listen")
+            if static_peers is not None:
+                changes["static_peers"] = _endpoints(static_peers, "static_peers")
+            if interfaces is not None:
+                changes["interfaces"] = _strs(interfaces, "interfaces")
+            return replace(self, network=replace(self.network, **changes))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+# --- loading ------------------------------------------------------------------------------
+
+_TABLES: dict[str, type[Any]] = {
+    "node": NodeSettings,
+    "network": NetworkSettings,
+    "timings": Timings,
+    "calls": CallSettings,
+}
+
+
+def _describe(value: object) -> str:
+    """TOML's name for a value's type, with the value when it is a scalar."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    for kind, name in ((int, "integer"), (float, "float"), (str, "string")):
+        if isinstance(value, kind):
+            return f"{name} {value!r}"
+    if isinstance(value, dict):
+        return "table"
+    return "array" if isinstance(value, list | tuple) else "date/time"
+
+
+def _to_bool(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}: expected true or false, got {_describe(value)}")
+    return value
+
+
+def _to_float(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key}: expected a number, got {_describe(value)}")
+    return float(value)
+
+
+def _to_str(value: object, key: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: expected a string, got {_describe(value)}")
+    return value
+
+
+def _endpoint(value: object, key: str) -> Endpoint:
+    if isinstance(value, Endpoint):
+        return value
+    text = _to_str(value, key)
+    try:
+        return Endpoint.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+
+
+def _list(value: object, key: str) -> list[object]:
+    if isinstance(value, str | dict) or not isinstance(value, Iterable):
+        raise ValueError(f"{key}: expected an array of strings, got {_describe(value)}")
+    return list(value)
+
+
+def _strs(value: object, key: str) -> tuple[str, ...]:
+    return tuple(_to_str(item, f"{key}[{i}]") for i, item in enumerate(_list(value, key)))
+
+
+def _endpoints(value: object, key: str) -> tuple[Endpoint, ...]:
+    return tuple(_endpoint(item, f"{key}[{i}]") for i, item in enumerate(_list(value, key)))
+
+
+# Keyed by the annotation text of each dataclass field (postponed annotations).
+_CONVERTERS: dict[str, Callable[[object, str], object]] = {
+    "bool": _to_bool,
+    "float": _to_float,
+    "Language": _to_str,
+    "Endpoint": _endpoint,
+    "tuple[str, ...]": _strs,
+    "tuple[Endpoint, ...]": _endpoints,
+}
+
+
+def _load_table(table: str, cls: type[Any], raw: object) -> Any:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{table}: expected a table, got {_describe(raw)}")
+    known = {f.name: str(f.type) for f in fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ValueError(f"unknown key '{table}.{key}' (known: {', '.join(sorted(known))})")
+        kwargs[key] = _CONVERTERS[known[key]](value, f"{table}.{key}")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ValueError(f"{table}.{exc}") from None
+
+
+def _from_document(doc: dict[str, Any]) -> Config:
+    tables = {}
+    for name, raw in doc.items():
+        if name not in _TABLES:
+            what = "table" if isinstance(raw, dict) else "key"
+            known = ", ".join(sorted(_TABLES))
+            raise ValueError(f"unknown {what} '{name}' (known tables: {known})")
+        tables[name] = _load_table(name, _TABLES[name], raw)
+    return Config(**tables)
+
+
+def load_config(path: Path) -> Config:
+    """Read ``config.toml``; a missing file gives the defaults.
+
+    Raises:
+        ConfigError: the file is unreadable, not UTF-8, not TOML, or holds a bad key
+            or value. The message is one line naming the file and the key.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8-sig")  # tolerate the BOM some Windows editors write
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (save it as UTF-8)") from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib (3.11) puts the position only into the text: "Invalid value (at line 3, ...)"
+        m = re.fullmatch(r"(.*) \(at (.*)\)", str(exc))
+        where = f"{m[2]}: " if m else ""
+        raise ConfigError(f"{path}: {where}invalid TOML ({m[1] if m else exc})") from exc
+    try:
+        return _from_document(doc)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+_TEMPLATE = """\
+# meshdesk node configuration (TOML, UTF-8).
+#
+# Every setting is optional: a key that is left out, or commented out with '#',
+# keeps the default shown here. Comments may be written in any language.
+
+[node]
+# Language of the operator console: "ja" (Japanese) or "en" (English).
+language = "ja"
+
+[network]
+# Network interfaces to use, by name, e.g. ["wlan0", "eth0"].
+# Empty means every IPv4 interface that is up, except loopback.
+interfaces = []
+# Where to accept connections from peers, as "HOST:PORT".
+# Write IPv6 in brackets, e.g. "[::]:7420". Port 0 picks any free port.
+listen = "0.0.0.0:7420"
+# Peers to connect to even when discovery cannot see them (another subnet,
+# multicast blocked), e.g. ["10.0.0.2:7420", "[fd00::2]:7420", "hq.local:7420"].
+static_peers = []
+# Find peers on the local network with mDNS (zeroconf).
+mdns = true
+# Learn about more peers from the peers this node is connected to.
+peer_exchange = true
+
+[timings]
+# In seconds; fractions such as 0.5 are allowed. Every value must be above 0.
+# How often to tell connected peers that this node is alive.
+heartbeat_interval = 1.0
+# Consider a peer gone after this long without a word from it.
+# Must be greater than heartbeat_interval.
+dead_after = 5.0
+# Give up on a connection attempt after this long.
+connect_timeout = 5.0
+# Wait between attempts to reconnect: starts at reconnect_min and grows up to
+# reconnect_max (which must be at least reconnect_min).
+reconnect_min = 0.5
+reconnect_max = 30.0
+
+[calls]
+# Answer incoming calls without asking the operator first.
+auto_accept = false
+"""
+
+
+def default_config_text() -> str:
+    """A commented ``config.toml`` that holds the defaults, for a person to edit."""
+    return _TEMPLATE
+
+
+def write_default_config(path: Path) -> None:
+    """Write :func:`default_config_text` to ``path``, readable by the owner only (0o600).
+
+    Raises:
+        ConfigError: ``path`` exists already (it is never overwritten) or cannot be written.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise ConfigError(f"{path}: already exists; not overwriting it") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o600)  # exactly 0o600 whatever the umask
+            out.write(_TEMPLATE)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from exc

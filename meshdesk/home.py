@@ -1,0 +1,211 @@
+"""A node's home folder: where its identity, config and database live.
+
+::
+
+    HOME/                 0700
+      config.toml         settings (see meshdesk.config)
+      identity/           0700
+        node.key          0600  Ed25519 private key (PKCS#8 PEM)
+        node.crt          node certificate (PEM)
+        ca.crt            deployment CA certificate (PEM)
+        ca.key            0600  CA private key — only on the HQ node that created it
+      store.db            0600  SQLite database (WAL)
+      control.sock        0600  local control socket while the node runs
+
+The home is chosen by ``--home``, else ``$MESHDESK_HOME``, else the platform's
+user data folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from meshdesk._fs import ensure_private_dir, write_private
+from meshdesk.errors import HomeError, KitError
+from meshdesk.identity.kit import NodeKit
+from meshdesk.identity.pki import CertificateAuthority
+
+__all__ = ["HOME_ENV", "NodeHome"]
+
+HOME_ENV = "MESHDESK_HOME"
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _pem_key(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHome:
+    """Paths of one node home and the operations on its identity files."""
+
+    path: Path
+
+    @classmethod
+    def resolve(cls, arg: str | os.PathLike[str] | None, env: Mapping[str, str]) -> NodeHome:
+        """``--home`` first, then ``$MESHDESK_HOME``, then the user data folder."""
+        if arg is not None and str(arg) != "":
+            return cls(Path(arg).expanduser().absolute())
+        if env.get(HOME_ENV):
+            return cls(Path(env[HOME_ENV]).expanduser().absolute())
+        return cls(Path(platformdirs.user_data_dir("meshdesk", appauthor=False)))
+
+    # -- paths ---------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.path / "identity"
+
+    @property
+    def key_path(self) -> Path:
+        return self.identity_dir / "node.key"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.identity_dir / "node.crt"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.identity_dir / "ca.crt"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.identity_dir / "ca.key"
+
+    @property
+    def store_path(self) -> Path:
+        return self.path / "store.db"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.path / "control.sock"
+
+    # -- state ---------------------------------------------------------------------
+
+    def is_provisioned(self) -> bool:
+        return self.key_path.exists()
+
+    def has_ca(self) -> bool:
+        return self.ca_key_path.exists()
+
+    def require_provisioned(self) -> None:
+        """Raises HomeError with what to do when there is no node here."""
+        if not self.path.exists():
+            raise HomeError(
+                f"no meshdesk home at {self.path}: provision one with "
+                f"'meshdesk init --home {self.path} --kit FILE' "
+                f"(or 'meshdesk deployment create' on the HQ node)"
+            )
+        if not self.path.is_dir():
+            raise HomeError(f"{self.path} is not a folder")
+        if not self.is_provisioned():
+            raise HomeError(
+                f"{self.path} holds no node identity: run "
+                f"'meshdesk init --home {self.path} --kit FILE'"
+            )
+
+    def require_empty(self) -> None:
+        """Refuse to provision over an existing node: its key would be lost."""
+        if self.path.exists() and not self.path.is_dir():
+            raise HomeError(f"{self.path} exists and is not a folder")
+        if self.is_provisioned():
+            raise HomeError(
+                f"{self.path} already holds a node; use another --home "
+                "(meshdesk never overwrites a node's key)"
+            )
+
+    # -- identity ------------------------------------------------------------------
+
+    def _read(self, path: Path, *, secret: bool) -> bytes:
+        try:
+            if secret:
+                mode = path.stat().st_mode
+                if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                    raise HomeError(
+                        f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+                        f"fix it with: chmod 600 {path}"
+                    )
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise HomeError(f"{path} is missing; the node home {self.path} is incomplete") from exc
+        except OSError as exc:
+            raise HomeError(f"cannot read {path}: {exc.strerror}") from exc
+
+    def load_identity(self, *, now: dt.datetime) -> NodeKit:
+        """Load and verify this node's key, certificate and CA certificate.
+
+        Raises:
+            HomeError: not provisioned, files missing or too widely readable.
+            KitError: the files do not belong together or are damaged.
+        """
+        self.require_provisioned()
+        try:
+            key = serialization.load_pem_private_key(
+                self._read(self.key_path, secret=True), password=None
+            )
+            cert = x509.load_pem_x509_certificate(self._read(self.cert_path, secret=False))
+            ca_cert = x509.load_pem_x509_certificate(self._read(self.ca_cert_path, secret=False))
+        except (ValueError, TypeError) as exc:
+            raise KitError(f"identity files in {self.identity_dir} are damaged: {exc}") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KitError(f"{self.key_path} does not hold an Ed25519 key")
+        return NodeKit.assemble(key, cert, ca_cert, now=now)
+
+    def load_ca(self) -> CertificateAuthority:
+        """The deployment CA, present only on the HQ node that created it."""
+        if not self.has_ca():
+            raise HomeError(
+                f"{self.path} holds no deployment CA: issue and revoke on the HQ node "
+                "that ran 'meshdesk deployment create'"
+            )
+        try:
+            key = serialization.load_pem_private_key(
+                self._read(self.ca_key_path, secret=True), password=None
+            )
+            cert = x509.load_pem_x509_certificate(self._read(self.ca_cert_path, secret=False))
+        except (ValueError, TypeError) as exc:
+            raise KitError(f"CA files in {self.identity_dir} are damaged: {exc}") from exc
+        if not isinstance(key, Ed25519PrivateKey) or cert.public_key() != key.public_key():
+            raise KitError(f"{self.ca_key_path} does not match {self.ca_cert_path}")
+        return CertificateAuthority(key=key, cert=cert)
+
+    def write_identity(self, kit: NodeKit, *, ca: CertificateAuthority | None = None) -> None:
+        """Write the node's identity files (and the CA key on the creating HQ).
+
+        Raises:
+            HomeError: the home already holds a node, or cannot be written.
+        """
+        self.require_empty()
+        try:
+            ensure_private_dir(self.path)
+            ensure_private_dir(self.identity_dir)
+            # Leftovers of an interrupted provisioning (no node.key yet) are replaced.
+            write_private(self.ca_cert_path, _pem_cert(kit.ca_cert), overwrite=True)
+            write_private(self.cert_path, _pem_cert(kit.cert), overwrite=True)
+            if ca is not None:
+                write_private(self.ca_key_path, ca.key_pem(), overwrite=True)
+            # The key last: its presence is what marks the home as provisioned.
+            write_private(self.key_path, _pem_key(kit.key))
+        except OSError as exc:
+            raise HomeError(f"cannot write the node identity into {self.path}: {exc}") from exc

@@ -1,0 +1,651 @@
+"""The :class:`Store`: one node's SQLite database behind an async API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+
+from meshdesk.errors import StoreError
+from meshdesk.store._schema import (
+    MIGRATIONS,
+    Migration,
+    check_database,
+    latest_version,
+    migrate,
+    not_meshdesk_error,
+    prepare_file,
+)
+from meshdesk.store.records import (
+    ZERO_HASH,
+    IssuedNode,
+    RevokedNode,
+    StoreCounts,
+    StoredEvent,
+)
+
+__all__ = ["Store", "StoreState"]
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+_EVENT_COLUMNS = "author, seq, hlc, case_id, kind, body, prev_hash, hash"
+_INSERT_EVENT = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ISSUED_COLUMNS = "node_id, name, site, role, departments, serial, cert_pem, issued_at"
+
+# Each author's head through the primary key: a skip-scan from author to author, so
+# opening costs O(authors · log events) rather than a scan of every event.
+_HEADS_QUERY = """
+WITH RECURSIVE authors (author) AS (
+    SELECT min(author) FROM events
+    UNION ALL
+    SELECT (SELECT min(author) FROM events WHERE author > authors.author)
+    FROM authors WHERE authors.author IS NOT NULL
+)
+SELECT e.author, e.seq, e.hash FROM authors
+JOIN events AS e ON e.author = authors.author
+    AND e.seq = (SELECT max(seq) FROM events WHERE author = authors.author)
+"""
+
+Heads = dict[str, tuple[int, bytes]]
+
+
+class StoreState(enum.Enum):
+    """Lifecycle of a :class:`Store`: it only ever moves forward."""
+
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+class Store:
+    """A node's local database: the event log, node facts, and HQ's kit registry.
+
+    Use it as an async context manager; it is ready when ``async with`` enters::
+
+        async with Store.open(path, create=True) as store:
+            await store.append_events(events, received_at=now_ms)
+
+    An owner that manages lifetimes itself may call ``await store.start()`` and,
+    later, ``await store.aclose()`` (idempotent). A store that failed to start, or
+    was closed, cannot be started again; any use of it raises :class:`StoreError`.
+
+    The store is the only writer of its database: it keeps every author's chain head
+    in memory so that appends need no scans. Operations are serialised on one SQLite
+    connection, so a reader never sees half of a batch. The store never reads a
+    clock: callers pass times in.
+
+    Args:
+        path: The database file. It is never moved, renamed or rebuilt.
+        create: Create the file (mode 0o600) if it is missing; its directory must
+            exist. Without it a missing file is an error.
+        migrations: Forward migrations, ``(version, SQL or callable)``, versions
+            1, 2, 3, ...; injectable for tests.
+        busy_timeout: Seconds to wait for another process's lock before failing.
+        quick_check: Run ``PRAGMA quick_check`` when opening, so damage is found at
+            once rather than in the middle of a sync.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        busy_timeout: float = 5.0,
+        quick_check: bool = True,
+    ) -> None:
+        self._path = Path(path)
+        self._create = create
+        self._migrations = tuple(migrations)
+        self._known_version = latest_version(self._migrations)
+        self._busy_timeout = busy_timeout
+        self._quick_check = quick_check
+        self._state = StoreState.NEW
+        self._starting = False
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._heads: Heads = {}
+        self._needs_recovery = False
+        self._schema_version = 0
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        busy_timeout: float = 5.0,
+        quick_check: bool = True,
+    ) -> Store:
+        """Return a store for ``async with``; nothing is opened until it enters."""
+        return cls(
+            path,
+            create=create,
+            migrations=migrations,
+            busy_timeout=busy_timeout,
+            quick_check=quick_check,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def state(self) -> StoreState:
+        """Where the store is in its lifecycle."""
+        return self._state
+
+    @property
+    def schema_version(self) -> int:
+        """Schema version of the open database (0 before :meth:`start`)."""
+        return self._schema_version
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Check, migrate and open the database; return when the store is ready.
+
+        Raises:
+            StoreError: the file is missing, not a meshdesk database, damaged, of a
+                newer schema, locked, or cannot be written; or the store was started
+                or closed before.
+        """
+        if self._state is not StoreState.NEW or self._starting:
+            raise StoreError(f"store {self._path} cannot be started twice")
+        self._starting = True
+        try:
+            db, version, heads = await self._open()
+        except BaseException:
+            self._state = StoreState.CLOSED
+            raise
+        finally:
+            self._starting = False
+        if self._closed_meanwhile():
+            with contextlib.suppress(sqlite3.Error):
+                await db.close()
+            raise StoreError(f"store {self._path} was closed while it was opening")
+        self._db, self._schema_version, self._heads = db, version, heads
+        self._state = StoreState.RUNNING
+
+    def _closed_meanwhile(self) -> bool:
+        """Whether aclose() ran while start() was awaiting (a method, so mypy does
+        not carry its narrowing of ``_state`` across the awaits)."""
+        return self._state is StoreState.CLOSED
+
+    async def aclose(self) -> None:
+        """Close the database after the operation in flight; idempotent."""
+        if self._state is StoreState.CLOSED:
+            return
+        self._state = StoreState.CLOSED
+        db, self._db = self._db, None
+        if db is None:
+            return
+        try:
+            async with self._lock:  # let the operation in flight finish
+                pass
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                await db.close()
+
+    async def _open(self) -> tuple[aiosqlite.Connection, int, Heads]:
+        await asyncio.to_thread(
+            prepare_file, self._path, create=self._create, known_version=self._known_version
+        )
+        try:
+            # timeout= is SQLite's busy timeout; isolation_level=None leaves BEGIN and
+            # COMMIT to us, so a batch is exactly one transaction.
+            db = await aiosqlite.connect(
+                self._path, timeout=self._busy_timeout, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        try:
+            # Everything up to the migrations only reads: a refused file stays as it was.
+            version = await check_database(
+                db, self._path, known_version=self._known_version, quick_check=self._quick_check
+            )
+            await self._configure(db)
+            version = await migrate(db, self._path, self._migrations, version)
+            heads = await _load_heads(db)
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._error("open", exc) from exc
+            raise
+        return db, version, heads
+
+    async def _configure(self, db: aiosqlite.Connection) -> None:
+        rows = await db.execute_fetchall("PRAGMA journal_mode = WAL")
+        mode = str(next(iter(rows))[0]).lower()
+        if mode != "wal":
+            raise StoreError(f"database {self._path} cannot use write-ahead logging ({mode})")
+        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute("PRAGMA foreign_keys = ON")
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _error(self, doing: str, exc: sqlite3.Error) -> StoreError:
+        """Translate an SQLite error into one line naming the file."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            return not_meshdesk_error(self._path, str(exc))
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return StoreError(f"database {self._path} is locked by another process ({exc})")
+        return StoreError(f"cannot {doing} database {self._path}: {exc}")
+
+    def _check_running(self) -> None:
+        if self._state is StoreState.NEW:
+            raise StoreError(f"store {self._path} is not open yet (use `async with`)")
+        if self._state is StoreState.CLOSED:
+            raise StoreError(f"store {self._path} is closed")
+
+    @contextlib.asynccontextmanager
+    async def _session(self, doing: str) -> AsyncIterator[aiosqlite.Connection]:
+        """Exclusive use of the connection for one operation; errors translated."""
+        self._check_running()
+        async with self._lock:
+            self._check_running()
+            db = self._db
+            assert db is not None
+            try:
+                if self._needs_recovery:
+                    await self._recover(db)
+                yield db
+            except sqlite3.Error as exc:
+                raise self._error(doing, exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, db: aiosqlite.Connection) -> AsyncIterator[None]:
+        """One write transaction; call inside :meth:`_session`.
+
+        In-memory state changed inside the block is trusted only once COMMIT is
+        known to have succeeded; until then the next operation reloads it.
+        """
+        self._needs_recovery = True
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            yield
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            raise
+        self._needs_recovery = False
+
+    async def _recover(self, db: aiosqlite.Connection) -> None:
+        """Repair state after an operation was cancelled halfway through."""
+        await db.execute_fetchall("SELECT 1")  # waits for the cancelled work to finish
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
+        self._heads = await _load_heads(db)
+        self._needs_recovery = False
+
+    # -- events ------------------------------------------------------------------
+
+    async def append_events(self, events: Sequence[StoredEvent], received_at: int) -> int:
+        """Store a batch of events in one transaction, all or nothing.
+
+        Order inside the batch does not matter. Each author's events must continue
+        its chain: ``seq`` one past the stored head (or an earlier event of the
+        batch) and ``prev_hash`` equal to that event's hash. An event already stored
+        with the same hash is skipped.
+
+        Args:
+            events: The batch.
+            received_at: Arrival time in milliseconds, stored with each new event.
+
+        Returns:
+            How many events were inserted (duplicates are not counted).
+
+        Raises:
+            StoreError: a malformed event, a gap, a broken chain, or a fork (same
+                author and seq, different hash); nothing of the batch is stored.
+        """
+        self._check_running()
+        _check_int64("received_at", received_at)
+        for event in events:
+            _check_event(event)
+        if not events:
+            return 0
+        batch = sorted(events, key=lambda e: (e.author, e.seq))
+        async with self._session("append events to") as db:
+            stored = await self._stored_hashes(db, batch)
+            rows, tips = _plan(batch, self._heads, stored, received_at)
+            if rows:
+                async with self._transaction(db):
+                    await db.executemany(_INSERT_EVENT, rows)
+                    self._heads.update(tips)
+        return len(rows)
+
+    async def _stored_hashes(
+        self, db: aiosqlite.Connection, batch: Sequence[StoredEvent]
+    ) -> dict[tuple[str, int], bytes]:
+        """Hashes of stored events at the seqs of ``batch`` that are not new."""
+        ranges: dict[str, tuple[int, int]] = {}
+        for event in batch:
+            head_seq = self._heads.get(event.author, (0, ZERO_HASH))[0]
+            if event.seq <= head_seq:
+                low, high = ranges.get(event.author, (event.seq, event.seq))
+                ranges[event.author] = (min(low, event.seq), max(high, event.seq))
+        stored: dict[tuple[str, int], bytes] = {}
+        for author, (low, high) in ranges.items():
+            rows = await db.execute_fetchall(
+                "SELECT seq, hash FROM events WHERE author = ? AND seq BETWEEN ? AND ?",
+                (author, low, high),
+            )
+            stored.update(((author, seq), digest) for seq, digest in rows)
+        return stored
+
+    async def heads(self) -> dict[str, tuple[int, bytes]]:
+        """Every author's latest event: ``author -> (seq, hash)``."""
+        async with self._session("read"):
+            return dict(self._heads)
+
+    async def events_after(self, author: str, after_seq: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` events of ``author`` with seq above ``after_seq``, in order."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_EVENT_COLUMNS} FROM events"
+                " WHERE author = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (author, after_seq, limit),
+            )
+        return _events(rows)
+
+    async def events_for_case(self, case_id: str) -> list[StoredEvent]:
+        """All events of one case, ordered by (hlc, author, seq)."""
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE case_id = ? ORDER BY hlc, author, seq",
+                (case_id,),
+            )
+        return _events(rows)
+
+    async def counts(self) -> StoreCounts:
+        """How much the store holds."""
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall(
+                "SELECT (SELECT count(*) FROM events),"
+                " (SELECT count(DISTINCT case_id) FROM events WHERE case_id IS NOT NULL),"
+                " (SELECT count(*) FROM issued_nodes),"
+                " (SELECT count(*) FROM revoked)"
+            )
+            events, cases, issued, revoked = next(iter(rows))
+            return StoreCounts(
+                events=events,
+                authors=len(self._heads),
+                cases=cases,
+                issued_nodes=issued,
+                revoked_nodes=revoked,
+            )
+
+    # -- node facts --------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or None."""
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,))
+        for (value,) in rows:
+            return bytes(value)
+        return None
+
+    async def set_meta(self, key: str, value: bytes) -> None:
+        """Store ``value`` under ``key``, replacing what was there."""
+        if not isinstance(value, bytes):
+            raise StoreError(f"meta value for {key!r} must be bytes, not {type(value).__name__}")
+        async with self._session("write") as db, self._transaction(db):
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # -- HQ registry -------------------------------------------------------------
+
+    async def record_issued(self, node: IssuedNode) -> None:
+        """Record a kit HQ issued.
+
+        Raises:
+            StoreError: the node id or the certificate serial is recorded already;
+                a serial or node id is issued once, so a second record is a mistake.
+        """
+        _check_int64("issued_at", node.issued_at)
+        row = (
+            node.node_id,
+            node.name,
+            node.site,
+            node.role,
+            json.dumps(list(node.departments), ensure_ascii=False),
+            node.serial,
+            node.cert_pem,
+            node.issued_at,
+        )
+        async with self._session("write") as db, self._transaction(db):
+            try:
+                await db.execute(
+                    f"INSERT INTO issued_nodes ({_ISSUED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(
+                    f"node {node.node_id} (serial {node.serial}) is already recorded "
+                    f"as issued in {self._path}"
+                ) from exc
+
+    async def issued_nodes(self) -> list[IssuedNode]:
+        """Every kit HQ issued, oldest first."""
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_ISSUED_COLUMNS} FROM issued_nodes ORDER BY issued_at, node_id"
+            )
+        return [_issued(row) for row in rows]
+
+    async def find_issued(self, query: str) -> list[IssuedNode]:
+        """Issued kits whose node id starts with ``query`` or whose name is ``query``.
+
+        The node id match ignores case and dashes, so an operator can type what is
+        printed on a card; the name must match exactly.
+        """
+        query = query.strip()
+        if not query:
+            return []
+        prefix = query.replace("-", "").lower()
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_ISSUED_COLUMNS} FROM issued_nodes"
+                " WHERE (? <> '' AND substr(lower(replace(node_id, '-', '')), 1, length(?)) = ?)"
+                " OR name = ? ORDER BY issued_at, node_id",
+                (prefix, prefix, prefix, query),
+            )
+        return [_issued(row) for row in rows]
+
+    async def mark_revoked(self, node: RevokedNode) -> bool:
+        """Record a revocation; the first record of a node is kept.
+
+        Returns:
+            True if the node was not marked revoked before.
+        """
+        _check_int64("revoked_at", node.revoked_at)
+        async with self._session("write") as db, self._transaction(db):
+            cursor = await db.execute(
+                "INSERT INTO revoked (node_id, serial, revoked_at, reason) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (node_id) DO NOTHING",
+                (node.node_id, node.serial, node.revoked_at, node.reason),
+            )
+            return cursor.rowcount > 0
+
+    async def revoked_nodes(self) -> list[RevokedNode]:
+        """Every revoked node, in order of revocation."""
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall(
+                "SELECT node_id, serial, revoked_at, reason FROM revoked"
+                " ORDER BY revoked_at, node_id"
+            )
+        return [RevokedNode(*row) for row in rows]
+
+    async def is_revoked(self, node_id: str) -> bool:
+        """Whether ``node_id`` is marked revoked."""
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall("SELECT 1 FROM revoked WHERE node_id = ?", (node_id,))
+        return any(True for _ in rows)
+
+    async def save_revocation_list(self, number: int, der: bytes) -> bool:
+        """Keep the CA's revocation list if it is newer than the one stored.
+
+        The store does not parse or verify the list; the caller has done so.
+
+        Args:
+            number: The list's CRL number.
+            der: The list, DER-encoded.
+
+        Returns:
+            True if it replaced the stored list (or there was none).
+        """
+        if not 0 <= number <= _INT64_MAX:
+            raise StoreError(f"CRL number {number} does not fit the store (0 .. 2**63-1)")
+        async with self._session("write") as db, self._transaction(db):
+            cursor = await db.execute(
+                "INSERT INTO revocation_lists (slot, crl_number, der) VALUES (0, ?, ?)"
+                " ON CONFLICT (slot) DO UPDATE"
+                " SET crl_number = excluded.crl_number, der = excluded.der"
+                " WHERE excluded.crl_number > revocation_lists.crl_number",
+                (number, der),
+            )
+            return cursor.rowcount > 0
+
+    async def revocation_list(self) -> tuple[int, bytes] | None:
+        """The stored revocation list as ``(crl_number, der)``, or None."""
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall("SELECT crl_number, der FROM revocation_lists")
+        for number, der in rows:
+            return int(number), bytes(der)
+        return None
+
+
+# -- helpers (pure) --------------------------------------------------------------
+
+
+def _check_int64(name: str, value: object) -> None:
+    if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
+        raise StoreError(f"{name} must be a 64-bit integer, got {value!r}")
+
+
+def _check_event(event: StoredEvent) -> None:
+    """Refuse shapes SQLite would reject with a less helpful message."""
+    where = f"event {event.author!r}#{event.seq!r}"
+    if not isinstance(event.author, str) or not event.author:
+        raise StoreError(f"{where}: author must be a non-empty string")
+    if type(event.seq) is not int or not 1 <= event.seq <= _INT64_MAX:
+        raise StoreError(f"{where}: seq must be a positive 64-bit integer")
+    _check_int64(f"{where}: hlc", event.hlc)
+    _check_int64(f"{where}: kind", event.kind)
+    if event.case_id is not None and not isinstance(event.case_id, str):
+        raise StoreError(f"{where}: case_id must be a string or None")
+    if not isinstance(event.body, bytes):
+        raise StoreError(f"{where}: body must be bytes")
+    for name, digest in (("prev_hash", event.prev_hash), ("hash", event.hash)):
+        if not isinstance(digest, bytes) or len(digest) != 32:
+            raise StoreError(f"{where}: {name} must be 32 bytes")
+
+
+def _plan(
+    batch: Sequence[StoredEvent],
+    heads: Heads,
+    stored: dict[tuple[str, int], bytes],
+    received_at: int,
+) -> tuple[list[tuple[Any, ...]], Heads]:
+    """Decide which events of a sorted batch to insert; raise on any violation.
+
+    Returns:
+        The rows to insert and each touched author's new head.
+    """
+    tips: Heads = {}
+    in_batch: dict[tuple[str, int], bytes] = {}
+    rows: list[tuple[Any, ...]] = []
+    for event in batch:
+        author, seq = event.author, event.seq
+        head_seq, head_hash = tips.get(author) or heads.get(author, (0, ZERO_HASH))
+        if seq <= head_seq:
+            known = in_batch.get((author, seq)) or stored.get((author, seq))
+            if known is None:
+                raise StoreError(f"author {author} has no stored event at seq {seq}")
+            if known != event.hash:
+                raise StoreError(f"fork for author {author} at seq {seq}")
+            continue  # the same event again
+        if seq != head_seq + 1:
+            raise StoreError(f"gap for author {author}: expected seq {head_seq + 1}, got {seq}")
+        if event.prev_hash != head_hash:
+            raise StoreError(
+                f"broken chain for author {author} at seq {seq}: "
+                f"prev_hash does not match the hash of seq {head_seq}"
+            )
+        tips[author] = (seq, event.hash)
+        in_batch[(author, seq)] = event.hash
+        rows.append(
+            (
+                author,
+                seq,
+                event.hlc,
+                event.case_id,
+                event.kind,
+                event.body,
+                event.prev_hash,
+                event.hash,
+                received_at,
+            )
+        )
+    return rows, tips
+
+
+async def _load_heads(db: aiosqlite.Connection) -> Heads:
+    rows = await db.execute_fetchall(_HEADS_QUERY)
+    return {author: (seq, bytes(digest)) for author, seq, digest in rows}
+
+
+def _events(rows: Iterable[Any]) -> list[StoredEvent]:
+    return [
+        StoredEvent(author, seq, hlc, case_id, kind, bytes(body), bytes(prev), bytes(digest))
+        for author, seq, hlc, case_id, kind, body, prev, digest in rows
+    ]
+
+
+def _issued(row: Any) -> IssuedNode:
+    node_id, name, site, role, departments, serial, cert_pem, issued_at = row
+    return IssuedNode(
+        node_id=node_id,
+        name=name,
+        site=site,
+        role=role,
+        departments=tuple(json.loads(departments)),
+        serial=serial,
+        cert_pem=cert_pem,
+        issued_at=issued_at,
+    )

@@ -1,0 +1,101 @@
+"""Plain records the store reads and writes.
+
+They carry no behaviour and no validation beyond their types: the store checks what it
+must (hash lengths, chain links) when a record is written, and the layers above (wire,
+identity, sync) own the meaning of the fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ZERO_HASH",
+    "IssuedNode",
+    "RevokedNode",
+    "StoreCounts",
+    "StoredEvent",
+]
+
+#: ``prev_hash`` of the first event of every author (seq 1).
+ZERO_HASH = bytes(32)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One signed, hash-chained event as the store keeps it.
+
+    Attributes:
+        author: Node id of the node that wrote the event.
+        seq: Position in the author's chain, 1-based and contiguous.
+        hlc: Hybrid logical clock value (fits a signed 64-bit integer).
+        case_id: The consultation case the event belongs to, or None for node facts.
+        kind: Event kind (the wire layer's ``IntEnum`` value).
+        body: Opaque msgpack bytes; the store never decodes them.
+        prev_hash: ``hash`` of the author's event at ``seq - 1``;
+            :data:`ZERO_HASH` for seq 1.
+        hash: 32-byte hash of this event.
+    """
+
+    author: str
+    seq: int
+    hlc: int
+    case_id: str | None
+    kind: int
+    body: bytes
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedNode:
+    """A node kit HQ issued: who it is for and the certificate it carries.
+
+    Attributes:
+        node_id: The node's id.
+        name: Human name of the kit (e.g. the desk or person it went to).
+        site: Site the kit serves.
+        role: Role granted by the certificate.
+        departments: Departments the node may see.
+        serial: Certificate serial number as a decimal string (serials can exceed
+            64 bits, so they are not stored as integers).
+        cert_pem: The issued certificate, PEM-encoded.
+        issued_at: Issue time in milliseconds since the epoch.
+    """
+
+    node_id: str
+    name: str
+    site: str
+    role: str
+    departments: tuple[str, ...]
+    serial: str
+    cert_pem: str
+    issued_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedNode:
+    """A node whose certificate the CA revoked, kept for fast lookups.
+
+    Attributes:
+        node_id: The revoked node's id.
+        serial: Serial of the revoked certificate, as a decimal string.
+        revoked_at: Revocation time in milliseconds since the epoch.
+        reason: Free-text reason shown to operators.
+    """
+
+    node_id: str
+    serial: str
+    revoked_at: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    """Sizes of what the store holds, for status screens and tests."""
+
+    events: int
+    authors: int
+    cases: int
+    issued_nodes: int
+    revoked_nodes: int
