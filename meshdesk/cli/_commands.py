@@ -53,6 +53,22 @@ def _info_fields(info: NodeInfo, deployment_id: NodeId | None = None) -> list[tu
     ]
 
 
+def _report_provisioned(
+    args: argparse.Namespace, home: NodeHome, info: NodeInfo, headline: str, advice: str
+) -> int:
+    """Output shared by ``deployment create`` and ``init``: the node a home now holds."""
+    deployment_id = home.load_identity(now=_now()).deployment_id
+    if args.json:
+        _emit_json({**info.to_json(), "deployment_id": str(deployment_id), "home": str(home.path)})
+    else:
+        print(headline)
+        print_fields(_info_fields(info, deployment_id))
+        print(advice)
+    if args.qr:
+        print_qr(str(info.node_id))
+    return 0
+
+
 def deployment_create(args: argparse.Namespace, env: Env) -> int:
     home = _home(args, env)
     info = asyncio.run(
@@ -65,18 +81,14 @@ def deployment_create(args: argparse.Namespace, env: Env) -> int:
             now=_now(),
         )
     )
-    kit = home.load_identity(now=_now())
-    if args.json:
-        _emit_json(
-            {**info.to_json(), "deployment_id": str(kit.deployment_id), "home": str(home.path)}
-        )
-    else:
-        print(f"Created deployment {info.deployment!r} in {home.path}")
-        print_fields(_info_fields(info, kit.deployment_id))
-        print("Give new nodes this deployment ID to check their kits: " + str(kit.deployment_id))
-    if args.qr:
-        print_qr(str(info.node_id))
-    return 0
+    deployment_id = home.load_identity(now=_now()).deployment_id
+    return _report_provisioned(
+        args,
+        home,
+        info,
+        f"Created deployment {info.deployment!r} in {home.path}",
+        f"Give new nodes this deployment ID to check their kits: {deployment_id}",
+    )
 
 
 def deployment_issue(args: argparse.Namespace, env: Env) -> int:
@@ -180,18 +192,13 @@ def init(args: argparse.Namespace, env: Env) -> int:
             now=_now(),
         )
     )
-    kit = home.load_identity(now=_now())
-    if args.json:
-        _emit_json(
-            {**info.to_json(), "deployment_id": str(kit.deployment_id), "home": str(home.path)}
-        )
-    else:
-        print(f"Provisioned node {info.name!r} in {home.path}")
-        print_fields(_info_fields(info, kit.deployment_id))
-        print("Check the node id against the one HQ printed when it issued the kit.")
-    if args.qr:
-        print_qr(str(info.node_id))
-    return 0
+    return _report_provisioned(
+        args,
+        home,
+        info,
+        f"Provisioned node {info.name!r} in {home.path}",
+        "Check the node id against the one HQ printed when it issued the kit.",
+    )
 
 
 def status(args: argparse.Namespace, env: Env) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Self
 import aiosqlite
 
 from meshdesk.errors import StoreError
+from meshdesk.store._chain import INT64_MAX, Heads, check_event, check_int64, plan_append
 from meshdesk.store._schema import (
     MIGRATIONS,
     Migration,
@@ -34,9 +35,6 @@ from meshdesk.store.records import (
 )
 
 __all__ = ["Store", "StoreState"]
-
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
 
 _EVENT_COLUMNS = "author, seq, hlc, case_id, kind, body, prev_hash, hash"
 _INSERT_EVENT = (
@@ -57,8 +55,6 @@ SELECT e.author, e.seq, e.hash FROM authors
 JOIN events AS e ON e.author = authors.author
     AND e.seq = (SELECT max(seq) FROM events WHERE author = authors.author)
 """
-
-Heads = dict[str, tuple[int, bytes]]
 
 
 class StoreState(enum.Enum):
@@ -329,15 +325,15 @@ class Store:
                 author and seq, different hash); nothing of the batch is stored.
         """
         self._check_running()
-        _check_int64("received_at", received_at)
+        check_int64("received_at", received_at)
         for event in events:
-            _check_event(event)
+            check_event(event)
         if not events:
             return 0
         batch = sorted(events, key=lambda e: (e.author, e.seq))
         async with self._session("append events to") as db:
             stored = await self._stored_hashes(db, batch)
-            rows, tips = _plan(batch, self._heads, stored, received_at)
+            rows, tips = plan_append(batch, self._heads, stored, received_at)
             if rows:
                 async with self._transaction(db):
                     await db.executemany(_INSERT_EVENT, rows)
@@ -437,7 +433,7 @@ class Store:
             StoreError: the node id or the certificate serial is recorded already;
                 a serial or node id is issued once, so a second record is a mistake.
         """
-        _check_int64("issued_at", node.issued_at)
+        check_int64("issued_at", node.issued_at)
         row = (
             node.node_id,
             node.name,
@@ -493,7 +489,7 @@ class Store:
         Returns:
             True if the node was not marked revoked before.
         """
-        _check_int64("revoked_at", node.revoked_at)
+        check_int64("revoked_at", node.revoked_at)
         async with self._session("write") as db, self._transaction(db):
             cursor = await db.execute(
                 "INSERT INTO revoked (node_id, serial, revoked_at, reason) VALUES (?, ?, ?, ?)"
@@ -529,7 +525,7 @@ class Store:
         Returns:
             True if it replaced the stored list (or there was none).
         """
-        if not 0 <= number <= _INT64_MAX:
+        if not 0 <= number <= INT64_MAX:
             raise StoreError(f"CRL number {number} does not fit the store (0 .. 2**63-1)")
         async with self._session("write") as db, self._transaction(db):
             cursor = await db.execute(
@@ -548,81 +544,6 @@ class Store:
         for number, der in rows:
             return int(number), bytes(der)
         return None
-
-
-# -- helpers (pure) --------------------------------------------------------------
-
-
-def _check_int64(name: str, value: object) -> None:
-    if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
-        raise StoreError(f"{name} must be a 64-bit integer, got {value!r}")
-
-
-def _check_event(event: StoredEvent) -> None:
-    """Refuse shapes SQLite would reject with a less helpful message."""
-    where = f"event {event.author!r}#{event.seq!r}"
-    if not isinstance(event.author, str) or not event.author:
-        raise StoreError(f"{where}: author must be a non-empty string")
-    if type(event.seq) is not int or not 1 <= event.seq <= _INT64_MAX:
-        raise StoreError(f"{where}: seq must be a positive 64-bit integer")
-    _check_int64(f"{where}: hlc", event.hlc)
-    _check_int64(f"{where}: kind", event.kind)
-    if event.case_id is not None and not isinstance(event.case_id, str):
-        raise StoreError(f"{where}: case_id must be a string or None")
-    if not isinstance(event.body, bytes):
-        raise StoreError(f"{where}: body must be bytes")
-    for name, digest in (("prev_hash", event.prev_hash), ("hash", event.hash)):
-        if not isinstance(digest, bytes) or len(digest) != 32:
-            raise StoreError(f"{where}: {name} must be 32 bytes")
-
-
-def _plan(
-    batch: Sequence[StoredEvent],
-    heads: Heads,
-    stored: dict[tuple[str, int], bytes],
-    received_at: int,
-) -> tuple[list[tuple[Any, ...]], Heads]:
-    """Decide which events of a sorted batch to insert; raise on any violation.
-
-    Returns:
-        The rows to insert and each touched author's new head.
-    """
-    tips: Heads = {}
-    in_batch: dict[tuple[str, int], bytes] = {}
-    rows: list[tuple[Any, ...]] = []
-    for event in batch:
-        author, seq = event.author, event.seq
-        head_seq, head_hash = tips.get(author) or heads.get(author, (0, ZERO_HASH))
-        if seq <= head_seq:
-            known = in_batch.get((author, seq)) or stored.get((author, seq))
-            if known is None:
-                raise StoreError(f"author {author} has no stored event at seq {seq}")
-            if known != event.hash:
-                raise StoreError(f"fork for author {author} at seq {seq}")
-            continue  # the same event again
-        if seq != head_seq + 1:
-            raise StoreError(f"gap for author {author}: expected seq {head_seq + 1}, got {seq}")
-        if event.prev_hash != head_hash:
-            raise StoreError(
-                f"broken chain for author {author} at seq {seq}: "
-                f"prev_hash does not match the hash of seq {head_seq}"
-            )
-        tips[author] = (seq, event.hash)
-        in_batch[(author, seq)] = event.hash
-        rows.append(
-            (
-                author,
-                seq,
-                event.hlc,
-                event.case_id,
-                event.kind,
-                event.body,
-                event.prev_hash,
-                event.hash,
-                received_at,
-            )
-        )
-    return rows, tips
 
 
 async def _load_heads(db: aiosqlite.Connection) -> Heads:
