@@ -10,9 +10,11 @@ from meshdesk._version import __version__
 from meshdesk.errors import (
     AuthError,
     CallError,
+    ChannelClosed,
     ConfigError,
     HomeError,
     KitError,
+    LinkError,
     MeshdeskError,
     StoreError,
     SyncError,
@@ -23,9 +25,11 @@ from meshdesk.errors import (
 __all__ = [
     "AuthError",
     "CallError",
+    "ChannelClosed",
     "ConfigError",
     "HomeError",
     "KitError",
+    "LinkError",
     "MeshdeskError",
     "StoreError",
     "SyncError",

@@ -15,6 +15,8 @@ tree. The CLI prints ``str(error)`` as one line and exits with ``exit_code``.
     ├── AuthError        certificate not of this deployment, revoked, bad signature
     ├── StoreError       database corrupt, of a newer schema, or unwritable
     ├── WireError        malformed, oversized or unknown frame
+    ├── LinkError        a link to a peer failed or closed
+    │   └── ChannelClosed   the channel is closed (EOF, goodbye, reset)
     ├── SyncError        replication refused a batch (added with replication)
     └── CallError        a call could not be placed or kept (added with calls)
 """
@@ -24,9 +26,11 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "CallError",
+    "ChannelClosed",
     "ConfigError",
     "HomeError",
     "KitError",
+    "LinkError",
     "MeshdeskError",
     "StoreError",
     "SyncError",
@@ -82,6 +86,16 @@ class WireError(MeshdeskError):
     """Bytes from the network are not a valid meshdesk frame."""
 
     exit_code = 8
+
+
+class LinkError(MeshdeskError):
+    """A link to a peer could not be opened or kept up."""
+
+    exit_code = 11
+
+
+class ChannelClosed(LinkError):
+    """The channel is closed: the peer said goodbye, hung up, or it was closed here."""
 
 
 class SyncError(MeshdeskError):
