@@ -1,0 +1,194 @@
+"""One live link to a peer: hello exchange, heartbeats, flood limits, frame dispatch.
+
+A :class:`Link` owns a :class:`~meshdesk.net.channel.Channel` whose peer identity
+was verified when it opened. The link adds what TCP cannot promise: it notices a
+dead peer within ``dead_after`` seconds (a pulled cable sends no FIN), it cuts off
+a peer that floods, and it hands every other frame to the layer above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from meshdesk.config import Timings
+from meshdesk.errors import ChannelClosed, LinkError, WireError
+from meshdesk.net.channel import Channel
+from meshdesk.net.liveness import Heartbeat, TokenBucket
+from meshdesk.wire import ErrorFrame, Frame, Goodbye, Hello, Ping, Pong
+
+__all__ = ["PROTOCOL_VERSION", "FloodLimits", "Link"]
+
+log = logging.getLogger(__name__)
+
+#: Version of the link protocol spoken in :class:`~meshdesk.wire.Hello`.
+PROTOCOL_VERSION = 1
+
+FrameHandler = Callable[["Link", Frame], Awaitable[None]]
+
+#: Error codes sent in an ErrorFrame before hanging up.
+ERR_PROTOCOL = 1
+ERR_FLOOD = 2
+
+
+@dataclass(frozen=True, slots=True)
+class FloodLimits:
+    """How many frames per second a peer may send before it is cut off."""
+
+    rate: float = 2000.0
+    burst: float = 4000.0
+
+
+class Link:
+    """A verified channel plus liveness; ``run()`` until it ends, then it is closed."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        hello: Hello,
+        outbound: bool,
+        timings: Timings,
+        on_frame: FrameHandler,
+        flood: FloodLimits = FloodLimits(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.channel = channel
+        self.outbound = outbound
+        self._hello = hello
+        self._timings = timings
+        self._on_frame = on_frame
+        self._clock = clock
+        now = clock()
+        self._heartbeat = Heartbeat(
+            interval=timings.heartbeat_interval, dead_after=timings.dead_after, last_rx=now
+        )
+        self._bucket = TokenBucket.full(flood.rate, flood.burst, now)
+        self.peer_hello: Hello | None = None
+        self.close_reason: str | None = None
+        self._closing = False
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.channel.peer.node_id)
+
+    @property
+    def rtt(self) -> float | None:
+        return self._heartbeat.rtt
+
+    def __repr__(self) -> str:
+        way = "out" if self.outbound else "in"
+        return f"<Link {way} {self.channel.peer.name} {self.channel.remote}>"
+
+    async def handshake(self) -> Hello:
+        """Exchange hellos; the peer's hello must name the node its certificate names.
+
+        Raises:
+            LinkError: timeout, wrong first frame, mismatched node id, other protocol.
+            ChannelClosed: the peer hung up.
+        """
+        timeout = self._timings.connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self.channel.send(self._hello)
+                first = await self.channel.recv()
+        except TimeoutError as exc:
+            await self.close("no hello in time")
+            raise LinkError(f"{self.channel.remote}: no hello within {timeout:g} s") from exc
+        except WireError:
+            await self.close("malformed hello")
+            raise
+        if not isinstance(first, Hello):
+            await self._refuse(ERR_PROTOCOL, f"expected Hello, got {type(first).__name__}")
+            raise LinkError(f"{self.channel.remote}: first frame was {type(first).__name__}")
+        if first.node_id != str(self.channel.peer.node_id):
+            await self._refuse(ERR_PROTOCOL, "hello names another node than the certificate")
+            raise LinkError(
+                f"{self.channel.remote}: hello claims {first.node_id} but the certificate "
+                f"is {self.channel.peer.node_id}"
+            )
+        if first.proto != PROTOCOL_VERSION:
+            await self._refuse(ERR_PROTOCOL, f"protocol {first.proto} not supported")
+            raise LinkError(f"{self.channel.remote}: speaks protocol {first.proto}")
+        self.peer_hello = first
+        self._heartbeat.received(self._clock())
+        return first
+
+    async def send(self, frame: Frame) -> None:
+        await self.channel.send(frame)
+
+    async def run(self) -> str:
+        """Serve the link until it ends; returns why it ended. Closes the channel."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._receive())
+                tasks.create_task(self._tick())
+        except* ChannelClosed:
+            self.close_reason = self.close_reason or "peer hung up"
+        except* WireError as group:
+            self.close_reason = f"malformed frame: {group.exceptions[0]}"
+        except* LinkError as group:
+            self.close_reason = str(group.exceptions[0])
+        finally:
+            await self.close(self.close_reason or "closed")
+        return self.close_reason or "closed"
+
+    async def close(self, reason: str) -> None:
+        """Say goodbye (best effort, bounded) and close; idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self.close_reason = self.close_reason or reason
+        if not self.channel.closed:
+            with contextlib.suppress(ChannelClosed, TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self.channel.send(Goodbye(reason=reason[:256]))
+        await self.channel.aclose()
+
+    async def _refuse(self, code: int, message: str) -> None:
+        with contextlib.suppress(ChannelClosed, TimeoutError):
+            async with asyncio.timeout(0.5):
+                await self.channel.send(ErrorFrame(code=code, message=message[:1024]))
+        await self.close(message)
+
+    async def _receive(self) -> None:
+        while True:
+            frame = await self.channel.recv()
+            now = self._clock()
+            self._heartbeat.received(now)
+            if not self._bucket.take(now):
+                log.warning("%s floods (over %g frames/s): cutting it off", self, self._bucket.rate)
+                await self._refuse(ERR_FLOOD, "too many frames")
+                raise LinkError(f"{self.channel.remote} flooded the link")
+            match frame:
+                case Ping(nonce=nonce, sent_ms=sent_ms):
+                    await self.channel.send(Pong(nonce=nonce, echo_ms=sent_ms))
+                case Pong(nonce=nonce):
+                    self._heartbeat.pong(nonce, now)
+                case Goodbye(reason=reason):
+                    self.close_reason = f"peer said goodbye: {reason}"
+                    raise ChannelClosed(self.close_reason)
+                case ErrorFrame(code=code, message=message):
+                    self.close_reason = f"peer reported error {code}: {message}"
+                    raise ChannelClosed(self.close_reason)
+                case Hello():
+                    await self._refuse(ERR_PROTOCOL, "a second hello")
+                    raise LinkError(f"{self.channel.remote} sent a second hello")
+                case _:
+                    await self._on_frame(self, frame)
+
+    async def _tick(self) -> None:
+        while True:
+            now = self._clock()
+            if self._heartbeat.dead(now):
+                silent = now - self._heartbeat.last_rx
+                self.close_reason = f"no frame for {silent:.1f} s (dead link)"
+                raise LinkError(self.close_reason)
+            nonce = self._heartbeat.ping_due(now)
+            if nonce is not None:
+                await self.channel.send(Ping(nonce=nonce, sent_ms=int(time.time() * 1000)))
+            await asyncio.sleep(self._heartbeat.next_wakeup(self._clock()) + 0.001)

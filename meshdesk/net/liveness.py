@@ -1,0 +1,117 @@
+"""Pure timing logic of a link: heartbeats, dead-peer detection, flood limits, backoff.
+
+No clocks are read here: every method takes ``now`` (monotonic seconds), so the
+rules are tested exactly and the async link only moves frames and sleeps.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+__all__ = ["Backoff", "Heartbeat", "TokenBucket"]
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    """When to ping, how long the round trip took, and when the peer is dead.
+
+    Any frame from the peer proves it alive, not only a pong: a busy sync stream
+    keeps the link up by itself.
+    """
+
+    interval: float
+    dead_after: float
+    last_rx: float
+    next_ping: float = 0.0
+    rtt: float | None = None
+    _nonce: int = 0
+    _sent: dict[int, float] = field(default_factory=dict)
+
+    def received(self, now: float) -> None:
+        self.last_rx = now
+
+    def ping_due(self, now: float) -> int | None:
+        """Return the nonce of a ping to send now, or None when none is due."""
+        if now < self.next_ping:
+            return None
+        self.next_ping = now + self.interval
+        self._nonce += 1
+        self._sent[self._nonce] = now
+        # Pongs older than the dead limit can never matter: keep the table small.
+        for nonce in [n for n, t in self._sent.items() if now - t > self.dead_after]:
+            del self._sent[nonce]
+        return self._nonce
+
+    def pong(self, nonce: int, now: float) -> float | None:
+        """Record a pong; returns the round-trip time, or None for an unknown nonce."""
+        sent = self._sent.pop(nonce, None)
+        if sent is None:
+            return None
+        self.rtt = now - sent
+        return self.rtt
+
+    def dead(self, now: float) -> bool:
+        return now - self.last_rx > self.dead_after
+
+    def next_wakeup(self, now: float) -> float:
+        """Seconds until something is due (a ping, or the dead-peer deadline)."""
+        return max(0.0, min(self.next_ping, self.last_rx + self.dead_after) - now)
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """Frames a peer may send: ``rate`` per second on average, bursts up to ``burst``."""
+
+    rate: float
+    burst: float
+    tokens: float
+    updated: float
+
+    @classmethod
+    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
+        return cls(rate=rate, burst=burst, tokens=burst, updated=now)
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens; False means the peer is over its limit."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Delays between dial attempts to one address.
+
+    For ``fast_window`` seconds after a peer was lost (links flap in a disaster),
+    retry every ``minimum`` seconds so a restored cable is noticed at once; after
+    that, back off exponentially up to ``maximum``. Every delay is jittered by
+    ±50 % so two nodes never retry in lockstep.
+    """
+
+    minimum: float
+    maximum: float
+    fast_window: float
+    failures: int = 0
+    since: float | None = None
+    _slow: int = 0
+
+    def reset(self) -> None:
+        self.failures = 0
+        self.since = None
+        self._slow = 0
+
+    def failed(self, now: float, rng: random.Random) -> float:
+        """Record a failed attempt; returns the delay before the next one."""
+        if self.since is None:
+            self.since = now
+        self.failures += 1
+        if now - self.since < self.fast_window:
+            base = self.minimum
+        else:
+            self._slow += 1
+            base = min(self.maximum, self.minimum * 2 ** min(self._slow, 30))
+        return base * rng.uniform(0.5, 1.5)

@@ -1,0 +1,418 @@
+"""The link manager: one link per peer, kept up by dialing, accepting and gossip.
+
+Addresses come from static config, mDNS sightings, peer exchange and inbound
+connections. For every address whose node is not linked, a dial is attempted
+with jittered backoff (fast for a minute after a loss, then exponential). When
+two nodes dial each other at once, both keep the connection dialed by the node
+with the lower ID, so exactly one link survives on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from meshdesk.config import Timings
+from meshdesk.errors import AuthError, ChannelClosed, LinkError, WireError
+from meshdesk.identity import NodeId, NodeInfo
+from meshdesk.net.channel import Channel, PeerAddress
+from meshdesk.net.link import FloodLimits, Link
+from meshdesk.net.liveness import Backoff
+from meshdesk.net.peers import PeerRecord, PeerState, is_dialable
+from meshdesk.wire import Frame, Hello, PeerAddr, PeerExchange
+
+__all__ = ["Connector", "LinkManager", "PeerEvent"]
+
+log = logging.getLogger(__name__)
+
+#: ``connect(host, port, timeout)`` opens a verified channel or raises
+#: LinkError (unreachable) / AuthError (peer refused).
+Connector = Callable[[str, int, float], Awaitable[Channel]]
+FrameHandler = Callable[[Link, Frame], Awaitable[None]]
+
+#: Seconds after a loss during which a peer is redialled at the minimum delay.
+FAST_RETRY_WINDOW = 60.0
+#: Upper bound of one dial attempt during fast retries (a LAN answers in ms).
+FAST_CONNECT_TIMEOUT = 1.5
+#: Peer exchange is sent at most this often.
+EXCHANGE_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEvent:
+    """A change worth telling the operator: linked, down, refused, found."""
+
+    kind: str
+    peer: dict[str, object]
+
+
+@dataclass(slots=True)
+class _Target:
+    address: PeerAddress
+    node_id: str | None
+    backoff: Backoff
+    next_attempt: float = 0.0
+    dialing: bool = False
+    is_self: bool = False
+
+
+class LinkManager:
+    """Keeps one link to every reachable peer of the deployment."""
+
+    def __init__(
+        self,
+        me: NodeInfo,
+        *,
+        hello: Hello,
+        timings: Timings,
+        connect: Connector,
+        on_frame: FrameHandler | None = None,
+        peer_exchange: bool = True,
+        flood: FloodLimits | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._me = me
+        self._my_id = str(me.node_id)
+        self._hello = hello
+        self._timings = timings
+        self._connect = connect
+        self._on_frame = on_frame
+        self._peer_exchange = peer_exchange
+        self._flood = flood or FloodLimits()
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._peers: dict[str, PeerRecord] = {}
+        self._links: dict[str, Link] = {}
+        self._targets: dict[tuple[str, int], _Target] = {}
+        self._listeners: list[Callable[[PeerEvent], None]] = []
+        self._wake = asyncio.Event()
+        self._exchange_due = False
+        self._tasks: asyncio.TaskGroup | None = None
+        self._owned: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._spawn(self._supervise(), "link supervisor")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+        if self._tasks is not None:
+            tasks, self._tasks = self._tasks, None
+            await tasks.__aexit__(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Say goodbye on every link and stop dialing; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        links = list(self._links.values())
+        await asyncio.gather(*(link.close("node shutting down") for link in links))
+        # Stop the supervisor and dials; their TaskGroup is awaited in __aexit__.
+        for task in list(self._owned):
+            task.cancel()
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        if self._tasks is None or self._closed:
+            coro.close()
+            return
+        task = self._tasks.create_task(coro, name=name)
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
+
+    def add_listener(self, listener: Callable[[PeerEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def add_address(self, address: PeerAddress, node_id: str | None = None) -> None:
+        """Learn a way to reach a peer (``node_id`` None: static, not yet known)."""
+        if node_id == self._my_id:
+            return
+        key = (address.host, address.port)
+        target = self._targets.get(key)
+        if target is None:
+            target = _Target(
+                address=address,
+                node_id=node_id,
+                backoff=Backoff(
+                    self._timings.reconnect_min, self._timings.reconnect_max, FAST_RETRY_WINDOW
+                ),
+            )
+            self._targets[key] = target
+            self._wake.set()
+        elif node_id is not None and target.node_id != node_id:
+            target.node_id = node_id
+        if node_id is not None:
+            record = self._record(node_id)
+            if record.learn(address):
+                self._exchange_due = True
+
+    def seen(self, node_id: str, info: dict[str, str] | None = None) -> None:
+        """A discovery sighting: dial this node's addresses now, whatever the backoff."""
+        record = self._record(node_id)
+        record.last_seen_ms = int(time.time() * 1000)
+        if info:
+            record.name = info.get("name", record.name)
+            record.site = info.get("site", record.site)
+            record.role = info.get("role", record.role)
+        for target in self._targets.values():
+            if target.node_id == node_id and not target.dialing:
+                target.backoff.reset()
+                target.next_attempt = 0.0
+        self._wake.set()
+
+    def refused(self, fingerprint: str, address: str, reason: str) -> None:
+        """An inbound connection was refused (unknown deployment, revoked, ...)."""
+        log.warning("refused %s from %s: %s", fingerprint, address, reason)
+        if NodeId.looks_like(fingerprint):
+            try:
+                node_id = str(NodeId.parse(fingerprint))
+            except ValueError:
+                return
+            record = self._record(node_id)
+            if record.state is not PeerState.LINKED:
+                record.state = PeerState.REFUSED
+                record.reason = reason
+                self._emit("refused", record)
+
+    async def accept(self, channel: Channel) -> None:
+        """Serve an inbound, verified channel until its link ends."""
+        link = self._new_link(channel, outbound=False)
+        try:
+            hello = await link.handshake()
+        except (LinkError, ChannelClosed, WireError) as exc:
+            log.info("inbound from %s failed its hello: %s", channel.remote, exc)
+            return
+        host = channel.remote.rsplit(":", 1)[0].strip("[]")
+        if is_dialable(host, hello.listen_port):
+            self.add_address(PeerAddress(host, hello.listen_port, "inbound"), link.peer_id)
+        if self._adopt(link, PeerAddress(host, hello.listen_port, "inbound")):
+            await self._serve(link)
+
+    # -- outputs ---------------------------------------------------------------------
+
+    def peers(self) -> list[PeerRecord]:
+        for node_id, record in self._peers.items():
+            link = self._links.get(node_id)
+            if link is not None and link.rtt is not None:
+                record.rtt_ms = link.rtt * 1000
+        return sorted(self._peers.values(), key=lambda r: (r.name, r.node_id))
+
+    def linked(self) -> list[str]:
+        return sorted(self._links)
+
+    async def broadcast(self, frame: Frame) -> None:
+        for link in list(self._links.values()):
+            with contextlib.suppress(ChannelClosed):
+                await link.send(frame)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _record(self, node_id: str) -> PeerRecord:
+        record = self._peers.get(node_id)
+        if record is None:
+            record = self._peers[node_id] = PeerRecord(node_id=node_id)
+        return record
+
+    def _emit(self, kind: str, record: PeerRecord) -> None:
+        event = PeerEvent(kind, record.to_json())
+        for listener in self._listeners:
+            listener(event)
+
+    def _new_link(self, channel: Channel, *, outbound: bool) -> Link:
+        return Link(
+            channel,
+            hello=self._hello,
+            outbound=outbound,
+            timings=self._timings,
+            on_frame=self._dispatch,
+            flood=self._flood,
+            clock=self._clock,
+        )
+
+    def _adopt(self, link: Link, via: PeerAddress) -> bool:
+        """Make ``link`` the peer's link unless a preferred one exists (tie-break)."""
+        peer_id = link.peer_id
+        existing = self._links.get(peer_id)
+        if existing is not None:
+            keep_outbound = self._my_id < peer_id
+            if existing.outbound == keep_outbound or link.outbound != keep_outbound:
+                self._spawn(link.close("duplicate link"), "close duplicate")
+                return False
+            self._links.pop(peer_id)
+            self._spawn(existing.close("replaced by the preferred link"), "close replaced")
+        self._links[peer_id] = link
+        info = link.channel.peer
+        record = self._record(peer_id)
+        record.name, record.site, record.role = info.name, info.site, str(info.role)
+        record.state = PeerState.LINKED
+        record.reason = None
+        record.last_seen_ms = int(time.time() * 1000)
+        self._exchange_due = True
+        self._wake.set()
+        way = "outbound" if link.outbound else "inbound"
+        log.info("linked with %s (%s) at %s, %s via %s", info.name, peer_id, via, way, via.source)
+        self._emit("linked", record)
+        return True
+
+    async def _serve(self, link: Link) -> None:
+        reason = await link.run()
+        peer_id = link.peer_id
+        if self._links.get(peer_id) is not link:
+            return  # a duplicate that lost the tie-break, or replaced
+        del self._links[peer_id]
+        record = self._record(peer_id)
+        record.state = PeerState.DOWN
+        record.reason = reason
+        if not self._closed:
+            log.warning("link with %s (%s) down: %s", record.name, peer_id, reason)
+            now = self._clock()
+            for target in self._targets.values():
+                if target.node_id == peer_id:
+                    target.backoff.reset()
+                    target.next_attempt = now
+            self._wake.set()
+        self._emit("down", record)
+
+    async def _dispatch(self, link: Link, frame: Frame) -> None:
+        record = self._peers.get(link.peer_id)
+        if record is not None:
+            record.last_seen_ms = int(time.time() * 1000)
+        if isinstance(frame, PeerExchange):
+            self._take_exchange(link, frame)
+        elif self._on_frame is not None:
+            await self._on_frame(link, frame)
+        else:
+            log.debug("no handler for %s from %s", type(frame).__name__, link)
+
+    def _take_exchange(self, link: Link, frame: PeerExchange) -> None:
+        if not self._peer_exchange:
+            return
+        for entry in frame.peers:
+            try:
+                node_id = str(NodeId.parse(entry.node_id))
+            except ValueError:
+                log.info("%s sent a peer entry with a bad node id; ignored", link)
+                continue
+            if node_id == self._my_id or not is_dialable(entry.host, entry.port):
+                continue
+            self.add_address(PeerAddress(entry.host, entry.port, "exchange"), node_id)
+
+    def _exchange_frame(self, recipient: str) -> PeerExchange:
+        entries: list[PeerAddr] = []
+        for node_id in self._links:
+            if node_id == recipient:
+                continue
+            record = self._peers[node_id]
+            for (host, port), source in record.addresses.items():
+                if is_dialable(host, port):
+                    entries.append(PeerAddr(node_id=node_id, host=host, port=port, via=source))
+        return PeerExchange(peers=tuple(entries[:256]))
+
+    async def _send_exchange(self) -> None:
+        for peer_id, link in list(self._links.items()):
+            with contextlib.suppress(ChannelClosed):
+                await link.send(self._exchange_frame(peer_id))
+
+    async def _supervise(self) -> None:
+        next_exchange = 0.0
+        while not self._closed:
+            self._wake.clear()
+            now = self._clock()
+            wait = 1.0
+            for target in self._targets.values():
+                if target.is_self or target.dialing:
+                    continue
+                if target.node_id is not None and target.node_id in self._links:
+                    continue
+                if target.next_attempt <= now:
+                    target.dialing = True
+                    self._spawn(self._dial(target), f"dial {target.address}")
+                else:
+                    wait = min(wait, target.next_attempt - now)
+            if self._peer_exchange and self._exchange_due:
+                if now >= next_exchange:
+                    self._exchange_due = False
+                    next_exchange = now + EXCHANGE_INTERVAL
+                    await self._send_exchange()
+                else:
+                    wait = min(wait, next_exchange - now)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait, 0.01)):
+                    await self._wake.wait()
+
+    def _retry_later(self, target: _Target) -> None:
+        now = self._clock()
+        target.next_attempt = now + target.backoff.failed(now, self._rng)
+        target.dialing = False
+        self._wake.set()
+
+    async def _dial(self, target: _Target) -> None:
+        address = target.address
+        if target.node_id is not None:
+            record = self._record(target.node_id)
+            if record.state is PeerState.DOWN:
+                record.state = PeerState.CONNECTING
+        fast = target.backoff.since is None or (
+            self._clock() - target.backoff.since < FAST_RETRY_WINDOW
+        )
+        timeout = self._timings.connect_timeout
+        if fast:
+            timeout = min(timeout, FAST_CONNECT_TIMEOUT)
+        try:
+            channel = await self._connect(address.host, address.port, timeout)
+        except AuthError as exc:
+            log.warning("refused peer at %s: %s", address, exc)
+            if target.node_id is not None:
+                record = self._record(target.node_id)
+                record.state, record.reason = PeerState.REFUSED, str(exc)
+                self._emit("refused", record)
+            self._retry_later(target)
+            return
+        except LinkError as exc:
+            log.debug("dial %s failed: %s", address, exc)
+            if target.node_id is not None:
+                record = self._record(target.node_id)
+                if record.state is PeerState.CONNECTING:
+                    record.state, record.reason = PeerState.DOWN, str(exc)
+            self._retry_later(target)
+            return
+        link = self._new_link(channel, outbound=True)
+        try:
+            await link.handshake()
+        except (LinkError, ChannelClosed, WireError) as exc:
+            log.info("hello with %s failed: %s", address, exc)
+            self._retry_later(target)
+            return
+        peer_id = link.peer_id
+        if peer_id == self._my_id:
+            log.info("%s is this node itself; not dialling it again", address)
+            target.is_self = True
+            target.dialing = False
+            await link.close("that is me")
+            return
+        if target.node_id != peer_id:
+            target.node_id = peer_id
+        self.add_address(address, peer_id)
+        target.backoff.reset()
+        target.dialing = False
+        if self._adopt(link, address):
+            await self._serve(link)

@@ -1,0 +1,85 @@
+"""What a node knows about its peers: identities, addresses, link state.
+
+Plain records; :class:`~meshdesk.net.mesh.LinkManager` owns and updates them and
+the control socket reports them (``meshdesk peers --json``).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+from meshdesk.net.channel import PeerAddress
+
+__all__ = ["SOURCE_RANK", "PeerRecord", "PeerState", "is_dialable"]
+
+
+class PeerState(enum.StrEnum):
+    LINKED = "linked"
+    CONNECTING = "connecting"
+    DOWN = "down"
+    REFUSED = "refused"
+
+
+#: When one address is learned several ways, the most trustworthy source is kept.
+SOURCE_RANK = {"static": 0, "mdns": 1, "inbound": 2, "exchange": 3}
+
+
+def is_dialable(host: str, port: int) -> bool:
+    """Addresses learned from peers must be IP literals with a real port.
+
+    A peer's word is never turned into a DNS lookup or a connection to port 0.
+    """
+    if not 1 <= port <= 65535:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not (address.is_multicast or address.is_unspecified)
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    """One known peer node."""
+
+    node_id: str
+    name: str = ""
+    site: str = ""
+    role: str = ""
+    addresses: dict[tuple[str, int], str] = field(default_factory=dict)
+    state: PeerState = PeerState.DOWN
+    #: Wall-clock milliseconds of the last frame or sighting.
+    last_seen_ms: int | None = None
+    rtt_ms: float | None = None
+    reason: str | None = None
+
+    def learn(self, address: PeerAddress) -> bool:
+        """Remember an address; returns True when it is new (or better sourced)."""
+        key = (address.host, address.port)
+        current = self.addresses.get(key)
+        if current is not None and SOURCE_RANK[current] <= SOURCE_RANK[address.source]:
+            return False
+        self.addresses[key] = address.source
+        return True
+
+    def sources(self) -> list[str]:
+        return sorted(set(self.addresses.values()), key=SOURCE_RANK.__getitem__)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "node_id": self.node_id,
+            "name": self.name,
+            "site": self.site,
+            "role": self.role,
+            "addresses": [
+                str(PeerAddress(host, port, source))
+                for (host, port), source in sorted(self.addresses.items())
+            ],
+            "found_by": self.sources(),
+            "state": str(self.state),
+            "last_seen_ms": self.last_seen_ms,
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
+            "reason": self.reason,
+        }
