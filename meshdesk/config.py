@@ -187,6 +187,7 @@ class Config:
         listen: Endpoint | str | None = None,
         static_peers: Iterable[Endpoint | str] | None = None,
         interfaces: Iterable[str] | None = None,
+        mdns: bool | None = None,
     ) -> Config:
         """A copy with the given network settings replaced (for command-line flags).
 
@@ -200,6 +201,8 @@ class Config:
                 changes["static_peers"] = _endpoints(static_peers, "static_peers")
             if interfaces is not None:
                 changes["interfaces"] = _strs(interfaces, "interfaces")
+            if mdns is not None:
+                changes["mdns"] = bool(mdns)
             return replace(self, network=replace(self.network, **changes))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

@@ -1,0 +1,198 @@
+"""The local control socket: how the CLI and the console talk to a running node.
+
+A Unix socket ``HOME/control.sock`` (mode 0600, in a 0700 home), one JSON object
+per line each way::
+
+    → {"op": "peers", "args": {}}
+    ← {"ok": true, "result": [...]}
+    ← {"ok": false, "error": "unknown operation 'x'"}
+
+Only the node's owner can connect. Requests are bounded in size and time; a bad
+request gets an error reply and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from meshdesk.errors import HomeError, MeshdeskError
+
+__all__ = ["ControlServer", "NodeNotRunning", "call", "try_call"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Mapping[str, Any]], Awaitable[object]]
+
+#: Longest request or reply line, in bytes.
+MAX_LINE = 1 << 20
+#: A client that sends nothing for this long is disconnected.
+IDLE_TIMEOUT = 60.0
+
+
+class NodeNotRunning(HomeError):
+    """No node answers on the home's control socket."""
+
+
+async def _socket_answers(path: Path) -> bool:
+    try:
+        async with asyncio.timeout(1.0):
+            _, writer = await asyncio.open_unix_connection(str(path))
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+class ControlServer:
+    """Serves control requests while the node runs; an async context manager."""
+
+    def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
+        self._path = path
+        self._handlers = dict(handlers)
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Bind the socket.
+
+        Raises:
+            HomeError: another node already answers on this home's socket.
+        """
+        if self._path.exists() or self._path.is_symlink():
+            if await _socket_answers(self._path):
+                raise HomeError(f"a node is already running in {self._path.parent}")
+            log.info("removing stale control socket %s", self._path)
+            self._path.unlink()
+        self._server = await asyncio.start_unix_server(
+            self._serve_client, path=str(self._path), limit=MAX_LINE
+        )
+        os.chmod(self._path, 0o600)
+
+    async def aclose(self) -> None:
+        """Stop serving and remove the socket; idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for task in list(self._clients):
+            task.cancel()
+        if self._clients:
+            await asyncio.gather(*self._clients, return_exceptions=True)
+        await server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(IDLE_TIMEOUT):
+                        line = await reader.readline()
+                except (TimeoutError, ValueError, ConnectionError):
+                    break  # idle, over-long line, or reset
+                if not line:
+                    break
+                reply = await self._answer(line)
+                writer.write(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _answer(self, line: bytes) -> dict[str, object]:
+        try:
+            request = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return {"ok": False, "error": "request is not JSON"}
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return {"ok": False, "error": "request must be an object with an 'op' string"}
+        args = request.get("args", {})
+        if not isinstance(args, dict):
+            return {"ok": False, "error": "'args' must be an object"}
+        handler = self._handlers.get(request["op"])
+        if handler is None:
+            known = ", ".join(sorted(self._handlers))
+            return {"ok": False, "error": f"unknown operation {request['op']!r} (known: {known})"}
+        try:
+            return {"ok": True, "result": await handler(args)}
+        except MeshdeskError as exc:
+            return {"ok": False, "error": str(exc)}
+
+
+async def call(
+    path: Path, op: str, args: Mapping[str, Any] | None = None, *, wait: float = 10.0
+) -> Any:
+    """Send one request to the node at ``path`` and return its result.
+
+    Raises:
+        NodeNotRunning: nothing answers on the socket.
+        MeshdeskError: the node answered with an error.
+    """
+    try:
+        async with asyncio.timeout(wait):
+            reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_LINE)
+    except (OSError, TimeoutError) as exc:
+        raise NodeNotRunning(f"no node is running in {path.parent}") from exc
+    try:
+        async with asyncio.timeout(wait):
+            request = {"op": op, "args": dict(args or {})}
+            writer.write(json.dumps(request, ensure_ascii=False).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+    except TimeoutError as exc:
+        raise MeshdeskError(f"the node in {path.parent} did not answer within {wait:g} s") from exc
+    except (OSError, ValueError) as exc:
+        raise MeshdeskError(f"lost the node in {path.parent}: {exc}") from exc
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    if not line:
+        raise NodeNotRunning(f"the node in {path.parent} closed the control connection")
+    reply = json.loads(line)
+    if not reply.get("ok"):
+        raise MeshdeskError(str(reply.get("error", "the node reported an error")))
+    return reply.get("result")
+
+
+async def try_call(path: Path, op: str, args: Mapping[str, Any] | None = None) -> Any | None:
+    """Like :func:`call`, but None when no node runs (for commands that work offline)."""
+    try:
+        return await call(path, op, args)
+    except NodeNotRunning:
+        return None
