@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from meshdesk._version import __version__
-from meshdesk.cli import _commands
+from meshdesk.bench import add_bench_parser
+from meshdesk.cli import _commands, _run
 from meshdesk.errors import MeshdeskError
 
 __all__ = ["build_parser", "main"]
@@ -115,6 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--qr", action="store_true", help="print the node ID as a QR code")
     _add_json(status)
     status.set_defaults(handler=_commands.status)
+
+    run = commands.add_parser("run", help="run this node in the foreground")
+    _add_home(run)
+    run.add_argument(
+        "--interface",
+        action="append",
+        default=[],
+        metavar="IF",
+        help="network interface for mDNS (repeatable; default: every up IPv4 interface)",
+    )
+    run.add_argument("--listen", metavar="HOST:PORT", help="address to accept links on")
+    run.add_argument(
+        "--peer", action="append", default=[], metavar="HOST:PORT", help="static peer (repeatable)"
+    )
+    run.add_argument("--no-mdns", action="store_true", help="neither advertise nor browse mDNS")
+    run.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    run.set_defaults(handler=_run.run)
+
+    peers = commands.add_parser("peers", help="list the running node's peers and links")
+    _add_home(peers)
+    _add_json(peers)
+    peers.set_defaults(handler=_run.peers)
+
+    add_bench_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="make a throw-away deployment (HQ + two centres) and show it"

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from meshdesk import admin
+from meshdesk import admin, control
 from meshdesk.cli._output import print_fields, print_qr
 from meshdesk.errors import UsageError
 from meshdesk.home import NodeHome
@@ -204,8 +204,9 @@ def init(args: argparse.Namespace, env: Env) -> int:
 def status(args: argparse.Namespace, env: Env) -> int:
     home = _home(args, env)
     report = asyncio.run(admin.node_status(home, now=_now()))
+    live = asyncio.run(control.try_call(home.control_socket, "status"))
     if args.json:
-        _emit_json(report.to_json())
+        _emit_json({**report.to_json(), "running": live is not None, "live": live})
     else:
         counts = report.counts
         fields = _info_fields(report.info, report.deployment_id)
@@ -226,6 +227,13 @@ def status(args: argparse.Namespace, env: Env) -> int:
         ]
         if report.holds_ca:
             fields.append(("issued kits", str(counts.issued_nodes)))
+        if live is None:
+            fields.append(("running", "no"))
+        else:
+            fields.append(("running", f"yes, up {live['uptime_s']} s, port {live['listen_port']}"))
+            fields.append(
+                ("peers", f"{live['peers_linked']} linked of {live['peers_known']} known")
+            )
         print_fields(fields)
     if args.qr:
         print_qr(str(report.info.node_id))

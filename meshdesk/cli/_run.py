@@ -1,0 +1,121 @@
+"""``meshdesk run`` and the commands that talk to a running node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+
+from meshdesk import control
+from meshdesk.cli._output import print_fields
+from meshdesk.config import Config, Endpoint, load_config
+from meshdesk.errors import ConfigError
+from meshdesk.home import NodeHome
+from meshdesk.node import Node
+
+Env = Mapping[str, str]
+
+log = logging.getLogger("meshdesk.run")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line, for machines (``--log-json``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(*, as_json: bool, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if as_json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("aiosqlite", "asyncio", "zeroconf"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def effective_config(home: NodeHome, args: argparse.Namespace) -> Config:
+    """config.toml with the command line's --listen, --peer and --interface on top."""
+    config = load_config(home.config_path)
+    peers = list(config.network.static_peers)
+    for text in args.peer:
+        try:
+            peers.append(Endpoint.parse(text))
+        except ValueError as exc:
+            raise ConfigError(f"--peer {text!r}: {exc}") from exc
+    return config.with_overrides(
+        listen=args.listen,
+        static_peers=peers,
+        interfaces=args.interface or None,
+        mdns=False if args.no_mdns else None,
+    )
+
+
+def run(args: argparse.Namespace, env: Env) -> int:
+    home = NodeHome.resolve(args.home, env)
+    home.require_provisioned()
+    config = effective_config(home, args)
+    configure_logging(as_json=args.log_json, verbose=args.verbose)
+    return asyncio.run(_serve(home, config))
+
+
+async def _serve(home: NodeHome, config: Config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with Node(home, config):
+            log.info("ready; stop with Ctrl-C")
+            await stop.wait()
+            log.info("shutting down")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+    return 0
+
+
+def peers(args: argparse.Namespace, env: Env) -> int:
+    home = NodeHome.resolve(args.home, env)
+    home.require_provisioned()
+    result = asyncio.run(control.call(home.control_socket, "peers"))
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    if not result:
+        print("No peers known yet.")
+        return 0
+    for peer in result:
+        rtt = f"{peer['rtt_ms']:.1f} ms" if peer.get("rtt_ms") is not None else "-"
+        print(f"{peer['node_id']}  {peer['state']:<10}  {peer['name']} @ {peer['site']}")
+        print_fields(
+            [
+                ("addresses", ", ".join(peer["addresses"]) or "-"),
+                ("found by", ", ".join(peer["found_by"]) or "-"),
+                ("rtt", rtt),
+            ]
+            + ([("reason", peer["reason"])] if peer.get("reason") else [])
+        )
+    return 0

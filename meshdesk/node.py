@@ -1,0 +1,276 @@
+"""A running node: identity, store, listener, links, discovery and control socket.
+
+:class:`Node` is an async context manager. Entering it starts every part and
+returns when the node is reachable; leaving it shuts down in order: stop
+discovery (mDNS goodbye), close the control socket, say goodbye on every link,
+stop listening, close the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from meshdesk._version import __version__
+from meshdesk.config import Config
+from meshdesk.control import ControlServer
+from meshdesk.errors import AuthError
+from meshdesk.home import NodeHome
+from meshdesk.identity import NodeId, NodeKit, RevocationList
+from meshdesk.net.channel import Channel, PeerAddress
+from meshdesk.net.discovery import Sighting, ZeroconfDiscovery
+from meshdesk.net.interfaces import select_interfaces
+from meshdesk.net.link import PROTOCOL_VERSION
+from meshdesk.net.mesh import LinkManager, PeerEvent
+from meshdesk.net.tls import TlsListener, connect
+from meshdesk.net.trust import TrustPolicy
+from meshdesk.store import Store
+from meshdesk.wire import Hello
+
+__all__ = ["Node"]
+
+log = logging.getLogger("meshdesk.node")
+
+_T = TypeVar("_T")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _running(part: _T | None) -> _T:
+    if part is None:
+        raise RuntimeError("the node is not running")
+    return part
+
+
+class Node:
+    """One meshdesk node, running in this process."""
+
+    def __init__(
+        self,
+        home: NodeHome,
+        config: Config,
+        *,
+        now: Callable[[], dt.datetime] = _utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self._now = now
+        self._rng = rng or random.Random()
+        self._stack = contextlib.AsyncExitStack()
+        self._started = time.monotonic()
+        self._kit: NodeKit | None = None
+        self._store: Store | None = None
+        self._trust: TrustPolicy | None = None
+        self._manager: LinkManager | None = None
+        self._listener: TlsListener | None = None
+        self.discovery: ZeroconfDiscovery | None = None
+
+    # Parts exist only while the node runs; using one earlier is a programming error.
+
+    @property
+    def kit(self) -> NodeKit:
+        return _running(self._kit)
+
+    @property
+    def store(self) -> Store:
+        return _running(self._store)
+
+    @property
+    def trust(self) -> TrustPolicy:
+        return _running(self._trust)
+
+    @property
+    def manager(self) -> LinkManager:
+        return _running(self._manager)
+
+    @property
+    def listener(self) -> TlsListener:
+        return _running(self._listener)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Shut down in order (the exit stack unwinds in reverse start order)."""
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        kit = self._kit = self.home.load_identity(now=self._now())
+        info = kit.info
+        self._store = await self._stack.enter_async_context(Store.open(self.home.store_path))
+        self._trust = TrustPolicy(kit.ca_cert, await self._load_revocations())
+        network = self.config.network
+        interfaces = select_interfaces(network.interfaces) if network.mdns else []
+        if network.mdns and not interfaces:
+            # Offline is normal: with no network up yet, serve static peers and the
+            # control socket rather than refusing to start.
+            log.warning("no up IPv4 interface for mDNS; discovery is off until restart")
+
+        self._listener = await self._stack.enter_async_context(
+            TlsListener(
+                network.listen.host,
+                network.listen.port,
+                cert_path=self.home.cert_path,
+                key_path=self.home.key_path,
+                ca_cert=kit.ca_cert,
+                trust=self.trust,
+                now=self._now,
+                on_channel=self._on_inbound,
+                on_refused=self._on_refused,
+                handshake_timeout=self.config.timings.connect_timeout,
+            )
+        )
+        hello = Hello(
+            proto=PROTOCOL_VERSION,
+            node_id=str(info.node_id),
+            name=info.name,
+            site=info.site,
+            role=str(info.role),
+            listen_port=self.listener.port,
+            features=(),
+        )
+        self._manager = await self._stack.enter_async_context(
+            LinkManager(
+                info,
+                hello=hello,
+                timings=self.config.timings,
+                connect=self._dial,
+                peer_exchange=network.peer_exchange,
+                rng=self._rng,
+            )
+        )
+        self.manager.add_listener(self._log_event)
+        for endpoint in network.static_peers:
+            self.manager.add_address(PeerAddress(endpoint.host, endpoint.port, "static"))
+        if network.mdns and interfaces:
+            self.discovery = await self._stack.enter_async_context(
+                ZeroconfDiscovery(
+                    info,
+                    self.listener.port,
+                    interfaces,
+                    on_found=self._on_sighting,
+                    on_lost=self._on_lost,
+                )
+            )
+        await self._stack.enter_async_context(
+            ControlServer(self.home.control_socket, self._control_handlers())
+        )
+        names = ", ".join(i.name for i in interfaces) or "none (mDNS off)"
+        log.info(
+            "node %s (%s) of %s listening on port %d; mDNS on %s; %d static peers",
+            info.name,
+            info.node_id,
+            info.deployment,
+            self.listener.port,
+            names,
+            len(network.static_peers),
+        )
+
+    async def _load_revocations(self) -> RevocationList | None:
+        stored = await self.store.revocation_list()
+        if stored is None:
+            return None
+        try:
+            return RevocationList.load(stored[1], self.kit.ca_cert)
+        except AuthError as exc:
+            log.error("stored revocation list is invalid and was ignored: %s", exc)
+            return None
+
+    # -- wiring ----------------------------------------------------------------------
+
+    async def _dial(self, host: str, port: int, wait: float) -> Channel:
+        return await connect(
+            host,
+            port,
+            cert_path=self.home.cert_path,
+            key_path=self.home.key_path,
+            ca_cert=self.kit.ca_cert,
+            trust=self.trust,
+            now=self._now,
+            timeout=wait,
+        )
+
+    async def _on_inbound(self, channel: Channel) -> None:
+        if self._manager is None:
+            await channel.aclose()
+            return
+        await self._manager.accept(channel)
+
+    def _on_refused(self, fingerprint: str, address: str, reason: str) -> None:
+        if self._manager is not None:
+            self._manager.refused(fingerprint, address, reason)
+        else:
+            log.warning("refused %s from %s: %s", fingerprint, address, reason)
+
+    def _on_sighting(self, sighting: Sighting) -> None:
+        if self._manager is None:
+            return
+        node_id = str(sighting.node_id)
+        for address in sighting.addresses:
+            self.manager.add_address(address, node_id)
+        self.manager.seen(
+            node_id, {"name": sighting.name, "site": sighting.site, "role": sighting.role}
+        )
+
+    def _on_lost(self, node_id: NodeId) -> None:
+        log.info("mDNS: %s left the network (or said goodbye)", node_id)
+
+    def _log_event(self, event: PeerEvent) -> None:
+        log.debug("peer event %s: %s", event.kind, event.peer)
+
+    # -- control ---------------------------------------------------------------------
+
+    def _control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
+        async def status(_: Mapping[str, Any]) -> object:
+            return await self.status()
+
+        async def peers(_: Mapping[str, Any]) -> object:
+            return self.peers()
+
+        return {"status": status, "peers": peers}
+
+    def peers(self) -> list[dict[str, object]]:
+        return [record.to_json() for record in self.manager.peers()]
+
+    async def status(self) -> dict[str, object]:
+        counts = await self.store.counts()
+        peers = self.manager.peers()
+        return {
+            **self.kit.info.to_json(),
+            "deployment_id": str(self.kit.deployment_id),
+            "version": __version__,
+            "running": True,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "listen_port": self.listener.port,
+            "peers_known": len(peers),
+            "peers_linked": sum(1 for p in peers if p.state == "linked"),
+            "store": {
+                "events": counts.events,
+                "authors": counts.authors,
+                "cases": counts.cases,
+            },
+        }
