@@ -152,6 +152,7 @@ class Node:
             role=str(info.role),
             listen_port=self.listener.port,
             features=(),
+            instance=self._rng.getrandbits(63),
         )
         self._manager = await self._stack.enter_async_context(
             LinkManager(

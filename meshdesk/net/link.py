@@ -122,20 +122,41 @@ class Link:
         await self.channel.send(frame)
 
     async def run(self) -> str:
-        """Serve the link until it ends; returns why it ended. Closes the channel."""
+        """Serve the link until it ends; returns why it ended. Closes the channel.
+
+        Deliberately not a TaskGroup: on Python 3.11 a TaskGroup whose child fails
+        leaves its parent task marked as cancelled, and a later timeout in the
+        closing path then turns into a CancelledError that kills the caller before
+        it can record that the link is down.
+        """
+        receive = asyncio.create_task(self._receive(), name=f"{self!r} receive")
+        tick = asyncio.create_task(self._tick(), name=f"{self!r} tick")
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._receive())
-                tasks.create_task(self._tick())
-        except* ChannelClosed:
-            self.close_reason = self.close_reason or "peer hung up"
-        except* WireError as group:
-            self.close_reason = f"malformed frame: {group.exceptions[0]}"
-        except* LinkError as group:
-            self.close_reason = str(group.exceptions[0])
+            done, _ = await asyncio.wait({receive, tick}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self._note_end(task)
         finally:
+            for task in (receive, tick):
+                task.cancel()
+            await asyncio.gather(receive, tick, return_exceptions=True)
             await self.close(self.close_reason or "closed")
         return self.close_reason or "closed"
+
+    def _note_end(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self.close_reason is not None:
+            return
+        exc = task.exception()
+        if isinstance(exc, WireError):
+            self.close_reason = f"malformed frame: {exc}"
+        elif isinstance(exc, ChannelClosed):
+            self.close_reason = str(exc) or "peer hung up"
+        elif isinstance(exc, LinkError):
+            self.close_reason = str(exc)
+        elif exc is not None:
+            log.error("%s failed unexpectedly", self, exc_info=exc)
+            self.close_reason = f"internal error: {type(exc).__name__}: {exc}"
+        else:
+            self.close_reason = "closed"
 
     async def close(self, reason: str) -> None:
         """Say goodbye (best effort, bounded) and close; idempotent."""
@@ -190,5 +211,12 @@ class Link:
                 raise LinkError(self.close_reason)
             nonce = self._heartbeat.ping_due(now)
             if nonce is not None:
-                await self.channel.send(Ping(nonce=nonce, sent_ms=int(time.time() * 1000)))
+                # A dead peer may stop draining our writes: never wait past the
+                # moment the link would be declared dead anyway.
+                left = self._heartbeat.last_rx + self._heartbeat.dead_after - now
+                try:
+                    async with asyncio.timeout(max(left, 0.05)):
+                        await self.channel.send(Ping(nonce=nonce, sent_ms=int(time.time() * 1000)))
+                except TimeoutError:
+                    continue  # the dead check at the top of the loop decides
             await asyncio.sleep(self._heartbeat.next_wakeup(self._clock()) + 0.001)

@@ -43,6 +43,15 @@ FAST_RETRY_WINDOW = 60.0
 FAST_CONNECT_TIMEOUT = 1.5
 #: Peer exchange is sent at most this often.
 EXCHANGE_INTERVAL = 1.0
+#: A link that lasted this long counts as having worked (its loss resets backoff).
+STABLE_LINK = 3.0
+
+
+def _restarted(existing: Link, new: Link) -> bool:
+    old_hello, new_hello = existing.peer_hello, new.peer_hello
+    return (
+        old_hello is not None and new_hello is not None and old_hello.instance != new_hello.instance
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +104,15 @@ class LinkManager:
         self._listeners: list[Callable[[PeerEvent], None]] = []
         self._wake = asyncio.Event()
         self._exchange_due = False
-        self._tasks: asyncio.TaskGroup | None = None
-        self._owned: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
         self._closed = False
+        self._adopted_at: dict[int, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
+        self._started = True
         self._spawn(self._supervise(), "link supervisor")
         return self
 
@@ -114,28 +123,38 @@ class LinkManager:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-        if self._tasks is not None:
-            tasks, self._tasks = self._tasks, None
-            await tasks.__aexit__(exc_type, exc, tb)
 
     async def aclose(self) -> None:
-        """Say goodbye on every link and stop dialing; idempotent."""
+        """Say goodbye on every link, stop dialing, wait for every task; idempotent."""
         if self._closed:
             return
         self._closed = True
         links = list(self._links.values())
         await asyncio.gather(*(link.close("node shutting down") for link in links))
-        # Stop the supervisor and dials; their TaskGroup is awaited in __aexit__.
-        for task in list(self._owned):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
-        if self._tasks is None or self._closed:
+        """Run ``coro`` as a task this manager owns; a failure is logged, not fatal.
+
+        One broken dial must never take the whole node down, so unexpected errors
+        end only their own task, with a full traceback in the log.
+        """
+        if not self._started or self._closed:
             coro.close()
             return
-        task = self._tasks.create_task(coro, name=name)
-        self._owned.add(task)
-        task.add_done_callback(self._owned.discard)
+        task = asyncio.create_task(self._guard(coro, name), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guard(coro: Coroutine[object, object, None], name: str) -> None:
+        try:
+            await coro
+        except Exception:
+            log.exception("%s failed unexpectedly", name)
 
     def add_listener(self, listener: Callable[[PeerEvent], None]) -> None:
         self._listeners.append(listener)
@@ -251,15 +270,25 @@ class LinkManager:
     def _adopt(self, link: Link, via: PeerAddress) -> bool:
         """Make ``link`` the peer's link unless a preferred one exists (tie-break)."""
         peer_id = link.peer_id
+        if self._closed:
+            self._spawn_close(link, "node shutting down")
+            return False
         existing = self._links.get(peer_id)
+        if existing is not None and _restarted(existing, link):
+            # The peer restarted: the link from its previous run is dead, whatever
+            # the tie-break would say, and must not block the new one.
+            self._links.pop(peer_id)
+            self._spawn_close(existing, "peer restarted")
+            existing = None
         if existing is not None:
             keep_outbound = self._my_id < peer_id
             if existing.outbound == keep_outbound or link.outbound != keep_outbound:
-                self._spawn(link.close("duplicate link"), "close duplicate")
+                self._spawn_close(link, "duplicate link")
                 return False
             self._links.pop(peer_id)
-            self._spawn(existing.close("replaced by the preferred link"), "close replaced")
+            self._spawn_close(existing, "replaced by the preferred link")
         self._links[peer_id] = link
+        self._adopted_at[id(link)] = self._clock()
         info = link.channel.peer
         record = self._record(peer_id)
         record.name, record.site, record.role = info.name, info.site, str(info.role)
@@ -273,24 +302,48 @@ class LinkManager:
         self._emit("linked", record)
         return True
 
+    def _spawn_close(self, link: Link, reason: str) -> None:
+        if self._closed:
+            # No new tasks while shutting down; aclose() says goodbye on its own.
+            return
+        self._spawn(link.close(reason), f"close {link!r}")
+
     async def _serve(self, link: Link) -> None:
-        reason = await link.run()
+        reason = "cancelled"
+        try:
+            reason = await link.run()
+        finally:
+            self._ended(link, reason)
+
+    def _ended(self, link: Link, reason: str) -> None:
+        """Record that ``link`` ended; runs even when its task was cancelled."""
         peer_id = link.peer_id
+        adopted_at = self._adopted_at.pop(id(link), None)
+        log.debug("%r ended: %s", link, reason)
         if self._links.get(peer_id) is not link:
             return  # a duplicate that lost the tie-break, or replaced
         del self._links[peer_id]
         record = self._record(peer_id)
         record.state = PeerState.DOWN
         record.reason = reason
-        if not self._closed:
-            log.warning("link with %s (%s) down: %s", record.name, peer_id, reason)
-            now = self._clock()
-            for target in self._targets.values():
-                if target.node_id == peer_id:
-                    target.backoff.reset()
-                    target.next_attempt = now
-            self._wake.set()
         self._emit("down", record)
+        if self._closed:
+            return
+        log.warning("link with %s (%s) down: %s", record.name, peer_id, reason)
+        now = self._clock()
+        stable = adopted_at is not None and now - adopted_at >= STABLE_LINK
+        for target in self._targets.values():
+            if target.node_id != peer_id or target.dialing:
+                continue
+            if stable:
+                # A link that held is lost: dial again at once, then fast retries.
+                target.backoff.reset()
+                target.next_attempt = now
+            else:
+                # Linked and dropped at once (a peer that keeps refusing us):
+                # back off instead of reconnecting in a tight loop.
+                target.next_attempt = now + target.backoff.failed(now, self._rng)
+        self._wake.set()
 
     async def _dispatch(self, link: Link, frame: Frame) -> None:
         record = self._peers.get(link.peer_id)
@@ -412,7 +465,6 @@ class LinkManager:
         if target.node_id != peer_id:
             target.node_id = peer_id
         self.add_address(address, peer_id)
-        target.backoff.reset()
         target.dialing = False
         if self._adopt(link, address):
             await self._serve(link)

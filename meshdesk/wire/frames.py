@@ -63,6 +63,9 @@ class Hello:
     role: Annotated[str, MaxLen(16)]
     listen_port: _U16
     features: Annotated[tuple[Annotated[str, MaxLen(32)], ...], MaxLen(32)]
+    #: Random per process start: a hello with a new instance means the peer restarted,
+    #: so any link still held from its previous run is stale and gives way.
+    instance: _Nonce = 0
 
 
 @frame(FrameKind.PING)

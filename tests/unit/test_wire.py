@@ -49,6 +49,7 @@ EXAMPLES: dict[FrameKind, Frame] = {
         role="desk",
         listen_port=4433,
         features=("sync", "calls", "受付"),
+        instance=2**63 - 1,
     ),
     FrameKind.PING: Ping(nonce=2**63 - 1, sent_ms=1_725_000_000_000),
     FrameKind.PONG: Pong(nonce=0, echo_ms=1_725_000_000_000),
@@ -117,7 +118,16 @@ def test_fields_go_out_in_declared_order() -> None:
     assert msgpack.unpackb(encode(hello)) == [
         1,
         1,
-        [1, "n-7f3a9c", SHELTER, "市役所 本庁舎", "desk", 4433, ["sync", "calls", "受付"]],
+        [
+            1,
+            "n-7f3a9c",
+            SHELTER,
+            "市役所 本庁舎",
+            "desk",
+            4433,
+            ["sync", "calls", "受付"],
+            2**63 - 1,
+        ],
     ]
 
 
@@ -174,7 +184,7 @@ BAD_INPUT = {
         r"Ping.nonce: -1 is outside 0\.\.9223372036854775807",
     ),
     "port-out-of-range": (
-        envelope(1, 1, [1, "n", "a", "s", "r", 70000, []]),
+        envelope(1, 1, [1, "n", "a", "s", "r", 70000, [], 0]),
         r"Hello.listen_port: 70000 is outside 0\.\.65535",
     ),
     "bytes-for-str": (envelope(1, 4, [b"bye"]), "Goodbye.reason: expected str, got bytes"),
@@ -183,15 +193,15 @@ BAD_INPUT = {
         "Goodbye.reason: 257 characters exceeds the limit of 256",
     ),
     "tuple-too-long": (
-        envelope(1, 1, [1, "n", "a", "s", "r", 1, ["f"] * 33]),
+        envelope(1, 1, [1, "n", "a", "s", "r", 1, ["f"] * 33, 0]),
         "Hello.features: 33 items exceeds the limit of 32",
     ),
     "tuple-item-too-long": (
-        envelope(1, 1, [1, "n", "a", "s", "r", 1, ["ok", "f" * 33]]),
+        envelope(1, 1, [1, "n", "a", "s", "r", 1, ["ok", "f" * 33], 0]),
         r"Hello.features\[1\]: 33 characters exceeds the limit of 32",
     ),
     "str-for-tuple": (
-        envelope(1, 1, [1, "n", "a", "s", "r", 1, "f"]),
+        envelope(1, 1, [1, "n", "a", "s", "r", 1, "f", 0]),
         "Hello.features: expected array, got str",
     ),
     "nested-wrong-type": (
@@ -301,9 +311,9 @@ def test_encoder_applies_limits() -> None:
         encode(Goodbye("0123456789"), WireLimits(max_frame=10))
     with pytest.raises(WireError, match=r"Goodbye\.reason: string of 26 bytes exceeds the 25-byte"):
         encode(Goodbye(SHELTER + "."), WireLimits(max_str=25))
-    with pytest.raises(WireError, match=r"Hello\.features: 8 items exceeds the limit of 7"):
-        encode(Hello(1, "n", "a", "s", "r", 1, ("f",) * 8), WireLimits(max_array=7))
-    with pytest.raises(WireError, match="Hello: 7 fields exceeds the limit of 6"):
+    with pytest.raises(WireError, match=r"Hello\.features: 9 items exceeds the limit of 8"):
+        encode(Hello(1, "n", "a", "s", "r", 1, ("f",) * 9), WireLimits(max_array=8))
+    with pytest.raises(WireError, match="Hello: 8 fields exceeds the limit of 6"):
         encode(EXAMPLES[FrameKind.HELLO], WireLimits(max_array=6))
 
 
