@@ -20,18 +20,18 @@ from typing import Any, Self, TypeVar
 from meshdesk._version import __version__
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
-from meshdesk.errors import AuthError
+from meshdesk.errors import AuthError, ChannelClosed
 from meshdesk.home import NodeHome
 from meshdesk.identity import NodeId, NodeKit, RevocationList
 from meshdesk.net.channel import Channel, PeerAddress
 from meshdesk.net.discovery import Sighting, ZeroconfDiscovery
 from meshdesk.net.interfaces import select_interfaces
-from meshdesk.net.link import PROTOCOL_VERSION
+from meshdesk.net.link import PROTOCOL_VERSION, Link
 from meshdesk.net.mesh import LinkManager, PeerEvent
 from meshdesk.net.tls import TlsListener, connect
 from meshdesk.net.trust import TrustPolicy
 from meshdesk.store import Store
-from meshdesk.wire import Hello
+from meshdesk.wire import Frame, Hello, Revocations
 
 __all__ = ["Node"]
 
@@ -160,6 +160,8 @@ class Node:
                 hello=hello,
                 timings=self.config.timings,
                 connect=self._dial,
+                on_frame=self._on_frame,
+                on_link_up=self._on_link_up,
                 peer_exchange=network.peer_exchange,
                 rng=self._rng,
             )
@@ -240,6 +242,52 @@ class Node:
     def _on_lost(self, node_id: NodeId) -> None:
         log.info("mDNS: %s left the network (or said goodbye)", node_id)
 
+    async def _on_link_up(self, link: Link) -> None:
+        """Tell every new peer the revocation list we hold (gossip)."""
+        crl = self.trust.crl
+        if crl is not None:
+            with contextlib.suppress(ChannelClosed):
+                await link.send(Revocations(number=crl.number, crl=crl.der))
+
+    async def _on_frame(self, link: Link, frame: Frame) -> None:
+        match frame:
+            case Revocations(crl=der):
+                await self.apply_revocations(der, source=link)
+            case _:
+                log.debug("%s sent %s, which nothing here handles yet", link, type(frame).__name__)
+
+    async def apply_revocations(self, der: bytes, *, source: Link | None = None) -> bool:
+        """Verify and adopt a revocation list if it is newer; cut off revoked peers.
+
+        A list that does not verify is logged and changes nothing. Returns whether
+        the list was adopted.
+        """
+        where = f"from {source}" if source is not None else "from the store"
+        try:
+            crl = RevocationList.load(der, self.kit.ca_cert)
+            adopted = self.trust.update_revocations(crl)
+        except AuthError as exc:
+            log.warning("ignored a revocation list %s: %s", where, exc)
+            return False
+        if not adopted:
+            return False
+        await self.store.save_revocation_list(crl.number, crl.der)
+        reason = f"revoked (revocation list #{crl.number})"
+        cut = self.manager.revoke(lambda info: crl.is_revoked(info.serial), reason)
+        log.warning(
+            "revocation list #%d %s adopted: %d certificates revoked, %d links cut",
+            crl.number,
+            where,
+            len(crl.serials),
+            len(cut),
+        )
+        frame = Revocations(number=crl.number, crl=crl.der)
+        for link in self.manager.links():
+            if link is not source:
+                with contextlib.suppress(ChannelClosed):
+                    await link.send(frame)
+        return True
+
     def _log_event(self, event: PeerEvent) -> None:
         log.debug("peer event %s: %s", event.kind, event.peer)
 
@@ -252,7 +300,14 @@ class Node:
         async def peers(_: Mapping[str, Any]) -> object:
             return self.peers()
 
-        return {"status": status, "peers": peers}
+        async def reload_revocations(_: Mapping[str, Any]) -> object:
+            stored = await self.store.revocation_list()
+            if stored is None:
+                return {"adopted": False, "number": None}
+            adopted = await self.apply_revocations(stored[1])
+            return {"adopted": adopted, "number": stored[0]}
+
+        return {"status": status, "peers": peers, "reload_revocations": reload_revocations}
 
     def peers(self) -> list[dict[str, object]]:
         return [record.to_json() for record in self.manager.peers()]

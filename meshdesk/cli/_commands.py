@@ -127,6 +127,8 @@ def deployment_issue(args: argparse.Namespace, env: Env) -> int:
 def deployment_revoke(args: argparse.Namespace, env: Env) -> int:
     home = _home(args, env)
     result = asyncio.run(admin.revoke_node(home, args.node, reason=args.reason, now=_now()))
+    # A running HQ node applies the new list at once and gossips it to its peers.
+    applied = asyncio.run(control.try_call(home.control_socket, "reload_revocations"))
     if args.json:
         _emit_json(
             {
@@ -134,6 +136,7 @@ def deployment_revoke(args: argparse.Namespace, env: Env) -> int:
                 "name": result.node.name,
                 "serial": result.node.serial,
                 "revocation_list": result.crl_number,
+                "applied_by_running_node": applied is not None,
             }
         )
     else:
@@ -141,6 +144,10 @@ def deployment_revoke(args: argparse.Namespace, env: Env) -> int:
             f"Revoked {result.node.name} ({result.node.node_id}); "
             f"revocation list #{result.crl_number} signed and stored."
         )
+        if applied is not None:
+            print("The running node applied it and is passing it on to its peers.")
+        else:
+            print("No node is running here; the list goes out when this node next runs.")
     return 0
 
 

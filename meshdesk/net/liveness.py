@@ -104,6 +104,12 @@ class Backoff:
         self.since = None
         self._slow = 0
 
+    def refused(self, rng: random.Random) -> float:
+        """The peer refused us (revoked, other deployment): that will not change in
+        a second, so wait the maximum before asking again."""
+        self.failures += 1
+        return self.maximum * rng.uniform(0.5, 1.5)
+
     def failed(self, now: float, rng: random.Random) -> float:
         """Record a failed attempt; returns the delay before the next one."""
         if self.since is None:

@@ -181,13 +181,15 @@ class MemoryChannel:
 
     __slots__ = ("_closed", "_in", "_label", "_link", "_out", "_peer")
 
-    def __init__(self, link: _Link, peer: NodeInfo, out: _Pipe, inbound: _Pipe) -> None:
+    def __init__(
+        self, link: _Link, peer: NodeInfo, out: _Pipe, inbound: _Pipe, label: str | None = None
+    ) -> None:
         self._link = link
         self._peer = peer
         self._out = out
         self._in = inbound
         self._closed = False
-        self._label = f"memory:{peer.node_id.short}"
+        self._label = label or f"memory:{peer.node_id.short}"
 
     @property
     def peer(self) -> NodeInfo:
@@ -331,10 +333,14 @@ def memory_pair(
     knobs: ChannelKnobs = ChannelKnobs(),
     rng: random.Random | None = None,
     limits: WireLimits = DEFAULT_LIMITS,
+    remotes: tuple[str, str] | None = None,
 ) -> MemoryPair:
     """Two connected channels: ``first`` is ``a``'s view (peer ``b``), ``second`` ``b``'s.
 
     Args:
+        remotes: What each end reports as ``remote`` (``host:port`` of the other
+            side as it would appear on a network), for simulated meshes whose
+            addresses are gossiped; default labels name the peer.
         knobs: Faults and delays, applied to both directions.
         rng: The only source of randomness (seed it: drills must replay exactly);
             required when a knob is random (loss, duplicate, reorder, jitter).
@@ -348,6 +354,6 @@ def memory_pair(
     link = _Link(knobs, rng if knobs.needs_rng else None, limits)
     a_to_b, b_to_a = link.pipes
     return MemoryPair(
-        MemoryChannel(link, b, out=a_to_b, inbound=b_to_a),
-        MemoryChannel(link, a, out=b_to_a, inbound=a_to_b),
+        MemoryChannel(link, b, out=a_to_b, inbound=b_to_a, label=remotes and remotes[0]),
+        MemoryChannel(link, a, out=b_to_a, inbound=a_to_b, label=remotes and remotes[1]),
     )

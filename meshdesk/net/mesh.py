@@ -45,6 +45,8 @@ FAST_CONNECT_TIMEOUT = 1.5
 EXCHANGE_INTERVAL = 1.0
 #: A link that lasted this long counts as having worked (its loss resets backoff).
 STABLE_LINK = 3.0
+#: Repeated refusals of the same peer are summarised in the log this often.
+REFUSAL_LOG_INTERVAL = 60.0
 
 
 def _restarted(existing: Link, new: Link) -> bool:
@@ -83,6 +85,7 @@ class LinkManager:
         timings: Timings,
         connect: Connector,
         on_frame: FrameHandler | None = None,
+        on_link_up: Callable[[Link], Coroutine[object, object, None]] | None = None,
         peer_exchange: bool = True,
         flood: FloodLimits | None = None,
         rng: random.Random | None = None,
@@ -94,6 +97,10 @@ class LinkManager:
         self._timings = timings
         self._connect = connect
         self._on_frame = on_frame
+        self._on_link_up = on_link_up
+        #: node id -> why it may not link (revoked); checked before adopting a link.
+        self._banned: dict[str, str] = {}
+        self._refusal_log: dict[tuple[str, str], tuple[float | None, int]] = {}
         self._peer_exchange = peer_exchange
         self._flood = flood or FloodLimits()
         self._rng = rng or random.Random()
@@ -199,8 +206,20 @@ class LinkManager:
         self._wake.set()
 
     def refused(self, fingerprint: str, address: str, reason: str) -> None:
-        """An inbound connection was refused (unknown deployment, revoked, ...)."""
-        log.warning("refused %s from %s: %s", fingerprint, address, reason)
+        """An inbound connection was refused (unknown deployment, revoked, ...).
+
+        Logged at once, then at most once a minute per fingerprint and address
+        with a count, so a refused node that keeps knocking cannot flood the log.
+        """
+        key = (fingerprint, address.rsplit(":", 1)[0])
+        now = self._clock()
+        last, suppressed = self._refusal_log.get(key, (None, 0))
+        if last is None or now - last >= REFUSAL_LOG_INTERVAL:
+            more = f" ({suppressed} more refusals since)" if suppressed else ""
+            log.warning("refused %s from %s: %s%s", fingerprint, address, reason, more)
+            self._refusal_log[key] = (now, 0)
+        else:
+            self._refusal_log[key] = (last, suppressed + 1)
         if NodeId.looks_like(fingerprint):
             try:
                 node_id = str(NodeId.parse(fingerprint))
@@ -226,6 +245,22 @@ class LinkManager:
         if self._adopt(link, PeerAddress(host, hello.listen_port, "inbound")):
             await self._serve(link)
 
+    def revoke(self, revoked: Callable[[NodeInfo], bool], reason: str) -> list[str]:
+        """Close every link whose peer ``revoked`` matches and refuse it from now on.
+
+        Returns the node ids cut off.
+        """
+        cut: list[str] = []
+        for peer_id, link in list(self._links.items()):
+            if revoked(link.channel.peer):
+                self._banned[peer_id] = reason
+                record = self._record(peer_id)
+                record.state, record.reason = PeerState.REFUSED, reason
+                log.warning("cutting off %s (%s): %s", record.name, peer_id, reason)
+                self._spawn_close(link, reason)
+                cut.append(peer_id)
+        return cut
+
     # -- outputs ---------------------------------------------------------------------
 
     def peers(self) -> list[PeerRecord]:
@@ -237,6 +272,9 @@ class LinkManager:
 
     def linked(self) -> list[str]:
         return sorted(self._links)
+
+    def links(self) -> list[Link]:
+        return list(self._links.values())
 
     async def broadcast(self, frame: Frame) -> None:
         for link in list(self._links.values()):
@@ -273,6 +311,9 @@ class LinkManager:
         if self._closed:
             self._spawn_close(link, "node shutting down")
             return False
+        if peer_id in self._banned:
+            self._spawn_close(link, self._banned[peer_id])
+            return False
         existing = self._links.get(peer_id)
         if existing is not None and _restarted(existing, link):
             # The peer restarted: the link from its previous run is dead, whatever
@@ -300,6 +341,8 @@ class LinkManager:
         way = "outbound" if link.outbound else "inbound"
         log.info("linked with %s (%s) at %s, %s via %s", info.name, peer_id, via, way, via.source)
         self._emit("linked", record)
+        if self._on_link_up is not None:
+            self._spawn(self._on_link_up(link), f"link up {link!r}")
         return True
 
     def _spawn_close(self, link: Link, reason: str) -> None:
@@ -324,6 +367,10 @@ class LinkManager:
             return  # a duplicate that lost the tie-break, or replaced
         del self._links[peer_id]
         record = self._record(peer_id)
+        if peer_id in self._banned:
+            record.state, record.reason = PeerState.REFUSED, self._banned[peer_id]
+            self._emit("refused", record)
+            return
         record.state = PeerState.DOWN
         record.reason = reason
         self._emit("down", record)
@@ -412,9 +459,12 @@ class LinkManager:
                 async with asyncio.timeout(max(wait, 0.01)):
                     await self._wake.wait()
 
-    def _retry_later(self, target: _Target) -> None:
+    def _retry_later(self, target: _Target, *, refused: bool = False) -> None:
         now = self._clock()
-        target.next_attempt = now + target.backoff.failed(now, self._rng)
+        if refused:
+            target.next_attempt = now + target.backoff.refused(self._rng)
+        else:
+            target.next_attempt = now + target.backoff.failed(now, self._rng)
         target.dialing = False
         self._wake.set()
 
@@ -438,7 +488,7 @@ class LinkManager:
                 record = self._record(target.node_id)
                 record.state, record.reason = PeerState.REFUSED, str(exc)
                 self._emit("refused", record)
-            self._retry_later(target)
+            self._retry_later(target, refused=True)
             return
         except LinkError as exc:
             log.debug("dial %s failed: %s", address, exc)
@@ -451,7 +501,13 @@ class LinkManager:
         link = self._new_link(channel, outbound=True)
         try:
             await link.handshake()
-        except (LinkError, ChannelClosed, WireError) as exc:
+        except ChannelClosed as exc:
+            # Hung up before its hello: with TLS 1.3 this is how a peer that does
+            # not accept our certificate (e.g. we are revoked) answers.
+            log.info("%s closed the link before its hello: %s", address, exc)
+            self._retry_later(target, refused=True)
+            return
+        except (LinkError, WireError) as exc:
             log.info("hello with %s failed: %s", address, exc)
             self._retry_later(target)
             return

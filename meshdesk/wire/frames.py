@@ -27,6 +27,7 @@ __all__ = [
     "PeerExchange",
     "Ping",
     "Pong",
+    "Revocations",
     "decode",
     "encode",
     "frame_types",
@@ -43,6 +44,7 @@ class FrameKind(IntEnum):
     GOODBYE = 4
     PEER_EXCHANGE = 5
     ERROR = 6
+    REVOCATIONS = 7
 
 
 _NodeId = Annotated[str, MaxLen(64)]
@@ -121,8 +123,21 @@ class ErrorFrame:
     message: Annotated[str, MaxLen(1024)]
 
 
+@frame(FrameKind.REVOCATIONS)
+@dataclass(frozen=True, slots=True)
+class Revocations:
+    """The deployment's CA-signed revocation list (X.509 CRL, DER), gossiped on links.
+
+    Receivers verify it against the CA and keep it only if ``number`` is higher
+    than what they have; nothing in it is trusted before that check.
+    """
+
+    number: _Nonce
+    crl: Annotated[bytes, MaxLen(256 * 1024)]
+
+
 #: Every frame class; ``match`` on it and mypy checks that all kinds are handled.
-Frame: TypeAlias = Hello | Ping | Pong | Goodbye | PeerExchange | ErrorFrame
+Frame: TypeAlias = Hello | Ping | Pong | Goodbye | PeerExchange | ErrorFrame | Revocations
 
 
 def frame_types() -> Mapping[FrameKind, type[Frame]]:

@@ -101,3 +101,9 @@ def test_peer_record_keeps_the_best_source() -> None:
     data = record.to_json()
     assert data["addresses"] == ["10.0.0.2:7420"]
     assert data["state"] == "down"
+
+
+def test_refusal_waits_the_maximum() -> None:
+    backoff = Backoff(minimum=0.5, maximum=30.0, fast_window=60.0)
+    delays = [backoff.refused(random.Random(i)) for i in range(20)]
+    assert all(15.0 <= d <= 45.0 for d in delays)

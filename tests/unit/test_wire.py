@@ -29,6 +29,7 @@ from meshdesk.wire import (
     Ping,
     Pong,
     Range,
+    Revocations,
     WireLimits,
     decode,
     encode,
@@ -61,6 +62,7 @@ EXAMPLES: dict[FrameKind, Frame] = {
         )
     ),
     FrameKind.ERROR: ErrorFrame(code=65535, message="名前が長すぎます"),
+    FrameKind.REVOCATIONS: Revocations(number=3, crl=b"\x30\x82" + bytes(range(256)) * 4),
 }
 
 
