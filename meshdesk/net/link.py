@@ -183,7 +183,7 @@ class Link:
             self._heartbeat.received(now)
             if not self._bucket.take(now):
                 log.warning("%s floods (over %g frames/s): cutting it off", self, self._bucket.rate)
-                await self._refuse(ERR_FLOOD, "too many frames")
+                await self._refuse(ERR_FLOOD, f"flooding: more than {self._bucket.rate:g} frames/s")
                 raise LinkError(f"{self.channel.remote} flooded the link")
             match frame:
                 case Ping(nonce=nonce, sent_ms=sent_ms):
