@@ -121,6 +121,7 @@ class Node:
     async def _start(self) -> None:
         kit = self._kit = self.home.load_identity(now=self._now())
         info = kit.info
+        log.info("starting node %s (%s) from %s", info.name, info.node_id, self.home.path)
         self._store = await self._stack.enter_async_context(Store.open(self.home.store_path))
         self._trust = TrustPolicy(kit.ca_cert, await self._load_revocations())
         network = self.config.network

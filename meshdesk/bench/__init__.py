@@ -16,13 +16,13 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from meshdesk.bench import store
+from meshdesk.bench import discovery, store
 
 __all__ = ["add_bench_parser"]
 
 _SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-_BENCHES: tuple[Callable[[_SubParsers], None], ...] = (store.add_parser,)
+_BENCHES: tuple[Callable[[_SubParsers], None], ...] = (store.add_parser, discovery.add_parser)
 
 
 def add_bench_parser(subparsers: _SubParsers) -> argparse.ArgumentParser:
