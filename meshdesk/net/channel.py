@@ -69,3 +69,11 @@ class Channel(Protocol):
     async def aclose(self) -> None:
         """Close the channel; idempotent. A pending ``recv`` raises ChannelClosed."""
         ...
+
+    async def abort(self) -> None:
+        """Drop the channel at once, without waiting for the peer; idempotent.
+
+        For a peer judged dead: a graceful close would wait for an answer that
+        will never come.
+        """
+        ...

@@ -71,6 +71,7 @@ class Link:
         self.peer_hello: Hello | None = None
         self.close_reason: str | None = None
         self._closing = False
+        self._dead = False
 
     @property
     def peer_id(self) -> str:
@@ -139,7 +140,12 @@ class Link:
             for task in (receive, tick):
                 task.cancel()
             await asyncio.gather(receive, tick, return_exceptions=True)
-            await self.close(self.close_reason or "closed")
+            if self._dead:
+                # Nothing will answer a goodbye or a TLS close: drop it at once.
+                self._closing = True
+                await self.channel.abort()
+            else:
+                await self.close(self.close_reason or "closed")
         return self.close_reason or "closed"
 
     def _note_end(self, task: asyncio.Task[None]) -> None:
@@ -207,6 +213,7 @@ class Link:
             now = self._clock()
             if self._heartbeat.dead(now):
                 silent = now - self._heartbeat.last_rx
+                self._dead = True
                 self.close_reason = f"no frame for {silent:.1f} s (dead link)"
                 raise LinkError(self.close_reason)
             nonce = self._heartbeat.ping_due(now)

@@ -271,6 +271,10 @@ class MemoryChannel:
         """Close this end (a FIN to the peer); idempotent."""
         self._close()
 
+    async def abort(self) -> None:
+        """Same as :meth:`aclose`: a memory channel never waits for its peer."""
+        self._close()
+
     async def __aenter__(self) -> MemoryChannel:
         return self
 

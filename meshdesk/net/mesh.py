@@ -422,9 +422,10 @@ class LinkManager:
             if node_id == recipient:
                 continue
             record = self._peers[node_id]
-            for (host, port), source in record.addresses.items():
+            for host, port in record.addresses:
                 if is_dialable(host, port):
-                    entries.append(PeerAddr(node_id=node_id, host=host, port=port, via=source))
+                    via = record.best_source(host, port)
+                    entries.append(PeerAddr(node_id=node_id, host=host, port=port, via=via))
         return PeerExchange(peers=tuple(entries[:256]))
 
     async def _send_exchange(self) -> None:

@@ -48,7 +48,8 @@ class PeerRecord:
     name: str = ""
     site: str = ""
     role: str = ""
-    addresses: dict[tuple[str, int], str] = field(default_factory=dict)
+    #: address -> every way it was learned (static, mdns, exchange, inbound)
+    addresses: dict[tuple[str, int], set[str]] = field(default_factory=dict)
     state: PeerState = PeerState.DOWN
     #: Wall-clock milliseconds of the last frame or sighting.
     last_seen_ms: int | None = None
@@ -56,16 +57,21 @@ class PeerRecord:
     reason: str | None = None
 
     def learn(self, address: PeerAddress) -> bool:
-        """Remember an address; returns True when it is new (or better sourced)."""
-        key = (address.host, address.port)
-        current = self.addresses.get(key)
-        if current is not None and SOURCE_RANK[current] <= SOURCE_RANK[address.source]:
+        """Remember an address and how it was learned; True when that is new."""
+        sources = self.addresses.setdefault((address.host, address.port), set())
+        if address.source in sources:
             return False
-        self.addresses[key] = address.source
+        sources.add(address.source)
         return True
 
+    def best_source(self, host: str, port: int) -> str:
+        """The most trustworthy way ``host:port`` was learned (for gossip)."""
+        return min(self.addresses[(host, port)], key=SOURCE_RANK.__getitem__)
+
     def sources(self) -> list[str]:
-        return sorted(set(self.addresses.values()), key=SOURCE_RANK.__getitem__)
+        """Every way this peer was found, most trustworthy first."""
+        found = set().union(*self.addresses.values()) if self.addresses else set()
+        return sorted(found, key=SOURCE_RANK.__getitem__)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -74,8 +80,8 @@ class PeerRecord:
             "site": self.site,
             "role": self.role,
             "addresses": [
-                str(PeerAddress(host, port, source))
-                for (host, port), source in sorted(self.addresses.items())
+                str(PeerAddress(host, port, self.best_source(host, port)))
+                for host, port in sorted(self.addresses)
             ],
             "found_by": self.sources(),
             "state": str(self.state),

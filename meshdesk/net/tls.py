@@ -143,20 +143,29 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     return str(reason).lower().replace("_", " ")
 
 
+async def _closed(writer: asyncio.StreamWriter, wait: float) -> None:
+    """Wait at most ``wait`` seconds for the transport to report closed.
+
+    ``wait_closed()`` hands out the protocol's one shared close future; a timeout
+    cancelling the await would cancel that future too, and every later wait would
+    raise CancelledError at once. The shield keeps the future intact.
+    """
+    async with asyncio.timeout(wait):
+        await asyncio.shield(writer.wait_closed())
+
+
 async def _abort(writer: asyncio.StreamWriter) -> None:
     """Drop the connection now and give the transport a moment to report closed."""
     writer.transport.abort()
     with contextlib.suppress(TimeoutError, OSError):
-        async with asyncio.timeout(_ABORT_GRACE):
-            await writer.wait_closed()
+        await _closed(writer, _ABORT_GRACE)
 
 
 async def _close_writer(writer: asyncio.StreamWriter, grace: float) -> None:
     """Close gracefully (flush, TLS close_notify) within ``grace`` seconds, else abort."""
     writer.close()
     try:
-        async with asyncio.timeout(grace):
-            await writer.wait_closed()
+        await _closed(writer, grace)
     except TimeoutError:  # a dead or stubborn peer: do not wait for it
         await _abort(writer)
     except OSError:
@@ -307,6 +316,10 @@ class TlsChannel:
                 return f"{self._remote} refused our certificate (TLS {reason})"
             return f"TLS error on the link to {self._remote}: {reason}"
         return f"link to {self._remote} broke: {exc.strerror or exc}"
+
+    async def abort(self) -> None:
+        """Drop the connection now, without TLS close_notify; idempotent."""
+        await self._fail()
 
     async def _fail(self) -> None:
         """Drop the connection at once: it can no longer be trusted or used."""

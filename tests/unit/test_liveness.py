@@ -92,12 +92,13 @@ def test_only_ip_literals_from_peers_are_dialled(host: str, port: int, ok: bool)
     assert is_dialable(host, port) is ok
 
 
-def test_peer_record_keeps_the_best_source() -> None:
+def test_peer_record_remembers_every_way_it_was_found() -> None:
     record = PeerRecord(node_id="X")
     assert record.learn(PeerAddress("10.0.0.2", 7420, "exchange"))
-    assert record.learn(PeerAddress("10.0.0.2", 7420, "mdns"))
+    assert record.learn(PeerAddress("10.0.0.2", 7420, "inbound"))
     assert not record.learn(PeerAddress("10.0.0.2", 7420, "exchange"))
-    assert record.sources() == ["mdns"]
+    assert record.sources() == ["inbound", "exchange"]
+    assert record.best_source("10.0.0.2", 7420) == "inbound"
     data = record.to_json()
     assert data["addresses"] == ["10.0.0.2:7420"]
     assert data["state"] == "down"

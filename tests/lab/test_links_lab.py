@@ -1,0 +1,497 @@
+"""Links between real ``meshdesk run`` processes on a namespaced LAN.
+
+Every node is a separate process in its own lab host, provisioned with the CLI like a
+real kit: ``deployment create`` / ``deployment issue`` / ``init`` run in the root
+namespace (they need no network), ``meshdesk run`` runs inside the host. The tests
+read each node's view through its control socket (``HOME/control.sock``, a file, so
+it is reachable from the root namespace) and its log (stderr, one line per event).
+
+Deadlines are the product's own acceptance limits (a lost peer is marked down within
+6 s, a restored one is linked again within 2 s); everything else waits for behaviour
+with ``wait_until`` and reports (never asserts) how long it took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from meshdesk import control
+
+if TYPE_CHECKING:
+    from conftest import Lab, LabHost
+
+pytestmark = pytest.mark.lab
+
+MESHDESK = str(Path(sys.executable).parent / "meshdesk")
+PORT = 7420
+#: The product's limits (acceptance criteria), not guesses about this machine.
+MARKED_DOWN_WITHIN = 6.0  # dead_after = 5 s, plus one heartbeat tick
+LINKED_AGAIN_WITHIN = 2.0
+#: Generous bounds for things without a stated limit (start-up, mDNS, dialling).
+SETTLE = 10.0
+
+# Hostile clients against HOST:PORT, all at once, bounded in count and time; prints
+# one JSON object saying how the server treated each kind.
+HOSTILE = r"""
+import json, os, socket, sys, threading, time
+host, port = sys.argv[1], int(sys.argv[2])
+result = {}
+
+def hung_up(sock, within):
+    # True once the server closes (EOF or reset), False if it is still open.
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if not sock.recv(4096):
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+def garbage():
+    with socket.create_connection((host, port), timeout=3) as s:
+        try:
+            s.sendall(os.urandom(64 * 1024))
+            result["garbage_sent"] = True
+        except OSError:  # the server may hang up before reading it all
+            result["garbage_sent"] = False
+        result["garbage_hung_up"] = hung_up(s, 8)
+
+def silent():
+    with socket.create_connection((host, port), timeout=3) as s:
+        result["silent_hung_up"] = hung_up(s, 9)
+
+def client_hello_junk():
+    # A TLS handshake record holding a ClientHello with random insides.
+    body = b"\x03\x03" + os.urandom(32) + b"\x20" + os.urandom(32) + os.urandom(160)
+    hello = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(hello).to_bytes(2, "big") + hello
+
+def junk_flood(connections=20, records=50):
+    hung = 0
+    for _ in range(connections):
+        with socket.create_connection((host, port), timeout=3) as s:
+            try:
+                for _ in range(records):
+                    s.sendall(client_hello_junk())
+            except OSError:
+                pass
+            hung += hung_up(s, 3)
+    result["junk_connections"] = connections
+    result["junk_hung_up"] = hung
+
+threads = [threading.Thread(target=f) for f in (garbage, silent, junk_flood)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(timeout=15)
+print(json.dumps(result), flush=True)
+"""
+
+
+# -- deployment (root namespace, no network) -------------------------------------------
+
+
+def meshdesk_cli(*args: str | Path) -> str:
+    """Run the meshdesk CLI in the root namespace; its stdout, or fail with stderr."""
+    __tracebackhide__ = True
+    argv = [MESHDESK, *map(str, args)]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stderr}", pytrace=False)
+    return proc.stdout
+
+
+class Deployment:
+    """A deployment made with the CLI: an HQ home holding the CA, and provisioned kits."""
+
+    def __init__(self, root: Path, name: str, *, hq: str = "hq") -> None:
+        root.mkdir(parents=True)
+        self.root = root
+        self.homes: dict[str, Path] = {hq: root / hq}
+        self.hq = hq
+        created = meshdesk_cli(
+            "deployment", "create", "--home", self.homes[hq], "--name", name,
+            "--node-name", hq, "--site", "本庁", "--json",
+        )  # fmt: skip
+        self.id = json.loads(created)["deployment_id"]
+
+    def provision(self, name: str, *, role: str = "center") -> Path:
+        """Issue a kit on HQ and ``init`` a node home from it."""
+        kit = self.root / f"{name}.kit"
+        home = self.homes[name] = self.root / name
+        meshdesk_cli(
+            "deployment", "issue", "--home", self.homes[self.hq], "--name", name,
+            "--site", f"site-{name}", "--role", role, "--out", kit, "--json",
+        )  # fmt: skip
+        meshdesk_cli("init", "--home", home, "--kit", kit, "--deployment-id", self.id, "--json")
+        return home
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> Deployment:
+    """Our deployment: HQ ``hq`` plus centres ``c1`` and ``c2``."""
+    deployment = Deployment(tmp_path / "city", "City")
+    for name in ("c1", "c2"):
+        deployment.provision(name)
+    return deployment
+
+
+# -- running nodes ---------------------------------------------------------------------
+
+
+@dataclass
+class RunningNode:
+    """A ``meshdesk run`` process on a lab host, seen through its control socket and log."""
+
+    name: str
+    home: Path
+    host: LabHost
+    proc: subprocess.Popen[str]
+    log: Path
+    _log_mark: int = field(default=0, repr=False)
+
+    @property
+    def control_socket(self) -> Path:
+        return self.home / "control.sock"
+
+    def peers(self) -> list[dict[str, Any]]:
+        """What ``meshdesk peers --json`` prints, through the same control call."""
+        assert self.proc.poll() is None, f"{self.name} exited: {self.log_text()[-2000:]}"
+        result: list[dict[str, Any]] = asyncio.run(
+            control.call(self.control_socket, "peers", wait=2.0)
+        )
+        return result
+
+    def states(self) -> dict[str, str]:
+        """``{peer name: state}``."""
+        return {peer["name"]: peer["state"] for peer in self.peers()}
+
+    def peer(self, name: str) -> dict[str, Any] | None:
+        return next((p for p in self.peers() if p["name"] == name), None)
+
+    def answers(self) -> bool:
+        try:
+            self.peers()
+        except control.NodeNotRunning:
+            return False
+        return True
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def mark_log(self) -> None:
+        """Remember where the log ends now; :meth:`log_since_mark` reads what follows."""
+        self._log_mark = len(self.log.read_bytes())
+
+    def log_since_mark(self) -> str:
+        return self.log.read_bytes()[self._log_mark :].decode(errors="replace")
+
+
+def start_node(
+    lab: Lab, host_name: str, name: str, home: Path, *extra: str, wait_until: Any
+) -> RunningNode:
+    """Start ``meshdesk run`` for ``home`` on ``host_name``; returns once it answers."""
+    host = lab.host(host_name)
+    argv = [
+        MESHDESK, "run", "--home", str(home), "--listen", f"0.0.0.0:{PORT}",
+        "--interface", host.iface, *extra,
+    ]  # fmt: skip
+    proc = lab.popen(host_name, argv)
+    node = RunningNode(name, home, host, proc, lab.log_path(proc))
+    wait_until(node.answers, timeout=SETTLE, message=f"{name} on {host_name} answers")
+    return node
+
+
+def all_linked(nodes: list[RunningNode]) -> Callable[[], bool]:
+    """Each node shows every other one ``linked``."""
+
+    def check() -> bool:
+        for node in nodes:
+            states = node.states()
+            if any(states.get(other.name) != "linked" for other in nodes if other is not node):
+                return False
+        return True
+
+    return check
+
+
+def not_linked(observers: list[RunningNode], name: str) -> Callable[[], bool]:
+    """Every observer shows ``name`` as known but not ``linked`` (down/connecting/refused)."""
+
+    def check() -> bool:
+        return all(obs.states().get(name, "linked") != "linked" for obs in observers)
+
+    return check
+
+
+def stays(predicate: Callable[[], bool], seconds: float, *, message: str) -> None:
+    """Assert ``predicate`` holds at every poll for ``seconds`` (a bounded negative check)."""
+    __tracebackhide__ = True
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        assert predicate(), message
+        time.sleep(0.1)
+
+
+def linked_lines(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if f"linked with {name} (" in line]
+
+
+def down_lines(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if f"link with {name} (" in line and "down" in line]
+
+
+def start_trio(lab: Lab, city: Deployment, wait_until: Any) -> list[RunningNode]:
+    """HQ, c1 and c2 on h1..h3, found by mDNS; returns once all are linked."""
+    nodes = [
+        start_node(lab, f"h{i}", name, city.homes[name], wait_until=wait_until)
+        for i, name in enumerate(("hq", "c1", "c2"), start=1)
+    ]
+    wait_until(all_linked(nodes), timeout=SETTLE, message="hq, c1, c2 all linked")
+    return nodes
+
+
+@pytest.fixture
+def trio(lab_factory: Any, city: Deployment, wait_until: Any) -> tuple[Lab, list[RunningNode]]:
+    """A 3-host lab running :func:`start_trio`."""
+    lab = lab_factory(3)
+    return lab, start_trio(lab, city, wait_until)
+
+
+# -- tests -----------------------------------------------------------------------------
+
+
+def test_three_nodes_find_each_other_by_mdns_and_link(
+    trio: tuple[Lab, list[RunningNode]],
+) -> None:
+    _, nodes = trio
+    for node in nodes:
+        # The CLI itself, end to end: peers --json from the root namespace.
+        peers = json.loads(meshdesk_cli("peers", "--home", node.home, "--json"))
+        others = {p["name"]: p for p in peers}
+        assert set(others) == {n.name for n in nodes} - {node.name}
+        for other in nodes:
+            if other is node:
+                continue
+            peer = others[other.name]
+            assert peer["state"] == "linked"
+            assert "mdns" in peer["found_by"], peer
+            assert f"{other.host.addr}:{PORT}" in peer["addresses"], peer
+            assert peer["rtt_ms"] is not None
+        status = json.loads(meshdesk_cli("status", "--home", node.home, "--json"))
+        assert status["running"] is True
+        assert status["live"]["peers_linked"] == 2, status
+
+
+def test_a_node_of_another_deployment_is_refused_by_all(
+    lab_factory: Any, city: Deployment, tmp_path: Path, wait_until: Any
+) -> None:
+    lab = lab_factory(4)
+    ours = start_trio(lab, city, wait_until)
+    # The foreign HQ is on our LAN (h4, same switch): our nodes see it by mDNS.
+    other = Deployment(tmp_path / "other", "Elsewhere", hq="rogue-hq")
+    rogue = start_node(lab, "h4", "rogue-hq", other.homes["rogue-hq"], wait_until=wait_until)
+    rogue_addr = re.escape(rogue.host.addr)
+
+    def refused_everywhere() -> bool:
+        for node in ours:
+            peer = node.peer("rogue-hq")
+            if peer is None or peer["state"] != "refused":
+                return False
+            log = node.log_text()
+            # We dial it (its certificate fails our check) and it dials us (ours fails
+            # its check, so OpenSSL ends the handshake and no fingerprint is known).
+            if not re.search(rf"refused peer at {rogue_addr}:{PORT}", log):
+                return False
+            if not re.search(rf"refused \S+ from {rogue_addr}:\d+", log):
+                return False
+        return True
+
+    wait_until(refused_everywhere, timeout=SETTLE, message="every node refuses rogue-hq")
+    # Keep watching a while: the rogue node is still on the LAN and announcing itself.
+    stays(all_linked(ours), 2.0, message="our nodes stay linked among themselves")
+    for node in ours:
+        text = node.log_text()
+        assert linked_lines(text, "rogue-hq") == [], f"{node.name} linked the rogue node"
+        for friend in ours:
+            assert down_lines(text, friend.name) == [], f"{node.name} lost {friend.name}"
+        peer = node.peer("rogue-hq")
+        assert peer is not None
+        assert peer["state"] == "refused"
+        assert "not of this deployment" in (peer["reason"] or ""), peer
+    assert all(p["state"] != "linked" for p in rogue.peers())
+
+
+def test_a_revoked_node_is_cut_off_and_stays_out(
+    trio: tuple[Lab, list[RunningNode]], wait_until: Any
+) -> None:
+    lab, (hq, c1, c2) = trio
+    out = meshdesk_cli(
+        "deployment", "revoke", "--home", hq.home, "--reason", "stolen", "c2", "--json"
+    )
+    assert json.loads(out)["applied_by_running_node"] is True, out
+    # The running HQ applies the new list at once and gossips it to c1.
+    wait_until(not_linked([hq, c1], "c2"), timeout=5, message="hq and c1 show c2 not linked")
+    for node in (hq, c1):
+        node.mark_log()
+    stays(not_linked([hq, c1], "c2"), 3.0, message="c2 came back after its revocation")
+    for node in (hq, c1):
+        assert linked_lines(node.log_since_mark(), "c2") == [], f"{node.name} relinked c2"
+        peer = node.peer("c2")
+        assert peer is not None
+        assert "revoked" in (peer["reason"] or ""), (node.name, peer)
+    assert hq.states()["c1"] == "linked"
+    assert c1.states()["hq"] == "linked"
+    # The revoked node still runs (and knocks), but has lost every link.
+    assert c2.proc.poll() is None
+    assert all(state != "linked" for state in c2.states().values()), c2.states()
+
+    # c1 stored the list: restarted, it refuses c2 on its own, from the first moment.
+    c1.proc.send_signal(signal.SIGTERM)
+    assert c1.proc.wait(timeout=10) == 0
+    status = json.loads(meshdesk_cli("status", "--home", c1.home, "--json"))
+    assert status["store"]["revocation_list"] == 1, status
+    c1 = start_node(lab, "h2", "c1", c1.home, wait_until=wait_until)
+
+    def c1_back_and_refusing_c2() -> bool:
+        states = c1.states()
+        return states.get("hq") == "linked" and states.get("c2") == "refused"
+
+    wait_until(c1_back_and_refusing_c2, timeout=SETTLE, message="restarted c1 refuses c2")
+    assert linked_lines(c1.log_text(), "c2") == []
+
+
+def test_a_cut_cable_is_noticed_and_a_restored_one_relinks(
+    trio: tuple[Lab, list[RunningNode]], wait_until: Any
+) -> None:
+    lab, (hq, c1, c2) = trio
+    # The cut comes right after the links' first frames: the worst case for the limit.
+    cut_at = time.monotonic()
+    lab.cut(c2.host.name)
+    wait_until(
+        not_linked([hq, c1], "c2"),
+        timeout=MARKED_DOWN_WITHIN,
+        message=f"hq and c1 mark c2 down within {MARKED_DOWN_WITHIN:g} s of the cut",
+    )
+    detected = time.monotonic() - cut_at
+    assert hq.states()["c1"] == "linked"
+
+    restored_at = time.monotonic()
+    lab.restore(c2.host.name)
+    wait_until(
+        all_linked([hq, c1, c2]),
+        timeout=LINKED_AGAIN_WITHIN,
+        message=f"c2 linked again within {LINKED_AGAIN_WITHIN:g} s of the restore",
+    )
+    relinked = time.monotonic() - restored_at
+    print(f"cut noticed after {detected:.2f} s; relinked {relinked:.2f} s after restore")
+
+
+def test_a_node_without_multicast_links_everyone_through_one_static_peer(
+    lab_factory: Any, city: Deployment, wait_until: Any
+) -> None:
+    lab = lab_factory(3)
+    lab.block_multicast("h3")
+    hq = start_node(lab, "h1", "hq", city.homes["hq"], wait_until=wait_until)
+    c1 = start_node(lab, "h2", "c1", city.homes["c1"], wait_until=wait_until)
+    wait_until(all_linked([hq, c1]), timeout=SETTLE, message="hq and c1 linked by mDNS")
+
+    started = time.monotonic()
+    c2 = start_node(
+        lab, "h3", "c2", city.homes["c2"], "--peer", f"{hq.host.addr}:{PORT}", wait_until=wait_until
+    )
+    wait_until(all_linked([hq, c1, c2]), timeout=10, message="c2 linked with hq and c1")
+    took = time.monotonic() - started
+    print(f"c2 linked with both {took:.2f} s after start (static + exchange)")
+
+    peers = {p["name"]: p for p in c2.peers()}
+    assert "static" in peers["hq"]["found_by"], peers["hq"]
+    # c2 cannot have seen c1 by mDNS: it learned c1's address from hq.
+    assert "exchange" in peers["c1"]["found_by"], f"c2 found c1 by {peers['c1']['found_by']}"
+    assert all("mdns" not in p["found_by"] for p in peers.values()), peers
+    assert "mdns" not in {s for n in (hq, c1) for s in (n.peer("c2") or {})["found_by"]}
+
+
+def test_hostile_clients_do_not_disturb_a_node(
+    lab_factory: Any, city: Deployment, wait_until: Any
+) -> None:
+    lab = lab_factory(3)
+    hq = start_node(lab, "h1", "hq", city.homes["hq"], wait_until=wait_until)
+    c1 = start_node(lab, "h2", "c1", city.homes["c1"], wait_until=wait_until)
+    wait_until(all_linked([hq, c1]), timeout=SETTLE, message="hq and c1 linked")
+
+    hostile = lab.popen("h3", [sys.executable, "-c", HOSTILE, hq.host.addr, str(PORT)])
+
+    def link_holds_until_hostile_ends() -> bool:
+        # Asserted at every poll: the link holds and hq answers throughout.
+        assert hq.states().get("c1") == "linked", "hq lost c1 under attack"
+        return hostile.poll() is not None
+
+    wait_until(link_holds_until_hostile_ends, timeout=20, message="hostile clients finish")
+    assert hostile.returncode == 0, lab.log_path(hostile).read_text()
+    report = json.loads(lab.log_path(hostile).read_text().strip().splitlines()[-1])
+    # The server hangs up on each kind (no TLS, a handshake that never comes, junk).
+    assert report["garbage_hung_up"] is True, report
+    assert report["silent_hung_up"] is True, report
+    assert report["junk_hung_up"] == report["junk_connections"] == 20, report
+
+    text = hq.log_text()
+    assert down_lines(text, "c1") == []
+    assert len(linked_lines(text, "c1")) == 1
+    # Refusals are logged, summarised per address (a knocking host cannot flood the log).
+    assert re.search(rf"refused - from {re.escape(lab.host('h3').addr)}:\d+", text), text
+    assert hq.proc.poll() is None
+
+    # A legitimate node on the attacker's host still gets in.
+    c2 = start_node(lab, "h3", "c2", city.homes["c2"], wait_until=wait_until)
+    wait_until(all_linked([hq, c2]), timeout=5, message="a fresh c2 links with hq")
+    print(f"hostile report: {report}")
+
+
+def test_sigterm_shuts_a_node_down_cleanly_and_says_goodbye(
+    trio: tuple[Lab, list[RunningNode]], wait_until: Any
+) -> None:
+    _, (hq, c1, c2) = trio
+    sent = time.monotonic()
+    c2.proc.send_signal(signal.SIGTERM)
+    # Well under dead_after (5 s): c2 sends Goodbye on every link before closing, so
+    # its peers learn at once instead of waiting for missed heartbeats. The bound is
+    # the product's 6 s limit; the log check below proves it was the goodbye.
+    wait_until(
+        not_linked([hq, c1], "c2"),
+        timeout=MARKED_DOWN_WITHIN,
+        message="hq and c1 mark c2 down after its SIGTERM",
+    )
+    noticed = time.monotonic() - sent
+    assert c2.proc.wait(timeout=10) == 0
+    text = c2.log_text()
+    assert "shutting down" in text
+    assert "stopped" in text
+    assert not c2.control_socket.exists()
+    for node in (hq, c1):
+        text = node.log_text()
+        lines = down_lines(text, "c2")
+        assert lines, f"{node.name} logged no loss of c2"
+        assert "peer said goodbye" in lines[0], lines
+        # A node that is leaving takes no new link (its peers redial at once).
+        assert len(linked_lines(text, "c2")) == 1, text
+    assert hq.states()["c1"] == "linked"
+    print(f"c2's peers marked it down {noticed:.2f} s after SIGTERM")
