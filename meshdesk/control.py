@@ -20,9 +20,9 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
+from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import HomeError, MeshdeskError
 
 __all__ = ["ControlServer", "NodeNotRunning", "call", "try_call"]
@@ -53,7 +53,7 @@ async def _socket_answers(path: Path) -> bool:
     return True
 
 
-class ControlServer:
+class ControlServer(AsyncResource):
     """Serves control requests while the node runs; an async context manager."""
 
     def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
@@ -69,14 +69,6 @@ class ControlServer:
     async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Bind the socket.

@@ -14,9 +14,9 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from meshdesk._lifecycle import AsyncResource
 from meshdesk._version import __version__
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
@@ -50,7 +50,7 @@ def _running(part: _T | None) -> _T:
     return part
 
 
-class Node:
+class Node(AsyncResource):
     """One meshdesk node, running in this process."""
 
     def __init__(
@@ -105,14 +105,6 @@ class Node:
             await self._stack.aclose()
             raise
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Shut down in order (the exit stack unwinds in reverse start order)."""

@@ -32,6 +32,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from meshdesk._lifecycle import AsyncResource
 from meshdesk.config import Endpoint
 from meshdesk.errors import ConfigError, LinkError
 from meshdesk.identity import NodeId, NodeInfo
@@ -103,7 +104,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class StaticDiscovery:
+class StaticDiscovery(AsyncResource):
     """Peers listed in ``network.static_peers``: fixed addresses, no network traffic.
 
     Static peers have no node ID until a link to them is verified, so there are no
@@ -119,14 +120,6 @@ class StaticDiscovery:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     async def refresh(self) -> None:
         """Nothing to look up: the addresses are fixed."""
 
@@ -134,7 +127,7 @@ class StaticDiscovery:
         """Nothing to close."""
 
 
-class ZeroconfDiscovery:
+class ZeroconfDiscovery(AsyncResource):
     """Announce this node and browse for peers with python-zeroconf (IPv4 only).
 
     Args:
@@ -227,14 +220,6 @@ class ZeroconfDiscovery:
             raise
         self._state = _State.RUNNING
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _start(self) -> None:
         where = ", ".join(self._addresses)

@@ -31,9 +31,9 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass
-from types import TracebackType
 from typing import NamedTuple
 
+from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import ChannelClosed, WireError
 from meshdesk.identity import NodeInfo
 from meshdesk.wire import DEFAULT_LIMITS, Frame, WireLimits, decode, encode
@@ -176,7 +176,7 @@ class _Link:
         pipe.held.clear()
 
 
-class MemoryChannel:
+class MemoryChannel(AsyncResource):
     """One end of a :func:`memory_pair`; implements :class:`~meshdesk.net.Channel`."""
 
     __slots__ = ("_closed", "_in", "_label", "_link", "_out", "_peer")
@@ -277,14 +277,6 @@ class MemoryChannel:
 
     async def __aenter__(self) -> MemoryChannel:
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class MemoryPair(NamedTuple):

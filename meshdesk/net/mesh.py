@@ -16,9 +16,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Self
 
+from meshdesk._lifecycle import AsyncResource
 from meshdesk.config import Timings
 from meshdesk.errors import AuthError, ChannelClosed, LinkError, WireError
 from meshdesk.identity import NodeId, NodeInfo
@@ -74,7 +74,7 @@ class _Target:
     is_self: bool = False
 
 
-class LinkManager:
+class LinkManager(AsyncResource):
     """Keeps one link to every reachable peer of the deployment."""
 
     def __init__(
@@ -122,14 +122,6 @@ class LinkManager:
         self._started = True
         self._spawn(self._supervise(), "link supervisor")
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Say goodbye on every link, stop dialing, wait for every task; idempotent."""

@@ -29,12 +29,12 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import AuthError, ChannelClosed, KitError, LinkError, WireError
 from meshdesk.identity import NodeInfo, NodeKit
 from meshdesk.net.trust import TrustPolicy, fingerprint
@@ -178,7 +178,7 @@ async def _close_writer(writer: asyncio.StreamWriter, grace: float) -> None:
 # -- channel ----------------------------------------------------------------------------
 
 
-class TlsChannel:
+class TlsChannel(AsyncResource):
     """A :class:`~meshdesk.net.Channel` over one TLS connection.
 
     Made by :func:`connect` and :class:`TlsListener` once the peer is verified.
@@ -343,14 +343,6 @@ class TlsChannel:
     async def __aenter__(self) -> TlsChannel:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
 
 # -- client -----------------------------------------------------------------------------
 
@@ -464,7 +456,7 @@ RefusedHook = Callable[[str, str, str], None]
 ChannelHandler = Callable[[TlsChannel], Awaitable[None]]
 
 
-class TlsListener:
+class TlsListener(AsyncResource):
     """Accepts TLS links; one task per connection, all owned and closed here.
 
     Each accepted connection gets ``handshake_timeout`` seconds for its TLS
@@ -662,14 +654,6 @@ class TlsListener:
         if self._state is _State.NEW:
             await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def serve(

@@ -10,11 +10,11 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import aiosqlite
 
+from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import StoreError
 from meshdesk.store._chain import INT64_MAX, Heads, check_event, check_int64, plan_append
 from meshdesk.store._schema import (
@@ -65,7 +65,7 @@ class StoreState(enum.Enum):
     CLOSED = "closed"
 
 
-class Store:
+class Store(AsyncResource):
     """A node's local database: the event log, node facts, and HQ's kit registry.
 
     Use it as an async context manager; it is ready when ``async with`` enters::
@@ -155,14 +155,6 @@ class Store:
     async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Check, migrate and open the database; return when the store is ready.
