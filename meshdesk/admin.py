@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshdesk._fs import write_private
 from meshdesk.config import load_config, write_default_config
@@ -85,17 +86,19 @@ async def create_deployment(
     try:
         ca = CertificateAuthority.create(deployment, now=now)
         key = Ed25519PrivateKey.generate()
+        sealing = X25519PrivateKey.generate()
         cert = ca.issue(
             key.public_key(),
             name=node_name,
             site=site,
             role=Role.HQ,
             departments=departments,
+            sealing_key=sealing.public_key(),
             now=now,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    kit = NodeKit.assemble(key, cert, ca.cert, now=now)
+    kit = NodeKit.assemble(key, cert, ca.cert, sealing_key=sealing, now=now)
     home.write_identity(kit, ca=ca)
     if not home.config_path.exists():
         write_default_config(home.config_path)
@@ -135,6 +138,7 @@ async def issue_kit(
                     "choose another name or revoke that node first"
                 )
         key = Ed25519PrivateKey.generate()
+        sealing = X25519PrivateKey.generate()
         try:
             cert = ca.issue(
                 key.public_key(),
@@ -142,11 +146,12 @@ async def issue_kit(
                 site=site,
                 role=role,
                 departments=departments,
+                sealing_key=sealing.public_key(),
                 now=now,
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        kit = NodeKit.assemble(key, cert, ca.cert, now=now)
+        kit = NodeKit.assemble(key, cert, ca.cert, sealing_key=sealing, now=now)
         try:
             # scrypt and fsync take a while: keep them off the event loop.
             data = await asyncio.to_thread(kit.to_bytes, passphrase)

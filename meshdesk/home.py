@@ -6,6 +6,7 @@
       config.toml         settings (see meshdesk.config)
       identity/           0700
         node.key          0600  Ed25519 private key (PKCS#8 PEM)
+        sealing.key       0600  X25519 private key that opens sealed personal data
         node.crt          node certificate (PEM)
         ca.crt            deployment CA certificate (PEM)
         ca.key            0600  CA private key — only on the HQ node that created it
@@ -29,6 +30,7 @@ import platformdirs
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshdesk._fs import ensure_private_dir, write_private
 from meshdesk.errors import HomeError, KitError
@@ -44,7 +46,7 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _pem_key(key: Ed25519PrivateKey) -> bytes:
+def _pem_key(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -80,6 +82,10 @@ class NodeHome:
     @property
     def key_path(self) -> Path:
         return self.identity_dir / "node.key"
+
+    @property
+    def sealing_key_path(self) -> Path:
+        return self.identity_dir / "sealing.key"
 
     @property
     def cert_path(self) -> Path:
@@ -166,11 +172,18 @@ class NodeHome:
             )
             cert = x509.load_pem_x509_certificate(self._read(self.cert_path, secret=False))
             ca_cert = x509.load_pem_x509_certificate(self._read(self.ca_cert_path, secret=False))
+            sealing = None
+            if self.sealing_key_path.exists():
+                sealing = serialization.load_pem_private_key(
+                    self._read(self.sealing_key_path, secret=True), password=None
+                )
         except (ValueError, TypeError) as exc:
             raise KitError(f"identity files in {self.identity_dir} are damaged: {exc}") from exc
         if not isinstance(key, Ed25519PrivateKey):
             raise KitError(f"{self.key_path} does not hold an Ed25519 key")
-        return NodeKit.assemble(key, cert, ca_cert, now=now)
+        if sealing is not None and not isinstance(sealing, X25519PrivateKey):
+            raise KitError(f"{self.sealing_key_path} does not hold an X25519 key")
+        return NodeKit.assemble(key, cert, ca_cert, sealing_key=sealing, now=now)
 
     def load_ca(self) -> CertificateAuthority:
         """The deployment CA, present only on the HQ node that created it."""
@@ -205,6 +218,8 @@ class NodeHome:
             write_private(self.cert_path, _pem_cert(kit.cert), overwrite=True)
             if ca is not None:
                 write_private(self.ca_key_path, ca.key_pem(), overwrite=True)
+            if kit.sealing_key is not None:
+                write_private(self.sealing_key_path, _pem_key(kit.sealing_key), overwrite=True)
             # The key last: its presence is what marks the home as provisioned.
             write_private(self.key_path, _pem_key(kit.key))
         except OSError as exc:

@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -104,6 +105,8 @@ class NodeKit:
     cert: x509.Certificate
     ca_cert: x509.Certificate
     info: NodeInfo
+    #: Opens personal data sealed to this node; its public half is in ``cert``.
+    sealing_key: X25519PrivateKey | None = None
 
     @classmethod
     def assemble(
@@ -112,12 +115,13 @@ class NodeKit:
         cert: x509.Certificate,
         ca_cert: x509.Certificate,
         *,
+        sealing_key: X25519PrivateKey | None = None,
         now: dt.datetime,
     ) -> NodeKit:
         """Check that the parts belong together and return the kit.
 
         Raises:
-            KitError: the key does not match the certificate, or the certificate
+            KitError: a key does not match the certificate, or the certificate
                 is not signed by the CA.
         """
         if cert.public_key() != key.public_key():
@@ -126,7 +130,15 @@ class NodeKit:
             info = verify_node_cert(cert, ca_cert, now=now)
         except AuthError as exc:
             raise KitError(f"the kit's certificate does not hold up: {exc}") from exc
-        return cls(key=key, cert=cert, ca_cert=ca_cert, info=info)
+        if sealing_key is not None:
+            raw = sealing_key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            if raw != info.sealing_key:
+                raise KitError("the kit's sealing key does not belong to its certificate")
+        elif info.sealing_key is not None:
+            raise KitError("the kit lacks the sealing key its certificate names")
+        return cls(key=key, cert=cert, ca_cert=ca_cert, info=info, sealing_key=sealing_key)
 
     @property
     def node_id(self) -> NodeId:
@@ -150,6 +162,17 @@ class NodeKit:
                 ),
                 "cert": self.cert.public_bytes(serialization.Encoding.DER),
                 "ca": self.ca_cert.public_bytes(serialization.Encoding.DER),
+                **(
+                    {
+                        "seal": self.sealing_key.private_bytes(
+                            serialization.Encoding.Raw,
+                            serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption(),
+                        )
+                    }
+                    if self.sealing_key is not None
+                    else {}
+                ),
             }
         )
         label = _PLAIN
@@ -218,9 +241,14 @@ class NodeKit:
             key = Ed25519PrivateKey.from_private_bytes(_field(obj, "key", bytes, source))
             cert = x509.load_der_x509_certificate(_field(obj, "cert", bytes, source))
             ca_cert = x509.load_der_x509_certificate(_field(obj, "ca", bytes, source))
+            sealing = (
+                X25519PrivateKey.from_private_bytes(_field(obj, "seal", bytes, source))
+                if "seal" in obj
+                else None
+            )
         except ValueError as exc:
             raise KitError(f"{source} is damaged (bad key or certificate)") from exc
-        return cls.assemble(key, cert, ca_cert, now=now)
+        return cls.assemble(key, cert, ca_cert, sealing_key=sealing, now=now)
 
     @staticmethod
     def _unseal(obj: dict[str, Any], passphrase: bytes | None, source: str) -> dict[str, Any]:

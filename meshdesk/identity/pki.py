@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshdesk.errors import AuthError
@@ -40,6 +41,7 @@ from meshdesk.identity.nodeid import NodeId
 __all__ = [
     "CA_VALIDITY",
     "NODE_VALIDITY",
+    "SEALING_KEY_OID",
     "CertificateAuthority",
     "NodeInfo",
     "Role",
@@ -55,6 +57,11 @@ NODE_VALIDITY = dt.timedelta(days=365 * 20)
 #: Laptops in a shelter may have a wrong clock; accept certificates from a day early.
 _BACKDATE = dt.timedelta(days=1)
 _LABEL_MAX = 64
+
+#: Certificate extension holding the node's X25519 public key for sealed personal
+#: data (an OID under 2.25, the UUID arc, which needs no registration).
+SEALING_KEY_OID = x509.ObjectIdentifier("2.25.235319530310255971779519573581153358361")
+_OCTET_STRING_32 = b"\x04\x20"
 _BAD_LABEL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -108,6 +115,9 @@ class NodeInfo:
     departments: tuple[str, ...]
     deployment: str
     serial: int
+    #: Raw X25519 public key personal data is sealed to (None: this node cannot
+    #: be in any case's audience).
+    sealing_key: bytes | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -157,6 +167,16 @@ def node_info(cert: x509.Certificate) -> NodeInfo:
     departments = tuple(
         str(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     )
+    sealing_key: bytes | None = None
+    try:
+        ext = cert.extensions.get_extension_for_oid(SEALING_KEY_OID).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        raw = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
+        if len(raw) != 34 or not raw.startswith(_OCTET_STRING_32):
+            raise AuthError("certificate has a malformed sealing key")
+        sealing_key = raw[2:]
     return NodeInfo(
         node_id=NodeId.from_public_key(_public_key(cert)),
         name=_single(subject, NameOID.COMMON_NAME, "name"),
@@ -165,6 +185,7 @@ def node_info(cert: x509.Certificate) -> NodeInfo:
         departments=departments,
         deployment=_single(subject, NameOID.ORGANIZATION_NAME, "deployment"),
         serial=cert.serial_number,
+        sealing_key=sealing_key,
     )
 
 
@@ -243,9 +264,10 @@ class CertificateAuthority:
         site: str,
         role: Role,
         departments: tuple[str, ...] = (),
+        sealing_key: X25519PublicKey | None = None,
         now: dt.datetime,
     ) -> x509.Certificate:
-        """Sign a node certificate.
+        """Sign a node certificate (with the node's sealing key, when given).
 
         Raises:
             ValueError: a bad name, site or department label.
@@ -262,7 +284,7 @@ class CertificateAuthority:
             if label not in seen:
                 seen.append(label)
         attrs.extend(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, d) for d in seen)
-        return (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name(attrs))
             .issuer_name(self.cert.subject)
@@ -282,8 +304,16 @@ class CertificateAuthority:
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
             )
-            .sign(self.key, algorithm=None)
         )
+        if sealing_key is not None:
+            raw = sealing_key.public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(SEALING_KEY_OID, _OCTET_STRING_32 + raw),
+                critical=False,
+            )
+        return builder.sign(self.key, algorithm=None)
 
     def key_pem(self) -> bytes:
         return self.key.private_bytes(

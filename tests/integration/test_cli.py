@@ -116,6 +116,7 @@ def test_create_issue_init_status(cli: CliRunner, deployment: Deployment) -> Non
     assert init["name"] == "第一小学校"
     assert init["departments"] == ["welfare", "福祉課"]
     assert stat.S_IMODE((home / "identity" / "node.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "identity" / "sealing.key").stat().st_mode) == 0o600
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert not (home / "identity" / "ca.key").exists()
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from meshdesk._fs import write_private
 from meshdesk.errors import KitError
@@ -185,3 +187,38 @@ def test_write_private_is_owner_only_and_never_overwrites(tmp_path: Path) -> Non
     assert path.read_bytes() == b"three"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret"]
+
+
+def _sealed_kit(ca: CertificateAuthority) -> tuple[NodeKit, X25519PrivateKey]:
+    key, sealing = Ed25519PrivateKey.generate(), X25519PrivateKey.generate()
+    cert = ca.issue(
+        key.public_key(), name="desk", site="本庁", role=Role.DESK,
+        sealing_key=sealing.public_key(), now=NOW,
+    )  # fmt: skip
+    return NodeKit.assemble(key, cert, ca.cert, sealing_key=sealing, now=NOW), sealing
+
+
+def test_sealing_key_is_certified_and_travels_in_the_kit(ca: CertificateAuthority) -> None:
+    kit, sealing = _sealed_kit(ca)
+    raw = sealing.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    assert kit.info.sealing_key == raw
+    for passphrase in (None, b"pw"):
+        loaded = NodeKit.from_bytes(kit.to_bytes(passphrase), passphrase=passphrase, now=NOW)
+        assert loaded.sealing_key is not None
+        assert loaded.sealing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) == raw
+
+
+def test_wrong_or_missing_sealing_key_is_refused(ca: CertificateAuthority) -> None:
+    kit, _ = _sealed_kit(ca)
+    with pytest.raises(KitError, match="sealing key does not belong"):
+        NodeKit.assemble(
+            kit.key, kit.cert, ca.cert, sealing_key=X25519PrivateKey.generate(), now=NOW
+        )
+    with pytest.raises(KitError, match="lacks the sealing key"):
+        NodeKit.assemble(kit.key, kit.cert, ca.cert, now=NOW)
+    payload = msgpack.unpackb(_payload(kit.to_bytes()))
+    del payload["seal"]
+    with pytest.raises(KitError, match="lacks the sealing key"):
+        NodeKit.from_bytes(
+            _rearmor(kit.to_bytes(), msgpack.packb(payload)), passphrase=None, now=NOW
+        )
