@@ -1,0 +1,183 @@
+"""Each author's events form a hash chain; signed checkpoints vouch for it.
+
+See ``docs/design/records.md``. An author hashes every event over its fields and
+the previous event's hash, and signs the chain head once per committed batch (a
+:class:`Checkpoint`). A receiver recomputes every hash itself (a sent hash is
+never trusted) and accepts a run of events only when it continues its stored
+head and ends exactly at a checkpoint whose signature verifies: one Ed25519
+verification per batch, not per event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgpack
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from meshdesk.errors import SyncError
+from meshdesk.store.records import ZERO_HASH, StoredEvent
+
+__all__ = [
+    "CHAIN_CONTEXT",
+    "ChainWriter",
+    "Checkpoint",
+    "UnsignedEvent",
+    "checkpoint_message",
+    "event_hash",
+    "sign_checkpoint",
+    "verify_run",
+]
+
+#: Domain separation: a checkpoint signature can never be mistaken for another.
+CHAIN_CONTEXT = b"meshdesk-chain-v1\0"
+
+
+def event_hash(
+    author: str,
+    seq: int,
+    hlc: int,
+    case_id: str | None,
+    kind: int,
+    body: bytes,
+    prev_hash: bytes,
+) -> bytes:
+    """SHA-256 over the msgpack of the event's fields (the contract's definition)."""
+    packed = msgpack.packb([author, seq, hlc, case_id, kind, body, prev_hash], use_bin_type=True)
+    return hashlib.sha256(packed).digest()
+
+
+def checkpoint_message(author: str, seq: int, digest: bytes) -> bytes:
+    return CHAIN_CONTEXT + author.encode() + seq.to_bytes(8, "big") + digest
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The author's signature over its chain head at ``seq``."""
+
+    author: str
+    seq: int
+    hash: bytes
+    sig: bytes
+
+
+def sign_checkpoint(key: Ed25519PrivateKey, author: str, seq: int, digest: bytes) -> Checkpoint:
+    return Checkpoint(author, seq, digest, key.sign(checkpoint_message(author, seq, digest)))
+
+
+@dataclass(frozen=True, slots=True)
+class UnsignedEvent:
+    """An event as received: everything but the hash, which the receiver computes."""
+
+    seq: int
+    hlc: int
+    case_id: str | None
+    kind: int
+    body: bytes
+    prev_hash: bytes
+
+
+def verify_run(
+    author: str,
+    head: tuple[int, bytes] | None,
+    events: Sequence[UnsignedEvent],
+    checkpoint: Checkpoint,
+    public_key: Ed25519PublicKey,
+) -> list[StoredEvent]:
+    """Check a run of ``author``'s events against our head and its checkpoint.
+
+    Args:
+        head: our stored ``(seq, hash)`` for the author, None when we have none.
+
+    Returns:
+        The events with their computed hashes, ready to store as one batch.
+
+    Raises:
+        SyncError: a gap, a broken or forked chain, a run that does not end at
+            the checkpoint, or a bad signature. Nothing of the run may be stored.
+    """
+    if not events:
+        raise SyncError(f"empty run from author {author}")
+    if checkpoint.author != author:
+        raise SyncError(f"run of {author} carries a checkpoint of {checkpoint.author}")
+    seq, digest = head if head is not None else (0, ZERO_HASH)
+    verified: list[StoredEvent] = []
+    for event in events:
+        if event.seq != seq + 1:
+            raise SyncError(f"author {author}: expected seq {seq + 1}, got {event.seq}")
+        if event.prev_hash != digest:
+            raise SyncError(f"author {author}: seq {event.seq} does not continue the chain")
+        digest = event_hash(
+            author, event.seq, event.hlc, event.case_id, event.kind, event.body, event.prev_hash
+        )
+        seq = event.seq
+        verified.append(
+            StoredEvent(
+                author,
+                seq,
+                event.hlc,
+                event.case_id,
+                event.kind,
+                event.body,
+                event.prev_hash,
+                digest,
+            )
+        )
+    if checkpoint.seq != seq or checkpoint.hash != digest:
+        raise SyncError(
+            f"author {author}: run ends at seq {seq} but its checkpoint is for seq "
+            f"{checkpoint.seq} or another chain"
+        )
+    try:
+        public_key.verify(checkpoint.sig, checkpoint_message(author, seq, digest))
+    except InvalidSignature as exc:
+        raise SyncError(f"author {author}: checkpoint signature at seq {seq} is forged") from exc
+    return verified
+
+
+class ChainWriter:
+    """Appends this node's own events and signs a checkpoint per commit."""
+
+    def __init__(self, author: str, key: Ed25519PrivateKey, head: tuple[int, bytes] | None) -> None:
+        self.author = author
+        self._key = key
+        self._seq, self._hash = head if head is not None else (0, ZERO_HASH)
+        self._pending: list[StoredEvent] = []
+
+    @property
+    def head(self) -> tuple[int, bytes]:
+        """The head including events not yet committed."""
+        return self._seq, self._hash
+
+    def append(self, *, hlc: int, case_id: str | None, kind: int, body: bytes) -> StoredEvent:
+        seq = self._seq + 1
+        digest = event_hash(self.author, seq, hlc, case_id, kind, body, self._hash)
+        event = StoredEvent(self.author, seq, hlc, case_id, kind, body, self._hash, digest)
+        self._pending.append(event)
+        self._seq, self._hash = seq, digest
+        return event
+
+    def commit(self) -> tuple[list[StoredEvent], Checkpoint]:
+        """Hand over the pending events with the checkpoint that covers them.
+
+        The caller stores both in one transaction; if that fails it must
+        :meth:`rollback` so the next commit does not skip sequence numbers.
+
+        Raises:
+            ValueError: nothing is pending.
+        """
+        if not self._pending:
+            raise ValueError("nothing to commit")
+        events, self._pending = self._pending, []
+        return events, sign_checkpoint(self._key, self.author, self._seq, self._hash)
+
+    def rollback(self, to: tuple[int, bytes]) -> None:
+        """Forget pending or failed-to-store events; continue from ``to``."""
+        self._pending = []
+        self._seq, self._hash = to

@@ -1,0 +1,176 @@
+"""Signed hash chains and sealed personal blocks."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import msgpack
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshdesk.cases.chain import ChainWriter, Checkpoint, UnsignedEvent, verify_run
+from meshdesk.cases.sealing import Recipient, audience, grant, open_sealed, recipients_of, seal
+from meshdesk.errors import AuthError, SyncError
+from meshdesk.identity import CertificateAuthority, NodeInfo, Role, verify_node_cert
+from meshdesk.store.records import StoredEvent
+
+NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
+AUTHOR = "AUTHOR"
+
+
+def unsigned(events: list[StoredEvent]) -> list[UnsignedEvent]:
+    return [UnsignedEvent(e.seq, e.hlc, e.case_id, e.kind, e.body, e.prev_hash) for e in events]
+
+
+def written(n: int, key: Ed25519PrivateKey, head: tuple[int, bytes] | None = None) -> ChainWriter:
+    writer = ChainWriter(AUTHOR, key, head)
+    for i in range(n):
+        writer.append(hlc=1000 + i, case_id="c1", kind=2, body=f"本文 {i}".encode())
+    return writer
+
+
+def test_a_committed_batch_verifies_and_continues() -> None:
+    key = Ed25519PrivateKey.generate()
+    writer = written(5, key)
+    first, cp1 = writer.commit()
+    assert verify_run(AUTHOR, None, unsigned(first), cp1, key.public_key()) == first
+    writer.append(hlc=2000, case_id=None, kind=1, body=b"x")
+    second, cp2 = writer.commit()
+    head = (first[-1].seq, first[-1].hash)
+    assert verify_run(AUTHOR, head, unsigned(second), cp2, key.public_key()) == second
+    assert cp2.seq == 6
+
+
+def test_commit_without_events_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="nothing to commit"):
+        ChainWriter(AUTHOR, Ed25519PrivateKey.generate(), None).commit()
+
+
+@pytest.mark.parametrize("field", ["hlc", "body", "kind", "case_id"])
+def test_tampered_event_is_refused(field: str) -> None:
+    key = Ed25519PrivateKey.generate()
+    events, cp = written(3, key).commit()
+    run = unsigned(events)
+    changed = {"hlc": 1, "body": b"forged", "kind": 9, "case_id": "other"}[field]
+    run[1] = dataclasses.replace(run[1], **{field: changed})
+    with pytest.raises(SyncError):
+        verify_run(AUTHOR, None, run, cp, key.public_key())
+
+
+def test_forged_signature_gap_and_half_batch_are_refused() -> None:
+    key = Ed25519PrivateKey.generate()
+    events, cp = written(4, key).commit()
+    run = unsigned(events)
+    with pytest.raises(SyncError, match="forged"):
+        verify_run(AUTHOR, None, run, cp, Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(SyncError, match="forged"):
+        verify_run(AUTHOR, None, run, dataclasses.replace(cp, sig=bytes(64)), key.public_key())
+    with pytest.raises(SyncError, match="expected seq 1"):
+        verify_run(AUTHOR, None, run[1:], cp, key.public_key())
+    with pytest.raises(SyncError, match="checkpoint is for seq 4"):
+        verify_run(AUTHOR, None, run[:2], cp, key.public_key())  # half a batch
+    with pytest.raises(SyncError, match="does not continue"):
+        verify_run(AUTHOR, (0, b"\x01" * 32), run, cp, key.public_key())
+    with pytest.raises(SyncError, match="checkpoint of"):
+        verify_run(AUTHOR, None, run, Checkpoint("X", cp.seq, cp.hash, cp.sig), key.public_key())
+    with pytest.raises(SyncError, match="empty run"):
+        verify_run(AUTHOR, None, [], cp, key.public_key())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 5), st.integers(0, 200), st.binary(min_size=1, max_size=8))
+def test_any_single_byte_change_in_a_body_is_caught(index: int, pos: int, junk: bytes) -> None:
+    key = Ed25519PrivateKey.generate()
+    events, cp = written(6, key).commit()
+    run = unsigned(events)
+    body = bytearray(run[index].body)
+    body[pos % len(body)] ^= junk[0] or 1
+    run[index] = dataclasses.replace(run[index], body=bytes(body))
+    with pytest.raises(SyncError):
+        verify_run(AUTHOR, None, run, cp, key.public_key())
+
+
+# -- sealing ------------------------------------------------------------------------
+
+
+def member() -> tuple[Recipient, X25519PrivateKey]:
+    key = X25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return Recipient(f"N{id(key)}", raw), key
+
+
+AAD = b"case:0193-...:personal"
+SECRET = "山田 花子 / やまだ はなこ / 090-1234-5678".encode()
+
+
+def test_only_the_audience_can_open() -> None:
+    (a, ka), (b, kb), (outsider, ko) = member(), member(), member()
+    blob = seal(SECRET, [a, b], aad=AAD)
+    assert open_sealed(blob, a.node_id, ka, aad=AAD) == SECRET
+    assert open_sealed(blob, b.node_id, kb, aad=AAD) == SECRET
+    assert recipients_of(blob) == {a.node_id, b.node_id}
+    assert SECRET not in blob
+    with pytest.raises(AuthError, match="not in the audience"):
+        open_sealed(blob, outsider.node_id, ko, aad=AAD)
+    with pytest.raises(AuthError):  # someone else's key under a member's name
+        open_sealed(blob, a.node_id, ko, aad=AAD)
+    with pytest.raises(AuthError):  # replayed into another case
+        open_sealed(blob, a.node_id, ka, aad=b"case:other:personal")
+
+
+def test_grant_lets_a_member_add_newcomers_without_changing_the_data() -> None:
+    (a, ka), (new, kn), (outsider, ko) = member(), member(), member()
+    blob = seal(SECRET, [a], aad=AAD)
+    wider = grant(blob, a.node_id, ka, [new], aad=AAD)
+    assert open_sealed(wider, new.node_id, kn, aad=AAD) == SECRET
+    assert msgpack.unpackb(wider)["c"] == msgpack.unpackb(blob)["c"]
+    with pytest.raises(AuthError):
+        grant(blob, outsider.node_id, ko, [outsider], aad=AAD)
+
+
+def test_tampered_and_malformed_blocks() -> None:
+    a, ka = member()
+    obj = msgpack.unpackb(seal(SECRET, [a], aad=AAD))
+    obj["c"] = obj["c"][:-1] + bytes([obj["c"][-1] ^ 1])
+    with pytest.raises(AuthError, match="does not decrypt"):
+        open_sealed(msgpack.packb(obj), a.node_id, ka, aad=AAD)
+    for junk in (b"", b"\xc1", msgpack.packb({"v": 9}), msgpack.packb([1, 2])):
+        with pytest.raises(SyncError, match="malformed"):
+            open_sealed(junk, a.node_id, ka, aad=AAD)
+    with pytest.raises(ValueError, match="at least one"):
+        seal(SECRET, [], aad=AAD)
+
+
+def test_audience_is_origin_hq_and_consented_departments() -> None:
+    ca = CertificateAuthority.create("秋田市", now=NOW)
+
+    def node(name: str, role: Role, depts: tuple[str, ...], sealed: bool = True) -> NodeInfo:
+        key = Ed25519PrivateKey.generate()
+        sealing = X25519PrivateKey.generate().public_key() if sealed else None
+        cert = ca.issue(
+            key.public_key(), name=name, site="s", role=role, departments=depts,
+            sealing_key=sealing, now=NOW,
+        )  # fmt: skip
+        return verify_node_cert(cert, ca.cert, now=NOW)
+
+    origin = node("shelter", Role.CENTER, ())
+    hq = node("hq", Role.HQ, ())
+    welfare = node("welfare desk", Role.DESK, ("福祉課",))
+    housing = node("housing desk", Role.DESK, ("住宅課",))
+    other_shelter = node("other shelter", Role.CENTER, ())
+    keyless_hq = node("old hq", Role.HQ, (), sealed=False)
+    chosen = audience(
+        origin=str(origin.node_id),
+        consent=["福祉課"],
+        directory=[origin, hq, welfare, housing, other_shelter, keyless_hq],
+    )
+    assert {r.node_id for r in chosen} == {
+        str(origin.node_id),
+        str(hq.node_id),
+        str(welfare.node_id),
+    }
