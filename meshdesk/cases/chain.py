@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from meshdesk.errors import SyncError
-from meshdesk.store.records import ZERO_HASH, StoredEvent
+from meshdesk.store.records import ZERO_HASH, Checkpoint, StoredEvent
 
 __all__ = [
     "CHAIN_CONTEXT",
@@ -55,16 +55,6 @@ def event_hash(
 
 def checkpoint_message(author: str, seq: int, digest: bytes) -> bytes:
     return CHAIN_CONTEXT + author.encode() + seq.to_bytes(8, "big") + digest
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """The author's signature over its chain head at ``seq``."""
-
-    author: str
-    seq: int
-    hash: bytes
-    sig: bytes
 
 
 def sign_checkpoint(key: Ed25519PrivateKey, author: str, seq: int, digest: bytes) -> Checkpoint:

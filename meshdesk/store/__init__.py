@@ -17,6 +17,7 @@ from meshdesk.store._schema import MIGRATIONS, SCHEMA_VERSION, Migration, Migrat
 from meshdesk.store._store import Store, StoreState
 from meshdesk.store.records import (
     ZERO_HASH,
+    Checkpoint,
     IssuedNode,
     RevokedNode,
     StoreCounts,
@@ -27,6 +28,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "ZERO_HASH",
+    "Checkpoint",
     "IssuedNode",
     "Migration",
     "MigrationStep",

@@ -126,8 +126,44 @@ CREATE TABLE revoked (
 );
 """
 
+# Version 2: signed checkpoints of each author's chain (docs/design/records.md) and a
+# directory of node certificates, to verify authors met only through relays and to
+# know every node's sealing key.
+_SCHEMA_2 = """
+CREATE TABLE checkpoints (
+    author TEXT    NOT NULL,
+    seq    INTEGER NOT NULL CHECK (seq >= 1),
+    hash   BLOB    NOT NULL CHECK (length(hash) = 32),
+    sig    BLOB    NOT NULL CHECK (length(sig) = 64),
+    PRIMARY KEY (author, seq),
+    FOREIGN KEY (author, seq) REFERENCES events (author, seq)
+);
+
+CREATE TRIGGER checkpoints_match_chain BEFORE INSERT ON checkpoints
+WHEN (SELECT hash FROM events WHERE author = NEW.author AND seq = NEW.seq) IS NOT NEW.hash
+BEGIN
+    SELECT RAISE(ABORT, 'checkpoint does not match the stored chain');
+END;
+
+CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
+BEGIN
+    SELECT RAISE(ABORT, 'checkpoints are append-only');
+END;
+
+CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+BEGIN
+    SELECT RAISE(ABORT, 'checkpoints are append-only');
+END;
+
+CREATE TABLE certificates (
+    node_id TEXT    PRIMARY KEY NOT NULL,
+    der     BLOB    NOT NULL,
+    seen_at INTEGER NOT NULL
+);
+"""
+
 #: The forward migrations this meshdesk knows, oldest first.
-MIGRATIONS: tuple[Migration, ...] = ((1, _SCHEMA_1),)
+MIGRATIONS: tuple[Migration, ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2))
 
 _HEADER_SIZE = 100
 _MAGIC = b"SQLite format 3\x00"

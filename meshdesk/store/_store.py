@@ -28,6 +28,7 @@ from meshdesk.store._schema import (
 )
 from meshdesk.store.records import (
     ZERO_HASH,
+    Checkpoint,
     IssuedNode,
     RevokedNode,
     StoreCounts,
@@ -316,6 +317,28 @@ class Store(AsyncResource):
             StoreError: a malformed event, a gap, a broken chain, or a fork (same
                 author and seq, different hash); nothing of the batch is stored.
         """
+        return await self._append(events, received_at, None)
+
+    async def append_run(
+        self, events: Sequence[StoredEvent], checkpoint: Checkpoint, received_at: int
+    ) -> int:
+        """Store a verified run of one author's events with the checkpoint that ends it.
+
+        Events and checkpoint go in one transaction: a run is never half stored.
+        The caller has verified the run (``meshdesk.cases.chain.verify_run``); the
+        database checks again that the checkpoint matches the stored chain.
+
+        Raises:
+            StoreError: as :meth:`append_events`, or a checkpoint that does not
+                match the chain; nothing is stored.
+        """
+        if not events or any(e.author != checkpoint.author for e in events):
+            raise StoreError("a run holds events of its checkpoint's author only")
+        return await self._append(events, received_at, checkpoint)
+
+    async def _append(
+        self, events: Sequence[StoredEvent], received_at: int, checkpoint: Checkpoint | None
+    ) -> int:
         self._check_running()
         check_int64("received_at", received_at)
         for event in events:
@@ -326,11 +349,43 @@ class Store(AsyncResource):
         async with self._session("append events to") as db:
             stored = await self._stored_hashes(db, batch)
             rows, tips = plan_append(batch, self._heads, stored, received_at)
-            if rows:
+            if rows or checkpoint is not None:
                 async with self._transaction(db):
-                    await db.executemany(_INSERT_EVENT, rows)
+                    if rows:
+                        await db.executemany(_INSERT_EVENT, rows)
+                    if checkpoint is not None:
+                        await db.execute(
+                            "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig) "
+                            "VALUES (?, ?, ?, ?)",
+                            (checkpoint.author, checkpoint.seq, checkpoint.hash, checkpoint.sig),
+                        )
                     self._heads.update(tips)
         return len(rows)
+
+    async def checkpoints(self, author: str, after_seq: int = 0) -> list[Checkpoint]:
+        """The author's checkpoints past ``after_seq``, oldest first."""
+        async with self._session("read checkpoints from") as db:
+            rows = await db.execute_fetchall(
+                "SELECT author, seq, hash, sig FROM checkpoints "
+                "WHERE author = ? AND seq > ? ORDER BY seq",
+                (author, after_seq),
+            )
+        return [Checkpoint(a, q, bytes(h), bytes(g)) for a, q, h, g in rows]
+
+    async def save_certificate(self, node_id: str, der: bytes, seen_at: int) -> bool:
+        """Remember a node's (already verified) certificate; True when it is new."""
+        async with self._session("write a certificate to") as db, self._transaction(db):
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO certificates (node_id, der, seen_at) VALUES (?, ?, ?)",
+                (node_id, der, seen_at),
+            )
+            return cursor.rowcount == 1
+
+    async def certificates(self) -> dict[str, bytes]:
+        """Every node certificate this node has seen, by node id."""
+        async with self._session("read certificates from") as db:
+            rows = await db.execute_fetchall("SELECT node_id, der FROM certificates")
+        return {node_id: bytes(der) for node_id, der in rows}
 
     async def _stored_hashes(
         self, db: aiosqlite.Connection, batch: Sequence[StoredEvent]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ZERO_HASH",
+    "Checkpoint",
     "IssuedNode",
     "RevokedNode",
     "StoreCounts",
@@ -88,6 +89,16 @@ class RevokedNode:
     serial: str
     revoked_at: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """An author's signature over its chain head at ``seq`` (see docs/design/records.md)."""
+
+    author: str
+    seq: int
+    hash: bytes
+    sig: bytes
 
 
 @dataclass(frozen=True, slots=True)

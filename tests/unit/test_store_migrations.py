@@ -18,7 +18,18 @@ from meshdesk.errors import StoreError
 from meshdesk.store import MIGRATIONS, SCHEMA_VERSION, ZERO_HASH, Migration, Store, StoredEvent
 from meshdesk.store._schema import APPLICATION_ID
 
-TABLES = {"events", "meta", "issued_nodes", "revocation_lists", "revoked"}
+#: Version of the first migration this meshdesk does not know yet.
+NEXT = SCHEMA_VERSION + 1
+
+TABLES = {
+    "events",
+    "meta",
+    "issued_nodes",
+    "revocation_lists",
+    "revoked",
+    "checkpoints",
+    "certificates",
+}
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
@@ -127,35 +138,35 @@ async def test_reopen_runs_no_migration_again(db_path: Path) -> None:
     runs: list[int] = []
 
     async def step(db: aiosqlite.Connection) -> None:
-        runs.append(2)
+        runs.append(NEXT)
         await db.execute("INSERT INTO meta (key, value) VALUES ('migrated', x'01')")
 
-    migrations: Sequence[Migration] = [*MIGRATIONS, (2, step)]
+    migrations: Sequence[Migration] = [*MIGRATIONS, (NEXT, step)]
     for _ in range(3):
         async with Store.open(db_path, create=True, migrations=migrations) as store:
-            assert store.schema_version == 2
+            assert store.schema_version == NEXT
             assert await store.get_meta("migrated") == b"\x01"
-    assert runs == [2]
-    assert pragma(db_path, "user_version") == 2
+    assert runs == [NEXT]
+    assert pragma(db_path, "user_version") == NEXT
 
 
 async def test_future_migration_then_older_meshdesk_is_refused(db_path: Path) -> None:
     await make_store_db(db_path)
-    future = [*MIGRATIONS, (2, "CREATE TABLE attachments (id TEXT PRIMARY KEY);")]
+    future = [*MIGRATIONS, (NEXT, "CREATE TABLE attachments (id TEXT PRIMARY KEY);")]
     async with Store.open(db_path, migrations=future) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == NEXT
     assert tables(db_path) == {*TABLES, "attachments"}
     await assert_refused(
         db_path,
-        f"^database {re.escape(str(db_path))} has schema version 2, this meshdesk knows up to "
+        f"^database {re.escape(str(db_path))} has schema version {NEXT}, this meshdesk knows up to "
         f"{SCHEMA_VERSION}; upgrade meshdesk$",
     )
 
 
 async def test_failed_migration_is_rolled_back(db_path: Path) -> None:
     await make_store_db(db_path)
-    broken = [*MIGRATIONS, (2, "CREATE TABLE half (a); CREATE TABLE broken (")]
-    with pytest.raises(StoreError, match=r"cannot migrate database .* to schema version 2"):
+    broken = [*MIGRATIONS, (NEXT, "CREATE TABLE half (a); CREATE TABLE broken (")]
+    with pytest.raises(StoreError, match=rf"cannot migrate database .* to schema version {NEXT}"):
         async with Store.open(db_path, migrations=broken):
             pass
     assert pragma(db_path, "user_version") == SCHEMA_VERSION
@@ -170,7 +181,7 @@ async def test_failed_python_migration_is_rolled_back(db_path: Path) -> None:
         raise StoreError("cannot convert old cases")
 
     with pytest.raises(StoreError, match="cannot convert old cases"):
-        async with Store.open(db_path, migrations=[*MIGRATIONS, (2, step)]):
+        async with Store.open(db_path, migrations=[*MIGRATIONS, (NEXT, step)]):
             pass
     assert pragma(db_path, "user_version") == SCHEMA_VERSION
     assert tables(db_path) == TABLES
