@@ -16,13 +16,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Self, TypeVar
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from meshdesk._lifecycle import AsyncResource
 from meshdesk._version import __version__
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
 from meshdesk.errors import AuthError, ChannelClosed
 from meshdesk.home import NodeHome
-from meshdesk.identity import NodeId, NodeKit, RevocationList
+from meshdesk.identity import NodeId, NodeInfo, NodeKit, RevocationList
 from meshdesk.net.channel import Channel, PeerAddress
 from meshdesk.net.discovery import Sighting, ZeroconfDiscovery
 from meshdesk.net.interfaces import select_interfaces
@@ -31,13 +34,16 @@ from meshdesk.net.mesh import LinkManager, PeerEvent
 from meshdesk.net.tls import TlsListener, connect
 from meshdesk.net.trust import TrustPolicy
 from meshdesk.store import Store
-from meshdesk.wire import Frame, Hello, Revocations
+from meshdesk.wire import Certificates, Frame, Hello, Revocations
 
 __all__ = ["Node"]
 
 log = logging.getLogger("meshdesk.node")
 
 _T = TypeVar("_T")
+
+#: Certificates per gossip frame (the frame's limit is 256).
+_CERTS_PER_FRAME = 64
 
 
 def _utcnow() -> dt.datetime:
@@ -116,6 +122,7 @@ class Node(AsyncResource):
         log.info("starting node %s (%s) from %s", info.name, info.node_id, self.home.path)
         self._store = await self._stack.enter_async_context(Store.open(self.home.store_path))
         self._trust = TrustPolicy(kit.ca_cert, await self._load_revocations())
+        await self._seed_directory()
         network = self.config.network
         interfaces = select_interfaces(network.interfaces) if network.mdns else []
         if network.mdns and not interfaces:
@@ -236,16 +243,71 @@ class Node(AsyncResource):
         log.info("mDNS: %s left the network (or said goodbye)", node_id)
 
     async def _on_link_up(self, link: Link) -> None:
-        """Tell every new peer the revocation list we hold (gossip)."""
+        """Tell every new peer the revocation list and the directory we hold (gossip)."""
         crl = self.trust.crl
-        if crl is not None:
-            with contextlib.suppress(ChannelClosed):
+        with contextlib.suppress(ChannelClosed):
+            if crl is not None:
                 await link.send(Revocations(number=crl.number, crl=crl.der))
+            known = list((await self.store.certificates()).values())
+            for start in range(0, len(known), _CERTS_PER_FRAME):
+                await link.send(Certificates(certs=tuple(known[start : start + _CERTS_PER_FRAME])))
+
+    async def _seed_directory(self) -> None:
+        """Our own certificate, and on the HQ that issued them, every kit's."""
+        now_ms = int(self._now().timestamp() * 1000)
+        own = self.kit.cert.public_bytes(serialization.Encoding.DER)
+        await self.store.save_certificate(str(self.kit.node_id), own, now_ms)
+        for issued in await self.store.issued_nodes():
+            der = x509.load_pem_x509_certificate(issued.cert_pem.encode()).public_bytes(
+                serialization.Encoding.DER
+            )
+            await self.store.save_certificate(issued.node_id, der, now_ms)
+
+    async def take_certificates(self, certs: tuple[bytes, ...], *, source: Link | None) -> int:
+        """Keep the certificates that verify against our CA; pass new ones on.
+
+        A certificate that does not verify (another deployment, revoked, garbage)
+        is skipped and counted in the log; it changes nothing. Returns how many
+        were new.
+        """
+        fresh: list[bytes] = []
+        refused = 0
+        now = self._now()
+        for der in certs:
+            try:
+                info = self.trust.verify_peer(der, now=now)
+            except AuthError:
+                refused += 1
+                continue
+            if await self.store.save_certificate(
+                str(info.node_id), der, int(now.timestamp() * 1000)
+            ):
+                fresh.append(der)
+        if refused:
+            log.info("skipped %d certificates from %s that do not verify", refused, source)
+        if fresh:
+            log.info("directory: %d new node certificates from %s", len(fresh), source)
+            frame = Certificates(certs=tuple(fresh))
+            for link in self.manager.links():
+                if link is not source:
+                    with contextlib.suppress(ChannelClosed):
+                        await link.send(frame)
+        return len(fresh)
+
+    async def directory(self) -> list[NodeInfo]:
+        """Every node of the deployment we know a valid certificate of."""
+        infos = []
+        for der in (await self.store.certificates()).values():
+            with contextlib.suppress(AuthError):
+                infos.append(self.trust.verify_peer(der, now=self._now()))
+        return infos
 
     async def _on_frame(self, link: Link, frame: Frame) -> None:
         match frame:
             case Revocations(crl=der):
                 await self.apply_revocations(der, source=link)
+            case Certificates(certs=certs):
+                await self.take_certificates(certs, source=link)
             case _:
                 log.debug("%s sent %s, which nothing here handles yet", link, type(frame).__name__)
 

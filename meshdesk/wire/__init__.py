@@ -11,6 +11,7 @@ from meshdesk.wire._codec import WIRE_VERSION
 from meshdesk.wire._limits import DEFAULT_LIMITS, WireLimits
 from meshdesk.wire._schema import MaxLen, Range
 from meshdesk.wire.frames import (
+    Certificates,
     ErrorFrame,
     Frame,
     FrameKind,
@@ -30,6 +31,7 @@ from meshdesk.wire.stream import FrameDecoder, pack_frame
 __all__ = [
     "DEFAULT_LIMITS",
     "WIRE_VERSION",
+    "Certificates",
     "ErrorFrame",
     "Frame",
     "FrameDecoder",

@@ -18,6 +18,7 @@ from meshdesk.wire._limits import DEFAULT_LIMITS, WireLimits
 from meshdesk.wire._schema import MaxLen, Range
 
 __all__ = [
+    "Certificates",
     "ErrorFrame",
     "Frame",
     "FrameKind",
@@ -45,6 +46,7 @@ class FrameKind(IntEnum):
     PEER_EXCHANGE = 5
     ERROR = 6
     REVOCATIONS = 7
+    CERTIFICATES = 8
 
 
 _NodeId = Annotated[str, MaxLen(64)]
@@ -136,8 +138,22 @@ class Revocations:
     crl: Annotated[bytes, MaxLen(256 * 1024)]
 
 
+@frame(FrameKind.CERTIFICATES)
+@dataclass(frozen=True, slots=True)
+class Certificates:
+    """Node certificates (DER) the sender knows: the deployment's directory, gossiped.
+
+    Each is verified against the deployment CA before it is kept; they tell a node
+    the signing key of every author and the sealing key of every audience member.
+    """
+
+    certs: Annotated[tuple[Annotated[bytes, MaxLen(8192)], ...], MaxLen(256)]
+
+
 #: Every frame class; ``match`` on it and mypy checks that all kinds are handled.
-Frame: TypeAlias = Hello | Ping | Pong | Goodbye | PeerExchange | ErrorFrame | Revocations
+Frame: TypeAlias = (
+    Hello | Ping | Pong | Goodbye | PeerExchange | ErrorFrame | Revocations | Certificates
+)
 
 
 def frame_types() -> Mapping[FrameKind, type[Frame]]:

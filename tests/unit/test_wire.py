@@ -17,6 +17,7 @@ from meshdesk.errors import MeshdeskError, WireError
 from meshdesk.wire import (
     DEFAULT_LIMITS,
     WIRE_VERSION,
+    Certificates,
     ErrorFrame,
     Frame,
     FrameDecoder,
@@ -62,6 +63,7 @@ EXAMPLES: dict[FrameKind, Frame] = {
         )
     ),
     FrameKind.ERROR: ErrorFrame(code=65535, message="名前が長すぎます"),
+    FrameKind.CERTIFICATES: Certificates(certs=(b"\x30\x82\x01\x00" * 64, b"")),
     FrameKind.REVOCATIONS: Revocations(number=3, crl=b"\x30\x82" + bytes(range(256)) * 4),
 }
 

@@ -1,0 +1,108 @@
+"""Whole nodes in one process over TLS on loopback (mDNS off, static peers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from meshdesk import admin, control
+from meshdesk.config import Config, Timings, load_config
+from meshdesk.home import NodeHome
+from meshdesk.identity import Role
+from meshdesk.node import Node
+
+NOW = dt.datetime.now(dt.UTC)
+FAST = Timings(heartbeat_interval=0.2, dead_after=1.0, connect_timeout=2.0, reconnect_min=0.1)
+WaitUntil = Callable[..., Awaitable[None]]
+
+
+@dataclass
+class Mesh:
+    root: Path
+    homes: dict[str, NodeHome]
+    nodes: dict[str, Node]
+
+    def linked(self, name: str) -> set[str]:
+        return {p["name"] for p in self.nodes[name].peers() if p["state"] == "linked"}
+
+
+def config(home: NodeHome, peers: list[str]) -> Config:
+    base = replace(load_config(home.config_path), timings=FAST)
+    return base.with_overrides(listen="127.0.0.1:0", static_peers=peers, mdns=False)
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    hq = NodeHome(tmp_path / "hq")
+    await admin.create_deployment(
+        hq, deployment="テスト市", node_name="本部", site="市役所", departments=(), now=NOW
+    )
+    homes = {"本部": hq}
+    for name, depts in (("shelter", ()), ("welfare", ("福祉課",))):
+        kit = tmp_path / f"{name}.kit"
+        await admin.issue_kit(
+            hq, name=name, site="s", role=Role.CENTER if name == "shelter" else Role.DESK,
+            departments=depts, out=kit, passphrase=None, now=NOW,
+        )  # fmt: skip
+        homes[name] = NodeHome(tmp_path / name)
+        await admin.provision(
+            homes[name], kit_path=kit, passphrase=None, expect_deployment=None, now=NOW
+        )
+    async with AsyncExitStack() as stack:
+        nodes = {"本部": await stack.enter_async_context(Node(hq, config(hq, [])))}
+        hq_port = nodes["本部"].listener.port
+        for name in ("shelter", "welfare"):
+            node = Node(homes[name], config(homes[name], [f"127.0.0.1:{hq_port}"]))
+            nodes[name] = await stack.enter_async_context(node)
+        yield Mesh(tmp_path, homes, nodes)
+
+
+async def test_nodes_link_through_one_static_peer(mesh: Mesh, async_wait_until: WaitUntil) -> None:
+    await async_wait_until(lambda: mesh.linked("本部") == {"shelter", "welfare"}, 10)
+    await async_wait_until(lambda: mesh.linked("shelter") == {"本部", "welfare"}, 10)
+    found = {p["name"]: p["found_by"] for p in mesh.nodes["shelter"].peers()}
+    assert "exchange" in found["welfare"] or "inbound" in found["welfare"]
+
+
+async def test_directory_spreads_to_every_node(mesh: Mesh, async_wait_until: WaitUntil) -> None:
+    async def names(node: str) -> set[str]:
+        return {i.name for i in await mesh.nodes[node].directory()}
+
+    async def complete() -> bool:
+        return await names("shelter") == {"本部", "shelter", "welfare"}
+
+    await async_wait_until(complete, 10)
+    infos = {i.name: i for i in await mesh.nodes["shelter"].directory()}
+    assert infos["welfare"].departments == ("福祉課",)
+    assert infos["welfare"].sealing_key is not None
+
+
+async def test_bad_certificates_change_nothing(mesh: Mesh) -> None:
+    node = mesh.nodes["shelter"]
+    before = await node.directory()
+    assert await node.take_certificates((b"garbage", b"\x30\x03\x02\x01\x01"), source=None) == 0
+    assert len(await node.directory()) == len(before)
+
+
+async def test_revocation_reaches_the_running_mesh(mesh: Mesh, async_wait_until: WaitUntil) -> None:
+    await async_wait_until(lambda: mesh.linked("welfare") == {"本部", "shelter"}, 10)
+    await admin.revoke_node(mesh.homes["本部"], "shelter", reason="lost", now=NOW)
+    result = await control.call(mesh.homes["本部"].control_socket, "reload_revocations")
+    assert result == {"adopted": True, "number": 1}
+    await async_wait_until(lambda: "shelter" not in mesh.linked("welfare"), 5)
+    await async_wait_until(lambda: "shelter" not in mesh.linked("本部"), 5)
+    states = {p["name"]: p["state"] for p in mesh.nodes["welfare"].peers()}
+    assert states["shelter"] in ("refused", "down", "connecting")
+
+
+async def test_control_socket_answers_status(mesh: Mesh, async_wait_until: WaitUntil) -> None:
+    await async_wait_until(lambda: len(mesh.linked("本部")) == 2, 10)
+    status = await control.call(mesh.homes["本部"].control_socket, "status")
+    assert status["name"] == "本部"
+    assert status["running"] is True
+    assert status["peers_linked"] == 2
