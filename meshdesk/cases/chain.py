@@ -146,6 +146,7 @@ class ChainWriter:
         return self._seq, self._hash
 
     def append(self, *, hlc: int, case_id: str | None, kind: int, body: bytes) -> StoredEvent:
+        kind = int(kind)  # an IntEnum member is stored and hashed as the plain number
         seq = self._seq + 1
         digest = event_hash(self.author, seq, hlc, case_id, kind, body, self._hash)
         event = StoredEvent(self.author, seq, hlc, case_id, kind, body, self._hash, digest)

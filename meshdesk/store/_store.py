@@ -362,6 +362,14 @@ class Store(AsyncResource):
                     self._heads.update(tips)
         return len(rows)
 
+    async def case_ids(self) -> list[str]:
+        """Every case id with at least one stored event."""
+        async with self._session("read case ids from") as db:
+            rows = await db.execute_fetchall(
+                "SELECT DISTINCT case_id FROM events WHERE case_id IS NOT NULL ORDER BY case_id"
+            )
+        return [case_id for (case_id,) in rows]
+
     async def checkpoints(self, author: str, after_seq: int = 0) -> list[Checkpoint]:
         """The author's checkpoints past ``after_seq``, oldest first."""
         async with self._session("read checkpoints from") as db:

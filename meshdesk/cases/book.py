@@ -1,0 +1,387 @@
+"""The case book: what an operator does to cases, on one node.
+
+It ties the pure parts together: the writer builds the next event from the
+folded state, personal data is sealed to the case's audience before anything is
+written, the node's chain appends and signs, and the store keeps events and
+checkpoint in one transaction. The CLI uses it directly when no node runs, and
+the running node uses it behind the control socket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import msgpack
+
+from meshdesk.cases.chain import ChainWriter
+from meshdesk.cases.events import CaseOpened
+from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
+from meshdesk.cases.hlc import Clock, to_datetime
+from meshdesk.cases.model import CaseState, Category, Personal, Status, Urgency
+from meshdesk.cases.sealing import audience, grant, open_sealed, recipients_of, seal
+from meshdesk.errors import AuthError, MeshdeskError, StoreError, SyncError, UsageError
+from meshdesk.identity import NodeInfo, NodeKit
+from meshdesk.store import Store, StoredEvent
+
+__all__ = ["CaseBook", "case_aad"]
+
+Directory = Callable[[], Awaitable[list[NodeInfo]]]
+
+
+def case_aad(case_id: str, part: str) -> bytes:
+    """Binds a sealed block to its case and purpose (``personal`` or ``note``)."""
+    return f"meshdesk:case:{case_id}:{part}".encode()
+
+
+def _personal_json(personal: Personal) -> dict[str, object]:
+    data: dict[str, object] = dataclasses.asdict(personal)
+    if personal.birth_date is not None:
+        data["birth_date"] = personal.birth_date.isoformat()
+    return data
+
+
+def _members(blob: bytes) -> set[str]:
+    """Recipients of a block from a peer; a malformed block has none (it opens for no one)."""
+    try:
+        return recipients_of(blob)
+    except SyncError:
+        return set()
+
+
+def _iso(hlc: int) -> str:
+    return to_datetime(hlc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class CaseBook:
+    """Cases of one node: create, edit, read; sealing what is personal."""
+
+    def __init__(
+        self,
+        store: Store,
+        kit: NodeKit,
+        *,
+        directory: Directory,
+        wall_ms: Callable[[], int],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._kit = kit
+        self._me = str(kit.node_id)
+        self._directory = directory
+        self._wall_ms = wall_ms
+        self._rng = rng
+        self._chain: ChainWriter | None = None
+        self._clock = Clock()
+        #: Called after every commit (the sync driver announces new events).
+        self.on_commit: Callable[[list[StoredEvent]], None] | None = None
+
+    async def _writer(self) -> ChainWriter:
+        if self._chain is None:
+            head = (await self._store.heads()).get(self._me)
+            if head is not None:
+                last = await self._store.events_after(self._me, head[0] - 1, 1)
+                self._clock = Clock(last[0].hlc if last else 0)
+            self._chain = ChainWriter(self._me, self._kit.key, head)
+        return self._chain
+
+    # -- reading -------------------------------------------------------------------
+
+    async def resolve_id(self, text: str) -> str:
+        """A full case id, or a unique prefix of one (as staff type it)."""
+        wanted = text.strip().lower()
+        if len(wanted) < 4:
+            raise UsageError(f"case id {text!r} is too short; give at least 4 characters")
+        matches = [c for c in await self._store.case_ids() if c.startswith(wanted)]
+        if not matches:
+            raise UsageError(f"no case {text!r} on this node")
+        if len(matches) > 1:
+            raise UsageError(f"{text!r} matches {len(matches)} cases; give more of the id")
+        return matches[0]
+
+    async def state(self, case_id: str) -> CaseState:
+        stored = await self._store.events_for_case(case_id)
+        if not stored:
+            raise UsageError(f"no case {case_id!r} on this node")
+        try:
+            return fold(Event.from_stored(e) for e in stored)
+        except SyncError as exc:
+            raise StoreError(f"case {case_id} holds an event this node cannot read: {exc}") from exc
+
+    async def cases(self) -> list[CaseState]:
+        return [await self.state(case_id) for case_id in await self._store.case_ids()]
+
+    # -- writing -------------------------------------------------------------------
+
+    async def _commit(self, drafts: list[Draft]) -> None:
+        chain = await self._writer()
+        before = chain.head
+        for draft in drafts:
+            chain.append(hlc=draft.hlc, case_id=draft.case_id, kind=draft.kind, body=draft.body)
+        events, checkpoint = chain.commit()
+        try:
+            await self._store.append_run(events, checkpoint, received_at=self._wall_ms())
+        except MeshdeskError:
+            chain.rollback(before)
+            raise
+        if self.on_commit is not None:
+            self.on_commit(events)
+
+    def _case_writer(self, op: str) -> CaseWriter:
+        if not op.strip():
+            raise UsageError("say who you are: the operator name must not be empty")
+        return CaseWriter(op, self._clock, self._rng)
+
+    async def _seal(
+        self, case_id: str, part: str, plaintext: bytes, consent: Iterable[str]
+    ) -> bytes:
+        people = audience(origin=self._me, consent=consent, directory=await self._directory())
+        if not people:
+            raise AuthError("no node can be given this personal data (no sealing keys known)")
+        return seal(plaintext, people, aad=case_aad(case_id, part))
+
+    async def open_case(
+        self,
+        *,
+        op: str,
+        category: str,
+        urgency: str,
+        personal: Personal,
+        summary: str | None = None,
+        consent: Iterable[str] = (),
+        department: str | None = None,
+    ) -> CaseState:
+        """Record a new case; the personal block is sealed before it is written."""
+        writer = self._case_writer(op)
+        await self._writer()
+        consent = tuple(consent)
+        draft = writer.open_case(
+            wall_ms=self._wall_ms(),
+            site=self._kit.info.site,
+            category=category,
+            urgency=urgency,
+            consent=consent,
+            department=department,
+        )
+        sealed = await self._seal(draft.case_id, "personal", personal.to_msgpack(), consent)
+        opening = draft.payload
+        assert isinstance(opening, CaseOpened)
+        draft = dataclasses.replace(draft, payload=dataclasses.replace(opening, sealed=sealed))
+        drafts = [draft]
+        if summary:
+            opened = fold([draft.event(self._me, 0)])
+            note = await self._seal(draft.case_id, "note", summary.encode(), consent)
+            drafts.append(writer.add_note(opened, note, wall_ms=self._wall_ms()))
+        await self._commit(drafts)
+        return await self.state(draft.case_id)
+
+    async def _edit(
+        self, case_id: str, op: str, make: Callable[[CaseWriter, CaseState], Draft]
+    ) -> CaseState:
+        writer = self._case_writer(op)
+        await self._writer()
+        state = await self.state(case_id)
+        self._clock.observe(state.last_hlc, self._wall_ms())
+        await self._commit([make(writer, state)])
+        return await self.state(case_id)
+
+    async def add_note(self, case_id: str, *, op: str, text: str) -> CaseState:
+        if not text.strip():
+            raise UsageError("a note must not be empty")
+        state = await self.state(case_id)
+        sealed = await self._seal(case_id, "note", text.encode(), state.consent)
+        return await self._edit(
+            case_id, op, lambda w, s: w.add_note(s, sealed, wall_ms=self._wall_ms())
+        )
+
+    async def refer(self, case_id: str, *, op: str, department: str, reason: str = "") -> CaseState:
+        return await self._edit(
+            case_id, op, lambda w, s: w.refer(s, department, reason, wall_ms=self._wall_ms())
+        )
+
+    async def set_status(self, case_id: str, *, op: str, status: str) -> CaseState:
+        return await self._edit(
+            case_id, op, lambda w, s: w.set_status(s, status, wall_ms=self._wall_ms())
+        )
+
+    async def set_field(self, case_id: str, *, op: str, field: str, value: str) -> CaseState:
+        return await self._edit(
+            case_id, op, lambda w, s: w.set_field(s, field, value, wall_ms=self._wall_ms())
+        )
+
+    async def resolve_conflict(self, case_id: str, *, op: str, field: str, value: str) -> CaseState:
+        return await self._edit(
+            case_id, op, lambda w, s: w.resolve_conflict(s, field, value, wall_ms=self._wall_ms())
+        )
+
+    async def add_consent(self, case_id: str, *, op: str, department: str) -> CaseState:
+        """Add a department to the consent and, if this node can, re-seal for it."""
+        state = await self._edit(
+            case_id, op, lambda w, s: w.add_consent(s, department, wall_ms=self._wall_ms())
+        )
+        grants = await self._grants_for(state)
+        if grants is not None:
+            state = await self._edit(
+                case_id, op, lambda w, s: w.grant_keys(s, grants, wall_ms=self._wall_ms())
+            )
+        return state
+
+    async def _grants_for(self, state: CaseState) -> bytes | None:
+        """Sealed blocks re-wrapped for audience members that lack a key; None if we can't."""
+        key = self._kit.sealing_key
+        if key is None or state.origin is None:
+            return None
+        wanted = audience(
+            origin=state.origin, consent=state.consent, directory=await self._directory()
+        )
+        out: dict[str, Any] = {"notes": {}}
+        try:
+            blob = self._current_personal(state)
+            if blob is not None:
+                missing = [r for r in wanted if r.node_id not in _members(blob)]
+                if missing:
+                    out["personal"] = grant(
+                        blob, self._me, key, missing, aad=case_aad(state.id, "personal")
+                    )
+            for note in state.notes:
+                note_blob = self._note_blob(state, note.note_id, note.sealed)
+                missing = [r for r in wanted if r.node_id not in _members(note_blob)]
+                if missing:
+                    out["notes"][note.note_id] = grant(
+                        note_blob, self._me, key, missing, aad=case_aad(state.id, "note")
+                    )
+        except AuthError:
+            return None  # we are not in the audience ourselves: another member will grant
+        if "personal" not in out and not out["notes"]:
+            return None
+        return bytes(msgpack.packb(out, use_bin_type=True))
+
+    # -- views ---------------------------------------------------------------------
+
+    def _grants(self, state: CaseState) -> list[Mapping[str, Any]]:
+        found: list[Mapping[str, Any]] = []
+        for g in state.grants:
+            try:
+                obj = msgpack.unpackb(g.grants, raw=False, max_bin_len=1 << 20)
+            except (ValueError, msgpack.UnpackException):
+                continue
+            if isinstance(obj, dict):
+                found.append(obj)
+        return found
+
+    @staticmethod
+    def _same_data(a: bytes, b: bytes) -> bool:
+        try:
+            return bool(msgpack.unpackb(a)["c"] == msgpack.unpackb(b)["c"])
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+            return False
+
+    def _current_personal(self, state: CaseState) -> bytes | None:
+        base = state.personal_sealed
+        if base is None:
+            return None
+        for g in reversed(self._grants(state)):
+            blob = g.get("personal")
+            if isinstance(blob, bytes) and self._same_data(blob, base):
+                return blob if self._me in _members(blob) else base
+        return base
+
+    def _note_blob(self, state: CaseState, note_id: str, base: bytes) -> bytes:
+        for g in reversed(self._grants(state)):
+            blob = g.get("notes", {}).get(note_id)
+            if (
+                isinstance(blob, bytes)
+                and self._same_data(blob, base)
+                and self._me in _members(blob)
+            ):
+                return blob
+        return base
+
+    def _open(self, blob: bytes | None, case_id: str, part: str) -> bytes | None:
+        key = self._kit.sealing_key
+        if blob is None or key is None:
+            return None
+        try:
+            return open_sealed(blob, self._me, key, aad=case_aad(case_id, part))
+        except (AuthError, SyncError):
+            return None
+
+    def view(self, state: CaseState, *, detail: bool = True) -> dict[str, object]:
+        """JSON-ready view; personal fields only where this node is in the audience."""
+        raw = self._open(self._current_personal(state), state.id, "personal")
+        personal: dict[str, object] | None = None
+        if raw is not None:
+            try:
+                personal = _personal_json(Personal.from_msgpack(raw))
+            except SyncError:
+                personal = None
+        out: dict[str, object] = {
+            "id": state.id,
+            "category": None if state.category is None else str(state.category),
+            "urgency": None if state.urgency is None else str(state.urgency),
+            "status": None if state.status is None else str(state.status),
+            "department": state.department,
+            "site": state.site,
+            "origin": state.origin,
+            "created_at": None if state.created_hlc is None else _iso(state.created_hlc),
+            "consent": list(state.consent),
+            "readable": personal is not None,
+            "personal": personal,
+            "conflicts": [
+                {
+                    "field": c.field,
+                    "candidates": [
+                        {"value": v.value, "node": v.author, "at": _iso(v.hlc), "op": v.op}
+                        for v in c.candidates
+                    ],
+                }
+                for c in state.conflicts
+            ],
+        }
+        if personal is not None:
+            out.update({k: personal.get(k) for k in ("name", "phone", "shelter")})
+        if detail:
+            notes = []
+            for note in state.notes:
+                text = self._open(
+                    self._note_blob(state, note.note_id, note.sealed), state.id, "note"
+                )
+                notes.append(
+                    {
+                        "id": note.note_id,
+                        "text": None if text is None else text.decode("utf-8", "replace"),
+                        "sealed": text is None,
+                        "by": note.op,
+                        "node": note.author,
+                        "at": _iso(note.hlc),
+                    }
+                )
+            out["notes"] = notes
+            out["referrals"] = [
+                {
+                    "id": r.referral_id,
+                    "department": r.department,
+                    "reason": r.reason,
+                    "state": str(r.state),
+                    "by": r.op,
+                    "at": _iso(r.hlc),
+                }
+                for r in state.referrals
+            ]
+            out["calls"] = [
+                {"id": c.call_id, "participants": list(c.participants), "duration_s": c.duration_s}
+                for c in state.calls
+            ]
+            out["history"] = [
+                {"at": _iso(h.hlc), "node": h.author, "op": h.op, "kind": int(h.kind)}
+                for h in state.history
+            ]
+        return out
+
+
+#: Vocabulary the CLI offers (kept here so the CLI and the console agree).
+CATEGORIES = [str(c) for c in Category]
+URGENCIES = [str(u) for u in Urgency]
+STATUSES = [str(s) for s in Status]
