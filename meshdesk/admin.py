@@ -61,10 +61,16 @@ def _issued_record(info: NodeInfo, kit: NodeKit, now: dt.datetime) -> IssuedNode
     )
 
 
-async def _init_store(home: NodeHome, kit: NodeKit) -> None:
+def _der(kit: NodeKit) -> bytes:
+    return kit.cert.public_bytes(serialization.Encoding.DER)
+
+
+async def _init_store(home: NodeHome, kit: NodeKit, now: dt.datetime) -> None:
     async with Store.open(home.store_path, create=True) as store:
         await store.set_meta(_META_NODE_ID, str(kit.node_id).encode())
         await store.set_meta(_META_DEPLOYMENT_ID, str(kit.deployment_id).encode())
+        # The directory starts with this node: it is in the audience of its own cases.
+        await store.save_certificate(str(kit.node_id), _der(kit), _ms(now))
 
 
 async def create_deployment(
@@ -102,7 +108,7 @@ async def create_deployment(
     home.write_identity(kit, ca=ca)
     if not home.config_path.exists():
         write_default_config(home.config_path)
-    await _init_store(home, kit)
+    await _init_store(home, kit, now)
     async with Store.open(home.store_path) as store:
         await store.record_issued(_issued_record(kit.info, kit, now))
     return kit.info
@@ -161,6 +167,7 @@ async def issue_kit(
         except OSError as exc:
             raise UsageError(f"cannot write the kit to {out}: {exc.strerror}") from exc
         await store.record_issued(_issued_record(kit.info, kit, now))
+        await store.save_certificate(str(kit.node_id), _der(kit), _ms(now))
     return kit
 
 
@@ -199,7 +206,7 @@ async def provision(
     home.write_identity(kit)
     if not home.config_path.exists():
         write_default_config(home.config_path)
-    await _init_store(home, kit)
+    await _init_store(home, kit, now)
     return kit.info
 
 

@@ -21,9 +21,11 @@ from cryptography.hazmat.primitives import serialization
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk._version import __version__
+from meshdesk.cases.book import CaseBook
+from meshdesk.cases.ops import run_case_op
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
-from meshdesk.errors import AuthError, ChannelClosed
+from meshdesk.errors import AuthError, ChannelClosed, UsageError
 from meshdesk.home import NodeHome
 from meshdesk.identity import NodeId, NodeInfo, NodeKit, RevocationList
 from meshdesk.net.channel import Channel, PeerAddress
@@ -123,6 +125,13 @@ class Node(AsyncResource):
         self._store = await self._stack.enter_async_context(Store.open(self.home.store_path))
         self._trust = TrustPolicy(kit.ca_cert, await self._load_revocations())
         await self._seed_directory()
+        self.cases = CaseBook(
+            self.store,
+            kit,
+            directory=self.directory,
+            wall_ms=lambda: int(self._now().timestamp() * 1000),
+            rng=self._rng,
+        )
         network = self.config.network
         interfaces = select_interfaces(network.interfaces) if network.mdns else []
         if network.mdns and not interfaces:
@@ -362,7 +371,18 @@ class Node(AsyncResource):
             adopted = await self.apply_revocations(stored[1])
             return {"adopted": adopted, "number": stored[0]}
 
-        return {"status": status, "peers": peers, "reload_revocations": reload_revocations}
+        async def case(args: Mapping[str, Any]) -> object:
+            name, op_args = args.get("op"), args.get("args", {})
+            if not isinstance(name, str) or not isinstance(op_args, dict):
+                raise UsageError("case requests need an 'op' name and an 'args' object")
+            return await run_case_op(self.cases, name, op_args)
+
+        return {
+            "status": status,
+            "peers": peers,
+            "reload_revocations": reload_revocations,
+            "case": case,
+        }
 
     def peers(self) -> list[dict[str, object]]:
         return [record.to_json() for record in self.manager.peers()]
