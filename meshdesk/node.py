@@ -18,6 +18,7 @@ from typing import Any, Self, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk._version import __version__
@@ -36,6 +37,7 @@ from meshdesk.net.mesh import LinkManager, PeerEvent
 from meshdesk.net.tls import TlsListener, connect
 from meshdesk.net.trust import TrustPolicy
 from meshdesk.store import Store
+from meshdesk.sync.driver import SyncService, is_sync_frame
 from meshdesk.wire import Certificates, Frame, Hello, Revocations
 
 __all__ = ["Node"]
@@ -132,6 +134,14 @@ class Node(AsyncResource):
             wall_ms=lambda: int(self._now().timestamp() * 1000),
             rng=self._rng,
         )
+        self.sync = await self._stack.enter_async_context(
+            SyncService(
+                self.store,
+                key_of=self._author_key,
+                received_at=lambda: int(self._now().timestamp() * 1000),
+            )
+        )
+        self.cases.on_commit = self.sync.committed
         network = self.config.network
         interfaces = select_interfaces(network.interfaces) if network.mdns else []
         if network.mdns and not interfaces:
@@ -252,7 +262,7 @@ class Node(AsyncResource):
         log.info("mDNS: %s left the network (or said goodbye)", node_id)
 
     async def _on_link_up(self, link: Link) -> None:
-        """Tell every new peer the revocation list and the directory we hold (gossip)."""
+        """Gossip revocations and the directory to a new peer, then start replicating."""
         crl = self.trust.crl
         with contextlib.suppress(ChannelClosed):
             if crl is not None:
@@ -260,6 +270,19 @@ class Node(AsyncResource):
             known = list((await self.store.certificates()).values())
             for start in range(0, len(known), _CERTS_PER_FRAME):
                 await link.send(Certificates(certs=tuple(known[start : start + _CERTS_PER_FRAME])))
+            await self.sync.attach(link)
+
+    async def _author_key(self, author: str) -> Ed25519PublicKey | None:
+        """The signing key of ``author`` from a directory certificate that verifies."""
+        der = (await self.store.certificates()).get(author)
+        if der is None:
+            return None
+        try:
+            self.trust.verify_peer(der, now=self._now())
+        except AuthError:
+            return None  # revoked or expired: its events are refused
+        key = x509.load_der_x509_certificate(der).public_key()
+        return key if isinstance(key, Ed25519PublicKey) else None
 
     async def _seed_directory(self) -> None:
         """Our own certificate, and on the HQ that issued them, every kit's."""
@@ -312,6 +335,9 @@ class Node(AsyncResource):
         return infos
 
     async def _on_frame(self, link: Link, frame: Frame) -> None:
+        if is_sync_frame(frame):
+            await self.sync.on_frame(link, frame)
+            return
         match frame:
             case Revocations(crl=der):
                 await self.apply_revocations(der, source=link)

@@ -1,8 +1,52 @@
 """Replication of consultation records (imported as ``meshdesk.sync``).
 
-The sans-IO replication core and its async driver arrive with the records issue.
+:class:`SyncCore` is the sans-IO core of one link: it takes the peer's sync frames
+and its driver's answers, and returns frames to send and store work to do. The
+async driver that moves frames and talks to the store is a separate, thin shell.
+See :mod:`meshdesk.sync.core` for the protocol and :mod:`meshdesk.sync.messages`
+for the inputs and effects.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from meshdesk.sync.core import SyncCore
+from meshdesk.sync.messages import (
+    SYNC_FRAME_TYPES,
+    Effect,
+    EventsLoaded,
+    Input,
+    LocalAdded,
+    LocalLog,
+    LocalRun,
+    NeedEvents,
+    Rejected,
+    ReportPeer,
+    Run,
+    Send,
+    Stored,
+    SyncConfig,
+    SyncFrame,
+    Tick,
+    VerifyAndStore,
+)
+
+__all__ = [
+    "SYNC_FRAME_TYPES",
+    "Effect",
+    "EventsLoaded",
+    "Input",
+    "LocalAdded",
+    "LocalLog",
+    "LocalRun",
+    "NeedEvents",
+    "Rejected",
+    "ReportPeer",
+    "Run",
+    "Send",
+    "Stored",
+    "SyncConfig",
+    "SyncCore",
+    "SyncFrame",
+    "Tick",
+    "VerifyAndStore",
+]

@@ -75,8 +75,8 @@ class CaseBook:
         self._rng = rng
         self._chain: ChainWriter | None = None
         self._clock = Clock()
-        #: Called after every commit (the sync driver announces new events).
-        self.on_commit: Callable[[list[StoredEvent]], None] | None = None
+        #: Awaited after every commit (the sync driver announces new events).
+        self.on_commit: Callable[[list[StoredEvent]], Awaitable[None]] | None = None
 
     async def _writer(self) -> ChainWriter:
         if self._chain is None:
@@ -127,7 +127,7 @@ class CaseBook:
             chain.rollback(before)
             raise
         if self.on_commit is not None:
-            self.on_commit(events)
+            await self.on_commit(events)
 
     def _case_writer(self, op: str) -> CaseWriter:
         if not op.strip():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgpack
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +29,7 @@ __all__ = [
     "CHAIN_CONTEXT",
     "ChainWriter",
     "Checkpoint",
+    "EventFields",
     "UnsignedEvent",
     "checkpoint_message",
     "event_hash",
@@ -61,6 +63,23 @@ def sign_checkpoint(key: Ed25519PrivateKey, author: str, seq: int, digest: bytes
     return Checkpoint(author, seq, digest, key.sign(checkpoint_message(author, seq, digest)))
 
 
+class EventFields(Protocol):
+    """What a received event carries (a wire event or an :class:`UnsignedEvent`)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def hlc(self) -> int: ...
+    @property
+    def case_id(self) -> str | None: ...
+    @property
+    def kind(self) -> int: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def prev_hash(self) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class UnsignedEvent:
     """An event as received: everything but the hash, which the receiver computes."""
@@ -76,7 +95,7 @@ class UnsignedEvent:
 def verify_run(
     author: str,
     head: tuple[int, bytes] | None,
-    events: Sequence[UnsignedEvent],
+    events: Sequence[EventFields],
     checkpoint: Checkpoint,
     public_key: Ed25519PublicKey,
 ) -> list[StoredEvent]:

@@ -18,7 +18,9 @@ from meshdesk.wire._limits import DEFAULT_LIMITS, WireLimits
 from meshdesk.wire._schema import MaxLen, Range
 
 __all__ = [
+    "AuthorHead",
     "Certificates",
+    "CheckpointRef",
     "ErrorFrame",
     "Frame",
     "FrameKind",
@@ -29,6 +31,13 @@ __all__ = [
     "Ping",
     "Pong",
     "Revocations",
+    "SyncCredit",
+    "SyncDelta",
+    "SyncEvents",
+    "SyncHeads",
+    "SyncReject",
+    "SyncResync",
+    "WireEvent",
     "decode",
     "encode",
     "frame_types",
@@ -47,6 +56,13 @@ class FrameKind(IntEnum):
     ERROR = 6
     REVOCATIONS = 7
     CERTIFICATES = 8
+    # 20-39: replication (meshdesk.sync)
+    SYNC_HEADS = 20
+    SYNC_DELTA = 21
+    SYNC_CREDIT = 22
+    SYNC_EVENTS = 23
+    SYNC_REJECT = 24
+    SYNC_RESYNC = 25
 
 
 _NodeId = Annotated[str, MaxLen(64)]
@@ -150,9 +166,136 @@ class Certificates:
     certs: Annotated[tuple[Annotated[bytes, MaxLen(8192)], ...], MaxLen(256)]
 
 
+# -- replication (meshdesk.sync; the protocol is described there) ------------------------
+
+_Seq = Annotated[int, Range(0, 2**63 - 1)]
+_Int64 = Annotated[int, Range(-(2**63), 2**63 - 1)]
+_Hash = Annotated[bytes, MaxLen(32)]
+_Round = Annotated[int, Range(0, 0xFFFF_FFFF)]
+#: Largest event body: one event still fits a 1 MiB frame with room to spare.
+_BODY_MAX = 960 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorHead:
+    """The sender stores ``author``'s chain up to ``seq``, whose event hash is ``hash``."""
+
+    author: _NodeId
+    seq: _Seq
+    hash: _Hash
+
+
+@frame(FrameKind.SYNC_HEADS)
+@dataclass(frozen=True, slots=True)
+class SyncHeads:
+    """Part ``part`` of ``parts`` of the sender's heads, opening its receive ``round``.
+
+    Every author the sender stores is listed (relays included), split over as many
+    parts as it takes; the peer starts streaming to a round once it holds every part.
+    """
+
+    round: _Round
+    part: _U16
+    parts: _U16
+    heads: Annotated[tuple[AuthorHead, ...], MaxLen(4096)]
+
+
+@frame(FrameKind.SYNC_DELTA)
+@dataclass(frozen=True, slots=True)
+class SyncDelta:
+    """Heads that moved since the sender's last :class:`SyncHeads` (new local data)."""
+
+    heads: Annotated[tuple[AuthorHead, ...], MaxLen(4096)]
+
+
+@frame(FrameKind.SYNC_CREDIT)
+@dataclass(frozen=True, slots=True)
+class SyncCredit:
+    """Flow control for the stream into the sender's ``round``.
+
+    The peer may have at most ``window`` events sent but not yet ``settled``
+    (counted from the start of the round).
+    """
+
+    round: _Round
+    settled: _Seq
+    window: Annotated[int, Range(1, 2**31 - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    """One event of the author named by its frame; the receiver computes its hash."""
+
+    seq: _Seq
+    hlc: _Int64
+    case_id: Annotated[str, MaxLen(128)] | None
+    kind: _Int64
+    body: Annotated[bytes, MaxLen(_BODY_MAX)]
+    prev_hash: _Hash
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRef:
+    """The author's signature over its chain head at ``seq`` (author named by the frame)."""
+
+    seq: _Seq
+    hash: _Hash
+    sig: Annotated[bytes, MaxLen(128)]
+
+
+@frame(FrameKind.SYNC_EVENTS)
+@dataclass(frozen=True, slots=True)
+class SyncEvents:
+    """Contiguous events of one author, at stream position ``offset`` of ``round``.
+
+    ``checkpoints`` are the author's checkpoints among these events; the receiver
+    stores a run only up to a checkpoint and holds the rest until the next one.
+    """
+
+    round: _Round
+    offset: _Seq
+    author: _NodeId
+    events: Annotated[tuple[WireEvent, ...], MaxLen(4096)]
+    checkpoints: Annotated[tuple[CheckpointRef, ...], MaxLen(4096)]
+
+
+@frame(FrameKind.SYNC_REJECT)
+@dataclass(frozen=True, slots=True)
+class SyncReject:
+    """The sender refused ``author``'s run ending at ``seq`` and takes no more of it."""
+
+    author: _NodeId
+    seq: _Seq
+    reason: Annotated[str, MaxLen(256)]
+
+
+@frame(FrameKind.SYNC_RESYNC)
+@dataclass(frozen=True, slots=True)
+class SyncResync:
+    """The sender's stream into the peer's ``round`` (0: none yet) is stuck after
+    ``sent`` events: the peer opens a new round if some went missing, else it
+    announces its round (heads and credit) again."""
+
+    round: _Round
+    sent: _Seq
+
+
 #: Every frame class; ``match`` on it and mypy checks that all kinds are handled.
 Frame: TypeAlias = (
-    Hello | Ping | Pong | Goodbye | PeerExchange | ErrorFrame | Revocations | Certificates
+    Hello
+    | Ping
+    | Pong
+    | Goodbye
+    | PeerExchange
+    | ErrorFrame
+    | Revocations
+    | Certificates
+    | SyncHeads
+    | SyncDelta
+    | SyncCredit
+    | SyncEvents
+    | SyncReject
+    | SyncResync
 )
 
 

@@ -106,3 +106,50 @@ async def test_control_socket_answers_status(mesh: Mesh, async_wait_until: WaitU
     assert status["name"] == "本部"
     assert status["running"] is True
     assert status["peers_linked"] == 2
+
+
+async def test_a_new_case_reaches_linked_peers_by_itself(
+    mesh: Mesh, async_wait_until: WaitUntil
+) -> None:
+    await async_wait_until(lambda: len(mesh.linked("shelter")) == 2, 10)
+    created = await control.call(
+        mesh.homes["shelter"].control_socket,
+        "case",
+        {
+            "op": "new",
+            "args": {
+                "operator": "佐藤",
+                "category": "welfare_eldercare",
+                "urgency": "immediate",
+                "name": "山田 花子",
+                "summary": "薬が足りない",
+                "consent": ["福祉課"],
+            },
+        },
+    )
+    case_id = created["id"]
+
+    async def arrived(name: str) -> bool:
+        return case_id in await mesh.nodes[name].store.case_ids()
+
+    await async_wait_until(lambda: arrived("本部"), 10)
+    await async_wait_until(lambda: arrived("welfare"), 10)
+    for name in ("本部", "welfare"):
+        view = await control.call(
+            mesh.homes[name].control_socket, "case", {"op": "show", "args": {"id": case_id}}
+        )
+        assert view["readable"], name
+        assert view["name"] == "山田 花子"
+        assert view["notes"][0]["text"] == "薬が足りない"
+    # An edit at HQ flows back to the origin the same way.
+    await control.call(
+        mesh.homes["本部"].control_socket,
+        "case",
+        {"op": "status", "args": {"id": case_id, "operator": "鈴木", "status": "in_progress"}},
+    )
+
+    async def in_progress() -> bool:
+        state = await mesh.nodes["shelter"].cases.state(case_id)
+        return str(state.status) == "in_progress"
+
+    await async_wait_until(in_progress, 10)

@@ -17,7 +17,9 @@ from meshdesk.errors import MeshdeskError, WireError
 from meshdesk.wire import (
     DEFAULT_LIMITS,
     WIRE_VERSION,
+    AuthorHead,
     Certificates,
+    CheckpointRef,
     ErrorFrame,
     Frame,
     FrameDecoder,
@@ -31,6 +33,13 @@ from meshdesk.wire import (
     Pong,
     Range,
     Revocations,
+    SyncCredit,
+    SyncDelta,
+    SyncEvents,
+    SyncHeads,
+    SyncReject,
+    SyncResync,
+    WireEvent,
     WireLimits,
     decode,
     encode,
@@ -65,6 +74,38 @@ EXAMPLES: dict[FrameKind, Frame] = {
     FrameKind.ERROR: ErrorFrame(code=65535, message="名前が長すぎます"),
     FrameKind.CERTIFICATES: Certificates(certs=(b"\x30\x82\x01\x00" * 64, b"")),
     FrameKind.REVOCATIONS: Revocations(number=3, crl=b"\x30\x82" + bytes(range(256)) * 4),
+    FrameKind.SYNC_HEADS: SyncHeads(
+        round=2**32 - 1,
+        part=0,
+        parts=2,
+        heads=(
+            AuthorHead(author="n-7f3a9c", seq=2**63 - 1, hash=bytes(range(32))),
+            AuthorHead(author="n-1", seq=0, hash=bytes(32)),
+        ),
+    ),
+    FrameKind.SYNC_DELTA: SyncDelta(heads=(AuthorHead(author="n-2", seq=7, hash=b"\xff" * 32),)),
+    FrameKind.SYNC_CREDIT: SyncCredit(round=1, settled=2**63 - 1, window=2**31 - 1),
+    FrameKind.SYNC_EVENTS: SyncEvents(
+        round=3,
+        offset=512,
+        author="n-7f3a9c",
+        events=(
+            WireEvent(
+                seq=41,
+                hlc=-(2**63),
+                case_id="2026-0042",
+                kind=3,
+                body=msgpack.packb({"op": "田中", "note": SHELTER}),
+                prev_hash=bytes(32),
+            ),
+            WireEvent(
+                seq=42, hlc=2**63 - 1, case_id=None, kind=0, body=b"", prev_hash=b"\x01" * 32
+            ),
+        ),
+        checkpoints=(CheckpointRef(seq=42, hash=b"\x02" * 32, sig=b"\x03" * 64),),
+    ),
+    FrameKind.SYNC_REJECT: SyncReject(author="n-1", seq=9, reason="checkpoint signature forged"),
+    FrameKind.SYNC_RESYNC: SyncResync(round=7, sent=2**63 - 1),
 }
 
 

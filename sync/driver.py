@@ -1,0 +1,257 @@
+"""The async shell around :class:`~meshdesk.sync.SyncCore`: links, store, verification.
+
+One :class:`SyncService` per node. Each link gets its own core; the service feeds
+the core the link's sync frames and carries out its effects: sends frames, loads
+events from the store, verifies received runs against the author's certified key
+(``verify_run``) and stores them with their checkpoint in one transaction. Every
+commit, local or received, is announced to every other live core, so a new case
+reaches linked peers with no further command, and events flow hop by hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeGuard
+
+import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from meshdesk._lifecycle import AsyncResource
+from meshdesk.cases.chain import verify_run
+from meshdesk.cases.events import EventKind
+from meshdesk.cases.model import Urgency
+from meshdesk.errors import ChannelClosed, MeshdeskError, StoreError, SyncError
+from meshdesk.net.link import Link
+from meshdesk.store import Checkpoint, Store, StoredEvent
+from meshdesk.sync.core import SyncCore
+from meshdesk.sync.messages import (
+    SYNC_FRAME_TYPES,
+    Effect,
+    EventsLoaded,
+    Input,
+    LocalAdded,
+    LocalLog,
+    LocalRun,
+    NeedEvents,
+    Rejected,
+    ReportPeer,
+    Run,
+    Send,
+    Stored,
+    SyncConfig,
+    SyncFrame,
+    Tick,
+    VerifyAndStore,
+)
+from meshdesk.wire import Frame
+
+__all__ = ["SyncService", "is_sync_frame"]
+
+log = logging.getLogger(__name__)
+
+KeyOf = Callable[[str], Awaitable[Ed25519PublicKey | None]]
+
+#: Rank of batches that touch no case with a known urgency (sent after urgent ones).
+_NORMAL = Urgency.NORMAL.rank
+
+
+def is_sync_frame(frame: Frame) -> TypeGuard[SyncFrame]:
+    return isinstance(frame, SYNC_FRAME_TYPES)
+
+
+def _urgency_rank(events: Iterable[StoredEvent]) -> int:
+    """The most urgent urgency an event of the batch sets (0 = immediate)."""
+    best = _NORMAL
+    for event in events:
+        if event.kind not in (EventKind.CASE_OPENED, EventKind.FIELD_SET):
+            continue
+        try:
+            body = msgpack.unpackb(event.body, raw=False, max_bin_len=1 << 20)
+        except (ValueError, msgpack.UnpackException):
+            continue
+        value = (
+            body.get("urgency")
+            if event.kind == EventKind.CASE_OPENED
+            else (body.get("value") if body.get("field") == "urgency" else None)
+        )
+        if isinstance(value, str) and value in Urgency.__members__.values():
+            best = min(best, Urgency(value).rank)
+    return best
+
+
+@dataclass
+class _Peer:
+    link: Link
+    core: SyncCore
+    lock: asyncio.Lock
+
+
+class SyncService(AsyncResource):
+    """Replicates the store over every link; an async context manager."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        key_of: KeyOf,
+        received_at: Callable[[], int],
+        config: SyncConfig | None = None,
+        tick_interval: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._key_of = key_of
+        self._received_at = received_at
+        self._config = config or SyncConfig()
+        self._tick_interval = tick_interval
+        self._peers: dict[int, _Peer] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        #: Stored runs counted for status screens and benches.
+        self.stored_events = 0
+
+    async def __aenter__(self) -> SyncService:
+        self._ticker = asyncio.create_task(self._tick_forever(), name="sync ticker")
+        return self
+
+    async def aclose(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        self._peers.clear()
+        pending = list(self._pending)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- links ---------------------------------------------------------------------
+
+    async def _local_log(self) -> LocalLog:
+        heads = await self._store.heads()
+        runs: dict[str, list[LocalRun]] = {}
+        for author in heads:
+            checkpoints = await self._store.checkpoints(author)
+            runs[author] = await self._ranked(author, checkpoints)
+        return LocalLog(heads=heads, runs=runs)
+
+    async def _ranked(self, author: str, checkpoints: list[Checkpoint]) -> list[LocalRun]:
+        if not checkpoints:
+            return []
+        events = await self._store.events_after(author, 0, checkpoints[-1].seq)
+        out, start = [], 0
+        for checkpoint in checkpoints:
+            batch = [e for e in events[start:] if e.seq <= checkpoint.seq]
+            start += len(batch)
+            out.append(LocalRun(checkpoint, _urgency_rank(batch)))
+        return out
+
+    async def attach(self, link: Link) -> None:
+        """Start replicating over a link that just came up."""
+        core = SyncCore(await self._local_log(), self._config)
+        peer = _Peer(link, core, asyncio.Lock())
+        self._peers[id(link)] = peer
+        async with peer.lock:
+            await self._run(peer, core.start())
+
+    def detach(self, link: Link) -> None:
+        self._peers.pop(id(link), None)
+
+    async def on_frame(self, link: Link, frame: SyncFrame) -> None:
+        peer = self._peers.get(id(link))
+        if peer is None:
+            return  # the link is going away
+        await self._feed(peer, frame)
+
+    async def local_added(
+        self, runs: tuple[LocalRun, ...], *, except_link: Link | None = None
+    ) -> None:
+        """Announce batches just committed (our edits, or runs from another link)."""
+        for peer in list(self._peers.values()):
+            if peer.link is not except_link:
+                await self._feed(peer, LocalAdded(runs))
+
+    async def committed(self, events: list[StoredEvent]) -> None:
+        """Our own commit (CaseBook.on_commit): announce its batch to every link."""
+        if not events:
+            return
+        author = events[-1].author
+        checkpoints = await self._store.checkpoints(author, events[0].seq - 1)
+        runs = tuple(LocalRun(cp, _urgency_rank(events)) for cp in checkpoints)
+        if runs:
+            await self.local_added(runs)
+
+    # -- the core's effects --------------------------------------------------------
+
+    async def _feed(self, peer: _Peer, msg: Input) -> None:
+        async with peer.lock:
+            if self._peers.get(id(peer.link)) is not peer:
+                return
+            await self._run(peer, peer.core.handle(msg))
+
+    async def _run(self, peer: _Peer, effects: list[Effect]) -> None:
+        queue = list(effects)
+        while queue:
+            effect = queue.pop(0)
+            match effect:
+                case Send(frame=frame):
+                    try:
+                        await peer.link.send(frame)
+                    except ChannelClosed:
+                        self.detach(peer.link)
+                        return
+                case NeedEvents() as need:
+                    events = await self._store.events_after(
+                        need.author, need.after_seq, need.upto_seq - need.after_seq
+                    )
+                    queue.extend(peer.core.handle(EventsLoaded(need, tuple(events))))
+                case VerifyAndStore(run=run):
+                    queue.extend(peer.core.handle(await self._verify_and_store(peer, run)))
+                case ReportPeer(author=author, reason=reason):
+                    log.warning("sync with %s: %s (author %s)", peer.link, reason, author or "-")
+
+    async def _verify_and_store(self, peer: _Peer, run: Run) -> Stored | Rejected:
+        author, checkpoint = run.author, run.checkpoint
+        key = await self._key_of(author)
+        if key is None:
+            reason = f"no verified certificate for author {author} (yet)"
+            return Rejected(author, checkpoint.seq, reason)
+        first = run.events[0]
+        try:
+            verified = verify_run(
+                author, (first.seq - 1, first.prev_hash), run.events, checkpoint, key
+            )
+            stored = await self._store.append_run(verified, checkpoint, self._received_at())
+        except (SyncError, StoreError) as exc:
+            log.warning("refused a run of %s from %s: %s", author, peer.link, exc)
+            return Rejected(author, checkpoint.seq, str(exc))
+        if stored:
+            self.stored_events += stored
+            rank = _urgency_rank(verified)
+            await self._announce_from(peer, (LocalRun(checkpoint, rank),))
+        return Stored(author, checkpoint.seq)
+
+    async def _announce_from(self, source: _Peer, runs: tuple[LocalRun, ...]) -> None:
+        # Other cores may be mid-effect under their own locks; announce after this
+        # effect loop without holding two locks at once.
+        for peer in list(self._peers.values()):
+            if peer is not source:
+                task = asyncio.create_task(self._feed(peer, LocalAdded(runs)))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_interval)
+            for peer in list(self._peers.values()):
+                if peer.link.channel.closed:
+                    self.detach(peer.link)
+                    continue
+                try:
+                    await self._feed(peer, Tick())
+                except MeshdeskError as exc:
+                    log.warning("sync tick with %s failed: %s", peer.link, exc)
