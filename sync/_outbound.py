@@ -62,6 +62,7 @@ class Outbound:
         self._outbox_rank = 0  # rank the loaded run was planned for
         self._overtake: int | None = None  # best rank of local batches added since
         self._mid_batch: str | None = None  # author whose batch the last frame left open
+        self._serving: str | None = None  # author of the last run loaded
         #: Cumulative counters across rounds, for stall detection.
         self.sent_total = 0
         self.credited_total = 0
@@ -80,8 +81,9 @@ class Outbound:
         return max(self.peer_heads.get(author, (0, b""))[0], self._sent_upto.get(author, 0))
 
     def _next(self) -> tuple[str, int, int] | None:
-        """The author to send next: best rank first, then by id (deterministic)."""
-        best: tuple[str, int, int] | None = None
+        """The author to send next: best rank first; on a tie the author served last
+        keeps its turn (its urgent batch arrives whole and soon), then the lowest id."""
+        best: tuple[int, bool, str, int] | None = None
         for author in self._index.authors():
             if author in self.refused:
                 continue
@@ -89,9 +91,10 @@ class Outbound:
             rank = self._index.rank_after(author, after)
             if rank is None:
                 continue
-            if best is None or rank < best[2] or (rank == best[2] and author < best[0]):
-                best = (author, after, rank)
-        return best
+            key = (rank, author != self._serving, author, after)
+            if best is None or key < best:
+                best = key
+        return None if best is None else (best[2], best[3], best[0])
 
     @property
     def wants_to_send(self) -> bool:
@@ -221,6 +224,7 @@ class Outbound:
             checkpoint = self._index.plan(author, after, rank, self._cfg.load_events)
             self.loading = NeedEvents(author, after, checkpoint.seq)
             self._outbox_rank = rank
+            self._serving = author
             effects.append(self.loading)
             break
         return effects

@@ -110,6 +110,7 @@ class SyncService(AsyncResource):
         self._peers: dict[int, _Peer] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._attaching: dict[int, asyncio.Future[None]] = {}
         #: Stored runs counted for status screens and benches.
         self.stored_events = 0
 
@@ -143,19 +144,37 @@ class SyncService(AsyncResource):
         if not checkpoints:
             return []
         events = await self._store.events_after(author, 0, checkpoints[-1].seq)
-        out, start = [], 0
-        for checkpoint in checkpoints:
-            batch = [e for e in events[start:] if e.seq <= checkpoint.seq]
-            start += len(batch)
-            out.append(LocalRun(checkpoint, _urgency_rank(batch)))
+        out: list[LocalRun] = []
+        start = 0
+        for checkpoint in checkpoints:  # one pass: events and checkpoints are in seq order
+            end = start
+            while end < len(events) and events[end].seq <= checkpoint.seq:
+                end += 1
+            out.append(LocalRun(checkpoint, _urgency_rank(events[start:end])))
+            start = end
         return out
 
     async def attach(self, link: Link) -> None:
-        """Start replicating over a link that just came up."""
+        """Start replicating over a link that just came up (idempotent).
+
+        The peer's first sync frames may arrive before the link-up hook gets
+        here; whichever comes first attaches, the other waits for it.
+        """
+        key = id(link)
+        if key in self._peers:
+            return
+        pending = self._attaching.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._attach(link))
+            self._attaching[key] = pending
+            pending.add_done_callback(lambda _: self._attaching.pop(key, None))
+        await asyncio.shield(pending)
+
+    async def _attach(self, link: Link) -> None:
         core = SyncCore(await self._local_log(), self._config)
         peer = _Peer(link, core, asyncio.Lock())
-        self._peers[id(link)] = peer
         async with peer.lock:
+            self._peers[id(link)] = peer
             await self._run(peer, core.start())
 
     def detach(self, link: Link) -> None:
@@ -164,7 +183,12 @@ class SyncService(AsyncResource):
     async def on_frame(self, link: Link, frame: SyncFrame) -> None:
         peer = self._peers.get(id(link))
         if peer is None:
-            return  # the link is going away
+            if link.channel.closed:
+                return  # the link is going away
+            await self.attach(link)  # frames that overtook the link-up hook
+            peer = self._peers.get(id(link))
+            if peer is None:
+                return
         await self._feed(peer, frame)
 
     async def local_added(
@@ -210,16 +234,23 @@ class SyncService(AsyncResource):
                     )
                     queue.extend(peer.core.handle(EventsLoaded(need, tuple(events))))
                 case VerifyAndStore(run=run):
-                    queue.extend(peer.core.handle(await self._verify_and_store(peer, run)))
+                    answer, added = await self._verify_and_store(peer, run)
+                    queue.extend(peer.core.handle(answer))
+                    if added:
+                        # Every live core hears of every commit, the source too: its
+                        # index learns the run it just handed over (under our lock).
+                        queue.extend(peer.core.handle(LocalAdded(added)))
                 case ReportPeer(author=author, reason=reason):
                     log.warning("sync with %s: %s (author %s)", peer.link, reason, author or "-")
 
-    async def _verify_and_store(self, peer: _Peer, run: Run) -> Stored | Rejected:
+    async def _verify_and_store(
+        self, peer: _Peer, run: Run
+    ) -> tuple[Stored | Rejected, tuple[LocalRun, ...]]:
         author, checkpoint = run.author, run.checkpoint
         key = await self._key_of(author)
         if key is None:
             reason = f"no verified certificate for author {author} (yet)"
-            return Rejected(author, checkpoint.seq, reason)
+            return Rejected(author, checkpoint.seq, reason), ()
         first = run.events[0]
         try:
             verified = verify_run(
@@ -228,12 +259,13 @@ class SyncService(AsyncResource):
             stored = await self._store.append_run(verified, checkpoint, self._received_at())
         except (SyncError, StoreError) as exc:
             log.warning("refused a run of %s from %s: %s", author, peer.link, exc)
-            return Rejected(author, checkpoint.seq, str(exc))
+            return Rejected(author, checkpoint.seq, str(exc)), ()
+        added: tuple[LocalRun, ...] = ()
         if stored:
             self.stored_events += stored
-            rank = _urgency_rank(verified)
-            await self._announce_from(peer, (LocalRun(checkpoint, rank),))
-        return Stored(author, checkpoint.seq)
+            added = (LocalRun(checkpoint, _urgency_rank(verified)),)
+            await self._announce_from(peer, added)
+        return Stored(author, checkpoint.seq), added
 
     async def _announce_from(self, source: _Peer, runs: tuple[LocalRun, ...]) -> None:
         # Other cores may be mid-effect under their own locks; announce after this

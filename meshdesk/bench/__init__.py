@@ -16,13 +16,17 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from meshdesk.bench import discovery, store
+from meshdesk.bench import discovery, store, sync
 
 __all__ = ["add_bench_parser"]
 
 _SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-_BENCHES: tuple[Callable[[_SubParsers], None], ...] = (store.add_parser, discovery.add_parser)
+_BENCHES: tuple[Callable[[_SubParsers], None], ...] = (
+    store.add_parser,
+    discovery.add_parser,
+    sync.add_parser,
+)
 
 
 def add_bench_parser(subparsers: _SubParsers) -> argparse.ArgumentParser:
