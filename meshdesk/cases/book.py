@@ -135,9 +135,11 @@ class CaseBook:
         return CaseWriter(op, self._clock, self._rng)
 
     async def _seal(
-        self, case_id: str, part: str, plaintext: bytes, consent: Iterable[str]
+        self, case_id: str, part: str, plaintext: bytes, consent: Iterable[str], *, origin: str
     ) -> bytes:
-        people = audience(origin=self._me, consent=consent, directory=await self._directory())
+        # The case's audience, whoever writes: its origin (not the writing node),
+        # every HQ, the consented departments.
+        people = audience(origin=origin, consent=consent, directory=await self._directory())
         if not people:
             raise AuthError("no node can be given this personal data (no sealing keys known)")
         return seal(plaintext, people, aad=case_aad(case_id, part))
@@ -165,14 +167,18 @@ class CaseBook:
             consent=consent,
             department=department,
         )
-        sealed = await self._seal(draft.case_id, "personal", personal.to_msgpack(), consent)
+        sealed = await self._seal(
+            draft.case_id, "personal", personal.to_msgpack(), consent, origin=self._me
+        )
         opening = draft.payload
         assert isinstance(opening, CaseOpened)
         draft = dataclasses.replace(draft, payload=dataclasses.replace(opening, sealed=sealed))
         drafts = [draft]
         if summary:
             opened = fold([draft.event(self._me, 0)])
-            note = await self._seal(draft.case_id, "note", summary.encode(), consent)
+            note = await self._seal(
+                draft.case_id, "note", summary.encode(), consent, origin=self._me
+            )
             drafts.append(writer.add_note(opened, note, wall_ms=self._wall_ms()))
         await self._commit(drafts)
         return await self.state(draft.case_id)
@@ -191,7 +197,11 @@ class CaseBook:
         if not text.strip():
             raise UsageError("a note must not be empty")
         state = await self.state(case_id)
-        sealed = await self._seal(case_id, "note", text.encode(), state.consent)
+        if state.origin is None:
+            raise UsageError(f"case {case_id} is incomplete here; its opening has not arrived")
+        sealed = await self._seal(
+            case_id, "note", text.encode(), state.consent, origin=state.origin
+        )
         return await self._edit(
             case_id, op, lambda w, s: w.add_note(s, sealed, wall_ms=self._wall_ms())
         )

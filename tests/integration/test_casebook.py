@@ -215,3 +215,20 @@ async def test_tampered_replica_data_is_refused(sites: dict[str, Site]) -> None:
     with pytest.raises(SyncError):
         verify_run(author, None, forged, checkpoint, keys(sites)[author])
     assert (await dst.counts()).events == 0
+
+
+async def test_a_note_by_another_node_is_sealed_to_the_case_audience(
+    sites: dict[str, Site],
+) -> None:
+    state = await sites["shelter"].book.open_case(
+        op="佐藤", category="welfare_eldercare", urgency="normal", personal=CITIZEN,
+        consent=["福祉課"],
+    )  # fmt: skip
+    await spread(sites, "shelter")
+    await sites["welfare"].book.add_note(state.id, op="福祉 高橋", text="訪問を手配した")
+    await spread(sites, "welfare")
+    for name in ("shelter", "本部", "welfare"):  # the origin reads a desk's note too
+        view = sites[name].book.view(await sites[name].book.state(state.id))
+        assert view["notes"][0]["text"] == "訪問を手配した", name  # type: ignore[index]
+    relay = sites["relay"].book.view(await sites["relay"].book.state(state.id))
+    assert relay["notes"][0]["text"] is None  # type: ignore[index]
