@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,7 @@ class RunningNode:
     host: LabHost
     proc: subprocess.Popen[str]
     log: Path
+    _log_mark: int = field(default=0, repr=False)
 
     @property
     def control_socket(self) -> Path:
@@ -96,6 +97,7 @@ class RunningNode:
 
     def peers(self) -> list[dict[str, Any]]:
         """What ``meshdesk peers --json`` prints, through the same control call."""
+        assert self.proc.poll() is None, f"{self.name} exited: {self.log_text()[-2000:]}"
         result: list[dict[str, Any]] = self.call("peers", wait=2.0)
         return result
 
@@ -132,6 +134,16 @@ class RunningNode:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def peer(self, name: str) -> dict[str, Any] | None:
+        return next((p for p in self.peers() if p["name"] == name), None)
+
+    def mark_log(self) -> None:
+        """Remember where the log ends now; :meth:`log_since_mark` reads what follows."""
+        self._log_mark = len(self.log.read_bytes())
+
+    def log_since_mark(self) -> str:
+        return self.log.read_bytes()[self._log_mark :].decode(errors="replace")
 
 
 def start_node(

@@ -13,24 +13,27 @@ with ``wait_until`` and reports (never asserts) how long it took.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
-from meshdesk import control
+from _nodes import (
+    Deployment,
+    RunningNode,
+    all_linked,
+    meshdesk_cli,
+    not_linked,
+    start_node,
+)
 
 if TYPE_CHECKING:
-    from conftest import Lab, LabHost
+    from conftest import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -107,44 +110,6 @@ print(json.dumps(result), flush=True)
 # -- deployment (root namespace, no network) -------------------------------------------
 
 
-def meshdesk_cli(*args: str | Path) -> str:
-    """Run the meshdesk CLI in the root namespace; its stdout, or fail with stderr."""
-    __tracebackhide__ = True
-    argv = [MESHDESK, *map(str, args)]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stderr}", pytrace=False)
-    return proc.stdout
-
-
-class Deployment:
-    """A deployment made with the CLI: an HQ home holding the CA, and provisioned kits."""
-
-    def __init__(self, root: Path, name: str, *, hq: str = "hq") -> None:
-        root.mkdir(parents=True)
-        self.root = root
-        self.homes: dict[str, Path] = {hq: root / hq}
-        self.hq = hq
-        created = meshdesk_cli(
-            "deployment", "create", "--home", self.homes[hq], "--name", name,
-            "--node-name", hq, "--site", "本庁", "--json",
-        )  # fmt: skip
-        self.id = json.loads(created)["deployment_id"]
-
-    def provision(self, name: str, *, role: str = "center") -> Path:
-        """Issue a kit on HQ and ``init`` a node home from it."""
-        kit = self.root / f"{name}.kit"
-        home = self.homes[name] = self.root / name
-        meshdesk_cli(
-            "deployment", "issue", "--home", self.homes[self.hq], "--name", name,
-            "--site", f"site-{name}", "--role", role, "--out", kit, "--json",
-        )  # fmt: skip
-        meshdesk_cli("init", "--home", home, "--kit", kit, "--deployment-id", self.id, "--json")
-        return home
-
-
 @pytest.fixture
 def city(tmp_path: Path) -> Deployment:
     """Our deployment: HQ ``hq`` plus centres ``c1`` and ``c2``."""
@@ -155,91 +120,6 @@ def city(tmp_path: Path) -> Deployment:
 
 
 # -- running nodes ---------------------------------------------------------------------
-
-
-@dataclass
-class RunningNode:
-    """A ``meshdesk run`` process on a lab host, seen through its control socket and log."""
-
-    name: str
-    home: Path
-    host: LabHost
-    proc: subprocess.Popen[str]
-    log: Path
-    _log_mark: int = field(default=0, repr=False)
-
-    @property
-    def control_socket(self) -> Path:
-        return self.home / "control.sock"
-
-    def peers(self) -> list[dict[str, Any]]:
-        """What ``meshdesk peers --json`` prints, through the same control call."""
-        assert self.proc.poll() is None, f"{self.name} exited: {self.log_text()[-2000:]}"
-        result: list[dict[str, Any]] = asyncio.run(
-            control.call(self.control_socket, "peers", wait=2.0)
-        )
-        return result
-
-    def states(self) -> dict[str, str]:
-        """``{peer name: state}``."""
-        return {peer["name"]: peer["state"] for peer in self.peers()}
-
-    def peer(self, name: str) -> dict[str, Any] | None:
-        return next((p for p in self.peers() if p["name"] == name), None)
-
-    def answers(self) -> bool:
-        try:
-            self.peers()
-        except control.NodeNotRunning:
-            return False
-        return True
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def mark_log(self) -> None:
-        """Remember where the log ends now; :meth:`log_since_mark` reads what follows."""
-        self._log_mark = len(self.log.read_bytes())
-
-    def log_since_mark(self) -> str:
-        return self.log.read_bytes()[self._log_mark :].decode(errors="replace")
-
-
-def start_node(
-    lab: Lab, host_name: str, name: str, home: Path, *extra: str, wait_until: Any
-) -> RunningNode:
-    """Start ``meshdesk run`` for ``home`` on ``host_name``; returns once it answers."""
-    host = lab.host(host_name)
-    argv = [
-        MESHDESK, "run", "--home", str(home), "--listen", f"0.0.0.0:{PORT}",
-        "--interface", host.iface, *extra,
-    ]  # fmt: skip
-    proc = lab.popen(host_name, argv)
-    node = RunningNode(name, home, host, proc, lab.log_path(proc))
-    wait_until(node.answers, timeout=SETTLE, message=f"{name} on {host_name} answers")
-    return node
-
-
-def all_linked(nodes: list[RunningNode]) -> Callable[[], bool]:
-    """Each node shows every other one ``linked``."""
-
-    def check() -> bool:
-        for node in nodes:
-            states = node.states()
-            if any(states.get(other.name) != "linked" for other in nodes if other is not node):
-                return False
-        return True
-
-    return check
-
-
-def not_linked(observers: list[RunningNode], name: str) -> Callable[[], bool]:
-    """Every observer shows ``name`` as known but not ``linked`` (down/connecting/refused)."""
-
-    def check() -> bool:
-        return all(obs.states().get(name, "linked") != "linked" for obs in observers)
-
-    return check
 
 
 def stays(predicate: Callable[[], bool], seconds: float, *, message: str) -> None:
