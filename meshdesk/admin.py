@@ -230,6 +230,14 @@ async def revoke_node(home: NodeHome, query: str, *, reason: str, now: dt.dateti
     me = home.load_identity(now=now)
     async with Store.open(home.store_path) as store:
         matches = await store.find_issued(query)
+        exact = [m for m in matches if m.name == query.strip()]
+        if exact:
+            matches = exact  # a node's full name beats an id that happens to start alike
+        elif len(query.replace("-", "").strip()) < 4:
+            raise UsageError(
+                f"{query!r} is no node's name; give its full name or at least 4 characters "
+                "of its node id"
+            )
         if not matches:
             raise UsageError(f"no node issued by this HQ matches {query!r}")
         if len(matches) > 1:

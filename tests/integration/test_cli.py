@@ -299,6 +299,15 @@ def test_kit_of_another_deployment(cli: CliRunner, deployment: Deployment, tmp_p
     )
 
 
+def test_a_short_name_is_not_read_as_an_id_prefix(cli: CliRunner, deployment: Deployment) -> None:
+    hq_id = ok(cli("status", "--home", str(deployment.hq), "--json")).json()["node_id"]  # type: ignore[index]
+    name = hq_id[0].lower()  # a one-letter name that is also the HQ id's first character
+    issue(cli, deployment, name)
+    revoked = ok(cli("deployment", "revoke", "--home", str(deployment.hq), name, "--json")).json()
+    assert revoked["name"] == name  # type: ignore[index]
+    fails(cli("deployment", "revoke", "--home", str(deployment.hq), "ZZ"), 2, "at least 4")
+
+
 def test_revoke_errors(cli: CliRunner, deployment: Deployment) -> None:
     fails(cli("deployment", "revoke", "--home", str(deployment.hq), "ghost"), 2, "no node")
     fails(
