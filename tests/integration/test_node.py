@@ -84,9 +84,10 @@ async def test_directory_spreads_to_every_node(mesh: Mesh, async_wait_until: Wai
 
 async def test_bad_certificates_change_nothing(mesh: Mesh) -> None:
     node = mesh.nodes["shelter"]
-    before = await node.directory()
+    # Gossip may still be filling the directory meanwhile: assert what garbage did
+    # (nothing taken) and that only this deployment's nodes are in it.
     assert await node.take_certificates((b"garbage", b"\x30\x03\x02\x01\x01"), source=None) == 0
-    assert len(await node.directory()) == len(before)
+    assert {i.name for i in await node.directory()} <= {"本部", "shelter", "welfare"}
 
 
 async def test_revocation_reaches_the_running_mesh(mesh: Mesh, async_wait_until: WaitUntil) -> None:
