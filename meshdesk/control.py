@@ -118,8 +118,8 @@ class ControlServer(AsyncResource):
                 reply = await self._answer(line)
                 writer.write(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
                 await writer.drain()
-        except ConnectionError:
-            pass
+        except ConnectionError as exc:
+            log.debug("control client went away: %s", exc)
         finally:
             self._clients.discard(task)
             writer.close()
