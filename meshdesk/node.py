@@ -403,9 +403,13 @@ class Node(AsyncResource):
                 raise UsageError("case requests need an 'op' name and an 'args' object")
             return await run_case_op(self.cases, name, op_args)
 
+        async def directory(_: Mapping[str, Any]) -> object:
+            return [info.to_json() for info in await self.directory()]
+
         return {
             "status": status,
             "peers": peers,
+            "directory": directory,
             "reload_revocations": reload_revocations,
             "case": case,
         }

@@ -132,6 +132,11 @@ CASE_OPS: Mapping[str, Op] = {
     "consent": _edit(
         lambda b, c, a: b.add_consent(c, op=_need(a, "operator"), department=_need(a, "department"))
     ),
+    "settle": _edit(
+        lambda b, c, a: b.resolve_conflict(
+            c, op=_need(a, "operator"), field=_need(a, "field"), value=_need(a, "value")
+        )
+    ),
     "set": _edit(
         lambda b, c, a: b.set_field(
             c, op=_need(a, "operator"), field=_need(a, "field"), value=_need(a, "value")

@@ -1,0 +1,93 @@
+"""What every screen shares: the node (:class:`NodeApi`), who is at the desk, and
+the console's picture of the node, kept up to date by the app."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from textual.binding import BindingsMap
+from textual.dom import DOMNode
+from textual.signal import Signal
+from textual.widget import Widget
+
+from meshdesk.errors import MeshdeskError
+from meshdesk.tui.api import NodeApi
+from meshdesk.tui.i18n import Lang, tr
+from meshdesk.tui.index import CaseIndex
+
+__all__ = ["LOG_LINES", "Console", "ago", "attempt", "translate_bindings"]
+
+LOG_LINES = 500
+_T = TypeVar("_T")
+log = logging.getLogger("meshdesk.tui")
+
+
+@dataclass
+class Console:
+    api: NodeApi
+    lang: Lang
+    operator: str
+    now_ms: Callable[[], int]
+    index: CaseIndex = field(default_factory=CaseIndex)
+    status: dict[str, Any] = field(default_factory=dict)
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sync: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    directory: list[dict[str, Any]] = field(default_factory=list)
+    log: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    connected: bool = False
+    #: Published with the part that changed: peers, cases, sync, calls, log, status, connection.
+    changed: Signal[str] | None = None
+
+    def publish(self, part: str) -> None:
+        if self.changed is not None:
+            self.changed.publish(part)
+
+    def departments(self) -> list[str]:
+        """Every department some node of the deployment serves (from the directory)."""
+        return sorted({d for info in self.directory for d in info.get("departments", [])})
+
+    def nodes_of(self, department: str) -> list[dict[str, Any]]:
+        me = self.status.get("node_id")
+        return [
+            info
+            for info in self.directory
+            if department in info.get("departments", []) and info.get("node_id") != me
+        ]
+
+
+def ago(now_ms: int, then_ms: object) -> str:
+    """"12 s ago" style, translated; "-" when never."""
+    if not isinstance(then_ms, int):
+        return "-"
+    seconds = max(0, (now_ms - then_ms) // 1000)
+    if seconds < 60:
+        return tr("{n} s ago").format(n=seconds)
+    if seconds < 3600:
+        return tr("{n} min ago").format(n=seconds // 60)
+    return tr("{n} h ago").format(n=seconds // 3600)
+
+
+def translate_bindings(node: DOMNode) -> None:
+    """Replace ``node``'s binding descriptions by their translations (BINDINGS hold msgids)."""
+    keys = {
+        key: [dataclasses.replace(b, description=tr(b.description)) if b.description else b
+              for b in bindings]
+        for key, bindings in node._bindings.key_to_bindings.items()
+    }  # fmt: skip
+    node._bindings = BindingsMap.from_keys(keys)
+
+
+async def attempt(widget: Widget, action: Awaitable[_T]) -> _T | None:
+    """Await a user action; a MeshdeskError becomes an error notification, not a crash."""
+    try:
+        return await action
+    except MeshdeskError as exc:
+        log.info("action failed: %s", exc)
+        widget.notify(str(exc), severity="error", title=tr("Not done"), timeout=8)
+        return None

@@ -1,0 +1,205 @@
+"""Call: participants, mute, hang up, invite a department, live stats, video preview."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from meshdesk.errors import MeshdeskError
+from meshdesk.tui.console import attempt
+from meshdesk.tui.i18n import N_, tr
+from meshdesk.tui.screens._base import ConsoleScreen
+from meshdesk.tui.widgets import VideoPreview
+from meshdesk.tui.widgets.preview import decode_frame
+
+__all__ = ["CallScreen", "PickScreen", "stats_text"]
+
+log = logging.getLogger("meshdesk.tui")
+
+_STATE = {
+    "ringing": N_("ringing"), "connecting": N_("connecting"), "active": N_("active"),
+    "ended": N_("ended"), "invited": N_("invited"), "connected": N_("connected"),
+    "left": N_("left"), "dropped": N_("dropped"),
+}  # fmt: skip
+
+
+def _state(value: object) -> str:
+    return tr(_STATE[str(value)]) if str(value) in _STATE else str(value)
+
+
+def stats_text(call: dict[str, Any]) -> str:
+    s = call.get("stats") or {}
+    return tr(
+        "RTT {rtt} ms · loss {loss} % · {kbps} kbit/s · video {fs}/{fr} fps · setup {setup} ms"
+    ).format(rtt=s.get("rtt_ms", "-"), loss=s.get("loss_pct", "-"), kbps=s.get("bitrate_kbps", "-"),
+             fs=s.get("fps_sent", "-"), fr=s.get("fps_received", "-"), setup=s.get("setup_ms", "-"))  # fmt: skip
+
+
+class PickScreen(ModalScreen[str | None]):
+    """Pick one option (a peer, a department); Escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", N_("Cancel"))]
+
+    def __init__(self, title: str, options: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._title = title
+        self._options = options
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="pick"):
+            yield Label(self._title, classes="panel-title")
+            yield OptionList(*(Option(text, id=value) for text, value in self._options))
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class CallScreen(ConsoleScreen):
+    TITLE = N_("Calls")
+    BINDINGS = [
+        Binding("c", "start", N_("Call a peer")),
+        Binding("a", "answer", N_("Answer")),
+        Binding("m", "mute('audio')", N_("Mute")),
+        Binding("v", "mute('video')", N_("Video off")),
+        Binding("i", "invite", N_("Invite department")),
+        Binding("h", "hangup", N_("Hang up")),
+    ]
+
+    def body(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(classes="panel"):
+                yield Static(id="call-title", classes="panel-title")
+                yield DataTable(id="participants", cursor_type="none")
+                yield Static(id="stats")
+            yield VideoPreview(id="preview")
+
+    def on_mount(self) -> None:
+        self.query_one("#participants", DataTable).add_columns(
+            tr("Name"), tr("Site"), tr("State"), tr("Audio"), tr("Video")
+        )
+        super().on_mount()
+        self.set_interval(1.0, self._preview)
+
+    @property
+    def current(self) -> dict[str, Any] | None:
+        """The live call, else the latest one."""
+        calls = sorted(self.desk.calls.values(), key=lambda c: int(c.get("started_ms", 0)))
+        live = [c for c in calls if c.get("state") != "ended"]
+        return (live or calls or [None])[-1]
+
+    def update_view(self, part: str | None) -> None:
+        if part not in (None, "calls"):
+            return
+        call = self.current
+        table = self.query_one("#participants", DataTable)
+        table.clear()
+        if call is None:
+            self.query_one("#call-title", Static).update(tr("No call. Press c to call a peer."))
+            self.query_one("#stats", Static).update("")
+            self.query_one(VideoPreview).show(None)
+            return
+        kind = tr("audio only") if call.get("audio_only") else tr("video")
+        degraded = tr(" (degraded to audio)") if call.get("degraded") else ""
+        self.query_one("#call-title", Static).update(
+            f"{call['call_id']} · {_state(call.get('state'))} · {kind}{degraded}"
+        )
+        for p in call.get("participants", []):
+            table.add_row(p.get("name"), p.get("site"), _state(p.get("state")),
+                          tr("muted") if p.get("muted_audio") else tr("on"),
+                          tr("off") if p.get("muted_video") else tr("on"))  # fmt: skip
+        self.query_one("#stats", Static).update(stats_text(call))
+        if call.get("state") == "ended":
+            self.query_one(VideoPreview).show(None)
+
+    @work(exclusive=True, group="preview")
+    async def _preview(self) -> None:
+        call = self.current
+        if not self.is_current or call is None or call.get("state") != "active":
+            return
+        if call.get("audio_only"):
+            return
+        try:
+            frame = await self.desk.api.call("call_preview", {"call_id": call["call_id"]})
+        except MeshdeskError as exc:  # best-effort: the bridge reports a lost node
+            log.debug("no preview: %s", exc)
+            return
+        self.query_one(VideoPreview).show(decode_frame(frame))
+
+    def _live(self) -> dict[str, Any] | None:
+        call = self.current
+        if call is None or call.get("state") == "ended":
+            self.notify(tr("There is no call in progress."), severity="warning")
+            return None
+        return call
+
+    def _apply(self, call: dict[str, Any] | None) -> None:
+        if call is not None:
+            self.desk.calls[call["call_id"]] = call
+            self.update_view("calls")
+
+    def action_start(self) -> None:
+        peers = [(f"{p['name']} @ {p['site']}", p["node_id"])
+                 for p in self.desk.peers.values() if p.get("state") == "linked"]  # fmt: skip
+        if not peers:
+            self.notify(tr("No linked peer to call."), severity="warning")
+            return
+        self.app.push_screen(PickScreen(tr("Call whom?"), peers), self._start)
+
+    @work(exclusive=True, group="call-action")
+    async def _start(self, peer: str | None) -> None:
+        if peer is not None:
+            args = {"peer": peer, "case": None, "audio_only": False, "media": "synthetic"}
+            self._apply(await attempt(self, self.desk.api.call("call_start", args)))
+
+    @work(exclusive=True, group="call-action")
+    async def action_answer(self) -> None:
+        call = self._live()
+        if call is not None:
+            args = {"call_id": call["call_id"], "accept": True}
+            self._apply(await attempt(self, self.desk.api.call("call_answer", args)))
+
+    @work(exclusive=True, group="call-action")
+    async def action_mute(self, what: str) -> None:
+        call = self._live()
+        if call is None:
+            return
+        me = next(iter(call.get("participants", [])), {})
+        muted = not me.get(f"muted_{what}", False)
+        args = {"call_id": call["call_id"], "audio": None, "video": None, what: muted}
+        self._apply(await attempt(self, self.desk.api.call("call_mute", args)))
+
+    def action_invite(self) -> None:
+        if self._live() is None:
+            return
+        options = [(d, d) for d in self.desk.departments() if self.desk.nodes_of(d)]
+        if not options:
+            self.notify(tr("No department to invite."), severity="warning")
+            return
+        self.app.push_screen(PickScreen(tr("Invite which department?"), options), self._invite)
+
+    @work(exclusive=True, group="call-action")
+    async def _invite(self, department: str | None) -> None:
+        call = self._live()
+        if department is None or call is None:
+            return
+        node = self.desk.nodes_of(department)[0]
+        args = {"call_id": call["call_id"], "peer": node["node_id"]}
+        self._apply(await attempt(self, self.desk.api.call("call_invite", args)))
+
+    @work(exclusive=True, group="call-action")
+    async def action_hangup(self) -> None:
+        call = self._live()
+        if call is not None:
+            args = {"call_id": call["call_id"]}
+            self._apply(await attempt(self, self.desk.api.call("call_hangup", args)))

@@ -1,0 +1,108 @@
+"""Dashboard: every site and peer, case counts by urgency and status, sync progress."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Label, ProgressBar
+
+from meshdesk.cases.model import Status, Urgency
+from meshdesk.tui.console import ago
+from meshdesk.tui.i18n import N_, tr
+from meshdesk.tui.index import label
+from meshdesk.tui.screens._base import ConsoleScreen
+
+__all__ = ["DashboardScreen", "link_label"]
+
+_LINK = {
+    "linked": N_("linked"),
+    "connecting": N_("connecting"),
+    "down": N_("down"),
+    "known": N_("known"),
+    "refused": N_("refused"),
+}
+
+
+def link_label(state: str) -> str:
+    return tr(_LINK[state]) if state in _LINK else state
+
+
+class DashboardScreen(ConsoleScreen):
+    TITLE = N_("Dashboard")
+
+    def body(self) -> ComposeResult:
+        with Horizontal(id="dash-top"):
+            with Vertical(classes="panel"):
+                yield Label(tr("Sites and peers"), classes="panel-title")
+                yield DataTable(id="peers", cursor_type="row", zebra_stripes=True)
+            with Vertical(classes="panel"):
+                yield Label(tr("Cases by urgency and status"), classes="panel-title")
+                yield DataTable(id="counts", cursor_type="none")
+        with Vertical(classes="panel", id="dash-sync"):
+            yield Label(tr("Sync progress"), classes="panel-title")
+            yield VerticalScroll(id="bars")
+
+    def on_mount(self) -> None:
+        peers = self.query_one("#peers", DataTable)
+        peers.add_columns(tr("Site"), tr("Node"), tr("Link"), tr("Last contact"), tr("Backlog"))
+        counts = self.query_one("#counts", DataTable)
+        counts.add_columns(tr("Urgency"), *(s.label(self.desk.lang) for s in Status), tr("Total"))
+        super().on_mount()
+
+    def update_view(self, part: str | None) -> None:
+        if part in (None, "peers", "sync", "status"):
+            self._peers()
+        if part in (None, "cases"):
+            self._counts()
+        if part in (None, "sync"):
+            self._bars()
+
+    def _peers(self) -> None:
+        c = self.desk
+        table = self.query_one("#peers", DataTable)
+        table.clear()
+        now = c.now_ms()
+        me = c.status
+        if me:
+            table.add_row(me.get("site", ""), f"{me.get('name', '')} ({tr('this node')})",
+                          tr("self"), "-", "-", key=str(me.get("node_id")))  # fmt: skip
+        for peer in sorted(c.peers.values(), key=lambda p: (str(p["site"]), str(p["name"]))):
+            backlog = c.sync.get(peer["node_id"], {}).get("outbox")
+            table.add_row(
+                peer["site"], peer["name"], link_label(str(peer["state"])),
+                ago(now, peer.get("last_seen_ms")), "-" if backlog is None else str(backlog),
+                key=peer["node_id"],
+            )  # fmt: skip
+
+    def _counts(self) -> None:
+        lang = self.desk.lang
+        grid = {(str(u), str(s)): 0 for u in Urgency for s in Status}
+        for row in self.desk.index.ordered():
+            if (row.urgency, row.status) in grid:
+                grid[(row.urgency, row.status)] += 1
+        table = self.query_one("#counts", DataTable)
+        table.clear()
+        for u in Urgency:
+            values = [grid[(str(u), str(s))] for s in Status]
+            table.add_row(label("urgency", u, lang), *map(str, values), str(sum(values)))
+        totals = [sum(grid[(str(u), str(s))] for u in Urgency) for s in Status]
+        table.add_row(tr("Total"), *map(str, totals), str(sum(totals)))
+
+    def _bars(self) -> None:
+        bars = self.query_one("#bars", VerticalScroll)
+        rows = sorted(self.desk.sync.values(), key=lambda p: str(p.get("name")))
+        bars.remove_children()
+        if not rows:
+            bars.mount(Label(tr("No linked peer is syncing."), classes="dim"))
+            return
+        widgets = []
+        for row in rows:
+            sent, outbox = int(row.get("sent_events", 0)), int(row.get("outbox", 0))
+            received, inbox = int(row.get("received_events", 0)), int(row.get("inbox", 0))
+            done = sent + received
+            text = tr("{name}: sent {sent}, received {received}, waiting {left}").format(
+                name=row.get("name"), sent=sent, received=received, left=outbox + inbox)
+            bar = ProgressBar(total=max(1, done + outbox + inbox), show_eta=False)
+            bar.progress = done if outbox + inbox else max(1, done + outbox + inbox)
+            widgets += [Label(text), bar]
+        bars.mount_all(widgets)
