@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint typecheck pytest clean lab-clean
+.PHONY: demo test install lint typecheck pytest clean lab-clean i18n
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,18 @@ lab-clean:
 
 clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# Console catalogs: re-extract the messages of tui/, merge them into the ja and en
+# catalogs, and compile the .mo files (committed; tests/unit/test_tui_i18n.py checks them).
+i18n: install
+	$(BIN)/pybabel extract -k tr -k N_ --no-location --sort-output --omit-header \
+		-o tui/locale/meshdesk.pot tui
+	for lang in ja en; do \
+		if [ -f tui/locale/$$lang/LC_MESSAGES/meshdesk.po ]; then \
+			$(BIN)/pybabel update --no-fuzzy-matching --ignore-pot-creation-date -D meshdesk -l $$lang \
+				-i tui/locale/meshdesk.pot -d tui/locale; \
+		else \
+			$(BIN)/pybabel init -D meshdesk -l $$lang -i tui/locale/meshdesk.pot -d tui/locale; \
+		fi; \
+	done
+	$(BIN)/pybabel compile --use-fuzzy -D meshdesk -d tui/locale

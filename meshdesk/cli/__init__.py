@@ -16,6 +16,7 @@ from meshdesk._version import __version__
 from meshdesk.bench import add_bench_parser
 from meshdesk.cli import _commands, _run
 from meshdesk.cli._cases import add_case_parser
+from meshdesk.cli._console import add_tui_parser
 from meshdesk.errors import MeshdeskError
 
 __all__ = ["build_parser", "main"]
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     peers.set_defaults(handler=_run.peers)
 
     add_case_parser(commands)
+    add_tui_parser(commands)
     add_bench_parser(commands)
 
     demo = commands.add_parser(

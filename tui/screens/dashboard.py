@@ -64,7 +64,8 @@ class DashboardScreen(ConsoleScreen):
         now = c.now_ms()
         me = c.status
         if me:
-            table.add_row(me.get("site", ""), f"{me.get('name', '')} ({tr('this node')})",
+            this = tr("this node")
+            table.add_row(me.get("site", ""), f"{me.get('name', '')} ({this})",
                           tr("self"), "-", "-", key=str(me.get("node_id")))  # fmt: skip
         for peer in sorted(c.peers.values(), key=lambda p: (str(p["site"]), str(p["name"]))):
             backlog = c.sync.get(peer["node_id"], {}).get("outbox")

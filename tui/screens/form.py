@@ -125,7 +125,7 @@ class CaseFormScreen(ConsoleScreen):
     def show_case(self, case: dict[str, Any]) -> None:
         self.case = case
         lang = self.desk.lang
-        self.title = f"{tr('Case')} {case['id'][-8:]}"
+        self.title = tr("Case") + " " + case["id"][-8:]
         self.query_one("#details", Static).update(case_details(case, lang))
         notes = [f"{n['at']}  {n['by']}: {n['text'] if not n['sealed'] else tr('(sealed)')}"
                  for n in case.get("notes", [])]  # fmt: skip

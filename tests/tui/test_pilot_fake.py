@@ -1,0 +1,203 @@
+"""Pilot tests of each screen's main actions against the fake node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from textual.widgets import DataTable, Input, Select, SelectionList
+
+from meshdesk.tui import MeshdeskApp
+from meshdesk.tui.fake import FakeNode
+from meshdesk.tui.screens import CallScreen, CaseFormScreen, DashboardScreen, QueueScreen
+from meshdesk.tui.widgets import Banner, CaseTable, VideoPreview
+from meshdesk.tui.widgets.conflict import ConflictView
+
+SIZE = (120, 36)
+
+NEW = {"operator": "tanaka", "category": "medical", "urgency": "high"}
+
+
+def app_for(fake: FakeNode, lang: str = "en") -> MeshdeskApp:
+    return MeshdeskApp(fake, lang=lang, operator="suzuki", now_ms=fake.now_ms,  # type: ignore[arg-type]
+                       poll_interval=0.2, retry=(0.05, 0.1))  # fmt: skip
+
+
+async def settle(pilot: Any, until: Callable[[], object], message: str, tries: int = 100) -> None:
+    for _ in range(tries):
+        await pilot.pause(0.02)
+        if until():
+            return
+    raise AssertionError(f"never happened: {message}")
+
+
+async def test_dashboard_shows_peers_counts_and_sync(fake: FakeNode) -> None:
+    await fake.case("new", {**NEW, "name": "山田 花子"})
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        assert isinstance(app.screen, DashboardScreen)
+        peers = app.screen.query_one("#peers", DataTable)
+        await settle(pilot, lambda: peers.row_count == 3, "self and two peers listed")
+        rows = [peers.get_row_at(i) for i in range(3)]
+        gym = next(r for r in rows if r[1] == "Civic Gym shelter")
+        assert gym[2] == "down" and gym[3] == "1 min ago" and gym[4] == "12"
+        counts = app.screen.query_one("#counts", DataTable)
+        await settle(pilot, lambda: counts.get_row_at(1)[-1] == "1", "the high case counted")
+        fake.set_peer_state("Civic Gym shelter", "linked")
+        await settle(pilot, lambda: any(
+            peers.get_row_at(i)[2] == "linked" and peers.get_row_at(i)[1] == "Civic Gym shelter"
+            for i in range(peers.row_count)), "peer event repaints the link state")  # fmt: skip
+
+
+async def test_create_a_case_from_the_form(fake: FakeNode) -> None:
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        assert isinstance(app.screen, CaseFormScreen)
+        await pilot.press("ctrl+s")  # empty form: refused with a notification, nothing sent
+        await pilot.pause()
+        assert not fake.cases
+        assert any("name is required" in n.message for n in app._notifications)
+        form = app.screen
+        form.query_one("#f-name", Input).value = "佐藤 一郎"
+        form.query_one("#f-age", Input).value = "72"
+        form.query_one("#f-category", Select).value = "welfare_eldercare"
+        form.query_one("#f-urgency", Select).value = "immediate"
+        form.query_one("#f-consent", SelectionList).select("welfare")
+        form.query_one("#f-summary", Input).value = "薬が切れた"
+        await pilot.press("ctrl+s")
+        await settle(pilot, lambda: len(fake.cases) == 1, "case created")
+        case = next(iter(fake.cases.values()))
+        assert case["personal"]["age"] == 72 and case["consent"] == ["welfare"]
+        assert case["urgency"] == "immediate" and case["notes"][0]["text"] == "薬が切れた"
+        assert case["history"][0]["op"] == "suzuki"
+        await settle(pilot, lambda: not isinstance(app.screen, CaseFormScreen), "form closes")
+        await pilot.press("f2")
+        table = app.screen.query_one(CaseTable)
+        await settle(pilot, lambda: len(table.rows) == 1, "the queue shows the new case")
+
+
+async def test_refer_note_and_status_from_the_case_form(fake: FakeNode) -> None:
+    case = await fake.case("new", {**NEW, "name": "Jane Roe"})
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f2")
+        table = app.screen.query_one(CaseTable)
+        await settle(pilot, lambda: len(table.rows) == 1, "queue filled")
+        table.focus()
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, CaseFormScreen) and app.screen.case,
+                     "case form open")  # fmt: skip
+        form = app.screen
+        form.query_one("#refer-dept", Select).value = "housing"
+        form.query_one("#refer-reason", Input).value = "家屋全壊"
+        await pilot.click("#refer")
+        await settle(pilot, lambda: fake.cases[case["id"]]["referrals"], "referred")
+        assert fake.cases[case["id"]]["referrals"][0]["department"] == "housing"
+        form.query_one("#note", Input).focus()
+        await pilot.press(*"called back", "enter")
+        await settle(pilot, lambda: len(fake.cases[case["id"]]["notes"]) == 1, "note added")
+        form.query_one("#status", Select).value = "in_progress"
+        await settle(pilot, lambda: fake.cases[case["id"]]["status"] == "in_progress", "status")
+        # A transition the model refuses is a notification, and the app keeps going.
+        form.query_one("#status", Select).value = "new"
+        await settle(pilot, lambda: any("cannot go from" in n.message
+                                        for n in app._notifications), "refusal shown")  # fmt: skip
+        assert fake.cases[case["id"]]["status"] == "in_progress"
+        await pilot.press("escape")
+        assert isinstance(app.screen, QueueScreen)
+
+
+async def test_resolve_a_conflict_with_one_key(fake: FakeNode) -> None:
+    case = await fake.case("new", {**NEW, "name": "山田 花子"})
+    fake.inject_conflict(case["id"], "urgency", [("immediate", "SHELTER1"), ("low", "HQ00001")])
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_case(case["id"])
+        await settle(pilot, lambda: isinstance(app.screen, CaseFormScreen) and app.screen.case,
+                     "case form open")  # fmt: skip
+        view = app.screen.query_one(ConflictView)
+        assert view.has_focus and view.display
+        text = str(view.render())
+        assert "Immediate" in text and "Low" in text
+        await pilot.press("2")
+        await settle(pilot, lambda: not fake.cases[case["id"]]["conflicts"], "conflict resolved")
+        assert fake.cases[case["id"]]["urgency"] == "low"
+        await settle(pilot, lambda: not view.display, "conflict view hidden")
+
+
+async def test_queue_filters_sorts_and_searches(fake: FakeNode) -> None:
+    for name, urgency, category in [("Alice", "low", "housing"), ("鈴木 二郎", "immediate",
+                                    "medical"), ("Bob", "normal", "supplies")]:  # fmt: skip
+        await fake.case("new", {**NEW, "name": name, "urgency": urgency, "category": category})
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f2")
+        table = app.screen.query_one(CaseTable)
+        await settle(pilot, lambda: len(table.rows) == 3, "all cases")
+        assert [r.name for r in table.rows] == ["鈴木 二郎", "Bob", "Alice"]  # urgent first
+        await pilot.press("slash", *"supp")
+        assert [r.name for r in table.rows] == ["Bob"]  # category label matches
+        await pilot.press("ctrl+a", "ctrl+k", *"医療")  # Japanese label of medical
+        assert [r.name for r in table.rows] == ["鈴木 二郎"]
+        await pilot.press("ctrl+a", "ctrl+k", "escape", "u")  # urgency filter: immediate
+        assert [r.name for r in table.rows] == ["鈴木 二郎"]
+        await pilot.press("u", "u", "u", "u", "o", "o", "o")  # all urgencies; sort by name
+        assert [r.name for r in table.rows] == ["Alice", "Bob", "鈴木 二郎"]
+        await pilot.press("r")
+        assert [r.name for r in table.rows] == ["鈴木 二郎", "Bob", "Alice"]
+
+
+async def test_start_mute_invite_and_end_a_call(fake: FakeNode) -> None:
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        assert isinstance(app.screen, CallScreen)
+        await settle(pilot, lambda: app.desk.peers, "peers known")
+        await pilot.press("c")
+        await pilot.press("enter")  # the only linked peer
+        await settle(pilot, lambda: fake.calls_by_id, "call started")
+        call = next(iter(fake.calls_by_id.values()))
+        assert call["participants"][1]["name"] == "第一小学校避難所"
+        parts = app.screen.query_one("#participants", DataTable)
+        await settle(pilot, lambda: parts.row_count == 2, "participants shown")
+        fake.tick_calls()
+        preview = app.screen.query_one(VideoPreview)
+        await settle(pilot, lambda: preview.frame is not None, "video preview drawn", 200)
+        await pilot.press("m")
+        await settle(pilot, lambda: call["participants"][0]["muted_audio"], "muted")
+        await pilot.press("i", "enter")  # invite welfare: the shelter serves it
+        await settle(pilot, lambda: len(call["participants"]) == 3, "department invited")
+        await pilot.press("h")
+        await settle(pilot, lambda: call["state"] == "ended", "hung up")
+        await settle(pilot, lambda: preview.frame is None, "preview cleared")
+
+
+async def test_lost_node_shows_a_banner_and_reconnects(fake: FakeNode) -> None:
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.screen.query_one(Banner)
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        assert not banner.shown
+        fake.stop()
+        await settle(pilot, lambda: banner.shown, "banner shown")
+        assert "Not connected" in str(banner.render())
+        await pilot.press("ctrl+n", "ctrl+s")  # actions while lost: notifications, no crash
+        await pilot.press("escape")
+        fake.start()
+        await fake.case("new", {**NEW, "name": "after"})
+        await settle(pilot, lambda: not banner.shown, "banner gone after reconnect")
+        await settle(pilot, lambda: len(app.desk.index) == 1, "cases reloaded")
+
+
+async def test_node_errors_are_notifications(fake: FakeNode) -> None:
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3", "h")  # nothing to hang up
+        await pilot.pause()
+        assert any("no call" in n.message.lower() for n in app._notifications)
+        result = await app.act(fake.call("call_start", {"peer": "nobody"}))
+        assert result is None
+        await pilot.pause()
+        assert any("no peer 'nobody'" in n.message for n in app._notifications)
+        assert app.is_running
