@@ -19,7 +19,15 @@ __all__ = ["CALL_OPS", "ConnectionLost", "Event", "NodeApi"]
 
 #: Control operations of calls (the calls branch implements them on the node).
 CALL_OPS = frozenset(
-    {"call_start", "call_answer", "call_invite", "call_hangup", "call_mute", "calls", "call_preview"}
+    {
+        "call_start",
+        "call_answer",
+        "call_invite",
+        "call_hangup",
+        "call_mute",
+        "calls",
+        "call_preview",
+    }
 )
 
 

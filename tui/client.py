@@ -65,7 +65,9 @@ class SocketNode:
         return await self._call(op, args)
 
     @contextlib.asynccontextmanager
-    async def events(self, kinds: Collection[str] | None = None) -> AsyncIterator[AsyncIterator[Event]]:
+    async def events(
+        self, kinds: Collection[str] | None = None
+    ) -> AsyncIterator[AsyncIterator[Event]]:
         try:
             async with asyncio.timeout(self._wait):
                 reader, writer = await asyncio.open_unix_connection(
@@ -75,7 +77,10 @@ class SocketNode:
             raise ConnectionLost(f"no node is running in {self.where}") from exc
         try:
             try:
-                request = {"op": "subscribe", "args": {"kinds": None if kinds is None else list(kinds)}}
+                request = {
+                    "op": "subscribe",
+                    "args": {"kinds": None if kinds is None else list(kinds)},
+                }
                 writer.write(json.dumps(request).encode() + b"\n")
                 await writer.drain()
                 async with asyncio.timeout(self._wait):

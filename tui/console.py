@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from textual.app import App
 from textual.binding import BindingsMap
 from textual.dom import DOMNode
 from textual.signal import Signal
@@ -62,7 +63,7 @@ class Console:
 
 
 def ago(now_ms: int, then_ms: object) -> str:
-    """"12 s ago" style, translated; "-" when never."""
+    """ "12 s ago" style, translated; "-" when never."""
     if not isinstance(then_ms, int):
         return "-"
     seconds = max(0, (now_ms - then_ms) // 1000)
@@ -76,14 +77,16 @@ def ago(now_ms: int, then_ms: object) -> str:
 def translate_bindings(node: DOMNode) -> None:
     """Replace ``node``'s binding descriptions by their translations (BINDINGS hold msgids)."""
     keys = {
-        key: [dataclasses.replace(b, description=tr(b.description)) if b.description else b
-              for b in bindings]
+        key: [
+            dataclasses.replace(b, description=tr(b.description)) if b.description else b
+            for b in bindings
+        ]
         for key, bindings in node._bindings.key_to_bindings.items()
-    }  # fmt: skip
+    }
     node._bindings = BindingsMap.from_keys(keys)
 
 
-async def attempt(widget: Widget, action: Awaitable[_T]) -> _T | None:
+async def attempt(widget: Widget | App[Any], action: Awaitable[_T]) -> _T | None:
     """Await a user action; a MeshdeskError becomes an error notification, not a crash."""
     try:
         return await action

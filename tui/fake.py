@@ -11,13 +11,13 @@ away and comes back.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
 from meshdesk.cases.model import Category, Personal, Status, Urgency, check_transition
-from meshdesk.errors import CallError, UsageError
+from meshdesk.errors import UsageError
+from meshdesk.tui._fake_calls import FakeCalls
 from meshdesk.tui.api import CALL_OPS, ConnectionLost, Event
 
 __all__ = ["FIXED_MS", "FakeNode"]
@@ -29,8 +29,10 @@ FIXED_MS = 1_756_717_200_000
 def _iso(ms: int) -> str:
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z"
+    return (
+        dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
     )
 
 
@@ -54,7 +56,7 @@ def _choice(args: Mapping[str, Any], key: str, allowed: type[Category | Urgency 
     return value
 
 
-class FakeNode:
+class FakeNode(FakeCalls):
     """A node in memory: cases, peers, sync counters, calls and an event bus."""
 
     def __init__(
@@ -87,27 +89,57 @@ class FakeNode:
         return f"fake node {self.name}"
 
     @staticmethod
-    def _info(node_id: str, name: str, site: str, role: str, depts: Collection[str]) -> dict[str, Any]:
-        return {"node_id": node_id, "name": name, "site": site, "role": role,
-                "departments": list(depts)}  # fmt: skip
+    def _info(
+        node_id: str, name: str, site: str, role: str, depts: Collection[str]
+    ) -> dict[str, Any]:
+        return {
+            "node_id": node_id,
+            "name": name,
+            "site": site,
+            "role": role,
+            "departments": list(depts),
+        }
 
     # -- test controls -----------------------------------------------------------
 
     def add_peer(
-        self, name: str, site: str, *, state: str = "linked", departments: Collection[str] = (),
-        outbox: int = 0, inbox: int = 0,
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        name: str,
+        site: str,
+        *,
+        state: str = "linked",
+        departments: Collection[str] = (),
+        outbox: int = 0,
+        inbox: int = 0,
+    ) -> dict[str, Any]:
         """Add (or update) a peer; publishes a ``peer`` event and the sync state."""
         node_id = f"FAKE{len(self.peer_list) + 1:03d}-PEER{len(self.peer_list):03d}-XXXXXXX-YYYYYY1"
-        peer = {"node_id": node_id, "name": name, "site": site, "role": "center",
-                "addresses": ["127.0.0.1:7000"], "found_by": ["static"], "state": state,
-                "last_seen_ms": self.now_ms(), "rtt_ms": 1.5, "reason": None}  # fmt: skip
+        peer = {
+            "node_id": node_id,
+            "name": name,
+            "site": site,
+            "role": "center",
+            "addresses": ["127.0.0.1:7000"],
+            "found_by": ["static"],
+            "state": state,
+            "last_seen_ms": self.now_ms(),
+            "rtt_ms": 1.5,
+            "reason": None,
+        }
         self.peer_list.append(peer)
         self.directory_list.append(self._info(node_id, name, site, "center", departments))
         self.sync_list.append(
-            {"node_id": node_id, "name": name, "site": site, "outbox": outbox, "inbox": inbox,
-             "sent_events": 0, "received_events": 0, "last_exchange_ms": self.now_ms(),
-             "idle": outbox == 0 and inbox == 0}  # fmt: skip
+            {
+                "node_id": node_id,
+                "name": name,
+                "site": site,
+                "outbox": outbox,
+                "inbox": inbox,
+                "sent_events": 0,
+                "received_events": 0,
+                "last_exchange_ms": self.now_ms(),
+                "idle": outbox == 0 and inbox == 0,
+            }
         )
         self.publish("peer", {"change": state, "peer": peer})
         self.publish("sync", {"peers": self.sync_list})
@@ -133,9 +165,13 @@ class FakeNode:
         """Make ``field`` of a case conflicted between ``(value, node name)`` writes."""
         case = self.cases[case_id]
         case["conflicts"] = [c for c in case["conflicts"] if c["field"] != field] + [
-            {"field": field, "candidates": [
-                {"value": v, "node": node, "at": _iso(self.now_ms()), "op": "someone"}
-                for v, node in values]}  # fmt: skip
+            {
+                "field": field,
+                "candidates": [
+                    {"value": v, "node": node, "at": _iso(self.now_ms()), "op": "someone"}
+                    for v, node in values
+                ],
+            }
         ]
         case[field] = values[0][0]
         self.publish("case", {"case_ids": [case_id], "source": "sync"})
@@ -169,11 +205,20 @@ class FakeNode:
     async def status(self) -> dict[str, Any]:
         self._check("status")
         linked = sum(1 for p in self.peer_list if p["state"] == "linked")
-        return {"node_id": self.node_id, "name": self.name, "site": self.site, "role": self.role,
-                "departments": self.departments, "deployment": "デモ市 Demo City",
-                "running": True, "uptime_s": 0.0, "listen_port": 0,
-                "peers_known": len(self.peer_list), "peers_linked": linked,
-                "store": {"events": len(self.cases), "authors": 1, "cases": len(self.cases)}}  # fmt: skip
+        return {
+            "node_id": self.node_id,
+            "name": self.name,
+            "site": self.site,
+            "role": self.role,
+            "departments": self.departments,
+            "deployment": "デモ市 Demo City",
+            "running": True,
+            "uptime_s": 0.0,
+            "listen_port": 0,
+            "peers_known": len(self.peer_list),
+            "peers_linked": linked,
+            "store": {"events": len(self.cases), "authors": 1, "cases": len(self.cases)},
+        }
 
     async def peers(self) -> list[dict[str, Any]]:
         self._check("peers")
@@ -232,29 +277,49 @@ class FakeNode:
 
     def _touch(self, case: dict[str, Any], args: Mapping[str, Any], kind: int) -> None:
         op = _text(args, "operator")
-        case["history"].append({"at": _iso(self.now_ms()), "node": self.node_id, "op": op,
-                                "kind": kind})  # fmt: skip
+        case["history"].append(
+            {"at": _iso(self.now_ms()), "node": self.node_id, "op": op, "kind": kind}
+        )
 
     def _case_new(self, args: Mapping[str, Any]) -> dict[str, Any]:
         _text(args, "operator")
         age = args.get("age")
         personal = Personal(
-            name=_text(args, "name") or "", furigana=_text(args, "furigana", required=False),
-            age=age if isinstance(age, int) else None, phone=_text(args, "phone", required=False),
+            name=_text(args, "name") or "",
+            furigana=_text(args, "furigana", required=False),
+            age=age if isinstance(age, int) else None,
+            phone=_text(args, "phone", required=False),
             shelter=_text(args, "shelter", required=False),
-        )  # fmt: skip
+        )
         case_id = self._next_id()
         consent = list(args.get("consent") or [])
         case: dict[str, Any] = {
-            "id": case_id, "category": _choice(args, "category", Category),
-            "urgency": _choice(args, "urgency", Urgency), "status": "new",
-            "department": _text(args, "department", required=False), "site": self.site,
-            "origin": self.node_id, "created_at": _iso(self.now_ms()), "consent": consent,
-            "readable": True, "personal": {"name": personal.name, "furigana": personal.furigana,
-            "age": personal.age, "phone": personal.phone, "shelter": personal.shelter},
-            "conflicts": [], "name": personal.name, "phone": personal.phone,
-            "shelter": personal.shelter, "notes": [], "referrals": [], "calls": [], "history": [],
-        }  # fmt: skip
+            "id": case_id,
+            "category": _choice(args, "category", Category),
+            "urgency": _choice(args, "urgency", Urgency),
+            "status": "new",
+            "department": _text(args, "department", required=False),
+            "site": self.site,
+            "origin": self.node_id,
+            "created_at": _iso(self.now_ms()),
+            "consent": consent,
+            "readable": True,
+            "personal": {
+                "name": personal.name,
+                "furigana": personal.furigana,
+                "age": personal.age,
+                "phone": personal.phone,
+                "shelter": personal.shelter,
+            },
+            "conflicts": [],
+            "name": personal.name,
+            "phone": personal.phone,
+            "shelter": personal.shelter,
+            "notes": [],
+            "referrals": [],
+            "calls": [],
+            "history": [],
+        }
         summary = _text(args, "summary", required=False)
         if summary:
             case["notes"].append(self._note(summary, args))
@@ -263,13 +328,21 @@ class FakeNode:
         return case
 
     def _note(self, text: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        return {"id": self._next_id(), "text": text, "sealed": False,
-                "by": _text(args, "operator"), "node": self.node_id, "at": _iso(self.now_ms())}  # fmt: skip
+        return {
+            "id": self._next_id(),
+            "text": text,
+            "sealed": False,
+            "by": _text(args, "operator"),
+            "node": self.node_id,
+            "at": _iso(self.now_ms()),
+        }
 
     def _case_list(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         rank = {str(u): u.rank for u in Urgency}
-        out = [{k: v for k, v in c.items() if k not in ("notes", "referrals", "calls", "history")}
-               for c in self.cases.values()]  # fmt: skip
+        out = [
+            {k: v for k, v in c.items() if k not in ("notes", "referrals", "calls", "history")}
+            for c in self.cases.values()
+        ]
         out.sort(key=lambda v: (rank.get(str(v["urgency"]), 99), str(v["created_at"])))
         return out
 
@@ -288,9 +361,16 @@ class FakeNode:
     def _case_refer(self, args: Mapping[str, Any]) -> dict[str, Any]:
         case = self._find(args)
         department = _text(args, "department")
-        case["referrals"].append({"id": self._next_id(), "department": department,
-            "reason": _text(args, "reason", required=False) or "", "state": "requested",
-            "by": _text(args, "operator"), "at": _iso(self.now_ms())})  # fmt: skip
+        case["referrals"].append(
+            {
+                "id": self._next_id(),
+                "department": department,
+                "reason": _text(args, "reason", required=False) or "",
+                "state": "requested",
+                "by": _text(args, "operator"),
+                "at": _iso(self.now_ms()),
+            }
+        )
         self._touch(case, args, 6)
         return case
 
@@ -317,7 +397,11 @@ class FakeNode:
         case = self._find(args)
         field, value = _text(args, "field"), _text(args, "value")
         allowed: dict[str, type[Category | Urgency | Status] | None] = {
-            "category": Category, "urgency": Urgency, "status": Status, "department": None}  # fmt: skip
+            "category": Category,
+            "urgency": Urgency,
+            "status": Status,
+            "department": None,
+        }
         if field not in allowed:
             raise UsageError(f"unknown field {field!r}")
         kind = allowed[field]
@@ -336,94 +420,3 @@ class FakeNode:
         if not any(c["field"] == args.get("field") for c in case["conflicts"]):
             raise UsageError(f"{args.get('field')} has no conflict to resolve")
         return self._case_set(args)
-
-    # -- calls -------------------------------------------------------------------------
-
-    def _peer(self, wanted: object) -> dict[str, Any]:
-        for info in self.directory_list[1:]:
-            if wanted in (info["name"], info["node_id"]):
-                return info
-        raise CallError(f"no peer {wanted!r} to call")
-
-    def _member(self, info: Mapping[str, Any], state: str) -> dict[str, Any]:
-        return {"node_id": info["node_id"], "name": info["name"], "site": info["site"],
-                "state": state, "muted_audio": False, "muted_video": False}  # fmt: skip
-
-    def _emit_call(self, call: dict[str, Any]) -> dict[str, Any]:
-        self.publish("call", call)
-        return call
-
-    def _get_call(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        call = self.calls_by_id.get(str(args.get("call_id")))
-        if call is None:
-            raise CallError(f"no call {args.get('call_id')!r}")
-        return call
-
-    def _call_start(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        peer = self._peer(args.get("peer"))
-        if peer["name"] in [p["name"] for p in self.peer_list if p["state"] != "linked"]:
-            raise CallError(f"{peer['name']} is not linked")
-        call_id = f"call-{len(self.calls_by_id) + 1:04d}"
-        me = self._member(self.directory_list[0], "connected")
-        call = {"call_id": call_id, "case_id": args.get("case"), "direction": "outgoing",
-                "state": "active", "audio_only": bool(args.get("audio_only")), "degraded": False,
-                "started_ms": self.now_ms(), "ended_ms": None, "reason": None,
-                "host": self.node_id, "participants": [me, self._member(peer, "connected")],
-                "stats": {"rtt_ms": 12.0, "loss_pct": 0.0, "bitrate_kbps": 640, "fps_sent": 15,
-                          "fps_received": 15, "video_frames_sent": 0, "video_frames_received": 0,
-                          "audio_frames_received": 0, "setup_ms": 180}}  # fmt: skip
-        self.calls_by_id[call_id] = call
-        return self._emit_call(call)
-
-    def _call_answer(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        call = self._get_call(args)
-        call["state"] = "active" if args.get("accept") else "ended"
-        return self._emit_call(call)
-
-    def _call_invite(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        call = self._get_call(args)
-        if call["state"] == "ended":
-            raise CallError("the call has ended")
-        call["participants"].append(self._member(self._peer(args.get("peer")), "connected"))
-        return self._emit_call(call)
-
-    def _call_hangup(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        call = self._get_call(args)
-        call.update(state="ended", ended_ms=self.now_ms(), reason="hung up")
-        return self._emit_call(call)
-
-    def _call_mute(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        call = self._get_call(args)
-        me = call["participants"][0]
-        if args.get("audio") is not None:
-            me["muted_audio"] = bool(args["audio"])
-        if args.get("video") is not None:
-            me["muted_video"] = bool(args["video"])
-        return self._emit_call(call)
-
-    def _calls(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return list(self.calls_by_id.values())
-
-    def _call_preview(self, args: Mapping[str, Any]) -> dict[str, Any] | None:
-        call = self._get_call(args)
-        if call["state"] != "active" or call["audio_only"]:
-            return None
-        width, height = 32, 24
-        frames = call["stats"]["video_frames_received"]
-        rgb = bytes(
-            channel
-            for y in range(height)
-            for x in range(width)
-            for channel in ((x * 8 + frames) % 256, y * 10 % 256, 128)
-        )
-        return {"width": width, "height": height, "rgb": base64.b64encode(rgb).decode()}
-
-    def tick_calls(self, frames: int = 15) -> None:
-        """Advance every active call's stats by one second of media (a ~1 Hz event)."""
-        for call in self.calls_by_id.values():
-            if call["state"] == "active":
-                stats = call["stats"]
-                stats["video_frames_sent"] += frames
-                stats["video_frames_received"] += frames
-                stats["audio_frames_received"] += 50
-                self._emit_call(call)

@@ -15,8 +15,8 @@ from typing import Literal
 
 __all__ = [
     "LOCALE_DIR",
-    "Lang",
     "N_",
+    "Lang",
     "choose_language",
     "current_language",
     "gettext_for",
@@ -53,7 +53,7 @@ def tr(message: str) -> str:
     return _current.gettext(message)
 
 
-def N_(message: str) -> str:  # noqa: N802 - the gettext convention for "mark only"
+def N_(message: str) -> str:
     """Mark ``message`` for extraction; translated later with :func:`tr`."""
     return message
 

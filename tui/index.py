@@ -53,8 +53,13 @@ class CaseRow:
     @classmethod
     def of(cls, view: Mapping[str, Any]) -> CaseRow:
         name = str(view.get("name") or "")
-        parts = [str(view.get("id", "")), name, str(view.get("site") or ""),
-                 str(view.get("department") or ""), str(view.get("shelter") or "")]  # fmt: skip
+        parts = [
+            str(view.get("id", "")),
+            name,
+            str(view.get("site") or ""),
+            str(view.get("department") or ""),
+            str(view.get("shelter") or ""),
+        ]
         for kind in _ENUMS:
             value = view.get(kind)
             parts += [str(value or ""), label(kind, value, "ja"), label(kind, value, "en")]
@@ -138,9 +143,10 @@ class CaseIndex:
             base = last[3]  # a longer query only narrows the previous result
         elif urgency or status:
             base = [
-                r for r in base
+                r
+                for r in base
                 if (not urgency or r.urgency == urgency) and (not status or r.status == status)
-            ]  # fmt: skip
+            ]
         words = query.split()
         rows = [r for r in base if all(w in r.blob for w in words)] if words else base
         self._last = (query, urgency, status, rows)

@@ -19,8 +19,14 @@ NEW = {"operator": "tanaka", "category": "medical", "urgency": "high"}
 
 
 def app_for(fake: FakeNode, lang: str = "en") -> MeshdeskApp:
-    return MeshdeskApp(fake, lang=lang, operator="suzuki", now_ms=fake.now_ms,  # type: ignore[arg-type]
-                       poll_interval=0.2, retry=(0.05, 0.1))  # fmt: skip
+    return MeshdeskApp(
+        fake,
+        lang=lang,
+        operator="suzuki",
+        now_ms=fake.now_ms,  # type: ignore[arg-type]
+        poll_interval=0.2,
+        retry=(0.05, 0.1),
+    )
 
 
 async def settle(pilot: Any, until: Callable[[], object], message: str, tries: int = 100) -> None:
@@ -40,13 +46,20 @@ async def test_dashboard_shows_peers_counts_and_sync(fake: FakeNode) -> None:
         await settle(pilot, lambda: peers.row_count == 3, "self and two peers listed")
         rows = [peers.get_row_at(i) for i in range(3)]
         gym = next(r for r in rows if r[1] == "Civic Gym shelter")
-        assert gym[2] == "down" and gym[3] == "1 min ago" and gym[4] == "12"
+        assert gym[2] == "down"
+        assert gym[3] == "1 min ago"
+        assert gym[4] == "12"
         counts = app.screen.query_one("#counts", DataTable)
         await settle(pilot, lambda: counts.get_row_at(1)[-1] == "1", "the high case counted")
         fake.set_peer_state("Civic Gym shelter", "linked")
-        await settle(pilot, lambda: any(
-            peers.get_row_at(i)[2] == "linked" and peers.get_row_at(i)[1] == "Civic Gym shelter"
-            for i in range(peers.row_count)), "peer event repaints the link state")  # fmt: skip
+        await settle(
+            pilot,
+            lambda: any(
+                peers.get_row_at(i)[2] == "linked" and peers.get_row_at(i)[1] == "Civic Gym shelter"
+                for i in range(peers.row_count)
+            ),
+            "peer event repaints the link state",
+        )
 
 
 async def test_create_a_case_from_the_form(fake: FakeNode) -> None:
@@ -68,8 +81,10 @@ async def test_create_a_case_from_the_form(fake: FakeNode) -> None:
         await pilot.press("ctrl+s")
         await settle(pilot, lambda: len(fake.cases) == 1, "case created")
         case = next(iter(fake.cases.values()))
-        assert case["personal"]["age"] == 72 and case["consent"] == ["welfare"]
-        assert case["urgency"] == "immediate" and case["notes"][0]["text"] == "薬が切れた"
+        assert case["personal"]["age"] == 72
+        assert case["consent"] == ["welfare"]
+        assert case["urgency"] == "immediate"
+        assert case["notes"][0]["text"] == "薬が切れた"
         assert case["history"][0]["op"] == "suzuki"
         await settle(pilot, lambda: not isinstance(app.screen, CaseFormScreen), "form closes")
         await pilot.press("f2")
@@ -86,8 +101,11 @@ async def test_refer_note_and_status_from_the_case_form(fake: FakeNode) -> None:
         await settle(pilot, lambda: len(table.rows) == 1, "queue filled")
         table.focus()
         await pilot.press("enter")
-        await settle(pilot, lambda: isinstance(app.screen, CaseFormScreen) and app.screen.case,
-                     "case form open")  # fmt: skip
+        await settle(
+            pilot,
+            lambda: isinstance(app.screen, CaseFormScreen) and app.screen.case,
+            "case form open",
+        )
         form = app.screen
         form.query_one("#refer-dept", Select).value = "housing"
         form.query_one("#refer-reason", Input).value = "家屋全壊"
@@ -101,8 +119,11 @@ async def test_refer_note_and_status_from_the_case_form(fake: FakeNode) -> None:
         await settle(pilot, lambda: fake.cases[case["id"]]["status"] == "in_progress", "status")
         # A transition the model refuses is a notification, and the app keeps going.
         form.query_one("#status", Select).value = "new"
-        await settle(pilot, lambda: any("cannot go from" in n.message
-                                        for n in app._notifications), "refusal shown")  # fmt: skip
+        await settle(
+            pilot,
+            lambda: any("cannot go from" in n.message for n in app._notifications),
+            "refusal shown",
+        )
         assert fake.cases[case["id"]]["status"] == "in_progress"
         await pilot.press("escape")
         assert isinstance(app.screen, QueueScreen)
@@ -114,12 +135,17 @@ async def test_resolve_a_conflict_with_one_key(fake: FakeNode) -> None:
     app = app_for(fake)
     async with app.run_test(size=SIZE) as pilot:
         app.open_case(case["id"])
-        await settle(pilot, lambda: isinstance(app.screen, CaseFormScreen) and app.screen.case,
-                     "case form open")  # fmt: skip
+        await settle(
+            pilot,
+            lambda: isinstance(app.screen, CaseFormScreen) and app.screen.case,
+            "case form open",
+        )
         view = app.screen.query_one(ConflictView)
-        assert view.has_focus and view.display
+        await settle(pilot, lambda: view.has_focus, "the conflict view has the focus")
+        assert view.display
         text = str(view.render())
-        assert "Immediate" in text and "Low" in text
+        assert "Immediate" in text
+        assert "Low" in text
         await pilot.press("2")
         await settle(pilot, lambda: not fake.cases[case["id"]]["conflicts"], "conflict resolved")
         assert fake.cases[case["id"]]["urgency"] == "low"
@@ -127,8 +153,11 @@ async def test_resolve_a_conflict_with_one_key(fake: FakeNode) -> None:
 
 
 async def test_queue_filters_sorts_and_searches(fake: FakeNode) -> None:
-    for name, urgency, category in [("Alice", "low", "housing"), ("鈴木 二郎", "immediate",
-                                    "medical"), ("Bob", "normal", "supplies")]:  # fmt: skip
+    for name, urgency, category in [
+        ("Alice", "low", "housing"),
+        ("鈴木 二郎", "immediate", "medical"),
+        ("Bob", "normal", "supplies"),
+    ]:
         await fake.case("new", {**NEW, "name": name, "urgency": urgency, "category": category})
     app = app_for(fake)
     async with app.run_test(size=SIZE) as pilot:

@@ -56,8 +56,11 @@ class ConsoleScreen(Screen[Any]):
         if self.desk.connected:
             banner.hide()
         else:
-            banner.show(tr("⚠ Not connected to the node ({where}); reconnecting…").format(
-                where=self.desk.api.where))  # fmt: skip
+            banner.show(
+                tr("⚠ Not connected to the node ({where}); reconnecting…").format(
+                    where=self.desk.api.where
+                )
+            )
 
     def update_view(self, part: str | None) -> None:
         """Redraw from the console's state; ``part`` None means everything."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, OptionList, Static
@@ -25,10 +25,15 @@ __all__ = ["CallScreen", "PickScreen", "stats_text"]
 log = logging.getLogger("meshdesk.tui")
 
 _STATE = {
-    "ringing": N_("ringing"), "connecting": N_("connecting"), "active": N_("active"),
-    "ended": N_("ended"), "invited": N_("invited"), "connected": N_("connected"),
-    "left": N_("left"), "dropped": N_("dropped"),
-}  # fmt: skip
+    "ringing": N_("ringing"),
+    "connecting": N_("connecting"),
+    "active": N_("active"),
+    "ended": N_("ended"),
+    "invited": N_("invited"),
+    "connected": N_("connected"),
+    "left": N_("left"),
+    "dropped": N_("dropped"),
+}
 
 
 def _state(value: object) -> str:
@@ -39,14 +44,20 @@ def stats_text(call: dict[str, Any]) -> str:
     s = call.get("stats") or {}
     return tr(
         "RTT {rtt} ms · loss {loss} % · {kbps} kbit/s · video {fs}/{fr} fps · setup {setup} ms"
-    ).format(rtt=s.get("rtt_ms", "-"), loss=s.get("loss_pct", "-"), kbps=s.get("bitrate_kbps", "-"),
-             fs=s.get("fps_sent", "-"), fr=s.get("fps_received", "-"), setup=s.get("setup_ms", "-"))  # fmt: skip
+    ).format(
+        rtt=s.get("rtt_ms", "-"),
+        loss=s.get("loss_pct", "-"),
+        kbps=s.get("bitrate_kbps", "-"),
+        fs=s.get("fps_sent", "-"),
+        fr=s.get("fps_received", "-"),
+        setup=s.get("setup_ms", "-"),
+    )
 
 
 class PickScreen(ModalScreen[str | None]):
     """Pick one option (a peer, a department); Escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", N_("Cancel"))]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", N_("Cancel"))]
 
     def __init__(self, title: str, options: list[tuple[str, str]]) -> None:
         super().__init__()
@@ -67,7 +78,7 @@ class PickScreen(ModalScreen[str | None]):
 
 class CallScreen(ConsoleScreen):
     TITLE = N_("Calls")
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "start", N_("Call a peer")),
         Binding("a", "answer", N_("Answer")),
         Binding("m", "mute('audio')", N_("Mute")),
@@ -96,7 +107,8 @@ class CallScreen(ConsoleScreen):
         """The live call, else the latest one."""
         calls = sorted(self.desk.calls.values(), key=lambda c: int(c.get("started_ms", 0)))
         live = [c for c in calls if c.get("state") != "ended"]
-        return (live or calls or [None])[-1]
+        pool = live or calls
+        return pool[-1] if pool else None
 
     def update_view(self, part: str | None) -> None:
         if part not in (None, "calls"):
@@ -115,9 +127,13 @@ class CallScreen(ConsoleScreen):
             f"{call['call_id']} · {_state(call.get('state'))} · {kind}{degraded}"
         )
         for p in call.get("participants", []):
-            table.add_row(p.get("name"), p.get("site"), _state(p.get("state")),
-                          tr("muted") if p.get("muted_audio") else tr("on"),
-                          tr("off") if p.get("muted_video") else tr("on"))  # fmt: skip
+            table.add_row(
+                p.get("name"),
+                p.get("site"),
+                _state(p.get("state")),
+                tr("muted") if p.get("muted_audio") else tr("on"),
+                tr("off") if p.get("muted_video") else tr("on"),
+            )
         self.query_one("#stats", Static).update(stats_text(call))
         if call.get("state") == "ended":
             self.query_one(VideoPreview).show(None)
@@ -149,12 +165,21 @@ class CallScreen(ConsoleScreen):
             self.update_view("calls")
 
     def action_start(self) -> None:
-        peers = [(f"{p['name']} @ {p['site']}", p["node_id"])
-                 for p in self.desk.peers.values() if p.get("state") == "linked"]  # fmt: skip
+        peers = [
+            (f"{p['name']} @ {p['site']}", p["node_id"])
+            for p in self.desk.peers.values()
+            if p.get("state") == "linked"
+        ]
         if not peers:
             self.notify(tr("No linked peer to call."), severity="warning")
             return
-        self.app.push_screen(PickScreen(tr("Call whom?"), peers), self._start)
+        self.app.push_screen(PickScreen(tr("Call whom?"), peers), self._picked_peer)
+
+    def _picked_peer(self, peer: str | None) -> None:
+        self._start(peer)
+
+    def _picked_department(self, department: str | None) -> None:
+        self._invite(department)
 
     @work(exclusive=True, group="call-action")
     async def _start(self, peer: str | None) -> None:
@@ -174,7 +199,7 @@ class CallScreen(ConsoleScreen):
         call = self._live()
         if call is None:
             return
-        me = next(iter(call.get("participants", [])), {})
+        me: dict[str, Any] = next(iter(call.get("participants", [])), {})
         muted = not me.get(f"muted_{what}", False)
         args = {"call_id": call["call_id"], "audio": None, "video": None, what: muted}
         self._apply(await attempt(self, self.desk.api.call("call_mute", args)))
@@ -186,7 +211,9 @@ class CallScreen(ConsoleScreen):
         if not options:
             self.notify(tr("No department to invite."), severity="warning")
             return
-        self.app.push_screen(PickScreen(tr("Invite which department?"), options), self._invite)
+        self.app.push_screen(
+            PickScreen(tr("Invite which department?"), options), self._picked_department
+        )
 
     @work(exclusive=True, group="call-action")
     async def _invite(self, department: str | None) -> None:

@@ -65,15 +65,24 @@ class DashboardScreen(ConsoleScreen):
         me = c.status
         if me:
             this = tr("this node")
-            table.add_row(me.get("site", ""), f"{me.get('name', '')} ({this})",
-                          tr("self"), "-", "-", key=str(me.get("node_id")))  # fmt: skip
+            table.add_row(
+                me.get("site", ""),
+                f"{me.get('name', '')} ({this})",
+                tr("self"),
+                "-",
+                "-",
+                key=str(me.get("node_id")),
+            )
         for peer in sorted(c.peers.values(), key=lambda p: (str(p["site"]), str(p["name"]))):
             backlog = c.sync.get(peer["node_id"], {}).get("outbox")
             table.add_row(
-                peer["site"], peer["name"], link_label(str(peer["state"])),
-                ago(now, peer.get("last_seen_ms")), "-" if backlog is None else str(backlog),
+                peer["site"],
+                peer["name"],
+                link_label(str(peer["state"])),
+                ago(now, peer.get("last_seen_ms")),
+                "-" if backlog is None else str(backlog),
                 key=peer["node_id"],
-            )  # fmt: skip
+            )
 
     def _counts(self) -> None:
         lang = self.desk.lang
@@ -102,7 +111,8 @@ class DashboardScreen(ConsoleScreen):
             received, inbox = int(row.get("received_events", 0)), int(row.get("inbox", 0))
             done = sent + received
             text = tr("{name}: sent {sent}, received {received}, waiting {left}").format(
-                name=row.get("name"), sent=sent, received=received, left=outbox + inbox)
+                name=row.get("name"), sent=sent, received=received, left=outbox + inbox
+            )
             bar = ProgressBar(total=max(1, done + outbox + inbox), show_eta=False)
             bar.progress = done if outbox + inbox else max(1, done + outbox + inbox)
             widgets += [Label(text), bar]

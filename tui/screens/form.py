@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.validation import Integer
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
 from meshdesk.cases.model import Category, Status, Urgency
 from meshdesk.tui.console import Console, attempt
-from meshdesk.tui.i18n import N_, tr
+from meshdesk.tui.i18n import N_, Lang, tr
 from meshdesk.tui.index import label
 from meshdesk.tui.screens._base import ConsoleScreen
 from meshdesk.tui.widgets.conflict import ConflictView
@@ -29,25 +29,26 @@ _PERSONAL = (
 )
 
 
-def case_details(case: dict[str, Any], lang: str) -> str:
+def case_details(case: dict[str, Any], lang: Lang) -> str:
     """The case's fields as aligned lines (labels padded by cells, so Japanese lines up)."""
     from rich.cells import cell_len, set_cell_size
 
-    lang_ = "ja" if lang == "ja" else "en"
     personal = case.get("personal") or {}
     rows = [
         (tr("Case"), str(case.get("id"))),
-        (tr("Urgency"), label("urgency", case.get("urgency"), lang_)),
-        (tr("Status"), label("status", case.get("status"), lang_)),
-        (tr("Category"), label("category", case.get("category"), lang_)),
+        (tr("Urgency"), label("urgency", case.get("urgency"), lang)),
+        (tr("Status"), label("status", case.get("status"), lang)),
+        (tr("Category"), label("category", case.get("category"), lang)),
         (tr("Department"), str(case.get("department") or "-")),
         (tr("Site"), str(case.get("site") or "-")),
         (tr("Opened"), str(case.get("created_at") or "-")),
         (tr("Consent"), ", ".join(case.get("consent") or []) or "-"),
     ]
     if case.get("readable"):
-        rows += [(tr(title.removesuffix(" (required)")), str(personal.get(key) or "-"))
-                 for key, title in _PERSONAL]  # fmt: skip
+        rows += [
+            (tr(title.removesuffix(" (required)")), str(personal.get(key) or "-"))
+            for key, title in _PERSONAL
+        ]
     else:
         rows.append((tr("Personal data"), tr("sealed: this node is not in the case's audience")))
     width = max(cell_len(t) for t, _ in rows) + 1
@@ -58,7 +59,7 @@ class CaseFormScreen(ConsoleScreen):
     """``case_id`` None: a new case; else that case, live."""
 
     TITLE = N_("Case")
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", N_("Save")),
         Binding("escape", "close", N_("Back")),
     ]
@@ -77,10 +78,17 @@ class CaseFormScreen(ConsoleScreen):
                 for key, title in _PERSONAL:
                     validators = [Integer(0, 150)] if key == "age" else []
                     yield Input(placeholder=tr(title), id=f"f-{key}", validators=validators)
-                yield Select([(c.label(lang), str(c)) for c in Category], prompt=tr("Category"),
-                             id="f-category")  # fmt: skip
-                yield Select([(u.label(lang), str(u)) for u in Urgency], prompt=tr("Urgency"),
-                             id="f-urgency", value="normal")  # fmt: skip
+                yield Select(
+                    [(c.label(lang), str(c)) for c in Category],
+                    prompt=tr("Category"),
+                    id="f-category",
+                )
+                yield Select(
+                    [(u.label(lang), str(u)) for u in Urgency],
+                    prompt=tr("Urgency"),
+                    id="f-urgency",
+                    value="normal",
+                )
                 yield Label(tr("Consent to share with departments"))
                 yield SelectionList[str](*depts, id="f-consent")
                 yield Input(placeholder=tr("Summary (first note)"), id="f-summary")
@@ -92,8 +100,9 @@ class CaseFormScreen(ConsoleScreen):
                 yield Static(id="notes")
                 yield Input(placeholder=tr("Add a note and press Enter"), id="note")
                 with Horizontal(classes="row"):
-                    yield Select([(s.label(lang), str(s)) for s in Status], prompt=tr("Status"),
-                                 id="status")  # fmt: skip
+                    yield Select(
+                        [(s.label(lang), str(s)) for s in Status], prompt=tr("Status"), id="status"
+                    )
                     yield Select(depts, prompt=tr("Refer to department"), id="refer-dept")
                     yield Input(placeholder=tr("Reason"), id="refer-reason")
                     yield Button(tr("Refer"), id="refer")
@@ -127,13 +136,16 @@ class CaseFormScreen(ConsoleScreen):
         lang = self.desk.lang
         self.title = tr("Case") + " " + case["id"][-8:]
         self.query_one("#details", Static).update(case_details(case, lang))
-        notes = [f"{n['at']}  {n['by']}: {n['text'] if not n['sealed'] else tr('(sealed)')}"
-                 for n in case.get("notes", [])]  # fmt: skip
+        notes = [
+            f"{n['at']}  {n['by']}: {n['text'] if not n['sealed'] else tr('(sealed)')}"
+            for n in case.get("notes", [])
+        ]
         notes += [
             tr("→ referred to {d} ({state}) by {by}: {reason}").format(
-                d=r["department"], state=r["state"], by=r["by"], reason=r["reason"] or "-")
+                d=r["department"], state=r["state"], by=r["by"], reason=r["reason"] or "-"
+            )
             for r in case.get("referrals", [])
-        ]  # fmt: skip
+        ]
         self.query_one("#notes", Static).update("\n".join(notes) or tr("No notes yet."))
         view = self.query_one(ConflictView)
         view.show_conflicts(list(case.get("conflicts", [])))
@@ -163,9 +175,11 @@ class CaseFormScreen(ConsoleScreen):
             self.notify("; ".join(problems), severity="error", title=tr("Check the form"))
             return None
         args: dict[str, Any] = {
-            "operator": self.desk.operator, "category": category, "urgency": urgency,
+            "operator": self.desk.operator,
+            "category": category,
+            "urgency": urgency,
             "consent": list(self.query_one("#f-consent", SelectionList).selected),
-        }  # fmt: skip
+        }
         for key, _ in _PERSONAL:
             text = self._value(f"#f-{key}")
             if text:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from meshdesk.tui.console import Console
@@ -15,7 +17,7 @@ __all__ = ["HelpScreen"]
 
 class HelpScreen(ConsoleScreen):
     TITLE = N_("Help")
-    BINDINGS = [Binding("escape", "close", N_("Back"))]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", N_("Back"))]
 
     def __init__(self, console: Console, rows: list[tuple[str, str, str]]) -> None:
         super().__init__(console)

@@ -16,7 +16,11 @@ _STYLE = {"ERROR": "bold red", "WARNING": "yellow"}
 
 
 def log_line(ts_ms: int, level: str, text: str) -> str:
-    when = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC).strftime("%H:%M:%S") if ts_ms else "--:--:--"
+    when = (
+        dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC).strftime("%H:%M:%S")
+        if ts_ms
+        else "--:--:--"
+    )
     style = _STYLE.get(level)
     body = f"{when} {level:<7} {text}"
     return f"[{style}]{body}[/]" if style else body

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import Input, Static
 
 from meshdesk.cases.model import Status, Urgency
@@ -27,7 +29,7 @@ _SORT_NAMES = {
 
 class QueueScreen(ConsoleScreen):
     TITLE = N_("Cases")
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "search", N_("Search")),
         Binding("u", "cycle_urgency", N_("Urgency filter")),
         Binding("t", "cycle_status", N_("Status filter")),
@@ -68,12 +70,13 @@ class QueueScreen(ConsoleScreen):
         every = tr("all")
         self.query_one("#filters", Static).update(
             tr("{shown} of {total} cases · urgency: {u} · status: {s} · sorted by {k}{rev}").format(
-                shown=len(rows), total=len(self.desk.index),
+                shown=len(rows),
+                total=len(self.desk.index),
                 u=label("urgency", self.urgency, lang) if self.urgency else every,
                 s=label("status", self.status, lang) if self.status else every,
                 k=tr(_SORT_NAMES[self.desk.index.sort_by]),
                 rev=" ↑" if self.desk.index.reverse else "",
-            )  # fmt: skip
+            )
         )
 
     @on(Input.Changed, "#search")

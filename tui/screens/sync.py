@@ -20,9 +20,15 @@ class SyncScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(
-            tr("Node"), tr("Site"), tr("Outbox"), tr("Inbox"), tr("Sent"), tr("Received"),
-            tr("Last exchange"), tr("State"),
-        )  # fmt: skip
+            tr("Node"),
+            tr("Site"),
+            tr("Outbox"),
+            tr("Inbox"),
+            tr("Sent"),
+            tr("Received"),
+            tr("Last exchange"),
+            tr("State"),
+        )
         super().on_mount()
 
     def update_view(self, part: str | None) -> None:
@@ -33,8 +39,12 @@ class SyncScreen(ConsoleScreen):
         now = self.desk.now_ms()
         for row in sorted(self.desk.sync.values(), key=lambda r: str(r.get("name"))):
             table.add_row(
-                row.get("name"), row.get("site"), str(row.get("outbox", 0)),
-                str(row.get("inbox", 0)), str(row.get("sent_events", 0)),
-                str(row.get("received_events", 0)), ago(now, row.get("last_exchange_ms")),
+                row.get("name"),
+                row.get("site"),
+                str(row.get("outbox", 0)),
+                str(row.get("inbox", 0)),
+                str(row.get("sent_events", 0)),
+                str(row.get("received_events", 0)),
+                ago(now, row.get("last_exchange_ms")),
                 tr("idle") if row.get("idle") else tr("syncing"),
-            )  # fmt: skip
+            )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Static
 
@@ -24,7 +24,7 @@ def value_label(field: str, value: object, lang: Lang) -> str:
 class ConflictView(Static, can_focus=True):
     """Shows the first unresolved conflict; 1–9 keep that value, k the shown one."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "pick(0)", N_("Keep value 1")),
         Binding("2", "pick(1)", N_("Keep value 2")),
         *(Binding(str(n), f"pick({n - 1})", show=False) for n in range(3, 10)),
@@ -54,15 +54,21 @@ class ConflictView(Static, can_focus=True):
             name = CaseField(field).label(self.lang)
         except ValueError:
             name = field
-        lines = [tr("⚠ Conflict in {field}: these values were written at the same time").format(
-            field=name)]  # fmt: skip
+        lines = [
+            tr("⚠ Conflict in {field}: these values were written at the same time").format(
+                field=name
+            )
+        ]
         for n, cand in enumerate(first["candidates"], start=1):
             lines.append(
                 f"  [b]{n}[/b]  {value_label(field, cand.get('value'), self.lang)}"
                 f"   — {cand.get('op')} @ {str(cand.get('node'))[:7]}, {cand.get('at')}"
             )
-        lines.append(tr("Press 1–{n} to keep one value (k keeps the shown one).").format(
-            n=len(first["candidates"])))  # fmt: skip
+        lines.append(
+            tr("Press 1–{n} to keep one value (k keeps the shown one).").format(
+                n=len(first["candidates"])
+            )
+        )
         if len(self.conflicts) > 1:
             lines.append(tr("{n} more conflicts after this one.").format(n=len(self.conflicts) - 1))
         self.update("\n".join(lines))
