@@ -204,6 +204,8 @@ class CaseFormScreen(ConsoleScreen):
     async def create(self, args: dict[str, Any]) -> None:
         case = await attempt(self, self.desk.api.case("new", args))
         if case is not None:
+            self.desk.index.upsert([case])
+            self.desk.publish("cases")
             self.notify(tr("Case {id} created").format(id=case["id"][-8:]))
             self.app.pop_screen()
 
@@ -213,6 +215,7 @@ class CaseFormScreen(ConsoleScreen):
         full = {"id": self.case_id, "operator": self.desk.operator, **args}
         case = await attempt(self, self.desk.api.case(op, full))
         if case is not None:
+            self.desk.index.upsert([case])
             if op == "note":
                 self.query_one("#note", Input).value = ""
             self.show_case(case)

@@ -1,0 +1,191 @@
+"""Pilot tests of the console against real in-process nodes over the control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import Input, Select
+
+from meshdesk import admin
+from meshdesk.cases.model import Personal
+from meshdesk.cli import main as cli_main
+from meshdesk.config import Config, Timings, load_config
+from meshdesk.home import NodeHome
+from meshdesk.identity import Role
+from meshdesk.node import Node
+from meshdesk.tui import MeshdeskApp, SocketNode
+from meshdesk.tui.screens import CaseFormScreen, QueueScreen
+from meshdesk.tui.widgets import CaseTable
+from meshdesk.tui.widgets.conflict import ConflictView
+
+NOW = dt.datetime.now(dt.UTC)
+FAST = Timings(heartbeat_interval=0.2, dead_after=1.0, connect_timeout=2.0, reconnect_min=0.1)
+SIZE = (120, 36)
+
+
+def _config(home: NodeHome, peers: list[str]) -> Config:
+    base = replace(load_config(home.config_path), timings=FAST)
+    return base.with_overrides(listen="127.0.0.1:0", static_peers=peers, mdns=False)
+
+
+@pytest.fixture
+async def homes(tmp_path: Path) -> dict[str, NodeHome]:
+    hq = NodeHome(tmp_path / "hq")
+    await admin.create_deployment(
+        hq, deployment="テスト市", node_name="本部", site="市役所", departments=(), now=NOW
+    )
+    kit = tmp_path / "centre.kit"
+    await admin.issue_kit(
+        hq,
+        name="避難所",
+        site="大町",
+        role=Role.CENTER,
+        departments=("福祉課",),
+        out=kit,
+        passphrase=None,
+        now=NOW,
+    )
+    centre = NodeHome(tmp_path / "centre")
+    await admin.provision(centre, kit_path=kit, passphrase=None, expect_deployment=None, now=NOW)
+    return {"hq": hq, "centre": centre}
+
+
+@pytest.fixture
+async def hq(homes: dict[str, NodeHome]) -> AsyncIterator[Node]:
+    async with Node(homes["hq"], _config(homes["hq"], [])) as node:
+        yield node
+
+
+def centre_node(homes: dict[str, NodeHome], hq: Node) -> Node:
+    return Node(homes["centre"], _config(homes["centre"], [f"127.0.0.1:{hq.listener.port}"]))
+
+
+async def settle(pilot: Any, until: Callable[[], object], message: str, tries: int = 250) -> None:
+    for _ in range(tries):
+        await pilot.pause(0.04)
+        result = until()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+    raise AssertionError(f"never happened: {message}")
+
+
+def console(node: Node) -> MeshdeskApp:
+    api = SocketNode(node.home.control_socket)
+    return MeshdeskApp(api, lang="ja", operator="鈴木", poll_interval=0.3, retry=(0.1, 0.3))
+
+
+async def test_create_and_refer_a_case_on_a_real_node(hq: Node, homes: dict[str, NodeHome]) -> None:
+    async with centre_node(homes, hq) as centre:
+        app = console(hq)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(
+                pilot,
+                lambda: any(p["state"] == "linked" for p in app.desk.peers.values()),
+                "the centre shows as linked",
+            )
+            await pilot.press("ctrl+n")
+            form = app.screen
+            assert isinstance(form, CaseFormScreen)
+            form.query_one("#f-name", Input).value = "高橋 三郎"
+            form.query_one("#f-category", Select).value = "housing"
+            form.query_one("#f-urgency", Select).value = "high"
+            await pilot.press("ctrl+s")
+            await settle(pilot, lambda: len(app.desk.index) == 1, "case in the console's index")
+            case_id = app.desk.index.ordered()[0].id
+            state = await hq.cases.state(case_id)
+            assert str(state.urgency) == "high"
+            assert state.history[0].op == "鈴木"
+            # it replicates to the centre
+            await settle(pilot, lambda: _has(centre, case_id), "case synced to the centre")
+
+            await pilot.press("f2")
+            assert isinstance(app.screen, QueueScreen)
+            app.screen.query_one(CaseTable).focus()
+            await pilot.press("enter")
+            await settle(
+                pilot,
+                lambda: isinstance(app.screen, CaseFormScreen) and app.screen.case,
+                "case form open",
+            )
+            app.screen.query_one("#refer-dept", Select).value = "福祉課"
+            app.screen.query_one("#refer-reason", Input).value = "介護が必要"
+            await pilot.click("#refer")
+
+            async def referred() -> bool:
+                return bool((await hq.cases.state(case_id)).referrals)
+
+            await settle(pilot, referred, "referral written on the node")
+            assert (await hq.cases.state(case_id)).referrals[0].department == "福祉課"
+
+
+async def _has(node: Node, case_id: str) -> bool:
+    return case_id in await node.store.case_ids()
+
+
+async def test_resolve_a_real_conflict_with_one_key(hq: Node, homes: dict[str, NodeHome]) -> None:
+    async with centre_node(homes, hq) as centre:
+        case = await hq.cases.open_case(
+            op="a",
+            category="medical",
+            urgency="normal",
+            personal=Personal(name="X"),
+        )
+        for _ in range(200):
+            if await _has(centre, case.id):
+                break
+            await asyncio.sleep(0.05)
+        assert await _has(centre, case.id)
+    # The centre is offline: both sides change the urgency without seeing each other.
+    await hq.cases.set_field(case.id, op="本部の人", field="urgency", value="high")
+    code = await asyncio.to_thread(
+        cli_main,
+        [
+            "case",
+            "set",
+            "--home",
+            str(homes["centre"].path),
+            "--operator",
+            "避難所の人",
+            case.id,
+            "--field",
+            "urgency",
+            "--value",
+            "immediate",
+        ],
+    )
+    assert code == 0
+    async with centre_node(homes, hq):
+        app = console(hq)
+        async with app.run_test(size=SIZE) as pilot:
+
+            async def conflicted() -> bool:
+                return (await hq.cases.state(case.id)).conflict("urgency") is not None
+
+            await settle(pilot, conflicted, "the two writes meet at HQ")
+            app.open_case(case.id)
+            await settle(
+                pilot,
+                lambda: isinstance(app.screen, CaseFormScreen) and app.screen.case,
+                "case form open",
+            )
+            view = app.screen.query_one(ConflictView)
+            await settle(pilot, lambda: view.has_focus, "conflict view focused")
+            shown = str(view.render())
+            assert "緊急" in shown
+            assert "高" in shown
+            values = [c["value"] for c in view.conflicts[0]["candidates"]]
+            await pilot.press("2")
+
+            async def resolved() -> bool:
+                return (await hq.cases.state(case.id)).conflict("urgency") is None
+
+            await settle(pilot, resolved, "conflict resolved by one key")
+            assert str((await hq.cases.state(case.id)).urgency) == values[1]
