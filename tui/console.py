@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from rich.text import Text
 from textual.app import App
 from textual.binding import BindingsMap
 from textual.dom import DOMNode
@@ -21,7 +22,7 @@ from meshdesk.tui.api import NodeApi
 from meshdesk.tui.i18n import Lang, tr
 from meshdesk.tui.index import CaseIndex
 
-__all__ = ["LOG_LINES", "Console", "ago", "attempt", "translate_bindings"]
+__all__ = ["LOG_LINES", "Console", "ago", "attempt", "plain", "plain_row", "translate_bindings"]
 
 LOG_LINES = 500
 _T = TypeVar("_T")
@@ -60,6 +61,15 @@ class Console:
             for info in self.directory
             if department in info.get("departments", []) and info.get("node_id") != me
         ]
+
+
+def plain(value: object) -> Text:
+    """Text shown as it is: names and notes come from people and peers, never markup."""
+    return Text("-" if value is None else str(value))
+
+
+def plain_row(*values: object) -> list[Text]:
+    return [plain(v) for v in values]
 
 
 def ago(now_ms: int, then_ms: object) -> str:

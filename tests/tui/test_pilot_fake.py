@@ -44,18 +44,19 @@ async def test_dashboard_shows_peers_counts_and_sync(fake: FakeNode) -> None:
         assert isinstance(app.screen, DashboardScreen)
         peers = app.screen.query_one("#peers", DataTable)
         await settle(pilot, lambda: peers.row_count == 3, "self and two peers listed")
-        rows = [peers.get_row_at(i) for i in range(3)]
+        rows = [[str(c) for c in peers.get_row_at(i)] for i in range(3)]
         gym = next(r for r in rows if r[1] == "Civic Gym shelter")
         assert gym[2] == "down"
         assert gym[3] == "1 min ago"
         assert gym[4] == "12"
         counts = app.screen.query_one("#counts", DataTable)
-        await settle(pilot, lambda: counts.get_row_at(1)[-1] == "1", "the high case counted")
+        await settle(pilot, lambda: str(counts.get_row_at(1)[-1]) == "1", "the high case counted")
         fake.set_peer_state("Civic Gym shelter", "linked")
         await settle(
             pilot,
             lambda: any(
-                peers.get_row_at(i)[2] == "linked" and peers.get_row_at(i)[1] == "Civic Gym shelter"
+                str(peers.get_row_at(i)[2]) == "linked"
+                and str(peers.get_row_at(i)[1]) == "Civic Gym shelter"
                 for i in range(peers.row_count)
             ),
             "peer event repaints the link state",
@@ -229,4 +230,22 @@ async def test_node_errors_are_notifications(fake: FakeNode) -> None:
         assert result is None
         await pilot.pause()
         assert any("no peer 'nobody'" in n.message for n in app._notifications)
+        assert app.is_running
+
+
+async def test_text_from_people_is_never_markup(fake: FakeNode) -> None:
+    case = await fake.case("new", {**NEW, "name": "[/] [bold]x", "summary": "[red]note[/"})
+    fake.add_peer("[/]evil", "[b]site")
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: len(app.desk.index) == 1, "case loaded")
+        app.open_case(case["id"])
+        await settle(
+            pilot,
+            lambda: isinstance(app.screen, CaseFormScreen) and app.screen.case,
+            "case form open",
+        )
+        assert "[/] [bold]x" in str(app.screen.query_one("#details").render())
+        assert "[red]note[/" in str(app.screen.query_one("#notes").render())
+        await pilot.press("escape", "f1")
         assert app.is_running

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from meshdesk.errors import MeshdeskError
-from meshdesk.tui.console import attempt
+from meshdesk.tui.console import attempt, plain, plain_row
 from meshdesk.tui.i18n import N_, tr
 from meshdesk.tui.screens._base import ConsoleScreen
 from meshdesk.tui.widgets import VideoPreview
@@ -124,17 +124,19 @@ class CallScreen(ConsoleScreen):
         kind = tr("audio only") if call.get("audio_only") else tr("video")
         degraded = tr(" (degraded to audio)") if call.get("degraded") else ""
         self.query_one("#call-title", Static).update(
-            f"{call['call_id']} · {_state(call.get('state'))} · {kind}{degraded}"
+            plain(f"{call['call_id']} · {_state(call.get('state'))} · {kind}{degraded}")
         )
         for p in call.get("participants", []):
             table.add_row(
-                p.get("name"),
-                p.get("site"),
-                _state(p.get("state")),
-                tr("muted") if p.get("muted_audio") else tr("on"),
-                tr("off") if p.get("muted_video") else tr("on"),
+                *plain_row(
+                    p.get("name"),
+                    p.get("site"),
+                    _state(p.get("state")),
+                    tr("muted") if p.get("muted_audio") else tr("on"),
+                    tr("off") if p.get("muted_video") else tr("on"),
+                )
             )
-        self.query_one("#stats", Static).update(stats_text(call))
+        self.query_one("#stats", Static).update(plain(stats_text(call)))
         if call.get("state") == "ended":
             self.query_one(VideoPreview).show(None)
 

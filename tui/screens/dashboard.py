@@ -7,7 +7,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Label, ProgressBar
 
 from meshdesk.cases.model import Status, Urgency
-from meshdesk.tui.console import ago
+from meshdesk.tui.console import ago, plain_row
 from meshdesk.tui.i18n import N_, tr
 from meshdesk.tui.index import label
 from meshdesk.tui.screens._base import ConsoleScreen
@@ -66,21 +66,21 @@ class DashboardScreen(ConsoleScreen):
         if me:
             this = tr("this node")
             table.add_row(
-                me.get("site", ""),
-                f"{me.get('name', '')} ({this})",
-                tr("self"),
-                "-",
-                "-",
+                *plain_row(
+                    me.get("site", ""), f"{me.get('name', '')} ({this})", tr("self"), "-", "-"
+                ),
                 key=str(me.get("node_id")),
             )
         for peer in sorted(c.peers.values(), key=lambda p: (str(p["site"]), str(p["name"]))):
             backlog = c.sync.get(peer["node_id"], {}).get("outbox")
             table.add_row(
-                peer["site"],
-                peer["name"],
-                link_label(str(peer["state"])),
-                ago(now, peer.get("last_seen_ms")),
-                "-" if backlog is None else str(backlog),
+                *plain_row(
+                    peer["site"],
+                    peer["name"],
+                    link_label(str(peer["state"])),
+                    ago(now, peer.get("last_seen_ms")),
+                    "-" if backlog is None else str(backlog),
+                ),
                 key=peer["node_id"],
             )
 

@@ -12,7 +12,7 @@ from textual.validation import Integer
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
 from meshdesk.cases.model import Category, Status, Urgency
-from meshdesk.tui.console import Console, attempt
+from meshdesk.tui.console import Console, attempt, plain
 from meshdesk.tui.i18n import N_, Lang, tr
 from meshdesk.tui.index import label
 from meshdesk.tui.screens._base import ConsoleScreen
@@ -135,7 +135,7 @@ class CaseFormScreen(ConsoleScreen):
         self.case = case
         lang = self.desk.lang
         self.title = tr("Case") + " " + case["id"][-8:]
-        self.query_one("#details", Static).update(case_details(case, lang))
+        self.query_one("#details", Static).update(plain(case_details(case, lang)))
         notes = [
             f"{n['at']}  {n['by']}: {n['text'] if not n['sealed'] else tr('(sealed)')}"
             for n in case.get("notes", [])
@@ -146,7 +146,7 @@ class CaseFormScreen(ConsoleScreen):
             )
             for r in case.get("referrals", [])
         ]
-        self.query_one("#notes", Static).update("\n".join(notes) or tr("No notes yet."))
+        self.query_one("#notes", Static).update(plain("\n".join(notes) or tr("No notes yet.")))
         view = self.query_one(ConflictView)
         view.show_conflicts(list(case.get("conflicts", [])))
         if view.conflicts:

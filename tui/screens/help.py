@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
-from meshdesk.tui.console import Console
+from meshdesk.tui.console import Console, plain_row
 from meshdesk.tui.i18n import N_, tr
 from meshdesk.tui.screens._base import ConsoleScreen
 
@@ -30,7 +30,7 @@ class HelpScreen(ConsoleScreen):
         table = self.query_one(DataTable)
         table.add_columns(tr("Where"), tr("Key"), tr("What"))
         for row in self.rows:
-            table.add_row(*row)
+            table.add_row(*plain_row(*row))
         super().on_mount()
 
     def action_close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.widgets import RichLog
 
@@ -22,7 +23,7 @@ def log_line(ts_ms: int, level: str, text: str) -> str:
         else "--:--:--"
     )
     style = _STYLE.get(level)
-    body = f"{when} {level:<7} {text}"
+    body = f"{when} {escape(level):<7} {escape(text)}"
     return f"[{style}]{body}[/]" if style else body
 
 

@@ -10,6 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Input, Static
 
 from meshdesk.cases.model import Status, Urgency
+from meshdesk.tui.console import plain
 from meshdesk.tui.i18n import N_, tr
 from meshdesk.tui.index import SORT_KEYS, label
 from meshdesk.tui.screens._base import ConsoleScreen
@@ -69,13 +70,17 @@ class QueueScreen(ConsoleScreen):
         lang = self.desk.lang
         every = tr("all")
         self.query_one("#filters", Static).update(
-            tr("{shown} of {total} cases · urgency: {u} · status: {s} · sorted by {k}{rev}").format(
-                shown=len(rows),
-                total=len(self.desk.index),
-                u=label("urgency", self.urgency, lang) if self.urgency else every,
-                s=label("status", self.status, lang) if self.status else every,
-                k=tr(_SORT_NAMES[self.desk.index.sort_by]),
-                rev=" ↑" if self.desk.index.reverse else "",
+            plain(
+                tr(
+                    "{shown} of {total} cases · urgency: {u} · status: {s} · sorted by {k}{rev}"
+                ).format(
+                    shown=len(rows),
+                    total=len(self.desk.index),
+                    u=label("urgency", self.urgency, lang) if self.urgency else every,
+                    s=label("status", self.status, lang) if self.status else every,
+                    k=tr(_SORT_NAMES[self.desk.index.sort_by]),
+                    rev=" ↑" if self.desk.index.reverse else "",
+                )
             )
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.widgets import DataTable
 
-from meshdesk.tui.console import ago
+from meshdesk.tui.console import ago, plain_row
 from meshdesk.tui.i18n import N_, tr
 from meshdesk.tui.screens._base import ConsoleScreen
 
@@ -39,12 +39,14 @@ class SyncScreen(ConsoleScreen):
         now = self.desk.now_ms()
         for row in sorted(self.desk.sync.values(), key=lambda r: str(r.get("name"))):
             table.add_row(
-                row.get("name"),
-                row.get("site"),
-                str(row.get("outbox", 0)),
-                str(row.get("inbox", 0)),
-                str(row.get("sent_events", 0)),
-                str(row.get("received_events", 0)),
-                ago(now, row.get("last_exchange_ms")),
-                tr("idle") if row.get("idle") else tr("syncing"),
+                *plain_row(
+                    row.get("name"),
+                    row.get("site"),
+                    str(row.get("outbox", 0)),
+                    str(row.get("inbox", 0)),
+                    str(row.get("sent_events", 0)),
+                    str(row.get("received_events", 0)),
+                    ago(now, row.get("last_exchange_ms")),
+                    tr("idle") if row.get("idle") else tr("syncing"),
+                )
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.widgets import Static
 
 __all__ = ["Banner"]
@@ -15,7 +16,7 @@ class Banner(Static):
     """
 
     def show(self, text: str) -> None:
-        self.update(text)
+        self.update(Text(text))
         self.add_class("-shown")
 
     def hide(self) -> None:

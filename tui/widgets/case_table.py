@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from meshdesk.tui.console import translate_bindings
 from meshdesk.tui.i18n import N_, Lang, tr
 from meshdesk.tui.index import CaseRow, label
 
@@ -83,6 +84,7 @@ class CaseTable(ScrollView, can_focus=True):
 
     def __init__(self, lang: Lang, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        translate_bindings(self)
         self.lang = lang
         self.rows: Sequence[CaseRow] = ()
         self.cursor = 0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.cells import cell_len, set_cell_size
+from rich.markup import escape
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Static
 
 from meshdesk.cases.model import CaseField
+from meshdesk.tui.console import translate_bindings
 from meshdesk.tui.i18n import N_, Lang, tr
 from meshdesk.tui.index import label
 
@@ -39,6 +42,7 @@ class ConflictView(Static, can_focus=True):
 
     def __init__(self, lang: Lang, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        translate_bindings(self)
         self.lang = lang
         self.conflicts: list[dict[str, Any]] = []
 
@@ -59,11 +63,11 @@ class ConflictView(Static, can_focus=True):
                 field=name
             )
         ]
-        for n, cand in enumerate(first["candidates"], start=1):
-            lines.append(
-                f"  [b]{n}[/b]  {value_label(field, cand.get('value'), self.lang)}"
-                f"   — {cand.get('op')} @ {str(cand.get('node'))[:7]}, {cand.get('at')}"
-            )
+        values = [value_label(field, c.get("value"), self.lang) for c in first["candidates"]]
+        width = max(cell_len(v) for v in values)
+        for n, (cand, value) in enumerate(zip(first["candidates"], values, strict=True), start=1):
+            who = f"{cand.get('op')} @ {str(cand.get('node'))[:7]}, {cand.get('at')}"
+            lines.append(f"  [b]{n}[/b]  {escape(set_cell_size(value, width))}   — {escape(who)}")
         lines.append(
             tr("Press 1–{n} to keep one value (k keeps the shown one).").format(
                 n=len(first["candidates"])
