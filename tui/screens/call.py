@@ -66,8 +66,8 @@ class PickScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="pick"):
-            yield Label(self._title, classes="panel-title")
-            yield OptionList(*(Option(text, id=value) for text, value in self._options))
+            yield Label(plain(self._title), classes="panel-title")
+            yield OptionList(*(Option(plain(text), id=value) for text, value in self._options))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)

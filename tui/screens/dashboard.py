@@ -7,7 +7,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Label, ProgressBar
 
 from meshdesk.cases.model import Status, Urgency
-from meshdesk.tui.console import ago, plain_row
+from meshdesk.tui.console import ago, plain, plain_row
 from meshdesk.tui.i18n import N_, tr
 from meshdesk.tui.index import label
 from meshdesk.tui.screens._base import ConsoleScreen
@@ -115,5 +115,5 @@ class DashboardScreen(ConsoleScreen):
             )
             bar = ProgressBar(total=max(1, done + outbox + inbox), show_eta=False)
             bar.progress = done if outbox + inbox else max(1, done + outbox + inbox)
-            widgets += [Label(text), bar]
+            widgets += [Label(plain(text)), bar]
         bars.mount_all(widgets)
