@@ -132,7 +132,7 @@ class MeshdeskApp(App[None]):
         except ConnectionLost as exc:
             self._lost(str(exc))
         except MeshdeskError as exc:
-            self.notify(str(exc), severity="error", title=tr("Not done"))
+            self.notify(str(exc), severity="error", title=tr("Not done"), markup=False)
 
     async def _optional(self, request: Any) -> list[dict[str, Any]]:
         """A list the node may not offer yet (an older node: unknown operation)."""
@@ -171,7 +171,7 @@ class MeshdeskApp(App[None]):
             self._reload_all = True
             self._lost(str(exc))
         except MeshdeskError as exc:
-            self.notify(str(exc), severity="error", title=tr("Not done"))
+            self.notify(str(exc), severity="error", title=tr("Not done"), markup=False)
         finally:
             self._loading = False
 

@@ -102,5 +102,5 @@ async def attempt(widget: Widget | App[Any], action: Awaitable[_T]) -> _T | None
         return await action
     except MeshdeskError as exc:
         log.info("action failed: %s", exc)
-        widget.notify(str(exc), severity="error", title=tr("Not done"), timeout=8)
+        widget.notify(str(exc), severity="error", title=tr("Not done"), timeout=8, markup=False)
         return None

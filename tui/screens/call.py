@@ -157,7 +157,7 @@ class CallScreen(ConsoleScreen):
     def _live(self) -> dict[str, Any] | None:
         call = self.current
         if call is None or call.get("state") == "ended":
-            self.notify(tr("There is no call in progress."), severity="warning")
+            self.notify(tr("There is no call in progress."), severity="warning", markup=False)
             return None
         return call
 
@@ -173,7 +173,7 @@ class CallScreen(ConsoleScreen):
             if p.get("state") == "linked"
         ]
         if not peers:
-            self.notify(tr("No linked peer to call."), severity="warning")
+            self.notify(tr("No linked peer to call."), severity="warning", markup=False)
             return
         self.app.push_screen(PickScreen(tr("Call whom?"), peers), self._picked_peer)
 
@@ -211,7 +211,7 @@ class CallScreen(ConsoleScreen):
             return
         options = [(d, d) for d in self.desk.departments() if self.desk.nodes_of(d)]
         if not options:
-            self.notify(tr("No department to invite."), severity="warning")
+            self.notify(tr("No department to invite."), severity="warning", markup=False)
             return
         self.app.push_screen(
             PickScreen(tr("Invite which department?"), options), self._picked_department

@@ -172,7 +172,9 @@ class CaseFormScreen(ConsoleScreen):
         if not isinstance(urgency, str):
             problems.append(tr("choose an urgency"))
         if problems:
-            self.notify("; ".join(problems), severity="error", title=tr("Check the form"))
+            self.notify(
+                "; ".join(problems), severity="error", title=tr("Check the form"), markup=False
+            )
             return None
         args: dict[str, Any] = {
             "operator": self.desk.operator,
@@ -206,7 +208,7 @@ class CaseFormScreen(ConsoleScreen):
         if case is not None:
             self.desk.index.upsert([case])
             self.desk.publish("cases")
-            self.notify(tr("Case {id} created").format(id=case["id"][-8:]))
+            self.notify(tr("Case {id} created").format(id=case["id"][-8:]), markup=False)
             self.app.pop_screen()
 
     @work(exclusive=True, group="form-action")
@@ -219,7 +221,7 @@ class CaseFormScreen(ConsoleScreen):
             if op == "note":
                 self.query_one("#note", Input).value = ""
             self.show_case(case)
-            self.notify(tr("Saved"))
+            self.notify(tr("Saved"), markup=False)
 
     @on(Button.Pressed, "#save")
     def _save_pressed(self) -> None:
@@ -233,7 +235,7 @@ class CaseFormScreen(ConsoleScreen):
     def _refer(self) -> None:
         dept = self.query_one("#refer-dept", Select).value
         if not isinstance(dept, str):
-            self.notify(tr("choose a department to refer to"), severity="error")
+            self.notify(tr("choose a department to refer to"), severity="error", markup=False)
             return
         self.edit("refer", {"department": dept, "reason": self._value("#refer-reason")})
 
@@ -241,7 +243,7 @@ class CaseFormScreen(ConsoleScreen):
     def _consent(self) -> None:
         dept = self.query_one("#consent-dept", Select).value
         if not isinstance(dept, str):
-            self.notify(tr("choose a department"), severity="error")
+            self.notify(tr("choose a department"), severity="error", markup=False)
             return
         self.edit("consent", {"department": dept})
 
