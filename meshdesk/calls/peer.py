@@ -178,6 +178,8 @@ class Leg:
             with encoder_profile(self._profile):
                 await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
                 offered = {t.kind for t in self.pc.getTransceivers()}
+                if "audio" not in offered:
+                    raise ValueError("it offers no audio")
                 for kind in ("audio", "video"):
                     if kind in offered:
                         self._attach(kind)

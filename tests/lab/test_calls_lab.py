@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,25 @@ def test_link_cut_ends_the_call_on_both_sides_and_logs_it_on_the_case(
     entry = next(c for c in a.show(case["id"])["calls"] if c["id"] == call["call_id"])
     assert len(entry["participants"]) == 2
     assert entry["duration_s"] >= 0
+
+
+PROBE = Path(__file__).with_name("call_probe.py")
+
+
+def test_a_tampered_dtls_fingerprint_fails_the_call(lab_factory: Any) -> None:
+    lab = lab_factory(1)
+
+    def probe(mode: str) -> dict[str, Any]:
+        proc = lab.run("h1", [sys.executable, str(PROBE), mode], timeout=60)
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    intact = probe("intact")
+    assert intact["state"] == "connected", intact
+    assert intact["a_video_received"] > 10, intact
+
+    tampered = probe("tampered")
+    assert tampered["state"] == "failed", tampered
+    assert tampered["a_video_received"] == 0, tampered
+    assert tampered["a_audio_received"] == 0, tampered
+    assert tampered["b_video_received"] == 0, tampered
