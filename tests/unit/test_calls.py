@@ -318,3 +318,10 @@ async def test_link_down_while_ringing_ends_the_call(
     (ended,) = calls.calls()
     assert ended["state"] == "ended"
     assert "link lost" in str(ended["reason"])
+
+
+def test_bench_call_refuses_clearly_when_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshdesk.cli import main
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert main(["bench", "call", "--json"]) == 1
