@@ -21,7 +21,7 @@ from typing import Any
 from meshdesk.bench._discovery_lab import BenchLab, find_lab
 from meshdesk.errors import MeshdeskError
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "LocalMedia",
     "TestPatternTrack",
     "ToneTrack",
+    "draw_text",
     "open_media",
     "parse_media",
 ]

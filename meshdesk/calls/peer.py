@@ -31,7 +31,15 @@ from av.frame import Frame
 from meshdesk.calls.codecs import DEFAULT_PROFILE, EncoderProfile, encoder_profile
 from meshdesk.errors import CallError
 
-__all__ = ["PREVIEW_HEIGHT", "PREVIEW_WIDTH", "CountingTrack", "Leg", "LegStats", "Preview"]
+__all__ = [
+    "PREVIEW_HEIGHT",
+    "PREVIEW_WIDTH",
+    "CountingTrack",
+    "Leg",
+    "LegStats",
+    "Preview",
+    "ice_configuration",
+]
 
 log = logging.getLogger(__name__)
 
