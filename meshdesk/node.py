@@ -23,11 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk._version import __version__
+from meshdesk.calls import CallManager, is_call_frame
 from meshdesk.cases.book import CaseBook
 from meshdesk.cases.ops import run_case_op
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
-from meshdesk.errors import AuthError, ChannelClosed, UsageError
+from meshdesk.errors import AuthError, CallError, ChannelClosed, UsageError
 from meshdesk.events import BusLogHandler, EventBus
 from meshdesk.home import NodeHome
 from meshdesk.identity import NodeId, NodeInfo, NodeKit, RevocationList
@@ -204,6 +205,18 @@ class Node(AsyncResource):
             )
         )
         self.manager.add_listener(self._peer_event)
+        self.calls = await self._stack.enter_async_context(
+            CallManager(
+                info,
+                self.config.calls,
+                link_of=self.manager.link,
+                peers=self.manager.peers,
+                case_log=self.cases,
+                wall_ms=lambda: int(self._now().timestamp() * 1000),
+            )
+        )
+        self.manager.add_listener(self.calls.on_peer_event)
+        self.calls.add_listener(lambda call: self.events.publish("call", call))
         for endpoint in network.static_peers:
             self.manager.add_address(PeerAddress(endpoint.host, endpoint.port, "static"))
         if network.mdns and interfaces:
@@ -358,6 +371,9 @@ class Node(AsyncResource):
         if is_sync_frame(frame):
             await self.sync.on_frame(link, frame)
             return
+        if is_call_frame(frame):
+            await self.calls.on_frame(link, frame)
+            return
         match frame:
             case Revocations(crl=der):
                 await self.apply_revocations(der, source=link)
@@ -455,6 +471,63 @@ class Node(AsyncResource):
             "sync": sync,
             "reload_revocations": reload_revocations,
             "case": case,
+            **self._call_handlers(),
+        }
+
+    def _call_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
+        """The call ops of the control socket (shapes in docs/ARCHITECTURE.md, "Calls")."""
+
+        def flag(args: Mapping[str, Any], key: str) -> bool | None:
+            value = args.get(key)
+            if value is not None and not isinstance(value, bool):
+                raise CallError(f"'{key}' must be true, false or null")
+            return value
+
+        def text(args: Mapping[str, Any], key: str, default: str | None = None) -> str:
+            value = args.get(key, default)
+            if not isinstance(value, str) or not value:
+                raise CallError(f"'{key}' must be a non-empty string")
+            return value
+
+        async def call_start(args: Mapping[str, Any]) -> object:
+            case = args.get("case")
+            if case is not None and not isinstance(case, str):
+                raise CallError("'case' must be a case id or null")
+            return await self.calls.start(
+                text(args, "peer"),
+                case_id=case,
+                audio_only=bool(flag(args, "audio_only")),
+                media=text(args, "media", "synthetic"),
+            )
+
+        async def call_answer(args: Mapping[str, Any]) -> object:
+            return await self.calls.answer(args.get("call_id"), bool(flag(args, "accept")))
+
+        async def call_invite(args: Mapping[str, Any]) -> object:
+            return await self.calls.invite(args.get("call_id"), text(args, "peer"))
+
+        async def call_hangup(args: Mapping[str, Any]) -> object:
+            return await self.calls.hangup(args.get("call_id"))
+
+        async def call_mute(args: Mapping[str, Any]) -> object:
+            return await self.calls.mute(
+                args.get("call_id"), flag(args, "audio"), flag(args, "video")
+            )
+
+        async def calls(_: Mapping[str, Any]) -> object:
+            return self.calls.calls()
+
+        async def call_preview(args: Mapping[str, Any]) -> object:
+            return self.calls.preview(args.get("call_id"), args.get("node_id"))
+
+        return {
+            "call_start": call_start,
+            "call_answer": call_answer,
+            "call_invite": call_invite,
+            "call_hangup": call_hangup,
+            "call_mute": call_mute,
+            "calls": calls,
+            "call_preview": call_preview,
         }
 
     def peers(self) -> list[dict[str, object]]:

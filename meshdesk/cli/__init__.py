@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from meshdesk._version import __version__
 from meshdesk.bench import add_bench_parser
 from meshdesk.cli import _commands, _run
+from meshdesk.cli._call import add_call_parser
 from meshdesk.cli._cases import add_case_parser
 from meshdesk.errors import MeshdeskError
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     peers.set_defaults(handler=_run.peers)
 
     add_case_parser(commands)
+    add_call_parser(commands)
     add_bench_parser(commands)
 
     demo = commands.add_parser(
