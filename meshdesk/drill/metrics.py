@@ -22,6 +22,7 @@ __all__ = [
     "Recorder",
     "digest_of",
     "percentile",
+    "reach_times",
     "summarise",
 ]
 
@@ -32,6 +33,15 @@ def digest_of(entries: Iterable[tuple[str, int, bytes]]) -> str:
     for author, seq, digest in sorted(entries):
         h.update(author.encode() + b"\0" + seq.to_bytes(8, "big") + digest)
     return h.hexdigest()
+
+
+def reach_times(rec: Recorder) -> list[float]:
+    """Seconds from creation to HQ of every case that reached HQ."""
+    return [
+        c.reached_s - c.created_s
+        for c in rec.cases.values()
+        if c.reached_s is not None and not c.refused
+    ]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -51,6 +61,8 @@ class CaseRecord:
     created_s: float
     urgency: str
     reached_s: float | None = None
+    #: Written by a node after its revocation: must be refused, never reach HQ.
+    refused: bool = False
 
 
 @dataclass(slots=True)
@@ -131,6 +143,7 @@ def _r(value: float | None) -> float | None:
 
 
 def _reach(records: Sequence[CaseRecord]) -> dict[str, float | int | None]:
+    records = [r for r in records if not r.refused]
     times = [r.reached_s - r.created_s for r in records if r.reached_s is not None]
     return {
         "reach_hq_p50_s": _r(percentile(times, 0.5)),
@@ -146,7 +159,7 @@ def summarise(
     """The report as a JSON-safe dict (``report.json``)."""
     sites: dict[str, object] = {}
     for site in rec.sites:
-        cases = [c for c in rec.cases.values() if c.site == site]
+        cases = [c for c in rec.cases.values() if c.site == site and not c.refused]
         calls = [c for c in rec.calls if c.site == site]
         conflicts = [c for c in rec.conflicts.values() if c.site == site]
         sites[site] = {
@@ -162,7 +175,7 @@ def summarise(
             "backlog": [[_r(t), values.get(site, 0)] for t, values in rec.backlog],
             "linked_to_hq": [[_r(t), values.get(site, False)] for t, values in rec.connected],
         }
-    all_cases = list(rec.cases.values())
+    all_cases = [c for c in rec.cases.values() if not c.refused]
     calls = [c for c in rec.calls if c.kind == "call"]
     conflicts = list(rec.conflicts.values())
     return {

@@ -82,6 +82,8 @@ class _Link(Link):
     loss: float = 0.0
     latency: float = 0.0
     next_pump: float = 0.0
+    #: Had traffic since it was last seen idle (only such links are checked and ticked).
+    dirty: bool = True
 
 
 class Simulation:
@@ -168,7 +170,7 @@ class Simulation:
     def _quiet(self) -> bool:
         limit = self.sc.duration + self.sc.drain
         pending = any(t <= limit and drain for t, _, drain, _ in self._queue)
-        return not pending and all(link.idle for link in self.links.values())
+        return not pending and not any(link.dirty for link in self.links.values())
 
     # -- the network ---------------------------------------------------------------------
 
@@ -211,7 +213,7 @@ class Simulation:
                     continue
                 if link.latency:
                     link.next_pump = self.t + link.latency
-                moved = True
+                moved = link.dirty = True
                 for side in (0, 1):
                     for _ in range(len(link.wires[side])):
                         if link.loss and self.faults.random() < link.loss:
@@ -226,8 +228,11 @@ class Simulation:
         else:
             raise DrillError("replication did not settle (a livelock in the simulation)")
         for link in links:
-            if not link.closed and not link.idle:
-                link.tick()
+            if link.dirty and not link.closed:
+                if link.idle:
+                    link.dirty = False
+                else:
+                    link.tick()
 
     def _path(self, a: Iterable[SimNode], b: Iterable[SimNode]) -> bool:
         """Is any of ``a`` joined to any of ``b`` by live links?"""
@@ -349,8 +354,11 @@ class Simulation:
             wall_ms=self._wall(), site=node.spec.site, category=category, urgency=urgency
         )
         node.own_cases.add(draft.case_id)
+        refused = node.author in self.revoked_at
         self.rec.case_created(
-            CaseRecord(draft.case_id, node.spec.site, node.name, self.t, str(urgency))
+            CaseRecord(
+                draft.case_id, node.spec.site, node.name, self.t, str(urgency), None, refused
+            )
         )
         self._write(node, [draft])
         if self.rng.random() < FOLLOWUP_SHARE:
