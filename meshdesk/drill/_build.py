@@ -202,7 +202,7 @@ def _name(p: Parser, table: Mapping[str, Any], path: Path, key: str = "name") ->
             (*path, key), f"'{key}' {value!r}: use letters, digits, '-', '_' or '.' (at most 48)"
         )
         return None
-    return value
+    return str(value) if value is not None else None
 
 
 def _departments(
@@ -376,7 +376,7 @@ def _timeline(
             if node is not None and node not in nodes:
                 p.fail((*path, key), f"unknown node {node!r}")
                 return None
-            return node
+            return str(node) if node is not None else None
 
         if action in ("link_down", "link_up"):
             found, site = _edges_of(p, entry, path, sites, edges)

@@ -73,7 +73,9 @@ class _TrustingKey(Ed25519PublicKey):
     def __init__(self, inner: Ed25519PublicKey) -> None:
         self._inner = inner
 
-    def verify(self, signature: bytes, data: bytes) -> None:
+    def verify(
+        self, signature: bytes | bytearray | memoryview, data: bytes | bytearray | memoryview
+    ) -> None:
         return None
 
     def public_bytes(

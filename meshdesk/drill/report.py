@@ -69,10 +69,11 @@ def _site_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
 def _verdict(report: Mapping[str, Any]) -> list[str]:
     lines = []
     lost, converged = report["lost_records"], report["converged"]
+    state = "converged" if converged else "did NOT converge"
     lines.append(
         "PASS: no record lost, every store converged."
         if report["ok"]
-        else f"FAIL: {lost} records lost; stores {'converged' if converged else 'did NOT converge'}."
+        else f"FAIL: {lost} records lost; stores {state}."
     )
     if report["missing_by_node"]:
         worst = ", ".join(f"{k}: {v}" for k, v in list(report["missing_by_node"].items())[:10])

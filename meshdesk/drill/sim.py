@@ -51,7 +51,7 @@ from meshdesk.errors import DrillError, SyncError, UsageError
 from meshdesk.store.records import StoredEvent
 from meshdesk.sync.sim import Link
 
-__all__ = ["NodeFactory", "Progress", "simulate"]
+__all__ = ["NodeFactory", "Progress", "Simulation", "simulate"]
 
 #: 2026-03-11 14:46 JST: the virtual epoch of every drill's HLC times.
 EPOCH_MS = 1_773_207_960_000
