@@ -17,6 +17,7 @@ from meshdesk.bench import add_bench_parser
 from meshdesk.cli import _commands, _run
 from meshdesk.cli._call import add_call_parser
 from meshdesk.cli._cases import add_case_parser
+from meshdesk.cli._drill import add_drill_parser
 from meshdesk.errors import MeshdeskError
 
 __all__ = ["build_parser", "main"]
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_case_parser(commands)
     add_call_parser(commands)
     add_bench_parser(commands)
+    add_drill_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="make a throw-away deployment (HQ + two centres) and show it"
