@@ -170,6 +170,17 @@ class Timings:
 @dataclass(frozen=True, slots=True)
 class CallSettings:
     auto_accept: bool = False
+    #: Outgoing media when this node answers: device, synthetic or file:PATH.
+    media: str = "device"
+
+    def __post_init__(self) -> None:
+        ok = self.media in ("device", "synthetic") or (
+            self.media.startswith("file:") and len(self.media) > len("file:")
+        )
+        if not ok:
+            raise ValueError(
+                f"media: expected 'device', 'synthetic' or 'file:PATH', got {self.media!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +288,7 @@ _CONVERTERS: dict[str, Callable[[object, str], object]] = {
     "bool": _to_bool,
     "float": _to_float,
     "Language": _to_str,
+    "str": _to_str,
     "Endpoint": _endpoint,
     "tuple[str, ...]": _strs,
     "tuple[Endpoint, ...]": _endpoints,
@@ -382,6 +394,9 @@ reconnect_max = 30.0
 [calls]
 # Answer incoming calls without asking the operator first.
 auto_accept = false
+# What this node sends when it answers: "device" (camera and microphone),
+# "synthetic" (test pattern and tone, for drills) or "file:PATH".
+media = "device"
 """
 
 

@@ -9,6 +9,11 @@ per line each way::
 
 Only the node's owner can connect. Requests are bounded in size and time; a bad
 request gets an error reply and the connection stays usable.
+
+One operation streams: ``{"op": "subscribe", "args": {"kinds": [...] | null}}`` is
+answered like any other, then the node writes one line per event
+(``{"event": kind, "data": {...}, "ts_ms": n}``, see :mod:`meshdesk.events`) until
+the client hangs up. Use :func:`subscribe` on the client side.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import HomeError, MeshdeskError
+from meshdesk.events import EventBus, NodeEvent
 
-__all__ = ["ControlServer", "NodeNotRunning", "call", "try_call"]
+__all__ = ["ControlServer", "NodeNotRunning", "call", "subscribe", "try_call"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,9 @@ Handler = Callable[[Mapping[str, Any]], Awaitable[object]]
 MAX_LINE = 1 << 20
 #: A client that sends nothing for this long is disconnected.
 IDLE_TIMEOUT = 60.0
+#: Most event kinds one subscription may name, and the longest kind name.
+MAX_KINDS = 32
+MAX_KIND_LEN = 32
 
 
 class NodeNotRunning(HomeError):
@@ -56,9 +65,12 @@ async def _socket_answers(path: Path) -> bool:
 class ControlServer(AsyncResource):
     """Serves control requests while the node runs; an async context manager."""
 
-    def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
+    def __init__(
+        self, path: Path, handlers: Mapping[str, Handler], *, bus: EventBus | None = None
+    ) -> None:
         self._path = path
         self._handlers = dict(handlers)
+        self._bus = bus
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
 
@@ -115,6 +127,10 @@ class ControlServer(AsyncResource):
                     break  # idle, over-long line, or reset
                 if not line:
                     break
+                kinds = self._subscription(line)
+                if kinds is not None:
+                    await self._stream(kinds, reader, writer)
+                    break
                 reply = await self._answer(line)
                 writer.write(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
                 await writer.drain()
@@ -126,6 +142,53 @@ class ControlServer(AsyncResource):
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
+    def _subscription(self, line: bytes) -> list[str | None] | None:
+        """The kinds a valid ``subscribe`` request asks for (``[None]``: all), else None."""
+        if self._bus is None or b'"subscribe"' not in line:
+            return None
+        try:
+            request = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        if not isinstance(request, dict) or request.get("op") != "subscribe":
+            return None
+        args = request.get("args") or {}
+        kinds = args.get("kinds") if isinstance(args, dict) else "bad"
+        if kinds is None:
+            return [None]
+        if (
+            not isinstance(kinds, list)
+            or not 0 < len(kinds) <= MAX_KINDS
+            or not all(isinstance(k, str) and 0 < len(k) <= MAX_KIND_LEN for k in kinds)
+        ):
+            return None  # _answer replies with the error
+        return list(kinds)
+
+    async def _stream(
+        self,
+        kinds: list[str | None],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """Answer a subscription, then write events until the client hangs up."""
+        assert self._bus is not None
+        wanted = None if kinds == [None] else [k for k in kinds if k is not None]
+        async with self._bus.subscribe(wanted) as sub:
+            reply = {"ok": True, "result": {"subscribed": wanted}}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+            hangup = asyncio.ensure_future(_until_eof(reader))
+            hangup.add_done_callback(lambda _: sub.close())
+            try:
+                async for event in sub:
+                    writer.write(json.dumps(event.to_json(), ensure_ascii=False).encode())
+                    writer.write(b"\n")
+                    await writer.drain()
+            finally:
+                hangup.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError, ValueError):
+                    await hangup
+
     async def _answer(self, line: bytes) -> dict[str, object]:
         try:
             request = json.loads(line)
@@ -136,6 +199,13 @@ class ControlServer(AsyncResource):
         args = request.get("args", {})
         if not isinstance(args, dict):
             return {"ok": False, "error": "'args' must be an object"}
+        if request["op"] == "subscribe":
+            if self._bus is None:
+                return {"ok": False, "error": "this node publishes no events"}
+            return {
+                "ok": False,
+                "error": f"'kinds' must be null or a list of 1-{MAX_KINDS} event names",
+            }
         handler = self._handlers.get(request["op"])
         if handler is None:
             known = ", ".join(sorted(self._handlers))
@@ -188,3 +258,63 @@ async def try_call(path: Path, op: str, args: Mapping[str, Any] | None = None) -
         return await call(path, op, args)
     except NodeNotRunning:
         return None
+
+
+async def _until_eof(reader: asyncio.StreamReader) -> None:
+    """Read and drop whatever a subscribed client sends, until it hangs up."""
+    while await reader.read(4096):
+        pass
+
+
+@contextlib.asynccontextmanager
+async def subscribe(
+    path: Path, kinds: list[str] | None = None, *, wait: float = 10.0
+) -> AsyncIterator[AsyncIterator[NodeEvent]]:
+    """Stream the events of the node at ``path``.
+
+    Yields an async iterator of :class:`~meshdesk.events.NodeEvent`; iterating it
+    raises :class:`NodeNotRunning` when the node goes away.
+
+    Raises:
+        NodeNotRunning: nothing answers on the socket.
+        MeshdeskError: the node refused the subscription.
+    """
+    try:
+        async with asyncio.timeout(wait):
+            reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_LINE)
+    except (OSError, TimeoutError) as exc:
+        raise NodeNotRunning(f"no node is running in {path.parent}") from exc
+    try:
+        request = {"op": "subscribe", "args": {"kinds": kinds}}
+        try:
+            async with asyncio.timeout(wait):
+                writer.write(json.dumps(request).encode() + b"\n")
+                await writer.drain()
+                line = await reader.readline()
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise NodeNotRunning(f"lost the node in {path.parent}: {exc}") from exc
+        if not line:
+            raise NodeNotRunning(f"the node in {path.parent} closed the control connection")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise MeshdeskError(str(reply.get("error", "the node refused the subscription")))
+        yield _events(reader, path)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _events(reader: asyncio.StreamReader, path: Path) -> AsyncIterator[NodeEvent]:
+    while True:
+        try:
+            line = await reader.readline()
+        except (OSError, ValueError) as exc:
+            raise NodeNotRunning(f"lost the node in {path.parent}: {exc}") from exc
+        if not line:
+            raise NodeNotRunning(f"the node in {path.parent} stopped")
+        try:
+            item = json.loads(line)
+            yield NodeEvent(str(item["event"]), dict(item["data"]), int(item["ts_ms"]))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+            log.warning("ignored a malformed event line from %s", path)

@@ -18,7 +18,9 @@ tree. The CLI prints ``str(error)`` as one line and exits with ``exit_code``.
     ├── LinkError        a link to a peer failed or closed
     │   └── ChannelClosed   the channel is closed (EOF, goodbye, reset)
     ├── SyncError        replication refused a batch (added with replication)
-    └── CallError        a call could not be placed or kept (added with calls)
+    ├── CallError        a call could not be placed or kept (added with calls)
+    └── DrillError       a drill scenario is malformed or a drill could not run
+        └── DrillFailed     the drill ran, but records were lost or stores did not converge
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = [
     "CallError",
     "ChannelClosed",
     "ConfigError",
+    "DrillError",
+    "DrillFailed",
     "HomeError",
     "KitError",
     "LinkError",
@@ -108,3 +112,19 @@ class CallError(MeshdeskError):
     """A call could not be placed, accepted or kept up."""
 
     exit_code = 10
+
+
+class DrillError(MeshdeskError):
+    """A drill scenario is malformed (the message names the line), or the drill
+    cannot run here (lab mode without root, a scenario the mode cannot play)."""
+
+    exit_code = 12
+
+
+class DrillFailed(DrillError):
+    """The drill ran to the end, but records were lost or the stores did not converge.
+
+    The report is written before this is raised; it says what went wrong.
+    """
+
+    exit_code = 13

@@ -8,6 +8,7 @@ stop listening, close the store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -22,11 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk._version import __version__
+from meshdesk.calls import CallManager, is_call_frame
 from meshdesk.cases.book import CaseBook
 from meshdesk.cases.ops import run_case_op
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
-from meshdesk.errors import AuthError, ChannelClosed, UsageError
+from meshdesk.errors import AuthError, CallError, ChannelClosed, UsageError
+from meshdesk.events import BusLogHandler, EventBus
 from meshdesk.home import NodeHome
 from meshdesk.identity import NodeId, NodeInfo, NodeKit, RevocationList
 from meshdesk.net.channel import Channel, PeerAddress
@@ -36,7 +39,7 @@ from meshdesk.net.link import PROTOCOL_VERSION, Link
 from meshdesk.net.mesh import LinkManager, PeerEvent
 from meshdesk.net.tls import TlsListener, connect
 from meshdesk.net.trust import TrustPolicy
-from meshdesk.store import Store
+from meshdesk.store import Store, StoredEvent
 from meshdesk.sync.driver import SyncService, is_sync_frame
 from meshdesk.wire import Certificates, Frame, Hello, Revocations
 
@@ -48,10 +51,18 @@ _T = TypeVar("_T")
 
 #: Certificates per gossip frame (the frame's limit is 256).
 _CERTS_PER_FRAME = 64
+#: Seconds between looks at sync progress (published only when it changed).
+_PROGRESS_INTERVAL = 0.5
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _running(part: _T | None) -> _T:
@@ -83,6 +94,8 @@ class Node(AsyncResource):
         self._manager: LinkManager | None = None
         self._listener: TlsListener | None = None
         self.discovery: ZeroconfDiscovery | None = None
+        #: What changed, for the console and the CLI (see :mod:`meshdesk.events`).
+        self.events = EventBus()
 
     # Parts exist only while the node runs; using one earlier is a programming error.
 
@@ -121,6 +134,11 @@ class Node(AsyncResource):
         await self._stack.aclose()
 
     async def _start(self) -> None:
+        self.events = EventBus(clock_ms=lambda: int(self._now().timestamp() * 1000))
+        self._stack.callback(self.events.close)
+        handler = BusLogHandler(self.events)
+        logging.getLogger("meshdesk").addHandler(handler)
+        self._stack.callback(logging.getLogger("meshdesk").removeHandler, handler)
         kit = self._kit = self.home.load_identity(now=self._now())
         info = kit.info
         log.info("starting node %s (%s) from %s", info.name, info.node_id, self.home.path)
@@ -141,7 +159,8 @@ class Node(AsyncResource):
                 received_at=lambda: int(self._now().timestamp() * 1000),
             )
         )
-        self.cases.on_commit = self.sync.committed
+        self.cases.on_commit = self._committed
+        self.sync.on_stored = self._stored
         network = self.config.network
         interfaces = select_interfaces(network.interfaces) if network.mdns else []
         if network.mdns and not interfaces:
@@ -185,7 +204,19 @@ class Node(AsyncResource):
                 rng=self._rng,
             )
         )
-        self.manager.add_listener(self._log_event)
+        self.manager.add_listener(self._peer_event)
+        self.calls = await self._stack.enter_async_context(
+            CallManager(
+                info,
+                self.config.calls,
+                link_of=self.manager.link,
+                peers=self.manager.peers,
+                case_log=self.cases,
+                wall_ms=lambda: int(self._now().timestamp() * 1000),
+            )
+        )
+        self.manager.add_listener(self.calls.on_peer_event)
+        self.calls.add_listener(lambda call: self.events.publish("call", call))
         for endpoint in network.static_peers:
             self.manager.add_address(PeerAddress(endpoint.host, endpoint.port, "static"))
         if network.mdns and interfaces:
@@ -198,8 +229,10 @@ class Node(AsyncResource):
                     on_lost=self._on_lost,
                 )
             )
+        progress = asyncio.create_task(self._publish_progress(), name="sync progress")
+        self._stack.push_async_callback(_cancel, progress)
         await self._stack.enter_async_context(
-            ControlServer(self.home.control_socket, self._control_handlers())
+            ControlServer(self.home.control_socket, self._control_handlers(), bus=self.events)
         )
         names = ", ".join(i.name for i in interfaces) or "none (mDNS off)"
         log.info(
@@ -338,6 +371,9 @@ class Node(AsyncResource):
         if is_sync_frame(frame):
             await self.sync.on_frame(link, frame)
             return
+        if is_call_frame(frame):
+            await self.calls.on_frame(link, frame)
+            return
         match frame:
             case Revocations(crl=der):
                 await self.apply_revocations(der, source=link)
@@ -378,8 +414,31 @@ class Node(AsyncResource):
                     await link.send(frame)
         return True
 
-    def _log_event(self, event: PeerEvent) -> None:
+    def _peer_event(self, event: PeerEvent) -> None:
         log.debug("peer event %s: %s", event.kind, event.peer)
+        self.events.publish("peer", {"change": event.kind, "peer": event.peer})
+
+    async def _committed(self, events: list[StoredEvent]) -> None:
+        """Our own edit: announce it to every link and to the console."""
+        self._publish_cases(events, "local")
+        await self.sync.committed(events)
+
+    def _stored(self, events: list[StoredEvent]) -> None:
+        self._publish_cases(events, "sync")
+
+    def _publish_cases(self, events: list[StoredEvent], source: str) -> None:
+        case_ids = sorted({e.case_id for e in events if e.case_id is not None})
+        if case_ids:
+            self.events.publish("case", {"case_ids": case_ids, "source": source})
+
+    async def _publish_progress(self) -> None:
+        last: object = None
+        while True:
+            await asyncio.sleep(_PROGRESS_INTERVAL)
+            peers = self.sync.progress()
+            if peers != last:
+                last = peers
+                self.events.publish("sync", {"peers": peers})
 
     # -- control ---------------------------------------------------------------------
 
@@ -389,6 +448,9 @@ class Node(AsyncResource):
 
         async def peers(_: Mapping[str, Any]) -> object:
             return self.peers()
+
+        async def sync(_: Mapping[str, Any]) -> object:
+            return self.sync.progress()
 
         async def reload_revocations(_: Mapping[str, Any]) -> object:
             stored = await self.store.revocation_list()
@@ -410,8 +472,66 @@ class Node(AsyncResource):
             "status": status,
             "peers": peers,
             "directory": directory,
+            "sync": sync,
             "reload_revocations": reload_revocations,
             "case": case,
+            **self._call_handlers(),
+        }
+
+    def _call_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
+        """The call ops of the control socket (shapes in docs/ARCHITECTURE.md, "Calls")."""
+
+        def flag(args: Mapping[str, Any], key: str) -> bool | None:
+            value = args.get(key)
+            if value is not None and not isinstance(value, bool):
+                raise CallError(f"'{key}' must be true, false or null")
+            return value
+
+        def text(args: Mapping[str, Any], key: str, default: str | None = None) -> str:
+            value = args.get(key, default)
+            if not isinstance(value, str) or not value:
+                raise CallError(f"'{key}' must be a non-empty string")
+            return value
+
+        async def call_start(args: Mapping[str, Any]) -> object:
+            case = args.get("case")
+            if case is not None and not isinstance(case, str):
+                raise CallError("'case' must be a case id or null")
+            return await self.calls.start(
+                text(args, "peer"),
+                case_id=case,
+                audio_only=bool(flag(args, "audio_only")),
+                media=text(args, "media", "synthetic"),
+            )
+
+        async def call_answer(args: Mapping[str, Any]) -> object:
+            return await self.calls.answer(args.get("call_id"), bool(flag(args, "accept")))
+
+        async def call_invite(args: Mapping[str, Any]) -> object:
+            return await self.calls.invite(args.get("call_id"), text(args, "peer"))
+
+        async def call_hangup(args: Mapping[str, Any]) -> object:
+            return await self.calls.hangup(args.get("call_id"))
+
+        async def call_mute(args: Mapping[str, Any]) -> object:
+            return await self.calls.mute(
+                args.get("call_id"), flag(args, "audio"), flag(args, "video")
+            )
+
+        async def calls(_: Mapping[str, Any]) -> object:
+            return self.calls.calls()
+
+        async def call_preview(args: Mapping[str, Any]) -> object:
+            return self.calls.preview(args.get("call_id"), args.get("node_id"))
+
+        return {
+            "call_start": call_start,
+            "call_answer": call_answer,
+            "call_invite": call_invite,
+            "call_hangup": call_hangup,
+            "call_mute": call_mute,
+            "calls": calls,
+            "call_preview": call_preview,
         }
 
     def peers(self) -> list[dict[str, object]]:

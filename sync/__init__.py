@@ -9,7 +9,7 @@ for the inputs and effects.
 
 from __future__ import annotations
 
-from meshdesk.sync.core import SyncCore
+from meshdesk.sync.core import SyncCore, SyncProgress
 from meshdesk.sync.messages import (
     SYNC_FRAME_TYPES,
     Effect,
@@ -47,6 +47,7 @@ __all__ = [
     "SyncConfig",
     "SyncCore",
     "SyncFrame",
+    "SyncProgress",
     "Tick",
     "VerifyAndStore",
 ]

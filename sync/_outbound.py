@@ -77,7 +77,8 @@ class Outbound:
     def in_flight(self) -> int:
         return self.offset - self.settled
 
-    def _peer_seq(self, author: str) -> int:
+    def peer_seq(self, author: str) -> int:
+        """How far the peer has ``author``'s chain: announced by it, or sent by us."""
         return max(self.peer_heads.get(author, (0, b""))[0], self._sent_upto.get(author, 0))
 
     def _next(self) -> tuple[str, int, int] | None:
@@ -87,7 +88,7 @@ class Outbound:
         for author in self._index.authors():
             if author in self.refused:
                 continue
-            after = self._peer_seq(author)
+            after = self.peer_seq(author)
             rank = self._index.rank_after(author, after)
             if rank is None:
                 continue
@@ -175,7 +176,7 @@ class Outbound:
     def local_added(self, authors: Iterable[str]) -> list[Effect]:
         """New local batches: more urgent ones overtake what is loaded but not sent."""
         ranks = [
-            r for a in authors if (r := self._index.rank_after(a, self._peer_seq(a))) is not None
+            r for a in authors if (r := self._index.rank_after(a, self.peer_seq(a))) is not None
         ]
         if ranks and (self._outbox or self.loading is not None):
             best = min(ranks)

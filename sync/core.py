@@ -40,6 +40,7 @@ the stored chain and skips events it holds already.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from meshdesk.sync._inbound import Inbound
@@ -67,9 +68,27 @@ from meshdesk.wire import (
     SyncResync,
 )
 
-__all__ = ["SyncCore"]
+__all__ = ["SyncCore", "SyncProgress"]
 
 _DEFAULT_CONFIG = SyncConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """What one link still has to move, as far as the peer's announcements tell.
+
+    Attributes:
+        outbox: Events we store that the peer is not known to store (None until
+            the peer's heads arrived: until then we cannot tell).
+        inbox: Events the peer announced that we do not store yet.
+        sent: Events sent on this link since it opened.
+        received: Events received on this link since it opened.
+    """
+
+    outbox: int | None
+    inbox: int
+    sent: int
+    received: int
 
 
 class SyncCore:
@@ -115,6 +134,23 @@ class SyncCore:
     def refused(self) -> frozenset[str]:
         """Authors whose runs we stopped taking from this peer, or it from us."""
         return frozenset(self._in.refused | self._out.refused)
+
+    def progress(self) -> SyncProgress:
+        """Backlog both ways, for status screens and drills (cost: one pass over authors)."""
+        peer = self._out.peer_heads
+        outbox: int | None = None
+        if self._out.heads_round >= 1:
+            outbox = sum(
+                max(0, self._index.head(author)[0] - self._out.peer_seq(author))
+                for author in self._index.authors()
+                if author not in self._out.refused
+            )
+        inbox = sum(
+            max(0, seq - self._index.head(author)[0])
+            for author, (seq, _) in peer.items()
+            if author not in self._in.refused
+        )
+        return SyncProgress(outbox, inbox, self._out.sent_total, self._in.received_total)
 
     # -- inputs --------------------------------------------------------------------------
 

@@ -88,6 +88,8 @@ class _Peer:
     link: Link
     core: SyncCore
     lock: asyncio.Lock
+    #: Wall-clock ms of the last sync frame either way (None: nothing exchanged yet).
+    last_exchange_ms: int | None = None
 
 
 class SyncService(AsyncResource):
@@ -113,6 +115,8 @@ class SyncService(AsyncResource):
         self._attaching: dict[int, asyncio.Future[None]] = {}
         #: Stored runs counted for status screens and benches.
         self.stored_events = 0
+        #: Told the events of each run stored from a peer (the node publishes them).
+        self.on_stored: Callable[[list[StoredEvent]], None] | None = None
 
     async def __aenter__(self) -> SyncService:
         self._ticker = asyncio.create_task(self._tick_forever(), name="sync ticker")
@@ -189,7 +193,29 @@ class SyncService(AsyncResource):
             peer = self._peers.get(id(link))
             if peer is None:
                 return
+        peer.last_exchange_ms = self._received_at()
         await self._feed(peer, frame)
+
+    def progress(self) -> list[dict[str, object]]:
+        """Per linked peer: backlog both ways and the last exchange (JSON-safe)."""
+        out: list[dict[str, object]] = []
+        for peer in self._peers.values():
+            hello = peer.link.peer_hello
+            progress = peer.core.progress()
+            out.append(
+                {
+                    "node_id": peer.link.peer_id,
+                    "name": hello.name if hello is not None else "",
+                    "site": hello.site if hello is not None else "",
+                    "outbox": progress.outbox,
+                    "inbox": progress.inbox,
+                    "sent_events": progress.sent,
+                    "received_events": progress.received,
+                    "last_exchange_ms": peer.last_exchange_ms,
+                    "idle": peer.core.idle,
+                }
+            )
+        return sorted(out, key=lambda p: (str(p["name"]), str(p["node_id"])))
 
     async def local_added(
         self, runs: tuple[LocalRun, ...], *, except_link: Link | None = None
@@ -228,6 +254,7 @@ class SyncService(AsyncResource):
                     except ChannelClosed:
                         self.detach(peer.link)
                         return
+                    peer.last_exchange_ms = self._received_at()
                 case NeedEvents() as need:
                     events = await self._store.events_after(
                         need.author, need.after_seq, need.upto_seq - need.after_seq
@@ -263,6 +290,8 @@ class SyncService(AsyncResource):
         added: tuple[LocalRun, ...] = ()
         if stored:
             self.stored_events += stored
+            if self.on_stored is not None:
+                self.on_stored(verified)
             added = (LocalRun(checkpoint, _urgency_rank(verified)),)
             await self._announce_from(peer, added)
         return Stored(author, checkpoint.seq), added

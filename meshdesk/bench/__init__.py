@@ -16,7 +16,7 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from meshdesk.bench import discovery, store, sync
+from meshdesk.bench import call, discovery, store, sync
 
 __all__ = ["add_bench_parser"]
 
@@ -26,6 +26,7 @@ _BENCHES: tuple[Callable[[_SubParsers], None], ...] = (
     store.add_parser,
     discovery.add_parser,
     sync.add_parser,
+    call.add_parser,
 )
 
 

@@ -19,7 +19,7 @@ import msgpack
 from meshdesk.cases.chain import ChainWriter
 from meshdesk.cases.events import CaseOpened
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
-from meshdesk.cases.hlc import Clock, to_datetime
+from meshdesk.cases.hlc import Clock, make_hlc, to_datetime
 from meshdesk.cases.model import CaseState, Category, Personal, Status, Urgency
 from meshdesk.cases.sealing import audience, grant, open_sealed, recipients_of, seal
 from meshdesk.errors import AuthError, MeshdeskError, StoreError, SyncError, UsageError
@@ -224,6 +224,33 @@ class CaseBook:
     async def resolve_conflict(self, case_id: str, *, op: str, field: str, value: str) -> CaseState:
         return await self._edit(
             case_id, op, lambda w, s: w.resolve_conflict(s, field, value, wall_ms=self._wall_ms())
+        )
+
+    async def log_call(
+        self,
+        case_id: str,
+        *,
+        op: str,
+        call_id: str,
+        participants: list[str],
+        started_ms: int,
+        ended_ms: int,
+    ) -> CaseState:
+        """Record a call about the case: who took part, when, for how long (never media)."""
+        started, ended = make_hlc(started_ms), make_hlc(max(ended_ms, started_ms))
+        duration_s = max(0, round((ended_ms - started_ms) / 1000))
+        return await self._edit(
+            case_id,
+            op,
+            lambda w, s: w.log_call(
+                s,
+                participants=participants,
+                started_hlc=started,
+                ended_hlc=ended,
+                duration_s=duration_s,
+                wall_ms=self._wall_ms(),
+                call_id=call_id,
+            ),
         )
 
     async def add_consent(self, case_id: str, *, op: str, department: str) -> CaseState:

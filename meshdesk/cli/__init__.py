@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from meshdesk._version import __version__
 from meshdesk.bench import add_bench_parser
 from meshdesk.cli import _commands, _run
+from meshdesk.cli._call import add_call_parser
 from meshdesk.cli._cases import add_case_parser
 from meshdesk.cli._console import add_tui_parser
+from meshdesk.cli._drill import add_drill_parser
 from meshdesk.errors import MeshdeskError
 
 __all__ = ["build_parser", "main"]
@@ -143,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_case_parser(commands)
     add_tui_parser(commands)
+    add_call_parser(commands)
     add_bench_parser(commands)
+    add_drill_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="make a throw-away deployment (HQ + two centres) and show it"

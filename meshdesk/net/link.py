@@ -103,6 +103,10 @@ class Link:
         except WireError:
             await self.close("malformed hello")
             raise
+        except asyncio.CancelledError:
+            # Shutting down mid-hello: nobody else holds this channel yet.
+            await self.channel.abort()
+            raise
         if not isinstance(first, Hello):
             await self._refuse(ERR_PROTOCOL, f"expected Hello, got {type(first).__name__}")
             raise LinkError(f"{self.channel.remote}: first frame was {type(first).__name__}")

@@ -268,6 +268,10 @@ class LinkManager(AsyncResource):
     def links(self) -> list[Link]:
         return list(self._links.values())
 
+    def link(self, node_id: str) -> Link | None:
+        """The live link to ``node_id``, if any."""
+        return self._links.get(node_id)
+
     async def broadcast(self, frame: Frame) -> None:
         for link in list(self._links.values()):
             with contextlib.suppress(ChannelClosed):

@@ -19,6 +19,14 @@ from meshdesk.wire._schema import MaxLen, Range
 
 __all__ = [
     "AuthorHead",
+    "CallAnswer",
+    "CallDecline",
+    "CallDegrade",
+    "CallLeave",
+    "CallMember",
+    "CallMute",
+    "CallOffer",
+    "CallRoster",
     "Certificates",
     "CheckpointRef",
     "ErrorFrame",
@@ -63,6 +71,14 @@ class FrameKind(IntEnum):
     SYNC_EVENTS = 23
     SYNC_REJECT = 24
     SYNC_RESYNC = 25
+    # 40-59: calls (meshdesk.calls)
+    CALL_OFFER = 40
+    CALL_ANSWER = 41
+    CALL_DECLINE = 42
+    CALL_LEAVE = 43
+    CALL_ROSTER = 44
+    CALL_MUTE = 45
+    CALL_DEGRADE = 46
 
 
 _NodeId = Annotated[str, MaxLen(64)]
@@ -280,6 +296,100 @@ class SyncResync:
     sent: _Seq
 
 
+# -- calls (meshdesk.calls; signalling rides on the authenticated link) ---------------
+
+#: A call id is a UUIDv7 (36 characters); the limit leaves room, the manager checks it.
+_CallId = Annotated[str, MaxLen(64)]
+#: An SDP with audio, video and a handful of host candidates is 2-6 KiB.
+_Sdp = Annotated[str, MaxLen(32 * 1024)]
+_Reason = Annotated[str, MaxLen(256)]
+#: Most members a call roster may name (the mesh holds 4; a relayed group more).
+CALL_MEMBERS_MAX = 16
+
+
+@frame(FrameKind.CALL_OFFER)
+@dataclass(frozen=True, slots=True)
+class CallOffer:
+    """An SDP offer for one leg of call ``call_id``; the sender is the link's peer.
+
+    ``join`` is false for an invitation (the receiver's operator or config decides)
+    and true when a newcomer opens its legs to the members already in the call.
+    The DTLS fingerprint inside ``sdp`` is trusted because the link is.
+    """
+
+    call_id: _CallId
+    case_id: Annotated[str, MaxLen(64)] | None
+    audio_only: bool
+    host: _NodeId
+    members: Annotated[tuple[_NodeId, ...], MaxLen(CALL_MEMBERS_MAX)]
+    join: bool
+    sdp: _Sdp
+
+
+@frame(FrameKind.CALL_ANSWER)
+@dataclass(frozen=True, slots=True)
+class CallAnswer:
+    """The SDP answer to the sender's peer's :class:`CallOffer` for ``call_id``."""
+
+    call_id: _CallId
+    sdp: _Sdp
+
+
+@frame(FrameKind.CALL_DECLINE)
+@dataclass(frozen=True, slots=True)
+class CallDecline:
+    """The sender will not take the offered leg (declined, busy, bad offer)."""
+
+    call_id: _CallId
+    reason: _Reason
+
+
+@frame(FrameKind.CALL_LEAVE)
+@dataclass(frozen=True, slots=True)
+class CallLeave:
+    """The sender left call ``call_id``; its leg with the receiver is over."""
+
+    call_id: _CallId
+    reason: _Reason
+
+
+@dataclass(frozen=True, slots=True)
+class CallMember:
+    """One member of a call as the sender sees it (state: invited, connected, left...)."""
+
+    node_id: _NodeId
+    state: Annotated[str, MaxLen(16)]
+
+
+@frame(FrameKind.CALL_ROSTER)
+@dataclass(frozen=True, slots=True)
+class CallRoster:
+    """Who is in call ``call_id`` according to the sender (sent when it changes)."""
+
+    call_id: _CallId
+    host: _NodeId
+    members: Annotated[tuple[CallMember, ...], MaxLen(CALL_MEMBERS_MAX)]
+
+
+@frame(FrameKind.CALL_MUTE)
+@dataclass(frozen=True, slots=True)
+class CallMute:
+    """The sender muted or unmuted its audio and video in call ``call_id``."""
+
+    call_id: _CallId
+    audio: bool
+    video: bool
+
+
+@frame(FrameKind.CALL_DEGRADE)
+@dataclass(frozen=True, slots=True)
+class CallDegrade:
+    """The sender fell back to audio only in ``call_id`` (loss or RTT too high)."""
+
+    call_id: _CallId
+    reason: _Reason
+
+
 #: Every frame class; ``match`` on it and mypy checks that all kinds are handled.
 Frame: TypeAlias = (
     Hello
@@ -296,6 +406,13 @@ Frame: TypeAlias = (
     | SyncEvents
     | SyncReject
     | SyncResync
+    | CallOffer
+    | CallAnswer
+    | CallDecline
+    | CallLeave
+    | CallRoster
+    | CallMute
+    | CallDegrade
 )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from meshdesk import control
 from meshdesk.errors import HomeError, MeshdeskError, UsageError
+from meshdesk.events import EventBus
 
 
 async def _echo(args: Mapping[str, Any]) -> object:
@@ -113,3 +114,56 @@ async def test_close_is_idempotent_and_removes_the_socket(tmp_path: Path) -> Non
     await srv.aclose()
     await srv.aclose()
     assert not (tmp_path / "control.sock").exists()
+
+
+@pytest.fixture
+async def bus_server(tmp_path: Path) -> AsyncIterator[tuple[control.ControlServer, EventBus]]:
+    bus = EventBus()
+    async with control.ControlServer(tmp_path / "control.sock", {"echo": _echo}, bus=bus) as srv:
+        yield srv, bus
+
+
+async def test_subscribe_streams_published_events(
+    bus_server: tuple[control.ControlServer, EventBus], async_wait_until: Any
+) -> None:
+    srv, bus = bus_server
+    async with control.subscribe(srv.path, ["case"]) as events:
+        await async_wait_until(lambda: bus.subscribers == 1, 5)
+        bus.publish("peer", {"change": "linked"})  # not asked for
+        bus.publish("case", {"case_ids": ["甲"], "source": "sync"})
+        async with asyncio.timeout(5):
+            event = await anext(events)
+    assert (event.kind, event.data) == ("case", {"case_ids": ["甲"], "source": "sync"})
+    # The client hung up: its subscription is gone, and other requests still work.
+    await async_wait_until(lambda: bus.subscribers == 0, 5)
+    assert await control.call(srv.path, "echo", {"a": 1}) == {"echo": {"a": 1}}
+
+
+async def test_a_stopping_node_ends_the_stream(tmp_path: Path) -> None:
+    bus = EventBus()
+    srv = control.ControlServer(tmp_path / "control.sock", {}, bus=bus)
+    await srv.start()
+    async with control.subscribe(srv.path) as events:
+        await srv.aclose()
+        with pytest.raises(control.NodeNotRunning, match="stopped"):
+            async with asyncio.timeout(5):
+                await anext(events)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [{"kinds": "case"}, {"kinds": []}, {"kinds": [1]}, {"kinds": ["x" * 100]}, {"kinds": {}}],
+)
+async def test_bad_subscriptions_get_an_error(
+    bus_server: tuple[control.ControlServer, EventBus], args: dict[str, Any]
+) -> None:
+    srv, bus = bus_server
+    with pytest.raises(MeshdeskError, match="'kinds' must be null or a list"):
+        await control.call(srv.path, "subscribe", args)
+    assert bus.subscribers == 0
+
+
+async def test_subscribe_without_a_bus_is_refused(server: control.ControlServer) -> None:
+    with pytest.raises(MeshdeskError, match="publishes no events"):
+        async with control.subscribe(server.path):
+            pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -154,3 +155,40 @@ async def test_a_new_case_reaches_linked_peers_by_itself(
         return str(state.status) == "in_progress"
 
     await async_wait_until(in_progress, 10)
+
+
+async def test_events_and_sync_progress_reach_control_clients(
+    mesh: Mesh, async_wait_until: WaitUntil
+) -> None:
+    await async_wait_until(lambda: len(mesh.linked("本部")) == 2, 10)
+    hq_sock = mesh.homes["本部"].control_socket
+    async with control.subscribe(hq_sock, ["case", "sync"]) as events:
+        created = await control.call(
+            mesh.homes["shelter"].control_socket,
+            "case",
+            {
+                "op": "new",
+                "args": {
+                    "operator": "佐藤",
+                    "name": "田中",
+                    "category": "housing",
+                    "urgency": "high",
+                },
+            },
+        )
+        seen: dict[str, object] = {}
+        async with asyncio.timeout(10):
+            async for event in events:
+                if event.kind == "case" and created["id"] in event.data["case_ids"]:
+                    seen["case"] = event.data["source"]
+                if event.kind == "sync":
+                    seen["sync"] = event.data["peers"]
+                if "case" in seen and "sync" in seen:
+                    break
+    assert seen["case"] == "sync"  # HQ got it from the shelter, not from its own edit
+    progress = await control.call(hq_sock, "sync")
+    assert {p["name"] for p in progress} == {"shelter", "welfare"}
+    shelter = next(p for p in progress if p["name"] == "shelter")
+    assert shelter["received_events"] >= 1
+    assert shelter["last_exchange_ms"] is not None
+    assert shelter["inbox"] == 0

@@ -1,0 +1,20 @@
+"""Direct WebRTC calls between nodes: signalling over links, media peer to peer.
+
+See :mod:`meshdesk.calls.manager` for how a call flows.
+"""
+
+from __future__ import annotations
+
+from meshdesk.calls.manager import MESH_MAX, CallManager, is_call_frame
+from meshdesk.calls.media import open_media, parse_media
+from meshdesk.calls.policy import QualityPolicy, Sample
+
+__all__ = [
+    "MESH_MAX",
+    "CallManager",
+    "QualityPolicy",
+    "Sample",
+    "is_call_frame",
+    "open_media",
+    "parse_media",
+]

@@ -1,0 +1,269 @@
+"""Where a call's outgoing media comes from: a device, a file, or a synthetic source.
+
+``--media synthetic`` needs nothing: a 640×480 test pattern at 30 fps showing the
+node's name, a running clock and a frame counter, and a 440 Hz tone. ``device``
+opens the camera (v4l2) and microphone (PulseAudio, else ALSA) through aiortc's
+``MediaPlayer``; ``file:PATH`` plays a media file in a loop. Nothing is ever
+written: media is never recorded.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import fractions
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
+from av import AudioFrame, VideoFrame
+from av.frame import Frame
+
+from meshdesk.errors import CallError
+
+__all__ = [
+    "VIDEO_FPS",
+    "VIDEO_HEIGHT",
+    "VIDEO_WIDTH",
+    "LocalMedia",
+    "TestPatternTrack",
+    "ToneTrack",
+    "draw_text",
+    "open_media",
+    "parse_media",
+]
+
+log = logging.getLogger(__name__)
+
+VIDEO_WIDTH = 640
+VIDEO_HEIGHT = 480
+VIDEO_FPS = 30
+AUDIO_RATE = 48000
+AUDIO_PTIME = 0.020
+TONE_HZ = 440
+
+# A 3×5 pixel font: five rows of three bits per character.
+_FONT = {
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111",
+    "3": "111001111001111", "4": "101101111001001", "5": "111100111001111",
+    "6": "111100111101111", "7": "111001001001001", "8": "111101111101111",
+    "9": "111101111001111", "A": "010101111101101", "B": "110101110101110",
+    "C": "011100100100011", "D": "110101101101110", "E": "111100110100111",
+    "F": "111100110100100", "G": "011100101101011", "H": "101101111101101",
+    "I": "111010010010111", "J": "001001001101010", "K": "101101110101101",
+    "L": "100100100100111", "M": "101111111101101", "N": "110101101101101",
+    "O": "010101101101010", "P": "110101110100100", "Q": "010101101110011",
+    "R": "110101110101101", "S": "011100010001110", "T": "111010010010010",
+    "U": "101101101101111", "V": "101101101101010", "W": "101101111111101",
+    "X": "101101010101101", "Y": "101101010010010", "Z": "111001010100111",
+    ":": "000010000010000", ".": "000000000000010", "-": "000000111000000",
+    " ": "000000000000000", "?": "111001010000010", "#": "101111101111101",
+}  # fmt: skip
+_SCALE = 6
+_ADVANCE = 4 * _SCALE
+_WHITE, _BLACK = 235, 16
+
+
+def _bars() -> tuple[bytes, bytes, bytes]:
+    """Y, U and V planes of eight vertical colour bars (BT.601 values)."""
+    colours = [  # (Y, U, V): white, yellow, cyan, green, magenta, red, blue, grey
+        (180, 128, 128), (162, 44, 142), (131, 156, 44), (112, 72, 58),
+        (84, 184, 198), (65, 100, 212), (35, 212, 114), (100, 128, 128),
+    ]  # fmt: skip
+    w, h = VIDEO_WIDTH, VIDEO_HEIGHT
+    bar = w // len(colours)
+    y_row = b"".join(bytes([c[0]]) * bar for c in colours)
+    u_row = b"".join(bytes([c[1]]) * (bar // 2) for c in colours)
+    v_row = b"".join(bytes([c[2]]) * (bar // 2) for c in colours)
+    return y_row * h, u_row * (h // 2), v_row * (h // 2)
+
+
+def draw_text(plane: bytearray, width: int, x: int, y: int, text: str) -> None:
+    """Draw ``text`` (ASCII; anything else shows as ``?``) white on black into a Y plane."""
+    height = len(plane) // width
+    top = y - _SCALE
+    for row in range(max(top, 0), min(y + 6 * _SCALE, height)):
+        start = row * width + max(x - _SCALE, 0)
+        end = row * width + min(x + len(text) * _ADVANCE, width)
+        plane[start:end] = bytes([_BLACK]) * (end - start)
+    for index, char in enumerate(text.upper()):
+        glyph = _FONT.get(char, _FONT["?"])
+        left = x + index * _ADVANCE
+        if left + 3 * _SCALE > width:
+            break
+        for gy in range(5):
+            bits = glyph[gy * 3 : gy * 3 + 3]
+            for gx, bit in enumerate(bits):
+                if bit != "1":
+                    continue
+                for sy in range(_SCALE):
+                    row = y + gy * _SCALE + sy
+                    if 0 <= row < height:
+                        at = row * width + left + gx * _SCALE
+                        plane[at : at + _SCALE] = bytes([_WHITE]) * _SCALE
+
+
+class TestPatternTrack(VideoStreamTrack):
+    """Colour bars with the node name, a running clock and a frame counter, at 30 fps."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self._label = label.encode("ascii", "replace").decode()[:24]
+        self._y, self._u, self._v = _bars()
+        self._count = 0
+
+    async def recv(self) -> Frame:
+        pts, time_base = await self.next_timestamp()
+        self._count += 1
+        plane = bytearray(self._y)
+        now = time.time()
+        clock = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 10) % 10}"
+        draw_text(plane, VIDEO_WIDTH, 24, 40, self._label)
+        draw_text(plane, VIDEO_WIDTH, 24, 200, clock)
+        draw_text(plane, VIDEO_WIDTH, 24, 380, f"#{self._count}")
+        frame = VideoFrame(width=VIDEO_WIDTH, height=VIDEO_HEIGHT, format="yuv420p")
+        for target, data in zip(frame.planes, (plane, self._u, self._v), strict=True):
+            target.update(bytes(data))
+        frame.pts = pts
+        frame.time_base = time_base
+        return frame
+
+
+class ToneTrack(MediaStreamTrack):
+    """A 440 Hz tone, 48 kHz mono, in 20 ms frames paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # One second holds a whole number of periods, so the loop is seamless.
+        samples = array.array(
+            "h",
+            (
+                int(6000 * math.sin(2 * math.pi * TONE_HZ * i / AUDIO_RATE))
+                for i in range(AUDIO_RATE)
+            ),
+        )
+        self._second = samples.tobytes()
+        self._per_frame = int(AUDIO_RATE * AUDIO_PTIME)
+        self._timestamp = 0
+        self._start: float | None = None
+
+    async def recv(self) -> Frame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+        else:
+            self._timestamp += self._per_frame
+            wait = self._start + self._timestamp / AUDIO_RATE - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        offset = (self._timestamp % AUDIO_RATE) * 2
+        chunk = self._second[offset : offset + self._per_frame * 2]
+        frame = AudioFrame(format="s16", layout="mono", samples=self._per_frame)
+        frame.planes[0].update(chunk)
+        frame.pts = self._timestamp
+        frame.sample_rate = AUDIO_RATE
+        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        return frame
+
+
+@dataclass
+class LocalMedia:
+    """A call's outgoing tracks (``video`` is None for audio-only) and their player."""
+
+    kind: str
+    audio: MediaStreamTrack
+    video: MediaStreamTrack | None
+    _players: list[MediaPlayer] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Stop every track (a player stops its device with its last track)."""
+        for track in (self.audio, self.video):
+            if track is not None:
+                track.stop()
+        self._players.clear()
+
+
+def parse_media(spec: str) -> str:
+    """Check a ``--media`` value; returns it. Raises CallError naming the problem."""
+    if spec in ("synthetic", "device"):
+        return spec
+    if spec.startswith("file:") and len(spec) > len("file:"):
+        return spec
+    raise CallError(f"media must be 'device', 'synthetic' or 'file:PATH', got {spec!r}")
+
+
+def _player(source: str, fmt: str | None, options: dict[str, str] | None = None) -> MediaPlayer:
+    try:
+        return MediaPlayer(source, format=fmt, options=options or {})
+    except (OSError, ValueError) as exc:  # av raises FFmpegError, an OSError/ValueError
+        raise CallError(f"cannot open {source} ({fmt or 'file'}): {exc}") from exc
+
+
+def _sound_cards() -> bool:
+    try:
+        return "no soundcards" not in Path("/proc/asound/cards").read_text()
+    except OSError:
+        return False
+
+
+def _open_device(audio_only: bool) -> LocalMedia:
+    players: list[MediaPlayer] = []
+    video: MediaStreamTrack | None = None
+    if not audio_only:
+        camera = Path("/dev/video0")
+        if not camera.exists():
+            raise CallError("no camera: /dev/video0 is missing (use --media synthetic)")
+        options = {"video_size": f"{VIDEO_WIDTH}x{VIDEO_HEIGHT}", "framerate": str(VIDEO_FPS)}
+        players.append(_player(str(camera), "v4l2", options))
+        video = players[-1].video
+    if os.environ.get("PULSE_SERVER") or Path(f"/run/user/{os.getuid()}/pulse").exists():
+        players.append(_player("default", "pulse"))
+    elif _sound_cards():
+        players.append(_player("default", "alsa"))
+    else:
+        raise CallError(
+            "no microphone: no PulseAudio and no ALSA sound card (use --media synthetic)"
+        )
+    audio = players[-1].audio
+    if audio is None or (not audio_only and video is None):
+        raise CallError("the capture device gave no usable audio or video track")
+    return LocalMedia("device", audio, video, players)
+
+
+def _open_file(path: str, audio_only: bool) -> LocalMedia:
+    if not Path(path).is_file():
+        raise CallError(f"media file {path} does not exist")
+    try:
+        player = MediaPlayer(path, loop=True)
+    except (OSError, ValueError) as exc:  # av's FFmpegError derives from both
+        raise CallError(f"cannot play {path}: {exc}") from exc
+    audio = player.audio or ToneTrack()
+    video = None if audio_only else player.video
+    if not audio_only and video is None:
+        raise CallError(f"{path} has no video stream (use --audio-only)")
+    return LocalMedia(f"file:{path}", audio, video, [player])
+
+
+def open_media(spec: str, label: str, *, audio_only: bool) -> LocalMedia:
+    """Open the outgoing media for a call.
+
+    Raises:
+        CallError: bad spec, or the device or file cannot be opened.
+    """
+    spec = parse_media(spec)
+    if spec == "synthetic":
+        video = None if audio_only else TestPatternTrack(label)
+        return LocalMedia("synthetic", ToneTrack(), video)
+    if spec == "device":
+        return _open_device(audio_only)
+    return _open_file(spec.removeprefix("file:"), audio_only)

@@ -1,0 +1,219 @@
+"""What a drill measures, and the report data built from it (shared by sim and lab).
+
+A :class:`Recorder` collects facts as the drill runs — cases created and when each
+reached HQ, backlog and HQ connectivity per site at each sample, calls, conflicts —
+and the final check (store digests, records missing). :func:`summarise` turns it
+into the JSON-safe report dict that ``report.json`` holds and the Markdown, HTML
+and charts are drawn from. Nothing here reads a clock: times are scenario seconds
+given by the engine, so a seeded simulation gives identical numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CallRecord",
+    "CaseRecord",
+    "ConflictRecord",
+    "Recorder",
+    "digest_of",
+    "percentile",
+    "reach_times",
+    "summarise",
+]
+
+
+def digest_of(entries: Iterable[tuple[str, int, bytes]]) -> str:
+    """The convergence digest of a store: SHA-256 over its sorted (author, seq, hash)."""
+    h = hashlib.sha256()
+    for author, seq, digest in sorted(entries):
+        h.update(author.encode() + b"\0" + seq.to_bytes(8, "big") + digest)
+    return h.hexdigest()
+
+
+def reach_times(rec: Recorder) -> list[float]:
+    """Seconds from creation to HQ of every case that reached HQ."""
+    return [
+        c.reached_s - c.created_s
+        for c in rec.cases.values()
+        if c.reached_s is not None and not c.refused
+    ]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) by the nearest-rank method; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(slots=True)
+class CaseRecord:
+    case_id: str
+    site: str
+    node: str
+    created_s: float
+    urgency: str
+    reached_s: float | None = None
+    #: Written by a node after its revocation: must be refused, never reach HQ.
+    refused: bool = False
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """A call placed by ``site`` (kind "call") or a join by ``site`` (kind "join")."""
+
+    call_id: str
+    kind: str
+    site: str
+    peer: str
+    at_s: float
+    placed: bool
+    completed: bool = False
+    note: str = ""
+
+
+@dataclass(slots=True)
+class ConflictRecord:
+    case_id: str
+    site: str
+    register: str
+    raised_s: float
+    resolved_s: float | None = None
+
+
+@dataclass
+class Recorder:
+    """Facts of one drill run, in scenario seconds."""
+
+    sites: Sequence[str]
+    cases: dict[str, CaseRecord] = field(default_factory=dict)
+    events_created: int = 0
+    #: (t, {site: events the site holds that HQ lacks})
+    backlog: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+    #: (t, {site: linked to HQ, directly or through others})
+    connected: list[tuple[float, dict[str, bool]]] = field(default_factory=list)
+    calls: list[CallRecord] = field(default_factory=list)
+    conflicts: dict[tuple[str, str], ConflictRecord] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    #: Filled by the final check.
+    digests: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+    lost_records: int = 0
+    expected_records: int = 0
+    refused_writes: int = 0
+    refused_writes_accepted: int = 0
+    revoked: list[str] = field(default_factory=list)
+    end_s: float = 0.0
+    drained_s: float = 0.0
+
+    def case_created(self, record: CaseRecord) -> None:
+        self.cases[record.case_id] = record
+
+    def reached_hq(self, case_id: str, t: float) -> None:
+        record = self.cases.get(case_id)
+        if record is not None and record.reached_s is None:
+            record.reached_s = t
+
+    def conflict_raised(self, case_id: str, site: str, register: str, t: float) -> bool:
+        key = (case_id, register)
+        if key in self.conflicts and self.conflicts[key].resolved_s is None:
+            return False
+        self.conflicts[key] = ConflictRecord(case_id, site, register, t)
+        return True
+
+    def conflict_resolved(self, case_id: str, register: str, t: float) -> None:
+        record = self.conflicts.get((case_id, register))
+        if record is not None and record.resolved_s is None:
+            record.resolved_s = t
+
+    @property
+    def converged(self) -> bool:
+        return len(set(self.digests.values())) == 1
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _reach(records: Sequence[CaseRecord]) -> dict[str, float | int | None]:
+    records = [r for r in records if not r.refused]
+    times = [r.reached_s - r.created_s for r in records if r.reached_s is not None]
+    return {
+        "reach_hq_p50_s": _r(percentile(times, 0.5)),
+        "reach_hq_p95_s": _r(percentile(times, 0.95)),
+        "reach_hq_max_s": _r(max(times) if times else None),
+        "not_reached": sum(1 for r in records if r.reached_s is None),
+    }
+
+
+def summarise(
+    rec: Recorder, *, scenario: str, mode: str, seed: int, nodes: int
+) -> dict[str, object]:
+    """The report as a JSON-safe dict (``report.json``)."""
+    sites: dict[str, object] = {}
+    for site in rec.sites:
+        cases = [c for c in rec.cases.values() if c.site == site and not c.refused]
+        calls = [c for c in rec.calls if c.site == site]
+        conflicts = [c for c in rec.conflicts.values() if c.site == site]
+        sites[site] = {
+            "cases_created": len(cases),
+            **_reach(cases),
+            "calls_placed": sum(1 for c in calls if c.kind == "call" and c.placed),
+            "calls_completed": sum(1 for c in calls if c.kind == "call" and c.completed),
+            "calls_failed": sum(1 for c in calls if c.kind == "call" and not c.placed),
+            "joins_placed": sum(1 for c in calls if c.kind == "join" and c.placed),
+            "joins_completed": sum(1 for c in calls if c.kind == "join" and c.completed),
+            "conflicts_raised": len(conflicts),
+            "conflicts_resolved": sum(1 for c in conflicts if c.resolved_s is not None),
+            "backlog": [[_r(t), values.get(site, 0)] for t, values in rec.backlog],
+            "linked_to_hq": [[_r(t), values.get(site, False)] for t, values in rec.connected],
+        }
+    all_cases = [c for c in rec.cases.values() if not c.refused]
+    calls = [c for c in rec.calls if c.kind == "call"]
+    conflicts = list(rec.conflicts.values())
+    return {
+        "scenario": scenario,
+        "mode": mode,
+        "seed": seed,
+        "nodes": nodes,
+        "duration_s": _r(rec.end_s),
+        "drained_s": _r(rec.drained_s),
+        "ok": rec.lost_records == 0 and rec.converged,
+        "lost_records": rec.lost_records,
+        "converged": rec.converged,
+        "expected_records": rec.expected_records,
+        "events_created": rec.events_created,
+        "cases_created": len(all_cases),
+        **_reach(all_cases),
+        "calls_placed": sum(1 for c in calls if c.placed),
+        "calls_completed": sum(1 for c in calls if c.completed),
+        "conflicts_raised": len(conflicts),
+        "conflicts_resolved": sum(1 for c in conflicts if c.resolved_s is not None),
+        "revoked": sorted(rec.revoked),
+        "refused_writes": rec.refused_writes,
+        "refused_writes_accepted": rec.refused_writes_accepted,
+        "digests": dict(sorted(rec.digests.items())),
+        "missing_by_node": {k: v for k, v in sorted(rec.missing.items()) if v},
+        "calls": [
+            {
+                "call_id": c.call_id,
+                "kind": c.kind,
+                "site": c.site,
+                "peer": c.peer,
+                "at_s": _r(c.at_s),
+                "placed": c.placed,
+                "completed": c.completed,
+                "note": c.note,
+            }
+            for c in rec.calls
+        ],
+        "notes": list(rec.notes),
+        "sites": sites,
+    }

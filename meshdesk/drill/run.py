@@ -1,0 +1,71 @@
+"""Run a drill end to end: load the scenario, play it, write the report, judge it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from meshdesk.drill._nodes import SimNode
+from meshdesk.drill.metrics import Recorder, reach_times, summarise
+from meshdesk.drill.model import Scenario
+from meshdesk.drill.report import write_report
+from meshdesk.drill.scenario import load_scenario
+from meshdesk.drill.sim import NodeFactory, Progress, simulate
+from meshdesk.errors import DrillError, DrillFailed
+
+__all__ = ["MODES", "run_drill", "write_results"]
+
+#: Lab mode (real nodes in network namespaces) is not built yet; see docs/ARCHITECTURE.md.
+MODES = ("sim",)
+
+
+def write_results(
+    rec: Recorder, scenario: Scenario, *, mode: str, seed: int, out: Path, wall_s: float
+) -> dict[str, object]:
+    """Summarise ``rec``, write the report into ``out``; raise if the drill failed.
+
+    Raises:
+        DrillFailed: records were lost or the stores did not converge (the report
+            is written first and says which).
+    """
+    report = summarise(rec, scenario=scenario.name, mode=mode, seed=seed, nodes=len(scenario.nodes))
+    report["run"] = {"wall_s": round(wall_s, 2), "time_scale": scenario.time_scale}
+    write_report(report, reach_times(rec), out)
+    if not report["ok"]:
+        state = "converged" if report["converged"] else "did not converge"
+        raise DrillFailed(
+            f"drill {scenario.name} failed: {report['lost_records']} records lost, stores "
+            f"{state}; see {out / 'report.md'}"
+        )
+    return report
+
+
+def run_drill(
+    scenario_path: Path,
+    out: Path,
+    *,
+    mode: str = "sim",
+    seed: int | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    factory: NodeFactory | None = None,
+) -> dict[str, object]:
+    """Play the scenario at ``scenario_path`` and write its report into ``out``.
+
+    Returns:
+        The report (as written to ``report.json``).
+
+    Raises:
+        ScenarioError: the scenario is malformed (lines named).
+        DrillError: an unknown mode, or the simulation livelocked.
+        DrillFailed: the drill ran but lost records or did not converge.
+    """
+    scenario = load_scenario(scenario_path)
+    seed = scenario.seed if seed is None else seed
+    start = time.perf_counter()
+    if mode not in MODES:
+        raise DrillError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
+    rec = simulate(scenario, seed=seed, progress=progress, factory=factory or SimNode)
+    return write_results(
+        rec, scenario, mode=mode, seed=seed, out=out, wall_s=time.perf_counter() - start
+    )

@@ -1,0 +1,537 @@
+"""Play a scenario in one process, on a virtual clock, reproducibly from a seed.
+
+Every node is a :class:`~meshdesk.drill._nodes.SimNode`: real case events, hash
+chains and signed checkpoints, replicated by the real sans-IO sync core through
+the wire codec (:mod:`meshdesk.sync.sim`). The loop advances in steps of
+``scenario.tick`` virtual seconds: due timeline actions and workload happen, the
+revocation list spreads along live links (a node that learns it cuts links to the
+revoked node and refuses its runs), then every link delivers what is on its wires
+and every node does its store work until nothing moves; stalled cores get a tick.
+Links exist only where the topology (and the courier's visits) say; a link with
+latency delivers once per latency interval, a lossy link drops frames with a
+seeded random draw. Nothing reads the wall clock or unseeded randomness, so the
+same seed gives the same report numbers.
+
+At the end, everything is healed (links restored, nodes restarted, faults
+cleared; a courier stays where it is) and the loop drains until every link is
+idle: the final check then compares every store's digest and counts records that
+never reached HQ. Calls are placed when a path of live links joins the two sites
+and complete when it lasts the call's duration; media is not simulated.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from meshdesk.cases.fold import Draft
+from meshdesk.cases.model import CaseField, CaseState, Category, Urgency
+from meshdesk.drill._nodes import Directory, SimNode
+from meshdesk.drill.metrics import CaseRecord, Recorder, digest_of
+from meshdesk.drill.model import (
+    Action,
+    Call,
+    CallJoin,
+    Consultations,
+    Courier,
+    LinkChange,
+    LinkQuality,
+    Power,
+    Revoke,
+    Scenario,
+    edge,
+)
+from meshdesk.drill.simcalls import CallTracker
+from meshdesk.errors import DrillError, SyncError, UsageError
+from meshdesk.store.records import StoredEvent
+from meshdesk.sync.sim import Link
+
+__all__ = ["NodeFactory", "Progress", "Simulation", "simulate"]
+
+#: 2026-03-11 14:46 JST: the virtual epoch of every drill's HLC times.
+EPOCH_MS = 1_773_207_960_000
+#: Share of cases re-assessed at their origin, and re-triaged at HQ, a few minutes on.
+FOLLOWUP_SHARE = 0.25
+TRIAGE_SHARE = 0.25
+RESOLVE_AFTER_S = 60.0
+_MAX_ROUNDS = 100_000
+
+NodeFactory = Callable[..., SimNode]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    t: float
+    duration: float
+    cases: int
+    reached: int
+    backlog: int
+    links: int
+    phase: str
+
+
+class _Link(Link):
+    """A sim link with the faults of the site link it runs over."""
+
+    sites: tuple[str, str] = ("", "")
+    loss: float = 0.0
+    latency: float = 0.0
+    next_pump: float = 0.0
+    #: Had traffic since it was last seen idle (only such links are checked and ticked).
+    dirty: bool = True
+
+
+class Simulation:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        factory: NodeFactory = SimNode,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.sc = scenario
+        self.rng = random.Random(f"workload-{seed}")
+        self.faults = random.Random(f"faults-{seed}")
+        self.rec = Recorder(scenario.sites)
+        self.directory = Directory()
+        keys = random.Random(f"keys-{seed}")
+        self.nodes: dict[str, SimNode] = {
+            spec.name: factory(spec, keys, self.directory, self._stored) for spec in scenario.nodes
+        }
+        self.by_author = {n.author: n for n in self.nodes.values()}
+        self.hq = [n for n in self.nodes.values() if n.spec.role == "hq"]
+        self.site_nodes: dict[str, list[SimNode]] = {s: [] for s in scenario.sites}
+        for node in self.nodes.values():
+            self.site_nodes[node.spec.site].append(node)
+        self.up = set(scenario.edges)
+        self.quality: dict[tuple[str, str], tuple[float, float]] = {}
+        self.courier: dict[str, str] = {}
+        self.links: dict[tuple[str, str], _Link] = {}
+        self.revoked_at: dict[str, float] = {}  # author -> t
+        self.deferred: dict[str, int] = {}
+        self._event_times: dict[tuple[str, int], float] = {}
+        self.t = 0.0
+        self.draining = False
+        self._queue: list[tuple[float, int, bool, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._progress = progress
+        self.calls = CallTracker(self.rec, self._path)
+        for action in scenario.timeline:
+            self.at(action.at, functools.partial(self._act, action), drain=True)
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def at(self, t: float, fn: Callable[[], None], *, drain: bool = False) -> None:
+        """Run ``fn`` at ``t``; only ``drain`` actions still run after the end."""
+        heapq.heappush(self._queue, (t, next(self._order), drain, fn))
+
+    def run(self) -> Recorder:
+        sc = self.sc
+        self._relink()
+        next_sample = 0.0
+        while self.t <= sc.duration + 1e-9:
+            self._step()
+            if self.t >= next_sample - 1e-9:
+                self._sample("drill")
+                next_sample += sc.sample
+            self.t = round(self.t + sc.tick, 6)
+        self.rec.end_s = sc.duration
+        self._heal()
+        limit = sc.duration + sc.drain
+        while self.t <= limit:
+            self._step()
+            if self.t >= next_sample - 1e-9:
+                self._sample("drain")
+                next_sample += sc.sample
+            if self._quiet():
+                break
+            self.t = round(self.t + sc.tick, 6)
+        self._sample("drain")
+        self.rec.drained_s = self.t - sc.duration
+        if not self._quiet():
+            self.rec.notes.append(f"replication was still busy {sc.drain:g} s after the end")
+        self._final_check()
+        return self.rec
+
+    def _step(self) -> None:
+        while self._queue and self._queue[0][0] <= self.t + 1e-9:
+            _, _, drain, fn = heapq.heappop(self._queue)
+            if drain or not self.draining:
+                fn()
+        self._spread_revocations()
+        self._settle()
+        self.calls.check(self.t)
+
+    def _quiet(self) -> bool:
+        limit = self.sc.duration + self.sc.drain
+        pending = any(t <= limit and drain for t, _, drain, _ in self._queue)
+        return not pending and not any(link.dirty for link in self.links.values())
+
+    # -- the network ---------------------------------------------------------------------
+
+    def _wanted(self) -> set[tuple[str, str]]:
+        pairs: set[tuple[str, str]] = set()
+        for a_site, b_site in self.up:
+            for a in self.site_nodes[a_site]:
+                for b in self.site_nodes[b_site]:
+                    if a is not b:
+                        pairs.add(edge(a.name, b.name))
+        for courier, site in self.courier.items():
+            for b in self.site_nodes[site]:
+                if b.name != courier:
+                    pairs.add(edge(courier, b.name))
+        out = set()
+        for a_name, b_name in pairs:
+            a, b = self.nodes[a_name], self.nodes[b_name]
+            if a.alive and b.alive and a.author not in b.revoked and b.author not in a.revoked:
+                out.add((a_name, b_name))
+        return out
+
+    def _relink(self) -> None:
+        wanted = self._wanted()
+        for pair in sorted(set(self.links) - wanted):
+            self.links.pop(pair).close()
+        for pair in sorted(wanted - set(self.links)):
+            a, b = self.nodes[pair[0]], self.nodes[pair[1]]
+            link = self.links[pair] = _Link(a, b)
+            link.sites = edge(a.spec.site, b.spec.site)
+            link.loss, link.latency = self.quality.get(link.sites, (0.0, 0.0))
+
+    def _settle(self) -> None:
+        links = [self.links[p] for p in sorted(self.links)]
+        for _ in range(_MAX_ROUNDS):
+            moved = False
+            for link in links:
+                if link.closed or not (link.wires[0] or link.wires[1]):
+                    continue
+                if link.latency and self.t < link.next_pump - 1e-9:
+                    continue
+                if link.latency:
+                    link.next_pump = self.t + link.latency
+                moved = link.dirty = True
+                for side in (0, 1):
+                    for _ in range(len(link.wires[side])):
+                        if link.loss and self.faults.random() < link.loss:
+                            link.drop(side)
+                        elif not link.closed:
+                            link.deliver(side)
+            for node in self.nodes.values():
+                if node.work:
+                    moved = node.run_work() > 0 or moved
+            if not moved:
+                break
+        else:
+            raise DrillError("replication did not settle (a livelock in the simulation)")
+        for link in links:
+            if link.dirty and not link.closed:
+                if link.idle:
+                    link.dirty = False
+                else:
+                    link.tick()
+
+    def _path(self, a: Iterable[SimNode], b: Iterable[SimNode]) -> bool:
+        """Is any of ``a`` joined to any of ``b`` by live links?"""
+        targets = {n.name for n in b if n.alive}
+        frontier = deque(n.name for n in a if n.alive)
+        seen = set(frontier)
+        adjacent: dict[str, list[str]] = {}
+        for x, y in self.links:
+            adjacent.setdefault(x, []).append(y)
+            adjacent.setdefault(y, []).append(x)
+        while frontier:
+            name = frontier.popleft()
+            if name in targets:
+                return True
+            for other in adjacent.get(name, ()):
+                if other not in seen:
+                    seen.add(other)
+                    frontier.append(other)
+        return False
+
+    def _spread_revocations(self) -> None:
+        if not self.revoked_at:
+            return
+        changed = True
+        while changed:
+            changed = False
+            for a_name, b_name in list(self.links):
+                a, b = self.nodes[a_name], self.nodes[b_name]
+                for src, dst in ((a, b), (b, a)):
+                    if src.author in self.revoked_at or dst.author in self.revoked_at:
+                        continue
+                    fresh = src.revoked - dst.revoked
+                    if fresh:
+                        dst.revoked |= fresh
+                        changed = True
+            if changed:
+                self._relink()
+
+    # -- timeline ------------------------------------------------------------------------
+
+    def _act(self, action: Action) -> None:
+        if self.draining and not isinstance(action, Courier | LinkChange | Power):
+            return
+        match action:
+            case LinkChange(up=up, edges=edges):
+                (self.up.update if up else self.up.difference_update)(edges)
+                self._relink()
+            case LinkQuality(edges=edges, loss=loss, latency=latency):
+                for e in edges:
+                    self.quality[e] = (loss, latency)
+                    for link in self.links.values():
+                        if link.sites == e:
+                            link.loss, link.latency = loss, latency
+            case Power(node=name, on=on):
+                self._power(self.nodes[name], on)
+            case Consultations() as c:
+                self._next_consultation(c, self.t)
+            case Call() | CallJoin():
+                self.calls.act(action, self.t, self.site_nodes, self.nodes.values())
+            case Courier(node=name, site=site):
+                if site is None:
+                    self.courier.pop(name, None)
+                else:
+                    self.courier[name] = site
+                self._relink()
+            case Revoke(node=name, reason=reason):
+                author = self.nodes[name].author
+                self.revoked_at[author] = self.t
+                self.rec.revoked.append(name)
+                self.rec.notes.append(f"{name} revoked at {self.t:g} s ({reason})")
+                for node in self.hq:
+                    node.revoked.add(author)
+                self._relink()
+
+    def _power(self, node: SimNode, on: bool) -> None:
+        if node.alive == on:
+            return
+        node.alive = on
+        if not on:
+            node.crash()
+        self._relink()
+        if on and self.deferred.get(node.spec.site):
+            for _ in range(self.deferred.pop(node.spec.site)):
+                self._open_case(node, self.rng.choice(list(Category)), Urgency.NORMAL)
+
+    def _heal(self) -> None:
+        self.draining = True
+        self.up = set(self.sc.edges)
+        self.quality.clear()
+        for link in self.links.values():
+            link.loss = link.latency = 0.0
+        for node in self.nodes.values():
+            if not node.alive and node.author not in self.revoked_at:
+                self._power(node, True)
+        self._relink()
+
+    # -- workload ------------------------------------------------------------------------
+
+    def _next_consultation(self, c: Consultations, after: float) -> None:
+        t = after + self.rng.expovariate(c.per_minute / 60.0)
+        if t < c.until:
+            self.at(t, lambda: self._consult(c))
+
+    def _consult(self, c: Consultations) -> None:
+        self._next_consultation(c, self.t)
+        category = _pick(self.rng, c.categories)
+        urgency = _pick(self.rng, c.urgency)
+        alive = [n for n in self.site_nodes[c.site] if n.alive]
+        if not alive:
+            self.deferred[c.site] = self.deferred.get(c.site, 0) + 1
+            return
+        self._open_case(self.rng.choice(alive), category, urgency)
+
+    def _wall(self) -> int:
+        return EPOCH_MS + int(self.t * 1000)
+
+    def _open_case(self, node: SimNode, category: str, urgency: str) -> None:
+        draft = node.writer.open_case(
+            wall_ms=self._wall(), site=node.spec.site, category=category, urgency=urgency
+        )
+        node.own_cases.add(draft.case_id)
+        refused = node.author in self.revoked_at
+        self.rec.case_created(
+            CaseRecord(
+                draft.case_id, node.spec.site, node.name, self.t, str(urgency), None, refused
+            )
+        )
+        self._write(node, [draft])
+        if self.rng.random() < FOLLOWUP_SHARE:
+            case_id = draft.case_id
+            self.at(self.t + self.rng.uniform(60, 300), lambda: self._reassess(node, case_id))
+
+    def _write(self, node: SimNode, drafts: Sequence[Draft]) -> None:
+        events = node.write(drafts)
+        self.rec.events_created += len(events)
+        for event in events:
+            self._event_times[(event.author, event.seq)] = self.t
+        if node.author in self.revoked_at:
+            self.rec.refused_writes += len(events)
+
+    def _reassess(self, node: SimNode, case_id: str) -> None:
+        """The origin changes the urgency it first gave (on what it holds of the case)."""
+        state = node.case_state(case_id)
+        if self.draining or not node.alive or state is None or not state.opened:
+            return
+        self._set_urgency(node, state, case_id)
+
+    def _set_urgency(self, node: SimNode, state: CaseState, case_id: str) -> None:
+        choices = [u for u in Urgency if u is not state.urgency]
+        try:
+            draft = node.writer.set_field(
+                state, CaseField.URGENCY, self.rng.choice(choices), wall_ms=self._wall()
+            )
+        except UsageError:
+            return
+        self._write(node, [draft])
+
+    def _stored(self, node: SimNode, events: Sequence[StoredEvent]) -> None:
+        if not node.index_all:
+            return
+        touched = set()
+        for event in events:
+            if event.case_id is None:
+                continue
+            if SimNode.opens_case(event):
+                if event.case_id in self.rec.cases:
+                    first = self.rec.cases[event.case_id].reached_s is None
+                    self.rec.reached_hq(event.case_id, self.t)
+                    origin = self.by_author.get(event.author)
+                    if (
+                        first
+                        and origin is not None
+                        and origin.spec.role != "hq"
+                        and not self.draining
+                        and self.rng.random() < TRIAGE_SHARE
+                    ):
+                        case_id = event.case_id
+                        self.at(
+                            self.t + self.rng.uniform(30, 180),
+                            functools.partial(self._triage, node, case_id),
+                        )
+            else:
+                touched.add(event.case_id)
+        for case_id in sorted(touched):
+            self._check_conflicts(node, case_id)
+
+    def _triage(self, node: SimNode, case_id: str) -> None:
+        state = node.case_state(case_id)
+        if self.draining or not node.alive or state is None or not state.opened:
+            return
+        self._set_urgency(node, state, case_id)
+
+    def _check_conflicts(self, node: SimNode, case_id: str) -> None:
+        state = node.case_state(case_id)
+        record = self.rec.cases.get(case_id)
+        if state is None or record is None:
+            return
+        for conflict in state.conflicts:
+            if self.rec.conflict_raised(case_id, record.site, conflict.field, self.t):
+                register = conflict.field
+                self.at(
+                    self.t + RESOLVE_AFTER_S,
+                    functools.partial(self._resolve, node, case_id, register),
+                    drain=True,
+                )
+
+    def _resolve(self, node: SimNode, case_id: str, register: str) -> None:
+        """An HQ operator settles a conflict by writing the newest candidate's value."""
+        state = node.case_state(case_id)
+        if state is None or not node.alive:
+            return
+        conflict = state.conflict(register)
+        if conflict is None:
+            self.rec.conflict_resolved(case_id, register, self.t)
+            return
+        value = conflict.candidates[0].value
+        draft = node.writer.resolve_conflict(state, register, value, wall_ms=self._wall())
+        self._write(node, [draft])
+        self.rec.conflict_resolved(case_id, register, self.t)
+
+    # -- measuring -----------------------------------------------------------------------
+
+    def _sample(self, phase: str) -> None:
+        hq_heads: dict[str, int] = {}
+        for hq in self.hq:
+            for author, chain in hq.store.events.items():
+                hq_heads[author] = max(hq_heads.get(author, 0), len(chain))
+        backlog: dict[str, int] = {}
+        linked: dict[str, bool] = {}
+        for site, members in self.site_nodes.items():
+            best: dict[str, int] = {}
+            for node in members:
+                for author, chain in node.store.events.items():
+                    best[author] = max(best.get(author, 0), len(chain))
+            backlog[site] = sum(max(0, n - hq_heads.get(a, 0)) for a, n in best.items())
+            linked[site] = self._path(members, self.hq)
+        self.rec.backlog.append((round(self.t, 3), backlog))
+        self.rec.connected.append((round(self.t, 3), linked))
+        if self._progress is not None:
+            reached = sum(1 for c in self.rec.cases.values() if c.reached_s is not None)
+            self._progress(
+                Progress(
+                    self.t,
+                    self.sc.duration,
+                    len(self.rec.cases),
+                    reached,
+                    sum(backlog.values()),
+                    len(self.links),
+                    phase,
+                )
+            )
+
+    def _final_check(self) -> None:
+        rec = self.rec
+        expected: set[tuple[str, int]] = set()
+        thief: set[tuple[str, int]] = set()
+        for node in self.nodes.values():
+            cutoff = self.revoked_at.get(node.author)
+            for event in node.store.events.get(node.author, ()):
+                created = self._event_times.get((node.author, event.seq), 0.0)
+                key = (node.author, event.seq)
+                (thief if cutoff is not None and created >= cutoff else expected).add(key)
+        rec.expected_records = len(expected)
+        at_hq = {
+            (a, e.seq) for hq in self.hq for a, chain in hq.store.events.items() for e in chain
+        }
+        rec.lost_records = len(expected - at_hq)
+        for node in self.nodes.values():
+            if node.author in self.revoked_at:
+                continue
+            held = {(a, e.seq) for a, chain in node.store.events.items() for e in chain}
+            rec.missing[node.name] = len(expected - held)
+            rec.refused_writes_accepted += len(thief & held)
+            rec.digests[node.name] = digest_of(
+                (a, e.seq, e.hash) for a, chain in node.store.events.items() for e in chain
+            )
+        if self.deferred:
+            rec.notes.append(f"consultations never recorded (site without power): {self.deferred}")
+
+
+def _pick(rng: random.Random, mix: Sequence[tuple[str, float]]) -> str:
+    names = [name for name, _ in mix]
+    return rng.choices(names, weights=[w for _, w in mix])[0]
+
+
+def simulate(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    factory: NodeFactory = SimNode,
+    progress: Callable[[Progress], None] | None = None,
+) -> Recorder:
+    """Play ``scenario`` in memory; the :class:`Recorder` holds everything measured.
+
+    Raises:
+        DrillError: replication livelocked (a bug the drill exists to catch).
+    """
+    sim = Simulation(scenario, scenario.seed if seed is None else seed, factory, progress)
+    try:
+        return sim.run()
+    except SyncError as exc:
+        raise DrillError(f"simulation failed at {sim.t:g} s: {exc}") from exc

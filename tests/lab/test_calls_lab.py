@@ -1,0 +1,271 @@
+"""Calls between real ``meshdesk run`` processes on a namespaced LAN (issue 5, point 7).
+
+aioice ignores loopback, so calls need the lab: each node runs in its own network
+namespace with a veth on the lab bridge. Calls are placed with ``meshdesk call``
+(the CLI, through the caller's control socket) or straight through control ops.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _nodes import (
+    MESHDESK,
+    Deployment,
+    RunningNode,
+    all_linked,
+    start_node,
+)
+
+pytestmark = pytest.mark.lab
+
+#: Linking, mDNS and dialling (no stated product limit).
+LINKED_WITHIN = 15.0
+#: The product's limit: a cut link ends the call on both sides this soon.
+CUT_ENDS_CALL_WITHIN = 6.0
+
+
+def _calls_config(home: Path) -> None:
+    home.joinpath("config.toml").write_text('[calls]\nauto_accept = true\nmedia = "synthetic"\n')
+
+
+def _nodes(tmp_path: Path, lab: Any, names: list[str], wait_until: Any) -> list[RunningNode]:
+    city = Deployment(tmp_path / "city", "City", hq=names[0])
+    for name in names[1:]:
+        city.provision(name)
+    nodes = []
+    for index, name in enumerate(names):
+        _calls_config(city.homes[name])
+        nodes.append(
+            start_node(lab, f"h{index + 1}", name, city.homes[name], wait_until=wait_until)
+        )
+    wait_until(all_linked(nodes), timeout=LINKED_WITHIN, message="every node linked")
+    return nodes
+
+
+def meshdesk_call(node: RunningNode, *args: str) -> dict[str, Any]:
+    """``meshdesk call ... --json`` against ``node``'s control socket; the printed object."""
+    argv = [MESHDESK, "call", "--home", str(node.home), "--media", "synthetic", "--json", *args]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL, check=False
+    )
+    assert proc.returncode == 0, f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stderr}"
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def only_call(node: RunningNode) -> dict[str, Any]:
+    calls: list[dict[str, Any]] = node.call("calls")
+    assert len(calls) == 1, calls
+    return calls[0]
+
+
+def _netns(node: RunningNode, *argv: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.host.netns, *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    return proc.stdout
+
+
+def _watch_egress(node: RunningNode) -> str:
+    """Count what ``node``'s namespace sends: off the lab subnet (mDNS's own group
+    aside), to STUN/TURN ports, and UDP to the lab (the media: proof the counting works)."""
+    cidr = _netns(node, "ip", "-o", "-4", "addr", "show", "dev", node.host.iface).split()[3]
+    table = "mdcallwatch"
+    _netns(
+        node,
+        "nft",
+        "-f",
+        "-",
+        stdin=f"""
+table inet {table} {{
+    chain out {{
+        type filter hook output priority 0; policy accept;
+        oifname != "lo" ip daddr != {{ {cidr}, 224.0.0.251 }} counter comment "offlab"
+        udp dport {{ 3478, 5349, 19302 }} counter comment "stun"
+        tcp dport {{ 3478, 5349 }} counter comment "turn"
+        oifname != "lo" ip daddr {cidr} meta l4proto udp counter comment "labudp"
+    }}
+}}
+""",
+    )
+    return table
+
+
+def _counters(node: RunningNode, table: str) -> dict[str, int]:
+    rules = json.loads(_netns(node, "nft", "-j", "list", "table", "inet", table))["nftables"]
+    counts: dict[str, int] = {}
+    for item in rules:
+        rule = item.get("rule")
+        if rule is None:
+            continue
+        packets = next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+        counts[rule["comment"]] = packets
+    return counts
+
+
+def test_one_to_one_call_carries_frames_both_ways_and_nothing_leaves_the_lab(
+    lab_factory: Any, tmp_path: Path, wait_until: Any
+) -> None:
+    lab = lab_factory(2)
+    a, b = _nodes(tmp_path, lab, ["a", "b"], wait_until)
+    watches = {node.name: _watch_egress(node) for node in (a, b)}
+
+    result = meshdesk_call(a, "b", "--duration", "3")
+
+    assert result["state"] == "ended"
+    assert result["direction"] == "outgoing"
+    assert result["video_frames_sent"] > 30
+    assert result["video_frames_received"] > 30
+    assert result["audio_frames_received"] > 50
+    assert result["setup_ms"] is not None
+    assert result["setup_ms"] > 0
+    names = {p["name"]: p["state"] for p in result["participants"]}
+    assert set(names) == {"a", "b"}
+    # The callee saw the same call and received our frames.
+    wait_until(lambda: only_call(b)["state"] == "ended", timeout=5, message="b's call ended")
+    theirs = only_call(b)
+    assert theirs["call_id"] == result["call_id"]
+    assert theirs["direction"] == "incoming"
+    assert theirs["stats"]["video_frames_received"] > 30
+    assert theirs["stats"]["audio_frames_received"] > 50
+    # No STUN or TURN, nothing off the lab subnet; the media itself was counted.
+    for node in (a, b):
+        counts = _counters(node, watches[node.name])
+        assert counts["stun"] == 0, counts
+        assert counts["turn"] == 0, counts
+        assert counts["offlab"] == 0, counts
+        assert counts["labudp"] > 100, counts
+
+
+def test_audio_only_call_survives_five_percent_loss(
+    lab_factory: Any, tmp_path: Path, wait_until: Any
+) -> None:
+    lab = lab_factory(2)
+    a, b = _nodes(tmp_path, lab, ["a", "b"], wait_until)
+    lab.netem("h1", loss_pct=5)
+    lab.netem("h2", loss_pct=5)
+
+    result = meshdesk_call(a, "b", "--duration", "4", "--audio-only")
+
+    assert result["audio_only"] is True
+    assert result["video_frames_sent"] == 0
+    # 4 s of 20 ms frames is 200; with 5 % loss each way most of them still arrive.
+    assert result["audio_frames_received"] > 120
+    assert result["reason"] == "hung up"
+    wait_until(lambda: only_call(b)["state"] == "ended", timeout=5, message="b's call ended")
+    assert only_call(b)["stats"]["audio_frames_received"] > 120
+
+
+def test_three_way_call_meshes_and_survives_one_leaving(
+    lab_factory: Any, tmp_path: Path, wait_until: Any
+) -> None:
+    lab = lab_factory(3)
+    a, b, c = _nodes(tmp_path, lab, ["a", "b", "c"], wait_until)
+    call = a.call("call_start", {"peer": "b", "media": "synthetic", "audio_only": False})
+    call_id = call["call_id"]
+    wait_until(lambda: only_call(a)["state"] == "active", timeout=10, message="a-b active")
+    a.call("call_invite", {"call_id": call_id, "peer": "c"})
+
+    def everyone_connected() -> bool:
+        for node in (a, b, c):
+            parts = {p["name"]: p["state"] for p in only_call(node)["participants"]}
+            if parts != {"a": "connected", "b": "connected", "c": "connected"}:
+                return False
+        return True
+
+    wait_until(everyone_connected, timeout=15, message="a, b and c all connected to each other")
+    # c receives video from both a and b over its own legs (a full mesh).
+    before = only_call(c)["stats"]["video_frames_received"]
+    wait_until(
+        lambda: only_call(c)["stats"]["video_frames_received"] > before + 60,
+        timeout=10,
+        message="c keeps receiving video",
+    )
+    b.call("call_hangup", {"call_id": call_id})
+
+    def b_left_others_stay() -> bool:
+        for node in (a, c):
+            view = only_call(node)
+            parts = {p["name"]: p["state"] for p in view["participants"]}
+            if view["state"] != "active" or parts.get("b") != "left":
+                return False
+        return True
+
+    wait_until(b_left_others_stay, timeout=10, message="b left; a and c still in the call")
+    received = only_call(c)["stats"]["audio_frames_received"]
+    wait_until(
+        lambda: only_call(c)["stats"]["audio_frames_received"] > received + 50,
+        timeout=10,
+        message="a and c still talk",
+    )
+    a.call("call_hangup", {"call_id": call_id})
+    wait_until(lambda: only_call(c)["state"] == "ended", timeout=10, message="c's call ended")
+
+
+def test_link_cut_ends_the_call_on_both_sides_and_logs_it_on_the_case(
+    lab_factory: Any, tmp_path: Path, wait_until: Any
+) -> None:
+    lab = lab_factory(2)
+    a, b = _nodes(tmp_path, lab, ["a", "b"], wait_until)
+    case = a.case("new", category="medical", urgency="high", name="市民 太郎")
+    wait_until(lambda: any(c["id"] == case["id"] for c in b.cases()), timeout=10,
+               message="the case reached b")  # fmt: skip
+    call = a.call("call_start", {"peer": "b", "case": case["id"], "media": "synthetic"})
+    wait_until(lambda: only_call(b)["state"] == "active", timeout=10, message="call active")
+    wait_until(lambda: only_call(b)["stats"]["video_frames_received"] > 30, timeout=10,
+               message="media flows")  # fmt: skip
+
+    lab.cut("h2")
+    cut_at = time.monotonic()
+
+    def ended_both() -> bool:
+        return all(only_call(node)["state"] == "ended" for node in (a, b))
+
+    wait_until(ended_both, timeout=CUT_ENDS_CALL_WITHIN, message="the call ended on both sides")
+    assert time.monotonic() - cut_at <= CUT_ENDS_CALL_WITHIN + 1
+    for node in (a, b):
+        ended = only_call(node)
+        assert ended["call_id"] == call["call_id"]
+        assert any(p["state"] == "dropped" for p in ended["participants"]), ended
+
+    def logged(node: RunningNode) -> bool:
+        return any(c["id"] == call["call_id"] for c in node.show(case["id"]).get("calls", []))
+
+    wait_until(lambda: logged(a) and logged(b), timeout=5, message="the call is on the case")
+    entry = next(c for c in a.show(case["id"])["calls"] if c["id"] == call["call_id"])
+    assert len(entry["participants"]) == 2
+    assert entry["duration_s"] >= 0
+
+
+PROBE = Path(__file__).with_name("call_probe.py")
+
+
+def test_a_tampered_dtls_fingerprint_fails_the_call(lab_factory: Any) -> None:
+    lab = lab_factory(1)
+
+    def probe(mode: str) -> dict[str, Any]:
+        proc = lab.run("h1", [sys.executable, str(PROBE), mode], timeout=60)
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    intact = probe("intact")
+    assert intact["state"] == "connected", intact
+    assert intact["a_video_received"] > 10, intact
+
+    tampered = probe("tampered")
+    assert tampered["state"] == "failed", tampered
+    assert tampered["a_video_received"] == 0, tampered
+    assert tampered["a_audio_received"] == 0, tampered
+    assert tampered["b_video_received"] == 0, tampered

@@ -1,0 +1,149 @@
+"""Drills in sim mode: reproducible, reported, and able to fail."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from meshdesk.cli import main
+from meshdesk.drill import load_scenario
+from meshdesk.drill._nodes import SimNode
+from meshdesk.drill.run import run_drill
+from meshdesk.drill.sim import simulate
+from meshdesk.errors import DrillFailed
+from meshdesk.store.records import Checkpoint, StoredEvent
+from meshdesk.sync.messages import LocalRun
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "field-kit" / "scenarios"
+REQUIRED = ("lost_records", "converged", "cases_created", "reach_hq_p95_s")
+
+
+def _without_run(report: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in report.items() if k != "run"}
+
+
+def test_smoke_report_files_and_keys(tmp_path: Path) -> None:
+    report = run_drill(SCENARIOS / "smoke.toml", tmp_path)
+    for name in ("report.md", "report.html", "report.json", "backlog.png", "links.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "backlog.png").read_bytes().startswith(b"\x89PNG")
+    written = json.loads((tmp_path / "report.json").read_text())
+    for key in REQUIRED:
+        assert key in written
+    assert written["lost_records"] == 0
+    assert written["converged"] is True
+    assert written["cases_created"] > 0
+    assert len(set(written["digests"].values())) == 1
+    assert len(written["digests"]) == 3
+    sites = written["sites"]
+    assert set(sites) == {"hq", "centre-a", "centre-b"}
+    # centre-b was cut for 15 s: it was unlinked at some sample and built a backlog.
+    assert not all(up for _, up in sites["centre-b"]["linked_to_hq"])
+    assert report["calls_placed"] == 1
+    assert (
+        "report.md" in (tmp_path / "report.html").read_text()
+        or "<img" in (tmp_path / "report.html").read_text()
+    )
+
+
+def test_same_seed_same_numbers(tmp_path: Path) -> None:
+    first = run_drill(SCENARIOS / "smoke.toml", tmp_path / "a", seed=11)
+    second = run_drill(SCENARIOS / "smoke.toml", tmp_path / "b", seed=11)
+    assert _without_run(first) == _without_run(second)
+    third = run_drill(SCENARIOS / "smoke.toml", tmp_path / "c", seed=12)
+    assert _without_run(third) != _without_run(first)
+
+
+class LossyNode(SimNode):
+    """Broken on purpose: says it stored some peers' runs but keeps nothing of them."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._drop = random.Random(f"lossy-{self.name}")
+
+    def store_run(self, events: Sequence[StoredEvent], checkpoint: Checkpoint) -> LocalRun | None:
+        if (
+            self.spec.role == "hq"
+            and checkpoint.author != self.author
+            and self._drop.random() < 0.3
+        ):
+            return None
+        return super().store_run(events, checkpoint)
+
+
+def test_lossy_store_fails_the_drill(tmp_path: Path) -> None:
+    with pytest.raises(DrillFailed, match="records lost") as info:
+        run_drill(SCENARIOS / "smoke.toml", tmp_path, factory=LossyNode)
+    assert info.value.exit_code != 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["lost_records"] > 0
+    assert report["converged"] is False
+    assert report["ok"] is False
+    assert "FAIL" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_drill_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drill", "smoke", "--report", str(tmp_path / "ok"), "--quiet"]) == 0
+    assert "PASS" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        (SCENARIOS / "smoke.toml").read_text().replace('node = "centre-a"', 'node = "x"')
+    )
+    assert main(["drill", str(bad), "--report", str(tmp_path / "bad")]) == 12
+    err = capsys.readouterr().err
+    assert "bad.toml:" in err
+    assert "unknown node 'x'" in err
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("name", ["yokote-12", "flood-courier", "stolen-laptop"])
+def test_shipped_scenarios_pass_in_sim(name: str, tmp_path: Path) -> None:
+    report = run_drill(SCENARIOS / f"{name}.toml", tmp_path)
+    assert report["lost_records"] == 0
+    assert report["converged"] is True
+    assert report["not_reached"] == 0
+
+
+def test_yokote_isolated_branch_waits_its_ten_minutes(tmp_path: Path) -> None:
+    report = run_drill(SCENARIOS / "yokote-12.toml", tmp_path)
+    site = report["sites"]["omonogawa"]  # type: ignore[index]
+    unlinked = [t for t, up in site["linked_to_hq"] if not up]
+    assert unlinked
+    assert max(unlinked) - min(unlinked) >= 9 * 60
+    # Cases written in the outage reached HQ only after it: the max is minutes.
+    gym = report["sites"]["centre-omonogawa-gym"]  # type: ignore[index]
+    assert max(site["reach_hq_max_s"], gym["reach_hq_max_s"]) >= 300
+
+
+def test_stolen_laptop_writes_are_refused_everywhere(tmp_path: Path) -> None:
+    report = run_drill(SCENARIOS / "stolen-laptop.toml", tmp_path)
+    assert report["revoked"] == ["mobile-laptop-1"]
+    assert report["refused_writes"] > 0
+    assert report["refused_writes_accepted"] == 0
+    assert "mobile-laptop-1" not in report["digests"]  # type: ignore[operator]
+
+
+class _Forgetful(set[str]):
+    def add(self, item: str) -> None:
+        return None
+
+    def __ior__(self, other: object) -> _Forgetful:  # type: ignore[override,misc]
+        return self
+
+
+class DeafNode(SimNode):
+    """Broken on purpose: never takes in a revocation list."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.revoked = _Forgetful()
+
+
+def test_ignoring_revocation_is_caught() -> None:
+    rec = simulate(load_scenario(SCENARIOS / "stolen-laptop.toml"), factory=DeafNode)
+    assert rec.refused_writes > 0
+    assert rec.refused_writes_accepted > 0
