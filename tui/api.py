@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from meshdesk.errors import MeshdeskError
+from meshdesk.events import NodeEvent
 
 __all__ = ["CALL_OPS", "ConnectionLost", "Event", "NodeApi"]
 
@@ -35,13 +35,8 @@ class ConnectionLost(MeshdeskError):
     """The console cannot reach the node (it stopped, or its socket went away)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event from the node's bus: ``peer``, ``case``, ``sync``, ``log``, ``call``…"""
-
-    kind: str
-    data: Mapping[str, Any]
-    ts_ms: int
+#: One event from the node's bus: ``peer``, ``case``, ``sync``, ``log``, ``call``, ``lagged``.
+Event = NodeEvent
 
 
 @runtime_checkable

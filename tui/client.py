@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,9 +12,6 @@ from meshdesk.errors import MeshdeskError, UsageError
 from meshdesk.tui.api import CALL_OPS, ConnectionLost, Event
 
 __all__ = ["SocketNode"]
-
-#: Longest event line accepted from the node.
-_MAX_LINE = control.MAX_LINE
 
 
 class SocketNode:
@@ -68,51 +63,18 @@ class SocketNode:
     async def events(
         self, kinds: Collection[str] | None = None
     ) -> AsyncIterator[AsyncIterator[Event]]:
+        wanted = None if kinds is None else list(kinds)
         try:
-            async with asyncio.timeout(self._wait):
-                reader, writer = await asyncio.open_unix_connection(
-                    str(self._path), limit=_MAX_LINE
-                )
-        except (OSError, TimeoutError) as exc:
-            raise ConnectionLost(f"no node is running in {self.where}") from exc
-        try:
-            try:
-                request = {
-                    "op": "subscribe",
-                    "args": {"kinds": None if kinds is None else list(kinds)},
-                }
-                writer.write(json.dumps(request).encode() + b"\n")
-                await writer.drain()
-                async with asyncio.timeout(self._wait):
-                    first = await reader.readline()
-                reply = json.loads(first) if first else None
-            except (OSError, ValueError, TimeoutError) as exc:
-                raise ConnectionLost(f"lost the node in {self.where}: {exc}") from exc
-            if reply is None:
-                raise ConnectionLost(f"the node in {self.where} closed the event stream")
-            if not isinstance(reply, dict) or not reply.get("ok"):
-                error = reply.get("error") if isinstance(reply, dict) else None
-                raise MeshdeskError(str(error or "the node refused to stream events"))
-            yield _stream(reader, self.where)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await asyncio.shield(writer.wait_closed())
+            async with control.subscribe(self._path, wanted, wait=self._wait) as stream:
+                yield _lost_on_end(stream)
+        except control.NodeNotRunning as exc:
+            raise ConnectionLost(str(exc)) from exc
 
 
-async def _stream(reader: asyncio.StreamReader, where: str) -> AsyncIterator[Event]:
-    while True:
-        try:
-            line = await reader.readline()
-        except (OSError, ValueError) as exc:
-            raise ConnectionLost(f"lost the node in {where}: {exc}") from exc
-        if not line:
-            return
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConnectionLost(f"the node in {where} sent a bad event line") from exc
-        kind, data, ts = obj.get("event"), obj.get("data"), obj.get("ts_ms")
-        if not isinstance(kind, str) or not isinstance(data, dict) or not isinstance(ts, int):
-            raise ConnectionLost(f"the node in {where} sent a malformed event")
-        yield Event(kind, data, ts)
+async def _lost_on_end(stream: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """The node's stream, with its end (the node went away) as :class:`ConnectionLost`."""
+    try:
+        async for event in stream:
+            yield event
+    except control.NodeNotRunning as exc:
+        raise ConnectionLost(str(exc)) from exc
