@@ -21,7 +21,7 @@ from meshdesk.identity import Role
 from meshdesk.node import Node
 from meshdesk.tui import MeshdeskApp, SocketNode
 from meshdesk.tui.screens import CaseFormScreen, QueueScreen
-from meshdesk.tui.widgets import CaseTable
+from meshdesk.tui.widgets import Banner, CaseTable
 from meshdesk.tui.widgets.conflict import ConflictView
 
 NOW = dt.datetime.now(dt.UTC)
@@ -189,3 +189,31 @@ async def test_resolve_a_real_conflict_with_one_key(hq: Node, homes: dict[str, N
 
             await settle(pilot, resolved, "conflict resolved by one key")
             assert str((await hq.cases.state(case.id)).urgency) == values[1]
+
+
+async def test_events_from_the_mesh_and_a_node_restart(homes: dict[str, NodeHome]) -> None:
+    """A case made at the centre reaches the HQ console by sync events alone; when the
+    HQ node stops the banner shows, and when it is back the console reconnects."""
+    hq_home = homes["hq"]
+    node = await Node(hq_home, _config(hq_home, [])).__aenter__()
+    try:
+        app = console(node)
+        async with app.run_test(size=SIZE) as pilot:
+            banner = app.screen.query_one(Banner)
+            await settle(pilot, lambda: app.desk.connected, "connected")
+            async with centre_node(homes, node) as centre:
+                made = await centre.cases.open_case(
+                    op="c", category="supplies", urgency="high", personal=Personal(name="B")
+                )
+                await settle(
+                    pilot,
+                    lambda: app.desk.index.get(made.id) is not None,
+                    "the centre's case reached the HQ console",
+                )
+            await node.aclose()
+            await settle(pilot, lambda: banner.shown, "banner shown while the node is down")
+            node = await Node(hq_home, _config(hq_home, [])).__aenter__()
+            await settle(pilot, lambda: not banner.shown, "reconnected by itself")
+            assert app.is_running
+    finally:
+        await node.aclose()
