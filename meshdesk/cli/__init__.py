@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from meshdesk._version import __version__
 from meshdesk.bench import add_bench_parser
-from meshdesk.cli import _commands, _run
+from meshdesk.cli import _commands, _demo, _run
 from meshdesk.cli._call import add_call_parser
 from meshdesk.cli._cases import add_case_parser
 from meshdesk.cli._console import add_tui_parser
@@ -150,12 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_drill_parser(commands)
 
     demo = commands.add_parser(
-        "demo", help="make a throw-away deployment (HQ + two centres) and show it"
+        "demo",
+        help="a throw-away deployment (HQ + two centres) running, with the console on HQ",
     )
     demo.add_argument(
         "--dir", metavar="DIR", help="keep the deployment in DIR instead of a temp folder"
     )
-    demo.set_defaults(handler=_commands.demo)
+    demo.add_argument(
+        "--loopback",
+        action="store_true",
+        help="run the nodes on loopback even as root (default as root: lab namespaces)",
+    )
+    demo.add_argument(
+        "--no-console", action="store_true", help="report what happened instead of the console"
+    )
+    demo.add_argument(
+        "--provision-only", action="store_true", help="only make the deployment; run nothing"
+    )
+    demo.set_defaults(handler=_demo.demo)
     return parser
 
 

@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import json
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -253,21 +252,8 @@ _DEMO_CENTRES = (
 )
 
 
-def demo(args: argparse.Namespace, env: Env) -> int:
-    """A throw-away deployment: HQ plus two centres, provisioned from kits."""
-    if args.dir is not None:
-        root = Path(args.dir).absolute()
-        root.mkdir(parents=True, exist_ok=True)
-        _demo_in(root)
-        print(f"\nThe demo deployment is kept in {root}.")
-        return 0
-    with tempfile.TemporaryDirectory(prefix="meshdesk-demo-") as tmp:
-        _demo_in(Path(tmp))
-        print("\nThe demo deployment was in a temporary folder and is gone now.")
-    return 0
-
-
-def _demo_in(root: Path) -> None:
+def demo_provision(root: Path) -> list[NodeHome]:
+    """Create the demo deployment in ``root``: HQ and two centres, provisioned from kits."""
     now = _now()
     hq = NodeHome(root / "hq")
     print(f"== Creating deployment 'デモ市 Demo City' with its HQ node in {hq.path}")
@@ -320,3 +306,4 @@ def _demo_in(root: Path) -> None:
             ]
         )
     sys.stdout.flush()
+    return homes

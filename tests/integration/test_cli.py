@@ -204,11 +204,26 @@ def test_qr_code_is_printed(cli: CliRunner, deployment: Deployment) -> None:
 
 
 def test_demo_in_a_folder(cli: CliRunner, tmp_path: Path) -> None:
-    out = ok(cli("demo", "--dir", str(tmp_path / "demo"))).out
+    out = ok(cli("demo", "--dir", str(tmp_path / "demo"), "--provision-only")).out
     assert out.count("fingerprint (node id)") == 2
     assert out.count("-- meshdesk status") == 3
     for name in ("hq", "centre1", "centre2"):
         assert (tmp_path / "demo" / name / "identity" / "node.key").exists()
+
+
+def test_demo_without_a_terminal_runs_links_syncs_reports_and_stops(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    root = tmp_path / "demo"
+    out = ok(cli("demo", "--dir", str(root), "--loopback")).out
+    assert out.count(": linked (found by") == 2
+    assert "4 sample cases synced to HQ" in out
+    assert "山田 花子" in out
+    assert "Maria Santos" in out
+    assert "not opening the console" in out
+    assert "Stopped every node the demo started" in out
+    for name in ("hq", "centre1", "centre2"):
+        assert not (root / name / "control.sock").exists(), f"{name} still runs"
 
 
 # -- every expected failure is one line ----------------------------------------------
