@@ -36,6 +36,8 @@ from meshdesk.tui.screens import (
     QueueScreen,
     SyncScreen,
 )
+from meshdesk.tui.widgets import CaseTable
+from meshdesk.tui.widgets.conflict import ConflictView
 
 __all__ = ["SCREENS_BY_KEY", "MeshdeskApp"]
 
@@ -241,7 +243,9 @@ class MeshdeskApp(App[None]):
         rows: list[tuple[str, str, str]] = []
         owners: list[tuple[str, Iterable[BindingType]]] = [(tr("Everywhere"), self.BINDINGS)]
         for cls in (DashboardScreen, QueueScreen, CaseFormScreen, CallScreen, SyncScreen):
-            owners.append((tr(cls.TITLE), cls.BINDINGS))
+            owners.append((tr(cls.TITLE), cls.__dict__.get("BINDINGS", [])))
+        owners.append((tr("Conflict"), ConflictView.BINDINGS))
+        owners.append((tr("Cases"), CaseTable.BINDINGS))
         for where, bindings in owners:
             for binding in Binding.make_bindings(bindings):
                 if binding.description:

@@ -21,7 +21,7 @@ log = logging.getLogger("meshdesk.tui")
 
 
 def _log_to_file(path: Path) -> None:
-    """The in-process node logs to a file: stderr belongs to the console's screen."""
+    """Log to a file while the console runs: stderr belongs to its screen."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -39,13 +39,14 @@ async def attach_or_start(home: NodeHome, config: Config) -> AsyncIterator[NodeA
         return
     from meshdesk.node import Node
 
-    _log_to_file(home.path / "console-node.log")
     log.info("no node runs in %s; starting one inside the console", home.path)
     async with Node(home, config):
         yield SocketNode(home.control_socket)
 
 
 async def run_console(home: NodeHome, config: Config, *, lang: Lang, operator: str) -> int:
+    """Run the console until the operator quits (stderr belongs to the screen meanwhile)."""
+    _log_to_file(home.path / "console.log")
     async with attach_or_start(home, config) as api:
         app = MeshdeskApp(api, lang=lang, operator=operator)
         await app.run_async()

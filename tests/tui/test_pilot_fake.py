@@ -5,11 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from textual.widgets import DataTable, Input, Select, SelectionList
+from textual.widgets import DataTable, Input, RichLog, Select, SelectionList
 
 from meshdesk.tui import MeshdeskApp
 from meshdesk.tui.fake import FakeNode
-from meshdesk.tui.screens import CallScreen, CaseFormScreen, DashboardScreen, QueueScreen
+from meshdesk.tui.screens import (
+    CallScreen,
+    CaseFormScreen,
+    DashboardScreen,
+    QueueScreen,
+    SyncScreen,
+)
 from meshdesk.tui.widgets import Banner, CaseTable, VideoPreview
 from meshdesk.tui.widgets.conflict import ConflictView
 
@@ -249,3 +255,46 @@ async def test_text_from_people_is_never_markup(fake: FakeNode) -> None:
         assert "[red]note[/" in str(app.screen.query_one("#notes").render())
         await pilot.press("escape", "f1")
         assert app.is_running
+
+
+async def test_sync_log_help_palette_and_mouse(fake: FakeNode) -> None:
+    for name in ("A", "B", "C"):
+        await fake.case("new", {**NEW, "name": name})
+    app = app_for(fake, lang="ja")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4")
+        assert isinstance(app.screen, SyncScreen)
+        table = app.screen.query_one(DataTable)
+        await settle(pilot, lambda: table.row_count == 2, "one row per peer")
+        fake.set_backlog("第一小学校避難所", 0)
+        await settle(
+            pilot,
+            lambda: any(
+                str(table.get_row_at(i)[2]) == "0" and str(table.get_row_at(i)[-1]) == "待機"
+                for i in range(2)
+            ),
+            "outbox drained, idle",
+        )
+        await pilot.press("f5")
+        fake.publish("log", {"level": "WARNING", "logger": "meshdesk.net", "message": "リンク切断"})
+        log = app.screen.query_one(RichLog)
+        await settle(
+            pilot, lambda: any("リンク切断" in line.text for line in log.lines), "log line"
+        )
+        await pilot.press("f6")
+        helps = app.screen.query_one(DataTable)
+        help_rows = [tuple(map(str, helps.get_row_at(i))) for i in range(helps.row_count)]
+        whats = {r[2] for r in help_rows}
+        assert {"検索", "緊急度で絞込", "値1を採用", "保存", "終話", "新規相談"} <= whats
+        await pilot.press("escape", "ctrl+p")
+        await pilot.press(*"同期")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, SyncScreen), "palette → sync screen")
+        await pilot.press("f2")
+        cases = app.screen.query_one(CaseTable)
+        await settle(pilot, lambda: len(cases.rows) == 3, "queue filled")
+        await pilot.click(CaseTable, offset=(3, 2))
+        assert cases.cursor == 2
+        await pilot.click(CaseTable, offset=(3, 2), times=2)
+        await settle(pilot, lambda: isinstance(app.screen, CaseFormScreen), "double click opens")

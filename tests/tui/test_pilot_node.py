@@ -20,6 +20,7 @@ from meshdesk.home import NodeHome
 from meshdesk.identity import Role
 from meshdesk.node import Node
 from meshdesk.tui import MeshdeskApp, SocketNode
+from meshdesk.tui.run import attach_or_start
 from meshdesk.tui.screens import CaseFormScreen, QueueScreen
 from meshdesk.tui.widgets import Banner, CaseTable
 from meshdesk.tui.widgets.conflict import ConflictView
@@ -217,3 +218,18 @@ async def test_events_from_the_mesh_and_a_node_restart(homes: dict[str, NodeHome
             assert app.is_running
     finally:
         await node.aclose()
+
+
+async def test_attach_or_start_runs_a_node_when_none_answers(
+    homes: dict[str, NodeHome],
+) -> None:
+    home = homes["hq"]
+    config = _config(home, [])
+    async with attach_or_start(home, config) as api:
+        status = await api.status()
+        assert status["name"] == "本部"
+        # A second console attaches to the node the first one started.
+        async with attach_or_start(home, config) as again:
+            assert isinstance(again, SocketNode)
+            assert (await again.status())["node_id"] == status["node_id"]
+    assert not home.control_socket.exists()  # stopped when the console quit

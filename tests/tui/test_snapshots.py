@@ -35,8 +35,16 @@ def deployment() -> FakeNode:
 
     async def fill() -> None:
         for name, urgency, category, shelter in CASES:
-            await fake.case("new", {"operator": "op", "name": name, "urgency": urgency,
-                                    "category": category, "shelter": shelter})  # fmt: skip
+            await fake.case(
+                "new",
+                {
+                    "operator": "op",
+                    "name": name,
+                    "urgency": urgency,
+                    "category": category,
+                    "shelter": shelter,
+                },
+            )
 
     asyncio.run(fill())
     return fake
