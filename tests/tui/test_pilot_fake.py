@@ -122,6 +122,8 @@ async def test_refer_note_and_status_from_the_case_form(fake: FakeNode) -> None:
         form.query_one("#note", Input).focus()
         await pilot.press(*"called back", "enter")
         await settle(pilot, lambda: len(fake.cases[case["id"]]["notes"]) == 1, "note added")
+        form.query_one("#e-urgency", Select).value = "immediate"
+        await settle(pilot, lambda: fake.cases[case["id"]]["urgency"] == "immediate", "urgency")
         form.query_one("#status", Select).value = "in_progress"
         await settle(pilot, lambda: fake.cases[case["id"]]["status"] == "in_progress", "status")
         # A transition the model refuses is a notification, and the app keeps going.

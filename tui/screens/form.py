@@ -107,6 +107,16 @@ class CaseFormScreen(ConsoleScreen):
                     yield Input(placeholder=tr("Reason"), id="refer-reason")
                     yield Button(tr("Refer"), id="refer")
                 with Horizontal(classes="row"):
+                    yield Select(
+                        [(u.label(lang), str(u)) for u in Urgency],
+                        prompt=tr("Urgency"),
+                        id="e-urgency",
+                    )
+                    yield Select(
+                        [(c.label(lang), str(c)) for c in Category],
+                        prompt=tr("Category"),
+                        id="e-category",
+                    )
                     yield Select(depts, prompt=tr("Consent for department"), id="consent-dept")
                     yield Button(tr("Add consent"), id="consent")
 
@@ -136,8 +146,9 @@ class CaseFormScreen(ConsoleScreen):
         lang = self.desk.lang
         self.title = tr("Case") + " " + case["id"][-8:]
         self.query_one("#details", Static).update(plain(case_details(case, lang)))
+        sealed = tr("(sealed)")
         notes = [
-            f"{n['at']}  {n['by']}: {n['text'] if not n['sealed'] else tr('(sealed)')}"
+            f"{n['at']}  {n['by']}: {n['text'] if not n['sealed'] else sealed}"
             for n in case.get("notes", [])
         ]
         notes += [
@@ -246,6 +257,13 @@ class CaseFormScreen(ConsoleScreen):
             self.notify(tr("choose a department"), severity="error", markup=False)
             return
         self.edit("consent", {"department": dept})
+
+    @on(Select.Changed, "#e-urgency")
+    @on(Select.Changed, "#e-category")
+    def _field(self, event: Select.Changed) -> None:
+        field = str(event.select.id).removeprefix("e-")
+        if isinstance(event.value, str) and self.case and event.value != self.case.get(field):
+            self.edit("set", {"field": field, "value": event.value})
 
     @on(Select.Changed, "#status")
     def _status(self, event: Select.Changed) -> None:
