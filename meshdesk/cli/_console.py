@@ -8,6 +8,7 @@ import asyncio
 import getpass
 from collections.abc import Mapping
 
+from meshdesk.cli._cases import OPERATOR_ENV
 from meshdesk.config import load_config
 from meshdesk.home import NodeHome
 
@@ -22,7 +23,9 @@ def add_tui_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument(
         "--lang", choices=("ja", "en"), help="language (default: from the locale, else config)"
     )
-    parser.add_argument("--operator", help="who is at the desk (default: the login name)")
+    parser.add_argument(
+        "--operator", help=f"who is at the desk (default: ${OPERATOR_ENV}, else the login name)"
+    )
     parser.set_defaults(handler=tui)
 
 
@@ -42,4 +45,5 @@ def tui(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from meshdesk.tui.run import run_console
 
     lang = choose_language(args.lang, env, config.node.language)
-    return asyncio.run(run_console(home, config, lang=lang, operator=args.operator or _login()))
+    operator = args.operator or env.get(OPERATOR_ENV) or _login()
+    return asyncio.run(run_console(home, config, lang=lang, operator=operator))
