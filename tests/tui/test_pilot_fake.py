@@ -300,3 +300,19 @@ async def test_sync_log_help_palette_and_mouse(fake: FakeNode) -> None:
         assert cases.cursor == 2
         await pilot.click(CaseTable, offset=(3, 2), times=2)
         await settle(pilot, lambda: isinstance(app.screen, CaseFormScreen), "double click opens")
+
+
+async def test_unknown_backlog_and_odd_shapes_from_the_node_do_not_crash(fake: FakeNode) -> None:
+    fake.sync_list[0]["outbox"] = None  # the peer's heads have not arrived yet
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.sync, "sync rows")
+        await pilot.press("f4")
+        table = app.screen.query_one(DataTable)
+        await settle(pilot, lambda: table.row_count == 2, "sync rows shown")
+        assert "…" in {str(table.get_row_at(i)[2]) for i in range(2)}
+        app.desk.sync["bad"] = {"name": 5}  # not a sync row at all
+        fake.publish("sync", {"peers": [{"node_id": "x", "name": None, "outbox": "many"}]})
+        await pilot.press("f1", "f4")
+        await pilot.pause(0.2)
+        assert app.is_running

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from textual.app import ComposeResult
@@ -13,6 +14,8 @@ from meshdesk.tui.i18n import tr
 from meshdesk.tui.widgets import Banner
 
 __all__ = ["ConsoleScreen"]
+
+log = logging.getLogger("meshdesk.tui")
 
 
 class ConsoleScreen(Screen[Any]):
@@ -39,17 +42,30 @@ class ConsoleScreen(Screen[Any]):
         if self.desk.changed is not None:
             self.desk.changed.subscribe(self, self._changed)
         self._show_banner()
-        self.update_view(None)
+        self._update(None)
 
     def on_screen_resume(self) -> None:
         self._show_banner()
-        self.update_view(None)
+        self._update(None)
 
     def _changed(self, part: str) -> None:
         if part == "connection":
             self._show_banner()
         if self.is_current:
+            self._update(part)
+
+    def _update(self, part: str | None) -> None:
+        # What the node sends is data from the network: a shape this screen did not
+        # expect is logged and shown, and the console keeps running.
+        try:
             self.update_view(part)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.exception("could not show %s on %s", part or "the screen", type(self).__name__)
+            self.notify(
+                tr("Could not show what the node sent: {error}").format(error=exc),
+                severity="error",
+                markup=False,
+            )
 
     def _show_banner(self) -> None:
         banner = self.query_one(Banner)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widget import Widget
 from textual.widgets import DataTable, Label, ProgressBar
 
 from meshdesk.cases.model import Status, Urgency
@@ -21,6 +22,10 @@ _LINK = {
     "known": N_("known"),
     "refused": N_("refused"),
 }
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def link_label(state: str) -> str:
@@ -105,11 +110,17 @@ class DashboardScreen(ConsoleScreen):
         if not rows:
             bars.mount(Label(tr("No linked peer is syncing."), classes="dim"))
             return
-        widgets = []
+        widgets: list[Widget] = []
         for row in rows:
-            sent, outbox = int(row.get("sent_events", 0)), int(row.get("outbox", 0))
-            received, inbox = int(row.get("received_events", 0)), int(row.get("inbox", 0))
+            sent, received = _count(row.get("sent_events")), _count(row.get("received_events"))
+            outbox, inbox = row.get("outbox"), _count(row.get("inbox"))
             done = sent + received
+            if not isinstance(outbox, int):  # the peer's heads are not known yet
+                text = tr("{name}: sent {sent}, received {received}, comparing…").format(
+                    name=row.get("name"), sent=sent, received=received
+                )
+                widgets += [Label(plain(text)), ProgressBar(total=None, show_eta=False)]
+                continue
             text = tr("{name}: sent {sent}, received {received}, waiting {left}").format(
                 name=row.get("name"), sent=sent, received=received, left=outbox + inbox
             )

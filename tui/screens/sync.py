@@ -12,6 +12,11 @@ from meshdesk.tui.screens._base import ConsoleScreen
 __all__ = ["SyncScreen"]
 
 
+def _number(value: object) -> str:
+    """A count, or "…" while it is not known yet (the peer's heads have not arrived)."""
+    return str(value) if isinstance(value, int) else "…"
+
+
 class SyncScreen(ConsoleScreen):
     TITLE = N_("Sync")
 
@@ -42,10 +47,10 @@ class SyncScreen(ConsoleScreen):
                 *plain_row(
                     row.get("name"),
                     row.get("site"),
-                    str(row.get("outbox", 0)),
-                    str(row.get("inbox", 0)),
-                    str(row.get("sent_events", 0)),
-                    str(row.get("received_events", 0)),
+                    _number(row.get("outbox")),
+                    _number(row.get("inbox")),
+                    _number(row.get("sent_events")),
+                    _number(row.get("received_events")),
                     ago(now, row.get("last_exchange_ms")),
                     tr("idle") if row.get("idle") else tr("syncing"),
                 )
