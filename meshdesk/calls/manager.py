@@ -23,11 +23,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Protocol, Self
 
 from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamTrack
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk.calls.media import open_media, parse_media
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
 from meshdesk.calls.peer import Leg, LegStats
+from meshdesk.calls.playback import Playback, choose_output
+from meshdesk.calls.policy import QualityPolicy
+from meshdesk.calls.relay import GROUP_MAX, Forwarder
 from meshdesk.calls.stats import update_stats
 from meshdesk.cases.ids import is_valid_id, new_id
 from meshdesk.config import CallSettings
@@ -112,6 +116,8 @@ class CallManager(AsyncResource):
         self._clock = clock
         self._calls: dict[str, Call] = {}
         self._relay = MediaRelay()
+        self._forwarders: dict[str, Forwarder] = {}
+        self._playback = Playback(choose_output(settings.playback))
         self._listeners: list[Listener] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -119,6 +125,7 @@ class CallManager(AsyncResource):
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        log.info("%s", self._playback.output.describe())
         self._spawn(self._tick_loop(), "call stats")
         return self
 
@@ -130,6 +137,7 @@ class CallManager(AsyncResource):
             if not call.ended:
                 await self._leave(call, "node shutting down")
         self._closed = True
+        await self._playback.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -183,9 +191,13 @@ class CallManager(AsyncResource):
 
     def _participant(self, node_id: str) -> Participant:
         record = next((r for r in self._peers() if r.node_id == node_id), None)
+        policy = QualityPolicy(
+            max_loss_pct=self._settings.fallback_loss_pct,
+            max_rtt_ms=self._settings.fallback_rtt_ms,
+        )
         if record is None:
-            return Participant(node_id, node_id[:7], "")
-        return Participant(node_id, record.name, record.site)
+            return Participant(node_id, node_id[:7], "", policy=policy)
+        return Participant(node_id, record.name, record.site, policy=policy)
 
     async def start(
         self, peer: str, *, case_id: str | None, audio_only: bool, media: str
@@ -260,11 +272,19 @@ class CallManager(AsyncResource):
         existing = call.participants.get(record.node_id)
         if record.node_id == self._my_id or (existing is not None and existing.state in LIVE):
             raise CallError(f"{record.name} is in the call already")
-        if len(call.live()) + 2 > MESH_MAX:
-            raise CallError(f"a call holds at most {MESH_MAX} nodes")
+        size = len(call.live()) + 2
+        if size > GROUP_MAX:
+            raise CallError(f"a call holds at most {GROUP_MAX} nodes")
+        if (size > MESH_MAX or call.relayed) and call.host != self._my_id:
+            host = self._participant(call.host).name
+            raise CallError(
+                f"a call of over {MESH_MAX} nodes is relayed by its host {host}; invite from there"
+            )
         if self._link_of(record.node_id) is None:
             raise CallError(f"{record.name} ({record.node_id}) is not linked; cannot invite it")
         part = call.participants[record.node_id] = self._participant(record.node_id)
+        if size > MESH_MAX and not call.relayed:
+            await self._switch_to_relay(call, part)
         roster = self._roster(call)
         for other in call.live():
             if other is not part:
@@ -307,6 +327,27 @@ class CallManager(AsyncResource):
                 return {"width": shot.width, "height": shot.height, "rgb": rgb}
         return None
 
+    async def _switch_to_relay(self, call: Call, guest: Participant) -> None:
+        """Turn the mesh into a star through this node (the host) as ``guest`` joins.
+
+        Members learn it from the roster (more members than a mesh holds, from the
+        host): they drop their legs with each other. The host then replaces its leg
+        to each member with one that has forwarding slots.
+        """
+        call.relayed = True
+        self._forwarders[call.call_id] = Forwarder(self._relay, audio_only=call.audio_only)
+        log.info("call %s: %d nodes is over the mesh limit of %d; relaying through this node",
+                 call.call_id, len(call.live()) + 1, MESH_MAX)  # fmt: skip
+        members = [p for p in call.live() if p is not guest]
+        roster = self._roster(call)
+        for other in members:
+            await self._send(other.node_id, roster)
+        for other in members:
+            try:
+                await self._offer(call, other, join=True)
+            except CallError as exc:
+                self._drop(call, other, PartState.DROPPED, str(exc))
+
     def _roster(self, call: Call) -> CallRoster:
         members = [CallMember(self._my_id, str(call.me.state))] + [
             CallMember(p.node_id, str(p.state)) for p in call.live()
@@ -316,17 +357,31 @@ class CallManager(AsyncResource):
     # -- legs ------------------------------------------------------------------------
 
     def _leg(self, call: Call, part: Participant) -> Leg:
+        """A new leg to ``part`` (replacing and closing any older one)."""
         assert call.media is not None
+        forwarder = self._forwarders.get(call.call_id)
+        slots = forwarder.slots_for(part.node_id) if forwarder is not None else []
         leg = Leg(
             part.node_id,
             audio=call.media.audio,
             video=call.media.video,
             relay=self._relay,
             on_change=lambda leg: self._leg_changed(call, part, leg),
+            on_audio=lambda track: self._spawn(self._play(leg, track), "play call audio"),
+            slots=slots,
             clock=self._clock,
         )
-        part.leg = leg
+        old, part.leg = part.leg, leg
+        if old is not None:
+            self._spawn(self._retire(old), f"retire leg {part.name}")
         return leg
+
+    async def _play(self, leg: Leg, track: MediaStreamTrack) -> None:
+        await self._playback.play(leg, track)
+
+    async def _retire(self, leg: Leg) -> None:
+        await self._playback.stop(leg)
+        await leg.close()
 
     async def _offer(self, call: Call, part: Participant, *, join: bool) -> None:
         leg = self._leg(call, part)
@@ -357,6 +412,8 @@ class CallManager(AsyncResource):
         await self._send(call.inviter, CallAnswer(call.call_id, answer))
         log.info("accepted call %s from %s", call.call_id, inviter.name)
         for part in list(call.participants.values()):
+            if call.relayed:
+                break  # a star: our only leg is to the host
             if part is not inviter and part.state is PartState.INVITED:
                 try:
                     await self._offer(call, part, join=True)
@@ -369,12 +426,16 @@ class CallManager(AsyncResource):
             return
         if leg.state == "connected" and part.state is not PartState.CONNECTED:
             part.state = PartState.CONNECTED
-            part.joined_ms = self._wall_ms()
+            if part.joined_ms is None:
+                part.joined_ms = self._wall_ms()
             call.me.state = PartState.CONNECTED
             if call.joined_ms is None:
                 call.joined_ms = part.joined_ms
             call.state = CallState.ACTIVE
             log.info("call %s: media connected with %s", call.call_id, part.name)
+            if call.call_id in self._forwarders:
+                self._rewire(call)
+                self._spawn(self._send_roster(call), "call roster")
         elif leg.state == "failed":
             self._drop(call, part, PartState.DROPPED, "media connection failed (ICE or DTLS)")
             return
@@ -386,7 +447,10 @@ class CallManager(AsyncResource):
         self._publish(call)
 
     def _drop(self, call: Call, part: Participant, state: PartState, reason: str) -> None:
-        """End one leg; the call ends too when no other participant is live."""
+        """End one leg; the call ends too when no other participant is live.
+
+        In a relayed call the host is the hub: losing it ends the call here.
+        """
         if part.state not in LIVE:
             return
         part.state = state
@@ -394,15 +458,42 @@ class CallManager(AsyncResource):
         leg, part.leg = part.leg, None
         if leg is not None:
             self._spawn(self._close_leg(call, part, leg), f"close leg {part.name}")
-        if not call.live():
+        forwarder = self._forwarders.get(call.call_id)
+        if forwarder is not None:
+            forwarder.forget(part.node_id)
+            self._rewire(call)
+        if call.relayed and part.node_id == call.host and call.host != self._my_id:
+            why = f"the host {part.name} {state} ({reason}); a relayed call ends without its host"
+            self._spawn(self._end(call, why), "end call")
+        elif not call.live():
             self._spawn(self._end(call, f"{part.name} {state}: {reason}"), "end call")
         else:
+            if forwarder is not None:
+                self._spawn(self._send_roster(call), "call roster")
             self._publish(call)
+
+    def _rewire(self, call: Call) -> None:
+        """Host of a relayed call: point every forwarding slot at the right source."""
+        forwarder = self._forwarders.get(call.call_id)
+        if forwarder is None:
+            return
+        joined = [p for p in call.participants.values()
+                  if p.state is PartState.CONNECTED and p.leg is not None]  # fmt: skip
+        joined.sort(key=lambda p: p.joined_ms or 0)
+        forwarder.rewire(
+            {p.node_id: p.leg.remote for p in joined if p.leg is not None},
+            [p.node_id for p in joined],
+        )
+
+    async def _send_roster(self, call: Call) -> None:
+        roster = self._roster(call)
+        for part in call.live():
+            await self._send(part.node_id, roster)
 
     async def _close_leg(self, call: Call, part: Participant, leg: Leg) -> None:
         reading = await leg.stats()
         update_stats(call, {part.node_id: reading}, 1.0)
-        await leg.close()
+        await self._retire(leg)
 
     async def _leave(self, call: Call, reason: str) -> None:
         for part in call.live():
@@ -423,7 +514,10 @@ class CallManager(AsyncResource):
             if leg is not None:
                 with contextlib.suppress(CallError):
                     update_stats(call, {part.node_id: await leg.stats()}, 1.0)
-                await leg.close()
+                await self._retire(leg)
+        forwarder = self._forwarders.pop(call.call_id, None)
+        if forwarder is not None:
+            forwarder.close()
         if call.media is not None:
             call.media.close()
             call.media = None
@@ -498,15 +592,34 @@ class CallManager(AsyncResource):
             case CallLeave(reason=reason):
                 self._drop(call, part, PartState.LEFT, f"left: {reason}")
             case CallRoster(members=members):
-                for member in members:
-                    if member.node_id != self._my_id and member.node_id not in call.participants:
-                        call.participants[member.node_id] = self._participant(member.node_id)
-                self._publish(call)
+                self._on_roster(call, sender, members)
             case CallMute(audio=audio, video=video):
                 part.muted_audio, part.muted_video = audio, video
                 self._publish(call)
             case CallDegrade(reason=reason):
                 await self._degrade(call, f"{part.name}: {reason}", tell=False)
+
+    def _on_roster(self, call: Call, sender: str, members: tuple[CallMember, ...]) -> None:
+        """Learn new members; from the host of a relayed call, everyone's state too."""
+        for member in members:
+            if member.node_id != self._my_id and member.node_id not in call.participants:
+                call.participants[member.node_id] = self._participant(member.node_id)
+        if sender == call.host and (call.relayed or len(members) > MESH_MAX):
+            if not call.relayed:
+                call.relayed = True
+                log.info("call %s: %d nodes; now relayed by %s", call.call_id, len(members),
+                         call.participants[sender].name)  # fmt: skip
+            listed = {m.node_id: m.state for m in members}
+            for part in call.participants.values():
+                if part.node_id == call.host:
+                    continue
+                leg, part.leg = part.leg, None  # a star: no legs but to the host
+                if leg is not None:
+                    self._spawn(self._retire(leg), f"retire leg {part.name}")
+                state = listed.get(part.node_id, str(PartState.LEFT))
+                if state in set(PartState):
+                    part.state = PartState(state)
+        self._publish(call)
 
     async def _on_offer(self, sender: str, frame: CallOffer) -> None:
         call = self._calls.get(frame.call_id)
@@ -525,8 +638,10 @@ class CallManager(AsyncResource):
         if any(not c.ended for c in self._calls.values()):
             await self._send(sender, CallDecline(frame.call_id, "busy in another call"))
             return
-        if len(frame.members) + 1 > MESH_MAX:
-            await self._send(sender, CallDecline(frame.call_id, "call is over the mesh limit"))
+        size = len(frame.members) + 1
+        if size > GROUP_MAX or (size > MESH_MAX and frame.host != sender):
+            why = "call is over the group limit" if size > GROUP_MAX else "only the host relays"
+            await self._send(sender, CallDecline(frame.call_id, why))
             return
         call = self._new_call(
             frame.call_id,
@@ -537,6 +652,7 @@ class CallManager(AsyncResource):
             self._settings.media,
         )
         call.inviter, call.pending_offer = sender, frame.sdp
+        call.relayed = size > MESH_MAX
         for member in frame.members:
             if member != self._my_id:
                 call.participants[member] = self._participant(member)
@@ -554,7 +670,13 @@ class CallManager(AsyncResource):
             await self._send(sender, CallDecline(frame.call_id, "not taking joins for this call"))
             return
         part = call.participants.get(sender)
-        if part is not None and part.state in LIVE and part.leg is not None:
+        rehost = call.relayed and sender == call.host and part is not None
+        if call.relayed and not rehost:
+            await self._send(
+                sender, CallDecline(frame.call_id, "a relayed call: legs go via the host")
+            )
+            return
+        if not rehost and part is not None and part.state in LIVE and part.leg is not None:
             await self._send(sender, CallDecline(frame.call_id, "already connected"))
             return
         if part is None or part.state not in LIVE:
@@ -587,6 +709,8 @@ class CallManager(AsyncResource):
         node_id = event.peer.get("node_id")
         for call in list(self._calls.values()):
             part = call.participants.get(node_id) if isinstance(node_id, str) else None
+            if call.relayed and call.host != self._my_id and node_id != call.host:
+                continue  # a star: only our link to the host carries this call
             if not call.ended and part is not None:
                 self._drop(call, part, PartState.DROPPED, "link lost")
 
@@ -621,16 +745,22 @@ class CallManager(AsyncResource):
 
     async def _tick(self, call: Call, dt: float, now: float) -> None:
         readings: dict[str, LegStats] = {}
+        sources = 0
         for part in list(call.participants.values()):
             leg = part.leg
             if leg is None:
                 continue
+            sources += leg.audio_sources()
             silent = leg.last_media_at is not None and now - leg.last_media_at > MEDIA_TIMEOUT
+            no_video = part.muted_video or call.audio_only or call.degraded
+            if part.muted_audio and no_video:
+                silent = False  # muted on purpose: it sends nothing, yet it is still there
             if part.state is PartState.CONNECTED and silent:
                 self._drop(call, part, PartState.DROPPED, f"no media for {MEDIA_TIMEOUT:g} s")
                 continue
             readings[part.node_id] = await leg.stats()
         samples = update_stats(call, readings, dt)
+        call.stats["audio_sources"] = sources
         for node_id, sample in samples.items():
             reason = call.participants[node_id].policy.observe(sample)
             if reason is not None:
