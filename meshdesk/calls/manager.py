@@ -26,7 +26,8 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
 from meshdesk._lifecycle import AsyncResource
-from meshdesk.calls.media import open_media, parse_media
+from meshdesk.calls.ice import local_address_towards
+from meshdesk.calls.media import open_media, parse_media, prepare_synthetic
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
 from meshdesk.calls.peer import Leg, LegStats
 from meshdesk.calls.playback import Playback, choose_output
@@ -126,6 +127,7 @@ class CallManager(AsyncResource):
 
     async def __aenter__(self) -> Self:
         log.info("%s", self._playback.output.describe())
+        prepare_synthetic()
         self._spawn(self._tick_loop(), "call stats")
         return self
 
@@ -361,6 +363,8 @@ class CallManager(AsyncResource):
         assert call.media is not None
         forwarder = self._forwarders.get(call.call_id)
         slots = forwarder.slots_for(part.node_id) if forwarder is not None else []
+        link = self._link_of(part.node_id)
+        local = local_address_towards(link.channel.remote) if link is not None else None
         leg = Leg(
             part.node_id,
             audio=call.media.audio,
@@ -369,6 +373,7 @@ class CallManager(AsyncResource):
             on_change=lambda leg: self._leg_changed(call, part, leg),
             on_audio=lambda track: self._spawn(self._play(leg, track), "play call audio"),
             slots=slots,
+            addresses=[local] if local is not None else None,
             clock=self._clock,
         )
         old, part.leg = part.leg, leg

@@ -29,6 +29,7 @@ from av import VideoFrame
 from av.frame import Frame
 
 from meshdesk.calls.codecs import DEFAULT_PROFILE, EncoderProfile, encoder_profile
+from meshdesk.calls.ice import only_addresses
 from meshdesk.errors import CallError
 
 __all__ = [
@@ -123,6 +124,7 @@ class Leg:
         on_change: Callable[[Leg], None] | None = None,
         on_audio: Callable[[MediaStreamTrack], None] | None = None,
         slots: Sequence[MediaStreamTrack] = (),
+        addresses: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.peer_id = peer_id
@@ -132,6 +134,7 @@ class Leg:
         self._on_change = on_change
         self._on_audio = on_audio
         self._slots = list(slots)
+        self._addresses = addresses
         self._clock = clock
         self._sources: dict[str, MediaStreamTrack | None] = {"audio": audio, "video": video}
         self._sending: dict[str, CountingTrack | None] = {"audio": None, "video": None}
@@ -180,7 +183,7 @@ class Leg:
         for slot in self._slots:
             self.pc.addTrack(slot)
         try:
-            with encoder_profile(self._profile):
+            with encoder_profile(self._profile), only_addresses(self._addresses):
                 await self.pc.setLocalDescription(await self.pc.createOffer())
         except (ValueError, RuntimeError) as exc:
             raise CallError(f"cannot create an offer for {self.peer_id}: {exc}") from exc
@@ -193,7 +196,7 @@ class Leg:
             CallError: the offer is not a usable SDP.
         """
         try:
-            with encoder_profile(self._profile):
+            with encoder_profile(self._profile), only_addresses(self._addresses):
                 await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
                 offered = {t.kind for t in self.pc.getTransceivers()}
                 if "audio" not in offered:

@@ -178,11 +178,17 @@ ME, PEER, OTHER = _info(1, "me"), _info(2, "peer"), _info(3, "other")
 
 
 @dataclass
+class FakeChannel:
+    remote: str = "127.0.0.1:7420"
+
+
+@dataclass
 class FakeLink:
-    """What the manager needs of a link: the authenticated peer and ``send``."""
+    """What the manager needs of a link: the authenticated peer, its address, ``send``."""
 
     peer_id: str
     sent: list[Frame] = field(default_factory=list)
+    channel: FakeChannel = field(default_factory=FakeChannel)
 
     async def send(self, frame: Frame) -> None:
         self.sent.append(frame)
