@@ -424,3 +424,22 @@ def test_heavy_loss_falls_back_to_audio_only_on_both_sides(
     time.sleep(2.0)
     assert only_call(b)["stats"]["video_frames_received"] - before <= 2  # video stays off
     a.call("call_hangup", {"call_id": call_id})
+
+
+def test_bench_call_measures_a_real_call_end_to_end() -> None:
+    script = Path(__file__).resolve().parents[2] / "field-kit" / "lab"
+    argv = [MESHDESK, "bench", "call", "--rounds", "2", "--seconds", "1", "--lab", str(script),
+            "--json"]  # fmt: skip
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert len(report["setup_ms"]) == 2
+    assert len(report["node_setup_ms"]) == 2
+    # The end-to-end figure contains the node's own one (dial → first frame).
+    for total, inside in zip(report["setup_ms"], report["node_setup_ms"], strict=True):
+        assert 0 < inside <= total
+    for key in ("raw_setup_ms_p50", "legs_setup_ms_p50", "cpu_pct_per_endpoint"):
+        assert report[key] > 0, key
+    assert report["fps_received"] > 0
