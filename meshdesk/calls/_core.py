@@ -195,6 +195,8 @@ class CallCore(AsyncResource):
 
     async def _play(self, leg: Leg, track: MediaStreamTrack) -> None:
         await self._playback.play(leg, track)
+        if leg.closed:  # retired while the device opened: do not leave it playing
+            await self._playback.stop(leg)
 
     async def _retire(self, leg: Leg) -> None:
         await self._playback.stop(leg)

@@ -164,6 +164,10 @@ class Leg:
         return str(self.pc.connectionState)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def video_frames_sent(self) -> int:
         track = self._sending["video"]
         return track.frames if track is not None else 0
