@@ -7,7 +7,7 @@ Kept per core and fed by :class:`~meshdesk.sync.LocalLog` and
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Mapping
 
 from meshdesk.store.records import Checkpoint
 from meshdesk.sync.messages import LocalLog, LocalRun
@@ -61,6 +61,21 @@ class LocalIndex:
 
     def authors(self) -> Iterator[str]:
         return iter(self._authors)
+
+    def pending(
+        self, peer_seq: Mapping[str, int], refused: Container[str]
+    ) -> Iterator[tuple[str, int, int]]:
+        """``(author, after, rank)`` for every author with batches past ``peer_seq``
+        (in index order, leaving out ``refused``): :meth:`rank_after` for them all,
+        without a call per author that has nothing to send."""
+        for author, entry in self._authors.items():
+            seqs = entry.seqs
+            if not seqs:
+                continue
+            after = peer_seq.get(author, 0)
+            if seqs[-1] <= after or author in refused:
+                continue
+            yield author, after, min(r for r, seq in entry.top.items() if seq > after)
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
         return {a: e.head for a, e in self._authors.items() if e.head[0] > 0}
