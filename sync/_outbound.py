@@ -58,6 +58,9 @@ class Outbound:
         self._sent_upto: dict[str, int] = {}
         #: max(peer_heads seq, _sent_upto) per author, kept up to date (see peer_seq).
         self._peer_seq: dict[str, int] = {}
+        #: Authors that may have batches past peer_seq (a superset; _next prunes it).
+        self._behind: set[str] = set(index.authors())
+        index.take_grown()
         self.refused: set[str] = set()
         self.loading: NeedEvents | None = None
         self._outbox: deque[_Chunk] = deque()
@@ -87,8 +90,16 @@ class Outbound:
         """The author to send next: best rank first; on a tie the author served last
         keeps its turn (its urgent batch arrives whole and soon), then the lowest id."""
         best: tuple[int, bool, str, int] | None = None
-        for author, after, rank in self._index.pending(self._peer_seq, self.refused):
-            key = (rank, author != self._serving, author, after)
+        behind = self._behind
+        behind |= self._index.take_grown()
+        index, peer_seq, refused = self._index, self._peer_seq, self.refused
+        for author in list(behind):
+            after = peer_seq.get(author, 0)
+            if index.last_seq(author) <= after or author in refused:
+                behind.discard(author)  # back only when it grows or a round resets
+                continue
+            # The key is unique per author, so the set's order does not matter.
+            key = (index.rank_past(author, after), author != self._serving, author, after)
             if best is None or key < best:
                 best = key
         return None if best is None else (best[2], best[3], best[0])
@@ -283,6 +294,7 @@ class Outbound:
         self.offset = self.settled = 0
         self._sent_upto.clear()
         self._peer_seq = {author: seq for author, (seq, _) in self.peer_heads.items()}
+        self._behind = set(self._index.authors())
         self._outbox.clear()
         self.loading = None
         self._mid_batch = None
