@@ -44,6 +44,7 @@ class _Printer:
         self._stream = stream
         self._tty = stream.isatty()
         self._next = 0.0
+        self._phase = ""
 
     def __call__(self, p: Progress) -> None:
         line = (
@@ -53,9 +54,10 @@ class _Printer:
         if self._tty:
             self._stream.write("\r\x1b[K" + line)
             self._stream.flush()
-        elif p.t >= self._next or p.phase != "drill":
+        elif p.t >= self._next or p.phase != self._phase:
             self._stream.write(line + "\n")
             self._next = p.t + p.duration / 10
+            self._phase = p.phase
 
     def done(self) -> None:
         if self._tty:
@@ -103,7 +105,11 @@ def add_drill_parser(commands: Any) -> None:
         "--mode",
         choices=MODES,
         default="sim",
-        help="sim: every node in one process on a virtual clock (lab mode: not built yet)",
+        help=(
+            "sim: every node in one process on a virtual clock; lab: real meshdesk run "
+            "processes in network namespaces (needs root; wall time = scenario time x "
+            "time_scale)"
+        ),
     )
     drill.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     drill.add_argument("--quiet", action="store_true", help="no live progress")
