@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,9 +65,16 @@ class _Printer:
             self._stream.write("\n")
 
 
+def _term_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _drill(args: argparse.Namespace, env: Env) -> int:
     scenario = find_scenario(args.scenario)
     printer = _Printer(sys.stderr)
+    # A lab drill owns namespaces and node processes: on SIGTERM (a service manager,
+    # `kill`) unwind exactly as on Ctrl-C, so its clean-up runs.
+    previous = signal.signal(signal.SIGTERM, _term_as_interrupt)
     try:
         report: dict[str, Any] = run_drill(
             scenario,
@@ -76,6 +84,7 @@ def _drill(args: argparse.Namespace, env: Env) -> int:
             progress=None if args.quiet else printer,
         )
     finally:
+        signal.signal(signal.SIGTERM, previous)
         printer.done()
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
