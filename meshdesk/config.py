@@ -172,8 +172,21 @@ class CallSettings:
     auto_accept: bool = False
     #: Outgoing media when this node answers: device, synthetic or file:PATH.
     media: str = "device"
+    #: Received audio: "auto" plays it on the default output device if there is one.
+    playback: str = "auto"
+    #: Fall back to audio only when loss or RTT stays above these for 3 s.
+    fallback_loss_pct: float = 10.0
+    fallback_rtt_ms: float = 500.0
 
     def __post_init__(self) -> None:
+        if self.playback not in ("auto", "off"):
+            raise ValueError(f"playback: expected 'auto' or 'off', got {self.playback!r}")
+        if not 0 < self.fallback_loss_pct <= 100:
+            raise ValueError(
+                f"fallback_loss_pct: must be in (0, 100], got {_num(self.fallback_loss_pct)}"
+            )
+        if self.fallback_rtt_ms <= 0:
+            raise ValueError(f"fallback_rtt_ms: must be > 0, got {_num(self.fallback_rtt_ms)}")
         ok = self.media in ("device", "synthetic") or (
             self.media.startswith("file:") and len(self.media) > len("file:")
         )
@@ -397,6 +410,13 @@ auto_accept = false
 # What this node sends when it answers: "device" (camera and microphone),
 # "synthetic" (test pattern and tone, for drills) or "file:PATH".
 media = "device"
+# Received audio: "auto" plays it on the default output device (PulseAudio or
+# ALSA) when there is one; "off" never plays it.
+playback = "auto"
+# A call falls back to audio only when packet loss (percent) or round-trip time
+# (milliseconds) stays above these for 3 seconds.
+fallback_loss_pct = 10.0
+fallback_rtt_ms = 500.0
 """
 
 

@@ -39,7 +39,7 @@ from meshdesk.net.link import PROTOCOL_VERSION, Link
 from meshdesk.net.mesh import LinkManager, PeerEvent
 from meshdesk.net.tls import TlsListener, connect
 from meshdesk.net.trust import TrustPolicy
-from meshdesk.store import Store, StoredEvent
+from meshdesk.store import Store, StoredEvent, digest_of
 from meshdesk.sync.driver import SyncService, is_sync_frame
 from meshdesk.wire import Certificates, Frame, Hello, Revocations
 
@@ -459,6 +459,13 @@ class Node(AsyncResource):
             adopted = await self.apply_revocations(stored[1])
             return {"adopted": adopted, "number": stored[0]}
 
+        async def digest(_: Mapping[str, Any]) -> object:
+            entries = await self.store.event_hashes()
+            heads: dict[str, int] = {}
+            for author, seq, _hash in entries:
+                heads[author] = max(heads.get(author, 0), seq)
+            return {"digest": digest_of(entries), "events": len(entries), "heads": heads}
+
         async def case(args: Mapping[str, Any]) -> object:
             name, op_args = args.get("op"), args.get("args", {})
             if not isinstance(name, str) or not isinstance(op_args, dict):
@@ -474,6 +481,7 @@ class Node(AsyncResource):
             "directory": directory,
             "sync": sync,
             "reload_revocations": reload_revocations,
+            "digest": digest,
             "case": case,
             **self._call_handlers(),
         }

@@ -29,10 +29,12 @@ class _Author:
 class LocalIndex:
     """Per author: stored head, checkpoints (ascending) and their rank."""
 
-    __slots__ = ("_authors",)
+    __slots__ = ("_authors", "_grown")
 
     def __init__(self, log: LocalLog) -> None:
         self._authors: dict[str, _Author] = {}
+        #: Authors with batches added since :meth:`take_grown` last ran.
+        self._grown: set[str] = set()
         for author, (seq, digest) in log.heads.items():
             self._entry(author).head = (seq, digest)
         for runs in log.runs.values():
@@ -53,6 +55,7 @@ class LocalIndex:
             if entry.seqs and ck.seq <= entry.seqs[-1]:
                 continue  # known already
             entry.seqs.append(ck.seq)
+            self._grown.add(ck.author)
             entry.checkpoints.append(ck)
             entry.top[run.rank] = ck.seq
             if ck.seq > entry.head[0]:
@@ -61,6 +64,20 @@ class LocalIndex:
 
     def authors(self) -> Iterator[str]:
         return iter(self._authors)
+
+    def take_grown(self) -> set[str]:
+        """Authors given new batches since the last call (for the core's one sender)."""
+        grown, self._grown = self._grown, set()
+        return grown
+
+    def last_seq(self, author: str) -> int:
+        """Seq of ``author``'s last batch we hold (0: none)."""
+        entry = self._authors.get(author)
+        return entry.seqs[-1] if entry is not None and entry.seqs else 0
+
+    def rank_past(self, author: str, after: int) -> int:
+        """:meth:`rank_after` for an author known to have batches past ``after``."""
+        return min(r for r, seq in self._authors[author].top.items() if seq > after)
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
         return {a: e.head for a, e in self._authors.items() if e.head[0] > 0}

@@ -56,6 +56,11 @@ class Outbound:
         self.settled = 0
         self.window = 0
         self._sent_upto: dict[str, int] = {}
+        #: max(peer_heads seq, _sent_upto) per author, kept up to date (see peer_seq).
+        self._peer_seq: dict[str, int] = {}
+        #: Authors that may have batches past peer_seq (a superset; _next prunes it).
+        self._behind: set[str] = set(index.authors())
+        index.take_grown()
         self.refused: set[str] = set()
         self.loading: NeedEvents | None = None
         self._outbox: deque[_Chunk] = deque()
@@ -79,20 +84,22 @@ class Outbound:
 
     def peer_seq(self, author: str) -> int:
         """How far the peer has ``author``'s chain: announced by it, or sent by us."""
-        return max(self.peer_heads.get(author, (0, b""))[0], self._sent_upto.get(author, 0))
+        return self._peer_seq.get(author, 0)
 
     def _next(self) -> tuple[str, int, int] | None:
         """The author to send next: best rank first; on a tie the author served last
         keeps its turn (its urgent batch arrives whole and soon), then the lowest id."""
         best: tuple[int, bool, str, int] | None = None
-        for author in self._index.authors():
-            if author in self.refused:
+        behind = self._behind
+        behind |= self._index.take_grown()
+        index, peer_seq, refused = self._index, self._peer_seq, self.refused
+        for author in list(behind):
+            after = peer_seq.get(author, 0)
+            if index.last_seq(author) <= after or author in refused:
+                behind.discard(author)  # back only when it grows or a round resets
                 continue
-            after = self.peer_seq(author)
-            rank = self._index.rank_after(author, after)
-            if rank is None:
-                continue
-            key = (rank, author != self._serving, author, after)
+            # The key is unique per author, so the set's order does not matter.
+            key = (index.rank_past(author, after), author != self._serving, author, after)
             if best is None or key < best:
                 best = key
         return None if best is None else (best[2], best[3], best[0])
@@ -119,6 +126,8 @@ class Outbound:
             known = self.peer_heads.get(author)
             if known is None or seq > known[0]:
                 self.peer_heads[author] = (seq, digest)
+                if seq > self._peer_seq.get(author, 0):
+                    self._peer_seq[author] = seq
             ours = self._index.hash_at(author, seq)
             if ours is not None and ours != digest and author not in self.refused:
                 self._refuse(author)
@@ -213,7 +222,9 @@ class Outbound:
                 )
                 self.offset += n
                 self.sent_total += n
-                self._sent_upto[chunk.author] = chunk.events[-1].seq
+                upto = self._sent_upto[chunk.author] = chunk.events[-1].seq
+                if upto > self._peer_seq.get(chunk.author, 0):
+                    self._peer_seq[chunk.author] = upto
                 self._mid_batch = None if chunk.ends_batch else chunk.author
                 continue
             if self.loading is not None:
@@ -282,6 +293,8 @@ class Outbound:
         self.round = round_
         self.offset = self.settled = 0
         self._sent_upto.clear()
+        self._peer_seq = {author: seq for author, (seq, _) in self.peer_heads.items()}
+        self._behind = set(self._index.authors())
         self._outbox.clear()
         self.loading = None
         self._mid_batch = None

@@ -10,29 +10,27 @@ never names its sender, so nobody can speak for another node.
 A leg ends when its peer leaves (``CallLeave``), its link goes down, its media
 stops for :data:`MEDIA_TIMEOUT` seconds, or DTLS/ICE fails; the call goes on
 while any other participant is live.
+
+Past :data:`MESH_MAX` nodes the call becomes a star through its host (see
+:mod:`meshdesk.calls.relay`): the host's invite of the fifth node sends every member
+a roster with more members than a mesh holds, members drop their legs with each
+other, and the host re-offers each of them a leg with forwarding slots. From then
+on the host's rosters are authoritative for who is in, and the call ends for
+everyone when the host leaves or drops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Protocol, Self
 
-from aiortc.contrib.media import MediaRelay
-
-from meshdesk._lifecycle import AsyncResource
+from meshdesk.calls._core import MEDIA_TIMEOUT, MESH_MAX, RING_TIMEOUT, CallCore, CallLog
 from meshdesk.calls.media import open_media, parse_media
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
-from meshdesk.calls.peer import Leg, LegStats
-from meshdesk.calls.stats import update_stats
+from meshdesk.calls.relay import GROUP_MAX, Forwarder
 from meshdesk.cases.ids import is_valid_id, new_id
-from meshdesk.config import CallSettings
-from meshdesk.errors import CallError, ChannelClosed, MeshdeskError
-from meshdesk.identity import NodeInfo
+from meshdesk.errors import CallError
 from meshdesk.net.link import Link
 from meshdesk.net.mesh import PeerEvent
 from meshdesk.net.peers import PeerRecord
@@ -52,15 +50,6 @@ __all__ = ["MEDIA_TIMEOUT", "MESH_MAX", "CallLog", "CallManager", "is_call_frame
 
 log = logging.getLogger("meshdesk.calls")
 
-#: Most nodes in one call (a full mesh of peer connections).
-MESH_MAX = 4
-#: A connected leg that receives no media for this long is dropped.
-MEDIA_TIMEOUT = 4.0
-#: An unanswered incoming call is declined after this long.
-RING_TIMEOUT = 60.0
-#: Ended calls kept for ``calls``.
-KEEP_ENDED = 8
-
 _CALL_FRAMES = (CallOffer, CallAnswer, CallDecline, CallLeave, CallRoster, CallMute, CallDegrade)
 
 
@@ -68,95 +57,8 @@ def is_call_frame(frame: Frame) -> bool:
     return isinstance(frame, _CALL_FRAMES)
 
 
-class CallLog(Protocol):
-    """Where calls about a case are recorded (the node's CaseBook)."""
-
-    async def resolve_id(self, text: str) -> str: ...
-
-    async def log_call(
-        self,
-        case_id: str,
-        *,
-        op: str,
-        call_id: str,
-        participants: list[str],
-        started_ms: int,
-        ended_ms: int,
-    ) -> object: ...
-
-
-Listener = Callable[[dict[str, object]], None]
-
-
-class CallManager(AsyncResource):
+class CallManager(CallCore):
     """Places, answers and keeps this node's calls; owned by the Node."""
-
-    def __init__(
-        self,
-        me: NodeInfo,
-        settings: CallSettings,
-        *,
-        link_of: Callable[[str], Link | None],
-        peers: Callable[[], list[PeerRecord]],
-        case_log: CallLog | None = None,
-        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._me = me
-        self._my_id = str(me.node_id)
-        self._settings = settings
-        self._link_of = link_of
-        self._peers = peers
-        self._case_log = case_log
-        self._wall_ms = wall_ms
-        self._clock = clock
-        self._calls: dict[str, Call] = {}
-        self._relay = MediaRelay()
-        self._listeners: list[Listener] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
-
-    # -- lifecycle -------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        self._spawn(self._tick_loop(), "call stats")
-        return self
-
-    async def aclose(self) -> None:
-        """Hang up every call, close every leg, stop every task; idempotent."""
-        if self._closed:
-            return
-        for call in list(self._calls.values()):
-            if not call.ended:
-                await self._leave(call, "node shutting down")
-        self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
-        task = asyncio.create_task(self._guard(coro, name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _guard(coro: Awaitable[None], name: str) -> None:
-        try:
-            await coro
-        except MeshdeskError as exc:
-            log.warning("%s: %s", name, exc)
-        except Exception:
-            log.exception("%s failed", name)
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(call_object)`` on every change and with stats once a second."""
-        self._listeners.append(listener)
-
-    def _publish(self, call: Call) -> None:
-        data = call.to_json()
-        for listener in self._listeners:
-            listener(data)
 
     # -- operations (control socket) -------------------------------------------------
 
@@ -180,12 +82,6 @@ class CallManager(AsyncResource):
         if len(found) > 1:
             raise CallError(f"{text!r} names {len(found)} nodes; use the node id")
         return found[0]
-
-    def _participant(self, node_id: str) -> Participant:
-        record = next((r for r in self._peers() if r.node_id == node_id), None)
-        if record is None:
-            return Participant(node_id, node_id[:7], "")
-        return Participant(node_id, record.name, record.site)
 
     async def start(
         self, peer: str, *, case_id: str | None, audio_only: bool, media: str
@@ -260,11 +156,19 @@ class CallManager(AsyncResource):
         existing = call.participants.get(record.node_id)
         if record.node_id == self._my_id or (existing is not None and existing.state in LIVE):
             raise CallError(f"{record.name} is in the call already")
-        if len(call.live()) + 2 > MESH_MAX:
-            raise CallError(f"a call holds at most {MESH_MAX} nodes")
+        size = len(call.live()) + 2
+        if size > GROUP_MAX:
+            raise CallError(f"a call holds at most {GROUP_MAX} nodes")
+        if (size > MESH_MAX or call.relayed) and call.host != self._my_id:
+            host = self._participant(call.host).name
+            raise CallError(
+                f"a call of over {MESH_MAX} nodes is relayed by its host {host}; invite from there"
+            )
         if self._link_of(record.node_id) is None:
             raise CallError(f"{record.name} ({record.node_id}) is not linked; cannot invite it")
         part = call.participants[record.node_id] = self._participant(record.node_id)
+        if size > MESH_MAX and not call.relayed:
+            await self._switch_to_relay(call, part)
         roster = self._roster(call)
         for other in call.live():
             if other is not part:
@@ -307,165 +211,28 @@ class CallManager(AsyncResource):
                 return {"width": shot.width, "height": shot.height, "rgb": rgb}
         return None
 
-    def _roster(self, call: Call) -> CallRoster:
-        members = [CallMember(self._my_id, str(call.me.state))] + [
-            CallMember(p.node_id, str(p.state)) for p in call.live()
-        ]
-        return CallRoster(call.call_id, call.host, tuple(members))
+    async def _switch_to_relay(self, call: Call, guest: Participant) -> None:
+        """Turn the mesh into a star through this node (the host) as ``guest`` joins.
 
-    # -- legs ------------------------------------------------------------------------
-
-    def _leg(self, call: Call, part: Participant) -> Leg:
-        assert call.media is not None
-        leg = Leg(
-            part.node_id,
-            audio=call.media.audio,
-            video=call.media.video,
-            relay=self._relay,
-            on_change=lambda leg: self._leg_changed(call, part, leg),
-            clock=self._clock,
-        )
-        part.leg = leg
-        return leg
-
-    async def _offer(self, call: Call, part: Participant, *, join: bool) -> None:
-        leg = self._leg(call, part)
-        sdp = await leg.offer()
-        members = (*tuple(p.node_id for p in call.live() if p is not part), self._my_id)
-        frame = CallOffer(
-            call.call_id, call.case_id, call.audio_only, call.host, members, join, sdp
-        )
-        if not await self._send(part.node_id, frame):
-            raise CallError(f"{part.name} is not linked; cannot call it")
-        part.state = PartState.INVITED if not join else PartState.CONNECTING
-
-    async def _accept(self, call: Call) -> None:
-        assert call.inviter is not None
-        assert call.pending_offer is not None
-        inviter = call.participants[call.inviter]
-        try:
-            call.media = open_media(call.media_spec, self._me.name, audio_only=call.audio_only)
-            call.dialled_at = self._clock()
-            answer = await self._leg(call, inviter).answer(call.pending_offer)
-        except CallError as exc:
-            await self._send(call.inviter, CallDecline(call.call_id, str(exc)[:256]))
-            await self._end(call, str(exc))
-            raise
-        call.pending_offer = None
-        call.state = CallState.CONNECTING
-        inviter.state = PartState.CONNECTING
-        await self._send(call.inviter, CallAnswer(call.call_id, answer))
-        log.info("accepted call %s from %s", call.call_id, inviter.name)
-        for part in list(call.participants.values()):
-            if part is not inviter and part.state is PartState.INVITED:
-                try:
-                    await self._offer(call, part, join=True)
-                except CallError as exc:
-                    self._drop(call, part, PartState.DROPPED, str(exc))
-        self._publish(call)
-
-    def _leg_changed(self, call: Call, part: Participant, leg: Leg) -> None:
-        if call.ended or part.leg is not leg:
-            return
-        if leg.state == "connected" and part.state is not PartState.CONNECTED:
-            part.state = PartState.CONNECTED
-            part.joined_ms = self._wall_ms()
-            call.me.state = PartState.CONNECTED
-            if call.joined_ms is None:
-                call.joined_ms = part.joined_ms
-            call.state = CallState.ACTIVE
-            log.info("call %s: media connected with %s", call.call_id, part.name)
-        elif leg.state == "failed":
-            self._drop(call, part, PartState.DROPPED, "media connection failed (ICE or DTLS)")
-            return
-        first = leg.first_audio_at if call.audio_only else leg.first_video_at
-        if call.stats["setup_ms"] is None and first is not None:
-            call.stats["setup_ms"] = round((first - call.dialled_at) * 1000, 1)
-            log.info("call %s: first media from %s after %s ms", call.call_id, part.name,
-                     call.stats["setup_ms"])  # fmt: skip
-        self._publish(call)
-
-    def _drop(self, call: Call, part: Participant, state: PartState, reason: str) -> None:
-        """End one leg; the call ends too when no other participant is live."""
-        if part.state not in LIVE:
-            return
-        part.state = state
-        log.warning("call %s: %s %s: %s", call.call_id, part.name, state, reason)
-        leg, part.leg = part.leg, None
-        if leg is not None:
-            self._spawn(self._close_leg(call, part, leg), f"close leg {part.name}")
-        if not call.live():
-            self._spawn(self._end(call, f"{part.name} {state}: {reason}"), "end call")
-        else:
-            self._publish(call)
-
-    async def _close_leg(self, call: Call, part: Participant, leg: Leg) -> None:
-        reading = await leg.stats()
-        update_stats(call, {part.node_id: reading}, 1.0)
-        await leg.close()
-
-    async def _leave(self, call: Call, reason: str) -> None:
-        for part in call.live():
-            await self._send(part.node_id, CallLeave(call.call_id, reason))
-        await self._end(call, reason)
-
-    async def _end(self, call: Call, reason: str) -> None:
-        if call.ended:
-            return
-        call.state = CallState.ENDED
-        call.ended_ms = self._wall_ms()
-        call.reason = reason
-        call.me.state = PartState.LEFT
-        for part in call.participants.values():
-            leg, part.leg = part.leg, None
-            if part.state in LIVE:
-                part.state = PartState.LEFT
-            if leg is not None:
-                with contextlib.suppress(CallError):
-                    update_stats(call, {part.node_id: await leg.stats()}, 1.0)
-                await leg.close()
-        if call.media is not None:
-            call.media.close()
-            call.media = None
-        log.info("call %s ended: %s", call.call_id, reason)
-        self._publish(call)
-        self._forget_old()
-        await self._record(call)
-
-    def _forget_old(self) -> None:
-        ended = [c for c in self._calls.values() if c.ended]
-        for call in ended[:-KEEP_ENDED]:
-            del self._calls[call.call_id]
-
-    async def _record(self, call: Call) -> None:
-        """Log this node's part in the call on its case: who, when, how long."""
-        if call.case_id is None or self._case_log is None or call.joined_ms is None:
-            return
-        assert call.ended_ms is not None
-        joined = [p.node_id for p in call.participants.values() if p.joined_ms is not None]
-        try:
-            await self._case_log.log_call(
-                call.case_id,
-                op=f"call:{self._me.name}"[:64],
-                call_id=call.call_id,
-                participants=[self._my_id, *joined],
-                started_ms=call.joined_ms,
-                ended_ms=max(call.ended_ms, call.joined_ms),
-            )
-        except MeshdeskError as exc:
-            log.warning("call %s: could not log it on case %s: %s", call.call_id, call.case_id, exc)
+        Members learn it from the roster (more members than a mesh holds, from the
+        host): they drop their legs with each other. The host then replaces its leg
+        to each member with one that has forwarding slots.
+        """
+        call.relayed = True
+        self._forwarders[call.call_id] = Forwarder(self._relay, audio_only=call.audio_only)
+        log.info("call %s: %d nodes is over the mesh limit of %d; relaying through this node",
+                 call.call_id, len(call.live()) + 1, MESH_MAX)  # fmt: skip
+        members = [p for p in call.live() if p is not guest]
+        roster = self._roster(call)
+        for other in members:
+            await self._send(other.node_id, roster)
+        for other in members:
+            try:
+                await self._offer(call, other, join=True)
+            except CallError as exc:
+                self._drop(call, other, PartState.DROPPED, str(exc))
 
     # -- frames from peers -----------------------------------------------------------
-
-    async def _send(self, node_id: str, frame: Frame) -> bool:
-        link = self._link_of(node_id)
-        if link is None:
-            return False
-        try:
-            await link.send(frame)
-        except ChannelClosed:
-            return False
-        return True
 
     async def on_frame(self, link: Link, frame: Frame) -> None:
         """Handle a call frame; its sender is ``link``'s authenticated peer."""
@@ -498,15 +265,34 @@ class CallManager(AsyncResource):
             case CallLeave(reason=reason):
                 self._drop(call, part, PartState.LEFT, f"left: {reason}")
             case CallRoster(members=members):
-                for member in members:
-                    if member.node_id != self._my_id and member.node_id not in call.participants:
-                        call.participants[member.node_id] = self._participant(member.node_id)
-                self._publish(call)
+                self._on_roster(call, sender, members)
             case CallMute(audio=audio, video=video):
                 part.muted_audio, part.muted_video = audio, video
                 self._publish(call)
             case CallDegrade(reason=reason):
                 await self._degrade(call, f"{part.name}: {reason}", tell=False)
+
+    def _on_roster(self, call: Call, sender: str, members: tuple[CallMember, ...]) -> None:
+        """Learn new members; from the host of a relayed call, everyone's state too."""
+        for member in members:
+            if member.node_id != self._my_id and member.node_id not in call.participants:
+                call.participants[member.node_id] = self._participant(member.node_id)
+        if sender == call.host and (call.relayed or len(members) > MESH_MAX):
+            if not call.relayed:
+                call.relayed = True
+                log.info("call %s: %d nodes; now relayed by %s", call.call_id, len(members),
+                         call.participants[sender].name)  # fmt: skip
+            listed = {m.node_id: m.state for m in members}
+            for part in call.participants.values():
+                if part.node_id == call.host:
+                    continue
+                leg, part.leg = part.leg, None  # a star: no legs but to the host
+                if leg is not None:
+                    self._spawn(self._retire(leg), f"retire leg {part.name}")
+                state = listed.get(part.node_id, str(PartState.LEFT))
+                if state in set(PartState):
+                    part.state = PartState(state)
+        self._publish(call)
 
     async def _on_offer(self, sender: str, frame: CallOffer) -> None:
         call = self._calls.get(frame.call_id)
@@ -525,8 +311,10 @@ class CallManager(AsyncResource):
         if any(not c.ended for c in self._calls.values()):
             await self._send(sender, CallDecline(frame.call_id, "busy in another call"))
             return
-        if len(frame.members) + 1 > MESH_MAX:
-            await self._send(sender, CallDecline(frame.call_id, "call is over the mesh limit"))
+        size = len(frame.members) + 1
+        if size > GROUP_MAX or (size > MESH_MAX and frame.host != sender):
+            why = "call is over the group limit" if size > GROUP_MAX else "only the host relays"
+            await self._send(sender, CallDecline(frame.call_id, why))
             return
         call = self._new_call(
             frame.call_id,
@@ -537,6 +325,7 @@ class CallManager(AsyncResource):
             self._settings.media,
         )
         call.inviter, call.pending_offer = sender, frame.sdp
+        call.relayed = size > MESH_MAX
         for member in frame.members:
             if member != self._my_id:
                 call.participants[member] = self._participant(member)
@@ -554,7 +343,13 @@ class CallManager(AsyncResource):
             await self._send(sender, CallDecline(frame.call_id, "not taking joins for this call"))
             return
         part = call.participants.get(sender)
-        if part is not None and part.state in LIVE and part.leg is not None:
+        rehost = call.relayed and sender == call.host and part is not None
+        if call.relayed and not rehost:
+            await self._send(
+                sender, CallDecline(frame.call_id, "a relayed call: legs go via the host")
+            )
+            return
+        if not rehost and part is not None and part.state in LIVE and part.leg is not None:
             await self._send(sender, CallDecline(frame.call_id, "already connected"))
             return
         if part is None or part.state not in LIVE:
@@ -587,53 +382,7 @@ class CallManager(AsyncResource):
         node_id = event.peer.get("node_id")
         for call in list(self._calls.values()):
             part = call.participants.get(node_id) if isinstance(node_id, str) else None
+            if call.relayed and call.host != self._my_id and node_id != call.host:
+                continue  # a star: only our link to the host carries this call
             if not call.ended and part is not None:
                 self._drop(call, part, PartState.DROPPED, "link lost")
-
-    # -- quality ---------------------------------------------------------------------
-
-    def _apply_sending(self, call: Call) -> None:
-        for part in call.participants.values():
-            if part.leg is not None:
-                part.leg.send_audio(not call.me.muted_audio)
-                part.leg.send_video(not (call.me.muted_video or call.degraded))
-
-    async def _degrade(self, call: Call, reason: str, *, tell: bool) -> None:
-        if call.degraded or call.audio_only:
-            return
-        call.degraded = True
-        self._apply_sending(call)
-        log.warning("call %s falls back to audio only: %s", call.call_id, reason)
-        if tell:
-            for part in call.live():
-                await self._send(part.node_id, CallDegrade(call.call_id, reason[:256]))
-        self._publish(call)
-
-    async def _tick_loop(self) -> None:
-        last = self._clock()
-        while True:
-            await asyncio.sleep(1.0)
-            now = self._clock()
-            for call in list(self._calls.values()):
-                if not call.ended and call.state is not CallState.RINGING:
-                    await self._tick(call, now - last, now)
-            last = now
-
-    async def _tick(self, call: Call, dt: float, now: float) -> None:
-        readings: dict[str, LegStats] = {}
-        for part in list(call.participants.values()):
-            leg = part.leg
-            if leg is None:
-                continue
-            silent = leg.last_media_at is not None and now - leg.last_media_at > MEDIA_TIMEOUT
-            if part.state is PartState.CONNECTED and silent:
-                self._drop(call, part, PartState.DROPPED, f"no media for {MEDIA_TIMEOUT:g} s")
-                continue
-            readings[part.node_id] = await leg.stats()
-        samples = update_stats(call, readings, dt)
-        for node_id, sample in samples.items():
-            reason = call.participants[node_id].policy.observe(sample)
-            if reason is not None:
-                await self._degrade(call, reason, tell=True)
-        if not call.ended:
-            self._publish(call)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import array
 import asyncio
 import fractions
+import functools
 import logging
 import math
 import os
@@ -36,6 +37,7 @@ __all__ = [
     "draw_text",
     "open_media",
     "parse_media",
+    "prepare_synthetic",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ _ADVANCE = 4 * _SCALE
 _WHITE, _BLACK = 235, 16
 
 
+@functools.cache
 def _bars() -> tuple[bytes, bytes, bytes]:
     """Y, U and V planes of eight vertical colour bars (BT.601 values)."""
     colours = [  # (Y, U, V): white, yellow, cyan, green, magenta, red, blue, grey
@@ -136,6 +139,22 @@ class TestPatternTrack(VideoStreamTrack):
         return frame
 
 
+@functools.cache
+def _tone_second() -> bytes:
+    """One second of the tone: a whole number of periods, so the loop is seamless."""
+    samples = array.array(
+        "h",
+        (int(6000 * math.sin(2 * math.pi * TONE_HZ * i / AUDIO_RATE)) for i in range(AUDIO_RATE)),
+    )
+    return samples.tobytes()
+
+
+def prepare_synthetic() -> None:
+    """Compute the synthetic sources' fixed parts now (~20 ms), not while a call rings."""
+    _bars()
+    _tone_second()
+
+
 class ToneTrack(MediaStreamTrack):
     """A 440 Hz tone, 48 kHz mono, in 20 ms frames paced in real time."""
 
@@ -143,15 +162,7 @@ class ToneTrack(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        # One second holds a whole number of periods, so the loop is seamless.
-        samples = array.array(
-            "h",
-            (
-                int(6000 * math.sin(2 * math.pi * TONE_HZ * i / AUDIO_RATE))
-                for i in range(AUDIO_RATE)
-            ),
-        )
-        self._second = samples.tobytes()
+        self._second = _tone_second()
         self._per_frame = int(AUDIO_RATE * AUDIO_PTIME)
         self._timestamp = 0
         self._start: float | None = None

@@ -48,6 +48,7 @@ def empty_stats() -> dict[str, float | int | None]:
         "video_frames_received": 0,
         "audio_frames_received": 0,
         "setup_ms": None,
+        "audio_sources": 0,
     }
 
 
@@ -94,6 +95,8 @@ class Call:
     dialled_at: float
     state: CallState = CallState.RINGING
     degraded: bool = False
+    #: A star through ``host`` (more nodes than a full mesh holds), not a mesh.
+    relayed: bool = False
     ended_ms: int | None = None
     reason: str | None = None
     participants: dict[str, Participant] = field(default_factory=dict)
@@ -120,6 +123,7 @@ class Call:
             "state": str(self.state),
             "audio_only": self.audio_only,
             "degraded": self.degraded,
+            "relayed": self.relayed,
             "started_ms": self.started_ms,
             "ended_ms": self.ended_ms,
             "reason": self.reason,

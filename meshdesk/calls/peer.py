@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiortc import (
@@ -29,6 +29,7 @@ from av import VideoFrame
 from av.frame import Frame
 
 from meshdesk.calls.codecs import DEFAULT_PROFILE, EncoderProfile, encoder_profile
+from meshdesk.calls.ice import only_addresses
 from meshdesk.errors import CallError
 
 __all__ = [
@@ -121,6 +122,9 @@ class Leg:
         relay: MediaRelay,
         profile: EncoderProfile = DEFAULT_PROFILE,
         on_change: Callable[[Leg], None] | None = None,
+        on_audio: Callable[[MediaStreamTrack], None] | None = None,
+        slots: Sequence[MediaStreamTrack] = (),
+        addresses: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.peer_id = peer_id
@@ -128,6 +132,9 @@ class Leg:
         self._relay = relay
         self._profile = profile
         self._on_change = on_change
+        self._on_audio = on_audio
+        self._slots = list(slots)
+        self._addresses = addresses
         self._clock = clock
         self._sources: dict[str, MediaStreamTrack | None] = {"audio": audio, "video": video}
         self._sending: dict[str, CountingTrack | None] = {"audio": None, "video": None}
@@ -139,6 +146,10 @@ class Leg:
         self.first_video_at: float | None = None
         self.first_audio_at: float | None = None
         self.preview: Preview | None = None
+        #: The first received track of each kind (what a relaying host forwards).
+        self.remote: dict[str, MediaStreamTrack] = {}
+        #: When each received audio track last delivered a frame.
+        self._audio_seen: dict[int, float] = {}
         self._preview_at = 0.0
         self._closed = False
         self.pc.on("track", self._on_track)
@@ -151,6 +162,10 @@ class Leg:
     def state(self) -> str:
         """aiortc's connection state: new, connecting, connected, failed, closed."""
         return str(self.pc.connectionState)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def video_frames_sent(self) -> int:
@@ -169,8 +184,10 @@ class Leg:
         """Create and apply the local offer; its SDP (with host candidates)."""
         for kind in ("audio", "video"):
             self._attach(kind)
+        for slot in self._slots:
+            self.pc.addTrack(slot)
         try:
-            with encoder_profile(self._profile):
+            with encoder_profile(self._profile), only_addresses(self._addresses):
                 await self.pc.setLocalDescription(await self.pc.createOffer())
         except (ValueError, RuntimeError) as exc:
             raise CallError(f"cannot create an offer for {self.peer_id}: {exc}") from exc
@@ -183,7 +200,7 @@ class Leg:
             CallError: the offer is not a usable SDP.
         """
         try:
-            with encoder_profile(self._profile):
+            with encoder_profile(self._profile), only_addresses(self._addresses):
                 await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
                 offered = {t.kind for t in self.pc.getTransceivers()}
                 if "audio" not in offered:
@@ -227,9 +244,22 @@ class Leg:
             self._on_change(self)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        task = asyncio.create_task(self._consume(track), name=f"call media from {self.peer_id}")
+        # Every reader (our counter, a host's forwarding slots, playback) gets its own
+        # relay proxy: a track read by two consumers would split its frames.
+        self.remote.setdefault(track.kind, track)
+        own = self._relay.subscribe(track, buffered=True)
+        task = asyncio.create_task(self._consume(own), name=f"call media from {self.peer_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if track.kind == "audio":
+            self._audio_seen[id(own)] = 0.0
+            if self._on_audio is not None:
+                self._on_audio(self._relay.subscribe(track, buffered=True))
+
+    def audio_sources(self, within: float = 2.0) -> int:
+        """How many received audio tracks delivered a frame in the last ``within`` s."""
+        now = self._clock()
+        return sum(1 for at in self._audio_seen.values() if at and now - at <= within)
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         """Read received media: count it and keep a low-rate preview (never stored)."""
@@ -248,11 +278,14 @@ class Leg:
                         self.preview = _rgb(frame)
                 else:
                     self.audio_frames_received += 1
+                    self._audio_seen[id(track)] = now
                     if self.first_audio_at is None:
                         self.first_audio_at = now
                         self._changed()
         except MediaStreamError:
             return  # the track ended with the connection
+        finally:
+            track.stop()
 
     def _changed(self) -> None:
         if self._on_change is not None:
@@ -294,6 +327,8 @@ class Leg:
         for track in self._sending.values():
             if track is not None:
                 track.stop()
+        for slot in self._slots:
+            slot.stop()
         with contextlib.suppress(ConnectionError):
             await self.pc.close()
         tasks = list(self._tasks)

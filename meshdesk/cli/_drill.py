@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +45,7 @@ class _Printer:
         self._stream = stream
         self._tty = stream.isatty()
         self._next = 0.0
+        self._phase = ""
 
     def __call__(self, p: Progress) -> None:
         line = (
@@ -53,18 +55,26 @@ class _Printer:
         if self._tty:
             self._stream.write("\r\x1b[K" + line)
             self._stream.flush()
-        elif p.t >= self._next or p.phase != "drill":
+        elif p.t >= self._next or p.phase != self._phase:
             self._stream.write(line + "\n")
             self._next = p.t + p.duration / 10
+            self._phase = p.phase
 
     def done(self) -> None:
         if self._tty:
             self._stream.write("\n")
 
 
+def _term_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _drill(args: argparse.Namespace, env: Env) -> int:
     scenario = find_scenario(args.scenario)
     printer = _Printer(sys.stderr)
+    # A lab drill owns namespaces and node processes: on SIGTERM (a service manager,
+    # `kill`) unwind exactly as on Ctrl-C, so its clean-up runs.
+    previous = signal.signal(signal.SIGTERM, _term_as_interrupt)
     try:
         report: dict[str, Any] = run_drill(
             scenario,
@@ -74,6 +84,7 @@ def _drill(args: argparse.Namespace, env: Env) -> int:
             progress=None if args.quiet else printer,
         )
     finally:
+        signal.signal(signal.SIGTERM, previous)
         printer.done()
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
@@ -103,7 +114,11 @@ def add_drill_parser(commands: Any) -> None:
         "--mode",
         choices=MODES,
         default="sim",
-        help="sim: every node in one process on a virtual clock (lab mode: not built yet)",
+        help=(
+            "sim: every node in one process on a virtual clock; lab: real meshdesk run "
+            "processes in network namespaces (needs root; wall time = scenario time x "
+            "time_scale)"
+        ),
     )
     drill.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     drill.add_argument("--quiet", action="store_true", help="no live progress")

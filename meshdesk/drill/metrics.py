@@ -10,10 +10,11 @@ given by the engine, so a seeded simulation gives identical numbers.
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from meshdesk.store.records import digest_of
 
 __all__ = [
     "CallRecord",
@@ -25,14 +26,6 @@ __all__ = [
     "reach_times",
     "summarise",
 ]
-
-
-def digest_of(entries: Iterable[tuple[str, int, bytes]]) -> str:
-    """The convergence digest of a store: SHA-256 over its sorted (author, seq, hash)."""
-    h = hashlib.sha256()
-    for author, seq, digest in sorted(entries):
-        h.update(author.encode() + b"\0" + seq.to_bytes(8, "big") + digest)
-    return h.hexdigest()
 
 
 def reach_times(rec: Recorder) -> list[float]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meshdesk.drill._nodes import SimNode
+from meshdesk.drill.lab import play_lab
 from meshdesk.drill.metrics import Recorder, reach_times, summarise
 from meshdesk.drill.model import Scenario
 from meshdesk.drill.report import write_report
@@ -16,8 +17,8 @@ from meshdesk.errors import DrillError, DrillFailed
 
 __all__ = ["MODES", "run_drill", "write_results"]
 
-#: Lab mode (real nodes in network namespaces) is not built yet; see docs/ARCHITECTURE.md.
-MODES = ("sim",)
+#: sim: every node in one process on a virtual clock; lab: real nodes in namespaces.
+MODES = ("sim", "lab")
 
 
 def write_results(
@@ -57,7 +58,8 @@ def run_drill(
 
     Raises:
         ScenarioError: the scenario is malformed (lines named).
-        DrillError: an unknown mode, or the simulation livelocked.
+        DrillError: an unknown mode, the simulation livelocked, or lab mode cannot
+            run here (not root, no lab tools) or its lab failed.
         DrillFailed: the drill ran but lost records or did not converge.
     """
     scenario = load_scenario(scenario_path)
@@ -65,7 +67,10 @@ def run_drill(
     start = time.perf_counter()
     if mode not in MODES:
         raise DrillError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
-    rec = simulate(scenario, seed=seed, progress=progress, factory=factory or SimNode)
+    if mode == "lab":
+        rec = play_lab(scenario, seed=seed, log_dir=out / "lab-logs", progress=progress)
+    else:
+        rec = simulate(scenario, seed=seed, progress=progress, factory=factory or SimNode)
     return write_results(
         rec, scenario, mode=mode, seed=seed, out=out, wall_s=time.perf_counter() - start
     )

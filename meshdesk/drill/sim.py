@@ -236,22 +236,23 @@ class Simulation:
 
     def _path(self, a: Iterable[SimNode], b: Iterable[SimNode]) -> bool:
         """Is any of ``a`` joined to any of ``b`` by live links?"""
-        targets = {n.name for n in b if n.alive}
-        frontier = deque(n.name for n in a if n.alive)
+        reach = self._reach(a)
+        return any(n.alive and n.name in reach for n in b)
+
+    def _reach(self, start: Iterable[SimNode]) -> set[str]:
+        """Names of the nodes that live links join to any live node of ``start``."""
+        frontier = deque(n.name for n in start if n.alive)
         seen = set(frontier)
         adjacent: dict[str, list[str]] = {}
         for x, y in self.links:
             adjacent.setdefault(x, []).append(y)
             adjacent.setdefault(y, []).append(x)
         while frontier:
-            name = frontier.popleft()
-            if name in targets:
-                return True
-            for other in adjacent.get(name, ()):
+            for other in adjacent.get(frontier.popleft(), ()):
                 if other not in seen:
                     seen.add(other)
                     frontier.append(other)
-        return False
+        return seen
 
     def _spread_revocations(self) -> None:
         if not self.revoked_at:
@@ -462,13 +463,15 @@ class Simulation:
                 hq_heads[author] = max(hq_heads.get(author, 0), len(chain))
         backlog: dict[str, int] = {}
         linked: dict[str, bool] = {}
+        # One search from HQ answers every site's _path(members, self.hq).
+        reach = self._reach(self.hq)
         for site, members in self.site_nodes.items():
             best: dict[str, int] = {}
             for node in members:
                 for author, chain in node.store.events.items():
                     best[author] = max(best.get(author, 0), len(chain))
             backlog[site] = sum(max(0, n - hq_heads.get(a, 0)) for a, n in best.items())
-            linked[site] = self._path(members, self.hq)
+            linked[site] = any(n.alive and n.name in reach for n in members)
         self.rec.backlog.append((round(self.t, 3), backlog))
         self.rec.connected.append((round(self.t, 3), linked))
         if self._progress is not None:

@@ -22,6 +22,7 @@ from meshdesk.store.records import (
     RevokedNode,
     StoreCounts,
     StoredEvent,
+    digest_of,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "StoreCounts",
     "StoreState",
     "StoredEvent",
+    "digest_of",
 ]

@@ -370,6 +370,14 @@ class Store(AsyncResource):
             )
         return [case_id for (case_id,) in rows]
 
+    async def event_hashes(self) -> list[tuple[str, int, bytes]]:
+        """Every stored event as ``(author, seq, hash)``, sorted (see :func:`digest_of`)."""
+        async with self._session("read event hashes from") as db:
+            rows = await db.execute_fetchall(
+                "SELECT author, seq, hash FROM events ORDER BY author, seq"
+            )
+        return [(author, seq, bytes(digest)) for author, seq, digest in rows]
+
     async def checkpoints(self, author: str, after_seq: int = 0) -> list[Checkpoint]:
         """The author's checkpoints past ``after_seq``, oldest first."""
         async with self._session("read checkpoints from") as db:

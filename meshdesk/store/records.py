@@ -7,6 +7,8 @@ identity, sync) own the meaning of the fields.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -16,10 +18,22 @@ __all__ = [
     "RevokedNode",
     "StoreCounts",
     "StoredEvent",
+    "digest_of",
 ]
 
 #: ``prev_hash`` of the first event of every author (seq 1).
 ZERO_HASH = bytes(32)
+
+
+def digest_of(entries: Iterable[tuple[str, int, bytes]]) -> str:
+    """A store's content digest: SHA-256 over its sorted ``(author, seq, hash)``.
+
+    Two stores holding the same events have the same digest (drills compare them).
+    """
+    h = hashlib.sha256()
+    for author, seq, digest in sorted(entries):
+        h.update(author.encode() + b"\0" + seq.to_bytes(8, "big") + digest)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

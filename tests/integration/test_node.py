@@ -192,3 +192,31 @@ async def test_events_and_sync_progress_reach_control_clients(
     assert shelter["received_events"] >= 1
     assert shelter["last_exchange_ms"] is not None
     assert shelter["inbox"] == 0
+
+
+async def test_digest_op_tells_equal_stores_from_unequal_ones(
+    mesh: Mesh, async_wait_until: WaitUntil
+) -> None:
+    await async_wait_until(lambda: len(mesh.linked("shelter")) == 2, 10)
+    socks = {name: home.control_socket for name, home in mesh.homes.items()}
+
+    async def digests() -> dict[str, dict[str, object]]:
+        return {name: await control.call(sock, "digest") for name, sock in socks.items()}
+
+    empty = await digests()
+    assert {d["events"] for d in empty.values()} == {0}
+    assert len({d["digest"] for d in empty.values()}) == 1
+    args = {"operator": "佐藤", "category": "supplies", "urgency": "high", "name": "田中 一郎"}
+    await control.call(socks["shelter"], "case", {"op": "new", "args": args})
+    # Right after the write only the shelter holds it: its digest differs.
+    after = await digests()
+    assert after["shelter"]["events"] > 0
+    assert after["shelter"]["digest"] != empty["shelter"]["digest"]
+    shelter_id = (await control.call(socks["shelter"], "status"))["node_id"]
+    assert after["shelter"]["heads"] == {shelter_id: after["shelter"]["events"]}
+
+    async def converged() -> bool:
+        now = await digests()
+        return len({d["digest"] for d in now.values()}) == 1
+
+    await async_wait_until(converged, 10)

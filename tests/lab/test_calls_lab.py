@@ -7,6 +7,7 @@ namespace with a veth on the lab bridge. Calls are placed with ``meshdesk call``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from _nodes import (
     all_linked,
     start_node,
 )
+
+from meshdesk import control
+from meshdesk.errors import MeshdeskError
 
 pytestmark = pytest.mark.lab
 
@@ -269,3 +273,173 @@ def test_a_tampered_dtls_fingerprint_fails_the_call(lab_factory: Any) -> None:
     assert tampered["a_video_received"] == 0, tampered
     assert tampered["a_audio_received"] == 0, tampered
     assert tampered["b_video_received"] == 0, tampered
+
+
+def _parts(node: RunningNode) -> dict[str, str]:
+    return {p["name"]: p["state"] for p in only_call(node)["participants"]}
+
+
+def test_five_nodes_relay_through_the_host_and_survive_one_leaving(
+    lab_factory: Any, tmp_path: Path, wait_until: Any
+) -> None:
+    lab = lab_factory(5)
+    nodes = _nodes(tmp_path, lab, ["a", "b", "c", "d", "e"], wait_until)
+    a, b, c, d, e = nodes
+    call = a.call("call_start", {"peer": "b", "media": "synthetic", "audio_only": True})
+    call_id = call["call_id"]
+    wait_until(lambda: only_call(a)["state"] == "active", timeout=10, message="a-b active")
+    for guest in (c, d):
+        a.call("call_invite", {"call_id": call_id, "peer": guest.name})
+        wait_until(lambda g=guest: only_call(g)["state"] == "active", timeout=15,
+                   message=f"{guest.name} joined")  # fmt: skip
+    assert only_call(a)["relayed"] is False  # four nodes: still a full mesh
+    # Only the host may grow the call past the mesh.
+    with pytest.raises(MeshdeskError, match="relayed by its host a"):
+        b.call("call_invite", {"call_id": call_id, "peer": "e"})
+
+    a.call("call_invite", {"call_id": call_id, "peer": "e"})
+
+    everyone = {"a", "b", "c", "d", "e"}
+
+    def star() -> bool:
+        for node in nodes:
+            view = only_call(node)
+            if not view["relayed"] or view["host"] != call["host"]:
+                return False
+            if set(_parts(node).items()) != {(n, "connected") for n in everyone}:
+                return False
+        return True
+
+    wait_until(star, timeout=30, message="all five connected through the host")
+    # Each participant hears the host and the three others, forwarded as separate tracks.
+    for node in (b, c, d, e):
+        wait_until(lambda n=node: only_call(n)["stats"]["audio_sources"] == 4, timeout=10,
+                   message=f"{node.name} hears four others")  # fmt: skip
+    wait_until(lambda: only_call(a)["stats"]["audio_sources"] == 4, timeout=10,
+               message="the host hears four participants")  # fmt: skip
+
+    c.call("call_hangup", {"call_id": call_id})
+
+    def c_left_others_stay() -> bool:
+        for node in (a, b, d, e):
+            view = only_call(node)
+            if view["state"] != "active" or _parts(node).get("c") != "left":
+                return False
+        return True
+
+    wait_until(c_left_others_stay, timeout=10, message="c left; the others stay")
+    for node in (b, d, e):
+        wait_until(lambda n=node: only_call(n)["stats"]["audio_sources"] == 3, timeout=10,
+                   message=f"{node.name} hears the three left")  # fmt: skip
+        heard = only_call(node)["stats"]["audio_frames_received"]
+        wait_until(lambda n=node, h=heard: only_call(n)["stats"]["audio_frames_received"] > h + 100,
+                   timeout=10, message=f"{node.name} keeps hearing the others")  # fmt: skip
+
+    a.call("call_hangup", {"call_id": call_id})
+    for node in (b, d, e):
+        wait_until(lambda n=node: only_call(n)["state"] == "ended", timeout=10,
+                   message=f"{node.name}'s call ended with the host gone")  # fmt: skip
+        assert "host a left" in only_call(node)["reason"]
+
+
+def test_mute_stops_that_sides_frames_at_the_peer(
+    lab_factory: Any, tmp_path: Path, wait_until: Any
+) -> None:
+    lab = lab_factory(2)
+    a, b = _nodes(tmp_path, lab, ["a", "b"], wait_until)
+    call_id = a.call("call_start", {"peer": "b", "media": "synthetic"})["call_id"]
+    wait_until(lambda: only_call(b)["stats"]["video_frames_received"] > 30, timeout=10,
+               message="media flows")  # fmt: skip
+
+    def growth(kind: str, seconds: float) -> int:
+        before = only_call(b)["stats"][f"{kind}_frames_received"]
+        time.sleep(seconds)
+        after: int = only_call(b)["stats"][f"{kind}_frames_received"]
+        return after - before
+
+    a.call("call_mute", {"call_id": call_id, "video": True})
+    wait_until(lambda: only_call(b)["participants"][1]["muted_video"], timeout=5,
+               message="b sees a's video muted")  # fmt: skip
+    time.sleep(1.5)  # the stats tick and the frames in flight
+    assert growth("video", 2.0) <= 2
+    assert growth("audio", 2.0) > 50  # audio still flows
+
+    a.call("call_mute", {"call_id": call_id, "audio": True, "video": False})
+    time.sleep(1.5)
+    assert growth("audio", 2.0) <= 2
+    assert growth("video", 2.0) > 20
+    view = only_call(b)
+    a_seen = next(p for p in view["participants"] if p["name"] == "a")
+    assert a_seen["muted_audio"] is True
+    assert a_seen["muted_video"] is False
+    assert view["state"] == "active"
+    a.call("call_hangup", {"call_id": call_id})
+
+
+def test_call_events_reach_a_subscriber(lab_factory: Any, tmp_path: Path, wait_until: Any) -> None:
+    lab = lab_factory(2)
+    a, _b = _nodes(tmp_path, lab, ["a", "b"], wait_until)
+
+    async def watch() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        async with control.subscribe(a.control_socket, ["call"]) as events:
+            call = await control.call(a.control_socket, "call_start",
+                                      {"peer": "b", "media": "synthetic"})  # fmt: skip
+            async with asyncio.timeout(20):
+                async for event in events:
+                    assert event.kind == "call"
+                    seen.append(dict(event.data))
+                    data = event.data
+                    frames = data["stats"]["video_frames_received"]  # type: ignore[index]
+                    if data["call_id"] == call["call_id"] and frames > 30:
+                        break
+            await control.call(a.control_socket, "call_hangup", {"call_id": call["call_id"]})
+        return seen
+
+    seen = asyncio.run(watch())
+    states = [event["state"] for event in seen]
+    assert states[0] == "ringing"
+    assert "active" in states
+    assert seen[-1]["stats"]["video_frames_received"] > 30
+
+
+def test_heavy_loss_falls_back_to_audio_only_on_both_sides(
+    lab_factory: Any, tmp_path: Path, wait_until: Any
+) -> None:
+    lab = lab_factory(2)
+    a, b = _nodes(tmp_path, lab, ["a", "b"], wait_until)
+    call_id = a.call("call_start", {"peer": "b", "media": "synthetic"})["call_id"]
+    wait_until(lambda: only_call(b)["stats"]["video_frames_received"] > 30, timeout=10,
+               message="media flows")  # fmt: skip
+    assert not only_call(a)["degraded"]
+    lab.netem("h2", loss_pct=30)
+
+    wait_until(lambda: only_call(a)["degraded"] and only_call(b)["degraded"], timeout=20,
+               message="both sides fell back to audio only")  # fmt: skip
+    for node in (a, b):
+        assert "falls back to audio only" in node.log_text()
+    lab.clear_netem("h2")
+    time.sleep(1.5)
+    before = only_call(b)["stats"]["video_frames_received"]
+    time.sleep(2.0)
+    assert only_call(b)["stats"]["video_frames_received"] - before <= 2  # video stays off
+    a.call("call_hangup", {"call_id": call_id})
+
+
+def test_bench_call_measures_a_real_call_end_to_end() -> None:
+    script = Path(__file__).resolve().parents[2] / "field-kit" / "lab"
+    argv = [MESHDESK, "bench", "call", "--rounds", "2", "--seconds", "1", "--lab", str(script),
+            "--json"]  # fmt: skip
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert len(report["setup_ms"]) == 2
+    assert len(report["node_setup_ms"]) == 2
+    # The end-to-end figure contains the node's own one (dial → first frame).
+    for total, inside in zip(report["setup_ms"], report["node_setup_ms"], strict=True):
+        assert 0 < inside <= total
+    for key in ("raw_setup_ms_p50", "legs_setup_ms_p50", "cpu_pct_per_endpoint"):
+        assert report[key] > 0, key
+    assert report["fps_received"] > 0

@@ -33,7 +33,17 @@ from meshdesk.errors import CallError, WireError
 from meshdesk.identity import NodeId, NodeInfo, Role
 from meshdesk.net.mesh import PeerEvent
 from meshdesk.net.peers import PeerRecord, PeerState
-from meshdesk.wire import CallAnswer, CallDecline, CallOffer, Frame, decode, encode
+from meshdesk.wire import (
+    CallAnswer,
+    CallDecline,
+    CallLeave,
+    CallMember,
+    CallOffer,
+    CallRoster,
+    Frame,
+    decode,
+    encode,
+)
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=96)
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
@@ -178,11 +188,17 @@ ME, PEER, OTHER = _info(1, "me"), _info(2, "peer"), _info(3, "other")
 
 
 @dataclass
+class FakeChannel:
+    remote: str = "127.0.0.1:7420"
+
+
+@dataclass
 class FakeLink:
-    """What the manager needs of a link: the authenticated peer and ``send``."""
+    """What the manager needs of a link: the authenticated peer, its address, ``send``."""
 
     peer_id: str
     sent: list[Frame] = field(default_factory=list)
+    channel: FakeChannel = field(default_factory=FakeChannel)
 
     async def send(self, frame: Frame) -> None:
         self.sent.append(frame)
@@ -325,3 +341,60 @@ def test_bench_call_refuses_clearly_when_not_root(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     assert main(["bench", "call", "--json"]) == 1
+
+
+# -- relayed calls (signalling only) -----------------------------------------------------
+
+X, Y = _info(4, "x"), _info(5, "y")
+GROUP = tuple(str(n.node_id) for n in (PEER, OTHER, X, Y))
+
+
+async def test_an_offer_over_the_mesh_limit_is_taken_only_from_the_host(
+    manager: tuple[CallManager, dict[str, FakeLink]],
+) -> None:
+    calls, links = manager
+    other = links[str(OTHER.node_id)]
+    # OTHER offers a five-node call that PEER hosts: only a host relays.
+    await calls.on_frame(other, _offer(OTHER, host=str(PEER.node_id), members=GROUP))  # type: ignore[arg-type]
+    assert calls.calls() == []
+    assert other.sent == [CallDecline(CALL_ID, "only the host relays")]
+    # Past the group limit nobody can.
+    crowd = GROUP + tuple(str(_info(10 + i, f"n{i}").node_id) for i in range(4))
+    await calls.on_frame(links[str(PEER.node_id)], _offer(PEER, members=crowd))  # type: ignore[arg-type]
+    assert links[str(PEER.node_id)].sent == [CallDecline(CALL_ID, "call is over the group limit")]
+
+
+async def test_the_hosts_roster_rules_a_relayed_call_and_its_leaving_ends_it(
+    manager: tuple[CallManager, dict[str, FakeLink]],
+) -> None:
+    calls, links = manager
+    host = links[str(PEER.node_id)]
+    await calls.on_frame(host, _offer(PEER, members=GROUP))  # type: ignore[arg-type]
+    (ringing,) = calls.calls()
+    assert ringing["relayed"] is True
+    assert ringing["host"] == str(PEER.node_id)
+
+    members = (
+        CallMember(str(PEER.node_id), "connected"),
+        CallMember(str(ME.node_id), "connecting"),
+        CallMember(str(X.node_id), "connected"),
+        CallMember(str(Y.node_id), "connecting"),
+    )  # OTHER is no longer listed: it left
+    # A roster from a non-host changes no one's state.
+    await calls.on_frame(links[str(OTHER.node_id)], CallRoster(CALL_ID, str(PEER.node_id), members))  # type: ignore[arg-type]
+    states = {p["node_id"]: p["state"] for p in calls.calls()[0]["participants"]}
+    assert states[str(OTHER.node_id)] == "invited"
+    await calls.on_frame(host, CallRoster(CALL_ID, str(PEER.node_id), members))  # type: ignore[arg-type]
+    states = {p["node_id"]: p["state"] for p in calls.calls()[0]["participants"]}
+    assert states[str(OTHER.node_id)] == "left"
+    assert states[str(X.node_id)] == "connected"
+    assert states[str(Y.node_id)] == "connecting"
+
+    # Another member leaving does not end it; the host leaving does, saying so.
+    await calls.on_frame(links[str(OTHER.node_id)], CallLeave(CALL_ID, "hung up"))  # type: ignore[arg-type]
+    assert calls.calls()[0]["state"] == "ringing"
+    await calls.on_frame(host, CallLeave(CALL_ID, "hung up"))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)  # the end runs as a task
+    (ended,) = calls.calls()
+    assert ended["state"] == "ended"
+    assert "the host peer left" in ended["reason"]

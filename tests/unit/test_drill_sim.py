@@ -108,6 +108,18 @@ def test_shipped_scenarios_pass_in_sim(name: str, tmp_path: Path) -> None:
     assert report["not_reached"] == 0
 
 
+def test_prefecture_300_loses_nothing_and_converges() -> None:
+    """The 300-node scenario end to end (its wall time is in docs/BENCHMARKS.md)."""
+    sc = load_scenario(SCENARIOS / "prefecture-300.toml")
+    rec = simulate(sc)
+    assert len(rec.digests) == 300
+    assert rec.converged
+    assert rec.lost_records == 0
+    assert sum(rec.missing.values()) == 0
+    assert len(rec.cases) > 200
+    assert all(c.reached_s is not None for c in rec.cases.values())
+
+
 def test_yokote_isolated_branch_waits_its_ten_minutes(tmp_path: Path) -> None:
     report = run_drill(SCENARIOS / "yokote-12.toml", tmp_path)
     site = report["sites"]["omonogawa"]  # type: ignore[index]
