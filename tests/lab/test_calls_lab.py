@@ -161,11 +161,13 @@ def test_audio_only_call_survives_five_percent_loss(
     lab.netem("h1", loss_pct=5)
     lab.netem("h2", loss_pct=5)
 
-    result = meshdesk_call(a, "b", "--duration", "4", "--audio-only")
+    result = meshdesk_call(a, "b", "--duration", "8", "--audio-only")
 
     assert result["audio_only"] is True
     assert result["video_frames_sent"] == 0
-    # 4 s of 20 ms frames is 200; with 5 % loss each way most of them still arrive.
+    assert result["degraded"] is False  # 5 % is below the fallback threshold
+    # 8 s of 20 ms frames is 400. The bound leaves room for a starved 2-core CI box
+    # (frames are generated in real time); what matters is that audio kept flowing.
     assert result["audio_frames_received"] > 120
     assert result["reason"] == "hung up"
     wait_until(lambda: only_call(b)["state"] == "ended", timeout=5, message="b's call ended")
