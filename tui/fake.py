@@ -15,6 +15,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
+from meshdesk.cases.args import choice_arg as _choice
+from meshdesk.cases.args import text_arg as _text
 from meshdesk.cases.model import Category, Personal, Status, Urgency, check_transition
 from meshdesk.errors import UsageError
 from meshdesk.tui._fake_calls import FakeCalls
@@ -34,26 +36,6 @@ def _iso(ms: int) -> str:
         .isoformat(timespec="seconds")
         .replace("+00:00", "Z")
     )
-
-
-def _text(args: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
-    value = args.get(key)
-    if value is None or value == "":
-        if required:
-            raise UsageError(f"{key} is required")
-        return None
-    if not isinstance(value, str):
-        raise UsageError(f"{key} must be text")
-    return value
-
-
-def _choice(args: Mapping[str, Any], key: str, allowed: type[Category | Urgency | Status]) -> str:
-    value = _text(args, key)
-    known = [str(m) for m in allowed]
-    if value not in known:
-        raise UsageError(f"unknown {key} {value!r}; choose one of: {', '.join(known)}")
-    assert value is not None
-    return value
 
 
 class FakeNode(FakeCalls):

@@ -10,6 +10,10 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from meshdesk.cases.args import choice_arg as _choice
+from meshdesk.cases.args import need_arg as _need
+from meshdesk.cases.args import text_arg as _text
+from meshdesk.cases.args import texts_arg as _texts
 from meshdesk.cases.book import CaseBook
 from meshdesk.cases.model import Category, Personal, Status, Urgency
 from meshdesk.errors import UsageError
@@ -17,38 +21,6 @@ from meshdesk.errors import UsageError
 __all__ = ["CASE_OPS", "run_case_op"]
 
 Op = Callable[[CaseBook, Mapping[str, Any]], Awaitable[object]]
-
-
-def _text(args: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
-    value = args.get(key)
-    if value is None or value == "":
-        if required:
-            raise UsageError(f"{key} is required")
-        return None
-    if not isinstance(value, str):
-        raise UsageError(f"{key} must be text")
-    return value
-
-
-def _need(args: Mapping[str, Any], key: str) -> str:
-    value = _text(args, key)
-    assert value is not None
-    return value
-
-
-def _choice(args: Mapping[str, Any], key: str, allowed: type[Category | Urgency | Status]) -> str:
-    value = _need(args, key)
-    known = [str(m) for m in allowed]
-    if value not in known:
-        raise UsageError(f"unknown {key} {value!r}; choose one of: {', '.join(known)}")
-    return value
-
-
-def _texts(args: Mapping[str, Any], key: str) -> list[str]:
-    value = args.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise UsageError(f"{key} must be a list of names")
-    return list(value)
 
 
 async def _new(book: CaseBook, args: Mapping[str, Any]) -> object:
