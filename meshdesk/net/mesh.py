@@ -147,6 +147,9 @@ class LinkManager(AsyncResource):
         task = asyncio.create_task(self._guard(coro, name), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A task cancelled before its first step never awaits ``coro``; close it so
+        # shutdown does not leave a "never awaited" coroutine (a no-op once it ran).
+        task.add_done_callback(lambda _: coro.close())
 
     @staticmethod
     async def _guard(coro: Coroutine[object, object, None], name: str) -> None:

@@ -211,6 +211,7 @@ async def test_restarted_peer_replaces_its_stale_link(
     old_b = network.nodes.pop("b")
     for _, _, pair in network.pairs:
         pair.cut()
+    await old_b.aclose()  # the old process is gone: its goodbye is lost on the cut pair
     info = network.infos["b"]
     hello = Hello(
         proto=PROTOCOL_VERSION,
@@ -229,7 +230,6 @@ async def test_restarted_peer_replaces_its_stale_link(
         await async_wait_until(lambda: network.linked("a") == ["b"], 1)
         await asyncio.sleep(FAST.dead_after * 2)
         assert network.linked("a") == ["b"]
-    await old_b.aclose()
 
 
 async def test_malformed_hello_is_refused_and_the_node_keeps_serving(
