@@ -1,0 +1,169 @@
+"""Lab-mode conflicts against fake nodes that answer the ``case`` control ops.
+
+The real thing (real nodes, a real cut) runs in tests/lab/test_drill_lab.py; here
+the bookkeeping is checked step by step: which case is chosen, that the two writes
+differ and are made on both sides, that HQ's ``show`` raising a conflict schedules
+the resolution a minute later, and that the resolution writes the newest candidate.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
+
+import pytest
+
+from meshdesk.drill._labconflicts import RESOLVE_AFTER_S, LabConflicts
+from meshdesk.drill._labnodes import LabNode
+from meshdesk.drill.metrics import CaseRecord, Recorder
+from meshdesk.errors import UsageError
+
+Step = Callable[[], Awaitable[None]]
+
+
+class FakeNode:
+    """One node's view of urgency per case: its own last write, or a conflict."""
+
+    def __init__(self, name: str, urgency: dict[str, str]) -> None:
+        self.name = name
+        self.urgency = dict(urgency)
+        self.writes: list[tuple[str, str]] = []
+        self.conflicts: dict[str, list[str]] = {}  # case -> candidate values, newest first
+
+    async def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
+        assert op == "case"
+        assert args is not None
+        case_id = args["args"]["id"]
+        if case_id not in self.urgency:
+            raise UsageError(f"no case {case_id}")
+        if args["op"] == "set":
+            value = args["args"]["value"]
+            assert args["args"]["field"] == "urgency"
+            self.writes.append((case_id, value))
+            self.urgency[case_id] = value
+            self.conflicts.pop(case_id, None)  # set writes over every live candidate
+        else:
+            assert args["op"] == "show"
+        return self.view(case_id)
+
+    def view(self, case_id: str) -> dict[str, object]:
+        candidates = self.conflicts.get(case_id)
+        conflicts = []
+        if candidates:
+            values = [{"value": v, "node": "x", "at": "t", "op": "o"} for v in candidates]
+            conflicts.append({"field": "urgency", "candidates": values})
+        return {"id": case_id, "urgency": self.urgency[case_id], "conflicts": conflicts}
+
+
+class Engine:
+    """The bits of the lab engine LabConflicts uses: a clock, HQ, a step queue."""
+
+    def __init__(self, hq: FakeNode | None) -> None:
+        self.t = 0.0
+        self.hq = hq
+        self.steps: list[tuple[float, Step]] = []
+
+    def conflicts(self, rec: Recorder) -> LabConflicts:
+        return LabConflicts(
+            rec,
+            random.Random(1),
+            now=lambda: self.t,
+            hq=lambda: cast(LabNode, self.hq),
+            schedule=lambda t, step: self.steps.append((t, step)),
+        )
+
+
+def _recorder() -> Recorder:
+    rec = Recorder(["hq", "a", "b"])
+    rec.case_created(CaseRecord("a1", "a", "a", 1.0, "high"))
+    rec.case_created(CaseRecord("b1", "b", "b", 2.0, "normal"))
+    rec.case_created(CaseRecord("a2", "a", "a", 3.0, "low", refused=True))
+    return rec
+
+
+def test_pick_prefers_the_sites_own_cases_and_skips_refused_and_used_ones() -> None:
+    rec = _recorder()
+    conflicts = Engine(None).conflicts(rec)
+    both = frozenset({"a1", "b1", "a2"})
+    assert conflicts.pick("a", both, both) == "a1"
+    assert conflicts.pick("a", frozenset({"b1", "a2"}), both) == "b1"  # any shared case
+    assert conflicts.pick("a", frozenset({"a1"}), frozenset({"b1"})) is None
+    assert conflicts.pick("a", frozenset({"a2"}), frozenset({"a2"})) is None  # refused
+
+
+async def test_two_writes_conflict_at_hq_and_are_resolved_a_minute_later() -> None:
+    rec = _recorder()
+    origin = FakeNode("a", {"a1": "high"})
+    hq = FakeNode("hq", {"a1": "high"})
+    engine = Engine(hq)
+    conflicts = engine.conflicts(rec)
+    await conflicts.write(10.0, "a1", cast(LabNode, origin), cast(LabNode, hq))
+    [(_, a)] = origin.writes
+    [(_, b)] = hq.writes
+    assert a != b
+    assert "high" not in (a, b)
+    assert conflicts.open_sites() == {"a"}
+    assert conflicts.busy
+    # Still cut off: HQ shows no conflict, nothing is raised.
+    await conflicts.check(11.0)
+    assert rec.conflicts == {}
+    assert engine.steps == []
+    # The site is back: HQ holds both writes and shows the conflict.
+    hq.conflicts["a1"] = [a, b]
+    await conflicts.check(30.0)
+    await conflicts.check(31.0)  # raised once
+    assert [(c.site, c.raised_s, c.resolved_s) for c in rec.conflicts.values()] == [
+        ("a", 30.0, None)
+    ]
+    [(when, step)] = engine.steps
+    assert when == 30.0 + RESOLVE_AFTER_S
+    engine.t = when
+    await step()
+    assert hq.writes[-1] == ("a1", a)  # the newest candidate
+    assert rec.conflicts[("a1", "urgency")].resolved_s == when
+    assert not conflicts.busy
+    assert conflicts.open_sites() == set()
+
+
+async def test_a_failed_write_is_noted_and_opens_no_pair() -> None:
+    rec = _recorder()
+    origin = FakeNode("a", {"a1": "high"})
+    hq = FakeNode("hq", {})  # HQ does not hold the case
+    conflicts = Engine(hq).conflicts(rec)
+    await conflicts.write(10.0, "a1", cast(LabNode, origin), cast(LabNode, hq))
+    assert not conflicts.busy
+    assert any("no case a1" in note for note in rec.notes)
+
+
+async def test_resolution_waits_while_no_hq_node_runs() -> None:
+    rec = _recorder()
+    origin = FakeNode("a", {"a1": "high"})
+    hq = FakeNode("hq", {"a1": "high"})
+    engine = Engine(hq)
+    conflicts = engine.conflicts(rec)
+    await conflicts.write(10.0, "a1", cast(LabNode, origin), cast(LabNode, hq))
+    hq.conflicts["a1"] = ["low", "normal"]
+    await conflicts.check(20.0)
+    [(when, step)] = engine.steps
+    engine.t, engine.hq = when, None
+    await step()
+    assert rec.conflicts[("a1", "urgency")].resolved_s is None
+    [_, (later, retry)] = engine.steps
+    assert later == when + RESOLVE_AFTER_S
+    engine.t, engine.hq = later, hq
+    await retry()
+    assert rec.conflicts[("a1", "urgency")].resolved_s == later
+
+
+@pytest.mark.parametrize("current", ["immediate", "high", "normal", "low"])
+async def test_the_two_values_differ_from_each_other_and_from_the_current_one(
+    current: str,
+) -> None:
+    rec = _recorder()
+    origin = FakeNode("a", {"a1": current})
+    hq = FakeNode("hq", {"a1": current})
+    await Engine(hq).conflicts(rec).write(0.0, "a1", cast(LabNode, origin), cast(LabNode, hq))
+    values = {origin.writes[0][1], hq.writes[0][1]}
+    assert len(values) == 2
+    assert current not in values
