@@ -2,11 +2,13 @@
 
 Sim mode lets a share of cases be re-assessed at their origin and re-triaged at HQ
 at random times, so some writes land on both sides of an outage. Lab mode makes
-that deterministic instead: whenever the topology cuts a site off from HQ, one case
-that both the site and HQ already hold (the site's own first) gets its urgency set
+that deterministic instead: the first time the topology cuts a site off from HQ
+while both hold a case (the site's own first), that case gets its urgency set
 through the real control op ``case set`` at a node of the site *and* at HQ, at the
 same moment, to two different values. Neither write can have seen the other, so
-when the site is back the fold shows a conflict on ``urgency``. Each poll asks HQ
+when the site is back the fold shows a conflict on ``urgency``. Once per site and
+drill: a later cut (a courier leaving HQ for the last time) may have no link left
+to carry the two writes before the end. Each poll asks HQ
 (``case show``) about the cases written so; a conflict seen there is raised in the
 :class:`~meshdesk.drill.metrics.Recorder` (under the case's site), and an HQ
 operator settles it :data:`RESOLVE_AFTER_S` scenario seconds later with ``case set``
@@ -77,9 +79,9 @@ class LabConflicts:
         self._schedule = schedule
         self.pairs: dict[str, Pair] = {}
 
-    def open_sites(self) -> set[str]:
-        """Sites with a pair written and not yet resolved."""
-        return {p.site for p in self.pairs.values() if not p.resolved}
+    def sites(self) -> set[str]:
+        """Sites that have had their pair (one per site and drill)."""
+        return {p.site for p in self.pairs.values()}
 
     @property
     def busy(self) -> bool:

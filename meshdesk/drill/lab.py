@@ -46,7 +46,7 @@ from meshdesk import admin, control
 from meshdesk.drill._labcalls import LabCalls
 from meshdesk.drill._labconflicts import LabConflicts
 from meshdesk.drill._labnet import LabNet, lab_problems, new_prefix
-from meshdesk.drill._labnodes import LabNode, make_deployment
+from meshdesk.drill._labnodes import PORT, LabNode, make_deployment, set_static_peers
 from meshdesk.drill.labmetrics import NodeView, Snapshot, final_check, observe, quiet
 from meshdesk.drill.metrics import CaseRecord, Recorder
 from meshdesk.drill.model import (
@@ -133,6 +133,11 @@ class LabDrill:
                 home = homes[spec.name]
                 self.nodes[spec.name] = LabNode(spec, home, self.hosts[spec.name], self.log_dir)
             await self.net.up()
+            for node in self.nodes.values():
+                others = [n for n in self.nodes.values() if n is not node]
+                set_static_peers(
+                    node.home, [f"{self.net.addresses[n.host]}:{PORT}" for n in others]
+                )
             await self._rewire()
             for node in self.nodes.values():
                 node.start(self.net)
@@ -378,11 +383,11 @@ class LabDrill:
         return reach
 
     async def _cut_off_edits(self) -> None:
-        """Each site the topology has just cut off from HQ gets one conflict pair.
+        """A site the topology has just cut off from HQ gets its conflict pair.
 
         See :mod:`meshdesk.drill._labconflicts`: one case both sides hold has its
-        urgency set on both sides of the cut at once (not while a pair of the site is
-        still open, nor for revoked nodes; only sites where consultations are made).
+        urgency set on both sides of the cut at once (once per site and drill; not
+        for revoked nodes; only sites where consultations are made).
         """
         hq = self._hq_node()
         hq_view = self.last.nodes.get(hq.name) if hq is not None else None
@@ -391,7 +396,7 @@ class LabDrill:
         reach = self._reach(hq.name)
         hq_sites = {n.site for n in self.sc.hq_nodes}
         writing = {a.site for a in self.sc.timeline if isinstance(a, Consultations)}
-        busy = self.conflicts.open_sites()
+        busy = self.conflicts.sites()
         for site in sorted(writing - hq_sites - busy):
             members = [n for n in self.nodes.values() if n.spec.site == site]
             if any(n.name in reach for n in members):
