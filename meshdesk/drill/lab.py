@@ -36,6 +36,7 @@ import datetime as dt
 import functools
 import heapq
 import itertools
+import logging
 import random
 import shutil
 import tempfile
@@ -65,7 +66,9 @@ from meshdesk.drill.model import (
 from meshdesk.drill.sim import Progress
 from meshdesk.errors import DrillError, MeshdeskError
 
-__all__ = ["MIN_DRAIN_S", "POLL_S", "LabDrill", "play_lab"]
+__all__ = ["LAB_NODE_MAX", "LAB_NODE_WARN", "MIN_DRAIN_S", "POLL_S", "LabDrill", "play_lab"]
+
+log = logging.getLogger(__name__)
 
 #: Wall seconds between polls of the nodes.
 POLL_S = 1.0
@@ -73,6 +76,11 @@ POLL_S = 1.0
 MIN_DRAIN_S = 45.0
 #: Wall seconds to wait at the start for the nodes the topology joins to link.
 LINK_TIMEOUT_S = 30.0
+#: Each lab node is a whole ``meshdesk run`` (~140 MB resident, CPU for TLS, sync and
+#: polling). Above LAB_NODE_WARN nodes a lab drill warns; above LAB_NODE_MAX it
+#: refuses (measured on 2 cores: docs/BENCHMARKS.md, "Drills (lab mode)").
+LAB_NODE_WARN = 12
+LAB_NODE_MAX = 24
 
 Step = Callable[[], Awaitable[None]]
 
@@ -488,6 +496,20 @@ def play_lab(
         raise DrillError(f"scenario {scenario.name} is sim only (run it with --mode sim)")
     if not scenario.hq_nodes:
         raise DrillError(f"scenario {scenario.name} has no HQ node")
+    count = len(scenario.nodes)
+    if count > LAB_NODE_MAX:
+        raise DrillError(
+            f"scenario {scenario.name} has {count} nodes; lab mode runs at most "
+            f"{LAB_NODE_MAX} real nodes on one machine (run it with --mode sim)"
+        )
+    if count > LAB_NODE_WARN:
+        log.warning(
+            "scenario %s has %d nodes, more than the %d a lab drill was measured with: "
+            "expect late reach-HQ times and polls that miss nodes under load",
+            scenario.name,
+            count,
+            LAB_NODE_WARN,
+        )
     log_dir.mkdir(parents=True, exist_ok=True)
     drill = LabDrill(scenario, seed, log_dir, progress)
     try:
