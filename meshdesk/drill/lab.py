@@ -85,6 +85,18 @@ LAB_NODE_MAX = 24
 Step = Callable[[], Awaitable[None]]
 
 
+def _pending(count: object) -> int:
+    """A link's outbox or inbox count; unknown (None: heads not yet exchanged) is 1.
+
+    An unknown count is not an idle link, so a drain never ends on one.
+    """
+    if count is None:
+        return 1
+    if isinstance(count, int):
+        return count
+    raise DrillError(f"a node reported a sync count {count!r}")
+
+
 class LabDrill:
     def __init__(
         self,
@@ -111,6 +123,7 @@ class LabDrill:
         self._t0 = 0.0
         self._latency_noted = False
         self.last = Snapshot(0.0)
+        self._poller: asyncio.Task[None] | None = None
         self.calls = LabCalls(self.rec, self.nodes, self.revoked, now=self.now, schedule=self.at)
         self.conflicts = LabConflicts(
             self.rec,
@@ -196,7 +209,7 @@ class LabDrill:
             self.at(action.at, functools.partial(self._act, action))
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
-        poller = asyncio.create_task(self._poll_loop(), name="drill-poller")
+        poller = self._poller = asyncio.create_task(self._poll_loop(), name="drill-poller")
         try:
             while True:
                 await self._run_due(sc.duration)
@@ -239,7 +252,13 @@ class LabDrill:
         )
 
     async def _run_due(self, until: float) -> None:
-        """Run the queued steps due by now (and not after ``until``), in time order."""
+        """Run the queued steps due by now (and not after ``until``), in time order.
+
+        A poller that failed fails the drill here, at once, with its own error.
+        """
+        if self._poller is not None and self._poller.done():
+            self._poller.result()
+            raise DrillError("the lab poller stopped")  # pragma: no cover - only we cancel it
         while self._queue and self._queue[0][0] <= min(self.now(), until):
             await heapq.heappop(self._queue)[2]()
 
@@ -267,7 +286,7 @@ class LabDrill:
             heads=dict(digest["heads"]),
             digest=str(digest["digest"]),
             linked=frozenset(p["name"] for p in peers if p.get("state") == "linked"),
-            backlog=sum(int(p.get("outbox", 0)) + int(p.get("inbox", 0)) for p in sync),
+            backlog=sum(_pending(p.get("outbox")) + _pending(p.get("inbox")) for p in sync),
             peer_states={str(p["name"]): str(p.get("state")) for p in peers if p.get("name")},
         )
 
