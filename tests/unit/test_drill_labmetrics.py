@@ -192,3 +192,11 @@ def test_lab_mode_warns_above_the_measured_node_count(
     with pytest.raises(DrillError, match="stopped before"):
         run_drill(path, tmp_path / "out", mode="lab")
     assert f"more than the {lab_mode.LAB_NODE_WARN}" in caplog.text
+
+
+def test_an_unknown_sync_count_is_pending_work_not_an_idle_link() -> None:
+    assert lab_mode._pending(None) == 1
+    assert lab_mode._pending(0) == 0
+    assert lab_mode._pending(7) == 7
+    with pytest.raises(DrillError, match="sync count"):
+        lab_mode._pending("many")
