@@ -21,17 +21,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from meshdesk.cases.model import CaseField, Urgency
 from meshdesk.drill._labnodes import LabNode
+from meshdesk.drill.labmetrics import Snapshot
 from meshdesk.drill.metrics import Recorder
 from meshdesk.drill.sim import RESOLVE_AFTER_S
 from meshdesk.errors import MeshdeskError
 
-__all__ = ["RESOLVE_AFTER_S", "LabConflicts", "Pair"]
+__all__ = ["RESOLVE_AFTER_S", "LabConflicts", "Pair", "reachable"]
 
 FIELD = CaseField.URGENCY.value
 
@@ -56,11 +57,27 @@ def _urgency_conflict(view: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def reachable(pairs: Iterable[tuple[str, str]], start: str) -> set[str]:
+    """Nodes ``start`` reaches over ``pairs`` (directly or through others)."""
+    adjacent: dict[str, set[str]] = {}
+    for a, b in pairs:
+        adjacent.setdefault(a, set()).add(b)
+        adjacent.setdefault(b, set()).add(a)
+    reach, frontier = {start}, [start]
+    while frontier:
+        for other in adjacent.get(frontier.pop(), ()):
+            if other not in reach:
+                reach.add(other)
+                frontier.append(other)
+    return reach
+
+
 class LabConflicts:
     """The conflict pairs of one lab drill.
 
     ``now`` gives scenario seconds, ``hq`` the HQ node to ask (None while none runs),
-    ``schedule`` runs a step at a scenario time.
+    ``schedule`` runs a step at a scenario time; ``nodes`` are the drill's nodes by
+    name and ``writing`` the non-HQ sites where consultations are made.
     """
 
     def __init__(
@@ -71,8 +88,12 @@ class LabConflicts:
         now: Callable[[], float],
         hq: Callable[[], LabNode | None],
         schedule: Callable[[float, Callable[[], Awaitable[None]]], None],
+        nodes: Mapping[str, LabNode],
+        writing: Collection[str],
     ) -> None:
         self.rec = rec
+        self.nodes = nodes
+        self.writing = frozenset(writing)
         self.rng = rng
         self._now = now
         self._hq = hq
@@ -87,6 +108,34 @@ class LabConflicts:
     def busy(self) -> bool:
         """A pair is waiting to be seen at HQ or to be resolved."""
         return any(not p.resolved for p in self.pairs.values())
+
+    async def cut_off(
+        self,
+        t: float,
+        pairs: Iterable[tuple[str, str]],
+        last: Snapshot,
+        revoked: Collection[str],
+    ) -> None:
+        """Write the pair of every site that ``pairs`` (running nodes allowed to meet)
+        no longer join to HQ, once per site, when a node of it and HQ hold a case in
+        the ``last`` poll (revoked nodes never write one)."""
+        hq = self._hq()
+        hq_view = last.nodes.get(hq.name) if hq is not None else None
+        if hq is None or hq_view is None:
+            return
+        reach = reachable(pairs, hq.name)
+        for site in sorted(self.writing - self.sites()):
+            members = [n for n in self.nodes.values() if n.spec.site == site]
+            if any(n.name in reach for n in members):
+                continue
+            for node in members:
+                view = last.nodes.get(node.name)
+                if not node.alive or node.name in revoked or view is None:
+                    continue
+                case_id = self.pick(site, view.case_ids, hq_view.case_ids)
+                if case_id is not None:
+                    await self.write(t, case_id, node, hq)
+                    break
 
     def pick(self, site: str, origin_holds: frozenset[str], hq_holds: frozenset[str]) -> str | None:
         """A case both sides hold and no pair used yet; the site's own cases first."""

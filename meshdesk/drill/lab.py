@@ -19,7 +19,14 @@ scenario's real seconds per scenario second):
   site to one of the callee site, ``call_invite`` for a joining department or site,
   ``call_hangup`` after the duration; completed = connected at hang-up time;
 - revocation: ``deployment revoke`` on the HQ home, then ``reload_revocations`` on
-  HQ; the stolen node keeps writing, and its later cases must reach no one.
+  HQ; the stolen node keeps writing, and its later cases must reach no one;
+- conflicts (:mod:`meshdesk.drill._labconflicts`): the first time a consulting site
+  is cut off from HQ while both hold a case, ``case set`` urgency on both sides at
+  once; HQ sees the conflict on a poll and resolves it a scenario minute later.
+
+Every home lists the other nodes' lab addresses as static peers (see
+:func:`~meshdesk.drill._labnodes.set_static_peers`). A lab drill refuses more than
+:data:`LAB_NODE_MAX` nodes and warns above :data:`LAB_NODE_WARN`.
 
 A poller reads every node about once a second (``case list``, ``digest``,
 ``peers``, ``sync``) into :mod:`meshdesk.drill.labmetrics`. After the end, faults
@@ -131,6 +138,9 @@ class LabDrill:
             now=self.now,
             hq=self._hq_node,
             schedule=self.at,
+            nodes=self.nodes,
+            writing={a.site for a in scenario.timeline if isinstance(a, Consultations)}
+            - {n.site for n in scenario.hq_nodes},
         )
 
     # -- time ----------------------------------------------------------------------------
@@ -394,48 +404,12 @@ class LabDrill:
         running = (self.nodes[n.name] for n in self.sc.hq_nodes)
         return next((node for node in running if node.alive), None)
 
-    def _reach(self, start: str) -> set[str]:
-        """Running nodes that ``start`` can reach over the pairs allowed now (relays too)."""
-        adjacent: dict[str, set[str]] = {}
-        for a, b in self._node_pairs():
-            if self.nodes[a].alive and self.nodes[b].alive:
-                adjacent.setdefault(a, set()).add(b)
-                adjacent.setdefault(b, set()).add(a)
-        reach, frontier = {start}, [start]
-        while frontier:
-            for other in adjacent.get(frontier.pop(), ()):
-                if other not in reach:
-                    reach.add(other)
-                    frontier.append(other)
-        return reach
-
     async def _cut_off_edits(self) -> None:
-        """A site the topology has just cut off from HQ gets its conflict pair.
-
-        See :mod:`meshdesk.drill._labconflicts`: one case both sides hold has its
-        urgency set on both sides of the cut at once (once per site and drill; not
-        for revoked nodes; only sites where consultations are made).
-        """
-        hq = self._hq_node()
-        hq_view = self.last.nodes.get(hq.name) if hq is not None else None
-        if hq is None or hq_view is None or self.draining:
-            return
-        reach = self._reach(hq.name)
-        hq_sites = {n.site for n in self.sc.hq_nodes}
-        writing = {a.site for a in self.sc.timeline if isinstance(a, Consultations)}
-        busy = self.conflicts.sites()
-        for site in sorted(writing - hq_sites - busy):
-            members = [n for n in self.nodes.values() if n.spec.site == site]
-            if any(n.name in reach for n in members):
-                continue
-            for node in members:
-                view = self.last.nodes.get(node.name)
-                if not node.alive or node.name in self.revoked or view is None:
-                    continue
-                case_id = self.conflicts.pick(site, view.case_ids, hq_view.case_ids)
-                if case_id is not None:
-                    await self.conflicts.write(self.now(), case_id, node, hq)
-                    break
+        """Sites the topology has just cut off from HQ get their conflict pair."""
+        if not self.draining:
+            running = {(a, b) for a, b in self._node_pairs() if self.nodes[a].alive}
+            running = {(a, b) for a, b in running if self.nodes[b].alive}
+            await self.conflicts.cut_off(self.now(), running, self.last, self.revoked)
 
     async def _power(self, node: LabNode, on: bool) -> None:
         if node.alive == on:

@@ -14,9 +14,11 @@ from typing import Any, cast
 
 import pytest
 
-from meshdesk.drill._labconflicts import RESOLVE_AFTER_S, LabConflicts
+from meshdesk.drill._labconflicts import RESOLVE_AFTER_S, LabConflicts, reachable
 from meshdesk.drill._labnodes import LabNode
+from meshdesk.drill.labmetrics import NodeView, Snapshot
 from meshdesk.drill.metrics import CaseRecord, Recorder
+from meshdesk.drill.model import NodeSpec
 from meshdesk.errors import UsageError
 
 Step = Callable[[], Awaitable[None]]
@@ -25,8 +27,10 @@ Step = Callable[[], Awaitable[None]]
 class FakeNode:
     """One node's view of urgency per case: its own last write, or a conflict."""
 
-    def __init__(self, name: str, urgency: dict[str, str]) -> None:
+    def __init__(self, name: str, urgency: dict[str, str], site: str = "") -> None:
         self.name = name
+        self.spec = NodeSpec(name, site or name, "center")
+        self.alive = True
         self.urgency = dict(urgency)
         self.writes: list[tuple[str, str]] = []
         self.conflicts: dict[str, list[str]] = {}  # case -> candidate values, newest first
@@ -59,9 +63,10 @@ class FakeNode:
 class Engine:
     """The bits of the lab engine LabConflicts uses: a clock, HQ, a step queue."""
 
-    def __init__(self, hq: FakeNode | None) -> None:
+    def __init__(self, hq: FakeNode | None, *others: FakeNode) -> None:
         self.t = 0.0
         self.hq = hq
+        self.nodes = {n.name: cast(LabNode, n) for n in (hq, *others) if n is not None}
         self.steps: list[tuple[float, Step]] = []
 
     def conflicts(self, rec: Recorder) -> LabConflicts:
@@ -71,6 +76,8 @@ class Engine:
             now=lambda: self.t,
             hq=lambda: cast(LabNode, self.hq),
             schedule=lambda t, step: self.steps.append((t, step)),
+            nodes=self.nodes,
+            writing={"a", "b"},
         )
 
 
@@ -167,3 +174,38 @@ async def test_the_two_values_differ_from_each_other_and_from_the_current_one(
     values = {origin.writes[0][1], hq.writes[0][1]}
     assert len(values) == 2
     assert current not in values
+
+
+def test_reachable_follows_relays() -> None:
+    pairs = [("hq", "a"), ("a", "c"), ("b", "d")]
+    assert reachable(pairs, "hq") == {"hq", "a", "c"}
+    assert reachable([], "hq") == {"hq"}
+
+
+def _snap(**held: set[str]) -> Snapshot:
+    return Snapshot(10.0, {n: NodeView(frozenset(c), {}, "d") for n, c in held.items()})
+
+
+async def test_only_sites_cut_off_from_hq_get_a_pair_and_only_once() -> None:
+    rec = _recorder()
+    hq = FakeNode("hq", {"a1": "high", "b1": "normal"}, site="hq")
+    a = FakeNode("a", {"a1": "high"})
+    b = FakeNode("b", {"b1": "normal"})
+    engine = Engine(hq, a, b)
+    conflicts = engine.conflicts(rec)
+    snap = _snap(hq={"a1", "b1"}, a={"a1"}, b={"b1"})
+    # b reaches HQ through a; a is linked directly: nobody is cut off.
+    await conflicts.cut_off(10.0, [("hq", "a"), ("a", "b")], snap, revoked=())
+    assert conflicts.pairs == {}
+    # a is cut off, b is still linked to HQ: only a writes (its own case).
+    await conflicts.cut_off(12.0, [("hq", "b")], snap, revoked=())
+    assert list(conflicts.pairs) == ["a1"]
+    assert [w[0] for w in a.writes] == ["a1"]
+    assert b.writes == []
+    # Cut again later: a has had its pair; b is revoked, so it writes none.
+    await conflicts.cut_off(20.0, [], snap, revoked={"b"})
+    assert list(conflicts.pairs) == ["a1"]
+    # A node that is down writes nothing either.
+    b.alive = False
+    await conflicts.cut_off(30.0, [], snap, revoked=())
+    assert list(conflicts.pairs) == ["a1"]
