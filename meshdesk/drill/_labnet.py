@@ -91,6 +91,8 @@ class LabNet:
         self.prefix = prefix
         self.hosts = [f"h{i}" for i in range(1, hosts + 1)]
         self.is_up = False
+        #: Host name -> its IPv4 address on the lab LAN (known once the lab is up).
+        self.addresses: dict[str, str] = {}
         self._cut: set[str] = set()
         self._blocked: frozenset[tuple[str, str]] = frozenset()
         self._loss: dict[str, float] = {}
@@ -115,6 +117,7 @@ class LabNet:
         names = [h["name"] for h in info["hosts"]]
         if names != self.hosts:
             raise DrillError(f"lab {self.prefix} came up with hosts {names}, not {self.hosts}")
+        self.addresses = {str(h["name"]): str(h["addr"]) for h in info["hosts"]}
 
     async def down(self) -> None:
         """Tear the lab down (its processes and namespaces); idempotent."""

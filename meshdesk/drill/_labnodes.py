@@ -4,10 +4,12 @@
 the CLI uses (``deployment create`` on the first HQ node, ``deployment issue`` and
 ``init`` for every other node, with its role, site and departments) in a temporary
 folder. Each home's config is set for drills: calls are answered automatically
-with synthetic media, and reconnect back-off is capped at 5 s so that a restored
-link is used again quickly. A :class:`LabNode` is one ``meshdesk run`` on its lab
-host, in its own process group (power loss is SIGKILL to the group), reached
-through its control socket (a file, so reachable from outside the namespace).
+with synthetic media, dials time out after 3 s and reconnect back-off is capped at
+3 s so that a link the topology allows again is used within a few seconds, and
+(:func:`set_static_peers`) every other node's lab address is a static peer.
+A :class:`LabNode` is one ``meshdesk run`` on its lab host, in its own process
+group (power loss is SIGKILL to the group), reached through its control socket (a
+file, so reachable from outside the namespace).
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from meshdesk.errors import DrillError
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
 
-__all__ = ["PORT", "LabNode", "make_deployment"]
+__all__ = ["PORT", "LabNode", "make_deployment", "set_static_peers"]
 
 PORT = 7420
 #: Bound for a started node to answer on its control socket (no product limit).
 START_TIMEOUT = 20.0
+#: Drill homes: dial timeout and longest reconnect back-off, in seconds.
+CONNECT_TIMEOUT = 3.0
+RECONNECT_MAX = 3.0
 STOP_GRACE = 5.0
 
 
@@ -44,7 +49,8 @@ def _drill_config(home: NodeHome) -> None:
     for pattern, value in (
         (r"(?m)^auto_accept = .*$", "auto_accept = true"),
         (r'(?m)^media = "device"$', 'media = "synthetic"'),
-        (r"(?m)^reconnect_max = .*$", "reconnect_max = 5.0"),
+        (r"(?m)^connect_timeout = .*$", f"connect_timeout = {CONNECT_TIMEOUT}"),
+        (r"(?m)^reconnect_max = .*$", f"reconnect_max = {RECONNECT_MAX}"),
     ):
         text, n = re.subn(pattern, value, text, count=1)
         if n != 1:
@@ -79,6 +85,23 @@ async def make_deployment(
     for home in homes.values():
         _drill_config(home)
     return homes
+
+
+def set_static_peers(home: NodeHome, peers: Sequence[str]) -> None:
+    """List ``peers`` (``"ADDR:PORT"``) as the home's static peers.
+
+    mDNS stays on; but zeroconf asks the network again only with a growing back-off,
+    so a peer that comes into reach minutes after start-up (a courier's visit, a
+    host whose cable was pulled from the start) may not be found while it is there.
+    The lab keeps every host's address for the whole drill, so static peers are
+    dialled again within the reconnect back-off instead.
+    """
+    text = home.config_path.read_text(encoding="utf-8")
+    listed = ", ".join(f'"{peer}"' for peer in peers)
+    text, n = re.subn(r"(?m)^static_peers = .*$", f"static_peers = [{listed}]", text, count=1)
+    if n != 1:
+        raise DrillError(f"cannot set static_peers in {home.config_path}")
+    home.config_path.write_text(text, encoding="utf-8")
 
 
 def _meshdesk() -> list[str]:

@@ -19,7 +19,14 @@ scenario's real seconds per scenario second):
   site to one of the callee site, ``call_invite`` for a joining department or site,
   ``call_hangup`` after the duration; completed = connected at hang-up time;
 - revocation: ``deployment revoke`` on the HQ home, then ``reload_revocations`` on
-  HQ; the stolen node keeps writing, and its later cases must reach no one.
+  HQ; the stolen node keeps writing, and its later cases must reach no one;
+- conflicts (:mod:`meshdesk.drill._labconflicts`): the first time a consulting site
+  is cut off from HQ while both hold a case, ``case set`` urgency on both sides at
+  once; HQ sees the conflict on a poll and resolves it a scenario minute later.
+
+Every home lists the other nodes' lab addresses as static peers (see
+:func:`~meshdesk.drill._labnodes.set_static_peers`). A lab drill refuses more than
+:data:`LAB_NODE_MAX` nodes and warns above :data:`LAB_NODE_WARN`.
 
 A poller reads every node about once a second (``case list``, ``digest``,
 ``peers``, ``sync``) into :mod:`meshdesk.drill.labmetrics`. After the end, faults
@@ -36,19 +43,20 @@ import datetime as dt
 import functools
 import heapq
 import itertools
+import logging
 import random
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from meshdesk import admin, control
+from meshdesk.drill._labcalls import LabCalls
+from meshdesk.drill._labconflicts import LabConflicts
 from meshdesk.drill._labnet import LabNet, lab_problems, new_prefix
-from meshdesk.drill._labnodes import LabNode, make_deployment
+from meshdesk.drill._labnodes import PORT, LabNode, make_deployment, set_static_peers
 from meshdesk.drill.labmetrics import NodeView, Snapshot, final_check, observe, quiet
-from meshdesk.drill.metrics import CallRecord, CaseRecord, Recorder
+from meshdesk.drill.metrics import CaseRecord, Recorder
 from meshdesk.drill.model import (
     Action,
     Call,
@@ -65,7 +73,9 @@ from meshdesk.drill.model import (
 from meshdesk.drill.sim import Progress
 from meshdesk.errors import DrillError, MeshdeskError
 
-__all__ = ["MIN_DRAIN_S", "POLL_S", "LabDrill", "play_lab"]
+__all__ = ["LAB_NODE_MAX", "LAB_NODE_WARN", "MIN_DRAIN_S", "POLL_S", "LabDrill", "play_lab"]
+
+log = logging.getLogger(__name__)
 
 #: Wall seconds between polls of the nodes.
 POLL_S = 1.0
@@ -73,17 +83,25 @@ POLL_S = 1.0
 MIN_DRAIN_S = 45.0
 #: Wall seconds to wait at the start for the nodes the topology joins to link.
 LINK_TIMEOUT_S = 30.0
+#: Each lab node is a whole ``meshdesk run`` (~140 MB resident, CPU for TLS, sync and
+#: polling). Above LAB_NODE_WARN nodes a lab drill warns; above LAB_NODE_MAX it
+#: refuses (measured on 2 cores: docs/BENCHMARKS.md, "Drills (lab mode)").
+LAB_NODE_WARN = 12
+LAB_NODE_MAX = 24
 
 Step = Callable[[], Awaitable[None]]
 
 
-@dataclass(slots=True)
-class _Placed:
-    """A call placed on ``caller``; ``members`` are the records to complete, and whom."""
+def _pending(count: object) -> int:
+    """A link's outbox or inbox count; unknown (None: heads not yet exchanged) is 1.
 
-    caller: LabNode
-    call_id: str
-    members: list[tuple[CallRecord, str]]
+    An unknown count is not an idle link, so a drain never ends on one.
+    """
+    if count is None:
+        return 1
+    if isinstance(count, int):
+        return count
+    raise DrillError(f"a node reported a sync count {count!r}")
 
 
 class LabDrill:
@@ -106,13 +124,24 @@ class LabDrill:
         self.courier: dict[str, str] = {}
         self.revoked: dict[str, float] = {}
         self.deferred: dict[str, int] = {}
-        self.calls: dict[str, _Placed] = {}  # scenario call id -> the call placed
         self.draining = False
         self._queue: list[tuple[float, int, Step]] = []
         self._order = itertools.count()
         self._t0 = 0.0
         self._latency_noted = False
         self.last = Snapshot(0.0)
+        self._poller: asyncio.Task[None] | None = None
+        self.calls = LabCalls(self.rec, self.nodes, self.revoked, now=self.now, schedule=self.at)
+        self.conflicts = LabConflicts(
+            self.rec,
+            random.Random(f"conflicts-{seed}"),
+            now=self.now,
+            hq=self._hq_node,
+            schedule=self.at,
+            nodes=self.nodes,
+            writing={a.site for a in scenario.timeline if isinstance(a, Consultations)}
+            - {n.site for n in scenario.hq_nodes},
+        )
 
     # -- time ----------------------------------------------------------------------------
 
@@ -131,11 +160,15 @@ class LabDrill:
             homes = await make_deployment(
                 work, self.sc.name, self.sc.nodes, now=dt.datetime.now(dt.UTC)
             )
-            self.nodes = {
-                spec.name: LabNode(spec, homes[spec.name], self.hosts[spec.name], self.log_dir)
-                for spec in self.sc.nodes
-            }
+            for spec in self.sc.nodes:  # shared with self.calls: fill, do not replace
+                home = homes[spec.name]
+                self.nodes[spec.name] = LabNode(spec, home, self.hosts[spec.name], self.log_dir)
             await self.net.up()
+            for node in self.nodes.values():
+                others = [n for n in self.nodes.values() if n is not node]
+                set_static_peers(
+                    node.home, [f"{self.net.addresses[n.host]}:{PORT}" for n in others]
+                )
             await self._rewire()
             for node in self.nodes.values():
                 node.start(self.net)
@@ -186,27 +219,24 @@ class LabDrill:
             self.at(action.at, functools.partial(self._act, action))
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
-        poller = asyncio.create_task(self._poll_loop(), name="drill-poller")
+        poller = self._poller = asyncio.create_task(self._poll_loop(), name="drill-poller")
         try:
-            while self._queue and self._queue[0][0] <= sc.duration:
-                t, _, step = heapq.heappop(self._queue)
-                delay = t * sc.time_scale - (loop.time() - self._t0)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await step()
-            rest = sc.duration * sc.time_scale - (loop.time() - self._t0)
-            if rest > 0:
-                await asyncio.sleep(rest)
+            while True:
+                await self._run_due(sc.duration)
+                if self.now() >= sc.duration:
+                    break
+                due = min(self._queue[0][0] if self._queue else sc.duration, sc.duration)
+                # Steps may be queued meanwhile (a conflict to resolve): wake at least each poll.
+                await asyncio.sleep(min(max(due - self.now(), 0.0) * sc.time_scale, POLL_S))
             self.rec.end_s = sc.duration
             await self._heal()
             drain_wall = max(sc.drain * sc.time_scale, MIN_DRAIN_S)
             deadline = loop.time() + drain_wall
             drained = False
             while loop.time() < deadline:
-                while self._queue and self._queue[0][0] <= self.now():
-                    await heapq.heappop(self._queue)[2]()
+                await self._run_due(self.now())
                 await asyncio.sleep(POLL_S)
-                if quiet(self.rec, sc, self.last, self.revoked):
+                if not self.conflicts.busy and quiet(self.rec, sc, self.last, self.revoked):
                     drained = True
                     break
             self.rec.drained_s = self.now() - sc.duration
@@ -231,11 +261,24 @@ class LabDrill:
             f"(±{POLL_S / sc.time_scale:g} scenario s); records are consultation cases"
         )
 
+    async def _run_due(self, until: float) -> None:
+        """Run the queued steps due by now (and not after ``until``), in time order.
+
+        A poller that failed fails the drill here, at once, with its own error.
+        """
+        if self._poller is not None and self._poller.done():
+            self._poller.result()
+            raise DrillError("the lab poller stopped")  # pragma: no cover - only we cancel it
+        while self._queue and self._queue[0][0] <= min(self.now(), until):
+            await heapq.heappop(self._queue)[2]()
+
     # -- polling -------------------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
         while True:
-            self._observe(await self._snapshot(), "drain" if self.draining else "drill")
+            snap = await self._snapshot()
+            self._observe(snap, "drain" if self.draining else "drill")
+            await self.conflicts.check(snap.t)
             await asyncio.sleep(POLL_S)
 
     async def _view(self, node: LabNode) -> NodeView | None:
@@ -253,7 +296,8 @@ class LabDrill:
             heads=dict(digest["heads"]),
             digest=str(digest["digest"]),
             linked=frozenset(p["name"] for p in peers if p.get("state") == "linked"),
-            backlog=sum(int(p.get("outbox", 0)) + int(p.get("inbox", 0)) for p in sync),
+            backlog=sum(_pending(p.get("outbox")) + _pending(p.get("inbox")) for p in sync),
+            peer_states={str(p["name"]): str(p.get("state")) for p in peers if p.get("name")},
         )
 
     async def _snapshot(self) -> Snapshot:
@@ -333,24 +377,39 @@ class LabDrill:
             case LinkChange(up=up, edges=edges):
                 (self.up.update if up else self.up.difference_update)(edges)
                 await self._rewire()
+                await self._cut_off_edits()
             case LinkQuality() as quality:
                 await self._quality(quality)
             case Power(node=name, on=on):
                 await self._power(self.nodes[name], on)
+                await self._cut_off_edits()
             case Consultations() as c:
                 self._next_consultation(c, action.at)
             case Call() as call:
-                await self._call(call)
+                await self.calls.call(call)
             case CallJoin() as join:
-                await self._join(join)
+                await self.calls.join(join)
             case Courier(node=name, site=site):
                 if site is None:
                     self.courier.pop(name, None)
                 else:
                     self.courier[name] = site
                 await self._rewire()
+                await self._cut_off_edits()
             case Revoke(node=name, reason=reason):
                 await self._revoke(name, reason)
+
+    def _hq_node(self) -> LabNode | None:
+        """The first HQ node that runs."""
+        running = (self.nodes[n.name] for n in self.sc.hq_nodes)
+        return next((node for node in running if node.alive), None)
+
+    async def _cut_off_edits(self) -> None:
+        """Sites the topology has just cut off from HQ get their conflict pair."""
+        if not self.draining:
+            running = {(a, b) for a, b in self._node_pairs() if self.nodes[a].alive}
+            running = {(a, b) for a, b in running if self.nodes[b].alive}
+            await self.conflicts.cut_off(self.now(), running, self.last, self.revoked)
 
     async def _power(self, node: LabNode, on: bool) -> None:
         if node.alive == on:
@@ -398,77 +457,6 @@ class LabDrill:
             CaseRecord(str(view["id"]), node.spec.site, node.name, t, urgency, None, refused)
         )
 
-    def _site_node(self, site: str | None, department: str | None) -> LabNode | None:
-        for node in self.nodes.values():
-            if not node.alive or node.name in self.revoked:
-                continue
-            if (site is not None and node.spec.site == site) or (
-                department is not None and department in node.spec.departments
-            ):
-                return node
-        return None
-
-    async def _call(self, call: Call) -> None:
-        t = self.now()
-        caller = self._site_node(call.caller, None)
-        callee = self._site_node(call.callee, None)
-        record = CallRecord(call.call_id, "call", call.caller, call.callee, t, placed=False)
-        self.rec.calls.append(record)
-        if caller is None or callee is None:
-            record.note = "no powered node at " + (call.caller if caller is None else call.callee)
-            return
-        try:
-            obj = await caller.call(
-                "call_start", {"peer": callee.name, "audio_only": True, "media": "synthetic"}
-            )
-        except MeshdeskError as exc:
-            record.note = str(exc)
-            return
-        record.placed = True
-        self.calls[call.call_id] = _Placed(caller, str(obj["call_id"]), [(record, callee.name)])
-        self.at(t + call.duration, functools.partial(self._hangup, call.call_id))
-
-    async def _join(self, join: CallJoin) -> None:
-        t = self.now()
-        who = join.department or join.site or "?"
-        placed = self.calls.get(join.call_id)
-        member = self._site_node(join.site, join.department)
-        site = member.spec.site if member is not None else (join.site or "?")
-        record = CallRecord(join.call_id, "join", site, who, t, placed=False)
-        self.rec.calls.append(record)
-        if placed is None or member is None:
-            record.note = "the call is not running" if placed is None else f"no node for {who}"
-            return
-        try:
-            await placed.caller.call(
-                "call_invite", {"call_id": placed.call_id, "peer": member.name}
-            )
-        except MeshdeskError as exc:
-            record.note = str(exc)
-            return
-        record.placed = True
-        placed.members.append((record, member.name))
-
-    async def _hangup(self, call_id: str) -> None:
-        placed = self.calls.pop(call_id)
-        try:
-            calls: list[dict[str, Any]] = await placed.caller.call("calls")
-            obj = next((c for c in calls if c["call_id"] == placed.call_id), None)
-            if obj is not None and obj["state"] != "ended":
-                await placed.caller.call("call_hangup", {"call_id": placed.call_id})
-        except MeshdeskError as exc:
-            for record, _ in placed.members:
-                record.note = f"call lost before hang-up: {exc}"
-            return
-        state = "gone" if obj is None else str(obj["state"])
-        connected = set()
-        if obj is not None:
-            connected = {p["name"] for p in obj["participants"] if p.get("state") == "connected"}
-        for record, name in placed.members:
-            record.completed = state == "active" and name in connected
-            if not record.completed:
-                record.note = f"at hang-up: call {state}, connected {sorted(connected)}"
-
     async def _revoke(self, name: str, reason: str) -> None:
         t = self.now()
         hq = self.nodes[self.sc.hq_nodes[0].name]
@@ -501,6 +489,20 @@ def play_lab(
         raise DrillError(f"scenario {scenario.name} is sim only (run it with --mode sim)")
     if not scenario.hq_nodes:
         raise DrillError(f"scenario {scenario.name} has no HQ node")
+    count = len(scenario.nodes)
+    if count > LAB_NODE_MAX:
+        raise DrillError(
+            f"scenario {scenario.name} has {count} nodes; lab mode runs at most "
+            f"{LAB_NODE_MAX} real nodes on one machine (run it with --mode sim)"
+        )
+    if count > LAB_NODE_WARN:
+        log.warning(
+            "scenario %s has %d nodes, more than the %d a lab drill was measured with: "
+            "expect late reach-HQ times and polls that miss nodes under load",
+            scenario.name,
+            count,
+            LAB_NODE_WARN,
+        )
     log_dir.mkdir(parents=True, exist_ok=True)
     drill = LabDrill(scenario, seed, log_dir, progress)
     try:

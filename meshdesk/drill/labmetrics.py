@@ -11,7 +11,8 @@ site is linked to HQ. :func:`final_check` judges the last snapshot after the dra
 a record is a consultation case the node acknowledged; it is lost when no HQ node
 holds it, missing at a node that does not; the stores converged when every
 non-revoked node's digest is equal. Cases written by a revoked node after its
-revocation must be held by no other node.
+revocation must be held by no other node; how every other node that knows a revoked
+node sees it at the end (its ``peers`` state, ``refused`` once cut off) is kept.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class NodeView:
     linked: frozenset[str] = frozenset()
     #: Events waiting to go out or come in, summed over the node's links.
     backlog: int = 0
+    #: Every peer the node knows, by name: its state (``linked``, ``refused``, ...).
+    peer_states: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,12 @@ def final_check(
             for author, seq in view.heads.items():
                 authors[author] = max(authors.get(author, 0), seq)
     rec.refused_writes = len(thief)
+    for name in revoked:
+        rec.revoked_peers[name] = {
+            other: view.peer_states[name]
+            for other, view in snap.nodes.items()
+            if other not in revoked and name in view.peer_states
+        }
     rec.events_created = sum(authors.values())
     for name in sorted(revoked):
         if name not in rec.revoked:

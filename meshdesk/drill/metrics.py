@@ -103,6 +103,8 @@ class Recorder:
     refused_writes: int = 0
     refused_writes_accepted: int = 0
     revoked: list[str] = field(default_factory=list)
+    #: revoked node -> {other node: how it sees the revoked one at the end ("refused")}
+    revoked_peers: dict[str, dict[str, str]] = field(default_factory=dict)
     end_s: float = 0.0
     drained_s: float = 0.0
 
@@ -192,6 +194,9 @@ def summarise(
         "revoked": sorted(rec.revoked),
         "refused_writes": rec.refused_writes,
         "refused_writes_accepted": rec.refused_writes_accepted,
+        "revoked_peers": {
+            name: dict(sorted(states.items())) for name, states in sorted(rec.revoked_peers.items())
+        },
         "digests": dict(sorted(rec.digests.items())),
         "missing_by_node": {k: v for k, v in sorted(rec.missing.items()) if v},
         "calls": [

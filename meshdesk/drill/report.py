@@ -83,6 +83,9 @@ def _verdict(report: Mapping[str, Any]) -> list[str]:
             f"Revoked: {', '.join(report['revoked'])}; {report['refused_writes']} later writes, "
             f"{report['refused_writes_accepted']} of them accepted anywhere (must be 0)."
         )
+        for name, states in report.get("revoked_peers", {}).items():
+            seen = ", ".join(f"{node}: {state}" for node, state in states.items())
+            lines.append(f"How the others see {name} at the end: {seen or 'no node knows it'}.")
     return lines
 
 

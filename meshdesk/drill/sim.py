@@ -512,6 +512,13 @@ class Simulation:
             rec.digests[node.name] = digest_of(
                 (a, e.seq, e.hash) for a, chain in node.store.events.items() for e in chain
             )
+        for stolen in self.nodes.values():
+            if stolen.author in self.revoked_at:
+                rec.revoked_peers[stolen.name] = {
+                    node.name: "refused"
+                    for node in self.nodes.values()
+                    if node.author not in self.revoked_at and stolen.author in node.revoked
+                }
         if self.deferred:
             rec.notes.append(f"consultations never recorded (site without power): {self.deferred}")
 

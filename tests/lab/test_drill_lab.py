@@ -1,4 +1,4 @@
-"""``meshdesk drill --mode lab``: the smoke scenario with real nodes in a namespaced LAN.
+"""``meshdesk drill --mode lab``: shipped scenarios with real nodes in a namespaced LAN.
 
 The drill makes its own lab (prefix ``dr`` + 4 hex), runs ``meshdesk run`` per node,
 plays the timeline in wall time (smoke: time_scale 1, about a minute plus the drain)
@@ -12,13 +12,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.lab
 
 MESHDESK = str(Path(sys.executable).parent / "meshdesk")
-#: Bound for the whole smoke drill: 60 s of timeline, at most 60 s of drain, set-up.
+#: Bound for a whole drill (smoke: 60 s of timeline, at most 60 s of drain, set-up;
+#: stolen-laptop: 120 s of timeline at time_scale 0.05, at most 45 s of drain).
 DRILL_TIMEOUT = 400
 
 
@@ -27,10 +29,10 @@ def _netns() -> set[str]:
     return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
 
 
-def test_smoke_drill_in_lab_mode_loses_nothing_and_cleans_up(tmp_path: Path) -> None:
-    out = tmp_path / "report"
+def _drill(scenario: str, out: Path) -> dict[str, Any]:
+    """Run ``meshdesk drill SCENARIO --mode lab``; its report (exit 0 asserted)."""
     proc = subprocess.run(
-        [MESHDESK, "drill", "smoke", "--mode", "lab", "--report", str(out), "--json"],
+        [MESHDESK, "drill", scenario, "--mode", "lab", "--report", str(out), "--json"],
         capture_output=True,
         text=True,
         timeout=DRILL_TIMEOUT,
@@ -42,8 +44,21 @@ def test_smoke_drill_in_lab_mode_loses_nothing_and_cleans_up(tmp_path: Path) -> 
         for log in sorted((out / "lab-logs").glob("*.log"))
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}{logs}"
-    report = json.loads((out / "report.json").read_text())
+    report: dict[str, Any] = json.loads((out / "report.json").read_text())
     assert report == json.loads(proc.stdout)
+    return report
+
+
+def _lab_gone(report: dict[str, Any]) -> None:
+    """The lab the drill made is gone: processes and namespaces."""
+    prefix = re.search(r"in lab (dr[0-9a-f]{4})", " ".join(report["notes"]))
+    assert prefix is not None, report["notes"]
+    assert not {ns for ns in _netns() if ns.startswith(prefix.group(1) + "-")}
+
+
+def test_smoke_drill_in_lab_mode_loses_nothing_and_cleans_up(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    report = _drill("smoke", out)
     assert report["mode"] == "lab"
     assert report["lost_records"] == 0
     assert report["converged"] is True
@@ -55,9 +70,31 @@ def test_smoke_drill_in_lab_mode_loses_nothing_and_cleans_up(tmp_path: Path) -> 
     linked = [state for _, state in report["sites"]["centre-b"]["linked_to_hq"]]
     assert False in linked
     assert linked[-1] is True
+    # During that outage centre b and HQ both re-set the urgency of a case they hold:
+    # HQ sees the conflict when b is back and resolves it (case set) a minute later.
+    assert report["sites"]["centre-b"]["conflicts_raised"] >= 1
+    assert report["conflicts_resolved"] == report["conflicts_raised"]
     for name in ("report.md", "report.html", "backlog.png", "links.png"):
         assert (out / name).stat().st_size > 0, name
-    # The lab it made is gone: processes and namespaces.
-    prefix = re.search(r"in lab (dr[0-9a-f]{4})", " ".join(report["notes"]))
-    assert prefix is not None, report["notes"]
-    assert not {ns for ns in _netns() if ns.startswith(prefix.group(1) + "-")}
+    _lab_gone(report)
+
+
+def test_stolen_laptop_in_lab_mode_is_refused_everywhere(tmp_path: Path) -> None:
+    """HQ revokes the mobile laptop mid-drill; it keeps writing, and nobody takes it."""
+    report = _drill("stolen-laptop", tmp_path / "report")
+    assert report["lost_records"] == 0
+    assert report["converged"] is True
+    assert report["revoked"] == ["mobile-laptop-1"]
+    # The thief wrote after the revocation, and none of it was accepted anywhere.
+    assert report["refused_writes"] > 0
+    assert report["refused_writes_accepted"] == 0
+    # The revoked laptop is not among the converged stores, and the others refuse it:
+    # branch a (its only link) shows it refused; no node is linked to it at the end.
+    assert "mobile-laptop-1" not in report["digests"]
+    seen = report["revoked_peers"]["mobile-laptop-1"]
+    assert seen.get("branch-a") == "refused", seen
+    assert set(seen.values()) == {"refused"}, seen
+    # Its earlier records did reach HQ (before the theft it was a good laptop).
+    assert report["sites"]["mobile"]["cases_created"] > 0
+    assert report["sites"]["mobile"]["not_reached"] == 0
+    _lab_gone(report)

@@ -154,3 +154,49 @@ def test_sim_only_scenarios_refuse_lab_mode(
     monkeypatch.setattr(lab_mode, "lab_problems", list)
     with pytest.raises(DrillError, match="sim only"):
         run_drill(SCENARIOS / "prefecture-300.toml", tmp_path, mode="lab")
+
+
+def _many(n: int) -> str:
+    """A scenario of ``n`` nodes (HQ and n - 1 centres) on one network."""
+    names = ["hq", *(f"s{i}" for i in range(1, n))]
+    sites = "".join(f'[[sites]]\nname = "{name}"\n' for name in names[1:])
+    network = ", ".join(f'"{name}"' for name in names)
+    return (
+        '[drill]\nname = "many"\nduration = "60s"\n[[sites]]\nname = "hq"\nrole = "hq"\n'
+        f"{sites}[topology]\nnetworks = [[{network}]]\n"
+    )
+
+
+def test_lab_mode_refuses_more_nodes_than_one_machine_carries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lab_mode, "lab_problems", list)
+    path = tmp_path / "many.toml"
+    path.write_text(_many(lab_mode.LAB_NODE_MAX + 1))
+    with pytest.raises(DrillError, match=f"at most {lab_mode.LAB_NODE_MAX} real nodes"):
+        run_drill(path, tmp_path / "out", mode="lab")
+    assert not (tmp_path / "out").exists()
+
+
+def test_lab_mode_warns_above_the_measured_node_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(lab_mode, "lab_problems", list)
+
+    async def stop(self: lab_mode.LabDrill) -> Recorder:
+        raise DrillError("stopped before the lab came up")
+
+    monkeypatch.setattr(lab_mode.LabDrill, "run", stop)
+    path = tmp_path / "many.toml"
+    path.write_text(_many(lab_mode.LAB_NODE_WARN + 1))
+    with pytest.raises(DrillError, match="stopped before"):
+        run_drill(path, tmp_path / "out", mode="lab")
+    assert f"more than the {lab_mode.LAB_NODE_WARN}" in caplog.text
+
+
+def test_an_unknown_sync_count_is_pending_work_not_an_idle_link() -> None:
+    assert lab_mode._pending(None) == 1
+    assert lab_mode._pending(0) == 0
+    assert lab_mode._pending(7) == 7
+    with pytest.raises(DrillError, match="sync count"):
+        lab_mode._pending("many")
