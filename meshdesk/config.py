@@ -147,6 +147,10 @@ class Timings:
     connect_timeout: float = 5.0
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
+    #: Ask the network for peers again this often: a laptop that comes into reach
+    #: later (a courier, a cable plugged in) is found without waiting for
+    #: zeroconf's query backoff, which grows towards an hour.
+    discovery_refresh: float = 20.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -403,6 +407,9 @@ connect_timeout = 5.0
 # reconnect_max (which must be at least reconnect_min).
 reconnect_min = 0.5
 reconnect_max = 30.0
+# Ask the local network for meshdesk nodes again this often, so a laptop that
+# comes into reach later (a courier arriving, a cable plugged in) is found soon.
+discovery_refresh = 20.0
 
 [calls]
 # Answer incoming calls without asking the operator first.

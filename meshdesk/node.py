@@ -231,6 +231,9 @@ class Node(AsyncResource):
             )
         progress = asyncio.create_task(self._publish_progress(), name="sync progress")
         self._stack.push_async_callback(_cancel, progress)
+        if self.discovery is not None:
+            refresher = asyncio.create_task(self._refresh_discovery(), name="mDNS refresh")
+            self._stack.push_async_callback(_cancel, refresher)
         await self._stack.enter_async_context(
             ControlServer(self.home.control_socket, self._control_handlers(), bus=self.events)
         )
@@ -430,6 +433,16 @@ class Node(AsyncResource):
         case_ids = sorted({e.case_id for e in events if e.case_id is not None})
         if case_ids:
             self.events.publish("case", {"case_ids": case_ids, "source": source})
+
+    async def _refresh_discovery(self) -> None:
+        """Query mDNS again every ``discovery_refresh`` s (see :class:`Timings`)."""
+        assert self.discovery is not None
+        while True:
+            await asyncio.sleep(self.config.timings.discovery_refresh)
+            try:
+                await self.discovery.refresh()
+            except OSError as exc:  # no route or interface right now: try next time
+                log.info("mDNS refresh failed: %s", exc)
 
     async def _publish_progress(self) -> None:
         last: object = None

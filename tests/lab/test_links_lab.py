@@ -285,6 +285,34 @@ def test_a_cut_cable_is_noticed_and_a_restored_one_relinks(
     print(f"cut noticed after {detected:.2f} s; relinked {relinked:.2f} s after restore")
 
 
+def test_a_node_that_comes_into_reach_late_is_found_by_mdns(
+    lab_factory: Any, city: Deployment, wait_until: Any
+) -> None:
+    # A courier laptop switched on away from the network and carried in later: by
+    # then zeroconf's own queries have backed off (1, 2, 4 … 32 s apart and growing),
+    # so only the node's periodic refresh (discovery_refresh) finds it soon.
+    for name in ("hq", "c1"):
+        config = city.homes[name] / "config.toml"
+        text = config.read_text()
+        assert "discovery_refresh = 20.0" in text
+        config.write_text(text.replace("discovery_refresh = 20.0", "discovery_refresh = 2.0"))
+    lab = lab_factory(2)
+    lab.cut("h2")
+    hq = start_node(lab, "h1", "hq", city.homes["hq"], wait_until=wait_until)
+    courier = start_node(lab, "h2", "c1", city.homes["c1"], wait_until=wait_until)
+    time.sleep(35)  # past zeroconf's 31 s query: its next one is about 30 s away
+    assert hq.peer("c1") is None, "hq cannot have met the courier while it was away"
+    restored_at = time.monotonic()
+    lab.restore("h2")
+    wait_until(
+        all_linked([hq, courier]),
+        timeout=8.0,
+        message="the courier is found and linked within 8 s of arriving (refresh every 2 s)",
+    )
+    print(f"courier linked {time.monotonic() - restored_at:.2f} s after it arrived")
+    assert "mdns" in hq.peer("c1")["found_by"]
+
+
 def test_a_node_without_multicast_links_everyone_through_one_static_peer(
     lab_factory: Any, city: Deployment, wait_until: Any
 ) -> None:

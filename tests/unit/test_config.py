@@ -125,6 +125,7 @@ def test_config_is_frozen_with_slots() -> None:
         ("[timings]\nconnect_timeout = 10", "timings.connect_timeout", 10.0),
         ("[timings]\nreconnect_min = 0.1", "timings.reconnect_min", 0.1),
         ("[timings]\nreconnect_max = 0.5", "timings.reconnect_max", 0.5),
+        ("[timings]\ndiscovery_refresh = 3", "timings.discovery_refresh", 3.0),
         ("[calls]\nauto_accept = true", "calls.auto_accept", True),
     ],
 )
@@ -301,8 +302,8 @@ def test_unknown_key_lists_known_keys(tmp_path: Path) -> None:
 
 def test_unknown_sub_table_is_an_unknown_key(tmp_path: Path) -> None:
     assert _error(tmp_path, "[timings.extra]\na = 1\n") == (
-        "unknown key 'timings.extra' (known: connect_timeout, dead_after, heartbeat_interval, "
-        "reconnect_max, reconnect_min)"
+        "unknown key 'timings.extra' (known: connect_timeout, dead_after, discovery_refresh, "
+        "heartbeat_interval, reconnect_max, reconnect_min)"
     )
 
 
