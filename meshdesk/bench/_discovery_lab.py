@@ -40,6 +40,8 @@ Progress = Callable[[str], None]
 #: Where the lab script is found when neither ``--lab`` nor this variable names it.
 LAB_ENV = "MESHDESK_LAB"
 DEFAULT_LAB = Path("field-kit") / "lab"
+#: The lab script of the checkout this package runs from (an editable install).
+CHECKOUT_LAB = Path(__file__).resolve().parents[2] / "field-kit" / "lab"
 
 _PREFIX_RE = re.compile(r"^bd[0-9a-f]{4}$")  # labs this bench makes
 _LINKED_RE = re.compile(
@@ -50,17 +52,22 @@ _LOG_TAIL = 12  # lines of a process log shown when a step fails
 # -- the lab ------------------------------------------------------------------------------
 
 
-def find_lab(arg: str | None, env: Mapping[str, str], cwd: Path | None = None) -> Path:
-    """The lab script: ``--lab``, else ``$MESHDESK_LAB``, else ``./field-kit/lab``.
+def find_lab(
+    arg: str | None, env: Mapping[str, str], cwd: Path | None = None, *, what: str = "discovery"
+) -> Path:
+    """The lab script: ``--lab``, else ``$MESHDESK_LAB``, else the checkout's
+    ``field-kit/lab`` (this package's source tree), else ``./field-kit/lab``.
 
     Raises:
         MeshdeskError: not root, or no lab script there.
     """
-    lead = "bench discovery needs root and the network lab script (field-kit/lab)"
+    lead = f"bench {what} needs root and the network lab script (field-kit/lab)"
     if arg:
         path, named = Path(arg), f"--lab {arg}"
     elif env.get(LAB_ENV):
         path, named = Path(env[LAB_ENV]), f"${LAB_ENV}={env[LAB_ENV]}"
+    elif CHECKOUT_LAB.is_file():
+        path, named = CHECKOUT_LAB, str(CHECKOUT_LAB)
     else:
         path, named = DEFAULT_LAB, f"./{DEFAULT_LAB} (give --lab PATH or set {LAB_ENV})"
     if not path.is_absolute():

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         )
     if args.rounds < 1 or args.seconds <= 0:
         raise MeshdeskError("--rounds must be at least 1 and --seconds positive")
-    script = find_lab(args.lab, env)
+    script = find_lab(args.lab, env, what="call")
     say = _progress(args.json)
     with tempfile.TemporaryDirectory(prefix="meshdesk-bench-call-") as folder:
         lab = BenchLab(script, Path(folder), say)
