@@ -1,10 +1,45 @@
-"""What every long-lived object shares: leaving ``async with`` closes it."""
+"""What every long-lived object shares: leaving ``async with`` closes it, and the
+tasks it starts are its own."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Coroutine
 from types import TracebackType
 
-__all__ = ["AsyncResource"]
+from meshdesk.errors import MeshdeskError
+
+__all__ = ["AsyncResource", "spawn_owned"]
+
+
+def spawn_owned(
+    tasks: set[asyncio.Task[None]],
+    coro: Coroutine[object, object, None],
+    name: str,
+    log: logging.Logger,
+) -> asyncio.Task[None]:
+    """Run ``coro`` as a task kept in ``tasks`` (removed when done); a failure is logged.
+
+    One broken dial or call leg must never take the node down: a ``MeshdeskError``
+    ends its task with a one-line warning, anything else with a traceback.
+    """
+
+    async def guard() -> None:
+        try:
+            await coro
+        except MeshdeskError as exc:
+            log.warning("%s: %s", name, exc)
+        except Exception:
+            log.exception("%s failed unexpectedly", name)
+
+    task = asyncio.create_task(guard(), name=name)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    # A task cancelled before its first step never awaits ``coro``; close it so
+    # shutdown leaves no "never awaited" coroutine (a no-op once it ran).
+    task.add_done_callback(lambda _: coro.close())
+    return task
 
 
 class AsyncResource:

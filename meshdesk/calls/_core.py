@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Protocol, Self
 
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
-from meshdesk._lifecycle import AsyncResource
+from meshdesk._lifecycle import AsyncResource, spawn_owned
 from meshdesk.calls.ice import local_address_towards
 from meshdesk.calls.media import open_media, prepare_synthetic
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
@@ -130,18 +130,7 @@ class CallCore(AsyncResource):
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
-        task = asyncio.create_task(self._guard(coro, name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _guard(coro: Awaitable[None], name: str) -> None:
-        try:
-            await coro
-        except MeshdeskError as exc:
-            log.warning("%s: %s", name, exc)
-        except Exception:
-            log.exception("%s failed", name)
+        spawn_owned(self._tasks, coro, name, log)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(call_object)`` on every change and with stats once a second."""

@@ -10,6 +10,7 @@ the running node uses it behind the control socket.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -29,6 +30,8 @@ from meshdesk.store import Store, StoredEvent
 __all__ = ["CaseBook", "case_aad"]
 
 Directory = Callable[[], Awaitable[list[NodeInfo]]]
+
+log = logging.getLogger(__name__)
 
 
 def case_aad(case_id: str, part: str) -> bytes:
@@ -303,9 +306,11 @@ class CaseBook:
             try:
                 obj = msgpack.unpackb(g.grants, raw=False, max_bin_len=1 << 20)
             except (ValueError, msgpack.UnpackException):
-                continue
+                obj = None
             if isinstance(obj, dict):
                 found.append(obj)
+            else:  # a signed event, so its author wrote it: say so, use the others
+                log.warning("case %s: ignored a malformed key grant", state.id)
         return found
 
     @staticmethod

@@ -388,7 +388,7 @@ class Simulation:
                 state, CaseField.URGENCY, self.rng.choice(choices), wall_ms=self._wall()
             )
         except UsageError:
-            return
+            return  # the drawn value is what the case already holds: nothing to write
         self._write(node, [draft])
 
     def _stored(self, node: SimNode, events: Sequence[StoredEvent]) -> None:

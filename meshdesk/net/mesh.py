@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Self
 
-from meshdesk._lifecycle import AsyncResource
+from meshdesk._lifecycle import AsyncResource, spawn_owned
 from meshdesk.config import Timings
 from meshdesk.errors import AuthError, ChannelClosed, LinkError, WireError
 from meshdesk.identity import NodeId, NodeInfo
@@ -138,25 +138,12 @@ class LinkManager(AsyncResource):
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
         """Run ``coro`` as a task this manager owns; a failure is logged, not fatal.
 
-        One broken dial must never take the whole node down, so unexpected errors
-        end only their own task, with a full traceback in the log.
+        One broken dial must never take the whole node down (see ``spawn_owned``).
         """
         if not self._started or self._closed:
             coro.close()
             return
-        task = asyncio.create_task(self._guard(coro, name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        # A task cancelled before its first step never awaits ``coro``; close it so
-        # shutdown does not leave a "never awaited" coroutine (a no-op once it ran).
-        task.add_done_callback(lambda _: coro.close())
-
-    @staticmethod
-    async def _guard(coro: Coroutine[object, object, None], name: str) -> None:
-        try:
-            await coro
-        except Exception:
-            log.exception("%s failed unexpectedly", name)
+        spawn_owned(self._tasks, coro, name, log)
 
     def add_listener(self, listener: Callable[[PeerEvent], None]) -> None:
         self._listeners.append(listener)

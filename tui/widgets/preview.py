@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,11 +21,21 @@ MAX_SIDE = 320
 
 Frame = tuple[int, int, bytes]
 
+log = logging.getLogger(__name__)
+
 
 def decode_frame(obj: Mapping[str, Any] | None) -> Frame | None:
-    """``call_preview``'s result as (width, height, rgb); None for no frame or bad data."""
+    """``call_preview``'s result as (width, height, rgb); None for no frame or bad data
+    (bad data is logged: it means a node answering out of shape)."""
     if not obj:
         return None
+    frame = _checked(obj)
+    if frame is None:
+        log.warning("ignored a malformed video preview from the node")
+    return frame
+
+
+def _checked(obj: Mapping[str, Any]) -> Frame | None:
     width, height, data = obj.get("width"), obj.get("height"), obj.get("rgb")
     if not (isinstance(width, int) and isinstance(height, int) and isinstance(data, str)):
         return None
