@@ -5,12 +5,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint typecheck pytest clean lab-clean i18n
+.PHONY: demo test install upgrade lint typecheck pytest clean lab-clean i18n
 
-$(STAMP): pyproject.toml
+# Installs are reproducible: every package, pip and setuptools included, comes from
+# requirements/lock.txt at the tested version and hash. The project itself is then
+# installed editable with no further dependencies and no isolated build (its build
+# backend is the locked setuptools). `make upgrade` is the one way to move versions.
+LOCK := requirements/lock.txt
+PIP_COMPILE_FLAGS := --quiet --extra test --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links --custom-compile-command 'make upgrade'
+
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -36,6 +45,15 @@ pytest: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Move to the newest releases the registry offers (within pyproject.toml's bounds),
+# reinstall from the new lock and run the whole suite. Review the lock's diff; after a
+# Textual upgrade, snapshot changes are reviewed and accepted with
+# `make pytest PYTEST_ARGS="tests/tui/test_snapshots.py --snapshot-update"`.
+upgrade: install
+	$(BIN)/pip-compile --upgrade $(PIP_COMPILE_FLAGS) -o $(LOCK) pyproject.toml requirements/tools.in
+	$(MAKE) install
+	$(MAKE) test
 
 # Tear down every network lab (field-kit/lab) left on this machine; needs root.
 lab-clean:
