@@ -12,7 +12,7 @@ request gets an error reply and the connection stays usable.
 
 One operation streams: ``{"op": "subscribe", "args": {"kinds": [...] | null}}`` is
 answered like any other, then the node writes one line per event
-(``{"event": kind, "data": {...}, "ts_ms": n}``, see :mod:`meshdesk.events`) until
+(``{"event": kind, "data": {...}, "ts_ms": n}``, see :mod:`meshdesk.bus`) until
 the client hangs up. Use :func:`subscribe` on the client side.
 """
 
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from meshdesk._lifecycle import AsyncResource
+from meshdesk.bus import EventBus, NodeEvent
 from meshdesk.errors import HomeError, MeshdeskError
-from meshdesk.events import EventBus, NodeEvent
 
 __all__ = ["ControlServer", "NodeNotRunning", "call", "subscribe", "try_call"]
 
@@ -272,7 +272,7 @@ async def subscribe(
 ) -> AsyncIterator[AsyncIterator[NodeEvent]]:
     """Stream the events of the node at ``path``.
 
-    Yields an async iterator of :class:`~meshdesk.events.NodeEvent`; iterating it
+    Yields an async iterator of :class:`~meshdesk.bus.NodeEvent`; iterating it
     raises :class:`NodeNotRunning` when the node goes away.
 
     Raises:

@@ -23,13 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk._version import __version__
+from meshdesk.bus import BusLogHandler, EventBus
 from meshdesk.calls import CallManager, is_call_frame
 from meshdesk.cases.book import CaseBook
 from meshdesk.cases.ops import run_case_op
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
 from meshdesk.errors import AuthError, CallError, ChannelClosed, UsageError
-from meshdesk.events import BusLogHandler, EventBus
 from meshdesk.home import NodeHome
 from meshdesk.identity import NodeId, NodeInfo, NodeKit, RevocationList
 from meshdesk.net.channel import Channel, PeerAddress
@@ -94,7 +94,7 @@ class Node(AsyncResource):
         self._manager: LinkManager | None = None
         self._listener: TlsListener | None = None
         self.discovery: ZeroconfDiscovery | None = None
-        #: What changed, for the console and the CLI (see :mod:`meshdesk.events`).
+        #: What changed, for the console and the CLI (see :mod:`meshdesk.bus`).
         self.events = EventBus()
 
     # Parts exist only while the node runs; using one earlier is a programming error.

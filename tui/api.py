@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
+from meshdesk.bus import NodeEvent
 from meshdesk.errors import MeshdeskError
-from meshdesk.events import NodeEvent
 
 __all__ = ["CALL_OPS", "ConnectionLost", "Event", "NodeApi"]
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from meshdesk import control
+from meshdesk.bus import EventBus
 from meshdesk.errors import HomeError, MeshdeskError, UsageError
-from meshdesk.events import EventBus
 
 
 async def _echo(args: Mapping[str, Any]) -> object:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 
-from meshdesk.events import BusLogHandler, EventBus, NodeEvent
+from meshdesk.bus import BusLogHandler, EventBus, NodeEvent
 
 
 async def _take(sub: object, n: int) -> list[NodeEvent]:
@@ -68,7 +68,7 @@ async def test_publishing_from_another_thread_lands_on_the_loop() -> None:
 
 async def test_log_records_become_log_events() -> None:
     bus = EventBus()
-    logger = logging.getLogger("meshdesk.test_events")
+    logger = logging.getLogger("meshdesk.test_bus")
     handler = BusLogHandler(bus)
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
@@ -83,7 +83,7 @@ async def test_log_records_become_log_events() -> None:
         logger.removeHandler(handler)
     assert got[0].data == {
         "level": "WARNING",
-        "logger": "meshdesk.test_events",
+        "logger": "meshdesk.test_bus",
         "message": "peer 本部 refused",
     }
     assert got[1].data["message"] == "bad format %d"
