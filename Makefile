@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # backend is the locked setuptools). `make upgrade` is the one way to move versions.
 LOCK := requirements/lock.txt
 PIP_COMPILE_FLAGS := --quiet --extra test --generate-hashes --allow-unsafe --strip-extras \
-	--no-emit-index-url --no-emit-find-links --custom-compile-command 'make upgrade'
+	--no-emit-index-url --no-emit-find-links
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,7 +51,7 @@ test: lint typecheck pytest
 # Textual upgrade, snapshot changes are reviewed and accepted with
 # `make pytest PYTEST_ARGS="tests/tui/test_snapshots.py --snapshot-update"`.
 upgrade: install
-	$(BIN)/pip-compile --upgrade $(PIP_COMPILE_FLAGS) -o $(LOCK) pyproject.toml requirements/tools.in
+	CUSTOM_COMPILE_COMMAND='make upgrade' $(BIN)/pip-compile --upgrade $(PIP_COMPILE_FLAGS) -o $(LOCK) pyproject.toml requirements/tools.in
 	$(MAKE) install
 	$(MAKE) test
 
