@@ -235,7 +235,7 @@ class Store(AsyncResource):
         mode = str(next(iter(rows))[0]).lower()
         if mode != "wal":
             raise StoreError(f"database {self._path} cannot use write-ahead logging ({mode})")
-        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute("PRAGMA synchronous = FULL")
         await db.execute("PRAGMA foreign_keys = ON")
 
     # -- plumbing ----------------------------------------------------------------
