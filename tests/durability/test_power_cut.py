@@ -98,10 +98,10 @@ def _store_on(power_fs: Any, home: NodeHome) -> Path:
     return target
 
 
-async def _wait_for_node(home: NodeHome, proc: subprocess.Popen[bytes]) -> None:
+async def _wait_for_node(home: NodeHome, proc: asyncio.subprocess.Process) -> None:
     async with asyncio.timeout(30):
         while True:
-            assert proc.poll() is None, "the node exited while starting"
+            assert proc.returncode is None, "the node exited while starting"
             if await control.try_call(home.control_socket, "status") is not None:
                 return
             await asyncio.sleep(0.1)
@@ -135,9 +135,9 @@ async def test_acknowledged_cases_survive_a_power_cut(
     assert await asyncio.to_thread(main, created) == 0
     store_path = _store_on(power_fs, home)
     log = (tmp_path / "node.log").open("wb")
-    node = subprocess.Popen(
-        [sys.executable, "-m", "meshdesk", "run", "--home", str(home.path),
-         "--listen", "127.0.0.1:0", "--no-mdns"],
+    node = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshdesk", "run", "--home", str(home.path),
+        "--listen", "127.0.0.1:0", "--no-mdns",
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     acknowledged: list[str] = []
@@ -157,7 +157,7 @@ async def test_acknowledged_cases_survive_a_power_cut(
     finally:
         # The power goes: the node dies with the machine, then the disk forgets.
         node.send_signal(signal.SIGKILL)
-        node.wait()
+        await node.wait()
         log.close()
     power_fs.cut()
 
