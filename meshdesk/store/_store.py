@@ -317,7 +317,7 @@ class Store(AsyncResource):
             StoreError: a malformed event, a gap, a broken chain, or a fork (same
                 author and seq, different hash); nothing of the batch is stored.
         """
-        return await self._append(events, received_at, None)
+        return len(await self._append(events, received_at, ()))
 
     async def append_run(
         self, events: Sequence[StoredEvent], checkpoint: Checkpoint, received_at: int
@@ -332,35 +332,67 @@ class Store(AsyncResource):
             StoreError: as :meth:`append_events`, or a checkpoint that does not
                 match the chain; nothing is stored.
         """
-        if not events or any(e.author != checkpoint.author for e in events):
-            raise StoreError("a run holds events of its checkpoint's author only")
-        return await self._append(events, received_at, checkpoint)
+        return (await self.append_runs([(events, checkpoint)], received_at))[0]
+
+    async def append_runs(
+        self, runs: Sequence[tuple[Sequence[StoredEvent], Checkpoint]], received_at: int
+    ) -> list[int]:
+        """Store several verified runs in ONE transaction: one commit, one fsync.
+
+        This is how sync keeps its rate with durable commits: runs that arrive while
+        a commit is being synced wait and go together in the next one. Runs may
+        repeat each other (two peers relaying the same chain) or continue each other
+        (the same author, consecutive batches); order them as they continue.
+
+        Returns:
+            For each run, how many of its events were new (an event that two runs
+            carry counts for the first).
+
+        Raises:
+            StoreError: as :meth:`append_run` for any run; then nothing is stored.
+        """
+        for events, checkpoint in runs:
+            if not events or any(e.author != checkpoint.author for e in events):
+                raise StoreError("a run holds events of its checkpoint's author only")
+        inserted = await self._append(
+            [e for events, _ in runs for e in events], received_at, [c for _, c in runs]
+        )
+        counts = []
+        for events, _ in runs:
+            new = {(e.author, e.seq) for e in events} & inserted
+            inserted -= new
+            counts.append(len(new))
+        return counts
 
     async def _append(
-        self, events: Sequence[StoredEvent], received_at: int, checkpoint: Checkpoint | None
-    ) -> int:
+        self,
+        events: Sequence[StoredEvent],
+        received_at: int,
+        checkpoints: Sequence[Checkpoint],
+    ) -> set[tuple[str, int]]:
+        """Append in one transaction; returns the ``(author, seq)`` of new events."""
         self._check_running()
         check_int64("received_at", received_at)
         for event in events:
             check_event(event)
         if not events:
-            return 0
+            return set()
         batch = sorted(events, key=lambda e: (e.author, e.seq))
         async with self._session("append events to") as db:
             stored = await self._stored_hashes(db, batch)
             rows, tips = plan_append(batch, self._heads, stored, received_at)
-            if rows or checkpoint is not None:
+            if rows or checkpoints:
                 async with self._transaction(db):
                     if rows:
                         await db.executemany(_INSERT_EVENT, rows)
-                    if checkpoint is not None:
-                        await db.execute(
+                    if checkpoints:
+                        await db.executemany(
                             "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig) "
                             "VALUES (?, ?, ?, ?)",
-                            (checkpoint.author, checkpoint.seq, checkpoint.hash, checkpoint.sig),
+                            [(c.author, c.seq, c.hash, c.sig) for c in checkpoints],
                         )
                     self._heads.update(tips)
-        return len(rows)
+        return {(row[0], row[1]) for row in rows}
 
     async def case_ids(self) -> list[str]:
         """Every case id with at least one stored event."""
