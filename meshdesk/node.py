@@ -26,6 +26,7 @@ from meshdesk._version import __version__
 from meshdesk.bus import BusLogHandler, EventBus
 from meshdesk.calls import CallManager, is_call_frame
 from meshdesk.cases.book import CaseBook
+from meshdesk.cases.chain import author_node
 from meshdesk.cases.ops import run_case_op
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
@@ -309,8 +310,12 @@ class Node(AsyncResource):
             await self.sync.attach(link)
 
     async def _author_key(self, author: str) -> Ed25519PublicKey | None:
-        """The signing key of ``author`` from a directory certificate that verifies."""
-        der = (await self.store.certificates()).get(author)
+        """The signing key of chain ``author`` from a directory certificate that verifies."""
+        try:
+            node = author_node(author)
+        except ValueError:
+            return None  # not a chain name: its runs are refused
+        der = (await self.store.certificates()).get(node)
         if der is None:
             return None
         try:

@@ -480,6 +480,20 @@ class Store(AsyncResource):
             )
         return _events(rows)
 
+    async def newest_hlc_of(self, node_id: str) -> int:
+        """The highest HLC among the events of every chain of ``node_id`` (0: none).
+
+        A node's chains are named ``NODE-ID`` and ``NODE-ID/EPOCH``
+        (:mod:`meshdesk.cases.chain`); the primary key finds them as one range.
+        """
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall(
+                "SELECT max(hlc) FROM events WHERE author = ? OR (author > ? AND author < ?)",
+                (node_id, node_id + "/", node_id + "0"),
+            )
+        newest = next(iter(rows))[0]
+        return int(newest) if newest is not None else 0
+
     async def counts(self) -> StoreCounts:
         """How much the store holds."""
         async with self._session("read") as db:
