@@ -21,7 +21,7 @@ from meshdesk.net.channel import Channel
 from meshdesk.net.liveness import Heartbeat, TokenBucket
 from meshdesk.wire import ErrorFrame, Frame, Goodbye, Hello, Ping, Pong
 
-__all__ = ["PROTOCOL_VERSION", "FloodLimits", "Link"]
+__all__ = ["ERR_TWIN", "PROTOCOL_VERSION", "FloodLimits", "Link"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ FrameHandler = Callable[["Link", Frame], Awaitable[None]]
 #: Error codes sent in an ErrorFrame before hanging up.
 ERR_PROTOCOL = 1
 ERR_FLOOD = 2
+#: The peer's identity is already in use by another running node (a copied home).
+ERR_TWIN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class Link:
         )
         self._bucket = TokenBucket.full(flood.rate, flood.burst, now)
         self.peer_hello: Hello | None = None
+        #: ``(code, message)`` of the ErrorFrame the peer ended the link with, if any.
+        self.peer_error: tuple[int, str] | None = None
         self.close_reason: str | None = None
         self._closing = False
         self._dead = False
@@ -108,16 +112,16 @@ class Link:
             await self.channel.abort()
             raise
         if not isinstance(first, Hello):
-            await self._refuse(ERR_PROTOCOL, f"expected Hello, got {type(first).__name__}")
+            await self.refuse(ERR_PROTOCOL, f"expected Hello, got {type(first).__name__}")
             raise LinkError(f"{self.channel.remote}: first frame was {type(first).__name__}")
         if first.node_id != str(self.channel.peer.node_id):
-            await self._refuse(ERR_PROTOCOL, "hello names another node than the certificate")
+            await self.refuse(ERR_PROTOCOL, "hello names another node than the certificate")
             raise LinkError(
                 f"{self.channel.remote}: hello claims {first.node_id} but the certificate "
                 f"is {self.channel.peer.node_id}"
             )
         if first.proto != PROTOCOL_VERSION:
-            await self._refuse(ERR_PROTOCOL, f"protocol {first.proto} not supported")
+            await self.refuse(ERR_PROTOCOL, f"protocol {first.proto} not supported")
             raise LinkError(f"{self.channel.remote}: speaks protocol {first.proto}")
         self.peer_hello = first
         self._heartbeat.received(self._clock())
@@ -125,6 +129,22 @@ class Link:
 
     async def send(self, frame: Frame) -> None:
         await self.channel.send(frame)
+
+    async def answers(self, within: float) -> bool:
+        """Whether the peer is alive: a ping is sent and any frame must come back
+        within ``within`` seconds. Used to tell a restarted peer (its old link is
+        dead) from two running copies of one node (both answer)."""
+        asked = self._clock()
+        deadline = asked + within
+        with contextlib.suppress(ChannelClosed):
+            await self.channel.send(Ping(nonce=0, sent_ms=int(time.time() * 1000)))
+        while self._clock() < deadline:
+            if self.channel.closed or self._closing:
+                return False
+            if self._heartbeat.last_rx > asked:
+                return True
+            await asyncio.sleep(0.02)
+        return False
 
     async def run(self) -> str:
         """Serve the link until it ends; returns why it ended. Closes the channel.
@@ -180,7 +200,8 @@ class Link:
                     await self.channel.send(Goodbye(reason=reason[:256]))
         await self.channel.aclose()
 
-    async def _refuse(self, code: int, message: str) -> None:
+    async def refuse(self, code: int, message: str) -> None:
+        """Tell the peer why (an ErrorFrame with ``code``), then close."""
         with contextlib.suppress(ChannelClosed, TimeoutError):
             async with asyncio.timeout(0.5):
                 await self.channel.send(ErrorFrame(code=code, message=message[:1024]))
@@ -193,7 +214,7 @@ class Link:
             self._heartbeat.received(now)
             if not self._bucket.take(now):
                 log.warning("%s floods (over %g frames/s): cutting it off", self, self._bucket.rate)
-                await self._refuse(ERR_FLOOD, f"flooding: more than {self._bucket.rate:g} frames/s")
+                await self.refuse(ERR_FLOOD, f"flooding: more than {self._bucket.rate:g} frames/s")
                 raise LinkError(f"{self.channel.remote} flooded the link")
             match frame:
                 case Ping(nonce=nonce, sent_ms=sent_ms):
@@ -204,10 +225,11 @@ class Link:
                     self.close_reason = f"peer said goodbye: {reason}"
                     raise ChannelClosed(self.close_reason)
                 case ErrorFrame(code=code, message=message):
+                    self.peer_error = (code, message)
                     self.close_reason = f"peer reported error {code}: {message}"
                     raise ChannelClosed(self.close_reason)
                 case Hello():
-                    await self._refuse(ERR_PROTOCOL, "a second hello")
+                    await self.refuse(ERR_PROTOCOL, "a second hello")
                     raise LinkError(f"{self.channel.remote} sent a second hello")
                 case _:
                     await self._on_frame(self, frame)

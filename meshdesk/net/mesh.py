@@ -23,7 +23,7 @@ from meshdesk.config import Timings
 from meshdesk.errors import AuthError, ChannelClosed, LinkError, WireError
 from meshdesk.identity import NodeId, NodeInfo
 from meshdesk.net.channel import Channel, PeerAddress
-from meshdesk.net.link import FloodLimits, Link
+from meshdesk.net.link import ERR_TWIN, FloodLimits, Link
 from meshdesk.net.liveness import Backoff
 from meshdesk.net.peers import PeerRecord, PeerState, is_dialable
 from meshdesk.wire import Frame, Hello, PeerAddr, PeerExchange
@@ -222,9 +222,18 @@ class LinkManager(AsyncResource):
             log.info("inbound from %s failed its hello: %s", channel.remote, exc)
             return
         host = channel.remote.rsplit(":", 1)[0].strip("[]")
+        via = PeerAddress(host, hello.listen_port, "inbound")
+        if link.peer_id == self._my_id:
+            if hello.instance != self._hello.instance:
+                await self._refuse_twin(link, via, None)
+            else:
+                await link.close("that is me")
+            return
         if is_dialable(host, hello.listen_port):
-            self.add_address(PeerAddress(host, hello.listen_port, "inbound"), link.peer_id)
-        if self._adopt(link, PeerAddress(host, hello.listen_port, "inbound")):
+            self.add_address(via, link.peer_id)
+        if await self._twin_of_live_link(link, via):
+            return
+        if self._adopt(link, via):
             await self._serve(link)
 
     def revoke(self, revoked: Callable[[NodeInfo], bool], reason: str) -> list[str]:
@@ -289,6 +298,45 @@ class LinkManager(AsyncResource):
             on_frame=self._dispatch,
             flood=self._flood,
             clock=self._clock,
+        )
+
+    async def _twin_of_live_link(self, link: Link, via: PeerAddress) -> bool:
+        """A new run of a linked peer: restarted (its old link is dead), or a copy?
+
+        A node that restarted left a link that no longer answers, and the new one
+        replaces it (:meth:`_adopt`). If the old link still answers a ping, two
+        machines run the same identity at once (a home copied to a second laptop):
+        the newcomer is refused with a clear message and the first one stays linked.
+        """
+        existing = self._links.get(link.peer_id)
+        if existing is None or not _restarted(existing, link):
+            return False
+        probe = min(max(2 * self._timings.heartbeat_interval, 0.5), self._timings.dead_after)
+        if not await existing.answers(probe):
+            return False
+        await self._refuse_twin(link, via, existing)
+        return True
+
+    async def _refuse_twin(self, link: Link, via: PeerAddress, first: Link | None) -> None:
+        info = link.channel.peer
+        where = "this node" if first is None else f"{first.channel.remote}"
+        log.error(
+            "two running nodes use the identity of %s (%s): %s and %s. A node's home "
+            "must run on one machine only (copied home?). Stop one of them; the "
+            "second is refused",
+            info.name,
+            link.peer_id,
+            where,
+            link.channel.remote,
+        )
+        if first is not None:
+            record = self._record(link.peer_id)
+            record.twin = link.channel.remote
+            self._emit("twin", record)
+        await link.refuse(
+            ERR_TWIN,
+            f"node {info.name} ({link.peer_id}) is already running at {where}; the same "
+            "home must not run on two machines at once (copied home?): stop one of them",
         )
 
     def _adopt(self, link: Link, via: PeerAddress) -> bool:
@@ -356,6 +404,15 @@ class LinkManager(AsyncResource):
         if peer_id in self._banned:
             record.state, record.reason = PeerState.REFUSED, self._banned[peer_id]
             self._emit("refused", record)
+            return
+        if link.peer_error is not None and link.peer_error[0] == ERR_TWIN:
+            # The peer refuses us because another machine runs our identity.
+            log.error("%s (%s) refuses this node: %s", record.name, peer_id, link.peer_error[1])
+            record.state, record.reason = PeerState.REFUSED, link.peer_error[1]
+            self._emit("refused", record)
+            for target in self._targets.values():
+                if target.node_id == peer_id and not target.dialing:
+                    target.next_attempt = self._clock() + self._timings.reconnect_max
             return
         record.state = PeerState.DOWN
         record.reason = reason
@@ -499,15 +556,23 @@ class LinkManager(AsyncResource):
             self._retry_later(target)
             return
         peer_id = link.peer_id
+        hello = link.peer_hello
         if peer_id == self._my_id:
+            target.dialing = False
+            if hello is not None and hello.instance != self._hello.instance:
+                await self._refuse_twin(link, address, None)
+                self._retry_later(target, refused=True)
+                return
             log.info("%s is this node itself; not dialling it again", address)
             target.is_self = True
-            target.dialing = False
             await link.close("that is me")
             return
         if target.node_id != peer_id:
             target.node_id = peer_id
         self.add_address(address, peer_id)
         target.dialing = False
+        if await self._twin_of_live_link(link, address):
+            self._retry_later(target, refused=True)
+            return
         if self._adopt(link, address):
             await self._serve(link)

@@ -55,6 +55,8 @@ class PeerRecord:
     last_seen_ms: int | None = None
     rtt_ms: float | None = None
     reason: str | None = None
+    #: Address of a second running node with this identity that was refused (a copy).
+    twin: str | None = None
 
     def learn(self, address: PeerAddress) -> bool:
         """Remember an address and how it was learned; True when that is new."""
@@ -88,4 +90,5 @@ class PeerRecord:
             "last_seen_ms": self.last_seen_ms,
             "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
             "reason": self.reason,
+            "twin": self.twin,
         }

@@ -9,6 +9,7 @@ would split for good): each run of a node writes a chain of its own
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import shutil
@@ -125,6 +126,50 @@ async def test_every_run_of_a_node_writes_a_chain_of_its_own(tmp_path: Path) -> 
     assert len(heads) == 2
     assert {author_node(a) for a in heads} == {str(node.kit.node_id)}
     assert all(seq == 2 for seq, _ in heads.values())  # each chain starts at seq 1
+
+
+async def test_a_home_copied_to_a_second_machine_is_refused_while_the_first_runs(
+    tmp_path: Path, async_wait_until: AsyncWaitUntil, caplog: pytest.LogCaptureFixture
+) -> None:
+    hq, shelter = await _homes(tmp_path)
+    async with Node(hq, _config(hq, [])) as hq_node:
+        to_hq = f"127.0.0.1:{hq_node.listener.port}"
+        async with Node(shelter, _config(shelter, [to_hq])) as first:
+            shelter_id = str(first.kit.node_id)
+            await async_wait_until(lambda: _state(hq_node, shelter_id) == "linked", 10)
+            copy = NodeHome(tmp_path / "copied")
+            await asyncio.to_thread(
+                shutil.copytree,
+                shelter.path,
+                copy.path,
+                ignore=shutil.ignore_patterns("control.sock"),  # a socket is no file
+            )
+            to_first = f"127.0.0.1:{first.listener.port}"
+            async with Node(copy, _config(copy, [to_hq, to_first])) as second:
+                await async_wait_until(lambda: _refused_by(second, hq_node), 10)
+                said = " ".join(r.getMessage() for r in caplog.records)
+                assert "copied home" in said
+                # HQ keeps the first one linked and names the copy's address.
+                record = next(p for p in hq_node.peers() if p["node_id"] == shelter_id)
+                assert record["state"] == "linked"
+                assert record["twin"] is not None
+                # The first one refuses its copy too, and never links to it.
+                await async_wait_until(lambda: "two running nodes" in _log(caplog), 10)
+                assert first.manager.link(shelter_id) is None
+            assert _state(hq_node, shelter_id) == "linked"
+
+
+def _state(node: Node, node_id: str) -> str | None:
+    return next((str(p["state"]) for p in node.peers() if p["node_id"] == node_id), None)
+
+
+def _refused_by(node: Node, other: Node) -> bool:
+    record = next((p for p in node.peers() if p["node_id"] == str(other.kit.node_id)), None)
+    return record is not None and record["state"] == "refused"
+
+
+def _log(caplog: pytest.LogCaptureFixture) -> str:
+    return " ".join(r.getMessage() for r in caplog.records)
 
 
 @pytest.fixture(autouse=True)
