@@ -28,6 +28,7 @@ from meshdesk.calls import CallManager, is_call_frame
 from meshdesk.cases.book import CaseBook
 from meshdesk.cases.chain import author_node
 from meshdesk.cases.ops import run_case_op
+from meshdesk.clock import ClockWatch, PeerClock
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
 from meshdesk.errors import AuthError, CallError, ChannelClosed, UsageError
@@ -142,6 +143,12 @@ class Node(AsyncResource):
         self._stack.callback(logging.getLogger("meshdesk").removeHandler, handler)
         kit = self._kit = self.home.load_identity(now=self._now())
         info = kit.info
+        self.clock = ClockWatch(
+            info.name,
+            str(info.role),
+            self._peer_clocks,
+            on_change=lambda view: self.events.publish("clock", view.to_json()),
+        )
         log.info("starting node %s (%s) from %s", info.name, info.node_id, self.home.path)
         self._store = await self._stack.enter_async_context(Store.open(self.home.store_path))
         self._trust = TrustPolicy(kit.ca_cert, await self._load_revocations())
@@ -150,7 +157,7 @@ class Node(AsyncResource):
             self.store,
             kit,
             directory=self.directory,
-            wall_ms=lambda: int(self._now().timestamp() * 1000),
+            wall_ms=self._record_ms,
             rng=self._rng,
         )
         self.sync = await self._stack.enter_async_context(
@@ -203,6 +210,7 @@ class Node(AsyncResource):
                 on_link_up=self._on_link_up,
                 peer_exchange=network.peer_exchange,
                 rng=self._rng,
+                wall_ms=lambda: int(self._now().timestamp() * 1000),
             )
         )
         self.manager.add_listener(self._peer_event)
@@ -213,7 +221,7 @@ class Node(AsyncResource):
                 link_of=self.manager.link,
                 peers=self.manager.peers,
                 case_log=self.cases,
-                wall_ms=lambda: int(self._now().timestamp() * 1000),
+                wall_ms=self._record_ms,
             )
         )
         self.manager.add_listener(self.calls.on_peer_event)
@@ -248,6 +256,18 @@ class Node(AsyncResource):
             names,
             len(network.static_peers),
         )
+
+    def _record_ms(self) -> int:
+        """Wall time for stamping records: ours, corrected by the peers' clocks if
+        ours is off (see :mod:`meshdesk.clock`)."""
+        return int(self._now().timestamp() * 1000) + self.clock.correction_ms
+
+    def _peer_clocks(self) -> list[PeerClock]:
+        return [
+            PeerClock(p.node_id, p.name, p.role, p.clock_offset_ms)
+            for p in self.manager.peers()
+            if p.state == "linked" and p.clock_offset_ms is not None
+        ]
 
     async def _load_revocations(self) -> RevocationList | None:
         stored = await self.store.revocation_list()
@@ -453,6 +473,7 @@ class Node(AsyncResource):
         last: object = None
         while True:
             await asyncio.sleep(_PROGRESS_INTERVAL)
+            self.clock.check()
             peers = self.sync.progress()
             if peers != last:
                 last = peers
@@ -580,4 +601,5 @@ class Node(AsyncResource):
                 "authors": counts.authors,
                 "cases": counts.cases,
             },
+            "clock": self.clock.view.to_json(),
         }

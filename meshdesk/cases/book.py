@@ -194,7 +194,7 @@ class CaseBook:
         writer = self._case_writer(op)
         await self._writer()
         state = await self.state(case_id)
-        self._clock.observe(state.last_hlc, self._wall_ms())
+        # The writer stamps the edit after the case's newest event (Clock.now).
         await self._commit([make(writer, state)])
         return await self.state(case_id)
 

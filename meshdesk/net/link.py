@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from meshdesk.config import Timings
 from meshdesk.errors import ChannelClosed, LinkError, WireError
 from meshdesk.net.channel import Channel
-from meshdesk.net.liveness import Heartbeat, TokenBucket
+from meshdesk.net.liveness import ClockOffset, Heartbeat, TokenBucket
 from meshdesk.wire import ErrorFrame, Frame, Goodbye, Hello, Ping, Pong
 
 __all__ = ["ERR_TWIN", "PROTOCOL_VERSION", "FloodLimits", "Link"]
@@ -58,6 +58,7 @@ class Link:
         on_frame: FrameHandler,
         flood: FloodLimits = FloodLimits(),
         clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.channel = channel
         self.outbound = outbound
@@ -65,6 +66,8 @@ class Link:
         self._timings = timings
         self._on_frame = on_frame
         self._clock = clock
+        self._wall_ms = wall_ms
+        self._offset = ClockOffset()
         now = clock()
         self._heartbeat = Heartbeat(
             interval=timings.heartbeat_interval, dead_after=timings.dead_after, last_rx=now
@@ -84,6 +87,11 @@ class Link:
     @property
     def rtt(self) -> float | None:
         return self._heartbeat.rtt
+
+    @property
+    def clock_offset_ms(self) -> int | None:
+        """The peer's wall clock minus ours (from its pings), None before the first."""
+        return self._offset.ms
 
     def __repr__(self) -> str:
         way = "out" if self.outbound else "in"
@@ -137,7 +145,7 @@ class Link:
         asked = self._clock()
         deadline = asked + within
         with contextlib.suppress(ChannelClosed):
-            await self.channel.send(Ping(nonce=0, sent_ms=int(time.time() * 1000)))
+            await self.channel.send(Ping(nonce=0, sent_ms=self._wall_ms()))
         while self._clock() < deadline:
             if self.channel.closed or self._closing:
                 return False
@@ -218,6 +226,7 @@ class Link:
                 raise LinkError(f"{self.channel.remote} flooded the link")
             match frame:
                 case Ping(nonce=nonce, sent_ms=sent_ms):
+                    self._offset.sample(sent_ms, self._wall_ms())
                     await self.channel.send(Pong(nonce=nonce, echo_ms=sent_ms))
                 case Pong(nonce=nonce):
                     self._heartbeat.pong(nonce, now)
@@ -249,7 +258,7 @@ class Link:
                 left = self._heartbeat.last_rx + self._heartbeat.dead_after - now
                 try:
                     async with asyncio.timeout(max(left, 0.05)):
-                        await self.channel.send(Ping(nonce=nonce, sent_ms=int(time.time() * 1000)))
+                        await self.channel.send(Ping(nonce=nonce, sent_ms=self._wall_ms()))
                 except TimeoutError:
                     continue  # the dead check at the top of the loop decides
             await asyncio.sleep(self._heartbeat.next_wakeup(self._clock()) + 0.001)

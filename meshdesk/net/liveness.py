@@ -7,9 +7,11 @@ rules are tested exactly and the async link only moves frames and sleeps.
 from __future__ import annotations
 
 import random
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "Heartbeat", "TokenBucket"]
+__all__ = ["Backoff", "ClockOffset", "Heartbeat", "TokenBucket"]
 
 
 @dataclass(slots=True)
@@ -121,3 +123,28 @@ class Backoff:
             self._slow += 1
             base = min(self.maximum, self.minimum * 2 ** min(self._slow, 30))
         return base * rng.uniform(0.5, 1.5)
+
+
+@dataclass(slots=True)
+class ClockOffset:
+    """How far the peer's wall clock is from ours, from the times in its pings.
+
+    Each ping carries the sender's wall time; ``sample(sent_ms, received_ms)``
+    records ``sent_ms - received_ms`` (positive: the peer's clock is ahead). On a
+    LAN the transit time is a few milliseconds, far below the skews that matter
+    (minutes to years), so it is not corrected for. The median of the last few
+    samples ignores one delayed ping.
+    """
+
+    keep: int = 9
+    _samples: deque[int] = field(default_factory=deque)
+
+    def sample(self, sent_ms: int, received_ms: int) -> None:
+        self._samples.append(sent_ms - received_ms)
+        while len(self._samples) > self.keep:
+            self._samples.popleft()
+
+    @property
+    def ms(self) -> int | None:
+        """The peer's clock minus ours in milliseconds, or None before any ping."""
+        return int(statistics.median(self._samples)) if self._samples else None

@@ -90,6 +90,7 @@ class LinkManager(AsyncResource):
         flood: FloodLimits | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self._me = me
         self._my_id = str(me.node_id)
@@ -105,6 +106,7 @@ class LinkManager(AsyncResource):
         self._flood = flood or FloodLimits()
         self._rng = rng or random.Random()
         self._clock = clock
+        self._wall_ms = wall_ms
         self._peers: dict[str, PeerRecord] = {}
         self._links: dict[str, Link] = {}
         self._targets: dict[tuple[str, int], _Target] = {}
@@ -176,7 +178,7 @@ class LinkManager(AsyncResource):
     def seen(self, node_id: str, info: dict[str, str] | None = None) -> None:
         """A discovery sighting: dial this node's addresses now, whatever the backoff."""
         record = self._record(node_id)
-        record.last_seen_ms = int(time.time() * 1000)
+        record.last_seen_ms = self._wall_ms()
         if info:
             record.name = info.get("name", record.name)
             record.site = info.get("site", record.site)
@@ -259,6 +261,8 @@ class LinkManager(AsyncResource):
             link = self._links.get(node_id)
             if link is not None and link.rtt is not None:
                 record.rtt_ms = link.rtt * 1000
+            if link is not None and link.clock_offset_ms is not None:
+                record.clock_offset_ms = link.clock_offset_ms
         return sorted(self._peers.values(), key=lambda r: (r.name, r.node_id))
 
     def linked(self) -> list[str]:
@@ -298,6 +302,7 @@ class LinkManager(AsyncResource):
             on_frame=self._dispatch,
             flood=self._flood,
             clock=self._clock,
+            wall_ms=self._wall_ms,
         )
 
     async def _twin_of_live_link(self, link: Link, via: PeerAddress) -> bool:
@@ -369,7 +374,7 @@ class LinkManager(AsyncResource):
         record.name, record.site, record.role = info.name, info.site, str(info.role)
         record.state = PeerState.LINKED
         record.reason = None
-        record.last_seen_ms = int(time.time() * 1000)
+        record.last_seen_ms = self._wall_ms()
         self._exchange_due = True
         self._wake.set()
         way = "outbound" if link.outbound else "inbound"
@@ -438,7 +443,7 @@ class LinkManager(AsyncResource):
     async def _dispatch(self, link: Link, frame: Frame) -> None:
         record = self._peers.get(link.peer_id)
         if record is not None:
-            record.last_seen_ms = int(time.time() * 1000)
+            record.last_seen_ms = self._wall_ms()
         if isinstance(frame, PeerExchange):
             self._take_exchange(link, frame)
         elif self._on_frame is not None:

@@ -57,6 +57,8 @@ class PeerRecord:
     reason: str | None = None
     #: Address of a second running node with this identity that was refused (a copy).
     twin: str | None = None
+    #: The peer's wall clock minus ours, in ms (from its pings); None if never linked.
+    clock_offset_ms: int | None = None
 
     def learn(self, address: PeerAddress) -> bool:
         """Remember an address and how it was learned; True when that is new."""
@@ -91,4 +93,5 @@ class PeerRecord:
             "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
             "reason": self.reason,
             "twin": self.twin,
+            "clock_offset_ms": self.clock_offset_ms,
         }
