@@ -169,6 +169,7 @@ class Node(AsyncResource):
         )
         self.cases.on_commit = self._committed
         self.sync.on_stored = self._stored
+        self.sync.on_offence = lambda link, what: self.manager.offence(link.peer_id, what)
         network = self.config.network
         interfaces = select_interfaces(network.interfaces) if network.mdns else []
         if network.mdns and not interfaces:

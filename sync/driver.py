@@ -138,6 +138,9 @@ class SyncService(AsyncResource):
         self.stored_events = 0
         #: Told the events of each run stored from a peer (the node publishes them).
         self.on_stored: Callable[[list[StoredEvent]], None] | None = None
+        #: Told when a peer sends what no correct peer sends: a forged or broken run,
+        #: a malformed sync frame (the node quarantines the peer).
+        self.on_offence: Callable[[Link, str], None] | None = None
 
     async def __aenter__(self) -> SyncService:
         self._ticker = asyncio.create_task(self._tick_forever(), name="sync ticker")
@@ -288,8 +291,10 @@ class SyncService(AsyncResource):
                     rejected = await self._verify(peer, run)
                     if rejected is not None:
                         queue.extend(peer.core.handle(rejected))
-                case ReportPeer(author=author, reason=reason):
+                case ReportPeer(author=author, reason=reason, hostile=hostile):
                     log.warning("sync with %s: %s (author %s)", peer.link, reason, author or "-")
+                    if hostile:
+                        self._offence(peer, reason)
 
     async def _verify(self, peer: _Peer, run: Run) -> Rejected | None:
         """Verify a run and queue it for the next group commit; its answer comes then."""
@@ -305,10 +310,15 @@ class SyncService(AsyncResource):
             )
         except SyncError as exc:
             log.warning("refused a run of %s from %s: %s", author, peer.link, exc)
+            self._offence(peer, f"a run that fails verification: {exc}")
             return Rejected(author, checkpoint.seq, str(exc))
         self._queue.append(_Queued(peer, run, verified))
         self._queued.set()
         return None
+
+    def _offence(self, peer: _Peer, what: str) -> None:
+        if self.on_offence is not None:
+            self.on_offence(peer.link, what)
 
     async def _commit_forever(self) -> None:
         while True:

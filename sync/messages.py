@@ -192,10 +192,16 @@ class VerifyAndStore:
 
 @dataclass(frozen=True, slots=True)
 class ReportPeer:
-    """The peer broke the protocol or sent a run that failed verification."""
+    """The peer broke the protocol or sent a run that failed verification.
+
+    ``hostile`` marks what a correct peer never sends (a malformed frame, a batch
+    over the limits): the node quarantines the peer for it. A fork or a refused
+    author may be an honest peer relaying someone else's chain, so it is not.
+    """
 
     author: str | None
     reason: str
+    hostile: bool = False
 
 
 Effect: TypeAlias = Send | NeedEvents | VerifyAndStore | ReportPeer

@@ -21,7 +21,7 @@ from meshdesk.net.channel import Channel
 from meshdesk.net.liveness import ClockOffset, Heartbeat, TokenBucket
 from meshdesk.wire import ErrorFrame, Frame, Goodbye, Hello, Ping, Pong
 
-__all__ = ["ERR_TWIN", "PROTOCOL_VERSION", "FloodLimits", "Link"]
+__all__ = ["ERR_QUARANTINED", "ERR_TWIN", "PROTOCOL_VERSION", "FloodLimits", "Link"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ ERR_PROTOCOL = 1
 ERR_FLOOD = 2
 #: The peer's identity is already in use by another running node (a copied home).
 ERR_TWIN = 3
+#: The peer sent malformed or forged frames and is shut out for a while.
+ERR_QUARANTINED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,9 @@ class Link:
         self.peer_hello: Hello | None = None
         #: ``(code, message)`` of the ErrorFrame the peer ended the link with, if any.
         self.peer_error: tuple[int, str] | None = None
+        #: What the peer did wrong if the link ended for it (a malformed frame,
+        #: flooding, a protocol violation), else None.
+        self.misbehaved: str | None = None
         self.close_reason: str | None = None
         self._closing = False
         self._dead = False
@@ -217,12 +222,17 @@ class Link:
 
     async def _receive(self) -> None:
         while True:
-            frame = await self.channel.recv()
+            try:
+                frame = await self.channel.recv()
+            except WireError as exc:
+                self.misbehaved = f"malformed frame: {exc}"
+                raise
             now = self._clock()
             self._heartbeat.received(now)
             if not self._bucket.take(now):
                 log.warning("%s floods (over %g frames/s): cutting it off", self, self._bucket.rate)
-                await self.refuse(ERR_FLOOD, f"flooding: more than {self._bucket.rate:g} frames/s")
+                self.misbehaved = f"flooding: more than {self._bucket.rate:g} frames/s"
+                await self.refuse(ERR_FLOOD, self.misbehaved)
                 raise LinkError(f"{self.channel.remote} flooded the link")
             match frame:
                 case Ping(nonce=nonce, sent_ms=sent_ms):
@@ -238,6 +248,7 @@ class Link:
                     self.close_reason = f"peer reported error {code}: {message}"
                     raise ChannelClosed(self.close_reason)
                 case Hello():
+                    self.misbehaved = "a second hello"
                     await self.refuse(ERR_PROTOCOL, "a second hello")
                     raise LinkError(f"{self.channel.remote} sent a second hello")
                 case _:

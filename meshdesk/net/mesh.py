@@ -23,8 +23,8 @@ from meshdesk.config import Timings
 from meshdesk.errors import AuthError, ChannelClosed, LinkError, WireError
 from meshdesk.identity import NodeId, NodeInfo
 from meshdesk.net.channel import Channel, PeerAddress
-from meshdesk.net.link import ERR_TWIN, FloodLimits, Link
-from meshdesk.net.liveness import Backoff
+from meshdesk.net.link import ERR_QUARANTINED, ERR_TWIN, FloodLimits, Link
+from meshdesk.net.liveness import Backoff, Quarantine
 from meshdesk.net.peers import PeerRecord, PeerState, is_dialable
 from meshdesk.wire import Frame, Hello, PeerAddr, PeerExchange
 
@@ -91,6 +91,7 @@ class LinkManager(AsyncResource):
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        quarantine: Callable[[], Quarantine] = Quarantine,
     ) -> None:
         self._me = me
         self._my_id = str(me.node_id)
@@ -107,6 +108,9 @@ class LinkManager(AsyncResource):
         self._rng = rng or random.Random()
         self._clock = clock
         self._wall_ms = wall_ms
+        #: Enrolled peers that sent malformed or forged frames (see Quarantine).
+        self._quarantine: dict[str, Quarantine] = {}
+        self._new_quarantine = quarantine
         self._peers: dict[str, PeerRecord] = {}
         self._links: dict[str, Link] = {}
         self._targets: dict[tuple[str, int], _Target] = {}
@@ -238,6 +242,49 @@ class LinkManager(AsyncResource):
         if self._adopt(link, via):
             await self._serve(link)
 
+    def offence(self, peer_id: str, what: str) -> None:
+        """An enrolled peer sent something malformed or forged: shut it out a while.
+
+        Its link is cut, and it is neither dialled nor accepted until its quarantine
+        ends (growing with each offence, see :class:`Quarantine`). Logged once per
+        episode, shown as ``quarantined`` in :meth:`peers`; staff decide on
+        revocation.
+        """
+        quarantine = self._quarantine.get(peer_id)
+        if quarantine is None:
+            quarantine = self._quarantine[peer_id] = self._new_quarantine()
+        now = self._clock()
+        seconds, new_episode = quarantine.offence(now)
+        record = self._record(peer_id)
+        record.state = PeerState.QUARANTINED
+        record.offences += 1
+        record.reason = f"quarantined for {seconds:g} s after {record.offences} offences: {what}"
+        name = record.name or peer_id
+        if new_episode:
+            log.warning(
+                "quarantined %s (%s) for %g s: %s. If it goes on, consider revoking it "
+                "(meshdesk deployment revoke %s)",
+                name,
+                peer_id,
+                seconds,
+                what,
+                peer_id,
+            )
+        else:
+            log.debug("%s (%s) offended again, quarantined %g s: %s", name, peer_id, seconds, what)
+        link = self._links.get(peer_id)
+        if link is not None:
+            refusal = link.refuse(ERR_QUARANTINED, f"quarantined: {what}")
+            self._spawn(refusal, f"quarantine {link!r}")
+        for target in self._targets.values():
+            if target.node_id == peer_id:
+                target.next_attempt = max(target.next_attempt, quarantine.until)
+        self._emit("quarantined", record)
+
+    def _quarantined(self, peer_id: str) -> bool:
+        quarantine = self._quarantine.get(peer_id)
+        return quarantine is not None and quarantine.active(self._clock())
+
     def revoke(self, revoked: Callable[[NodeInfo], bool], reason: str) -> list[str]:
         """Close every link whose peer ``revoked`` matches and refuse it from now on.
 
@@ -258,6 +305,8 @@ class LinkManager(AsyncResource):
 
     def peers(self) -> list[PeerRecord]:
         for node_id, record in self._peers.items():
+            if record.state is PeerState.QUARANTINED and not self._quarantined(node_id):
+                record.state, record.reason = PeerState.DOWN, "quarantine over"
             link = self._links.get(node_id)
             if link is not None and link.rtt is not None:
                 record.rtt_ms = link.rtt * 1000
@@ -353,6 +402,10 @@ class LinkManager(AsyncResource):
         if peer_id in self._banned:
             self._spawn_close(link, self._banned[peer_id])
             return False
+        if self._quarantined(peer_id):
+            log.debug("refused %s: quarantined", link)
+            self._spawn(link.refuse(ERR_QUARANTINED, "quarantined"), f"quarantine {link!r}")
+            return False
         existing = self._links.get(peer_id)
         if existing is not None and _restarted(existing, link):
             # The peer restarted: the link from its previous run is dead, whatever
@@ -409,6 +462,9 @@ class LinkManager(AsyncResource):
         if peer_id in self._banned:
             record.state, record.reason = PeerState.REFUSED, self._banned[peer_id]
             self._emit("refused", record)
+            return
+        if link.misbehaved is not None and not self._closed:
+            self.offence(peer_id, link.misbehaved)
             return
         if link.peer_error is not None and link.peer_error[0] == ERR_TWIN:
             # The peer refuses us because another machine runs our identity.

@@ -20,6 +20,8 @@ class PeerState(enum.StrEnum):
     CONNECTING = "connecting"
     DOWN = "down"
     REFUSED = "refused"
+    #: Sent malformed or forged frames: shut out for a while (see Quarantine).
+    QUARANTINED = "quarantined"
 
 
 #: When one address is learned several ways, the most trustworthy source is kept.
@@ -59,6 +61,8 @@ class PeerRecord:
     twin: str | None = None
     #: The peer's wall clock minus ours, in ms (from its pings); None if never linked.
     clock_offset_ms: int | None = None
+    #: Malformed or forged frames it sent (each one cut the link; see Quarantine).
+    offences: int = 0
 
     def learn(self, address: PeerAddress) -> bool:
         """Remember an address and how it was learned; True when that is new."""
@@ -94,4 +98,5 @@ class PeerRecord:
             "reason": self.reason,
             "twin": self.twin,
             "clock_offset_ms": self.clock_offset_ms,
+            "offences": self.offences,
         }
