@@ -32,6 +32,7 @@ from meshdesk.sync.messages import (
 
 __all__ = [
     "SYNC_FRAME_TYPES",
+    "Deferred",
     "Effect",
     "EventsLoaded",
     "Input",

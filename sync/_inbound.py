@@ -223,6 +223,14 @@ class Inbound:
             self._refuse(author, seq, reason, effects)
         return effects + self._credit()
 
+    def on_deferred(self, author: str, seq: int) -> list[Effect]:
+        """The run could not be stored (a local problem, such as a full disk): forget
+        it without refusing its author; a later round asks for it again."""
+        if not self._settle(author, seq):
+            return []
+        self._tips.pop(author, None)
+        return self._credit()
+
     def _settle(self, author: str, seq: int) -> bool:
         entry = self._pending.pop((author, seq), None)
         if entry is None:

@@ -31,12 +31,13 @@ from meshdesk._lifecycle import AsyncResource
 from meshdesk.cases.chain import verify_run
 from meshdesk.cases.events import EventKind
 from meshdesk.cases.model import Urgency
-from meshdesk.errors import ChannelClosed, MeshdeskError, StoreError, SyncError
+from meshdesk.errors import ChannelClosed, MeshdeskError, StoreError, StoreFull, SyncError
 from meshdesk.net.link import Link
 from meshdesk.store import Checkpoint, Store, StoredEvent
 from meshdesk.sync.core import SyncCore
 from meshdesk.sync.messages import (
     SYNC_FRAME_TYPES,
+    Deferred,
     Effect,
     EventsLoaded,
     Input,
@@ -132,6 +133,7 @@ class SyncService(AsyncResource):
         self._pending: set[asyncio.Task[None]] = set()
         self._attaching: dict[int, asyncio.Future[None]] = {}
         self._queue: list[_Queued] = []
+        self._full = False  # the last group commit found the disk full
         self._queued = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         #: Stored runs counted for status screens and benches.
@@ -346,6 +348,17 @@ class SyncService(AsyncResource):
                     [(q.verified, q.run.checkpoint) for q in group], received_at
                 )
             )
+        except StoreFull as exc:
+            # Not the peers' fault: defer every run; rounds ask again later, and they
+            # are stored once space returns (logged once until then).
+            if not self._full:
+                log.error("received runs are not stored until space returns: %s", exc)
+            self._full = True
+            for queued in group:
+                await self._feed(
+                    queued.peer, Deferred(queued.run.author, queued.run.checkpoint.seq)
+                )
+            return
         except StoreError:
             outcomes = []
             for queued in group:
@@ -357,6 +370,9 @@ class SyncService(AsyncResource):
                     )
                 except StoreError as exc:
                     outcomes.append(exc)
+        if self._full:
+            log.info("the disk has room again: received runs are stored")
+            self._full = False
         for queued, outcome in zip(group, outcomes, strict=True):
             await self._answer(queued, outcome)
 

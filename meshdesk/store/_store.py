@@ -15,7 +15,7 @@ from typing import Any, Self
 import aiosqlite
 
 from meshdesk._lifecycle import AsyncResource
-from meshdesk.errors import StoreError
+from meshdesk.errors import StoreError, StoreFull
 from meshdesk.store._chain import INT64_MAX, Heads, check_event, check_int64, plan_append
 from meshdesk.store._schema import (
     MIGRATIONS,
@@ -247,6 +247,11 @@ class Store(AsyncResource):
             return not_meshdesk_error(self._path, str(exc))
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return StoreError(f"database {self._path} is locked by another process ({exc})")
+        if code == sqlite3.SQLITE_FULL:
+            return StoreFull(
+                f"the disk holding {self._path} is full: nothing was saved. Free some space "
+                "(delete old exports or files on that disk) and try again"
+            )
         return StoreError(f"cannot {doing} database {self._path}: {exc}")
 
     def _check_running(self) -> None:
