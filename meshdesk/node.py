@@ -1,9 +1,11 @@
-"""A running node: identity, store, listener, links, discovery and control socket.
+"""A running node: its parts (store, directory, listener, links, calls, discovery,
+control socket) wired together.
 
 :class:`Node` is an async context manager. Entering it starts every part and
-returns when the node is reachable; leaving it shuts down in order: stop
-discovery (mDNS goodbye), close the control socket, say goodbye on every link,
-stop listening, close the store.
+returns when the node is reachable; leaving it shuts down in reverse order: control
+socket, mDNS goodbye, calls, link goodbyes, listener, store. Each part's own job
+lives with it: the directory and its gossip in :mod:`meshdesk.directory`, the
+control operations in :mod:`meshdesk.ops`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from meshdesk.home import NodeHome
 from meshdesk.ops import CASE_OPS, OPS, Kind, OpSpec, Param
 from meshdesk.store import Store
 
+__all__ = ["add_case_parser", "case_payload", "run_case_command"]
+
 Env = Mapping[str, str]
 
 OPERATOR_ENV = "MESHDESK_OPERATOR"
@@ -33,9 +35,15 @@ _OPERATOR = "operator"
 
 def _add_param(parser: argparse.ArgumentParser, param: Param) -> None:
     """One argument of an operation as a command-line option (or positional)."""
+    hint = {
+        Kind.CHOICE: param.describe(),
+        Kind.INT: param.describe(),
+        Kind.DATE: "YYYY-MM-DD",
+        Kind.TEXTS: "repeatable",
+    }.get(param.kind)
     help_text = param.help
-    if param.kind is Kind.CHOICE:
-        help_text = f"{help_text} ({param.describe()})" if help_text else param.describe()
+    if hint:
+        help_text = f"{help_text} ({hint})" if help_text else hint
     if param.positional:
         parser.add_argument(param.name, metavar=param.metavar, help=help_text)
         return
@@ -73,7 +81,7 @@ def add_case_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         p.set_defaults(handler=run_case_command, case_op=spec)
 
 
-def _payload(spec: OpSpec[Any], args: argparse.Namespace, env: Env) -> dict[str, Any]:
+def case_payload(spec: OpSpec[Any], args: argparse.Namespace, env: Env) -> dict[str, Any]:
     """The operation's arguments from the command line (unset options left out)."""
     payload = {
         p.name: getattr(args, p.name)
@@ -107,7 +115,7 @@ def run_case_command(args: argparse.Namespace, env: Env) -> int:
     home = NodeHome.resolve(args.home, env)
     home.require_provisioned()
     spec: OpSpec[Any] = args.case_op
-    result = asyncio.run(_dispatch(home, spec.name, _payload(spec, args, env)))
+    result = asyncio.run(_dispatch(home, spec.name, case_payload(spec, args, env)))
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     elif isinstance(result, list):
