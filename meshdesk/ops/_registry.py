@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from meshdesk.errors import MeshdeskError, UsageError
-from meshdesk.ops._schema import Args, Param, check_args
+from meshdesk.ops._schema import Args, Param, check_args, shown
 
 __all__ = ["Binding", "Dispatcher", "OpSpec", "Registry", "Topic"]
 
@@ -166,7 +166,7 @@ class Registry:
         spec = self._specs.get(name)
         if spec is None:
             known = ", ".join(self.names())
-            raise UsageError(f"unknown operation {name!r} (known: {known})")
+            raise UsageError(f"unknown operation {shown(name)} (known: {known})")
         return spec
 
     def check(self, name: str, args: Mapping[str, object]) -> tuple[OpSpec[Any], Args]:
@@ -205,9 +205,6 @@ class Dispatcher:
     def handled(self) -> list[str]:
         """Names this dispatcher runs (streaming operations are the socket's)."""
         return sorted(self._handlers)
-
-    def check(self, name: str, args: Mapping[str, object]) -> tuple[OpSpec[Any], Args]:
-        return self.registry.check(name, args)
 
     async def run(self, name: str, args: Mapping[str, object]) -> object:
         """Run operation ``name``.

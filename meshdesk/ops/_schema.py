@@ -29,6 +29,7 @@ __all__ = [
     "date",
     "flag",
     "integer",
+    "shown",
     "text",
     "texts",
 ]
@@ -49,6 +50,16 @@ class Kind(enum.StrEnum):
 
 class _Bad(Exception):
     """One argument is wrong; the message names it."""
+
+
+#: Longest piece of client input an error message repeats.
+SHOWN = 40
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut short: an error line must stay one short line."""
+    out = repr(value)
+    return out if len(out) <= SHOWN else out[: SHOWN - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,9 @@ class Param:
                 return value
             case Kind.CHOICE:
                 if value not in self.choices:
-                    raise _Bad(f"unknown {key} {value!r}; choose one of: {', '.join(self.choices)}")
+                    raise _Bad(
+                        f"unknown {key} {shown(value)}; choose one of: {', '.join(self.choices)}"
+                    )
                 return value
             case Kind.INT:
                 if not isinstance(value, int) or isinstance(value, bool):
@@ -129,7 +142,7 @@ class Param:
                 try:
                     return dt.date.fromisoformat(value)
                 except ValueError:
-                    raise _Bad(f"{key} {value!r} is not a date (YYYY-MM-DD)") from None
+                    raise _Bad(f"{key} {shown(value)} is not a date (YYYY-MM-DD)") from None
         raise AssertionError(f"unhandled kind {self.kind}")  # pragma: no cover
 
     def _texts(self, value: object) -> list[str]:
@@ -206,7 +219,7 @@ def check_args(
     unknown = sorted(set(raw) - set(declared))
     if unknown:
         takes = ", ".join(declared) if declared else "no arguments"
-        raise error(f"unknown argument {unknown[0]!r} for {op} (it takes: {takes})")
+        raise error(f"unknown argument {shown(unknown[0])} for {op} (it takes: {takes})")
     try:
         return Args({name: p.check(raw.get(name)) for name, p in declared.items()})
     except _Bad as exc:

@@ -123,6 +123,22 @@ def test_unknown_keys_are_refused_with_what_the_operation_takes() -> None:
         check_args([], {"x": 1}, op="peers", error=UsageError)
 
 
+def test_client_input_is_repeated_only_in_part() -> None:
+    long = "x" * 10_000
+    for param, raw in [
+        (choice("urgency", Urgency), {"urgency": long}),
+        (date("birth_date"), {"birth_date": long}),
+        (text("id"), {long: 1}),
+    ]:
+        with pytest.raises(UsageError) as refused:
+            check_args([param], raw, op="t", error=UsageError)
+        assert len(str(refused.value)) < 200
+        assert "xxx…" in str(refused.value)
+    with pytest.raises(UsageError, match=r"^unknown operation 'xxx") as refused:
+        OPS.spec(long)
+    assert long not in str(refused.value)
+
+
 def test_checked_arguments_hold_every_declared_key() -> None:
     args = check_args(
         [text("id", required=True), integer("age"), texts("consent"), flag("urgent")],
