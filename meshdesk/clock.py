@@ -28,10 +28,19 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["SKEW_WARN_MS", "ClockView", "ClockWatch", "PeerClock", "describe_offset", "judge"]
+__all__ = [
+    "SKEW_WARN_MS",
+    "ClockView",
+    "ClockWatch",
+    "PeerClock",
+    "describe_offset",
+    "judge",
+    "peer_clocks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,28 @@ class ClockView:
                 for p in self.peers_off
             ],
         }
+
+
+class _PeerRecord(Protocol):
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def clock_offset_ms(self) -> int | None: ...
+
+
+def peer_clocks(records: Iterable[_PeerRecord]) -> list[PeerClock]:
+    """The linked peers whose clock offset is known (from the link manager's records)."""
+    return [
+        PeerClock(r.node_id, r.name, r.role, r.clock_offset_ms)
+        for r in records
+        if r.state == "linked" and r.clock_offset_ms is not None
+    ]
 
 
 def describe_offset(ms: int, than: str) -> str:

@@ -8,7 +8,9 @@ per line each way::
     ← {"ok": false, "error": "unknown operation 'x'"}
 
 Only the node's owner can connect. Requests are bounded in size and time; a bad
-request gets an error reply and the connection stays usable.
+request gets an error reply and the connection stays usable. The operations, their
+arguments and help are the registry's (:mod:`meshdesk.ops`): an unknown operation
+gets one line listing the known ones, a bad argument one line naming the key.
 
 One operation streams: ``{"op": "subscribe", "args": {"kinds": [...] | null}}`` is
 answered like any other, then the node writes one line per event
@@ -23,27 +25,23 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Self
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk.bus import EventBus, NodeEvent
 from meshdesk.errors import HomeError, MeshdeskError
+from meshdesk.ops import Dispatcher
 
 __all__ = ["ControlServer", "NodeNotRunning", "call", "subscribe", "try_call"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Mapping[str, Any]], Awaitable[object]]
-
 #: Longest request or reply line, in bytes.
 MAX_LINE = 1 << 20
 #: A client that sends nothing for this long is disconnected.
 IDLE_TIMEOUT = 60.0
-#: Most event kinds one subscription may name, and the longest kind name.
-MAX_KINDS = 32
-MAX_KIND_LEN = 32
 
 
 class NodeNotRunning(HomeError):
@@ -63,13 +61,16 @@ async def _socket_answers(path: Path) -> bool:
 
 
 class ControlServer(AsyncResource):
-    """Serves control requests while the node runs; an async context manager."""
+    """Serves control requests while the node runs; an async context manager.
 
-    def __init__(
-        self, path: Path, handlers: Mapping[str, Handler], *, bus: EventBus | None = None
-    ) -> None:
+    Requests run through ``ops`` (a :class:`~meshdesk.ops.Dispatcher`): it checks
+    the operation's arguments against the registry before the handler runs. The
+    operation that streams (``subscribe``) is served here, from ``bus``.
+    """
+
+    def __init__(self, path: Path, ops: Dispatcher, *, bus: EventBus | None = None) -> None:
         self._path = path
-        self._handlers = dict(handlers)
+        self._ops = ops
         self._bus = bus
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
@@ -127,11 +128,10 @@ class ControlServer(AsyncResource):
                     break  # idle, over-long line, or reset
                 if not line:
                     break
-                kinds = self._subscription(line)
+                reply, kinds = await self._answer(line)
                 if kinds is not None:
                     await self._stream(kinds, reader, writer)
                     break
-                reply = await self._answer(line)
                 writer.write(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
                 await writer.drain()
         except ConnectionError as exc:
@@ -142,37 +142,38 @@ class ControlServer(AsyncResource):
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    def _subscription(self, line: bytes) -> list[str | None] | None:
-        """The kinds a valid ``subscribe`` request asks for (``[None]``: all), else None."""
-        if self._bus is None or b'"subscribe"' not in line:
-            return None
+    async def _answer(self, line: bytes) -> tuple[dict[str, object], list[str] | None]:
+        """The reply to one request line, or (for a valid subscription) the kinds
+        to stream (empty: every kind)."""
         try:
             request = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        if not isinstance(request, dict) or request.get("op") != "subscribe":
-            return None
-        args = request.get("args") or {}
-        kinds = args.get("kinds") if isinstance(args, dict) else "bad"
-        if kinds is None:
-            return [None]
-        if (
-            not isinstance(kinds, list)
-            or not 0 < len(kinds) <= MAX_KINDS
-            or not all(isinstance(k, str) and 0 < len(k) <= MAX_KIND_LEN for k in kinds)
-        ):
-            return None  # _answer replies with the error
-        return list(kinds)
+            return {"ok": False, "error": "request is not JSON"}, None
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return {"ok": False, "error": "request must be an object with an 'op' string"}, None
+        name, args = request["op"], request.get("args", {})
+        if not isinstance(args, dict):
+            return {"ok": False, "error": "'args' must be an object"}, None
+        try:
+            spec = self._ops.registry.spec(name)
+            if not spec.streams:
+                return {"ok": True, "result": await self._ops.run(name, args)}, None
+            kinds = spec.check(args).texts("kinds")
+            if self._bus is None:
+                return {"ok": False, "error": "this node publishes no events"}, None
+            return {}, kinds
+        except MeshdeskError as exc:
+            return {"ok": False, "error": str(exc)}, None
 
     async def _stream(
         self,
-        kinds: list[str | None],
+        kinds: list[str],
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
         """Answer a subscription, then write events until the client hangs up."""
         assert self._bus is not None
-        wanted = None if kinds == [None] else [k for k in kinds if k is not None]
+        wanted = kinds or None
         async with self._bus.subscribe(wanted) as sub:
             reply = {"ok": True, "result": {"subscribed": wanted}}
             writer.write(json.dumps(reply).encode() + b"\n")
@@ -188,32 +189,6 @@ class ControlServer(AsyncResource):
                 hangup.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError, ValueError):
                     await hangup
-
-    async def _answer(self, line: bytes) -> dict[str, object]:
-        try:
-            request = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return {"ok": False, "error": "request is not JSON"}
-        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
-            return {"ok": False, "error": "request must be an object with an 'op' string"}
-        args = request.get("args", {})
-        if not isinstance(args, dict):
-            return {"ok": False, "error": "'args' must be an object"}
-        if request["op"] == "subscribe":
-            if self._bus is None:
-                return {"ok": False, "error": "this node publishes no events"}
-            return {
-                "ok": False,
-                "error": f"'kinds' must be null or a list of 1-{MAX_KINDS} event names",
-            }
-        handler = self._handlers.get(request["op"])
-        if handler is None:
-            known = ", ".join(sorted(self._handlers))
-            return {"ok": False, "error": f"unknown operation {request['op']!r} (known: {known})"}
-        try:
-            return {"ok": True, "result": await handler(args)}
-        except MeshdeskError as exc:
-            return {"ok": False, "error": str(exc)}
 
 
 async def call(

@@ -69,6 +69,10 @@ _NORMAL = Urgency.NORMAL.rank
 _GROUP_EVENTS = 10_000
 
 
+def _deferred(run: Run) -> Deferred:
+    return Deferred(run.author, run.checkpoint.seq)
+
+
 def is_sync_frame(frame: Frame) -> TypeGuard[SyncFrame]:
     return isinstance(frame, SYNC_FRAME_TYPES)
 
@@ -339,9 +343,12 @@ class SyncService(AsyncResource):
 
         If the group fails as a whole (one run forks, or does not continue what is
         stored), each run is stored on its own so that only the bad one is refused.
+        A full disk is nobody's fault: the group and every run queued behind it
+        (they continue what could not be stored) are deferred, not refused; rounds
+        ask for them again, and they are stored once space returns.
         """
         received_at = self._received_at()
-        outcomes: list[int | StoreError]
+        outcomes: list[int | StoreError | None]  # None: answered already (deferred)
         try:
             outcomes = list(
                 await self._store.append_runs(
@@ -349,32 +356,51 @@ class SyncService(AsyncResource):
                 )
             )
         except StoreFull as exc:
-            # Not the peers' fault: defer every run; rounds ask again later, and they
-            # are stored once space returns (logged once until then).
-            if not self._full:
-                log.error("received runs are not stored until space returns: %s", exc)
-            self._full = True
-            for queued in group:
-                await self._feed(
-                    queued.peer, Deferred(queued.run.author, queued.run.checkpoint.seq)
-                )
+            await self._defer(group, exc)
             return
         except StoreError:
             outcomes = []
             for queued in group:
+                if await self._behind(queued.run):
+                    # It continues a run that was deferred (a full disk): not stored,
+                    # not refused; a later round brings the whole chain again.
+                    await self._feed(queued.peer, _deferred(queued.run))
+                    outcomes.append(None)
+                    continue
                 try:
                     outcomes.append(
                         await self._store.append_run(
                             queued.verified, queued.run.checkpoint, received_at
                         )
                     )
+                except StoreFull as exc:
+                    answered = len(outcomes)
+                    for done, outcome in zip(group, outcomes, strict=False):
+                        if outcome is not None:
+                            await self._answer(done, outcome)
+                    await self._defer(group[answered:], exc)
+                    return
                 except StoreError as exc:
                     outcomes.append(exc)
-        if self._full:
+        if self._full and any(isinstance(o, int) for o in outcomes):
             log.info("the disk has room again: received runs are stored")
             self._full = False
         for queued, outcome in zip(group, outcomes, strict=True):
-            await self._answer(queued, outcome)
+            if outcome is not None:
+                await self._answer(queued, outcome)
+
+    async def _behind(self, run: Run) -> bool:
+        """Whether ``run`` starts past what the store holds of its author (a gap)."""
+        head = (await self._store.heads()).get(run.author)
+        return run.events[0].seq > (head[0] if head is not None else 0) + 1
+
+    async def _defer(self, group: list[_Queued], full: StoreFull) -> None:
+        if not self._full:
+            log.error("received runs are not stored until space returns: %s", full)
+        self._full = True
+        waiting, self._queue = group + self._queue, []
+        for queued in waiting:
+            await self._feed(queued.peer, _deferred(queued.run))
 
     async def _answer(self, queued: _Queued, outcome: int | StoreError) -> None:
         peer, run = queued.peer, queued.run

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshdesk.errors import CallError
+from meshdesk.ops import Args
 
 __all__ = ["FakeCalls"]
 
@@ -22,6 +23,18 @@ class FakeCalls:
 
     def publish(self, kind: str, data: Mapping[str, Any]) -> None:
         raise NotImplementedError
+
+    def call_handlers(self) -> dict[str, Callable[[Args], Any]]:
+        """The call operations of the registry, by name."""
+        return {
+            "call_start": self._call_start,
+            "call_answer": self._call_answer,
+            "call_invite": self._call_invite,
+            "call_hangup": self._call_hangup,
+            "call_mute": self._call_mute,
+            "calls": lambda _: list(self.calls_by_id.values()),
+            "call_preview": self._call_preview,
+        }
 
     def _peer(self, wanted: object) -> dict[str, Any]:
         for info in self.directory_list[1:]:
@@ -43,24 +56,24 @@ class FakeCalls:
         self.publish("call", call)
         return call
 
-    def _get_call(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        call = self.calls_by_id.get(str(args.get("call_id")))
+    def _get_call(self, args: Args) -> dict[str, Any]:
+        call = self.calls_by_id.get(args.text("call_id"))
         if call is None:
-            raise CallError(f"no call {args.get('call_id')!r}")
+            raise CallError(f"no call {args['call_id']!r}")
         return call
 
-    def _call_start(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        peer = self._peer(args.get("peer"))
+    def _call_start(self, args: Args) -> dict[str, Any]:
+        peer = self._peer(args.text("peer"))
         if peer["name"] in [p["name"] for p in self.peer_list if p["state"] != "linked"]:
             raise CallError(f"{peer['name']} is not linked")
         call_id = f"call-{len(self.calls_by_id) + 1:04d}"
         me = self._member(self.directory_list[0], "connected")
         call = {
             "call_id": call_id,
-            "case_id": args.get("case"),
+            "case_id": args.maybe_text("case"),
             "direction": "outgoing",
             "state": "active",
-            "audio_only": bool(args.get("audio_only")),
+            "audio_only": args.flag("audio_only"),
             "degraded": False,
             "started_ms": self.now_ms(),
             "ended_ms": None,
@@ -82,36 +95,33 @@ class FakeCalls:
         self.calls_by_id[call_id] = call
         return self._emit_call(call)
 
-    def _call_answer(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _call_answer(self, args: Args) -> dict[str, Any]:
         call = self._get_call(args)
-        call["state"] = "active" if args.get("accept") else "ended"
+        call["state"] = "active" if args.flag("accept") else "ended"
         return self._emit_call(call)
 
-    def _call_invite(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _call_invite(self, args: Args) -> dict[str, Any]:
         call = self._get_call(args)
         if call["state"] == "ended":
             raise CallError("the call has ended")
-        call["participants"].append(self._member(self._peer(args.get("peer")), "connected"))
+        call["participants"].append(self._member(self._peer(args.text("peer")), "connected"))
         return self._emit_call(call)
 
-    def _call_hangup(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _call_hangup(self, args: Args) -> dict[str, Any]:
         call = self._get_call(args)
         call.update(state="ended", ended_ms=self.now_ms(), reason="hung up")
         return self._emit_call(call)
 
-    def _call_mute(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _call_mute(self, args: Args) -> dict[str, Any]:
         call = self._get_call(args)
         me = call["participants"][0]
-        if args.get("audio") is not None:
-            me["muted_audio"] = bool(args["audio"])
-        if args.get("video") is not None:
-            me["muted_video"] = bool(args["video"])
+        for what in ("audio", "video"):
+            muted = args.maybe(what, bool)
+            if muted is not None:
+                me[f"muted_{what}"] = muted
         return self._emit_call(call)
 
-    def _calls(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return list(self.calls_by_id.values())
-
-    def _call_preview(self, args: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _call_preview(self, args: Args) -> dict[str, Any] | None:
         call = self._get_call(args)
         if call["state"] != "active" or call["audio_only"]:
             return None

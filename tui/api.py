@@ -3,7 +3,9 @@
 The console never touches a :class:`~meshdesk.node.Node` directly. It talks to
 something with this shape: the control-socket client (:mod:`meshdesk.tui.client`)
 for a real node, or :class:`~meshdesk.tui.fake.FakeNode` in tests. Results are the
-JSON shapes of the control socket (see docs/ARCHITECTURE.md and the case ops).
+JSON shapes of the control socket; operations are named as in the registry
+(:data:`meshdesk.ops.OPS`), which checks their arguments for the node and the fake
+alike.
 """
 
 from __future__ import annotations
@@ -13,26 +15,30 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
 from meshdesk.bus import NodeEvent
-from meshdesk.errors import MeshdeskError
+from meshdesk.errors import MeshdeskError, UsageError
+from meshdesk.ops import OPS
 
-__all__ = ["CALL_OPS", "ConnectionLost", "Event", "NodeApi"]
-
-#: Control operations of calls (the calls branch implements them on the node).
-CALL_OPS = frozenset(
-    {
-        "call_start",
-        "call_answer",
-        "call_invite",
-        "call_hangup",
-        "call_mute",
-        "calls",
-        "call_preview",
-    }
-)
+__all__ = ["ConnectionLost", "Event", "NodeApi", "call_op", "case_op"]
 
 
 class ConnectionLost(MeshdeskError):
     """The console cannot reach the node (it stopped, or its socket went away)."""
+
+
+def case_op(op: str) -> str:
+    """The registry name of case operation ``op`` (``new`` → ``case_new``)."""
+    return f"case_{op}"
+
+
+def call_op(op: str) -> str:
+    """``op`` if it is a call operation of the registry.
+
+    Raises:
+        UsageError: it is not.
+    """
+    if op not in OPS or OPS.spec(op).topic != "call":
+        raise UsageError(f"unknown call operation {op!r} (known: {', '.join(OPS.names('call'))})")
+    return op
 
 
 #: One event from the node's bus: ``peer``, ``case``, ``sync``, ``log``, ``call``, ``lagged``.
@@ -58,12 +64,16 @@ class NodeApi(Protocol):
 
     async def directory(self) -> list[dict[str, Any]]: ...
 
+    async def request(self, op: str, args: Mapping[str, Any]) -> Any:
+        """Run any operation of :data:`meshdesk.ops.OPS` by name (not ``subscribe``)."""
+        ...
+
     async def case(self, op: str, args: Mapping[str, Any]) -> Any:
-        """Run a case operation (``new``, ``list``, ``show``, ``note``, ``refer``…)."""
+        """Run case operation ``case_<op>`` (``new``, ``list``, ``show``, ``note``…)."""
         ...
 
     async def call(self, op: str, args: Mapping[str, Any]) -> Any:
-        """Run a call operation (one of :data:`CALL_OPS`)."""
+        """Run a call operation (``call_start``, ``calls``…: the registry's call topic)."""
         ...
 
     def events(

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from meshdesk import control
-from meshdesk.errors import MeshdeskError, UsageError
-from meshdesk.tui.api import CALL_OPS, ConnectionLost, Event
+from meshdesk.errors import MeshdeskError
+from meshdesk.tui.api import ConnectionLost, Event, call_op, case_op
 
 __all__ = ["SocketNode"]
 
@@ -51,13 +51,14 @@ class SocketNode:
         result: list[dict[str, Any]] = await self._call("directory")
         return result
 
+    async def request(self, op: str, args: Mapping[str, Any]) -> Any:
+        return await self._call(op, args)
+
     async def case(self, op: str, args: Mapping[str, Any]) -> Any:
-        return await self._call("case", {"op": op, "args": dict(args)})
+        return await self._call(case_op(op), args)
 
     async def call(self, op: str, args: Mapping[str, Any]) -> Any:
-        if op not in CALL_OPS:
-            raise UsageError(f"unknown call operation {op!r}")
-        return await self._call(op, args)
+        return await self._call(call_op(op), args)
 
     @contextlib.asynccontextmanager
     async def events(

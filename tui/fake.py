@@ -3,9 +3,12 @@
 It behaves rather than answers constants: it keeps cases and applies the case
 operations with the real vocabulary and checks (``Personal`` validation, status
 transitions), keeps peers, sync counters and calls, and publishes events to its
-subscribers as a node does. Ids and clock are deterministic, so snapshot tests
-see the same screen every run. ``stop()`` and ``start()`` simulate a node that goes
-away and comes back.
+subscribers as a node does. Requests name the registry's operations
+(:data:`meshdesk.ops.OPS`) and are checked by it before the fake's handler runs, so
+the fake refuses a bad argument exactly as a node does; the few operations it does
+not offer are listed in :attr:`FakeNode.NOT_OFFERED`. Ids and clock are
+deterministic, so snapshot tests see the same screen every run. ``stop()`` and
+``start()`` simulate a node that goes away and comes back.
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
-from meshdesk.cases.args import choice_arg as _choice
-from meshdesk.cases.args import text_arg as _text
 from meshdesk.cases.model import Category, Personal, Status, Urgency, check_transition
 from meshdesk.errors import UsageError
+from meshdesk.ops import OPS, Args
 from meshdesk.tui._fake_calls import FakeCalls
-from meshdesk.tui.api import CALL_OPS, ConnectionLost, Event
+from meshdesk.tui.api import ConnectionLost, Event, call_op, case_op
 
 __all__ = ["FIXED_MS", "FakeNode"]
 
@@ -40,6 +42,9 @@ def _iso(ms: int) -> str:
 
 class FakeNode(FakeCalls):
     """A node in memory: cases, peers, sync counters, calls and an event bus."""
+
+    #: Registry operations the fake does not serve (a test checks all others are).
+    NOT_OFFERED = frozenset({"digest", "reload_revocations"})
 
     def __init__(
         self,
@@ -65,6 +70,23 @@ class FakeNode(FakeCalls):
         self.requests: list[tuple[str, str]] = []
         self._subscribers: list[tuple[asyncio.Queue[Event | None], Collection[str] | None]] = []
         self._counter = 0
+        self.handlers: dict[str, Callable[[Args], Any]] = {
+            "status": self._status,
+            "peers": lambda _: [dict(p) for p in self.peer_list],
+            "sync": lambda _: [dict(p) for p in self.sync_list],
+            "directory": lambda _: [dict(p) for p in self.directory_list],
+            "case_new": self._case_new,
+            "case_list": self._case_list,
+            "case_show": self._find,
+            "case_note": self._case_note,
+            "case_refer": self._case_refer,
+            "case_status": self._case_status,
+            "case_resolve": self._case_resolve,
+            "case_consent": self._case_consent,
+            "case_set": self._case_set,
+            "case_settle": self._case_settle,
+            **self.call_handlers(),
+        }
 
     @property
     def where(self) -> str:
@@ -184,35 +206,36 @@ class FakeNode(FakeCalls):
 
     # -- NodeApi -------------------------------------------------------------------
 
+    async def request(self, op: str, args: Mapping[str, Any]) -> Any:
+        """Run registry operation ``op`` on the fake's data (checked by the registry)."""
+        self._check(op)
+        spec, checked = OPS.check(op, args)
+        handler = self.handlers.get(op)
+        if handler is None:
+            raise spec.error(f"the fake node does not offer {op}")
+        return handler(checked)
+
     async def status(self) -> dict[str, Any]:
-        self._check("status")
-        linked = sum(1 for p in self.peer_list if p["state"] == "linked")
-        return {
-            "node_id": self.node_id,
-            "name": self.name,
-            "site": self.site,
-            "role": self.role,
-            "departments": self.departments,
-            "deployment": "デモ市 Demo City",
-            "running": True,
-            "uptime_s": 0.0,
-            "listen_port": 0,
-            "peers_known": len(self.peer_list),
-            "peers_linked": linked,
-            "store": {"events": len(self.cases), "authors": 1, "cases": len(self.cases)},
-        }
+        result: dict[str, Any] = await self.request("status", {})
+        return result
 
     async def peers(self) -> list[dict[str, Any]]:
-        self._check("peers")
-        return [dict(p) for p in self.peer_list]
+        result: list[dict[str, Any]] = await self.request("peers", {})
+        return result
 
     async def sync_state(self) -> list[dict[str, Any]]:
-        self._check("sync")
-        return [dict(p) for p in self.sync_list]
+        result: list[dict[str, Any]] = await self.request("sync", {})
+        return result
 
     async def directory(self) -> list[dict[str, Any]]:
-        self._check("directory")
-        return [dict(p) for p in self.directory_list]
+        result: list[dict[str, Any]] = await self.request("directory", {})
+        return result
+
+    async def case(self, op: str, args: Mapping[str, Any]) -> Any:
+        return await self.request(case_op(op), args)
+
+    async def call(self, op: str, args: Mapping[str, Any]) -> Any:
+        return await self.request(call_op(op), args)
 
     @contextlib.asynccontextmanager
     async def events(
@@ -232,59 +255,64 @@ class FakeNode(FakeCalls):
         finally:
             self._subscribers.remove(entry)
 
-    async def case(self, op: str, args: Mapping[str, Any]) -> Any:
-        self._check(f"case.{op}")
-        handler = getattr(self, f"_case_{op}", None)
-        if handler is None:
-            raise UsageError(f"unknown case operation {op!r}")
-        result = handler(args)
-        if op not in ("list", "show"):
-            self.publish("case", {"case_ids": [result["id"]], "source": "local"})
-        return result
-
-    async def call(self, op: str, args: Mapping[str, Any]) -> Any:
-        self._check(op)
-        if op not in CALL_OPS:
-            raise UsageError(f"unknown call operation {op!r}")
-        return getattr(self, f"_{op}")(args)
+    def _status(self, _: Args) -> dict[str, Any]:
+        linked = sum(1 for p in self.peer_list if p["state"] == "linked")
+        return {
+            "node_id": self.node_id,
+            "name": self.name,
+            "site": self.site,
+            "role": self.role,
+            "departments": self.departments,
+            "deployment": "デモ市 Demo City",
+            "running": True,
+            "uptime_s": 0.0,
+            "listen_port": 0,
+            "peers_known": len(self.peer_list),
+            "peers_linked": linked,
+            "store": {"events": len(self.cases), "authors": 1, "cases": len(self.cases)},
+        }
 
     # -- cases -------------------------------------------------------------------------
 
-    def _find(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        wanted = (_text(args, "id") or "").lower()
+    def _find(self, args: Args) -> dict[str, Any]:
+        wanted = args.text("id").lower()
         matches = [c for c in self.cases if c.startswith(wanted)]
         if len(wanted) < 4 or len(matches) != 1:
             raise UsageError(f"no case {wanted!r} on this node")
         return self.cases[matches[0]]
 
-    def _touch(self, case: dict[str, Any], args: Mapping[str, Any], kind: int) -> None:
-        op = _text(args, "operator")
+    def _saved(self, case: dict[str, Any], args: Args, kind: int) -> dict[str, Any]:
+        """Record an edit in the history and tell subscribers, as a commit does."""
         case["history"].append(
-            {"at": _iso(self.now_ms()), "node": self.node_id, "op": op, "kind": kind}
+            {
+                "at": _iso(self.now_ms()),
+                "node": self.node_id,
+                "op": args.text("operator"),
+                "kind": kind,
+            }
         )
+        self.publish("case", {"case_ids": [case["id"]], "source": "local"})
+        return case
 
-    def _case_new(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        _text(args, "operator")
-        age = args.get("age")
+    def _case_new(self, args: Args) -> dict[str, Any]:
         personal = Personal(
-            name=_text(args, "name") or "",
-            furigana=_text(args, "furigana", required=False),
-            age=age if isinstance(age, int) else None,
-            phone=_text(args, "phone", required=False),
-            shelter=_text(args, "shelter", required=False),
+            name=args.text("name"),
+            furigana=args.maybe_text("furigana"),
+            age=args.maybe("age", int),
+            phone=args.maybe_text("phone"),
+            shelter=args.maybe_text("shelter"),
         )
         case_id = self._next_id()
-        consent = list(args.get("consent") or [])
         case: dict[str, Any] = {
             "id": case_id,
-            "category": _choice(args, "category", Category),
-            "urgency": _choice(args, "urgency", Urgency),
+            "category": args.text("category"),
+            "urgency": args.text("urgency"),
             "status": "new",
-            "department": _text(args, "department", required=False),
+            "department": args.maybe_text("department"),
             "site": self.site,
             "origin": self.node_id,
             "created_at": _iso(self.now_ms()),
-            "consent": consent,
+            "consent": args.texts("consent"),
             "readable": True,
             "personal": {
                 "name": personal.name,
@@ -302,103 +330,91 @@ class FakeNode(FakeCalls):
             "calls": [],
             "history": [],
         }
-        summary = _text(args, "summary", required=False)
+        summary = args.maybe_text("summary")
         if summary:
             case["notes"].append(self._note(summary, args))
-        self._touch(case, args, 1)
         self.cases[case_id] = case
-        return case
+        return self._saved(case, args, 1)
 
-    def _note(self, text: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _note(self, text: str, args: Args) -> dict[str, Any]:
         return {
             "id": self._next_id(),
             "text": text,
             "sealed": False,
-            "by": _text(args, "operator"),
+            "by": args.text("operator"),
             "node": self.node_id,
             "at": _iso(self.now_ms()),
         }
 
-    def _case_list(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _case_list(self, args: Args) -> list[dict[str, Any]]:
         rank = {str(u): u.rank for u in Urgency}
+        status, urgency = args.maybe_text("status"), args.maybe_text("urgency")
         out = [
             {k: v for k, v in c.items() if k not in ("notes", "referrals", "calls", "history")}
             for c in self.cases.values()
+            if (status is None or c["status"] == status)
+            and (urgency is None or c["urgency"] == urgency)
         ]
         out.sort(key=lambda v: (rank.get(str(v["urgency"]), 99), str(v["created_at"])))
         return out
 
-    def _case_show(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        return self._find(args)
-
-    def _case_note(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _case_note(self, args: Args) -> dict[str, Any]:
         case = self._find(args)
-        text = _text(args, "text") or ""
+        text = args.text("text")
         if not text.strip():
             raise UsageError("a note must not be empty")
         case["notes"].append(self._note(text, args))
-        self._touch(case, args, 5)
-        return case
+        return self._saved(case, args, 5)
 
-    def _case_refer(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _case_refer(self, args: Args) -> dict[str, Any]:
         case = self._find(args)
-        department = _text(args, "department")
         case["referrals"].append(
             {
                 "id": self._next_id(),
-                "department": department,
-                "reason": _text(args, "reason", required=False) or "",
+                "department": args.text("department"),
+                "reason": args.maybe_text("reason") or "",
                 "state": "requested",
-                "by": _text(args, "operator"),
+                "by": args.text("operator"),
                 "at": _iso(self.now_ms()),
             }
         )
-        self._touch(case, args, 6)
-        return case
+        return self._saved(case, args, 6)
 
-    def _case_status(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _set_status(self, args: Args, status: str) -> dict[str, Any]:
         case = self._find(args)
-        new = Status(_choice(args, "status", Status))
-        check_transition(Status(case["status"]), new)
-        case["status"] = str(new)
-        self._touch(case, args, 2)
-        return case
+        check_transition(Status(case["status"]), Status(status))
+        case["status"] = status
+        return self._saved(case, args, 2)
 
-    def _case_resolve(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        return self._case_status({**args, "status": "resolved"})
+    def _case_status(self, args: Args) -> dict[str, Any]:
+        return self._set_status(args, args.text("status"))
 
-    def _case_consent(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _case_resolve(self, args: Args) -> dict[str, Any]:
+        return self._set_status(args, "resolved")
+
+    def _case_consent(self, args: Args) -> dict[str, Any]:
         case = self._find(args)
-        department = _text(args, "department")
+        department = args.text("department")
         if department not in case["consent"]:
             case["consent"].append(department)
-        self._touch(case, args, 7)
-        return case
+        return self._saved(case, args, 7)
 
-    def _case_set(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _case_set(self, args: Args) -> dict[str, Any]:
         case = self._find(args)
-        field, value = _text(args, "field"), _text(args, "value")
-        allowed: dict[str, type[Category | Urgency | Status] | None] = {
-            "category": Category,
-            "urgency": Urgency,
-            "status": Status,
-            "department": None,
-        }
-        if field not in allowed:
-            raise UsageError(f"unknown field {field!r}")
-        kind = allowed[field]
-        if kind is not None:
-            _choice(args, "value", kind)
+        field, value = args.text("field"), args.text("value")
+        vocabulary = {"category": Category, "urgency": Urgency, "status": Status}.get(field)
+        known = [str(m) for m in vocabulary] if vocabulary is not None else None
+        if known is not None and value not in known:
+            raise UsageError(f"unknown value {value!r}; choose one of: {', '.join(known)}")
         conflicted = any(c["field"] == field for c in case["conflicts"])
         if not conflicted and case[field] == value:
             raise UsageError(f"{field} is already {value}")
         case[field] = value
         case["conflicts"] = [c for c in case["conflicts"] if c["field"] != field]
-        self._touch(case, args, 3)
-        return case
+        return self._saved(case, args, 3)
 
-    def _case_settle(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _case_settle(self, args: Args) -> dict[str, Any]:
         case = self._find(args)
-        if not any(c["field"] == args.get("field") for c in case["conflicts"]):
-            raise UsageError(f"{args.get('field')} has no conflict to resolve")
+        if not any(c["field"] == args["field"] for c in case["conflicts"]):
+            raise UsageError(f"{args['field']} has no conflict to resolve")
         return self._case_set(args)

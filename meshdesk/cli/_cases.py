@@ -1,4 +1,9 @@
-"""``meshdesk case …``: through the running node if there is one, else the store."""
+"""``meshdesk case …``: through the running node if there is one, else the store.
+
+The actions are the case operations of the registry (:data:`meshdesk.ops.CASE_OPS`):
+``meshdesk case show`` runs ``case_show``, with one option (or positional) per
+argument of the operation and its help text. A new case operation is a new action.
+"""
 
 from __future__ import annotations
 
@@ -13,30 +18,56 @@ from typing import Any
 
 from meshdesk import control
 from meshdesk.cases.book import CaseBook
-from meshdesk.cases.model import Category, Status, Urgency
-from meshdesk.cases.ops import run_case_op
 from meshdesk.cli._output import print_fields
-from meshdesk.errors import AuthError
+from meshdesk.directory import Directory
 from meshdesk.home import NodeHome
-from meshdesk.identity import NodeInfo, RevocationList
-from meshdesk.net.trust import TrustPolicy
+from meshdesk.ops import CASE_OPS, OPS, Kind, OpSpec, Param
 from meshdesk.store import Store
+
+__all__ = ["add_case_parser", "case_payload", "run_case_command"]
 
 Env = Mapping[str, str]
 
 OPERATOR_ENV = "MESHDESK_OPERATOR"
+#: Filled in by the CLI (``--operator``, else the environment, else the login).
+_OPERATOR = "operator"
 
 
-def _one_of(vocabulary: type[Category | Urgency | Status]) -> str:
-    return "one of: " + ", ".join(str(m) for m in vocabulary)
+def _add_param(parser: argparse.ArgumentParser, param: Param) -> None:
+    """One argument of an operation as a command-line option (or positional)."""
+    hint = {
+        Kind.CHOICE: param.describe(),
+        Kind.INT: param.describe(),
+        Kind.DATE: "YYYY-MM-DD",
+        Kind.TEXTS: "repeatable",
+    }.get(param.kind)
+    help_text = param.help
+    if hint:
+        help_text = f"{help_text} ({hint})" if help_text else hint
+    if param.positional:
+        parser.add_argument(param.name, metavar=param.metavar, help=help_text)
+        return
+    flag = "--" + param.name.replace("_", "-")
+    options: dict[str, Any] = {"dest": param.name, "help": help_text or None}
+    if param.metavar:
+        options["metavar"] = param.metavar
+    match param.kind:
+        case Kind.INT:
+            options["type"] = int
+        case Kind.BOOL:
+            options.update(action="store_true", default=None)
+        case Kind.TEXTS:
+            options["action"] = "append"
+        case _:
+            pass
+    parser.add_argument(flag, required=param.required, **options)
 
 
 def add_case_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     case = commands.add_parser("case", help="create, list, show and edit consultation cases")
     actions = case.add_subparsers(dest="case_command", metavar="ACTION", required=True)
-
-    def action(name: str, help_text: str, *, with_id: bool = True) -> argparse.ArgumentParser:
-        p = actions.add_parser(name, help=help_text)
+    for spec in CASE_OPS:
+        p = actions.add_parser(spec.name.removeprefix("case_"), help=spec.help)
         p.add_argument("--home", metavar="DIR", help="node home (default: $MESHDESK_HOME, ...)")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument(
@@ -44,50 +75,21 @@ def add_case_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
             metavar="NAME",
             help=f"who is doing this (default: ${OPERATOR_ENV}, else the login name)",
         )
-        if with_id:
-            p.add_argument("id", metavar="ID", help="case id (or its first characters)")
-        p.set_defaults(handler=run_case_command)
-        return p
-
-    new = action("new", "record a new consultation", with_id=False)
-    new.add_argument("--category", required=True, help=_one_of(Category))
-    new.add_argument("--urgency", required=True, help=_one_of(Urgency))
-    new.add_argument("--name", required=True, help="the citizen's name (sealed)")
-    new.add_argument("--furigana", help="reading of the name (sealed)")
-    new.add_argument("--age", type=int)
-    new.add_argument("--phone")
-    new.add_argument("--address")
-    new.add_argument("--shelter", help="current shelter")
-    new.add_argument("--language")
-    new.add_argument("--summary", help="what the consultation is about (sealed note)")
-    new.add_argument("--consent", action="append", default=[], metavar="DEPT",
-                     help="department the citizen agreed to share with (repeatable)")  # fmt: skip
-    new.add_argument("--department", help="department the case is assigned to")
-
-    lister = action("list", "list cases, most urgent first", with_id=False)
-    lister.add_argument("--status", help=_one_of(Status))
-    lister.add_argument("--urgency", help=_one_of(Urgency))
-
-    action("show", "show one case in full")
-    note = action("note", "add a note (sealed to the case's audience)")
-    note.add_argument("--text", required=True)
-    refer = action("refer", "refer the case to a department")
-    refer.add_argument("--department", required=True)
-    refer.add_argument("--reason", required=True, help="why, in a few words")
-    status = action("status", "change the case's status")
-    status.add_argument("status", help=_one_of(Status))
-    action("resolve", "mark the case resolved")
-    consent = action("consent", "add a department the citizen consented to share with")
-    consent.add_argument("--department", required=True)
-    setter = action("set", "set a field (also resolves a conflict on it)")
-    setter.add_argument("--field", required=True, choices=["category", "urgency", "department"])
-    setter.add_argument("--value", required=True)
+        for param in spec.params:
+            if param.name != _OPERATOR:
+                _add_param(p, param)
+        p.set_defaults(handler=run_case_command, case_op=spec)
 
 
-def _payload(args: argparse.Namespace, env: Env) -> dict[str, Any]:
-    skip = {"home", "json", "handler", "command", "case_command", "verbose"}
-    payload = {k: v for k, v in vars(args).items() if k not in skip}
-    payload["operator"] = args.operator or env.get(OPERATOR_ENV) or getpass.getuser()
+def case_payload(spec: OpSpec[Any], args: argparse.Namespace, env: Env) -> dict[str, Any]:
+    """The operation's arguments from the command line (unset options left out)."""
+    payload = {
+        p.name: getattr(args, p.name)
+        for p in spec.params
+        if p.name != _OPERATOR and getattr(args, p.name) is not None
+    }
+    if any(p.name == _OPERATOR for p in spec.params):
+        payload[_OPERATOR] = args.operator or env.get(OPERATOR_ENV) or getpass.getuser()
     return payload
 
 
@@ -95,30 +97,15 @@ async def _offline(home: NodeHome, name: str, payload: Mapping[str, Any]) -> obj
     now = dt.datetime.now(dt.UTC)
     kit = home.load_identity(now=now)
     async with Store.open(home.store_path) as store:
-        crl = None
-        stored = await store.revocation_list()
-        if stored is not None:
-            try:
-                crl = RevocationList.load(stored[1], kit.ca_cert)
-            except AuthError:
-                crl = None
-        trust = TrustPolicy(kit.ca_cert, crl)
-
-        async def directory() -> list[NodeInfo]:
-            infos = []
-            for der in (await store.certificates()).values():
-                try:
-                    infos.append(trust.verify_peer(der, now=now))
-                except AuthError:
-                    continue
-            return infos
-
-        book = CaseBook(store, kit, directory=directory, wall_ms=lambda: int(time.time() * 1000))
-        return await run_case_op(book, name, payload)
+        directory = await Directory.open(store, kit, now=lambda: now)
+        book = CaseBook(
+            store, kit, directory=directory.nodes, wall_ms=lambda: int(time.time() * 1000)
+        )
+        return await OPS.serve(CASE_OPS.bind(book), complete=False).run(name, payload)
 
 
 async def _dispatch(home: NodeHome, name: str, payload: Mapping[str, Any]) -> object:
-    live = await control.try_call(home.control_socket, "case", {"op": name, "args": payload})
+    live = await control.try_call(home.control_socket, name, payload)
     if live is not None:
         return live
     return await _offline(home, name, payload)
@@ -127,7 +114,8 @@ async def _dispatch(home: NodeHome, name: str, payload: Mapping[str, Any]) -> ob
 def run_case_command(args: argparse.Namespace, env: Env) -> int:
     home = NodeHome.resolve(args.home, env)
     home.require_provisioned()
-    result = asyncio.run(_dispatch(home, args.case_command, _payload(args, env)))
+    spec: OpSpec[Any] = args.case_op
+    result = asyncio.run(_dispatch(home, spec.name, case_payload(spec, args, env)))
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     elif isinstance(result, list):

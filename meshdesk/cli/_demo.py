@@ -206,13 +206,13 @@ async def _setup(nodes: _Nodes) -> tuple[list[dict[str, Any]], list[dict[str, An
     for centre, args in SAMPLE_CASES:
         case = await control.call(
             homes[centre].control_socket,
-            "case",
-            {"op": "new", "args": {"operator": "demo", **args}},
+            "case_new",
+            {"operator": "demo", **args},
         )
         made.append(case)
 
     async def synced() -> list[dict[str, Any]] | None:
-        cases = await control.call(hq.control_socket, "case", {"op": "list", "args": {}})
+        cases = await control.call(hq.control_socket, "case_list")
         ids = {c["id"] for c in cases}
         return cases if all(c["id"] in ids for c in made) else None
 

@@ -151,7 +151,7 @@ class LabConflicts:
     async def write(self, t: float, case_id: str, origin: LabNode, hq: LabNode) -> None:
         """Set the case's urgency at ``origin`` and at ``hq`` at once, to two values."""
         try:
-            view = await origin.call("case", {"op": "show", "args": {"id": case_id}})
+            view = await origin.call("case_show", {"id": case_id})
         except MeshdeskError as exc:
             self.rec.notes.append(f"conflict drill: {origin.name} cannot show {case_id}: {exc}")
             return
@@ -171,7 +171,7 @@ class LabConflicts:
 
     async def _set(self, node: LabNode, case_id: str, value: str) -> Mapping[str, Any]:
         args = {"id": case_id, "operator": f"op-{node.name}", "field": FIELD, "value": value}
-        view: Mapping[str, Any] = await node.call("case", {"op": "set", "args": args})
+        view: Mapping[str, Any] = await node.call("case_set", args)
         return view
 
     async def check(self, t: float) -> None:
@@ -183,7 +183,7 @@ class LabConflicts:
             if pair.raised:
                 continue
             try:
-                view = await hq.call("case", {"op": "show", "args": {"id": pair.case_id}})
+                view = await hq.call("case_show", {"id": pair.case_id})
             except MeshdeskError:
                 return  # HQ down or going down: ask again at the next poll
             if _urgency_conflict(view) is None:
@@ -200,7 +200,7 @@ class LabConflicts:
             self._schedule(t + RESOLVE_AFTER_S, functools.partial(self._resolve, case_id))
             return
         try:
-            view = await hq.call("case", {"op": "show", "args": {"id": case_id}})
+            view = await hq.call("case_show", {"id": case_id})
             conflict = _urgency_conflict(view)
             if conflict is not None:
                 value = str(conflict["candidates"][0]["value"])

@@ -285,7 +285,7 @@ class LabDrill:
         if not node.alive:
             return None
         try:
-            cases = await node.call("case", {"op": "list", "args": {}})
+            cases = await node.call("case_list")
             digest = await node.call("digest")
             peers = await node.call("peers")
             sync = await node.call("sync")
@@ -448,7 +448,7 @@ class LabDrill:
             "name": f"drill {node.name} {len(self.rec.cases) + 1}",
         }
         try:
-            view = await node.call("case", {"op": "new", "args": args})
+            view = await node.call("case_new", args)
         except MeshdeskError as exc:
             self.rec.notes.append(f"{node.name} did not record a consultation at {t:.1f} s: {exc}")
             return

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from meshdesk import admin
+from meshdesk import admin, control
 from meshdesk.cases.model import Personal
 from meshdesk.config import Config, Timings, load_config
 from meshdesk.errors import StoreFull
@@ -73,7 +73,7 @@ def _fill(disk: Path) -> Path:
                     pass
     finally:
         os.close(fd)
-    with pytest.raises(OSError) as full:
+    with pytest.raises(OSError, match="No space left") as full:
         (disk / "probe").write_bytes(b"x" * 4096)
     assert full.value.errno == errno.ENOSPC
     return filler
@@ -118,12 +118,15 @@ async def test_a_full_disk_refuses_writes_clearly_and_recovers_by_itself(
         async with Node(shelter, _config(shelter, [to_hq])) as node:
             filler = await asyncio.to_thread(_fill, tiny_disk)
             before = await node.store.counts()
-            with pytest.raises(StoreFull, match="disk holding .* is full: nothing was saved"):
+            with pytest.raises(StoreFull, match=r"disk holding .* is full: nothing was saved"):
                 await _case(node, "満杯")
             # Nothing half written; reads and status still work.
             assert await node.store.counts() == before
             assert set(await node.store.case_ids()) >= ours
-            assert (await node.status())["store"]["cases"] == before.cases
+            assert (await control.call(node.home.control_socket, "status"))["store"][
+                "cases"
+            ] == before.cases
+
             # Outbound sync goes on: HQ receives the shelter's cases.
             async def hq_has_ours() -> bool:
                 return ours <= set(await hq_node.store.case_ids())

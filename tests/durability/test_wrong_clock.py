@@ -86,14 +86,14 @@ async def test_a_process_400_days_in_the_past_starts_links_and_records(
 
             await async_wait_until(warned, 30, message="c4 never warned about its clock")
             args = {"operator": "佐藤", "category": "supplies", "urgency": "high", "name": "田中"}
-            case = await control.call(sock, "case", {"op": "new", "args": args})
+            case = await control.call(sock, "case_new", args)
 
             async def at_hq() -> bool:
                 return case["id"] in set(await hq_node.store.case_ids())
 
             await async_wait_until(at_hq, 30, message="the case never reached HQ")
-            peer = next(p for p in hq_node.peers() if p["name"] == "c4")
-            assert peer["clock_offset_ms"] < -399 * DAY_MS
+            peer = next(p for p in hq_node.manager.peers() if p.name == "c4")
+            assert peer.clock_offset_ms < -399 * DAY_MS
         finally:
             if proc.returncode is None:
                 proc.terminate()

@@ -150,9 +150,9 @@ async def test_a_home_copied_to_a_second_machine_is_refused_while_the_first_runs
                 said = " ".join(r.getMessage() for r in caplog.records)
                 assert "copied home" in said
                 # HQ keeps the first one linked and names the copy's address.
-                record = next(p for p in hq_node.peers() if p["node_id"] == shelter_id)
-                assert record["state"] == "linked"
-                assert record["twin"] is not None
+                record = next(p for p in hq_node.manager.peers() if p.node_id == shelter_id)
+                assert record.state == "linked"
+                assert record.twin is not None
                 # The first one refuses its copy too, and never links to it.
                 await async_wait_until(lambda: "two running nodes" in _log(caplog), 10)
                 assert first.manager.link(shelter_id) is None
@@ -160,12 +160,18 @@ async def test_a_home_copied_to_a_second_machine_is_refused_while_the_first_runs
 
 
 def _state(node: Node, node_id: str) -> str | None:
-    return next((str(p["state"]) for p in node.peers() if p["node_id"] == node_id), None)
+    return next(
+        (str(p.state) for p in node.manager.peers() if p.node_id == node_id),
+        None,
+    )
 
 
 def _refused_by(node: Node, other: Node) -> bool:
-    record = next((p for p in node.peers() if p["node_id"] == str(other.kit.node_id)), None)
-    return record is not None and record["state"] == "refused"
+    record = next(
+        (p for p in node.manager.peers() if p.node_id == str(other.kit.node_id)),
+        None,
+    )
+    return record is not None and record.state == "refused"
 
 
 def _log(caplog: pytest.LogCaptureFixture) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from meshdesk import admin
+from meshdesk import admin, control
 from meshdesk.cases.hlc import hlc_wall_ms
 from meshdesk.cases.model import Personal
 from meshdesk.clock import SKEW_WARN_MS
@@ -69,7 +69,7 @@ async def test_a_node_with_a_wrong_clock_records_syncs_and_is_told(
         to_hq = f"127.0.0.1:{hq_node.listener.port}"
         async with Node(shelter, _config(shelter, [to_hq]), now=wrong) as node:
             await async_wait_until(lambda: node.clock.view.warning is not None, 10)
-            status = await node.status()
+            status = await control.call(node.home.control_socket, "status")
             clock = status["clock"]
             assert isinstance(clock, dict)
             assert abs(clock["skew_ms"] - skew / dt.timedelta(milliseconds=1)) < SKEW_WARN_MS
@@ -78,8 +78,8 @@ async def test_a_node_with_a_wrong_clock_records_syncs_and_is_told(
 
             # HQ sees the offset of c4's clock and logs it with the node's name.
             def hq_sees_offset() -> bool:
-                peer = next(p for p in hq_node.peers() if p["name"] == "c4")
-                offset = peer["clock_offset_ms"]
+                peer = next(p for p in hq_node.manager.peers() if p.name == "c4")
+                offset = peer.clock_offset_ms
                 return (
                     offset is not None and abs(offset - skew / dt.timedelta(milliseconds=1)) < 5_000
                 )

@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import stat
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +15,32 @@ import pytest
 from meshdesk import control
 from meshdesk.bus import EventBus
 from meshdesk.errors import HomeError, MeshdeskError, UsageError
+from meshdesk.ops import NODE_OPS, Args, Dispatcher, Registry, Topic, integer, text
+
+#: A registry of test operations, plus the node's (for ``subscribe``).
+TEST = Topic[None]("test", "operations of these tests")
 
 
-async def _echo(args: Mapping[str, Any]) -> object:
-    return {"echo": dict(args)}
+@TEST.op("echo", "say the arguments back", text("name"), integer("x"), integer("a"))
+async def _echo(_: None, args: Args) -> object:
+    return {"echo": {k: v for k, v in args.items() if v is not None}}
 
 
-async def _fail(_: Mapping[str, Any]) -> object:
+@TEST.op("fail", "always refuse")
+async def _fail(_: None, args: Args) -> object:
     raise UsageError("no such case")
+
+
+REGISTRY = Registry(TEST, NODE_OPS)
+
+
+def ops() -> Dispatcher:
+    return REGISTRY.serve(TEST.bind(None), complete=False)
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[control.ControlServer]:
-    async with control.ControlServer(
-        tmp_path / "control.sock", {"echo": _echo, "fail": _fail}
-    ) as srv:
+    async with control.ControlServer(tmp_path / "control.sock", ops()) as srv:
         yield srv
 
 
@@ -88,7 +99,7 @@ async def test_second_server_on_a_live_socket_is_refused(
     server: control.ControlServer,
 ) -> None:
     with pytest.raises(HomeError, match="already running"):
-        async with control.ControlServer(server.path, {}):
+        async with control.ControlServer(server.path, ops()):
             pass
 
 
@@ -97,7 +108,7 @@ async def test_stale_socket_is_replaced(tmp_path: Path) -> None:
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(path))
     stale.close()  # the file stays, nobody listens
-    async with control.ControlServer(path, {"echo": _echo}) as srv:
+    async with control.ControlServer(path, ops()) as srv:
         assert await control.call(srv.path, "echo") == {"echo": {}}
     assert not path.exists()
 
@@ -109,7 +120,7 @@ async def test_not_running(tmp_path: Path) -> None:
 
 
 async def test_close_is_idempotent_and_removes_the_socket(tmp_path: Path) -> None:
-    srv = control.ControlServer(tmp_path / "control.sock", {})
+    srv = control.ControlServer(tmp_path / "control.sock", ops())
     await srv.start()
     await srv.aclose()
     await srv.aclose()
@@ -119,7 +130,7 @@ async def test_close_is_idempotent_and_removes_the_socket(tmp_path: Path) -> Non
 @pytest.fixture
 async def bus_server(tmp_path: Path) -> AsyncIterator[tuple[control.ControlServer, EventBus]]:
     bus = EventBus()
-    async with control.ControlServer(tmp_path / "control.sock", {"echo": _echo}, bus=bus) as srv:
+    async with control.ControlServer(tmp_path / "control.sock", ops(), bus=bus) as srv:
         yield srv, bus
 
 
@@ -141,7 +152,7 @@ async def test_subscribe_streams_published_events(
 
 async def test_a_stopping_node_ends_the_stream(tmp_path: Path) -> None:
     bus = EventBus()
-    srv = control.ControlServer(tmp_path / "control.sock", {}, bus=bus)
+    srv = control.ControlServer(tmp_path / "control.sock", ops(), bus=bus)
     await srv.start()
     async with control.subscribe(srv.path) as events:
         await srv.aclose()
@@ -158,7 +169,7 @@ async def test_bad_subscriptions_get_an_error(
     bus_server: tuple[control.ControlServer, EventBus], args: dict[str, Any]
 ) -> None:
     srv, bus = bus_server
-    with pytest.raises(MeshdeskError, match="'kinds' must be null or a list"):
+    with pytest.raises(MeshdeskError, match=r"^kinds "):
         await control.call(srv.path, "subscribe", args)
     assert bus.subscribers == 0
 
@@ -167,3 +178,51 @@ async def test_subscribe_without_a_bus_is_refused(server: control.ControlServer)
     with pytest.raises(MeshdeskError, match="publishes no events"):
         async with control.subscribe(server.path):
             pass
+
+
+async def test_adding_an_operation_is_one_entry(tmp_path: Path) -> None:
+    """One declaration: served by the socket, its arguments checked, listed when unknown."""
+    topic = Topic[dict[str, int]]("counter", "a counter")
+
+    @topic.op("bump", "add to the counter", integer("by", low=1, high=10, required=True))
+    async def bump(counter: dict[str, int], args: Args) -> object:
+        counter["n"] += args.maybe("by", int) or 0
+        return counter["n"]
+
+    counter = {"n": 0}
+    registry = Registry(topic)
+    async with control.ControlServer(
+        tmp_path / "control.sock", registry.serve(topic.bind(counter))
+    ) as srv:
+        assert await control.call(srv.path, "bump", {"by": 3}) == 3
+        for bad, message in [
+            ({}, "by is required"),
+            ({"by": "3"}, "by must be a whole number"),
+            ({"by": 11}, "by must be at most 10"),
+            ({"by": 2, "bye": 1}, "unknown argument 'bye' for bump"),
+        ]:
+            with pytest.raises(MeshdeskError) as refused:
+                await control.call(srv.path, "bump", bad)
+            assert str(refused.value).startswith(message)
+            assert "\n" not in str(refused.value)
+        assert counter == {"n": 3}  # nothing ran for a bad argument
+        with pytest.raises(MeshdeskError, match=r"unknown operation 'bum' \(known: bump\)$"):
+            await control.call(srv.path, "bum")
+
+
+async def test_every_operation_needs_a_handler() -> None:
+    alone = Registry(TEST)
+    with pytest.raises(ValueError, match=r"without a handler: echo, fail$"):
+        alone.serve()
+    assert alone.serve(TEST.bind(None)).handled() == ["echo", "fail"]
+    with pytest.raises(ValueError, match=r"not in the registry: echo, fail$"):
+        Registry(NODE_OPS).serve(TEST.bind(None), complete=False)
+
+
+async def test_a_streaming_operation_is_checked_before_it_streams(
+    bus_server: tuple[control.ControlServer, EventBus],
+) -> None:
+    srv, bus = bus_server
+    with pytest.raises(MeshdeskError, match="unknown argument 'kind' for subscribe"):
+        await control.call(srv.path, "subscribe", {"kind": ["case"]})
+    assert bus.subscribers == 0

@@ -13,13 +13,20 @@ import pytest
 
 from meshdesk import admin, control
 from meshdesk.config import Config, Timings, load_config
+from meshdesk.errors import MeshdeskError
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
 from meshdesk.node import Node
+from meshdesk.ops import OPS
 
 NOW = dt.datetime.now(dt.UTC)
 FAST = Timings(heartbeat_interval=0.2, dead_after=1.0, connect_timeout=2.0, reconnect_min=0.1)
 WaitUntil = Callable[..., Awaitable[None]]
+
+
+def peers(node: Node) -> list[dict[str, object]]:
+    """What the ``peers`` operation answers."""
+    return [record.to_json() for record in node.manager.peers()]
 
 
 @dataclass
@@ -29,7 +36,7 @@ class Mesh:
     nodes: dict[str, Node]
 
     def linked(self, name: str) -> set[str]:
-        return {p["name"] for p in self.nodes[name].peers() if p["state"] == "linked"}
+        return {p["name"] for p in peers(self.nodes[name]) if p["state"] == "linked"}
 
 
 def config(home: NodeHome, peers: list[str]) -> Config:
@@ -66,19 +73,19 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
 async def test_nodes_link_through_one_static_peer(mesh: Mesh, async_wait_until: WaitUntil) -> None:
     await async_wait_until(lambda: mesh.linked("本部") == {"shelter", "welfare"}, 10)
     await async_wait_until(lambda: mesh.linked("shelter") == {"本部", "welfare"}, 10)
-    found = {p["name"]: p["found_by"] for p in mesh.nodes["shelter"].peers()}
+    found = {p["name"]: p["found_by"] for p in peers(mesh.nodes["shelter"])}
     assert "exchange" in found["welfare"] or "inbound" in found["welfare"]
 
 
 async def test_directory_spreads_to_every_node(mesh: Mesh, async_wait_until: WaitUntil) -> None:
     async def names(node: str) -> set[str]:
-        return {i.name for i in await mesh.nodes[node].directory()}
+        return {i.name for i in await mesh.nodes[node].directory.nodes()}
 
     async def complete() -> bool:
         return await names("shelter") == {"本部", "shelter", "welfare"}
 
     await async_wait_until(complete, 10)
-    infos = {i.name: i for i in await mesh.nodes["shelter"].directory()}
+    infos = {i.name: i for i in await mesh.nodes["shelter"].directory.nodes()}
     assert infos["welfare"].departments == ("福祉課",)
     assert infos["welfare"].sealing_key is not None
 
@@ -87,8 +94,9 @@ async def test_bad_certificates_change_nothing(mesh: Mesh) -> None:
     node = mesh.nodes["shelter"]
     # Gossip may still be filling the directory meanwhile: assert what garbage did
     # (nothing taken) and that only this deployment's nodes are in it.
-    assert await node.take_certificates((b"garbage", b"\x30\x03\x02\x01\x01"), source=None) == 0
-    assert {i.name for i in await node.directory()} <= {"本部", "shelter", "welfare"}
+    garbage = (b"garbage", b"\x30\x03\x02\x01\x01")
+    assert await node.directory.take_certificates(garbage, source=None) == 0
+    assert {i.name for i in await node.directory.nodes()} <= {"本部", "shelter", "welfare"}
 
 
 async def test_revocation_reaches_the_running_mesh(mesh: Mesh, async_wait_until: WaitUntil) -> None:
@@ -98,7 +106,7 @@ async def test_revocation_reaches_the_running_mesh(mesh: Mesh, async_wait_until:
     assert result == {"adopted": True, "number": 1}
     await async_wait_until(lambda: "shelter" not in mesh.linked("welfare"), 5)
     await async_wait_until(lambda: "shelter" not in mesh.linked("本部"), 5)
-    states = {p["name"]: p["state"] for p in mesh.nodes["welfare"].peers()}
+    states = {p["name"]: p["state"] for p in peers(mesh.nodes["welfare"])}
     assert states["shelter"] in ("refused", "down", "connecting")
 
 
@@ -116,17 +124,14 @@ async def test_a_new_case_reaches_linked_peers_by_itself(
     await async_wait_until(lambda: len(mesh.linked("shelter")) == 2, 10)
     created = await control.call(
         mesh.homes["shelter"].control_socket,
-        "case",
+        "case_new",
         {
-            "op": "new",
-            "args": {
-                "operator": "佐藤",
-                "category": "welfare_eldercare",
-                "urgency": "immediate",
-                "name": "山田 花子",
-                "summary": "薬が足りない",
-                "consent": ["福祉課"],
-            },
+            "operator": "佐藤",
+            "category": "welfare_eldercare",
+            "urgency": "immediate",
+            "name": "山田 花子",
+            "summary": "薬が足りない",
+            "consent": ["福祉課"],
         },
     )
     case_id = created["id"]
@@ -137,17 +142,15 @@ async def test_a_new_case_reaches_linked_peers_by_itself(
     await async_wait_until(lambda: arrived("本部"), 10)
     await async_wait_until(lambda: arrived("welfare"), 10)
     for name in ("本部", "welfare"):
-        view = await control.call(
-            mesh.homes[name].control_socket, "case", {"op": "show", "args": {"id": case_id}}
-        )
+        view = await control.call(mesh.homes[name].control_socket, "case_show", {"id": case_id})
         assert view["readable"], name
         assert view["name"] == "山田 花子"
         assert view["notes"][0]["text"] == "薬が足りない"
     # An edit at HQ flows back to the origin the same way.
     await control.call(
         mesh.homes["本部"].control_socket,
-        "case",
-        {"op": "status", "args": {"id": case_id, "operator": "鈴木", "status": "in_progress"}},
+        "case_status",
+        {"id": case_id, "operator": "鈴木", "status": "in_progress"},
     )
 
     async def in_progress() -> bool:
@@ -165,16 +168,8 @@ async def test_events_and_sync_progress_reach_control_clients(
     async with control.subscribe(hq_sock, ["case", "sync"]) as events:
         created = await control.call(
             mesh.homes["shelter"].control_socket,
-            "case",
-            {
-                "op": "new",
-                "args": {
-                    "operator": "佐藤",
-                    "name": "田中",
-                    "category": "housing",
-                    "urgency": "high",
-                },
-            },
+            "case_new",
+            {"operator": "佐藤", "name": "田中", "category": "housing", "urgency": "high"},
         )
         seen: dict[str, object] = {}
         async with asyncio.timeout(10):
@@ -207,7 +202,7 @@ async def test_digest_op_tells_equal_stores_from_unequal_ones(
     assert {d["events"] for d in empty.values()} == {0}
     assert len({d["digest"] for d in empty.values()}) == 1
     args = {"operator": "佐藤", "category": "supplies", "urgency": "high", "name": "田中 一郎"}
-    await control.call(socks["shelter"], "case", {"op": "new", "args": args})
+    await control.call(socks["shelter"], "case_new", args)
     # Right after the write only the shelter holds it: its digest differs.
     after = await digests()
     assert after["shelter"]["events"] > 0
@@ -222,3 +217,19 @@ async def test_digest_op_tells_equal_stores_from_unequal_ones(
         return len({d["digest"] for d in now.values()}) == 1
 
     await async_wait_until(converged, 10)
+
+
+async def test_the_node_serves_every_registered_operation(mesh: Mesh) -> None:
+    node = mesh.nodes["本部"]
+    streaming = [spec.name for spec in OPS if spec.streams]
+    assert streaming == ["subscribe"]  # served by the control socket from the bus
+    assert sorted(node.serve_ops().handled() + streaming) == OPS.names()
+    sock = mesh.homes["本部"].control_socket
+    with pytest.raises(MeshdeskError, match="unknown argument 'id' for status"):
+        await control.call(sock, "status", {"id": "x"})
+    with pytest.raises(MeshdeskError, match=r"^unknown operation 'case' \(known: call_answer, "):
+        await control.call(sock, "case", {"op": "list", "args": {}})
+    # A call op refuses a bad argument before the call manager sees it.
+    with pytest.raises(MeshdeskError, match=r"^audio_only must be true or false$"):
+        await control.call(sock, "call_start", {"peer": "shelter", "audio_only": "yes"})
+    assert await control.call(sock, "calls") == []

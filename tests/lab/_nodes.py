@@ -114,8 +114,9 @@ class RunningNode:
 
     def case(self, op: str, **args: Any) -> Any:
         """One ``meshdesk case OP`` through the control socket (what the CLI sends)."""
-        args.setdefault("operator", f"op-{self.name}")
-        return self.call("case", {"op": op, "args": args})
+        if op not in ("list", "show"):
+            args.setdefault("operator", f"op-{self.name}")
+        return self.call(f"case_{op}", args)
 
     def cases(self) -> list[dict[str, Any]]:
         """``meshdesk case list --json``."""
@@ -198,7 +199,7 @@ def create_cases(node: RunningNode, count: int, **fields: Any) -> list[str]:
                 "name": f"市民 {node.name}-{i}",
                 **fields,
             }
-            view = await control.call(node.control_socket, "case", {"op": "new", "args": args})
+            view = await control.call(node.control_socket, "case_new", args)
             ids.append(view["id"])
         return ids
 

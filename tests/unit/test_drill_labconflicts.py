@@ -36,19 +36,18 @@ class FakeNode:
         self.conflicts: dict[str, list[str]] = {}  # case -> candidate values, newest first
 
     async def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
-        assert op == "case"
         assert args is not None
-        case_id = args["args"]["id"]
+        case_id = args["id"]
         if case_id not in self.urgency:
             raise UsageError(f"no case {case_id}")
-        if args["op"] == "set":
-            value = args["args"]["value"]
-            assert args["args"]["field"] == "urgency"
+        if op == "case_set":
+            value = args["value"]
+            assert args["field"] == "urgency"
             self.writes.append((case_id, value))
             self.urgency[case_id] = value
             self.conflicts.pop(case_id, None)  # set writes over every live candidate
         else:
-            assert args["op"] == "show"
+            assert op == "case_show"
         return self.view(case_id)
 
     def view(self, case_id: str) -> dict[str, object]:

@@ -1,0 +1,177 @@
+"""Case operations (``case_*``): open, list, show and edit consultation cases.
+
+Their context is a :class:`~meshdesk.cases.book.CaseBook` only, so the CLI runs
+them on the store itself when no node runs (``meshdesk case …`` behaves the same
+either way); the node runs them on its own book. Every one refuses a bad argument,
+an unknown case or an invalid transition before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from meshdesk.cases.model import CaseField, Category, Personal, Status, Urgency
+from meshdesk.ops._registry import Topic
+from meshdesk.ops._schema import Args, Param, choice, date, integer, text, texts
+
+if TYPE_CHECKING:
+    from meshdesk.cases.book import CaseBook
+
+__all__ = ["CASE_OPS"]
+
+CASE_OPS: Topic[CaseBook] = Topic("case", "consultation cases")
+
+_ID = text("id", "case id (or its first characters)", positional=True, metavar="ID")
+_OPERATOR = text("operator", "who is doing this", required=True)
+
+
+@CASE_OPS.op(
+    "case_new",
+    "record a new consultation",
+    _OPERATOR,
+    choice("category", Category, required=True),
+    choice("urgency", Urgency, required=True),
+    text("name", "the citizen's name (sealed)", required=True),
+    text("furigana", "reading of the name (sealed)"),
+    integer("age", low=0, high=150),
+    date("birth_date", "date of birth (sealed)"),
+    text("phone"),
+    text("address"),
+    text("shelter", "current shelter"),
+    text("language"),
+    text("needs", "special needs (sealed)"),
+    text("summary", "what the consultation is about (sealed note)"),
+    texts("consent", "department the citizen agreed to share with", metavar="DEPT"),
+    text("department", "department the case is assigned to"),
+)
+async def _new(book: CaseBook, args: Args) -> object:
+    personal = Personal(
+        name=args.text("name"),
+        furigana=args.maybe_text("furigana"),
+        age=args.maybe("age", int),
+        birth_date=args.maybe("birth_date", dt.date),
+        phone=args.maybe_text("phone"),
+        address=args.maybe_text("address"),
+        shelter=args.maybe_text("shelter"),
+        language=args.maybe_text("language"),
+        needs=args.maybe_text("needs"),
+    )
+    state = await book.open_case(
+        op=args.text("operator"),
+        category=args.text("category"),
+        urgency=args.text("urgency"),
+        personal=personal,
+        summary=args.maybe_text("summary"),
+        consent=args.texts("consent"),
+        department=args.maybe_text("department"),
+    )
+    return book.view(state)
+
+
+@CASE_OPS.op(
+    "case_list",
+    "list cases, most urgent first",
+    choice("status", Status),
+    choice("urgency", Urgency),
+)
+async def _list(book: CaseBook, args: Args) -> object:
+    status, urgency = args.maybe_text("status"), args.maybe_text("urgency")
+    views = []
+    for state in await book.cases():
+        if status and str(state.status) != status:
+            continue
+        if urgency and str(state.urgency) != urgency:
+            continue
+        views.append(book.view(state, detail=False))
+    rank = {str(u): u.rank for u in Urgency}
+    views.sort(key=lambda v: (rank.get(str(v["urgency"]), 99), str(v["created_at"])))
+    return views
+
+
+@CASE_OPS.op("case_show", "show one case in full", _ID)
+async def _show(book: CaseBook, args: Args) -> object:
+    return book.view(await book.state(await book.resolve_id(args.text("id"))))
+
+
+Edit = Callable[["CaseBook", str, Args], Awaitable[Any]]
+
+
+def _edit(name: str, help: str, *params: Param) -> Callable[[Edit], Edit]:
+    """Declare an edit of one case: ``id`` and ``operator`` first; returns the new view."""
+
+    def register(make: Edit) -> Edit:
+        @CASE_OPS.op(name, help, _ID, _OPERATOR, *params)
+        async def run(book: CaseBook, args: Args) -> object:
+            case_id = await book.resolve_id(args.text("id"))
+            return book.view(await make(book, case_id, args))
+
+        return make
+
+    return register
+
+
+@_edit("case_note", "add a note (sealed to the case's audience)", text("text", required=True))
+async def _note(book: CaseBook, case_id: str, args: Args) -> object:
+    return await book.add_note(case_id, op=args.text("operator"), text=args.text("text"))
+
+
+@_edit(
+    "case_refer",
+    "refer the case to a department",
+    text("department", required=True),
+    text("reason", "why, in a few words"),
+)
+async def _refer(book: CaseBook, case_id: str, args: Args) -> object:
+    return await book.refer(
+        case_id,
+        op=args.text("operator"),
+        department=args.text("department"),
+        reason=args.maybe_text("reason") or "",
+    )
+
+
+@_edit("case_status", "change the case's status", choice("status", Status, positional=True))
+async def _status(book: CaseBook, case_id: str, args: Args) -> object:
+    return await book.set_status(case_id, op=args.text("operator"), status=args.text("status"))
+
+
+@_edit("case_resolve", "mark the case resolved")
+async def _resolve(book: CaseBook, case_id: str, args: Args) -> object:
+    return await book.set_status(case_id, op=args.text("operator"), status="resolved")
+
+
+@_edit(
+    "case_consent",
+    "add a department the citizen consented to share with",
+    text("department", required=True),
+)
+async def _consent(book: CaseBook, case_id: str, args: Args) -> object:
+    return await book.add_consent(
+        case_id, op=args.text("operator"), department=args.text("department")
+    )
+
+
+@_edit(
+    "case_set",
+    "set a field (also resolves a conflict on it)",
+    choice("field", CaseField, required=True),
+    text("value", required=True),
+)
+async def _set(book: CaseBook, case_id: str, args: Args) -> object:
+    return await book.set_field(
+        case_id, op=args.text("operator"), field=args.text("field"), value=args.text("value")
+    )
+
+
+@_edit(
+    "case_settle",
+    "resolve a conflict by writing a value that has seen every candidate",
+    text("field", "the conflicted field", required=True),
+    text("value", required=True),
+)
+async def _settle(book: CaseBook, case_id: str, args: Args) -> object:
+    return await book.resolve_conflict(
+        case_id, op=args.text("operator"), field=args.text("field"), value=args.text("value")
+    )
