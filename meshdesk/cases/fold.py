@@ -48,16 +48,8 @@ from meshdesk.cases.hlc import Clock, hlc_wall_ms
 from meshdesk.cases.ids import is_valid_id, new_id
 from meshdesk.cases.model import (
     PERSONAL_REGISTER,
-    CallEntry,
-    Candidate,
     CaseField,
-    CaseState,
     Category,
-    Conflict,
-    Grant,
-    HistoryEntry,
-    Note,
-    Referral,
     ReferralState,
     Status,
     Urgency,
@@ -65,6 +57,16 @@ from meshdesk.cases.model import (
     _check_text,
     check_transition,
     referral_register,
+)
+from meshdesk.cases.state import (
+    CallEntry,
+    Candidate,
+    CaseState,
+    Conflict,
+    Grant,
+    HistoryEntry,
+    Note,
+    Referral,
 )
 from meshdesk.errors import SyncError, UsageError
 from meshdesk.store.records import StoredEvent

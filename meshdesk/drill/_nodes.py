@@ -22,7 +22,7 @@ from meshdesk.cases.chain import ChainWriter, verify_run
 from meshdesk.cases.events import EventKind
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
 from meshdesk.cases.hlc import Clock
-from meshdesk.cases.model import CaseState
+from meshdesk.cases.state import CaseState
 from meshdesk.drill.model import NodeSpec
 from meshdesk.errors import SyncError
 from meshdesk.identity import NodeId
