@@ -72,6 +72,7 @@ from meshdesk.cases.model import (
     Status,
     Urgency,
     Value,
+    check_text,
     check_transition,
     referral_register,
 )
@@ -138,6 +139,7 @@ __all__ = [
     "Value",
     "check_hlc",
     "check_id",
+    "check_text",
     "check_transition",
     "decode_body",
     "fold",

@@ -54,7 +54,7 @@ from meshdesk.cases.model import (
     Status,
     Urgency,
     Value,
-    _check_text,
+    check_text,
     check_transition,
     referral_register,
 )
@@ -314,7 +314,7 @@ class CaseWriter:
     """
 
     def __init__(self, op: str, clock: Clock, rng: random.Random | None = None) -> None:
-        self.op: str = _check_text("operator name", _clean(op), OP_MAX)
+        self.op: str = check_text("operator name", _clean(op), OP_MAX)
         self.clock = clock
         self.rng = rng
 

@@ -41,6 +41,7 @@ __all__ = [
     "Status",
     "Urgency",
     "Value",
+    "check_text",
     "check_transition",
     "referral_register",
 ]
@@ -201,7 +202,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def _check_text(what: str, value: object, max_len: int, *, multiline: bool = False) -> str:
+def check_text(what: str, value: object, max_len: int, *, multiline: bool = False) -> str:
     """Validate operator text: a non-empty str, at most ``max_len`` characters.
 
     Japanese (full-width) text is fine; control characters are not, except newline
@@ -276,7 +277,7 @@ class Personal:
         for key, limit in _TEXT_LIMITS.items():
             value = getattr(self, key)
             if value is not None or key == "name":
-                _check_text(key, value, limit, multiline=key in ("address", "needs"))
+                check_text(key, value, limit, multiline=key in ("address", "needs"))
         if self.age is not None:
             _check_int("age", self.age, 0, 150)
         if self.household_size is not None:

@@ -21,8 +21,8 @@ from meshdesk.calls.codecs import (
     CappedVp8Encoder,
     EncoderProfile,
     SpeechOpusEncoder,
-    _get_encoder,
     encoder_profile,
+    select_encoder,
 )
 from meshdesk.calls.manager import CallManager
 from meshdesk.calls.media import TestPatternTrack, ToneTrack, open_media, parse_media
@@ -84,7 +84,7 @@ def test_five_percent_loss_keeps_video() -> None:
 
 def test_opus_at_speech_rate_and_vp8_capped_only_inside_the_profile() -> None:
     with encoder_profile(EncoderProfile(opus_bps=24_000, video_max_bps=600_000)):
-        opus, vp8 = _get_encoder(OPUS), _get_encoder(VP8)
+        opus, vp8 = select_encoder(OPUS), select_encoder(VP8)
     assert isinstance(opus, SpeechOpusEncoder)
     assert opus.codec.bit_rate == 24_000
     assert isinstance(vp8, CappedVp8Encoder)
@@ -93,10 +93,10 @@ def test_opus_at_speech_rate_and_vp8_capped_only_inside_the_profile() -> None:
     vp8.target_bitrate = 300_000
     assert vp8.target_bitrate == 300_000
     # Outside a meshdesk call aiortc's own encoders are untouched.
-    plain = _get_encoder(OPUS)
+    plain = select_encoder(OPUS)
     assert type(plain) is OpusEncoder
     assert plain.codec.bit_rate == 96_000
-    assert type(_get_encoder(VP8)) is Vp8Encoder
+    assert type(select_encoder(VP8)) is Vp8Encoder
 
 
 def test_the_sender_module_uses_the_profile_aware_factory() -> None:
