@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshdesk.config import Timings
@@ -18,11 +17,6 @@ from meshdesk.wire import Frame, Hello, PeerExchange, Ping
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
 FAST = Timings(heartbeat_interval=0.05, dead_after=0.3, connect_timeout=1.0)
-
-
-@pytest.fixture(scope="module")
-def ca() -> CertificateAuthority:
-    return CertificateAuthority.create("Link test", now=NOW)
 
 
 def info(ca: CertificateAuthority, name: str) -> NodeInfo:
