@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from waits import AsyncWaitUntil
 
 from meshdesk.config import Timings
 from meshdesk.errors import ChannelClosed, LinkError
@@ -47,7 +48,9 @@ def make_link(channel: MemoryChannel, me: NodeInfo, **kw: object) -> Link:
     return Link(channel, hello=hello(me), outbound=True, timings=FAST, on_frame=nothing, **kw)  # type: ignore[arg-type]
 
 
-async def test_hello_exchange_and_frames_reach_the_handler(ca: CertificateAuthority) -> None:
+async def test_hello_exchange_and_frames_reach_the_handler(
+    ca: CertificateAuthority, async_wait_until: AsyncWaitUntil
+) -> None:
     a, b = info(ca, "a"), info(ca, "b")
     ca_side, cb_side = memory_pair(a, b)
     got: list[Frame] = []
@@ -62,9 +65,9 @@ async def test_hello_exchange_and_frames_reach_the_handler(ca: CertificateAuthor
     run_a = asyncio.create_task(la.run())
     run_b = asyncio.create_task(lb.run())
     await lb.send(PeerExchange(peers=()))
-    await asyncio.sleep(0.2)
+    await async_wait_until(lambda: got, 5, message="the frame reached the handler")
+    await async_wait_until(lambda: la.rtt is not None, 5, message="a ping was answered")
     assert got == [PeerExchange(peers=())]
-    assert la.rtt is not None  # pings were answered
     await lb.close("test over")
     assert await asyncio.wait_for(run_a, 2) == "peer said goodbye: test over"
     assert await asyncio.wait_for(run_b, 2) == "test over"

@@ -222,7 +222,7 @@ async def test_restarted_peer_replaces_its_stale_link(
         b2.add_address(PeerAddress(network.addr("a"), 7420, "static"))
         await async_wait_until(lambda: network.linked("b") == ["a"], 1)
         await async_wait_until(lambda: network.linked("a") == ["b"], 1)
-        await asyncio.sleep(FAST.dead_after * 2)
+        await asyncio.sleep(FAST.dead_after * 2)  # the old link dies; the new one stays
         assert network.linked("a") == ["b"]
 
 

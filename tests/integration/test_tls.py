@@ -485,7 +485,8 @@ async def test_an_abrupt_reset_is_channel_closed(
 async def test_aclose_is_idempotent_and_wakes_a_pending_recv(world: World, server: Served) -> None:
     channel = await dial(world, server.port)
     pending = asyncio.ensure_future(channel.recv())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # a yield: the recv starts and waits for data
+    assert not pending.done()
     await asyncio.gather(channel.aclose(), channel.aclose())
     await channel.aclose()
     assert channel.closed

@@ -6,7 +6,6 @@ here a leg at most creates an offer, which gathers host candidates but sends not
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from aiortc.codecs import get_encoder
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from waits import AsyncWaitUntil
 
 from meshdesk.calls.codecs import (
     CappedVp8Encoder,
@@ -329,12 +329,13 @@ async def test_calling_an_unlinked_or_unknown_node_is_refused(
 
 
 async def test_link_down_while_ringing_ends_the_call(
-    manager: tuple[CallManager, dict[str, FakeLink]],
+    manager: tuple[CallManager, dict[str, FakeLink]], async_wait_until: AsyncWaitUntil
 ) -> None:
     calls, links = manager
     await calls.on_frame(links[str(PEER.node_id)], _offer(PEER))
     calls.on_peer_event(PeerEvent("down", {"node_id": str(PEER.node_id)}))
-    await asyncio.sleep(0.05)  # the end runs as a task of the manager
+    # The end runs as a task of the manager.
+    await async_wait_until(lambda: calls.calls()[0]["state"] == "ended", 5, message="call ended")
     (ended,) = calls.calls()
     assert ended["state"] == "ended"
     assert "link lost" in str(ended["reason"])
@@ -369,7 +370,7 @@ async def test_an_offer_over_the_mesh_limit_is_taken_only_from_the_host(
 
 
 async def test_the_hosts_roster_rules_a_relayed_call_and_its_leaving_ends_it(
-    manager: tuple[CallManager, dict[str, FakeLink]],
+    manager: tuple[CallManager, dict[str, FakeLink]], async_wait_until: AsyncWaitUntil
 ) -> None:
     calls, links = manager
     host = links[str(PEER.node_id)]
@@ -398,7 +399,8 @@ async def test_the_hosts_roster_rules_a_relayed_call_and_its_leaving_ends_it(
     await calls.on_frame(links[str(OTHER.node_id)], CallLeave(CALL_ID, "hung up"))
     assert calls.calls()[0]["state"] == "ringing"
     await calls.on_frame(host, CallLeave(CALL_ID, "hung up"))
-    await asyncio.sleep(0.05)  # the end runs as a task
+    # The end runs as a task of the manager.
+    await async_wait_until(lambda: calls.calls()[0]["state"] == "ended", 5, message="call ended")
     (ended,) = calls.calls()
     assert ended["state"] == "ended"
     assert "the host peer left" in ended["reason"]
