@@ -4,8 +4,7 @@ A bench measures meshdesk and a baseline in the same run, several times each, an
 prints both side by side. This module holds the parts that do not depend on what is
 measured: a :class:`Summary` of samples (its p95 from :func:`meshdesk.stats.percentile`),
 rates, ratios, the options and argument checks every bench shares, and the plain-text
-table. Nothing here reads a
-clock or does I/O.
+table. Nothing here reads a clock or does I/O.
 """
 
 from __future__ import annotations
