@@ -49,7 +49,7 @@ from meshdesk.sync.messages import (
 )
 from meshdesk.wire import Frame
 
-__all__ = ["SyncService", "is_sync_frame"]
+__all__ = ["SyncService", "is_sync_frame", "urgency_rank"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def is_sync_frame(frame: Frame) -> TypeGuard[SyncFrame]:
     return isinstance(frame, SYNC_FRAME_TYPES)
 
 
-def _urgency_rank(events: Iterable[StoredEvent]) -> int:
+def urgency_rank(events: Iterable[StoredEvent]) -> int:
     """The most urgent urgency an event of the batch sets (0 = immediate)."""
     best = _NORMAL
     for event in events:
@@ -154,7 +154,7 @@ class SyncService(AsyncResource):
             end = start
             while end < len(events) and events[end].seq <= checkpoint.seq:
                 end += 1
-            out.append(LocalRun(checkpoint, _urgency_rank(events[start:end])))
+            out.append(LocalRun(checkpoint, urgency_rank(events[start:end])))
             start = end
         return out
 
@@ -231,7 +231,7 @@ class SyncService(AsyncResource):
             return
         author = events[-1].author
         checkpoints = await self._store.checkpoints(author, events[0].seq - 1)
-        runs = tuple(LocalRun(cp, _urgency_rank(events)) for cp in checkpoints)
+        runs = tuple(LocalRun(cp, urgency_rank(events)) for cp in checkpoints)
         if runs:
             await self.local_added(runs)
 
@@ -292,7 +292,7 @@ class SyncService(AsyncResource):
             self.stored_events += stored
             if self.on_stored is not None:
                 self.on_stored(verified)
-            added = (LocalRun(checkpoint, _urgency_rank(verified)),)
+            added = (LocalRun(checkpoint, urgency_rank(verified)),)
             await self._announce_from(peer, added)
         return Stored(author, checkpoint.seq), added
 

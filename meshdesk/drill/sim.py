@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from meshdesk.cases.fold import Draft
-from meshdesk.cases.model import CaseField, CaseState, Category, Urgency
+from meshdesk.cases.model import CaseField, Category, Urgency
+from meshdesk.cases.state import CaseState
 from meshdesk.drill._nodes import Directory, SimNode
 from meshdesk.drill.metrics import CaseRecord, Recorder, digest_of
 from meshdesk.drill.model import (

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from textual.widgets import Input, Select
+from waits import AsyncWaitUntil
 
 from meshdesk import admin
 from meshdesk.cases.model import Personal
@@ -131,7 +132,9 @@ async def _has(node: Node, case_id: str) -> bool:
     return case_id in await node.store.case_ids()
 
 
-async def test_resolve_a_real_conflict_with_one_key(hq: Node, homes: dict[str, NodeHome]) -> None:
+async def test_resolve_a_real_conflict_with_one_key(
+    hq: Node, homes: dict[str, NodeHome], async_wait_until: AsyncWaitUntil
+) -> None:
     async with centre_node(homes, hq) as centre:
         case = await hq.cases.open_case(
             op="a",
@@ -139,11 +142,7 @@ async def test_resolve_a_real_conflict_with_one_key(hq: Node, homes: dict[str, N
             urgency="normal",
             personal=Personal(name="X"),
         )
-        for _ in range(200):
-            if await _has(centre, case.id):
-                break
-            await asyncio.sleep(0.05)
-        assert await _has(centre, case.id)
+        await async_wait_until(lambda: _has(centre, case.id), 10, message="the case synced")
     # The centre is offline: both sides change the urgency without seeing each other.
     await hq.cases.set_field(case.id, op="本部の人", field="urgency", value="high")
     code = await asyncio.to_thread(
