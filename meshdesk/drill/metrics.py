@@ -20,6 +20,7 @@ __all__ = [
     "CallRecord",
     "CaseRecord",
     "ConflictRecord",
+    "Progress",
     "Recorder",
     "digest_of",
     "percentile",
@@ -44,6 +45,19 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, math.ceil(q * len(ordered)))
     return ordered[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a running drill is, for a live display (both modes)."""
+
+    t: float
+    duration: float
+    cases: int
+    reached: int
+    backlog: int
+    links: int
+    phase: str
 
 
 @dataclass(slots=True)
