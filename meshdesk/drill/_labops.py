@@ -32,6 +32,7 @@ __all__ = [
     "show_case",
     "start_call",
     "the_call",
+    "urgency_conflict",
 ]
 
 URGENCY = CaseField.URGENCY.value

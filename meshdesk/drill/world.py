@@ -79,7 +79,9 @@ from meshdesk.drill.model import (
 
 __all__ = [
     "FOLLOWUP_SHARE",
+    "REASSESS_AFTER_S",
     "RESOLVE_AFTER_S",
+    "TRIAGE_AFTER_S",
     "TRIAGE_SHARE",
     "CutOff",
     "Heal",

@@ -38,7 +38,6 @@ SHIPPED = sorted(p.stem for p in SCENARIOS.glob("*.toml"))
 #: re-triaging them at HQ (OpenCase.triage_after); lab writes a deterministic
 #: conflicting pair when a consulting site is cut off from HQ (CutOff).
 SIM_ONLY = (Reassess,)
-SIM_ONLY_FIELDS = {"triage_after": None}
 LAB_ONLY = (CutOff,)
 
 
@@ -70,7 +69,7 @@ def _shared(plan: list[Planned], mode: Mode) -> list[Planned]:
     if mode == "lab":
         return [a for a in plan if not isinstance(a, LAB_ONLY)]
     return [
-        dataclasses.replace(a, **SIM_ONLY_FIELDS) if isinstance(a, OpenCase) else a
+        dataclasses.replace(a, triage_after=None) if isinstance(a, OpenCase) else a
         for a in plan
         if not isinstance(a, SIM_ONLY)
     ]
