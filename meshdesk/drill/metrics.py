@@ -20,6 +20,7 @@ __all__ = [
     "CallRecord",
     "CaseRecord",
     "ConflictRecord",
+    "Progress",
     "Recorder",
     "digest_of",
     "reach_times",
@@ -34,6 +35,19 @@ def reach_times(rec: Recorder) -> list[float]:
         for c in rec.cases.values()
         if c.reached_s is not None and not c.refused
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a running drill is, for a live display (both modes)."""
+
+    t: float
+    duration: float
+    cases: int
+    reached: int
+    backlog: int
+    links: int
+    phase: str
 
 
 @dataclass(slots=True)
