@@ -24,7 +24,7 @@ by the script; the other methods are quick and blocking (drills call them throug
 from __future__ import annotations
 
 from meshdesk.lab._lab import Lab, LabHost
-from meshdesk.lab._machine import CHECKOUT_SCRIPT, LAB_ENV, find_script, lab_problems
+from meshdesk.lab._machine import CHECKOUT_SCRIPT, LAB_ENV, find_script, lab_problems, new_prefix
 from meshdesk.lab._process import TERM_GRACE, LabProcess
 
 __all__ = [
@@ -36,4 +36,5 @@ __all__ = [
     "LabProcess",
     "find_script",
     "lab_problems",
+    "new_prefix",
 ]

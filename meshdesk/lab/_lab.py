@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from meshdesk.errors import LabError, LabUnsupported
-from meshdesk.lab._machine import find_script, netns_names, pid_alive, run_command
+from meshdesk.lab._machine import find_script, new_prefix, pid_alive, run_command
 from meshdesk.lab._process import TERM_GRACE, LabProcess
 
 __all__ = ["Lab", "LabHost"]
@@ -85,8 +84,6 @@ class Lab:
         log_dir: Path | None = None,
         subnet: str | None = None,
     ) -> None:
-        if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", stem):
-            raise ValueError(f"bad lab stem {stem!r}: 1-6 characters a-z0-9, starting a-z")
         self.size = hosts
         self.stem = stem
         self.script = script if script is not None else find_script()
@@ -128,7 +125,7 @@ class Lab:
             tries = 1 if self._fixed_prefix else _UP_TRIES
             for _ in range(tries):
                 if not self._fixed_prefix:
-                    self.prefix = self._new_prefix()
+                    self.prefix = new_prefix(self.stem)
                 args = ["up", str(self.size), "--prefix", self.prefix, "--owner", str(os.getpid())]
                 if self._subnet is not None:
                     args += ["--subnet", self._subnet]
@@ -181,7 +178,8 @@ class Lab:
     ) -> None:
         self._close_after(exc)
 
-    async def __aenter__(self) -> Lab:
+    async def aopen(self) -> Lab:
+        """:meth:`open` in a worker thread; cancelled, it removes what it built."""
         try:
             await asyncio.to_thread(self.open)
         except BaseException:
@@ -191,11 +189,18 @@ class Lab:
             raise
         return self
 
+    async def aclose(self) -> None:
+        """:meth:`close` in a worker thread; idempotent."""
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self) -> Lab:
+        return await self.aopen()
+
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            await asyncio.to_thread(self.close)
+            await self.aclose()
         except LabError as error:
             if exc is None:
                 raise
@@ -209,14 +214,6 @@ class Lab:
             if exc is None:
                 raise
             exc.add_note(f"and tearing down lab {self.prefix} failed: {error}")
-
-    def _new_prefix(self) -> str:
-        taken = {name.rsplit("-", 1)[0] for name in netns_names()}
-        for _ in range(100):
-            prefix = f"{self.stem}{secrets.token_hex(2)}"
-            if prefix not in taken:
-                return prefix
-        raise LabError(f"no free lab prefix {self.stem}XXXX after 100 tries")  # pragma: no cover
 
     def _clean_stale(self) -> None:
         """Remove labs of our stem whose owner process is gone (a run that died)."""

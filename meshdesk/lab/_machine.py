@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +18,7 @@ __all__ = [
     "find_script",
     "lab_problems",
     "netns_names",
+    "new_prefix",
     "pid_alive",
     "run_command",
 ]
@@ -25,8 +28,8 @@ LAB_ENV = "MESHDESK_LAB"
 #: The lab script of the checkout this package runs from (an editable install).
 CHECKOUT_SCRIPT = Path(__file__).resolve().parents[2] / "field-kit" / "lab"
 _CWD_SCRIPT = Path("field-kit") / "lab"
-_TOOLS = ("ip", "nft")  # iproute2; nftables for loss, multicast and pair filters
 _TIMEOUT = 60.0
+_PACKAGES = {"ip": "iproute2", "nft": "nftables", "ping": "iputils-ping"}
 
 
 def find_script(
@@ -56,18 +59,22 @@ def find_script(
     return path
 
 
-def lab_problems(script: Path | None = CHECKOUT_SCRIPT, tools: Iterable[str] = ()) -> list[str]:
+def lab_problems(
+    script: Path | None = CHECKOUT_SCRIPT, tools: Iterable[str] = ("ip", "nft")
+) -> list[str]:
     """Why this machine cannot build labs (empty: it can).
 
-    Checks root, the tools (``ip``, ``nft`` and ``tools``), that network namespaces
-    can really be made here (not in every container), and ``script`` unless None.
+    Checks root, the ``tools`` (iproute2's ``ip``; ``nft`` for loss without sch_netem,
+    multicast blocks and pair filters), that network namespaces can really be made
+    here (not in every container), and ``script`` unless None.
     """
     problems = []
     if os.geteuid() != 0:
         problems.append("needs root (network namespaces); run it with sudo")
-    missing = [tool for tool in (*_TOOLS, *tools) if shutil.which(tool) is None]
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
-        problems.append(f"needs {', '.join(missing)} (apt-get install iproute2 nftables)")
+        packages = " ".join(dict.fromkeys(_PACKAGES.get(tool, tool) for tool in missing))
+        problems.append(f"needs {', '.join(missing)} (apt-get install {packages})")
     if not problems:
         probe = f"mdprobe{os.getpid() % 100000}"
         made = run_command(["ip", "netns", "add", probe])
@@ -110,3 +117,20 @@ def pid_alive(pid: int) -> bool:
 def netns_names() -> set[str]:
     out = run_command(["ip", "netns", "list"])
     return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+def new_prefix(stem: str) -> str:
+    """A fresh lab prefix: ``stem`` and 4 hex digits that no namespace here uses yet.
+
+    ``stem`` is 1-6 characters a-z0-9 starting with a letter: ``md`` for tests, ``dr``
+    drills, ``bd``/``bc`` benches, ``mddemo`` the demo. (Another run may still take the
+    same prefix a moment later; :class:`~meshdesk.lab.Lab` then tries another.)
+    """
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", stem):
+        raise ValueError(f"bad lab stem {stem!r}: 1-6 characters a-z0-9, starting a-z")
+    taken = {name.rsplit("-", 1)[0] for name in netns_names()}
+    for _ in range(100):
+        prefix = f"{stem}{secrets.token_hex(2)}"
+        if prefix not in taken:
+            return prefix
+    raise LabError(f"no free lab prefix {stem}XXXX after 100 tries")  # pragma: no cover
