@@ -13,6 +13,7 @@ import pytest
 
 from meshdesk import admin, control
 from meshdesk.config import Config, Timings, load_config
+from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
 from meshdesk.node import Node
@@ -39,21 +40,13 @@ def config(home: NodeHome, peers: list[str]) -> Config:
 
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    hq = NodeHome(tmp_path / "hq")
-    await admin.create_deployment(
-        hq, deployment="テスト市", node_name="本部", site="市役所", departments=(), now=NOW
-    )
-    homes = {"本部": hq}
-    for name, depts in (("shelter", ()), ("welfare", ("福祉課",))):
-        kit = tmp_path / f"{name}.kit"
-        await admin.issue_kit(
-            hq, name=name, site="s", role=Role.CENTER if name == "shelter" else Role.DESK,
-            departments=depts, out=kit, passphrase=None, now=NOW,
-        )  # fmt: skip
-        homes[name] = NodeHome(tmp_path / name)
-        await admin.provision(
-            homes[name], kit_path=kit, passphrase=None, expect_deployment=None, now=NOW
-        )
+    specs = [
+        HomeSpec("本部", Role.HQ, "市役所", folder="hq"),
+        HomeSpec("shelter", Role.CENTER, "s"),
+        HomeSpec("welfare", Role.DESK, "s", ("福祉課",)),
+    ]
+    homes = dict((await build_deployment(tmp_path, "テスト市", specs, now=NOW)).homes)
+    hq = homes["本部"]
     async with AsyncExitStack() as stack:
         nodes = {"本部": await stack.enter_async_context(Node(hq, config(hq, [])))}
         hq_port = nodes["本部"].listener.port
