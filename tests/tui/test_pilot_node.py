@@ -13,10 +13,10 @@ import pytest
 from textual.widgets import Input, Select
 from waits import AsyncWaitUntil
 
-from meshdesk import admin
 from meshdesk.cases.model import Personal
 from meshdesk.cli import main as cli_main
 from meshdesk.config import Config, Timings, load_config
+from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
 from meshdesk.node import Node
@@ -38,23 +38,12 @@ def _config(home: NodeHome, peers: list[str]) -> Config:
 
 @pytest.fixture
 async def homes(tmp_path: Path) -> dict[str, NodeHome]:
-    hq = NodeHome(tmp_path / "hq")
-    await admin.create_deployment(
-        hq, deployment="テスト市", node_name="本部", site="市役所", departments=(), now=NOW
-    )
-    kit = tmp_path / "centre.kit"
-    await admin.issue_kit(
-        hq,
-        name="避難所",
-        site="大町",
-        role=Role.CENTER,
-        departments=("福祉課",),
-        out=kit,
-        passphrase=None,
-        now=NOW,
-    )
-    centre = NodeHome(tmp_path / "centre")
-    await admin.provision(centre, kit_path=kit, passphrase=None, expect_deployment=None, now=NOW)
+    specs = [
+        HomeSpec("本部", Role.HQ, "市役所", folder="hq"),
+        HomeSpec("避難所", Role.CENTER, "大町", ("福祉課",), folder="centre"),
+    ]
+    city = await build_deployment(tmp_path, "テスト市", specs, now=NOW)
+    hq, centre = city.homes["本部"], city.homes["避難所"]
     return {"hq": hq, "centre": centre}
 
 
