@@ -11,16 +11,17 @@ e.g. a test shrinking timings, holds the same invariants as one loaded from disk
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
-import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from meshdesk._fs import write_private
 from meshdesk.errors import ConfigError
 
 __all__ = [
@@ -31,8 +32,10 @@ __all__ = [
     "NetworkSettings",
     "NodeSettings",
     "Timings",
+    "config_text",
     "default_config_text",
     "load_config",
+    "write_config",
     "write_default_config",
 ]
 
@@ -292,35 +295,105 @@ def _list(value: object, key: str) -> list[object]:
     return list(value)
 
 
+@dataclass(frozen=True, slots=True)
+class _Codec:
+    """How one field's value is read from TOML (and checked) and written back."""
+
+    load: Callable[[object, str], object]
+    dump: Callable[[Any], str]
+
+
+def _items(load: Callable[[object, str], Any], value: object, key: str) -> tuple[Any, ...]:
+    return tuple(load(item, f"{key}[{i}]") for i, item in enumerate(_list(value, key)))
+
+
 def _strs(value: object, key: str) -> tuple[str, ...]:
-    return tuple(_to_str(item, f"{key}[{i}]") for i, item in enumerate(_list(value, key)))
+    return _items(_to_str, value, key)
 
 
 def _endpoints(value: object, key: str) -> tuple[Endpoint, ...]:
-    return tuple(_endpoint(item, f"{key}[{i}]") for i, item in enumerate(_list(value, key)))
+    return _items(_endpoint, value, key)
 
 
-# Keyed by the annotation text of each dataclass field (postponed annotations).
-_CONVERTERS: dict[str, Callable[[object, str], object]] = {
-    "bool": _to_bool,
-    "float": _to_float,
-    "Language": _to_str,
-    "str": _to_str,
-    "Endpoint": _endpoint,
-    "tuple[str, ...]": _strs,
-    "tuple[Endpoint, ...]": _endpoints,
+def _dump_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _dump_float(value: float) -> str:
+    """A TOML float: ``1.0``, ``0.25``, ``1e+16``, ``inf``, never an integer."""
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(value)  # always holds '.' or 'e', and reads back as the same float
+
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
 }
+
+
+def _dump_str(value: str) -> str:
+    """A TOML basic string; other text (Japanese too) is written as it is."""
+    out = []
+    for ch in value:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch < " " or ch == "\x7f":  # control characters TOML does not allow raw
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _codec(hint: object) -> _Codec:
+    """The codec for a field's type, from the type itself (``typing.get_type_hints``)."""
+    if hint is bool:
+        return _Codec(_to_bool, _dump_bool)
+    if hint is float:
+        return _Codec(_to_float, _dump_float)
+    if hint is str:
+        return _Codec(_to_str, _dump_str)
+    if get_origin(hint) is Literal and all(isinstance(a, str) for a in get_args(hint)):
+        return _Codec(_to_str, _dump_str)  # the dataclass checks the value is one of them
+    if hint is Endpoint:
+        return _Codec(_endpoint, lambda value: _dump_str(str(value)))
+    if get_origin(hint) is tuple:
+        item_type, *rest = get_args(hint)
+        if rest == [Ellipsis]:
+            item = _codec(item_type)
+            return _Codec(
+                functools.partial(_items, item.load),
+                lambda value: "[" + ", ".join(item.dump(v) for v in value) + "]",
+            )
+    raise TypeError(f"meshdesk.config has no converter for fields of type {hint!r}")
+
+
+def _codecs(cls: type[Any]) -> dict[str, _Codec]:
+    hints = get_type_hints(cls)
+    return {f.name: _codec(hints[f.name]) for f in fields(cls)}
+
+
+#: Every table's fields, in file order, with their codecs (checked at import).
+_CODECS: dict[str, dict[str, _Codec]] = {name: _codecs(cls) for name, cls in _TABLES.items()}
 
 
 def _load_table(table: str, cls: type[Any], raw: object) -> Any:
     if not isinstance(raw, dict):
         raise ValueError(f"{table}: expected a table, got {_describe(raw)}")
-    known = {f.name: str(f.type) for f in fields(cls)}
+    known = _CODECS[table]
     kwargs = {}
     for key, value in raw.items():
         if key not in known:
             raise ValueError(f"unknown key '{table}.{key}' (known: {', '.join(sorted(known))})")
-        kwargs[key] = _CONVERTERS[known[key]](value, f"{table}.{key}")
+        kwargs[key] = known[key].load(value, f"{table}.{key}")
     try:
         return cls(**kwargs)
     except ValueError as exc:
@@ -369,67 +442,115 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-_TEMPLATE = """\
+# --- writing ------------------------------------------------------------------------------
+
+_HEADER = """\
 # meshdesk node configuration (TOML, UTF-8).
 #
 # Every setting is optional: a key that is left out, or commented out with '#',
-# keeps the default shown here. Comments may be written in any language.
-
-[node]
-# Language of the operator console: "ja" (Japanese) or "en" (English).
-language = "ja"
-
-[network]
-# Network interfaces to use, by name, e.g. ["wlan0", "eth0"].
-# Empty means every IPv4 interface that is up, except loopback.
-interfaces = []
-# Where to accept connections from peers, as "HOST:PORT".
-# Write IPv6 in brackets, e.g. "[::]:7420". Port 0 picks any free port.
-listen = "0.0.0.0:7420"
-# Peers to connect to even when discovery cannot see them (another subnet,
-# multicast blocked), e.g. ["10.0.0.2:7420", "[fd00::2]:7420", "hq.local:7420"].
-static_peers = []
-# Find peers on the local network with mDNS (zeroconf).
-mdns = true
-# Learn about more peers from the peers this node is connected to.
-peer_exchange = true
-
-[timings]
-# In seconds; fractions such as 0.5 are allowed. Every value must be above 0.
-# How often to tell connected peers that this node is alive.
-heartbeat_interval = 1.0
-# Consider a peer gone after this long without a word from it.
-# Must be greater than heartbeat_interval.
-dead_after = 5.0
-# Give up on a connection attempt after this long.
-connect_timeout = 5.0
-# Wait between attempts to reconnect: starts at reconnect_min and grows up to
-# reconnect_max (which must be at least reconnect_min).
-reconnect_min = 0.5
-reconnect_max = 30.0
-# Ask the local network for meshdesk nodes again this often, so a laptop that
-# comes into reach later (a courier arriving, a cable plugged in) is found soon.
-discovery_refresh = 20.0
-
-[calls]
-# Answer incoming calls without asking the operator first.
-auto_accept = false
-# What this node sends when it answers: "device" (camera and microphone),
-# "synthetic" (test pattern and tone, for drills) or "file:PATH".
-media = "device"
-# Received audio: "auto" plays it on the default output device (PulseAudio or
-# ALSA) when there is one; "off" never plays it.
-playback = "auto"
-# A call falls back to audio only when packet loss (percent) or round-trip time
-# (milliseconds) stays above these for 3 seconds.
-fallback_loss_pct = 10.0
-fallback_rtt_ms = 500.0
 """
+_KEEPS_DEFAULT = "# keeps the default shown here. Comments may be written in any language."
+_KEEPS_NOTED = """\
+# keeps its default: the value shown here, or on the "Default:" line above a
+# changed value. Comments may be written in any language."""
+
+#: What each key means, written above it in the file (a table's "" entry introduces
+#: the table). A key without an entry shares the comment of the key before it
+#: (``reconnect_max``, ``fallback_rtt_ms``); a test checks that no other key lacks one.
+_HELP: dict[str, dict[str, str]] = {
+    "node": {
+        "language": 'Language of the operator console: "ja" (Japanese) or "en" (English).',
+    },
+    "network": {
+        "interfaces": """\
+Network interfaces to use, by name, e.g. ["wlan0", "eth0"].
+Empty means every IPv4 interface that is up, except loopback.""",
+        "listen": """\
+Where to accept connections from peers, as "HOST:PORT".
+Write IPv6 in brackets, e.g. "[::]:7420". Port 0 picks any free port.""",
+        "static_peers": """\
+Peers to connect to even when discovery cannot see them (another subnet,
+multicast blocked), e.g. ["10.0.0.2:7420", "[fd00::2]:7420", "hq.local:7420"].""",
+        "mdns": "Find peers on the local network with mDNS (zeroconf).",
+        "peer_exchange": "Learn about more peers from the peers this node is connected to.",
+    },
+    "timings": {
+        "": "In seconds; fractions such as 0.5 are allowed. Every value must be above 0.",
+        "heartbeat_interval": "How often to tell connected peers that this node is alive.",
+        "dead_after": """\
+Consider a peer gone after this long without a word from it.
+Must be greater than heartbeat_interval.""",
+        "connect_timeout": "Give up on a connection attempt after this long.",
+        "reconnect_min": """\
+Wait between attempts to reconnect: starts at reconnect_min and grows up to
+reconnect_max (which must be at least reconnect_min).""",
+        "discovery_refresh": """\
+Ask the local network for meshdesk nodes again this often, so a laptop that
+comes into reach later (a courier arriving, a cable plugged in) is found soon.""",
+    },
+    "calls": {
+        "auto_accept": "Answer incoming calls without asking the operator first.",
+        "media": """\
+What this node sends when it answers: "device" (camera and microphone),
+"synthetic" (test pattern and tone, for drills) or "file:PATH".""",
+        "playback": """\
+Received audio: "auto" plays it on the default output device (PulseAudio or
+ALSA) when there is one; "off" never plays it.""",
+        "fallback_loss_pct": """\
+A call falls back to audio only when packet loss (percent) or round-trip time
+(milliseconds) stays above these for 3 seconds.""",
+    },
+}
+
+
+def _comment(text: str) -> list[str]:
+    return [f"# {line}" for line in text.splitlines()]
+
+
+def config_text(config: Config) -> str:
+    """``config`` as a commented ``config.toml`` for a person to read and edit.
+
+    Every key is written, each under a comment that says what it means; a value that
+    differs from the default gets a ``# Default: …`` line as well.
+    ``load_config`` of the text gives ``config`` back.
+    """
+    defaults = Config()
+    keeps = _KEEPS_DEFAULT if config == defaults else _KEEPS_NOTED
+    lines = [_HEADER + keeps]
+    for table, codecs in _CODECS.items():
+        settings, default_settings = getattr(config, table), getattr(defaults, table)
+        lines += ["", f"[{table}]"]
+        lines += _comment(_HELP[table].get("", ""))
+        for key, codec in codecs.items():
+            lines += _comment(_HELP[table].get(key, ""))
+            value, default = getattr(settings, key), getattr(default_settings, key)
+            if value != default:
+                lines.append(f"# Default: {codec.dump(default)}")
+            lines.append(f"{key} = {codec.dump(value)}")
+    return "\n".join(lines) + "\n"
 
 
 def default_config_text() -> str:
     """A commented ``config.toml`` that holds the defaults, for a person to edit."""
-    return _TEMPLATE
+    return config_text(Config())
+
+
+def write_config(path: Path, config: Config, *, overwrite: bool = True) -> None:
+    """Write ``config`` as :func:`config_text` to ``path``: owner-only (0o600), atomically.
+
+    The text goes to a temporary file in the same folder that is then renamed over
+    ``path``, so a reader sees the old file or the new one, never half of it.
+
+    Raises:
+        ConfigError: ``path`` exists and ``overwrite`` is false, or it cannot be written.
+    """
+    try:
+        write_private(path, config_text(config).encode("utf-8"), overwrite=overwrite)
+    except FileExistsError as exc:
+        raise ConfigError(f"{path}: already exists; not overwriting it") from exc
+    except OSError as exc:
+        verb = "write" if path.exists() else "create"
+        raise ConfigError(f"{path}: cannot {verb}: {exc.strerror or exc}") from exc
 
 
 def write_default_config(path: Path) -> None:
@@ -438,16 +559,4 @@ def write_default_config(path: Path) -> None:
     Raises:
         ConfigError: ``path`` exists already (it is never overwritten) or cannot be written.
     """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as exc:
-        raise ConfigError(f"{path}: already exists; not overwriting it") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot create: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            os.fchmod(out.fileno(), 0o600)  # exactly 0o600 whatever the umask
-            out.write(_TEMPLATE)
-    except OSError as exc:
-        path.unlink(missing_ok=True)
-        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    write_config(path, Config(), overwrite=False)

@@ -20,8 +20,10 @@ tree. The CLI prints ``str(error)`` as one line and exits with ``exit_code``.
     │   └── ChannelClosed   the channel is closed (EOF, goodbye, reset)
     ├── SyncError        replication refused a batch (added with replication)
     ├── CallError        a call could not be placed or kept (added with calls)
-    └── DrillError       a drill scenario is malformed or a drill could not run
-        └── DrillFailed     the drill ran, but records were lost or stores did not converge
+    ├── DrillError       a drill scenario is malformed or a drill could not run
+    │   └── DrillFailed     the drill ran, but records were lost or stores did not converge
+    └── LabError         the network lab (field-kit/lab) failed: tests, benches, drills, demo
+        └── LabUnsupported  this machine cannot do it (e.g. netem delay without sch_netem)
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = [
     "DrillFailed",
     "HomeError",
     "KitError",
+    "LabError",
+    "LabUnsupported",
     "LinkError",
     "MeshdeskError",
     "StoreError",
@@ -138,3 +142,15 @@ class DrillFailed(DrillError):
     """
 
     exit_code = 13
+
+
+class LabError(MeshdeskError):
+    """The network lab (``field-kit/lab``) failed, or a program in a lab host did.
+
+    Not a user's mistake in the product: it comes from the harness that tests,
+    benches, drills and the demo share (:mod:`meshdesk.lab`).
+    """
+
+
+class LabUnsupported(LabError):
+    """This machine cannot do what was asked of the lab (a kernel feature is missing)."""

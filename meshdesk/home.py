@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshdesk._fs import ensure_private_dir, write_private
+from meshdesk.config import Config, write_config
 from meshdesk.errors import HomeError, KitError
 from meshdesk.identity.kit import NodeKit
 from meshdesk.identity.pki import CertificateAuthority
@@ -140,6 +141,19 @@ class NodeHome:
                 f"{self.path} already holds a node; use another --home "
                 "(meshdesk never overwrites a node's key)"
             )
+
+    # -- config --------------------------------------------------------------------
+
+    def write_config(self, config: Config) -> None:
+        """Write ``config`` as this home's commented ``config.toml`` (0600, atomically).
+
+        The way to change a home's settings in code: ``load_config`` →
+        ``dataclasses.replace`` → ``write_config``; never edit the text.
+
+        Raises:
+            ConfigError: the file cannot be written.
+        """
+        write_config(self.config_path, config)
 
     # -- identity ------------------------------------------------------------------
 

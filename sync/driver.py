@@ -57,7 +57,7 @@ from meshdesk.sync.messages import (
 )
 from meshdesk.wire import Frame
 
-__all__ = ["SyncService", "is_sync_frame"]
+__all__ = ["SyncService", "is_sync_frame", "urgency_rank"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def is_sync_frame(frame: Frame) -> TypeGuard[SyncFrame]:
     return isinstance(frame, SYNC_FRAME_TYPES)
 
 
-def _urgency_rank(events: Iterable[StoredEvent]) -> int:
+def urgency_rank(events: Iterable[StoredEvent]) -> int:
     """The most urgent urgency an event of the batch sets (0 = immediate)."""
     best = _NORMAL
     for event in events:
@@ -187,7 +187,7 @@ class SyncService(AsyncResource):
             end = start
             while end < len(events) and events[end].seq <= checkpoint.seq:
                 end += 1
-            out.append(LocalRun(checkpoint, _urgency_rank(events[start:end])))
+            out.append(LocalRun(checkpoint, urgency_rank(events[start:end])))
             start = end
         return out
 
@@ -264,7 +264,7 @@ class SyncService(AsyncResource):
             return
         author = events[-1].author
         checkpoints = await self._store.checkpoints(author, events[0].seq - 1)
-        runs = tuple(LocalRun(cp, _urgency_rank(events)) for cp in checkpoints)
+        runs = tuple(LocalRun(cp, urgency_rank(events)) for cp in checkpoints)
         if runs:
             await self.local_added(runs)
 
@@ -414,7 +414,7 @@ class SyncService(AsyncResource):
             self.stored_events += outcome
             if self.on_stored is not None:
                 self.on_stored(queued.verified)
-            added = (LocalRun(checkpoint, _urgency_rank(queued.verified)),)
+            added = (LocalRun(checkpoint, urgency_rank(queued.verified)),)
             # Every live core hears of every commit, the source too: its index
             # learns the run it just handed over.
             await self._feed(peer, LocalAdded(added))

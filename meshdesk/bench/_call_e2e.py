@@ -12,18 +12,20 @@ the callee's accept, ICE and DTLS, the first keyframe, and the event back.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from meshdesk import admin, control
-from meshdesk.bench._discovery_lab import BenchLab, Proc, log_tail
+from meshdesk import control
+from meshdesk.bench._discovery_lab import log_tail
+from meshdesk.config import CallSettings, Config
+from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import MeshdeskError
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
+from meshdesk.lab import Lab, LabProcess
 
 __all__ = ["measure_end_to_end"]
 
@@ -31,35 +33,21 @@ _PORT = 7420
 #: Bounds (no product limit): start-up and linking, one setup, one hang-up.
 _LINK_LIMIT = 30.0
 _SETUP_LIMIT = 20.0
-_CONFIG = '[calls]\nauto_accept = true\nmedia = "synthetic"\nplayback = "off"\n'
+#: Both nodes answer at once with synthetic media and never play audio.
+_CONFIG = Config(calls=CallSettings(auto_accept=True, media="synthetic", playback="off"))
 
 
 async def _deployment(root: Path) -> list[tuple[NodeHome, str]]:
-    now = dt.datetime.now(dt.UTC)
-    hq = NodeHome(root / "caller")
-    info = await admin.create_deployment(
-        hq, deployment="bench call", node_name="caller", site="lab", departments=(), now=now
-    )
-    kit_path = root / "callee.kit"
-    kit = await admin.issue_kit(
-        hq, name="callee", site="lab", role=Role.CENTER, departments=(), out=kit_path,
-        passphrase=None, now=now,
-    )  # fmt: skip
-    callee = NodeHome(root / "callee")
-    joined = await admin.provision(
-        callee, kit_path=kit_path, passphrase=None, expect_deployment=kit.deployment_id, now=now
-    )
-    homes = [(hq, str(info.node_id)), (callee, str(joined.node_id))]
-    for home, _ in homes:
-        home.config_path.write_text(_CONFIG)
-    return homes
+    specs = [HomeSpec("caller", Role.HQ, config=_CONFIG), HomeSpec("callee", config=_CONFIG)]
+    deployment = await build_deployment(root, "bench call", specs)
+    return [(deployment.homes[n], deployment.node_id(n)) for n in ("caller", "callee")]
 
 
-def _wait(what: str, check: Any, procs: list[Proc], timeout: float) -> None:
+def _wait(what: str, check: Any, procs: list[LabProcess], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         for proc in procs:
-            if proc.popen.poll() is not None:
+            if proc.poll() is not None:
                 raise MeshdeskError(f"bench call: {proc.name} exited while {what}:\n"
                                     f"{log_tail(proc.log)}")  # fmt: skip
         if time.monotonic() > deadline:
@@ -103,14 +91,14 @@ async def _one_setup(caller: NodeHome, callee_id: str) -> tuple[float, float]:
     raise MeshdeskError("bench call: the event stream ended")
 
 
-def measure_end_to_end(lab: BenchLab, folder: Path, rounds: int, say: Any) -> dict[str, Any]:
+def measure_end_to_end(lab: Lab, folder: Path, rounds: int, say: Any) -> dict[str, Any]:
     """Start two nodes in h1 and h2, place ``rounds`` calls; the setup figures."""
     (caller, caller_id), (callee, callee_id) = asyncio.run(_deployment(folder / "nodes"))
     procs = []
     for host, home in (("h1", caller), ("h2", callee)):
         argv = [sys.executable, "-m", "meshdesk", "run", "--home", str(home.path),
-                "--listen", f"0.0.0.0:{_PORT}", "--interface", lab.hosts[host].iface]  # fmt: skip
-        procs.append(lab.spawn(host, argv, home.path.name))
+                "--listen", f"0.0.0.0:{_PORT}", "--interface", lab.host(host).iface]  # fmt: skip
+        procs.append(lab.popen(host, argv, name=home.path.name))
     _wait("linking", lambda: _linked(caller, callee_id) and _linked(callee, caller_id), procs,
           _LINK_LIMIT)  # fmt: skip
     setups: list[float] = []

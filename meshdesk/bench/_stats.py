@@ -2,27 +2,26 @@
 
 A bench measures meshdesk and a baseline in the same run, several times each, and
 prints both side by side. This module holds the parts that do not depend on what is
-measured: percentiles, a :class:`Summary` of samples, rates, ratios, the options and
-argument checks every bench shares, and the plain-text table. Nothing here reads a
-clock or does I/O.
+measured: a :class:`Summary` of samples (its p95 from :func:`meshdesk.stats.percentile`),
+rates, ratios, the options and argument checks every bench shares, and the plain-text
+table. Nothing here reads a clock or does I/O.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from meshdesk.errors import UsageError
+from meshdesk.stats import percentile
 
 __all__ = [
     "Row",
     "Summary",
     "add_run_arguments",
     "format_table",
-    "percentile",
     "rate",
     "ratio",
     "require_at_least",
@@ -31,26 +30,6 @@ __all__ = [
 #: Shortest duration a rate or ratio divides by, so a run too fast for the clock
 #: gives a large finite number instead of a division by zero (JSON has no infinity).
 _TINY = 1e-9
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) with linear interpolation between samples.
-
-    The same definition as NumPy's default: the 50th percentile is the median, the
-    0th and 100th are the smallest and largest samples.
-
-    Raises:
-        ValueError: no samples, or ``q`` outside 0-100.
-    """
-    if not samples:
-        raise ValueError("percentile of no samples")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be within 0-100, got {q}")
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from meshdesk import admin
 from meshdesk.cases.book import case_aad
 from meshdesk.cases.chain import ChainWriter
 from meshdesk.cases.events import CaseOpened
@@ -37,6 +36,7 @@ from meshdesk.cases.hlc import Clock
 from meshdesk.cases.model import Personal
 from meshdesk.cases.sealing import audience, seal
 from meshdesk.config import Config, load_config
+from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.home import NodeHome
 from meshdesk.identity import NodeInfo, Role
 from meshdesk.net import tls
@@ -80,16 +80,9 @@ class Pair:
 
 async def make_pair(root: Path, now: dt.datetime) -> Pair:
     """Create a deployment in ``root/a`` and provision ``root/b`` from a kit it issued."""
-    a, b = NodeHome(root / "a"), NodeHome(root / "b")
-    await admin.create_deployment(
-        a, deployment="bench", node_name="a", site="hq", departments=(), now=now
-    )
-    kit = root / "b.kit"
-    await admin.issue_kit(
-        a, name="b", site="s", role=Role.DESK, departments=(), out=kit, passphrase=None, now=now
-    )
-    await admin.provision(b, kit_path=kit, passphrase=None, expect_deployment=None, now=now)
-    return Pair(a, b)
+    specs = [HomeSpec("a", Role.HQ, site="hq"), HomeSpec("b", Role.DESK, site="s")]
+    deployment = await build_deployment(root, "bench", specs, now=now)
+    return Pair(deployment.homes["a"], deployment.homes["b"])
 
 
 def node_config(home: NodeHome, peers: list[str]) -> Config:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from meshdesk.bench._call_e2e import measure_end_to_end
-from meshdesk.bench._discovery_lab import BenchLab, find_lab
+from meshdesk.bench._discovery_lab import close_lab, find_lab
 from meshdesk.errors import MeshdeskError
+from meshdesk.lab import Lab
 
 __all__ = ["add_parser", "run"]
 
@@ -59,24 +60,23 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     script = find_lab(args.lab, env, what="call")
     say = _progress(args.json)
     with tempfile.TemporaryDirectory(prefix="meshdesk-bench-call-") as folder:
-        lab = BenchLab(script, Path(folder), say)
-        lab.clean_stale()
-        lab.up(2)
+        lab = Lab(2, stem="bc", script=script, log_dir=Path(folder) / "logs")
+        lab.open()
         try:
             say(f"end to end: {args.rounds} calls between two nodes")
             try:
                 e2e = measure_end_to_end(lab, Path(folder), args.rounds, say)
             finally:
-                lab.stop_all()
+                lab.stop_processes()
             results = {}
             for mode in ("raw", "meshdesk"):
                 say(f"{mode}: {args.rounds} setups, then {args.seconds:g} s of media")
                 argv = [sys.executable, "-m", "meshdesk.bench._call_worker", mode,
                         str(args.rounds), str(args.seconds)]  # fmt: skip
-                out = lab.cli("exec", lab.prefix, "h1", "--", *argv, timeout=300)
+                out = lab.run("h1", argv, timeout=300).stdout
                 results[mode] = json.loads(out.strip().splitlines()[-1])
         finally:
-            lab.down()
+            close_lab(lab, say)
     ours, raw = results["meshdesk"], results["raw"]
     report = {
         "setup_ms_p50": e2e["setup_ms_p50"],

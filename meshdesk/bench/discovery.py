@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import platform
 import secrets
@@ -64,14 +63,12 @@ from typing import Any, TypeVar
 
 import zeroconf
 
-from meshdesk import admin, control
+from meshdesk import control
 from meshdesk.bench._discovery_lab import (
     DEFAULT_LAB,
     LAB_ENV,
-    BenchLab,
-    LabHost,
-    Proc,
     Progress,
+    close_lab,
     entry_time,
     find_event,
     find_lab,
@@ -82,9 +79,11 @@ from meshdesk.bench._discovery_lab import (
 )
 from meshdesk.bench._discovery_scripts import BROWSER, NODE_LAUNCHER, REGISTRAR, WATCHER
 from meshdesk.bench._stats import Row, Summary, format_table, require_at_least
+from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import MeshdeskError, UsageError
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
+from meshdesk.lab import Lab, LabHost, LabProcess
 
 __all__ = [
     "DiscoveryBenchConfig",
@@ -282,30 +281,10 @@ class _Node:
 
 async def _make_deployment(root: Path, peers: int) -> list[_Node]:
     """HQ plus ``peers`` + 1 provisioned nodes; the last one is the joiner."""
-    now = dt.datetime.now(dt.UTC)
-    hq = NodeHome(root / "hq")
-    await admin.create_deployment(
-        hq, deployment="bench discovery", node_name="HQ", site="lab", departments=(), now=now
-    )
-    nodes = []
-    for name in [*(f"peer{i}" for i in range(1, peers + 1)), "joiner"]:
-        kit_path = root / f"{name}.kit"
-        kit = await admin.issue_kit(
-            hq,
-            name=name,
-            site="lab",
-            role=Role.CENTER,
-            departments=(),
-            out=kit_path,
-            passphrase=None,
-            now=now,
-        )
-        home = NodeHome(root / name)
-        info = await admin.provision(
-            home, kit_path=kit_path, passphrase=None, expect_deployment=kit.deployment_id, now=now
-        )
-        nodes.append(_Node(name, home, str(info.node_id)))
-    return nodes
+    names = [*(f"peer{i}" for i in range(1, peers + 1)), "joiner"]
+    specs = [HomeSpec("HQ", Role.HQ, folder="hq"), *(HomeSpec(name) for name in names)]
+    deployment = await build_deployment(root, "bench discovery", specs)
+    return [_Node(name, deployment.homes[name], deployment.node_id(name)) for name in names]
 
 
 def _peer_states(node: _Node) -> dict[str, str] | None:
@@ -318,7 +297,7 @@ def _peer_states(node: _Node) -> dict[str, str] | None:
 
 
 class _Bench:
-    def __init__(self, config: DiscoveryBenchConfig, lab: BenchLab, progress: Progress) -> None:
+    def __init__(self, config: DiscoveryBenchConfig, lab: Lab, progress: Progress) -> None:
         self.config = config
         self.lab = lab
         self.progress = progress
@@ -327,25 +306,25 @@ class _Bench:
         self.samples: dict[str, list[float]] = {}
         self.first_links: Counter[str] = Counter()
         self.relinks = 0
-        self.peers: list[tuple[_Node, Proc]] = []
+        self.peers: list[tuple[_Node, LabProcess]] = []
         self.joiner: _Node | None = None
-        self.watcher: Proc | None = None
+        self.watcher: LabProcess | None = None
 
     @property
     def joiner_host(self) -> LabHost:
-        return self.lab.hosts[f"h{self.config.peers + 1}"]
+        return self.lab.host(f"h{self.config.peers + 1}")
 
     @property
     def watcher_host(self) -> LabHost:
-        return self.lab.hosts[f"h{self.config.peers + 2}"]
+        return self.lab.host(f"h{self.config.peers + 2}")
 
-    def fail(self, message: str, *procs: Proc) -> MeshdeskError:
+    def fail(self, message: str, *procs: LabProcess) -> MeshdeskError:
         for proc in procs:
             self.progress(f"last lines of {proc.name}'s log:\n{log_tail(proc.log)}")
         return MeshdeskError(f"bench discovery: {message}")
 
     def wait(
-        self, what: str, check: Callable[[], _T | None], procs: Sequence[Proc], timeout: float
+        self, what: str, check: Callable[[], _T | None], procs: Sequence[LabProcess], timeout: float
     ) -> _T:
         """Poll ``check`` until it returns a value; fail if a process ends or time is up."""
         deadline = time.monotonic() + timeout
@@ -354,8 +333,8 @@ class _Bench:
             if value is not None:
                 return value
             for proc in procs:
-                if proc.popen.poll() is not None:
-                    status = proc.popen.returncode
+                if proc.poll() is not None:
+                    status = proc.returncode
                     raise self.fail(f"{proc.name} exited ({status}) while {what}", proc)
             if time.monotonic() > deadline:
                 raise self.fail(f"timed out after {timeout:g} s {what}", *procs)
@@ -378,11 +357,11 @@ class _Bench:
         bound = int(_SETUP_TIMEOUT + c.runs * 4 * _STEP_TIMEOUT)
         start = time.monotonic()
         for index, node in enumerate(existing, start=1):
-            host = self.lab.hosts[f"h{index}"]
+            host = self.lab.host(f"h{index}")
             argv = self.node_argv(
                 node, host, listen=f"0.0.0.0:{PEER_PORT}", bound=bound, verbose=False
             )
-            self.peers.append((node, self.lab.spawn(host.name, argv, node.name)))
+            self.peers.append((node, self.lab.popen(host.name, argv, name=node.name)))
         procs = [proc for _, proc in self.peers]
         for node, _ in self.peers:
             others = {n.node_id for n in existing if n is not node}
@@ -396,10 +375,10 @@ class _Bench:
             self.wait(f"waiting for {node.name} to link with its peers", linked, procs, 30)
         self.progress(f"{c.peers} peers running and linked after {time.monotonic() - start:.1f} s")
         host = self.watcher_host
-        self.watcher = self.lab.spawn(
+        self.watcher = self.lab.popen(
             host.name,
             [self.python, "-c", WATCHER, host.addr, BASELINE_TYPE, str(bound)],
-            "watcher",
+            name="watcher",
         )
         watcher = self.watcher
         self.wait(
@@ -420,7 +399,7 @@ class _Bench:
         host = self.joiner_host
         argv = self.node_argv(joiner, host, listen="0.0.0.0:0", bound=_HELPER_BOUND, verbose=True)
         spawned = time.time()
-        proc = self.lab.spawn(host.name, argv, f"joiner-{run}")
+        proc = self.lab.popen(host.name, argv, name=f"joiner-{run}")
 
         def up() -> list[dict[str, Any]] | None:
             entries = read_log(proc.log)
@@ -480,13 +459,13 @@ class _Bench:
     def measure_zeroconf(self, run: int) -> str:
         watcher = self.watcher
         assert watcher is not None
-        h1, host = self.lab.hosts["h1"], self.joiner_host
+        h1, host = self.lab.host("h1"), self.joiner_host
         name = f"bench-{self.token}-{run}"
         full = f"{name}.{BASELINE_TYPE}".lower()
-        registrar = self.lab.spawn(
+        registrar = self.lab.popen(
             "h1",
             [self.python, "-c", REGISTRAR, h1.addr, name, BASELINE_TYPE, str(_HELPER_BOUND)],
-            f"registrar-{run}",
+            name=f"registrar-{run}",
         )
         seen = self.wait(
             "waiting for the running browser to see the baseline service",
@@ -505,13 +484,13 @@ class _Bench:
         self._add("zeroconf_register_to_seen", entry_time(seen) - entry_time(registering))
 
         spawned = time.time()
-        browser = self.lab.spawn(
+        browser = self.lab.popen(
             host.name,
             [self.python, "-c", BROWSER, host.addr, BASELINE_TYPE, full, str(_STEP_TIMEOUT)],
-            f"browser-{run}",
+            name=f"browser-{run}",
         )
         try:
-            status = browser.popen.wait(_STEP_TIMEOUT + 5)
+            status = browser.wait(_STEP_TIMEOUT + 5)
         except subprocess.TimeoutExpired:
             raise self.fail("the fresh zeroconf browser did not finish", browser) from None
         resolved = find_event(read_log(browser.log), "resolved")
@@ -583,13 +562,11 @@ def run_discovery_bench(
     """
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meshdesk-bench-")))
-        lab = BenchLab(lab_script, folder, progress)
-        lab.clean_stale()
-        stack.callback(lab.down)  # runs after stop_all: processes first, then the lab
-        stack.callback(lab.stop_all)
-        lab.up(config.peers + 2)
+        lab = Lab(config.peers + 2, stem="bd", script=lab_script, log_dir=folder / "logs")
+        stack.callback(close_lab, lab, progress)  # its processes first, then the lab
+        lab.open()
         progress(f"lab {lab.prefix} up: {config.peers + 2} hosts")
-        nodes = asyncio.run(_make_deployment(folder, config.peers))
+        nodes = asyncio.run(_make_deployment(folder / "nodes", config.peers))
         bench = _Bench(config, lab, progress)
         bench.setup(nodes)
         for run in range(1, config.runs + 1):

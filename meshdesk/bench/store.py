@@ -51,6 +51,7 @@ __all__ = [
     "StoreBenchConfig",
     "StoreBenchResult",
     "add_parser",
+    "append_raw",
     "event_hash",
     "generate_events",
     "handle",
@@ -273,9 +274,15 @@ async def _append_meshdesk(
     return elapsed, inserted
 
 
-def _append_raw(
+def append_raw(
     path: Path, batches: Sequence[Sequence[StoredEvent]], now: int, *, guarded: bool
 ) -> float:
+    """Seconds to insert ``batches`` with plain sqlite3, one transaction per batch.
+
+    The floor a Store append is compared with: ``guarded`` uses meshdesk's own schema
+    (triggers, indexes) as the Store creates it, otherwise a bare table of the same
+    columns. ``now`` is the ``received_at`` written into every row.
+    """
     if guarded:  # meshdesk's schema exactly as the Store creates it
         asyncio.run(_create_store(path))
     with _connect(path) as db:
@@ -422,10 +429,10 @@ def _run(config: StoreBenchConfig, folder: Path, progress: Progress) -> StoreBen
                 _check_count("Store.append_events inserted", inserted, n)
                 measure("append", seconds)
             elif who == "raw":
-                measure("raw_append", _append_raw(raw_db, batches, received_at, guarded=False))
+                measure("raw_append", append_raw(raw_db, batches, received_at, guarded=False))
             else:
                 measure(
-                    "guarded_append", _append_raw(guarded_db, batches, received_at, guarded=True)
+                    "guarded_append", append_raw(guarded_db, batches, received_at, guarded=True)
                 )
         progress(
             f"append {run}/{repeat}: meshdesk {samples['append'][-1]:.2f} s,"

@@ -49,7 +49,7 @@ from meshdesk.bench._sync_setup import (
     node_config,
     read_events,
 )
-from meshdesk.bench.store import _append_raw
+from meshdesk.bench.store import append_raw
 from meshdesk.cases.chain import checkpoint_message
 from meshdesk.home import NodeHome
 from meshdesk.store import StoredEvent
@@ -351,7 +351,7 @@ async def _run(config: SyncBenchConfig, folder: Path, progress: Progress) -> Syn
     events = read_events(cold.a)
     progress("floors: raw sqlite3 executemany and one Ed25519 verify per event")
     batches = [events[i : i + _FLOOR_BATCH] for i in range(0, len(events), _FLOOR_BATCH)]
-    sqlite_s = _append_raw(folder / "floor.db", batches, int(now.timestamp() * 1000),
+    sqlite_s = append_raw(folder / "floor.db", batches, int(now.timestamp() * 1000),
                            guarded=False)  # fmt: skip
     sample = events[:_FLOOR_VERIFY_MAX]
     verify_s = _floor_verify(sample, cold.a, now)

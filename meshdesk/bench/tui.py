@@ -25,7 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from meshdesk.bench._stats import percentile, require_at_least
+from meshdesk.bench._stats import require_at_least
+from meshdesk.stats import percentile
 
 __all__ = [
     "DEFAULT_CASES",

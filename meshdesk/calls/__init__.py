@@ -5,12 +5,14 @@ See :mod:`meshdesk.calls.manager` for how a call flows.
 
 from __future__ import annotations
 
+from meshdesk.calls.link import CallLink
 from meshdesk.calls.manager import MESH_MAX, CallManager, is_call_frame
 from meshdesk.calls.media import open_media, parse_media
 from meshdesk.calls.policy import QualityPolicy, Sample
 
 __all__ = [
     "MESH_MAX",
+    "CallLink",
     "CallManager",
     "QualityPolicy",
     "Sample",

@@ -19,6 +19,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from meshdesk._lifecycle import AsyncResource, spawn_owned
 from meshdesk.calls.ice import local_address_towards
+from meshdesk.calls.link import CallLink
 from meshdesk.calls.media import open_media, prepare_synthetic
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
 from meshdesk.calls.peer import Leg, LegStats
@@ -29,7 +30,6 @@ from meshdesk.calls.stats import update_stats
 from meshdesk.config import CallSettings
 from meshdesk.errors import CallError, ChannelClosed, MeshdeskError
 from meshdesk.identity import NodeInfo
-from meshdesk.net.link import Link
 from meshdesk.net.peers import PeerRecord
 from meshdesk.wire import (
     CallAnswer,
@@ -85,7 +85,7 @@ class CallCore(AsyncResource):
         me: NodeInfo,
         settings: CallSettings,
         *,
-        link_of: Callable[[str], Link | None],
+        link_of: Callable[[str], CallLink | None],
         peers: Callable[[], list[PeerRecord]],
         case_log: CallLog | None = None,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
@@ -165,7 +165,7 @@ class CallCore(AsyncResource):
         forwarder = self._forwarders.get(call.call_id)
         slots = forwarder.slots_for(part.node_id) if forwarder is not None else []
         link = self._link_of(part.node_id)
-        local = local_address_towards(link.channel.remote) if link is not None else None
+        local = local_address_towards(link.remote) if link is not None else None
         leg = Leg(
             part.node_id,
             audio=call.media.audio,

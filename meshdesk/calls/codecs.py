@@ -32,6 +32,7 @@ __all__ = [
     "SpeechOpusEncoder",
     "encoder_profile",
     "install",
+    "select_encoder",
 ]
 
 
@@ -84,7 +85,8 @@ class CappedVp8Encoder(Vp8Encoder):
         _VP8_RATE.fset(self, min(bitrate, self._cap))
 
 
-def _get_encoder(codec: RTCRtpCodecParameters) -> Encoder:
+def select_encoder(codec: RTCRtpCodecParameters) -> Encoder:
+    """aiortc's encoder for ``codec``, or ours while an :func:`encoder_profile` is active."""
     profile = _profile.get()
     if profile is not None:
         mime = codec.mimeType.lower()
@@ -99,11 +101,11 @@ _installed: Callable[[RTCRtpCodecParameters], Encoder] | None = None
 
 
 def install() -> None:
-    """Route aiortc's sender encoder choice through :func:`_get_encoder` (idempotent)."""
+    """Route aiortc's sender encoder choice through :func:`select_encoder` (idempotent)."""
     global _installed
     if _installed is None:
-        _installed = _get_encoder
-        _sender_module.get_encoder = _get_encoder  # type: ignore[attr-defined]
+        _installed = select_encoder
+        _sender_module.get_encoder = select_encoder  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

@@ -26,12 +26,12 @@ import base64
 import logging
 
 from meshdesk.calls._core import MEDIA_TIMEOUT, MESH_MAX, RING_TIMEOUT, CallCore, CallLog
+from meshdesk.calls.link import CallLink
 from meshdesk.calls.media import open_media, parse_media
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
 from meshdesk.calls.relay import GROUP_MAX, Forwarder
 from meshdesk.cases.ids import is_valid_id, new_id
 from meshdesk.errors import CallError
-from meshdesk.net.link import Link
 from meshdesk.net.mesh import PeerEvent
 from meshdesk.net.peers import PeerRecord
 from meshdesk.wire import (
@@ -234,7 +234,7 @@ class CallManager(CallCore):
 
     # -- frames from peers -----------------------------------------------------------
 
-    async def on_frame(self, link: Link, frame: Frame) -> None:
+    async def on_frame(self, link: CallLink, frame: Frame) -> None:
         """Handle a call frame; its sender is ``link``'s authenticated peer."""
         sender = link.peer_id
         if isinstance(frame, CallOffer):

@@ -2,7 +2,8 @@
 
 The pure case model lives here: the vocabulary (:mod:`.model`), time stamps
 (:mod:`.hlc`) and ids (:mod:`.ids`), the event payloads and their strict codec
-(:mod:`.events`), and the fold from events to state with its writer (:mod:`.fold`).
+(:mod:`.events`), the shape of a folded case (:mod:`.state`), and the fold from
+events to state with its writer (:mod:`.fold`).
 None of it does I/O or reads a clock, so it is tested fast and deterministically.
 """
 
@@ -63,24 +64,27 @@ from meshdesk.cases.model import (
     STATUS_LABELS,
     STATUS_TRANSITIONS,
     URGENCY_LABELS,
-    CallEntry,
-    Candidate,
     CaseField,
-    CaseState,
     Category,
-    Conflict,
-    Grant,
-    HistoryEntry,
     Lang,
-    Note,
     Personal,
-    Referral,
     ReferralState,
     Status,
     Urgency,
     Value,
+    check_text,
     check_transition,
     referral_register,
+)
+from meshdesk.cases.state import (
+    CallEntry,
+    Candidate,
+    CaseState,
+    Conflict,
+    Grant,
+    HistoryEntry,
+    Note,
+    Referral,
 )
 
 __all__ = [
@@ -135,6 +139,7 @@ __all__ = [
     "Value",
     "check_hlc",
     "check_id",
+    "check_text",
     "check_transition",
     "decode_body",
     "fold",

@@ -21,8 +21,9 @@ from meshdesk.cases.chain import ChainWriter, new_chain_author
 from meshdesk.cases.events import CaseOpened
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
 from meshdesk.cases.hlc import Clock, make_hlc, to_datetime
-from meshdesk.cases.model import CaseState, Category, Personal, Status, Urgency
+from meshdesk.cases.model import Category, Personal, Status, Urgency
 from meshdesk.cases.sealing import audience, grant, open_sealed, recipients_of, seal
+from meshdesk.cases.state import CaseState
 from meshdesk.errors import AuthError, MeshdeskError, StoreError, SyncError, UsageError
 from meshdesk.identity import NodeInfo, NodeKit
 from meshdesk.store import Store, StoredEvent

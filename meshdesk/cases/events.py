@@ -24,7 +24,7 @@ import msgpack
 from meshdesk.cases.chain import author_node
 from meshdesk.cases.hlc import HLC_MAX
 from meshdesk.cases.ids import is_valid_id
-from meshdesk.cases.model import CaseField, Category, ReferralState, Status, Urgency, _check_text
+from meshdesk.cases.model import CaseField, Category, ReferralState, Status, Urgency, check_text
 from meshdesk.errors import SyncError, UsageError
 from meshdesk.identity.nodeid import NodeId
 
@@ -97,7 +97,7 @@ _UNPACK_LIMITS: dict[str, Any] = {
 
 def _label(what: str, value: object) -> str:
     """A site or department name: one line, no surrounding blanks (it is a key)."""
-    text = _check_text(what, value, _LABEL_MAX)
+    text = check_text(what, value, _LABEL_MAX)
     if text != text.strip():
         raise UsageError(f"{what} must not start or end with blanks: {text!r}")
     return text
@@ -203,7 +203,7 @@ class CaseOpened(_Payload):
     sealed: bytes | None = None
 
     def __post_init__(self) -> None:
-        _check_text("op", self.op, OP_MAX)
+        check_text("op", self.op, OP_MAX)
         _label("site", self.site)
         _coerce(self, "category", Category)
         _coerce(self, "urgency", Urgency)
@@ -232,7 +232,7 @@ class FieldSet(_Payload):
     seen: tuple[EventRef, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_text("op", self.op, OP_MAX)
+        check_text("op", self.op, OP_MAX)
         vocab: Mapping[CaseField, type[enum.StrEnum]] = {
             CaseField.CATEGORY: Category,
             CaseField.URGENCY: Urgency,
@@ -263,7 +263,7 @@ class NoteAdded(_Payload):
     sealed: bytes
 
     def __post_init__(self) -> None:
-        _check_text("op", self.op, OP_MAX)
+        check_text("op", self.op, OP_MAX)
         _item_id("note_id", self.note_id)
         _blob("sealed", self.sealed)
 
@@ -279,10 +279,10 @@ class ReferralAdded(_Payload):
     reason: str
 
     def __post_init__(self) -> None:
-        _check_text("op", self.op, OP_MAX)
+        check_text("op", self.op, OP_MAX)
         _item_id("referral_id", self.referral_id)
         _label("department", self.department)
-        _check_text("reason", self.reason, _REASON_MAX, multiline=True)
+        check_text("reason", self.reason, _REASON_MAX, multiline=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +296,7 @@ class ReferralStateSet(_Payload):
     seen: tuple[EventRef, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_text("op", self.op, OP_MAX)
+        check_text("op", self.op, OP_MAX)
         _item_id("referral_id", self.referral_id)
         _coerce(self, "state", ReferralState)
         _refs(self)
@@ -311,7 +311,7 @@ class ConsentAdded(_Payload):
     department: str
 
     def __post_init__(self) -> None:
-        _check_text("op", self.op, OP_MAX)
+        check_text("op", self.op, OP_MAX)
         _label("department", self.department)
 
 
@@ -328,7 +328,7 @@ class CallLogged(_Payload):
     duration_s: int
 
     def __post_init__(self) -> None:
-        _check_text("op", self.op, OP_MAX)
+        check_text("op", self.op, OP_MAX)
         _item_id("call_id", self.call_id)
         object.__setattr__(self, "participants", tuple(self.participants))
         _node_ids("participants", self.participants, 1)
@@ -350,7 +350,7 @@ class PersonalSet(_Payload):
     seen: tuple[EventRef, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_text("op", self.op, OP_MAX)
+        check_text("op", self.op, OP_MAX)
         _blob("sealed", self.sealed)
         _refs(self)
 
@@ -364,7 +364,7 @@ class KeyGranted(_Payload):
     grants: bytes
 
     def __post_init__(self) -> None:
-        _check_text("op", self.op, OP_MAX)
+        check_text("op", self.op, OP_MAX)
         _blob("grants", self.grants)
 
 

@@ -49,23 +49,25 @@ from meshdesk.cases.hlc import Clock, hlc_wall_ms
 from meshdesk.cases.ids import is_valid_id, new_id
 from meshdesk.cases.model import (
     PERSONAL_REGISTER,
+    CaseField,
+    Category,
+    ReferralState,
+    Status,
+    Urgency,
+    Value,
+    check_text,
+    check_transition,
+    referral_register,
+)
+from meshdesk.cases.state import (
     CallEntry,
     Candidate,
-    CaseField,
     CaseState,
-    Category,
     Conflict,
     Grant,
     HistoryEntry,
     Note,
     Referral,
-    ReferralState,
-    Status,
-    Urgency,
-    Value,
-    _check_text,
-    check_transition,
-    referral_register,
 )
 from meshdesk.errors import SyncError, UsageError
 from meshdesk.store.records import StoredEvent
@@ -322,7 +324,7 @@ class CaseWriter:
     """
 
     def __init__(self, op: str, clock: Clock, rng: random.Random | None = None) -> None:
-        self.op: str = _check_text("operator name", _clean(op), OP_MAX)
+        self.op: str = check_text("operator name", _clean(op), OP_MAX)
         self.clock = clock
         self.rng = rng
 

@@ -6,8 +6,9 @@ or English. The citizen's details travel only sealed, so :class:`Personal` is th
 plaintext that the sealing module encrypts; it is validated here so a bad entry is
 refused at the desk, before it is sealed and replicated for good.
 
-The shape of a folded case (:class:`CaseState` and its parts) is here too, apart
-from the fold that builds it, so readers of state need not import the fold.
+The shape of a folded case (:class:`~meshdesk.cases.state.CaseState` and its parts)
+is in :mod:`meshdesk.cases.state`: it names event kinds and refs, which are built on
+this vocabulary.
 """
 
 from __future__ import annotations
@@ -17,14 +18,11 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import msgpack
 
 from meshdesk.errors import SyncError, UsageError
-
-if TYPE_CHECKING:  # events.py imports this module; these are annotations only
-    from meshdesk.cases.events import EventKind, EventRef
 
 __all__ = [
     "CASE_FIELD_LABELS",
@@ -35,22 +33,15 @@ __all__ = [
     "STATUS_LABELS",
     "STATUS_TRANSITIONS",
     "URGENCY_LABELS",
-    "CallEntry",
-    "Candidate",
     "CaseField",
-    "CaseState",
     "Category",
-    "Conflict",
-    "Grant",
-    "HistoryEntry",
     "Lang",
-    "Note",
     "Personal",
-    "Referral",
     "ReferralState",
     "Status",
     "Urgency",
     "Value",
+    "check_text",
     "check_transition",
     "referral_register",
 ]
@@ -203,7 +194,7 @@ PERSONAL_REGISTER = "personal"
 
 
 def referral_register(referral_id: str) -> str:
-    """Register name of one referral's state, as :class:`Conflict` and heads use it."""
+    """Register name of one referral's state, as conflicts and heads name it."""
     return f"referral:{referral_id}"
 
 
@@ -211,7 +202,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def _check_text(what: str, value: object, max_len: int, *, multiline: bool = False) -> str:
+def check_text(what: str, value: object, max_len: int, *, multiline: bool = False) -> str:
     """Validate operator text: a non-empty str, at most ``max_len`` characters.
 
     Japanese (full-width) text is fine; control characters are not, except newline
@@ -286,7 +277,7 @@ class Personal:
         for key, limit in _TEXT_LIMITS.items():
             value = getattr(self, key)
             if value is not None or key == "name":
-                _check_text(key, value, limit, multiline=key in ("address", "needs"))
+                check_text(key, value, limit, multiline=key in ("address", "needs"))
         if self.age is not None:
             _check_int("age", self.age, 0, 150)
         if self.household_size is not None:
@@ -330,144 +321,3 @@ class Personal:
             return cls(**obj)
         except UsageError as exc:
             raise SyncError(f"personal block: {exc}") from exc
-
-
-# -- the folded state (built by meshdesk.cases.fold) ------------------------------------
-
-
-class Candidate(NamedTuple):
-    """One live write of a conflicted register: what, by which node and operator, when."""
-
-    value: Value
-    author: str
-    hlc: int
-    op: str
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """Concurrent writes to one register that nobody has reconciled yet.
-
-    ``candidates`` run newest first by ``(hlc, author)``; the first is displayed.
-    """
-
-    field: str
-    candidates: tuple[Candidate, ...]
-
-
-class HistoryEntry(NamedTuple):
-    """Attribution of one event: when, which node, which operator, what kind."""
-
-    hlc: int
-    author: str
-    op: str
-    kind: EventKind
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """A sealed free-text note and who wrote it."""
-
-    note_id: str
-    sealed: bytes
-    author: str
-    hlc: int
-    op: str
-
-
-@dataclass(frozen=True, slots=True)
-class Referral:
-    """A referral to a department with its current (displayed) state."""
-
-    referral_id: str
-    department: str
-    reason: str
-    author: str
-    hlc: int
-    op: str
-    state: ReferralState
-
-
-@dataclass(frozen=True, slots=True)
-class CallEntry:
-    """One call-log entry: participants and timing, never the media."""
-
-    call_id: str
-    participants: tuple[str, ...]
-    started_hlc: int
-    ended_hlc: int | None
-    duration_s: int
-    author: str
-    hlc: int
-    op: str
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """A KEY_GRANT: the data key re-sealed for new audience members."""
-
-    grants: bytes
-    author: str
-    hlc: int
-    op: str
-
-
-_REGISTER_NAME = re.compile(r"category|urgency|status|department|personal|referral:[0-9a-f-]{36}")
-
-
-@dataclass(frozen=True, slots=True)
-class CaseState:
-    """Everything known about one case, folded from the events held locally.
-
-    ``opened`` is False while the CASE_OPENED has not arrived: the case is then
-    incomplete (identity fields None, scalars None unless edited) but not broken.
-
-    Attributes:
-        registers: Live write refs per register name; read them with :meth:`heads`.
-            See :mod:`meshdesk.cases.fold` for the register rules.
-    """
-
-    id: str
-    opened: bool
-    created_hlc: int | None
-    origin: str | None
-    site: str | None
-    category: Category | None
-    urgency: Urgency | None
-    status: Status | None
-    department: str | None
-    consent: tuple[str, ...]
-    notes: tuple[Note, ...]
-    referrals: tuple[Referral, ...]
-    calls: tuple[CallEntry, ...]
-    grants: tuple[Grant, ...]
-    personal_sealed: bytes | None
-    conflicts: tuple[Conflict, ...]
-    history: tuple[HistoryEntry, ...]
-    registers: Mapping[str, tuple[EventRef, ...]]
-
-    @property
-    def last_hlc(self) -> int:
-        """HLC of the newest event: a new edit must sort after it."""
-        return self.history[-1].hlc
-
-    def heads(self, register: str) -> tuple[EventRef, ...]:
-        """The live writes of ``register``: what a new write must list as ``seen``.
-
-        Args:
-            register: A :class:`CaseField` value, ``"personal"`` or
-                :func:`referral_register` of a referral id.
-
-        Raises:
-            ValueError: not a register name.
-        """
-        if not _REGISTER_NAME.fullmatch(register):
-            raise ValueError(f"not a case register: {register!r}")
-        return self.registers.get(register, ())
-
-    def conflict(self, register: str) -> Conflict | None:
-        """The open conflict on ``register``, if any."""
-        return next((c for c in self.conflicts if c.field == register), None)
-
-    def referral(self, referral_id: str) -> Referral | None:
-        return next((r for r in self.referrals if r.referral_id == referral_id), None)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from meshdesk import admin, control
 from meshdesk.cli._output import print_fields, print_qr
+from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import UsageError
 from meshdesk.home import NodeHome
 from meshdesk.identity import NodeId, NodeInfo, Role, read_passphrase
@@ -246,54 +247,22 @@ def status(args: argparse.Namespace, env: Env) -> int:
     return 0
 
 
-_DEMO_CENTRES = (
-    ("第一小学校避難所", "大町地区", ("welfare",)),
-    ("Civic Gym shelter", "Minami ward", ()),
+_DEMO_NODES = (
+    HomeSpec("本部 HQ", Role.HQ, "市役所 City Hall", ("welfare", "housing"), folder="hq"),
+    HomeSpec("第一小学校避難所", Role.CENTER, "大町地区", ("welfare",), folder="centre1"),
+    HomeSpec("Civic Gym shelter", Role.CENTER, "Minami ward", (), folder="centre2"),
 )
 
 
 def demo_provision(root: Path) -> list[NodeHome]:
     """Create the demo deployment in ``root``: HQ and two centres, provisioned from kits."""
     now = _now()
-    hq = NodeHome(root / "hq")
-    print(f"== Creating deployment 'デモ市 Demo City' with its HQ node in {hq.path}")
-    asyncio.run(
-        admin.create_deployment(
-            hq,
-            deployment="デモ市 Demo City",
-            node_name="本部 HQ",
-            site="市役所 City Hall",
-            departments=("welfare", "housing"),
-            now=now,
-        )
-    )
-    homes = [hq]
-    for index, (name, site, depts) in enumerate(_DEMO_CENTRES, start=1):
-        kit_path = root / f"centre{index}.kit"
-        kit = asyncio.run(
-            admin.issue_kit(
-                hq,
-                name=name,
-                site=site,
-                role=Role.CENTER,
-                departments=depts,
-                out=kit_path,
-                passphrase=None,
-                now=now,
-            )
-        )
-        print(f"== Issued kit {kit_path.name}: fingerprint (node id) {kit.node_id}")
-        home = NodeHome(root / f"centre{index}")
-        asyncio.run(
-            admin.provision(
-                home,
-                kit_path=kit_path,
-                passphrase=None,
-                expect_deployment=kit.deployment_id,
-                now=now,
-            )
-        )
-        homes.append(home)
+    hq = root / _DEMO_NODES[0].home_folder
+    print(f"== Creating deployment 'デモ市 Demo City' with its HQ node in {hq}")
+    city = asyncio.run(build_deployment(root, "デモ市 Demo City", _DEMO_NODES, now=now))
+    for name, kit_path in city.kits.items():
+        print(f"== Issued kit {kit_path.name}: fingerprint (node id) {city.node_id(name)}")
+    homes = list(city.homes.values())
     for home in homes:
         report = asyncio.run(admin.node_status(home, now=now))
         print(f"\n-- meshdesk status --home {home.path}")

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from meshdesk import control
-from meshdesk.errors import MeshdeskError
+from meshdesk.config import CallSettings, load_config
+from meshdesk.errors import LabError, MeshdeskError
 from meshdesk.home import NodeHome
+from meshdesk.lab import CHECKOUT_SCRIPT, Lab, lab_problems
 
 __all__ = ["SAMPLE_CASES", "demo"]
 
@@ -76,8 +76,10 @@ SAMPLE_CASES: tuple[tuple[int, dict[str, Any]], ...] = (
 )
 
 LINK_WITHIN = 45.0
-_LAB = Path(__file__).resolve().parents[2] / "field-kit" / "lab"
 _PORT = 7010
+_STOP_GRACE = 15.0
+#: What the demo's nodes answer calls with (written into each home's config).
+_CALLS = CallSettings(auto_accept=True, media="synthetic")
 
 
 def _say(text: str) -> None:
@@ -89,37 +91,23 @@ class _Nodes:
 
     def __init__(self, root: Path, homes: dict[str, NodeHome], *, namespaces: bool) -> None:
         self.root, self.homes, self.namespaces = root, homes, namespaces
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.prefix: str | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []  # loopback mode
+        self.lab: Lab | None = None  # namespace mode: the lab owns the processes
         self.meshdesk = str(Path(sys.executable).parent / "meshdesk")
 
     def start(self) -> None:
         names = list(self.homes)
         if self.namespaces:
-            self.prefix = f"mddemo{secrets.token_hex(2)}"
-            _say(f"== Building a lab LAN {self.prefix} (network namespaces) with field-kit/lab")
-            subprocess.run(
-                [str(_LAB), "up", str(len(names)), "--prefix", self.prefix],
-                check=True,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-            )
+            self.lab = Lab(len(names), stem="mddemo", script=CHECKOUT_SCRIPT, log_dir=self.root)
+            self.lab.open()
+            prefix = self.lab.prefix
+            _say(f"== Building a lab LAN {prefix} (network namespaces) with field-kit/lab")
             for index, name in enumerate(names, start=1):
                 argv = [
-                    "ip",
-                    "netns",
-                    "exec",
-                    f"{self.prefix}-h{index}",
-                    self.meshdesk,
-                    "run",
-                    "--home",
-                    str(self.homes[name].path),
-                    "--listen",
-                    f"0.0.0.0:{_PORT}",
-                    "--interface",
-                    "eth0",
-                ]
-                self._spawn(name, argv)
+                    self.meshdesk, "run", "--home", str(self.homes[name].path),
+                    "--listen", f"0.0.0.0:{_PORT}", "--interface", "eth0",
+                ]  # fmt: skip
+                self.lab.popen(f"h{index}", argv, name=name, log=self.root / f"{name}.log")
             return
         first = names[0]
         self._spawn(first, self._loopback(first, []))
@@ -155,17 +143,16 @@ class _Nodes:
                 proc.terminate()
         for proc in self.procs:
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=_STOP_GRACE)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self.prefix is not None:
-            subprocess.run(
-                [str(_LAB), "down", self.prefix],
-                check=False,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-            )
+        if self.lab is not None:
+            try:
+                self.lab.stop_processes(grace=_STOP_GRACE)
+                self.lab.close()
+            except LabError as exc:
+                _say(f"== WARNING: {exc}; remove what is left with: make lab-clean")
         _say("== Stopped every node the demo started")
 
 
@@ -244,15 +231,13 @@ async def _run(nodes: _Nodes, *, interactive: bool, env: Env) -> int:
 
 
 def _calls_config(home: NodeHome) -> None:
-    text = home.config_path.read_text()
-    text = text.replace("auto_accept = false", "auto_accept = true")
-    home.config_path.write_text(text.replace('media = "device"', 'media = "synthetic"'))
+    """The demo's nodes answer calls at once, with a test pattern and tone."""
+    home.write_config(replace(load_config(home.config_path), calls=_CALLS))
 
 
 def _use_namespaces(args: argparse.Namespace) -> bool:
-    if args.loopback:
-        return False
-    return os.geteuid() == 0 and _LAB.exists() and shutil.which("ip") is not None
+    """Lab namespaces when root can make them here (mDNS and calls work there)."""
+    return not args.loopback and not lab_problems(CHECKOUT_SCRIPT, tools=("ip",))
 
 
 def demo(args: argparse.Namespace, env: Env) -> int:

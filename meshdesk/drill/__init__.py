@@ -2,6 +2,9 @@
 
 - :mod:`~meshdesk.drill.scenario` reads a scenario (TOML) and names the line of
   every problem;
+- :mod:`~meshdesk.drill.world` plans what happens when (topology, power, the
+  consultation workload, deferred cases, revocations, calls) for both modes,
+  purely, from the scenario and a seed;
 - :mod:`~meshdesk.drill.sim` plays it with every node in one process: real case
   events and hash chains, replicated by the real sync core over in-memory links,
   on a virtual clock (reproducible from the seed);

@@ -1,19 +1,19 @@
 """Lab-mode calls: the scenario's calls and joins as control ops on real nodes.
 
-A call is ``call_start`` (audio only, synthetic media) from a running node of the
-caller site to one of the callee site; a department or site joining is
-``call_invite`` of a node listing it; ``call_hangup`` ends the call after its
-duration. A call (or join) is completed when its member is connected at hang-up.
+The engine picks the nodes (the first of those the world says can take part, see
+:class:`~meshdesk.drill.world.PlaceCall`) and hands them in. A call is
+``call_start`` (audio only, synthetic media) from the caller to the callee; a
+department or site joining is ``call_invite`` of its node; the engine hangs the
+call up after its duration (:meth:`LabCalls.hang_up`: ``call_hangup``). A call
+(or join) is completed when its member is connected at hang-up.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from meshdesk.drill._labnodes import LabNode
+from meshdesk.drill import _labops as ops
+from meshdesk.drill._labops import ControlNode
 from meshdesk.drill.metrics import CallRecord, Recorder
 from meshdesk.drill.model import Call, CallJoin
 from meshdesk.errors import MeshdeskError
@@ -25,88 +25,60 @@ __all__ = ["LabCalls"]
 class _Placed:
     """A call placed on ``caller``; ``members`` are the records to complete, and whom."""
 
-    caller: LabNode
+    caller: ControlNode
     call_id: str
     members: list[tuple[CallRecord, str]]
 
 
 class LabCalls:
-    """The calls of one lab drill over ``nodes`` (shared with the engine, by name)."""
+    """The calls of one lab drill; what happens to each goes to ``rec``."""
 
-    def __init__(
-        self,
-        rec: Recorder,
-        nodes: Mapping[str, LabNode],
-        revoked: Collection[str],
-        *,
-        now: Callable[[], float],
-        schedule: Callable[[float, Callable[[], Awaitable[None]]], None],
-    ) -> None:
-        self.rec = rec
-        self.nodes = nodes
-        self.revoked = revoked
-        self._now = now
-        self._schedule = schedule
-        self.placed: dict[str, _Placed] = {}  # scenario call id -> the call placed
+    def __init__(self, rec: Recorder) -> None:
+        self._rec = rec
+        self._placed: dict[str, _Placed] = {}  # scenario call id -> the call placed
 
-    def site_node(self, site: str | None, department: str | None) -> LabNode | None:
-        for node in self.nodes.values():
-            if not node.alive or node.name in self.revoked:
-                continue
-            if (site is not None and node.spec.site == site) or (
-                department is not None and department in node.spec.departments
-            ):
-                return node
-        return None
-
-    async def call(self, call: Call) -> None:
-        t = self._now()
-        caller = self.site_node(call.caller, None)
-        callee = self.site_node(call.callee, None)
+    async def place(
+        self, call: Call, t: float, caller: ControlNode | None, callee: ControlNode | None
+    ) -> bool:
+        """Place ``call`` at scenario time ``t``; True when it rings (hang it up later)."""
         record = CallRecord(call.call_id, "call", call.caller, call.callee, t, placed=False)
-        self.rec.calls.append(record)
+        self._rec.calls.append(record)
         if caller is None or callee is None:
             record.note = "no powered node at " + (call.caller if caller is None else call.callee)
-            return
+            return False
         try:
-            obj = await caller.call(
-                "call_start", {"peer": callee.name, "audio_only": True, "media": "synthetic"}
-            )
+            call_id = await ops.start_call(caller, callee.name)
         except MeshdeskError as exc:
             record.note = str(exc)
-            return
+            return False
         record.placed = True
-        self.placed[call.call_id] = _Placed(caller, str(obj["call_id"]), [(record, callee.name)])
-        self._schedule(t + call.duration, functools.partial(self._hangup, call.call_id))
+        self._placed[call.call_id] = _Placed(caller, call_id, [(record, callee.name)])
+        return True
 
-    async def join(self, join: CallJoin) -> None:
-        t = self._now()
+    async def join(self, join: CallJoin, t: float, member: ControlNode | None, site: str) -> None:
+        """``member`` (of ``site``) joins the running call, or the join is recorded as failed."""
         who = join.department or join.site or "?"
-        placed = self.placed.get(join.call_id)
-        member = self.site_node(join.site, join.department)
-        site = member.spec.site if member is not None else (join.site or "?")
+        placed = self._placed.get(join.call_id)
         record = CallRecord(join.call_id, "join", site, who, t, placed=False)
-        self.rec.calls.append(record)
+        self._rec.calls.append(record)
         if placed is None or member is None:
             record.note = "the call is not running" if placed is None else f"no node for {who}"
             return
         try:
-            await placed.caller.call(
-                "call_invite", {"call_id": placed.call_id, "peer": member.name}
-            )
+            await ops.invite(placed.caller, placed.call_id, member.name)
         except MeshdeskError as exc:
             record.note = str(exc)
             return
         record.placed = True
         placed.members.append((record, member.name))
 
-    async def _hangup(self, call_id: str) -> None:
-        placed = self.placed.pop(call_id)
+    async def hang_up(self, call_id: str) -> None:
+        """End the scenario call ``call_id``; its members connected now completed it."""
+        placed = self._placed.pop(call_id)
         try:
-            calls: list[dict[str, Any]] = await placed.caller.call("calls")
-            obj = next((c for c in calls if c["call_id"] == placed.call_id), None)
+            obj = await ops.the_call(placed.caller, placed.call_id)
             if obj is not None and obj["state"] != "ended":
-                await placed.caller.call("call_hangup", {"call_id": placed.call_id})
+                await ops.hang_up(placed.caller, placed.call_id)
         except MeshdeskError as exc:
             for record, _ in placed.members:
                 record.note = f"call lost before hang-up: {exc}"

@@ -8,33 +8,30 @@ through the real control op ``case set`` at a node of the site *and* at HQ, at t
 same moment, to two different values. Neither write can have seen the other, so
 when the site is back the fold shows a conflict on ``urgency``. Once per site and
 drill: a later cut (a courier leaving HQ for the last time) may have no link left
-to carry the two writes before the end. Each poll asks HQ
-(``case show``) about the cases written so; a conflict seen there is raised in the
+to carry the two writes before the end. When a site is cut off is the world's rule
+(:class:`~meshdesk.drill.world.CutOff`). Each poll asks HQ (``case show``) about
+the cases written so; a conflict seen there is raised in the
 :class:`~meshdesk.drill.metrics.Recorder` (under the case's site), and an HQ
-operator settles it :data:`RESOLVE_AFTER_S` scenario seconds later with ``case set``
-of the newest candidate's value — ``set`` writes over every live candidate, which
-is how an operator resolves a conflict (``meshdesk case set``).
+operator settles it :data:`~meshdesk.drill.world.RESOLVE_AFTER_S` scenario seconds
+later with ``case set`` of the newest candidate's value — ``set`` writes over every
+live candidate, which is how an operator resolves a conflict (``meshdesk case set``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from meshdesk.cases.model import CaseField, Urgency
-from meshdesk.drill._labnodes import LabNode
+from meshdesk.cases.model import Urgency
+from meshdesk.drill import _labops as ops
+from meshdesk.drill._labops import URGENCY, ControlNode
 from meshdesk.drill.labmetrics import Snapshot
 from meshdesk.drill.metrics import Recorder
-from meshdesk.drill.sim import RESOLVE_AFTER_S
 from meshdesk.errors import MeshdeskError
 
-__all__ = ["RESOLVE_AFTER_S", "LabConflicts", "Pair", "reachable"]
-
-FIELD = CaseField.URGENCY.value
+__all__ = ["LabConflicts", "Pair"]
 
 
 @dataclass(slots=True)
@@ -50,54 +47,17 @@ class Pair:
     resolved: bool = False
 
 
-def _urgency_conflict(view: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    for conflict in view.get("conflicts", []):
-        if conflict.get("field") == FIELD:
-            return dict(conflict)
-    return None
-
-
-def reachable(pairs: Iterable[tuple[str, str]], start: str) -> set[str]:
-    """Nodes ``start`` reaches over ``pairs`` (directly or through others)."""
-    adjacent: dict[str, set[str]] = {}
-    for a, b in pairs:
-        adjacent.setdefault(a, set()).add(b)
-        adjacent.setdefault(b, set()).add(a)
-    reach, frontier = {start}, [start]
-    while frontier:
-        for other in adjacent.get(frontier.pop(), ()):
-            if other not in reach:
-                reach.add(other)
-                frontier.append(other)
-    return reach
-
-
 class LabConflicts:
-    """The conflict pairs of one lab drill.
+    """The conflict pairs of one lab drill; facts go to ``rec``, choices come from ``rng``.
 
-    ``now`` gives scenario seconds, ``hq`` the HQ node to ask (None while none runs),
-    ``schedule`` runs a step at a scenario time; ``nodes`` are the drill's nodes by
-    name and ``writing`` the non-HQ sites where consultations are made.
+    The engine says when (:meth:`cut_off`, from the world's
+    :class:`~meshdesk.drill.world.CutOff`), polls (:meth:`check` returns the cases
+    newly in conflict at HQ) and schedules each :meth:`resolve` itself.
     """
 
-    def __init__(
-        self,
-        rec: Recorder,
-        rng: random.Random,
-        *,
-        now: Callable[[], float],
-        hq: Callable[[], LabNode | None],
-        schedule: Callable[[float, Callable[[], Awaitable[None]]], None],
-        nodes: Mapping[str, LabNode],
-        writing: Collection[str],
-    ) -> None:
-        self.rec = rec
-        self.nodes = nodes
-        self.writing = frozenset(writing)
-        self.rng = rng
-        self._now = now
-        self._hq = hq
-        self._schedule = schedule
+    def __init__(self, rec: Recorder, rng: random.Random) -> None:
+        self._rec = rec
+        self._rng = rng
         self.pairs: dict[str, Pair] = {}
 
     def sites(self) -> set[str]:
@@ -112,25 +72,26 @@ class LabConflicts:
     async def cut_off(
         self,
         t: float,
-        pairs: Iterable[tuple[str, str]],
+        hq: ControlNode,
+        writers: Mapping[str, Sequence[ControlNode]],
         last: Snapshot,
-        revoked: Collection[str],
     ) -> None:
-        """Write the pair of every site that ``pairs`` (running nodes allowed to meet)
-        no longer join to HQ, once per site, when a node of it and HQ hold a case in
-        the ``last`` poll (revoked nodes never write one)."""
-        hq = self._hq()
-        hq_view = last.nodes.get(hq.name) if hq is not None else None
-        if hq is None or hq_view is None:
+        """Write the pair of each cut-off site of ``writers`` that has had none yet.
+
+        ``writers`` maps each site the world says HQ cannot reach to its running,
+        unrevoked nodes; the first of them that holds, as HQ does, a case no pair used
+        (in the ``last`` poll) writes it with ``hq``.
+        """
+        hq_view = last.nodes.get(hq.name)
+        if hq_view is None:
             return
-        reach = reachable(pairs, hq.name)
-        for site in sorted(self.writing - self.sites()):
-            members = [n for n in self.nodes.values() if n.spec.site == site]
-            if any(n.name in reach for n in members):
+        done = self.sites()
+        for site in sorted(writers):
+            if site in done:
                 continue
-            for node in members:
+            for node in writers[site]:
                 view = last.nodes.get(node.name)
-                if not node.alive or node.name in revoked or view is None:
+                if view is None:
                     continue
                 case_id = self.pick(site, view.case_ids, hq_view.case_ids)
                 if case_id is not None:
@@ -139,76 +100,78 @@ class LabConflicts:
 
     def pick(self, site: str, origin_holds: frozenset[str], hq_holds: frozenset[str]) -> str | None:
         """A case both sides hold and no pair used yet; the site's own cases first."""
+        cases = self._rec.cases
         both = sorted(
             cid
             for cid in origin_holds & hq_holds
-            if cid not in self.pairs and cid in self.rec.cases and not self.rec.cases[cid].refused
+            if cid not in self.pairs and cid in cases and not cases[cid].refused
         )
-        own = [cid for cid in both if self.rec.cases[cid].site == site]
+        own = [cid for cid in both if cases[cid].site == site]
         choices = own or both
-        return self.rng.choice(choices) if choices else None
+        return self._rng.choice(choices) if choices else None
 
-    async def write(self, t: float, case_id: str, origin: LabNode, hq: LabNode) -> None:
+    async def write(self, t: float, case_id: str, origin: ControlNode, hq: ControlNode) -> None:
         """Set the case's urgency at ``origin`` and at ``hq`` at once, to two values."""
         try:
-            view = await origin.call("case_show", {"id": case_id})
+            view = await ops.show_case(origin, case_id)
         except MeshdeskError as exc:
-            self.rec.notes.append(f"conflict drill: {origin.name} cannot show {case_id}: {exc}")
+            self._rec.notes.append(f"conflict drill: {origin.name} cannot show {case_id}: {exc}")
             return
         values = [u.value for u in Urgency if u.value != view.get("urgency")]
-        a, b = self.rng.sample(values, 2)
+        a, b = self._rng.sample(values, 2)
         results = await asyncio.gather(
-            self._set(origin, case_id, a), self._set(hq, case_id, b), return_exceptions=True
+            ops.set_urgency(origin, case_id, a),
+            ops.set_urgency(hq, case_id, b),
+            return_exceptions=True,
         )
         failed = [r for r in results if isinstance(r, BaseException)]
         for error in failed:
             if not isinstance(error, MeshdeskError):
                 raise error
-            self.rec.notes.append(f"conflict drill on {case_id} at {t:.1f} s: {error}")
+            self._rec.notes.append(f"conflict drill on {case_id} at {t:.1f} s: {error}")
         if not failed:
-            site = self.rec.cases[case_id].site
+            site = self._rec.cases[case_id].site
             self.pairs[case_id] = Pair(case_id, site, origin.name, hq.name, t)
 
-    async def _set(self, node: LabNode, case_id: str, value: str) -> Mapping[str, Any]:
-        args = {"id": case_id, "operator": f"op-{node.name}", "field": FIELD, "value": value}
-        view: Mapping[str, Any] = await node.call("case_set", args)
-        return view
+    async def check(self, t: float, hq: ControlNode | None) -> list[str]:
+        """Ask ``hq`` about every pair not raised yet; raise the conflicts it shows.
 
-    async def check(self, t: float) -> None:
-        """Ask HQ about every pair not raised yet; raise the conflicts it shows."""
-        hq = self._hq()
+        Returns the cases raised now: an HQ operator resolves each a little later.
+        """
+        raised: list[str] = []
         if hq is None:
-            return
+            return raised
         for pair in self.pairs.values():
             if pair.raised:
                 continue
             try:
-                view = await hq.call("case_show", {"id": pair.case_id})
+                view = await ops.show_case(hq, pair.case_id)
             except MeshdeskError:
-                return  # HQ down or going down: ask again at the next poll
-            if _urgency_conflict(view) is None:
+                break  # HQ down or going down: ask again at the next poll
+            if ops.urgency_conflict(view) is None:
                 continue
             pair.raised = True
-            self.rec.conflict_raised(pair.case_id, pair.site, FIELD, t)
-            self._schedule(t + RESOLVE_AFTER_S, functools.partial(self._resolve, pair.case_id))
+            self._rec.conflict_raised(pair.case_id, pair.site, URGENCY, t)
+            raised.append(pair.case_id)
+        return raised
 
-    async def _resolve(self, case_id: str) -> None:
-        """An HQ operator settles the conflict: ``case set`` to the newest candidate."""
-        t = self._now()
-        hq = self._hq()
+    async def resolve(self, t: float, case_id: str, hq: ControlNode | None) -> bool:
+        """An HQ operator settles the conflict: ``case set`` to the newest candidate.
+
+        Returns False when it could not (no HQ node runs, or it failed): try again later.
+        """
         if hq is None:
-            self._schedule(t + RESOLVE_AFTER_S, functools.partial(self._resolve, case_id))
-            return
+            return False
         try:
-            view = await hq.call("case_show", {"id": case_id})
-            conflict = _urgency_conflict(view)
+            view = await ops.show_case(hq, case_id)
+            conflict = ops.urgency_conflict(view)
             if conflict is not None:
                 value = str(conflict["candidates"][0]["value"])
-                view = await self._set(hq, case_id, value)
+                view = await ops.set_urgency(hq, case_id, value)
         except MeshdeskError as exc:
-            self.rec.notes.append(f"HQ could not resolve the conflict on {case_id}: {exc}")
-            self._schedule(t + RESOLVE_AFTER_S, functools.partial(self._resolve, case_id))
-            return
-        if _urgency_conflict(view) is None:
+            self._rec.notes.append(f"HQ could not resolve the conflict on {case_id}: {exc}")
+            return False
+        if ops.urgency_conflict(view) is None:
             self.pairs[case_id].resolved = True
-            self.rec.conflict_resolved(case_id, FIELD, t)
+            self._rec.conflict_resolved(case_id, URGENCY, t)
+        return True

@@ -1,87 +1,57 @@
-"""The drill's network: one ``field-kit/lab`` LAN whose wiring follows the scenario.
+"""The drill's network: one lab LAN (:class:`meshdesk.lab.Lab`) wired as the scenario says.
 
 Every node gets a lab host (``hI``) on one bridge. The scenario's topology is then
 played on that bridge: a host with no allowed peer at all has its cable pulled
-(``lab cut``); pairs of hosts that are both plugged in but must not reach each
-other (sites that meet only through a courier, a site-to-site link that is down)
-are separated by an nftables table of our own in the switch namespace that drops
-frames between their two bridge ports. Loss on a link is ``lab netem --loss`` on the
-hosts of both sites (it impairs everything such a host sends); latency needs the
-kernel's sch_netem and is reported, not faked, when it is missing.
+(:meth:`~meshdesk.lab.Lab.cut`); pairs of hosts that are both plugged in but must
+not reach each other (sites that meet only through a courier, a site-to-site link
+that is down) are separated in the switch (:meth:`~meshdesk.lab.Lab.separate`).
+Loss on a link is netem loss on the hosts of both sites (it impairs everything such
+a host sends); latency needs the kernel's sch_netem and is reported, not faked,
+when it is missing.
 
-Only labs this process made are ever torn down (``lab down PREFIX``).
+The harness runs blocking commands; here they run in a worker thread, and its
+``LabError`` becomes a ``DrillError`` (the drill's exit status).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import secrets
-import shutil
-import subprocess
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-import meshdesk
-from meshdesk.errors import DrillError
+from meshdesk.errors import DrillError, LabError, LabUnsupported
+from meshdesk.lab import CHECKOUT_SCRIPT, Lab, LabProcess
+from meshdesk.lab import lab_problems as _machine_problems
+from meshdesk.lab import new_prefix as _new_lab_prefix
 
-__all__ = ["EX_UNSUPPORTED", "LAB_SCRIPT", "LabNet", "lab_problems", "new_prefix"]
+__all__ = ["LAB_SCRIPT", "LabNet", "lab_problems", "new_prefix"]
 
-LAB_SCRIPT = Path(meshdesk.__file__).resolve().parents[1] / "field-kit" / "lab"
-EX_UNSUPPORTED = 3
-_TABLE = "drill_pairs"
-_TOOLS = ("ip", "nft")
+LAB_SCRIPT = CHECKOUT_SCRIPT
+_STEM = "dr"
+_T = TypeVar("_T")
 
 
 def lab_problems() -> list[str]:
     """Why this machine cannot run lab drills (empty: it can)."""
-    problems = []
-    if os.geteuid() != 0:
-        problems.append("lab mode needs root (network namespaces); run it with sudo")
-    missing = [tool for tool in _TOOLS if shutil.which(tool) is None]
-    if missing:
-        problems.append(f"lab mode needs {', '.join(missing)} (apt-get install iproute2 nftables)")
-    if not LAB_SCRIPT.is_file():
-        problems.append(f"lab mode needs {LAB_SCRIPT} (run from a meshdesk checkout)")
-    return problems
-
-
-def _netns_names() -> set[str]:
-    out = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, check=False, timeout=30
-    )
-    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+    return [f"lab mode {problem}" for problem in _machine_problems(LAB_SCRIPT)]
 
 
 def new_prefix() -> str:
     """A fresh ``dr`` + 4 hex lab prefix that no namespace on this machine uses."""
-    taken = {name.rsplit("-", 1)[0] for name in _netns_names()}
-    for _ in range(100):
-        prefix = f"dr{secrets.token_hex(2)}"
-        if prefix not in taken:
-            return prefix
-    raise DrillError("no free lab prefix after 100 tries")  # pragma: no cover
+    try:
+        return _new_lab_prefix(_STEM)
+    except LabError as exc:
+        raise DrillError(str(exc)) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class LabResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def _run(argv: Sequence[str], *, stdin: bytes | None = None) -> LabResult:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await proc.communicate(stdin)
-    assert proc.returncode is not None
-    return LabResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+async def _in_thread(call: Callable[..., _T], *args: object) -> _T:
+    try:
+        return await asyncio.to_thread(call, *args)
+    except LabUnsupported:
+        raise
+    except LabError as exc:
+        raise DrillError(str(exc)) from exc
 
 
 class LabNet:
@@ -90,52 +60,49 @@ class LabNet:
     def __init__(self, prefix: str, hosts: int) -> None:
         self.prefix = prefix
         self.hosts = [f"h{i}" for i in range(1, hosts + 1)]
-        self.is_up = False
         #: Host name -> its IPv4 address on the lab LAN (known once the lab is up).
         self.addresses: dict[str, str] = {}
+        self._lab = Lab(hosts, stem=_STEM, prefix=prefix, script=LAB_SCRIPT)
         self._cut: set[str] = set()
         self._blocked: frozenset[tuple[str, str]] = frozenset()
         self._loss: dict[str, float] = {}
 
-    async def lab(self, *args: str, allow: Iterable[int] = ()) -> LabResult:
-        """``field-kit/lab ARGS``; a status outside 0 and ``allow`` raises DrillError."""
-        result = await _run(["bash", str(LAB_SCRIPT), *args])
-        if result.returncode != 0 and result.returncode not in allow:
-            raise DrillError(
-                f"field-kit/lab {' '.join(args)} failed (exit {result.returncode}): "
-                f"{result.stderr.strip().removeprefix('lab: ')}"
-            )
-        return result
+    @property
+    def is_up(self) -> bool:
+        return self._lab.is_up
 
     async def up(self) -> None:
-        out = await self.lab(
-            "up", str(len(self.hosts)), "--prefix", self.prefix, "--owner", str(os.getpid()),
-            "--json",
-        )  # fmt: skip
-        self.is_up = True
-        info = json.loads(out.stdout)
-        names = [h["name"] for h in info["hosts"]]
+        try:
+            await self._lab.aopen()
+        except LabError as exc:
+            raise DrillError(str(exc)) from exc
+        names = [host.name for host in self._lab.hosts]
         if names != self.hosts:
             raise DrillError(f"lab {self.prefix} came up with hosts {names}, not {self.hosts}")
-        self.addresses = {str(h["name"]): str(h["addr"]) for h in info["hosts"]}
+        self.addresses = self._lab.addresses()
 
     async def down(self) -> None:
-        """Tear the lab down (its processes and namespaces); idempotent."""
-        if self.is_up:
-            await self.lab("down", self.prefix)
-            self.is_up = False
+        """Stop what runs in the lab and tear it down; idempotent."""
+        try:
+            await self._lab.aclose()
+        except LabError as exc:
+            raise DrillError(str(exc)) from exc
 
-    def exec_argv(self, host: str, argv: Sequence[str]) -> list[str]:
-        return ["bash", str(LAB_SCRIPT), "exec", self.prefix, host, "--", *argv]
+    def popen(self, host: str, argv: Sequence[str], *, name: str, log: Path) -> LabProcess:
+        """Start ``argv`` on ``host`` in its own process group, output appended to ``log``."""
+        try:
+            return self._lab.popen(host, argv, name=name, log=log)
+        except LabError as exc:
+            raise DrillError(str(exc)) from exc
 
     async def wire(self, allowed: set[tuple[str, str]]) -> None:
         """Make exactly the host pairs in ``allowed`` able to reach each other."""
         linked = {h for pair in allowed for h in pair}
         cut = set(self.hosts) - linked
         for host in sorted(cut - self._cut):
-            await self.lab("cut", self.prefix, host)
+            await _in_thread(self._lab.cut, host)
         for host in sorted(self._cut - cut):
-            await self.lab("restore", self.prefix, host)
+            await _in_thread(self._lab.restore, host)
         self._cut = cut
         plugged = sorted(linked)
         blocked = frozenset(
@@ -145,25 +112,8 @@ class LabNet:
             if (a, b) not in allowed and (b, a) not in allowed
         )
         if blocked != self._blocked:
-            await self._filter(blocked)
+            await _in_thread(self._lab.separate, blocked)
             self._blocked = blocked
-
-    async def _filter(self, blocked: frozenset[tuple[str, str]]) -> None:
-        rules = "".join(
-            f'        iifname "{self.prefix}-{a}" oifname "{self.prefix}-{b}" drop\n'
-            f'        iifname "{self.prefix}-{b}" oifname "{self.prefix}-{a}" drop\n'
-            for a, b in sorted(blocked)
-        )
-        # Declare, delete, define: one atomic replacement of our table.
-        script = (
-            f"table bridge {_TABLE}\ndelete table bridge {_TABLE}\n"
-            f"table bridge {_TABLE} {{\n    chain forward {{\n"
-            f"        type filter hook forward priority -10; policy accept;\n{rules}    }}\n}}\n"
-        )
-        argv = ["ip", "netns", "exec", f"{self.prefix}-sw", "nft", "-f", "-"]
-        result = await _run(argv, stdin=script.encode())
-        if result.returncode != 0:
-            raise DrillError(f"nft in lab {self.prefix} failed: {result.stderr.strip()}")
 
     async def impair(self, host: str, loss_pct: float, latency_ms: float) -> bool:
         """Loss (and latency) on what ``host`` sends; False when latency is unsupported.
@@ -172,26 +122,28 @@ class LabNet:
         """
         if loss_pct <= 0 and latency_ms <= 0:
             if self._loss.pop(host, None) is not None:
-                await self.lab("netem", self.prefix, host, "--clear")
+                await _in_thread(self._lab.clear_netem, host)
             return True
         applied = True
         if latency_ms > 0:
-            result = await self.lab(
-                "netem", self.prefix, host, "--loss", f"{loss_pct:g}", "--delay", f"{latency_ms:g}",
-                allow=(EX_UNSUPPORTED,),
-            )  # fmt: skip
-            if result.returncode == 0:
+            try:
+                await _in_thread(self._netem, host, loss_pct, latency_ms)
+            except LabUnsupported:
+                applied = False
+            else:
                 self._loss[host] = loss_pct
                 return True
-            applied = False
         if loss_pct > 0:
-            await self.lab("netem", self.prefix, host, "--loss", f"{loss_pct:g}")
+            await _in_thread(self._netem, host, loss_pct, 0.0)
             self._loss[host] = loss_pct
         elif self._loss.pop(host, None) is not None:
-            await self.lab("netem", self.prefix, host, "--clear")
+            await _in_thread(self._lab.clear_netem, host)
         return applied
+
+    def _netem(self, host: str, loss_pct: float, delay_ms: float) -> None:
+        self._lab.netem(host, loss_pct=loss_pct, delay_ms=delay_ms)
 
     async def clear_impairments(self) -> None:
         for host in sorted(self._loss):
-            await self.lab("netem", self.prefix, host, "--clear")
+            await _in_thread(self._lab.clear_netem, host)
         self._loss.clear()

@@ -1,39 +1,37 @@
 """Real nodes for lab drills: a throw-away deployment and ``meshdesk run`` processes.
 
-:func:`make_deployment` builds the scenario's deployment with the admin functions
-the CLI uses (``deployment create`` on the first HQ node, ``deployment issue`` and
-``init`` for every other node, with its role, site and departments) in a temporary
-folder. Each home's config is set for drills: calls are answered automatically
-with synthetic media, dials time out after 3 s and reconnect back-off is capped at
-3 s so that a link the topology allows again is used within a few seconds, and
-(:func:`set_static_peers`) every other node's lab address is a static peer.
-A :class:`LabNode` is one ``meshdesk run`` on its lab host, in its own process
-group (power loss is SIGKILL to the group), reached through its control socket (a
-file, so reachable from outside the namespace).
+:func:`make_deployment` builds the scenario's deployment with the deployment builder
+(:func:`meshdesk.deploy.build_deployment`: ``deployment create`` on the first HQ
+node, ``deployment issue`` and ``init`` for every other node, with its role, site and
+departments) in a temporary folder. Each home's config is set for drills: calls are
+answered automatically with synthetic media, dials time out after 3 s and reconnect
+back-off is capped at 3 s so that a link the topology allows again is used within a
+few seconds, and (:func:`set_static_peers`) every other node's lab address is a
+static peer. A :class:`LabNode` is one ``meshdesk run`` on its lab host, in its own
+process group (power loss is SIGKILL to the group), reached through its control
+socket (a file, so reachable from outside the namespace).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import os
-import re
-import signal
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from meshdesk import admin, control
+from meshdesk import control
+from meshdesk.config import CallSettings, Config, Timings, load_config
+from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.drill._labnet import LabNet
 from meshdesk.drill.model import NodeSpec
 from meshdesk.errors import DrillError
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
+from meshdesk.lab import LabProcess
 
-__all__ = ["PORT", "LabNode", "make_deployment", "set_static_peers"]
+__all__ = ["DRILL_CONFIG", "PORT", "LabNode", "make_deployment", "set_static_peers"]
 
 PORT = 7420
 #: Bound for a started node to answer on its control socket (no product limit).
@@ -42,20 +40,11 @@ START_TIMEOUT = 20.0
 CONNECT_TIMEOUT = 3.0
 RECONNECT_MAX = 3.0
 STOP_GRACE = 5.0
-
-
-def _drill_config(home: NodeHome) -> None:
-    text = home.config_path.read_text(encoding="utf-8")
-    for pattern, value in (
-        (r"(?m)^auto_accept = .*$", "auto_accept = true"),
-        (r'(?m)^media = "device"$', 'media = "synthetic"'),
-        (r"(?m)^connect_timeout = .*$", f"connect_timeout = {CONNECT_TIMEOUT}"),
-        (r"(?m)^reconnect_max = .*$", f"reconnect_max = {RECONNECT_MAX}"),
-    ):
-        text, n = re.subn(pattern, value, text, count=1)
-        if n != 1:
-            raise DrillError(f"cannot set {value!r} in {home.config_path}")
-    home.config_path.write_text(text, encoding="utf-8")
+#: Every drill home's config (static peers are added once the lab is up).
+DRILL_CONFIG = Config(
+    calls=CallSettings(auto_accept=True, media="synthetic"),
+    timings=Timings(connect_timeout=CONNECT_TIMEOUT, reconnect_max=RECONNECT_MAX),
+)
 
 
 async def make_deployment(
@@ -65,26 +54,14 @@ async def make_deployment(
     hq = next((n for n in nodes if n.role == "hq"), None)
     if hq is None:
         raise DrillError("a lab drill needs an HQ node")
-    homes = {hq.name: NodeHome(root / "hq-home")}
-    await admin.create_deployment(
-        homes[hq.name],
-        deployment=f"drill {name}",
-        node_name=hq.name,
-        site=hq.site,
-        departments=hq.departments,
-        now=now,
-    )
-    for i, spec in enumerate(n for n in nodes if n is not hq):
-        kit = root / f"node{i}.kit"
-        await admin.issue_kit(
-            homes[hq.name], name=spec.name, site=spec.site, role=Role(spec.role),
-            departments=spec.departments, out=kit, passphrase=None, now=now,
-        )  # fmt: skip
-        home = homes[spec.name] = NodeHome(root / f"node{i}-home")
-        await admin.provision(home, kit_path=kit, passphrase=None, expect_deployment=None, now=now)
-    for home in homes.values():
-        _drill_config(home)
-    return homes
+    others = [n for n in nodes if n is not hq]
+    folders = {hq.name: "hq-home"} | {n.name: f"node{i}-home" for i, n in enumerate(others)}
+    specs = [
+        HomeSpec(n.name, Role(n.role), n.site, n.departments, DRILL_CONFIG, folders[n.name])
+        for n in (hq, *others)
+    ]
+    deployment = await build_deployment(root, f"drill {name}", specs, now=now)
+    return dict(deployment.homes)
 
 
 def set_static_peers(home: NodeHome, peers: Sequence[str]) -> None:
@@ -96,12 +73,7 @@ def set_static_peers(home: NodeHome, peers: Sequence[str]) -> None:
     The lab keeps every host's address for the whole drill, so static peers are
     dialled again within the reconnect back-off instead.
     """
-    text = home.config_path.read_text(encoding="utf-8")
-    listed = ", ".join(f'"{peer}"' for peer in peers)
-    text, n = re.subn(r"(?m)^static_peers = .*$", f"static_peers = [{listed}]", text, count=1)
-    if n != 1:
-        raise DrillError(f"cannot set static_peers in {home.config_path}")
-    home.config_path.write_text(text, encoding="utf-8")
+    home.write_config(load_config(home.config_path).with_overrides(static_peers=peers))
 
 
 def _meshdesk() -> list[str]:
@@ -118,12 +90,12 @@ class LabNode:
         self.home = home
         self.host = host
         self.log_path = log_dir / f"{spec.name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: LabProcess | None = None
         self.starts = 0
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.alive
 
     def start(self, net: LabNet) -> None:
         """Start ``meshdesk run`` on our host (output appended to our log)."""
@@ -134,17 +106,9 @@ class LabNode:
             *_meshdesk(), "run", "--home", str(self.home.path), "--listen", f"0.0.0.0:{PORT}",
             "--interface", "eth0",
         ]  # fmt: skip
-        log: TextIO
         with self.log_path.open("a", encoding="utf-8") as log:
             log.write(f"--- start {self.starts} on {net.prefix}-{self.host}\n")
-            log.flush()
-            self.proc = subprocess.Popen(
-                net.exec_argv(self.host, argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = net.popen(self.host, argv, name=self.name, log=self.log_path)
 
     async def wait_ready(self, within: float = START_TIMEOUT) -> None:
         loop = asyncio.get_running_loop()
@@ -164,23 +128,13 @@ class LabNode:
 
     def kill(self) -> None:
         """Power loss: SIGKILL the process group, no goodbye, no clean close."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=STOP_GRACE)
+        if self.proc is not None:
+            self.proc.kill(timeout=STOP_GRACE)
 
     async def stop(self) -> None:
         """SIGTERM (a clean shutdown), SIGKILL after a grace period."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.proc is not None and self.proc.alive:
+            await asyncio.to_thread(self.proc.stop, STOP_GRACE)
 
     async def call(
         self, op: str, args: Mapping[str, Any] | None = None, *, wait: float = 5.0

@@ -22,12 +22,12 @@ from meshdesk.cases.chain import ChainWriter, verify_run
 from meshdesk.cases.events import EventKind
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
 from meshdesk.cases.hlc import Clock
-from meshdesk.cases.model import CaseState
+from meshdesk.cases.state import CaseState
 from meshdesk.drill.model import NodeSpec
 from meshdesk.errors import SyncError
 from meshdesk.identity import NodeId
 from meshdesk.store.records import Checkpoint, StoredEvent
-from meshdesk.sync.driver import _urgency_rank  # the driver's own batch ranking
+from meshdesk.sync.driver import urgency_rank  # the driver's own batch ranking
 from meshdesk.sync.messages import LocalRun, Run, SyncConfig
 from meshdesk.sync.sim import Replica
 
@@ -113,7 +113,7 @@ class SimNode(Replica):
         self.spec = spec
         self.key = Ed25519PrivateKey.from_private_bytes(seed_rng.randbytes(32))
         self.author = str(NodeId.from_public_key(self.key.public_key()))
-        super().__init__(spec.name, self._verify, _urgency_rank, config)
+        super().__init__(spec.name, self._verify, urgency_rank, config)
         directory.keys[self.author] = self.key.public_key()
         self.directory = directory
         self.chain = ChainWriter(self.author, self.key, None)

@@ -1,28 +1,34 @@
 """Lab mode: play a scenario with real ``meshdesk run`` processes in network namespaces.
 
-A temporary deployment is made (:mod:`meshdesk.drill._labnodes`), one
-``field-kit/lab`` LAN with a host per node comes up (:mod:`meshdesk.drill._labnet`),
-the network is wired as the topology says at time 0, and every node starts. The
-timeline is then played in wall time — ``wall = scenario time × time_scale`` (the
-scenario's real seconds per scenario second):
+What happens when is planned by the scenario's
+:class:`~meshdesk.drill.world.World` (lab mode), the same plan sim mode carries out;
+this engine carries it out on real nodes. A :class:`~meshdesk.drill._labfleet.Fleet`
+holds them: a temporary deployment, one ``field-kit/lab`` LAN with a host per node,
+wired as the topology says at time 0, and every node started. The plan is then
+played in wall time — ``wall = scenario time × time_scale`` (the scenario's real
+seconds per scenario second):
 
-- link down/up, courier visits: the allowed host pairs are recomputed and the lab
-  rewired (``lab cut``/``restore`` for a host with no peer, an nftables pair filter
-  in the switch for the rest);
+- link down/up, courier visits: the lab is rewired to the world's node pairs
+  (``lab cut``/``restore`` for a host with no peer, an nftables pair filter in the
+  switch for the rest);
 - loss on a link: ``lab netem --loss`` on the hosts of both sites; latency where
   the kernel has sch_netem, otherwise a note in the report;
 - power loss: SIGKILL to the node's process group; power back: the same home
   starts again;
-- consultations: seeded Poisson arrivals, each a control op ``case new`` on a
-  powered node of the site (a site with none records them when power returns);
-- calls: ``call_start`` (audio only, synthetic media) from a node of the caller
-  site to one of the callee site, ``call_invite`` for a joining department or site,
+- consultations (and deferred ones, when power returns): control op ``case new``
+  on the node the world picked, with the category and urgency it drew;
+- calls (:mod:`meshdesk.drill._labcalls`): ``call_start`` (audio only, synthetic
+  media) from the first running node the world lists for the caller site to the
+  first for the callee, ``call_invite`` for a joining department or site,
   ``call_hangup`` after the duration; completed = connected at hang-up time;
 - revocation: ``deployment revoke`` on the HQ home, then ``reload_revocations`` on
   HQ; the stolen node keeps writing, and its later cases must reach no one;
-- conflicts (:mod:`meshdesk.drill._labconflicts`): the first time a consulting site
-  is cut off from HQ while both hold a case, ``case set`` urgency on both sides at
-  once; HQ sees the conflict on a poll and resolves it a scenario minute later.
+- conflicts (:mod:`meshdesk.drill._labconflicts`): the first time the world says a
+  consulting site is cut off from HQ while both hold a case, ``case set`` urgency
+  on both sides at once; HQ sees the conflict on a poll and resolves it a scenario
+  minute later.
+
+Every control op is written in :mod:`meshdesk.drill._labops`.
 
 Every home lists the other nodes' lab addresses as static peers (see
 :func:`~meshdesk.drill._labnodes.set_static_peers`). A lab drill refuses more than
@@ -39,38 +45,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import heapq
 import itertools
 import logging
 import random
-import shutil
-import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
-from meshdesk import admin, control
+from meshdesk import control
+from meshdesk.drill import _labops as ops
 from meshdesk.drill._labcalls import LabCalls
 from meshdesk.drill._labconflicts import LabConflicts
-from meshdesk.drill._labnet import LabNet, lab_problems, new_prefix
-from meshdesk.drill._labnodes import PORT, LabNode, make_deployment, set_static_peers
+from meshdesk.drill._labfleet import Fleet, LabFleet, lab_problems
+from meshdesk.drill._labops import ControlNode
 from meshdesk.drill.labmetrics import NodeView, Snapshot, final_check, observe, quiet
-from meshdesk.drill.metrics import CaseRecord, Recorder
-from meshdesk.drill.model import (
-    Action,
-    Call,
-    CallJoin,
-    Consultations,
-    Courier,
-    LinkChange,
-    LinkQuality,
-    Power,
-    Revoke,
-    Scenario,
-    edge,
+from meshdesk.drill.metrics import CaseRecord, Progress, Recorder
+from meshdesk.drill.model import LinkQuality, Power, Revoke, Scenario, edge
+from meshdesk.drill.world import (
+    RESOLVE_AFTER_S,
+    CutOff,
+    Heal,
+    JoinCall,
+    OpenCase,
+    PlaceCall,
+    Planned,
+    Reassess,
+    Topology,
+    World,
 )
-from meshdesk.drill.sim import Progress
 from meshdesk.errors import DrillError, MeshdeskError
 
 __all__ = ["LAB_NODE_MAX", "LAB_NODE_WARN", "MIN_DRAIN_S", "POLL_S", "LabDrill", "play_lab"]
@@ -92,56 +95,31 @@ LAB_NODE_MAX = 24
 Step = Callable[[], Awaitable[None]]
 
 
-def _pending(count: object) -> int:
-    """A link's outbox or inbox count; unknown (None: heads not yet exchanged) is 1.
-
-    An unknown count is not an idle link, so a drain never ends on one.
-    """
-    if count is None:
-        return 1
-    if isinstance(count, int):
-        return count
-    raise DrillError(f"a node reported a sync count {count!r}")
-
-
 class LabDrill:
+    """One lab drill: the world's plan carried out on ``fleet``, measured by polling."""
+
     def __init__(
         self,
         scenario: Scenario,
         seed: int,
-        log_dir: Path,
+        fleet: Fleet,
         progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.sc = scenario
-        self.rng = random.Random(f"workload-{seed}")
+        self.world = World(scenario, seed, "lab")
+        self.fleet = fleet
         self.rec = Recorder(scenario.sites)
-        self.log_dir = log_dir
-        self._progress = progress
-        self.net = LabNet(new_prefix(), len(scenario.nodes))
-        self.nodes: dict[str, LabNode] = {}
-        self.hosts = {spec.name: f"h{i}" for i, spec in enumerate(scenario.nodes, 1)}
-        self.up = set(scenario.edges)
-        self.courier: dict[str, str] = {}
-        self.revoked: dict[str, float] = {}
-        self.deferred: dict[str, int] = {}
+        self.calls = LabCalls(self.rec)
+        self.conflicts = LabConflicts(self.rec, random.Random(f"conflicts-{seed}"))
+        self.last = Snapshot(0.0)
         self.draining = False
-        self._queue: list[tuple[float, int, Step]] = []
+        # The engine's own steps (call hang-ups, conflict resolutions): (t, order, step).
+        self._steps: list[tuple[float, int, Step]] = []
         self._order = itertools.count()
         self._t0 = 0.0
         self._latency_noted = False
-        self.last = Snapshot(0.0)
+        self._progress = progress
         self._poller: asyncio.Task[None] | None = None
-        self.calls = LabCalls(self.rec, self.nodes, self.revoked, now=self.now, schedule=self.at)
-        self.conflicts = LabConflicts(
-            self.rec,
-            random.Random(f"conflicts-{seed}"),
-            now=self.now,
-            hq=self._hq_node,
-            schedule=self.at,
-            nodes=self.nodes,
-            writing={a.site for a in scenario.timeline if isinstance(a, Consultations)}
-            - {n.site for n in scenario.hq_nodes},
-        )
 
     # -- time ----------------------------------------------------------------------------
 
@@ -149,52 +127,26 @@ class LabDrill:
         """Scenario seconds since the drill started."""
         return (asyncio.get_running_loop().time() - self._t0) / self.sc.time_scale
 
-    def at(self, t: float, step: Step) -> None:
-        heapq.heappush(self._queue, (t, next(self._order), step))
+    def after(self, t: float, step: Step) -> None:
+        """Run ``step`` at scenario time ``t``."""
+        heapq.heappush(self._steps, (t, next(self._order), step))
 
     # -- the whole run -------------------------------------------------------------------
 
     async def run(self) -> Recorder:
-        work = Path(tempfile.mkdtemp(prefix="meshdesk-drill-"))
         try:
-            homes = await make_deployment(
-                work, self.sc.name, self.sc.nodes, now=dt.datetime.now(dt.UTC)
-            )
-            for spec in self.sc.nodes:  # shared with self.calls: fill, do not replace
-                home = homes[spec.name]
-                self.nodes[spec.name] = LabNode(spec, home, self.hosts[spec.name], self.log_dir)
-            await self.net.up()
-            for node in self.nodes.values():
-                others = [n for n in self.nodes.values() if n is not node]
-                set_static_peers(
-                    node.home, [f"{self.net.addresses[n.host]}:{PORT}" for n in others]
-                )
-            await self._rewire()
-            for node in self.nodes.values():
-                node.start(self.net)
-            for node in self.nodes.values():
-                await node.wait_ready()
+            await self.fleet.start(self.world.pairs)
             await self._wait_linked()
             await self._play()
             return self.rec
         finally:
-            await self._teardown(work)
-
-    async def _teardown(self, work: Path) -> None:
-        try:
-            for node in self.nodes.values():
-                await node.stop()
-        finally:
-            try:
-                await self.net.down()
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+            await self.fleet.aclose()
 
     async def _wait_linked(self) -> None:
         """Wait until every pair the topology joins shows ``linked`` both ways."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LINK_TIMEOUT_S
-        want = self._node_pairs()
+        want = set(self.world.pairs)
         while True:
             linked = await self._linked_pairs()
             if want <= linked:
@@ -206,17 +158,15 @@ class LabDrill:
 
     async def _linked_pairs(self) -> set[tuple[str, str]]:
         pairs = set()
-        for node in self.nodes.values():
-            peers = await node.call("peers")
-            for peer in peers:
-                if peer.get("state") == "linked" and peer.get("name") in self.nodes:
-                    pairs.add((node.name, peer["name"]))
+        nodes = self.fleet.nodes
+        for node in nodes.values():
+            for peer in await ops.linked_peers(node):
+                if peer in nodes:
+                    pairs.add((node.name, peer))
         return {edge(a, b) for a, b in pairs if (b, a) in pairs}
 
     async def _play(self) -> None:
         sc = self.sc
-        for action in sc.timeline:
-            self.at(action.at, functools.partial(self._act, action))
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
         poller = self._poller = asyncio.create_task(self._poll_loop(), name="drill-poller")
@@ -225,18 +175,20 @@ class LabDrill:
                 await self._run_due(sc.duration)
                 if self.now() >= sc.duration:
                     break
-                due = min(self._queue[0][0] if self._queue else sc.duration, sc.duration)
+                due = min(self._next_due(), sc.duration)
                 # Steps may be queued meanwhile (a conflict to resolve): wake at least each poll.
                 await asyncio.sleep(min(max(due - self.now(), 0.0) * sc.time_scale, POLL_S))
+            await self._carry_out_all(self.world.due(sc.duration))  # the last of the timeline
             self.rec.end_s = sc.duration
-            await self._heal()
+            await self._carry_out_all(self.world.heal(self.now()))
             drain_wall = max(sc.drain * sc.time_scale, MIN_DRAIN_S)
             deadline = loop.time() + drain_wall
             drained = False
             while loop.time() < deadline:
                 await self._run_due(self.now())
                 await asyncio.sleep(POLL_S)
-                if not self.conflicts.busy and quiet(self.rec, sc, self.last, self.revoked):
+                revoked = self.world.revoked
+                if not self.conflicts.busy and quiet(self.rec, sc, self.last, revoked):
                     drained = True
                     break
             self.rec.drained_s = self.now() - sc.duration
@@ -250,27 +202,43 @@ class LabDrill:
                 await poller
         final = await self._snapshot()
         self._observe(final, "drain")
-        final_check(self.rec, sc, final, self.revoked)
-        if self.deferred:
+        final_check(self.rec, sc, final, self.world.revoked)
+        unrecorded = self.world.unrecorded
+        if unrecorded:
             self.rec.notes.append(
-                f"consultations never recorded (site without power): {self.deferred}"
+                f"consultations never recorded (site without power): {unrecorded}"
             )
         self.rec.notes.append(
-            f"lab mode: {len(self.nodes)} meshdesk run processes in lab {self.net.prefix}; "
+            f"lab mode: {len(sc.nodes)} meshdesk run processes in lab {self.fleet.prefix}; "
             f"times measured by polling every {POLL_S:g} wall s "
             f"(±{POLL_S / sc.time_scale:g} scenario s); records are consultation cases"
         )
 
+    def _next_due(self) -> float:
+        """When the next planned action or step of ours falls due (inf: none)."""
+        planned = self.world.next_at()
+        own = self._steps[0][0] if self._steps else None
+        return min(t for t in (planned, own, float("inf")) if t is not None)
+
     async def _run_due(self, until: float) -> None:
-        """Run the queued steps due by now (and not after ``until``), in time order.
+        """Carry out the world's plan and run our steps due by now (and not after
+        ``until``), in time order.
 
         A poller that failed fails the drill here, at once, with its own error.
         """
         if self._poller is not None and self._poller.done():
             self._poller.result()
             raise DrillError("the lab poller stopped")  # pragma: no cover - only we cancel it
-        while self._queue and self._queue[0][0] <= min(self.now(), until):
-            await heapq.heappop(self._queue)[2]()
+        while True:
+            now = min(self.now(), until)
+            planned = self.world.next_at()
+            own = self._steps[0][0] if self._steps else None
+            if planned is not None and planned <= now and (own is None or planned <= own):
+                await self._carry_out_all(self.world.due(planned))
+            elif own is not None and own <= now:
+                await heapq.heappop(self._steps)[2]()
+            else:
+                return
 
     # -- polling -------------------------------------------------------------------------
 
@@ -278,32 +246,25 @@ class LabDrill:
         while True:
             snap = await self._snapshot()
             self._observe(snap, "drain" if self.draining else "drill")
-            await self.conflicts.check(snap.t)
+            for case_id in await self.conflicts.check(snap.t, self._hq()):
+                self.after(snap.t + RESOLVE_AFTER_S, functools.partial(self._resolve, case_id))
             await asyncio.sleep(POLL_S)
 
-    async def _view(self, node: LabNode) -> NodeView | None:
+    async def _view(self, node: ControlNode) -> NodeView | None:
         if not node.alive:
             return None
         try:
-            cases = await node.call("case_list")
-            digest = await node.call("digest")
-            peers = await node.call("peers")
-            sync = await node.call("sync")
+            return await ops.poll(node)
+        except DrillError:
+            raise
         except MeshdeskError:
             return None  # down, or going down: absent from this poll
-        return NodeView(
-            case_ids=frozenset(c["id"] for c in cases),
-            heads=dict(digest["heads"]),
-            digest=str(digest["digest"]),
-            linked=frozenset(p["name"] for p in peers if p.get("state") == "linked"),
-            backlog=sum(_pending(p.get("outbox")) + _pending(p.get("inbox")) for p in sync),
-            peer_states={str(p["name"]): str(p.get("state")) for p in peers if p.get("name")},
-        )
 
     async def _snapshot(self) -> Snapshot:
         t = self.now()
-        names = list(self.nodes)
-        views = await asyncio.gather(*(self._view(self.nodes[n]) for n in names))
+        nodes = self.fleet.nodes
+        names = list(nodes)
+        views = await asyncio.gather(*(self._view(nodes[n]) for n in names))
         return Snapshot(t, {n: v for n, v in zip(names, views, strict=True) if v is not None})
 
     def _observe(self, snap: Snapshot, phase: str) -> None:
@@ -325,147 +286,92 @@ class LabDrill:
                 )
             )
 
-    # -- the network ---------------------------------------------------------------------
+    # -- carrying out the plan -----------------------------------------------------------
 
-    def _node_pairs(self) -> set[tuple[str, str]]:
-        """Node pairs the topology joins now (as in sim mode, without power state)."""
-        by_site: dict[str, list[str]] = {}
-        for spec in self.sc.nodes:
-            by_site.setdefault(spec.site, []).append(spec.name)
-        pairs: set[tuple[str, str]] = set()
-        for a_site, b_site in self.up:
-            for a in by_site.get(a_site, ()):
-                for b in by_site.get(b_site, ()):
-                    if a != b:
-                        pairs.add(edge(a, b))
-        for courier, site in self.courier.items():
-            for b in by_site.get(site, ()):
-                if b != courier:
-                    pairs.add(edge(courier, b))
-        return pairs
+    async def _carry_out_all(self, actions: Iterable[Planned]) -> None:
+        for action in actions:
+            await self._carry_out(action)
 
-    async def _rewire(self) -> None:
-        await self.net.wire({(self.hosts[a], self.hosts[b]) for a, b in self._node_pairs()})
-
-    async def _quality(self, action: LinkQuality) -> None:
-        sites = {s for e in action.edges for s in e}
-        for spec in self.sc.nodes:
-            if spec.site in sites:
-                applied = await self.net.impair(
-                    self.hosts[spec.name], action.loss * 100, action.latency * 1000
-                )
-                if not applied and not self._latency_noted:
-                    self._latency_noted = True
-                    self.rec.notes.append(
-                        f"latency not applied (kernel lacks sch_netem) at {action.at:g} s"
-                        f" (line {action.line}); loss was"
-                    )
-
-    async def _heal(self) -> None:
-        self.draining = True
-        self.up = set(self.sc.edges)
-        await self.net.clear_impairments()
-        await self._rewire()
-        for node in self.nodes.values():
-            if not node.alive and node.name not in self.revoked:
-                await self._power(node, True)
-
-    # -- timeline ------------------------------------------------------------------------
-
-    async def _act(self, action: Action) -> None:
+    async def _carry_out(self, action: Planned) -> None:
         match action:
-            case LinkChange(up=up, edges=edges):
-                (self.up.update if up else self.up.difference_update)(edges)
-                await self._rewire()
-                await self._cut_off_edits()
+            case Topology(pairs=pairs):
+                await self.fleet.wire(pairs)
             case LinkQuality() as quality:
-                await self._quality(quality)
+                await self._impair(quality)
             case Power(node=name, on=on):
-                await self._power(self.nodes[name], on)
-                await self._cut_off_edits()
-            case Consultations() as c:
-                self._next_consultation(c, action.at)
-            case Call() as call:
-                await self.calls.call(call)
-            case CallJoin() as join:
-                await self.calls.join(join)
-            case Courier(node=name, site=site):
-                if site is None:
-                    self.courier.pop(name, None)
-                else:
-                    self.courier[name] = site
-                await self._rewire()
-                await self._cut_off_edits()
+                await self.fleet.power(name, on)
+            case OpenCase() as case:
+                await self._open_case(case)
+            case PlaceCall(call=call, caller=caller, callee=callee):
+                t = self.now()
+                if await self.calls.place(call, t, self._first(caller), self._first(callee)):
+                    hang_up = functools.partial(self.calls.hang_up, call.call_id)
+                    self.after(t + call.duration, hang_up)
+            case JoinCall(join=join, members=members):
+                member = self._first(members)
+                site = self.sc.node_by_name[member.name].site if member else (join.site or "?")
+                await self.calls.join(join, self.now(), member, site)
             case Revoke(node=name, reason=reason):
                 await self._revoke(name, reason)
+            case CutOff(hq=hq, sites=sites):
+                writers = {site: self._running(self.world.members(site)) for site in sites}
+                await self.conflicts.cut_off(self.now(), self.fleet.nodes[hq], writers, self.last)
+            case Heal():
+                self.draining = True
+                await self.fleet.clear_impairments()
+            case Reassess():
+                raise DrillError("a lab-mode world planned a sim-mode re-assessment")
 
-    def _hq_node(self) -> LabNode | None:
+    def _running(self, names: Iterable[str]) -> list[ControlNode]:
+        return [node for node in (self.fleet.nodes[n] for n in names) if node.alive]
+
+    def _first(self, names: Iterable[str]) -> ControlNode | None:
+        return next(iter(self._running(names)), None)
+
+    def _hq(self) -> ControlNode | None:
         """The first HQ node that runs."""
-        running = (self.nodes[n.name] for n in self.sc.hq_nodes)
-        return next((node for node in running if node.alive), None)
+        return self._first(n.name for n in self.sc.hq_nodes)
 
-    async def _cut_off_edits(self) -> None:
-        """Sites the topology has just cut off from HQ get their conflict pair."""
-        if not self.draining:
-            running = {(a, b) for a, b in self._node_pairs() if self.nodes[a].alive}
-            running = {(a, b) for a, b in running if self.nodes[b].alive}
-            await self.conflicts.cut_off(self.now(), running, self.last, self.revoked)
+    async def _impair(self, action: LinkQuality) -> None:
+        sites = {s for e in action.edges for s in e}
+        names = [n.name for n in self.sc.nodes if n.site in sites]
+        applied = await self.fleet.impair(names, action.loss, action.latency)
+        if not applied and not self._latency_noted:
+            self._latency_noted = True
+            self.rec.notes.append(
+                f"latency not applied (kernel lacks sch_netem) at {action.at:g} s"
+                f" (line {action.line}); loss was"
+            )
 
-    async def _power(self, node: LabNode, on: bool) -> None:
-        if node.alive == on:
-            return
-        if not on:
-            node.kill()
-            return
-        node.start(self.net)
-        await node.wait_ready()
-        for _ in range(self.deferred.pop(node.spec.site, 0)):
-            await self._open_case(node, "other", "normal")
-
-    def _next_consultation(self, c: Consultations, after: float) -> None:
-        t = after + self.rng.expovariate(c.per_minute / 60.0)
-        if t < c.until:
-            self.at(t, functools.partial(self._consult, c, t))
-
-    async def _consult(self, c: Consultations, t: float) -> None:
-        self._next_consultation(c, t)
-        names = [n for n, _ in c.categories]
-        category = self.rng.choices(names, weights=[w for _, w in c.categories])[0]
-        names = [n for n, _ in c.urgency]
-        urgency = self.rng.choices(names, weights=[w for _, w in c.urgency])[0]
-        alive = [n for n in self.nodes.values() if n.spec.site == c.site and n.alive]
-        if not alive:
-            self.deferred[c.site] = self.deferred.get(c.site, 0) + 1
-            return
-        await self._open_case(self.rng.choice(alive), category, urgency)
-
-    async def _open_case(self, node: LabNode, category: str, urgency: str) -> None:
+    async def _open_case(self, case: OpenCase) -> None:
         t = self.now()
-        args = {
-            "operator": f"op-{node.name}",
-            "category": category,
-            "urgency": urgency,
-            "name": f"drill {node.name} {len(self.rec.cases) + 1}",
-        }
+        node = self.fleet.nodes[case.node]
         try:
-            view = await node.call("case_new", args)
+            case_id = await ops.open_case(
+                node,
+                category=case.category,
+                urgency=case.urgency,
+                name=f"drill {node.name} {case.number}",
+            )
         except MeshdeskError as exc:
             self.rec.notes.append(f"{node.name} did not record a consultation at {t:.1f} s: {exc}")
             return
-        refused = node.name in self.revoked
         self.rec.case_created(
-            CaseRecord(str(view["id"]), node.spec.site, node.name, t, urgency, None, refused)
+            CaseRecord(case_id, case.site, node.name, t, case.urgency, None, case.refused)
         )
+
+    async def _resolve(self, case_id: str) -> None:
+        t = self.now()
+        if not await self.conflicts.resolve(t, case_id, self._hq()):
+            self.after(t + RESOLVE_AFTER_S, functools.partial(self._resolve, case_id))
 
     async def _revoke(self, name: str, reason: str) -> None:
         t = self.now()
-        hq = self.nodes[self.sc.hq_nodes[0].name]
-        await admin.revoke_node(hq.home, name, reason=reason, now=dt.datetime.now(dt.UTC))
-        self.revoked[name] = t
+        await self.fleet.revoke(name, reason)
         self.rec.revoked.append(name)
         self.rec.notes.append(f"{name} revoked at {t:.1f} s ({reason})")
         try:
-            await hq.call("reload_revocations")
+            await ops.reload_revocations(self.fleet.nodes[self.sc.hq_nodes[0].name])
         except MeshdeskError as exc:
             self.rec.notes.append(f"HQ did not reload its revocation list: {exc}")
 
@@ -504,7 +410,7 @@ def play_lab(
             LAB_NODE_WARN,
         )
     log_dir.mkdir(parents=True, exist_ok=True)
-    drill = LabDrill(scenario, seed, log_dir, progress)
+    drill = LabDrill(scenario, seed, LabFleet(scenario, log_dir), progress)
     try:
         return asyncio.run(drill.run())
     except control.NodeNotRunning as exc:

@@ -17,12 +17,12 @@ node sees it at the end (its ``peers`` state, ``refused`` once cut off) is kept.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from meshdesk.drill.metrics import Recorder
 from meshdesk.drill.model import Scenario
+from meshdesk.drill.world import reachable
 
 __all__ = ["NodeView", "Snapshot", "final_check", "observe", "quiet"]
 
@@ -49,20 +49,13 @@ class Snapshot:
 
 
 def _linked_to_hq(scenario: Scenario, snap: Snapshot) -> dict[str, bool]:
-    adjacent: dict[str, set[str]] = {}
-    for name, view in snap.nodes.items():
-        for other in view.linked:
-            if other in snap.nodes:
-                adjacent.setdefault(name, set()).add(other)
-                adjacent.setdefault(other, set()).add(name)
-    hq = {n.name for n in scenario.hq_nodes if n.name in snap.nodes}
-    reach = set(hq)
-    frontier = deque(hq)
-    while frontier:
-        for other in adjacent.get(frontier.popleft(), ()):
-            if other not in reach:
-                reach.add(other)
-                frontier.append(other)
+    links = [
+        (name, other)
+        for name, view in snap.nodes.items()
+        for other in view.linked
+        if other in snap.nodes
+    ]
+    reach = reachable(links, [n.name for n in scenario.hq_nodes if n.name in snap.nodes])
     out: dict[str, bool] = {}
     for spec in scenario.nodes:
         out[spec.site] = out.get(spec.site, False) or spec.name in reach

@@ -10,19 +10,19 @@ given by the engine, so a seeded simulation gives identical numbers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from meshdesk.stats import percentile
 from meshdesk.store.records import digest_of
 
 __all__ = [
     "CallRecord",
     "CaseRecord",
     "ConflictRecord",
+    "Progress",
     "Recorder",
     "digest_of",
-    "percentile",
     "reach_times",
     "summarise",
 ]
@@ -37,13 +37,17 @@ def reach_times(rec: Recorder) -> list[float]:
     ]
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q`` quantile (0..1) by the nearest-rank method; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[rank - 1]
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a running drill is, for a live display (both modes)."""
+
+    t: float
+    duration: float
+    cases: int
+    reached: int
+    backlog: int
+    links: int
+    phase: str
 
 
 @dataclass(slots=True)
@@ -141,8 +145,8 @@ def _reach(records: Sequence[CaseRecord]) -> dict[str, float | int | None]:
     records = [r for r in records if not r.refused]
     times = [r.reached_s - r.created_s for r in records if r.reached_s is not None]
     return {
-        "reach_hq_p50_s": _r(percentile(times, 0.5)),
-        "reach_hq_p95_s": _r(percentile(times, 0.95)),
+        "reach_hq_p50_s": _r(percentile(times, 50) if times else None),
+        "reach_hq_p95_s": _r(percentile(times, 95) if times else None),
         "reach_hq_max_s": _r(max(times) if times else None),
         "not_reached": sum(1 for r in records if r.reached_s is None),
     }

@@ -1,5 +1,8 @@
 """Play a scenario in one process, on a virtual clock, reproducibly from a seed.
 
+What happens when — topology, power, consultations, deferred cases, revocations,
+calls and the re-assessments that make conflicts — is planned by the scenario's
+:class:`~meshdesk.drill.world.World` (sim mode); this engine carries the plan out.
 Every node is a :class:`~meshdesk.drill._nodes.SimNode`: real case events, hash
 chains and signed checkpoints, replicated by the real sans-IO sync core through
 the wire codec (:mod:`meshdesk.sync.sim`). The loop advances in steps of
@@ -7,7 +10,8 @@ the wire codec (:mod:`meshdesk.sync.sim`). The loop advances in steps of
 revocation list spreads along live links (a node that learns it cuts links to the
 revoked node and refuses its runs), then every link delivers what is on its wires
 and every node does its store work until nothing moves; stalled cores get a tick.
-Links exist only where the topology (and the courier's visits) say; a link with
+Links exist only between pairs the world allows, while both nodes run and neither
+has learned that the other is revoked; a link with
 latency delivers once per latency interval, a lossy link drops frames with a
 seeded random draw. Nothing reads the wall clock or unseeded randomness, so the
 same seed gives the same report numbers.
@@ -25,28 +29,28 @@ import functools
 import heapq
 import itertools
 import random
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from meshdesk.cases.fold import Draft
-from meshdesk.cases.model import CaseField, CaseState, Category, Urgency
+from meshdesk.cases.model import CaseField, Urgency
+from meshdesk.cases.state import CaseState
 from meshdesk.drill._nodes import Directory, SimNode
-from meshdesk.drill.metrics import CaseRecord, Recorder, digest_of
-from meshdesk.drill.model import (
-    Action,
-    Call,
-    CallJoin,
-    Consultations,
-    Courier,
-    LinkChange,
-    LinkQuality,
-    Power,
-    Revoke,
-    Scenario,
-    edge,
-)
+from meshdesk.drill.metrics import CaseRecord, Progress, Recorder, digest_of
+from meshdesk.drill.model import LinkQuality, Power, Revoke, Scenario, edge
 from meshdesk.drill.simcalls import CallTracker
+from meshdesk.drill.world import (
+    RESOLVE_AFTER_S,
+    CutOff,
+    Heal,
+    JoinCall,
+    OpenCase,
+    PlaceCall,
+    Planned,
+    Reassess,
+    Topology,
+    World,
+    reachable,
+)
 from meshdesk.errors import DrillError, SyncError, UsageError
 from meshdesk.store.records import StoredEvent
 from meshdesk.sync.sim import Link
@@ -55,24 +59,9 @@ __all__ = ["NodeFactory", "Progress", "Simulation", "simulate"]
 
 #: 2026-03-11 14:46 JST: the virtual epoch of every drill's HLC times.
 EPOCH_MS = 1_773_207_960_000
-#: Share of cases re-assessed at their origin, and re-triaged at HQ, a few minutes on.
-FOLLOWUP_SHARE = 0.25
-TRIAGE_SHARE = 0.25
-RESOLVE_AFTER_S = 60.0
 _MAX_ROUNDS = 100_000
 
 NodeFactory = Callable[..., SimNode]
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    t: float
-    duration: float
-    cases: int
-    reached: int
-    backlog: int
-    links: int
-    phase: str
 
 
 class _Link(Link):
@@ -95,7 +84,9 @@ class Simulation:
         progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.sc = scenario
-        self.rng = random.Random(f"workload-{seed}")
+        self.world = World(scenario, seed, "sim")
+        #: The values of re-assessments and re-triages (they depend on what a node holds).
+        self.edits = random.Random(f"edits-{seed}")
         self.faults = random.Random(f"faults-{seed}")
         self.rec = Recorder(scenario.sites)
         self.directory = Directory()
@@ -108,26 +99,24 @@ class Simulation:
         self.site_nodes: dict[str, list[SimNode]] = {s: [] for s in scenario.sites}
         for node in self.nodes.values():
             self.site_nodes[node.spec.site].append(node)
-        self.up = set(scenario.edges)
-        self.quality: dict[tuple[str, str], tuple[float, float]] = {}
-        self.courier: dict[str, str] = {}
         self.links: dict[tuple[str, str], _Link] = {}
-        self.revoked_at: dict[str, float] = {}  # author -> t
-        self.deferred: dict[str, int] = {}
+        self._case_ids: dict[int, str] = {}  # consultation number -> case id
+        self._triage_after: dict[str, float] = {}  # case id -> planned re-triage delay
+        #: Revoked node -> the step HQ revoked it in: its events from then on are the thief's.
+        self._revoked_at: dict[str, float] = {}
         self._event_times: dict[tuple[str, int], float] = {}
         self.t = 0.0
         self.draining = False
+        # The engine's own reactions (re-triage, conflict resolution): (t, order, drain, fn).
         self._queue: list[tuple[float, int, bool, Callable[[], None]]] = []
         self._order = itertools.count()
         self._progress = progress
         self.calls = CallTracker(self.rec, self._path)
-        for action in scenario.timeline:
-            self.at(action.at, functools.partial(self._act, action), drain=True)
 
     # -- scheduling ----------------------------------------------------------------------
 
     def at(self, t: float, fn: Callable[[], None], *, drain: bool = False) -> None:
-        """Run ``fn`` at ``t``; only ``drain`` actions still run after the end."""
+        """Run ``fn`` at ``t``; only ``drain`` reactions still run after the end."""
         heapq.heappush(self._queue, (t, next(self._order), drain, fn))
 
     def run(self) -> Recorder:
@@ -141,7 +130,8 @@ class Simulation:
                 next_sample += sc.sample
             self.t = round(self.t + sc.tick, 6)
         self.rec.end_s = sc.duration
-        self._heal()
+        for action in self.world.heal(self.t):
+            self._carry_out(action)
         limit = sc.duration + sc.drain
         while self.t <= limit:
             self._step()
@@ -159,10 +149,19 @@ class Simulation:
         return self.rec
 
     def _step(self) -> None:
-        while self._queue and self._queue[0][0] <= self.t + 1e-9:
-            _, _, drain, fn = heapq.heappop(self._queue)
-            if drain or not self.draining:
-                fn()
+        """The world's plan and our own reactions due by now, in time order."""
+        while True:
+            planned = self.world.next_at()
+            own = self._queue[0][0] if self._queue else None
+            if planned is not None and planned <= self.t + 1e-9 and (own is None or planned <= own):
+                for action in self.world.due(planned):
+                    self._carry_out(action)
+            elif own is not None and own <= self.t + 1e-9:
+                _, _, drain, fn = heapq.heappop(self._queue)
+                if drain or not self.draining:
+                    fn()
+            else:
+                break
         self._spread_revocations()
         self._settle()
         self.calls.check(self.t)
@@ -175,18 +174,8 @@ class Simulation:
     # -- the network ---------------------------------------------------------------------
 
     def _wanted(self) -> set[tuple[str, str]]:
-        pairs: set[tuple[str, str]] = set()
-        for a_site, b_site in self.up:
-            for a in self.site_nodes[a_site]:
-                for b in self.site_nodes[b_site]:
-                    if a is not b:
-                        pairs.add(edge(a.name, b.name))
-        for courier, site in self.courier.items():
-            for b in self.site_nodes[site]:
-                if b.name != courier:
-                    pairs.add(edge(courier, b.name))
         out = set()
-        for a_name, b_name in pairs:
+        for a_name, b_name in self.world.pairs:
             a, b = self.nodes[a_name], self.nodes[b_name]
             if a.alive and b.alive and a.author not in b.revoked and b.author not in a.revoked:
                 out.add((a_name, b_name))
@@ -200,7 +189,7 @@ class Simulation:
             a, b = self.nodes[pair[0]], self.nodes[pair[1]]
             link = self.links[pair] = _Link(a, b)
             link.sites = edge(a.spec.site, b.spec.site)
-            link.loss, link.latency = self.quality.get(link.sites, (0.0, 0.0))
+            link.loss, link.latency = self.world.quality(link.sites)
 
     def _settle(self) -> None:
         links = [self.links[p] for p in sorted(self.links)]
@@ -241,30 +230,20 @@ class Simulation:
 
     def _reach(self, start: Iterable[SimNode]) -> set[str]:
         """Names of the nodes that live links join to any live node of ``start``."""
-        frontier = deque(n.name for n in start if n.alive)
-        seen = set(frontier)
-        adjacent: dict[str, list[str]] = {}
-        for x, y in self.links:
-            adjacent.setdefault(x, []).append(y)
-            adjacent.setdefault(y, []).append(x)
-        while frontier:
-            for other in adjacent.get(frontier.popleft(), ()):
-                if other not in seen:
-                    seen.add(other)
-                    frontier.append(other)
-        return seen
+        return reachable(self.links, [n.name for n in start if n.alive])
 
     def _spread_revocations(self) -> None:
-        if not self.revoked_at:
+        revoked = self._revoked_at
+        if not revoked:
             return
         changed = True
         while changed:
             changed = False
             for a_name, b_name in list(self.links):
+                if a_name in revoked or b_name in revoked:
+                    continue
                 a, b = self.nodes[a_name], self.nodes[b_name]
                 for src, dst in ((a, b), (b, a)):
-                    if src.author in self.revoked_at or dst.author in self.revoked_at:
-                        continue
                     fresh = src.revoked - dst.revoked
                     if fresh:
                         dst.revoked |= fresh
@@ -272,41 +251,38 @@ class Simulation:
             if changed:
                 self._relink()
 
-    # -- timeline ------------------------------------------------------------------------
+    # -- carrying out the plan -----------------------------------------------------------
 
-    def _act(self, action: Action) -> None:
-        if self.draining and not isinstance(action, Courier | LinkChange | Power):
-            return
+    def _carry_out(self, action: Planned) -> None:
         match action:
-            case LinkChange(up=up, edges=edges):
-                (self.up.update if up else self.up.difference_update)(edges)
+            case Topology():
                 self._relink()
             case LinkQuality(edges=edges, loss=loss, latency=latency):
-                for e in edges:
-                    self.quality[e] = (loss, latency)
-                    for link in self.links.values():
-                        if link.sites == e:
-                            link.loss, link.latency = loss, latency
+                for link in self.links.values():
+                    if link.sites in edges:
+                        link.loss, link.latency = loss, latency
             case Power(node=name, on=on):
                 self._power(self.nodes[name], on)
-            case Consultations() as c:
-                self._next_consultation(c, self.t)
-            case Call() | CallJoin():
-                self.calls.act(action, self.t, self.site_nodes, self.nodes.values())
-            case Courier(node=name, site=site):
-                if site is None:
-                    self.courier.pop(name, None)
-                else:
-                    self.courier[name] = site
-                self._relink()
+            case OpenCase() as case:
+                self._open_case(case)
+            case Reassess(number=number, node=name):
+                self._reassess(self.nodes[name], self._case_ids[number])
+            case PlaceCall() | JoinCall():
+                self.calls.act(action, self.t, self.nodes)
             case Revoke(node=name, reason=reason):
-                author = self.nodes[name].author
-                self.revoked_at[author] = self.t
+                stolen = self.nodes[name]
+                self._revoked_at[name] = self.t
                 self.rec.revoked.append(name)
                 self.rec.notes.append(f"{name} revoked at {self.t:g} s ({reason})")
                 for node in self.hq:
-                    node.revoked.add(author)
+                    node.revoked.add(stolen.author)
                 self._relink()
+            case Heal():
+                self.draining = True
+                for link in self.links.values():
+                    link.loss = link.latency = 0.0
+            case CutOff():
+                raise DrillError("a sim-mode world planned a lab-mode conflict pair")
 
     def _power(self, node: SimNode, on: bool) -> None:
         if node.alive == on:
@@ -315,63 +291,33 @@ class Simulation:
         if not on:
             node.crash()
         self._relink()
-        if on and self.deferred.get(node.spec.site):
-            for _ in range(self.deferred.pop(node.spec.site)):
-                self._open_case(node, self.rng.choice(list(Category)), Urgency.NORMAL)
-
-    def _heal(self) -> None:
-        self.draining = True
-        self.up = set(self.sc.edges)
-        self.quality.clear()
-        for link in self.links.values():
-            link.loss = link.latency = 0.0
-        for node in self.nodes.values():
-            if not node.alive and node.author not in self.revoked_at:
-                self._power(node, True)
-        self._relink()
 
     # -- workload ------------------------------------------------------------------------
-
-    def _next_consultation(self, c: Consultations, after: float) -> None:
-        t = after + self.rng.expovariate(c.per_minute / 60.0)
-        if t < c.until:
-            self.at(t, lambda: self._consult(c))
-
-    def _consult(self, c: Consultations) -> None:
-        self._next_consultation(c, self.t)
-        category = _pick(self.rng, c.categories)
-        urgency = _pick(self.rng, c.urgency)
-        alive = [n for n in self.site_nodes[c.site] if n.alive]
-        if not alive:
-            self.deferred[c.site] = self.deferred.get(c.site, 0) + 1
-            return
-        self._open_case(self.rng.choice(alive), category, urgency)
 
     def _wall(self) -> int:
         return EPOCH_MS + int(self.t * 1000)
 
-    def _open_case(self, node: SimNode, category: str, urgency: str) -> None:
+    def _open_case(self, case: OpenCase) -> None:
+        node = self.nodes[case.node]
         draft = node.writer.open_case(
-            wall_ms=self._wall(), site=node.spec.site, category=category, urgency=urgency
+            wall_ms=self._wall(), site=case.site, category=case.category, urgency=case.urgency
         )
         node.own_cases.add(draft.case_id)
-        refused = node.author in self.revoked_at
-        self.rec.case_created(
-            CaseRecord(
-                draft.case_id, node.spec.site, node.name, self.t, str(urgency), None, refused
-            )
+        self._case_ids[case.number] = draft.case_id
+        if case.triage_after is not None:
+            self._triage_after[draft.case_id] = case.triage_after
+        record = CaseRecord(
+            draft.case_id, case.site, node.name, self.t, case.urgency, None, case.refused
         )
+        self.rec.case_created(record)
         self._write(node, [draft])
-        if self.rng.random() < FOLLOWUP_SHARE:
-            case_id = draft.case_id
-            self.at(self.t + self.rng.uniform(60, 300), lambda: self._reassess(node, case_id))
 
     def _write(self, node: SimNode, drafts: Sequence[Draft]) -> None:
         events = node.write(drafts)
         self.rec.events_created += len(events)
         for event in events:
             self._event_times[(event.author, event.seq)] = self.t
-        if node.author in self.revoked_at:
+        if node.name in self._revoked_at:
             self.rec.refused_writes += len(events)
 
     def _reassess(self, node: SimNode, case_id: str) -> None:
@@ -385,7 +331,7 @@ class Simulation:
         choices = [u for u in Urgency if u is not state.urgency]
         try:
             draft = node.writer.set_field(
-                state, CaseField.URGENCY, self.rng.choice(choices), wall_ms=self._wall()
+                state, CaseField.URGENCY, self.edits.choice(choices), wall_ms=self._wall()
             )
         except UsageError:
             return  # the drawn value is what the case already holds: nothing to write
@@ -402,19 +348,10 @@ class Simulation:
                 if event.case_id in self.rec.cases:
                     first = self.rec.cases[event.case_id].reached_s is None
                     self.rec.reached_hq(event.case_id, self.t)
-                    origin = self.by_author.get(event.author)
-                    if (
-                        first
-                        and origin is not None
-                        and origin.spec.role != "hq"
-                        and not self.draining
-                        and self.rng.random() < TRIAGE_SHARE
-                    ):
+                    after = self._triage_after.get(event.case_id)
+                    if first and after is not None and not self.draining:
                         case_id = event.case_id
-                        self.at(
-                            self.t + self.rng.uniform(30, 180),
-                            functools.partial(self._triage, node, case_id),
-                        )
+                        self.at(self.t + after, functools.partial(self._triage, node, case_id))
             else:
                 touched.add(event.case_id)
         for case_id in sorted(touched):
@@ -490,10 +427,11 @@ class Simulation:
 
     def _final_check(self) -> None:
         rec = self.rec
+        revoked = self._revoked_at
         expected: set[tuple[str, int]] = set()
         thief: set[tuple[str, int]] = set()
         for node in self.nodes.values():
-            cutoff = self.revoked_at.get(node.author)
+            cutoff = revoked.get(node.name)
             for event in node.store.events.get(node.author, ()):
                 created = self._event_times.get((node.author, event.seq), 0.0)
                 key = (node.author, event.seq)
@@ -504,7 +442,7 @@ class Simulation:
         }
         rec.lost_records = len(expected - at_hq)
         for node in self.nodes.values():
-            if node.author in self.revoked_at:
+            if node.name in revoked:
                 continue
             held = {(a, e.seq) for a, chain in node.store.events.items() for e in chain}
             rec.missing[node.name] = len(expected - held)
@@ -513,19 +451,15 @@ class Simulation:
                 (a, e.seq, e.hash) for a, chain in node.store.events.items() for e in chain
             )
         for stolen in self.nodes.values():
-            if stolen.author in self.revoked_at:
+            if stolen.name in revoked:
                 rec.revoked_peers[stolen.name] = {
                     node.name: "refused"
                     for node in self.nodes.values()
-                    if node.author not in self.revoked_at and stolen.author in node.revoked
+                    if node.name not in revoked and stolen.author in node.revoked
                 }
-        if self.deferred:
-            rec.notes.append(f"consultations never recorded (site without power): {self.deferred}")
-
-
-def _pick(rng: random.Random, mix: Sequence[tuple[str, float]]) -> str:
-    names = [name for name, _ in mix]
-    return rng.choices(names, weights=[w for _, w in mix])[0]
+        unrecorded = self.world.unrecorded
+        if unrecorded:
+            rec.notes.append(f"consultations never recorded (site without power): {unrecorded}")
 
 
 def simulate(

@@ -1,21 +1,22 @@
 """Calls in the simulation: placed when live links join the sites, completed if they last.
 
 Media is not simulated: a call stands for "the two sites could talk for its whole
-duration". A call is placed when a path of live links joins an alive node of the
-calling site to one of the called site; it completes when that path lasts the
-call's duration, and is dropped (not completed) the first step it is broken. A
-department (every alive node that lists it) or a site joins a running call when a
-path joins it to the call.
+duration". Who can take part is the world's rule (the powered, unrevoked nodes of
+each site, see :class:`~meshdesk.drill.world.PlaceCall`). A call is placed when a
+path of live links joins one of the calling site's to one of the called site's;
+it completes when that path lasts the call's duration, and is dropped (not
+completed) the first step it is broken. A department (every such node that lists
+it) or a site joins a running call when a path joins it to the call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from meshdesk.drill._nodes import SimNode
 from meshdesk.drill.metrics import CallRecord, Recorder
-from meshdesk.drill.model import Call, CallJoin
+from meshdesk.drill.world import JoinCall, PlaceCall
 
 __all__ = ["CallTracker"]
 
@@ -37,41 +38,35 @@ class CallTracker:
         self._path = path
         self._active: dict[str, _Active] = {}
 
-    def act(
-        self,
-        action: Call | CallJoin,
-        t: float,
-        site_nodes: Mapping[str, Sequence[SimNode]],
-        nodes: Iterable[SimNode],
-    ) -> None:
-        if isinstance(action, Call):
-            caller = [n for n in site_nodes[action.caller] if n.alive]
-            callee = [n for n in site_nodes[action.callee] if n.alive]
+    def act(self, action: PlaceCall | JoinCall, t: float, nodes: Mapping[str, SimNode]) -> None:
+        """Place a call, or join one, with the nodes the world says can take part."""
+        if isinstance(action, PlaceCall):
+            call = action.call
+            caller = [nodes[n] for n in action.caller]
+            callee = [nodes[n] for n in action.callee]
             placed = bool(caller and callee) and self._path(caller, callee)
-            record = CallRecord(action.call_id, "call", action.caller, action.callee, t, placed)
+            record = CallRecord(call.call_id, "call", call.caller, call.callee, t, placed)
             if not placed:
                 record.note = "no path between the sites"
             self._rec.calls.append(record)
             if placed:
-                self._active[action.call_id] = _Active(record, caller, callee, t + action.duration)
+                self._active[call.call_id] = _Active(record, caller, callee, t + call.duration)
             return
-        active = self._active.get(action.call_id)
-        if action.department is not None:
-            members = [n for n in nodes if n.alive and action.department in n.spec.departments]
-        else:
-            members = [n for n in site_nodes[action.site or ""] if n.alive]
+        join = action.join
+        active = self._active.get(join.call_id)
         by_site: dict[str, list[SimNode]] = {}
-        for node in members:
+        for name in action.members:
+            node = nodes[name]
             by_site.setdefault(node.spec.site, []).append(node)
-        who = action.department or action.site or ""
+        who = join.department or join.site or ""
         if not by_site:
-            record = CallRecord(action.call_id, "join", action.site or "-", who, t, False)
+            record = CallRecord(join.call_id, "join", join.site or "-", who, t, False)
             record.note = f"nobody of {who} is up"
             self._rec.calls.append(record)
             return
         for site, group in sorted(by_site.items()):
             placed = active is not None and self._path(group, active.caller + active.callee)
-            record = CallRecord(action.call_id, "join", site, who, t, placed)
+            record = CallRecord(join.call_id, "join", site, who, t, placed)
             if active is None:
                 record.note = "the call is not running"
             elif not placed:

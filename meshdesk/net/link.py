@@ -90,6 +90,11 @@ class Link:
         return str(self.channel.peer.node_id)
 
     @property
+    def remote(self) -> str:
+        """The peer's address as text, for logs and for choosing a local address."""
+        return self.channel.remote
+
+    @property
     def rtt(self) -> float | None:
         return self._heartbeat.rtt
 

@@ -11,36 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import errno
 import logging
 import os
 import sqlite3
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from loopback import hq_and_centre, loopback_config
 
-from meshdesk import admin, control
+from meshdesk import control
 from meshdesk.cases.model import Personal
-from meshdesk.config import Config, Timings, load_config
 from meshdesk.errors import StoreFull
-from meshdesk.home import NodeHome
-from meshdesk.identity import Role
 from meshdesk.node import Node
 
 pytestmark = pytest.mark.durability
 
-NOW = dt.datetime.now(dt.UTC)
-FAST = Timings(heartbeat_interval=0.2, dead_after=2.0, connect_timeout=2.0, reconnect_min=0.1)
 AsyncWaitUntil = Callable[..., Awaitable[None]]
-
-
-def _config(home: NodeHome, peers: list[str]) -> Config:
-    base = replace(load_config(home.config_path), timings=FAST)
-    return base.with_overrides(listen="127.0.0.1:0", static_peers=peers, mdns=False)
 
 
 @pytest.fixture
@@ -93,29 +82,19 @@ async def test_a_full_disk_refuses_writes_clearly_and_recovers_by_itself(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="meshdesk")
-    hq = NodeHome(tmp_path / "hq")
-    await admin.create_deployment(
-        hq, deployment="満杯市", node_name="本部", site="市役所", departments=(), now=NOW
-    )
-    kit = tmp_path / "shelter.kit"
-    await admin.issue_kit(
-        hq, name="避難所", site="第一小学校", role=Role.CENTER, departments=(),
-        out=kit, passphrase=None, now=NOW,
-    )  # fmt: skip
-    shelter = NodeHome(tmp_path / "shelter")
-    await admin.provision(shelter, kit_path=kit, passphrase=None, expect_deployment=None, now=NOW)
+    hq, shelter = await hq_and_centre(tmp_path, deployment="満杯市")
     on_tiny = tiny_disk / "store.db"
     on_tiny.write_bytes(shelter.store_path.read_bytes())
     shelter.store_path.unlink()
     shelter.store_path.symlink_to(on_tiny)
 
-    async with Node(hq, _config(hq, [])) as hq_node:
+    async with Node(hq, loopback_config(hq, [])) as hq_node:
         from_hq = {await _case(hq_node, f"本部 {i}") for i in range(5)}
         to_hq = f"127.0.0.1:{hq_node.listener.port}"
         # The shelter writes 3 cases offline, then its disk fills up.
-        async with Node(shelter, _config(shelter, [])) as node:
+        async with Node(shelter, loopback_config(shelter, [])) as node:
             ours = {await _case(node, f"避難所 {i}") for i in range(3)}
-        async with Node(shelter, _config(shelter, [to_hq])) as node:
+        async with Node(shelter, loopback_config(shelter, [to_hq])) as node:
             filler = await asyncio.to_thread(_fill, tiny_disk)
             before = await node.store.counts()
             with pytest.raises(StoreFull, match=r"disk holding .* is full: nothing was saved"):

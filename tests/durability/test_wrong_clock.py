@@ -9,27 +9,22 @@ reaches HQ, and say that its clock is wrong.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import hq_and_centre, loopback_config
 
-from meshdesk import admin, control
-from meshdesk.config import Timings, load_config
-from meshdesk.home import NodeHome
-from meshdesk.identity import Role
+from meshdesk import control
 from meshdesk.node import Node
 
 pytestmark = pytest.mark.durability
 
-NOW = dt.datetime.now(dt.UTC)
 DAY_MS = 86_400_000
 AsyncWaitUntil = Callable[..., Awaitable[None]]
 
@@ -47,21 +42,8 @@ async def test_a_process_400_days_in_the_past_starts_links_and_records(
     tmp_path: Path, async_wait_until: AsyncWaitUntil
 ) -> None:
     _require_faketime()
-    hq = NodeHome(tmp_path / "hq")
-    await admin.create_deployment(
-        hq, deployment="時計市", node_name="本部", site="市役所", departments=(), now=NOW
-    )
-    kit = tmp_path / "c4.kit"
-    await admin.issue_kit(
-        hq, name="c4", site="第四小学校", role=Role.CENTER, departments=(),
-        out=kit, passphrase=None, now=NOW,
-    )  # fmt: skip
-    shelter = NodeHome(tmp_path / "c4")
-    await admin.provision(shelter, kit_path=kit, passphrase=None, expect_deployment=None, now=NOW)
-    fast = Timings(heartbeat_interval=0.2, dead_after=2.0, connect_timeout=2.0, reconnect_min=0.1)
-    config = replace(load_config(hq.config_path), timings=fast).with_overrides(
-        listen="127.0.0.1:0", static_peers=[], mdns=False
-    )
+    hq, shelter = await hq_and_centre(tmp_path, deployment="時計市", centre="c4", site="第四小学校")
+    config = loopback_config(hq, [])
     env = {**os.environ, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     async with Node(hq, config) as hq_node:
         log = (tmp_path / "c4.log").open("wb")

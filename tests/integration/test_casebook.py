@@ -13,12 +13,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from meshdesk import admin
 from meshdesk.cases.book import CaseBook
 from meshdesk.cases.chain import UnsignedEvent, author_node, verify_run
 from meshdesk.cases.model import Personal
+from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import SyncError, UsageError
-from meshdesk.home import NodeHome
 from meshdesk.identity import NodeInfo, NodeKit, Role
 from meshdesk.store import Store
 
@@ -69,29 +68,11 @@ def head_seq(head: tuple[int, bytes] | None) -> int:
 
 @pytest.fixture
 async def sites(tmp_path: Path) -> AsyncIterator[dict[str, Site]]:
-    hq = NodeHome(tmp_path / "本部")
-    await admin.create_deployment(
-        hq, deployment="秋田市", node_name="本部", site="市役所", departments=(), now=NOW
-    )
-    homes = {"本部": hq}
-    for name, (role, depts) in NODES.items():
-        if name == "本部":
-            continue
-        kit = tmp_path / f"{name}.kit"
-        await admin.issue_kit(
-            hq,
-            name=name,
-            site=name,
-            role=role,
-            departments=depts,
-            out=kit,
-            passphrase=None,
-            now=NOW,
-        )
-        homes[name] = NodeHome(tmp_path / name)
-        await admin.provision(
-            homes[name], kit_path=kit, passphrase=None, expect_deployment=None, now=NOW
-        )
+    specs = [
+        HomeSpec(name, role, "市役所" if role is Role.HQ else name, depts)
+        for name, (role, depts) in NODES.items()
+    ]
+    homes = dict((await build_deployment(tmp_path, "秋田市", specs, now=NOW)).homes)
     kits = {name: home.load_identity(now=NOW) for name, home in homes.items()}
     directory = [k.info for k in kits.values()]
 

@@ -10,46 +10,24 @@ would split for good): each run of a node writes a chain of its own
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import shutil
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from loopback import hq_and_centre, loopback_config
 
-from meshdesk import admin
 from meshdesk.cases.chain import author_node
 from meshdesk.cases.model import Personal
-from meshdesk.config import Config, Timings, load_config
 from meshdesk.home import NodeHome
-from meshdesk.identity import Role
 from meshdesk.node import Node
 
-NOW = dt.datetime.now(dt.UTC)
-FAST = Timings(heartbeat_interval=0.2, dead_after=1.0, connect_timeout=2.0, reconnect_min=0.1)
 AsyncWaitUntil = Callable[..., Awaitable[None]]
 
 
-def _config(home: NodeHome, peers: list[str]) -> Config:
-    base = replace(load_config(home.config_path), timings=FAST)
-    return base.with_overrides(listen="127.0.0.1:0", static_peers=peers, mdns=False)
-
-
 async def _homes(root: Path) -> tuple[NodeHome, NodeHome]:
-    hq = NodeHome(root / "hq")
-    await admin.create_deployment(
-        hq, deployment="復元市", node_name="本部", site="市役所", departments=(), now=NOW
-    )
-    kit = root / "shelter.kit"
-    await admin.issue_kit(
-        hq, name="避難所", site="第一小学校", role=Role.CENTER, departments=(),
-        out=kit, passphrase=None, now=NOW,
-    )  # fmt: skip
-    shelter = NodeHome(root / "shelter")
-    await admin.provision(shelter, kit_path=kit, passphrase=None, expect_deployment=None, now=NOW)
-    return hq, shelter
+    return await hq_and_centre(root, deployment="復元市")
 
 
 async def _open_cases(node: Node, count: int, label: str) -> set[str]:
@@ -75,9 +53,9 @@ async def test_a_node_restored_from_a_backup_gets_its_tail_back_without_a_fork(
     shutil.copyfile(shelter.store_path, backup)  # the shelter's store before any case
 
     # Day 1: the shelter records 20 cases, and they reach HQ.
-    async with Node(hq, _config(hq, [])) as hq_node:
+    async with Node(hq, loopback_config(hq, [])) as hq_node:
         peer = f"127.0.0.1:{hq_node.listener.port}"
-        async with Node(shelter, _config(shelter, [peer])) as node:
+        async with Node(shelter, loopback_config(shelter, [peer])) as node:
             day_one = await _open_cases(node, 20, "初日")
             await async_wait_until(lambda: _has(hq_node, day_one), 15)
         hq_port = hq_node.listener.port
@@ -87,10 +65,10 @@ async def test_a_node_restored_from_a_backup_gets_its_tail_back_without_a_fork(
 
         caplog.clear()
         # Offline, it records 5 more, then the link to HQ returns.
-        async with Node(shelter, _config(shelter, [])) as node:
+        async with Node(shelter, loopback_config(shelter, [])) as node:
             assert await _case_ids(node) == set()
             day_two = await _open_cases(node, 5, "二日目")
-        async with Node(shelter, _config(shelter, [f"127.0.0.1:{hq_port}"])) as node:
+        async with Node(shelter, loopback_config(shelter, [f"127.0.0.1:{hq_port}"])) as node:
             everything = day_one | day_two
             await async_wait_until(lambda: _has(hq_node, everything), 15)
             await async_wait_until(lambda: _has(node, everything), 15)
@@ -119,9 +97,9 @@ async def _has(node: Node, ids: set[str]) -> bool:
 async def test_every_run_of_a_node_writes_a_chain_of_its_own(tmp_path: Path) -> None:
     hq, _ = await _homes(tmp_path)
     for _ in range(2):
-        async with Node(hq, _config(hq, [])) as node:
+        async with Node(hq, loopback_config(hq, [])) as node:
             await _open_cases(node, 2, "相談")
-    async with Node(hq, _config(hq, [])) as node:
+    async with Node(hq, loopback_config(hq, [])) as node:
         heads = await node.store.heads()
     assert len(heads) == 2
     assert {author_node(a) for a in heads} == {str(node.kit.node_id)}
@@ -132,9 +110,9 @@ async def test_a_home_copied_to_a_second_machine_is_refused_while_the_first_runs
     tmp_path: Path, async_wait_until: AsyncWaitUntil, caplog: pytest.LogCaptureFixture
 ) -> None:
     hq, shelter = await _homes(tmp_path)
-    async with Node(hq, _config(hq, [])) as hq_node:
+    async with Node(hq, loopback_config(hq, [])) as hq_node:
         to_hq = f"127.0.0.1:{hq_node.listener.port}"
-        async with Node(shelter, _config(shelter, [to_hq])) as first:
+        async with Node(shelter, loopback_config(shelter, [to_hq])) as first:
             shelter_id = str(first.kit.node_id)
             await async_wait_until(lambda: _state(hq_node, shelter_id) == "linked", 10)
             copy = NodeHome(tmp_path / "copied")
@@ -145,7 +123,7 @@ async def test_a_home_copied_to_a_second_machine_is_refused_while_the_first_runs
                 ignore=shutil.ignore_patterns("control.sock"),  # a socket is no file
             )
             to_first = f"127.0.0.1:{first.listener.port}"
-            async with Node(copy, _config(copy, [to_hq, to_first])) as second:
+            async with Node(copy, loopback_config(copy, [to_hq, to_first])) as second:
                 await async_wait_until(lambda: _refused_by(second, hq_node), 10)
                 said = " ".join(r.getMessage() for r in caplog.records)
                 assert "copied home" in said

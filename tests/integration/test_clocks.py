@@ -12,29 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from loopback import hq_and_centre, loopback_config
 
-from meshdesk import admin, control
+from meshdesk import control
 from meshdesk.cases.hlc import hlc_wall_ms
 from meshdesk.cases.model import Personal
 from meshdesk.clock import SKEW_WARN_MS
-from meshdesk.config import Config, Timings, load_config
-from meshdesk.home import NodeHome
-from meshdesk.identity import Role
 from meshdesk.node import Node
 
 NOW = dt.datetime.now(dt.UTC)
-FAST = Timings(heartbeat_interval=0.2, dead_after=1.0, connect_timeout=2.0, reconnect_min=0.1)
 AsyncWaitUntil = Callable[..., Awaitable[None]]
 DAY = dt.timedelta(days=1)
-
-
-def _config(home: NodeHome, peers: list[str]) -> Config:
-    base = replace(load_config(home.config_path), timings=FAST)
-    return base.with_overrides(listen="127.0.0.1:0", static_peers=peers, mdns=False)
 
 
 @pytest.mark.parametrize("skew", [-400 * DAY, -DAY, 2 * DAY, 365 * DAY], ids=str)
@@ -44,30 +35,20 @@ async def test_a_node_with_a_wrong_clock_records_syncs_and_is_told(
     caplog: pytest.LogCaptureFixture,
     skew: dt.timedelta,
 ) -> None:
-    hq = NodeHome(tmp_path / "hq")
-    await admin.create_deployment(
-        hq, deployment="時計市", node_name="本部", site="市役所", departments=(), now=NOW
-    )
-    kit = tmp_path / "c4.kit"
-    await admin.issue_kit(
-        hq, name="c4", site="第四小学校", role=Role.CENTER, departments=(),
-        out=kit, passphrase=None, now=NOW,
-    )  # fmt: skip
-    shelter = NodeHome(tmp_path / "c4")
-    await admin.provision(shelter, kit_path=kit, passphrase=None, expect_deployment=None, now=NOW)
+    hq, shelter = await hq_and_centre(tmp_path, deployment="時計市", centre="c4", site="第四小学校")
 
     def wrong() -> dt.datetime:
         return dt.datetime.now(dt.UTC) + skew
 
     # Offline first, with its wrong clock (the certificate is "not valid yet" at -1 d).
-    async with Node(shelter, _config(shelter, []), now=wrong) as alone:
+    async with Node(shelter, loopback_config(shelter, []), now=wrong) as alone:
         before = await alone.cases.open_case(
             op="佐藤", category="medical", urgency="high", personal=Personal(name="山田 太郎")
         )
     caplog.clear()
-    async with Node(hq, _config(hq, [])) as hq_node:
+    async with Node(hq, loopback_config(hq, [])) as hq_node:
         to_hq = f"127.0.0.1:{hq_node.listener.port}"
-        async with Node(shelter, _config(shelter, [to_hq]), now=wrong) as node:
+        async with Node(shelter, loopback_config(shelter, [to_hq]), now=wrong) as node:
             await async_wait_until(lambda: node.clock.view.warning is not None, 10)
             status = await control.call(node.home.control_socket, "status")
             clock = status["clock"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import AsyncWaitUntil
 
 from meshdesk import control
 from meshdesk.bus import EventBus
@@ -135,7 +136,7 @@ async def bus_server(tmp_path: Path) -> AsyncIterator[tuple[control.ControlServe
 
 
 async def test_subscribe_streams_published_events(
-    bus_server: tuple[control.ControlServer, EventBus], async_wait_until: Any
+    bus_server: tuple[control.ControlServer, EventBus], async_wait_until: AsyncWaitUntil
 ) -> None:
     srv, bus = bus_server
     async with control.subscribe(srv.path, ["case"]) as events:

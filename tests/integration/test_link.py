@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import datetime as dt
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from waits import AsyncWaitUntil
 
 from meshdesk.config import Timings
 from meshdesk.errors import ChannelClosed, LinkError
@@ -18,11 +18,6 @@ from meshdesk.wire import Frame, Hello, PeerExchange, Ping
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
 FAST = Timings(heartbeat_interval=0.05, dead_after=0.3, connect_timeout=1.0)
-
-
-@pytest.fixture(scope="module")
-def ca() -> CertificateAuthority:
-    return CertificateAuthority.create("Link test", now=NOW)
 
 
 def info(ca: CertificateAuthority, name: str) -> NodeInfo:
@@ -53,7 +48,9 @@ def make_link(channel: MemoryChannel, me: NodeInfo, **kw: object) -> Link:
     return Link(channel, hello=hello(me), outbound=True, timings=FAST, on_frame=nothing, **kw)  # type: ignore[arg-type]
 
 
-async def test_hello_exchange_and_frames_reach_the_handler(ca: CertificateAuthority) -> None:
+async def test_hello_exchange_and_frames_reach_the_handler(
+    ca: CertificateAuthority, async_wait_until: AsyncWaitUntil
+) -> None:
     a, b = info(ca, "a"), info(ca, "b")
     ca_side, cb_side = memory_pair(a, b)
     got: list[Frame] = []
@@ -68,9 +65,9 @@ async def test_hello_exchange_and_frames_reach_the_handler(ca: CertificateAuthor
     run_a = asyncio.create_task(la.run())
     run_b = asyncio.create_task(lb.run())
     await lb.send(PeerExchange(peers=()))
-    await asyncio.sleep(0.2)
+    await async_wait_until(lambda: got, 5, message="the frame reached the handler")
+    await async_wait_until(lambda: la.rtt is not None, 5, message="a ping was answered")
     assert got == [PeerExchange(peers=())]
-    assert la.rtt is not None  # pings were answered
     await lb.close("test over")
     assert await asyncio.wait_for(run_a, 2) == "peer said goodbye: test over"
     assert await asyncio.wait_for(run_b, 2) == "test over"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from waits import AsyncWaitUntil
 
 from meshdesk.config import Timings
 from meshdesk.errors import LinkError
@@ -29,13 +30,6 @@ FAST = Timings(
     reconnect_min=0.05,
     reconnect_max=0.4,
 )
-
-WaitUntil = Callable[..., Awaitable[None]]
-
-
-@pytest.fixture(scope="module")
-def ca() -> CertificateAuthority:
-    return CertificateAuthority.create("Mesh test", now=NOW)
 
 
 def make_info(ca: CertificateAuthority, name: str) -> NodeInfo:
@@ -145,7 +139,7 @@ def dial(network: Net, frm: str, to: str, source: str = "static") -> None:
 
 
 async def test_simultaneous_dials_leave_exactly_one_link(
-    net: Callable[..., Awaitable[Net]], async_wait_until: WaitUntil
+    net: Callable[..., Awaitable[Net]], async_wait_until: AsyncWaitUntil
 ) -> None:
     network = await net("a", "b")
     dial(network, "a", "b")
@@ -162,7 +156,7 @@ async def test_simultaneous_dials_leave_exactly_one_link(
 
 
 async def test_peer_exchange_links_nodes_that_only_know_one_peer(
-    net: Callable[..., Awaitable[Net]], async_wait_until: WaitUntil
+    net: Callable[..., Awaitable[Net]], async_wait_until: AsyncWaitUntil
 ) -> None:
     network = await net("hub", "left", "right")
     dial(network, "left", "hub")
@@ -173,7 +167,7 @@ async def test_peer_exchange_links_nodes_that_only_know_one_peer(
 
 
 async def test_a_cut_link_is_noticed_and_restored(
-    net: Callable[..., Awaitable[Net]], async_wait_until: WaitUntil
+    net: Callable[..., Awaitable[Net]], async_wait_until: AsyncWaitUntil
 ) -> None:
     network = await net("a", "b")
     dial(network, "a", "b")
@@ -186,7 +180,7 @@ async def test_a_cut_link_is_noticed_and_restored(
 
 
 async def test_revoked_peer_is_cut_off_and_stays_refused(
-    net: Callable[..., Awaitable[Net]], async_wait_until: WaitUntil
+    net: Callable[..., Awaitable[Net]], async_wait_until: AsyncWaitUntil
 ) -> None:
     network = await net("a", "b")
     dial(network, "a", "b")
@@ -201,7 +195,7 @@ async def test_revoked_peer_is_cut_off_and_stays_refused(
 
 
 async def test_restarted_peer_replaces_its_stale_link(
-    net: Callable[..., Awaitable[Net]], async_wait_until: WaitUntil, ca: CertificateAuthority
+    net: Callable[..., Awaitable[Net]], async_wait_until: AsyncWaitUntil, ca: CertificateAuthority
 ) -> None:
     network = await net("a", "b")
     dial(network, "b", "a")
@@ -228,12 +222,12 @@ async def test_restarted_peer_replaces_its_stale_link(
         b2.add_address(PeerAddress(network.addr("a"), 7420, "static"))
         await async_wait_until(lambda: network.linked("b") == ["a"], 1)
         await async_wait_until(lambda: network.linked("a") == ["b"], 1)
-        await asyncio.sleep(FAST.dead_after * 2)
+        await asyncio.sleep(FAST.dead_after * 2)  # the old link dies; the new one stays
         assert network.linked("a") == ["b"]
 
 
 async def test_malformed_hello_is_refused_and_the_node_keeps_serving(
-    net: Callable[..., Awaitable[Net]], async_wait_until: WaitUntil, ca: CertificateAuthority
+    net: Callable[..., Awaitable[Net]], async_wait_until: AsyncWaitUntil, ca: CertificateAuthority
 ) -> None:
     network = await net("a", "b")
     # A channel whose peer claims another node id in its hello than its certificate.

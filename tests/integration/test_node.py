@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from waits import AsyncWaitUntil
 
 from meshdesk import admin, control
 from meshdesk.config import Config, Timings, load_config
+from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import MeshdeskError
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
@@ -21,7 +23,6 @@ from meshdesk.ops import OPS
 
 NOW = dt.datetime.now(dt.UTC)
 FAST = Timings(heartbeat_interval=0.2, dead_after=1.0, connect_timeout=2.0, reconnect_min=0.1)
-WaitUntil = Callable[..., Awaitable[None]]
 
 
 def peers(node: Node) -> list[dict[str, object]]:
@@ -46,21 +47,13 @@ def config(home: NodeHome, peers: list[str]) -> Config:
 
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    hq = NodeHome(tmp_path / "hq")
-    await admin.create_deployment(
-        hq, deployment="テスト市", node_name="本部", site="市役所", departments=(), now=NOW
-    )
-    homes = {"本部": hq}
-    for name, depts in (("shelter", ()), ("welfare", ("福祉課",))):
-        kit = tmp_path / f"{name}.kit"
-        await admin.issue_kit(
-            hq, name=name, site="s", role=Role.CENTER if name == "shelter" else Role.DESK,
-            departments=depts, out=kit, passphrase=None, now=NOW,
-        )  # fmt: skip
-        homes[name] = NodeHome(tmp_path / name)
-        await admin.provision(
-            homes[name], kit_path=kit, passphrase=None, expect_deployment=None, now=NOW
-        )
+    specs = [
+        HomeSpec("本部", Role.HQ, "市役所", folder="hq"),
+        HomeSpec("shelter", Role.CENTER, "s"),
+        HomeSpec("welfare", Role.DESK, "s", ("福祉課",)),
+    ]
+    homes = dict((await build_deployment(tmp_path, "テスト市", specs, now=NOW)).homes)
+    hq = homes["本部"]
     async with AsyncExitStack() as stack:
         nodes = {"本部": await stack.enter_async_context(Node(hq, config(hq, [])))}
         hq_port = nodes["本部"].listener.port
@@ -70,14 +63,18 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
         yield Mesh(tmp_path, homes, nodes)
 
 
-async def test_nodes_link_through_one_static_peer(mesh: Mesh, async_wait_until: WaitUntil) -> None:
+async def test_nodes_link_through_one_static_peer(
+    mesh: Mesh, async_wait_until: AsyncWaitUntil
+) -> None:
     await async_wait_until(lambda: mesh.linked("本部") == {"shelter", "welfare"}, 10)
     await async_wait_until(lambda: mesh.linked("shelter") == {"本部", "welfare"}, 10)
     found = {p["name"]: p["found_by"] for p in peers(mesh.nodes["shelter"])}
     assert "exchange" in found["welfare"] or "inbound" in found["welfare"]
 
 
-async def test_directory_spreads_to_every_node(mesh: Mesh, async_wait_until: WaitUntil) -> None:
+async def test_directory_spreads_to_every_node(
+    mesh: Mesh, async_wait_until: AsyncWaitUntil
+) -> None:
     async def names(node: str) -> set[str]:
         return {i.name for i in await mesh.nodes[node].directory.nodes()}
 
@@ -99,7 +96,9 @@ async def test_bad_certificates_change_nothing(mesh: Mesh) -> None:
     assert {i.name for i in await node.directory.nodes()} <= {"本部", "shelter", "welfare"}
 
 
-async def test_revocation_reaches_the_running_mesh(mesh: Mesh, async_wait_until: WaitUntil) -> None:
+async def test_revocation_reaches_the_running_mesh(
+    mesh: Mesh, async_wait_until: AsyncWaitUntil
+) -> None:
     await async_wait_until(lambda: mesh.linked("welfare") == {"本部", "shelter"}, 10)
     await admin.revoke_node(mesh.homes["本部"], "shelter", reason="lost", now=NOW)
     result = await control.call(mesh.homes["本部"].control_socket, "reload_revocations")
@@ -110,7 +109,7 @@ async def test_revocation_reaches_the_running_mesh(mesh: Mesh, async_wait_until:
     assert states["shelter"] in ("refused", "down", "connecting")
 
 
-async def test_control_socket_answers_status(mesh: Mesh, async_wait_until: WaitUntil) -> None:
+async def test_control_socket_answers_status(mesh: Mesh, async_wait_until: AsyncWaitUntil) -> None:
     await async_wait_until(lambda: len(mesh.linked("本部")) == 2, 10)
     status = await control.call(mesh.homes["本部"].control_socket, "status")
     assert status["name"] == "本部"
@@ -119,7 +118,7 @@ async def test_control_socket_answers_status(mesh: Mesh, async_wait_until: WaitU
 
 
 async def test_a_new_case_reaches_linked_peers_by_itself(
-    mesh: Mesh, async_wait_until: WaitUntil
+    mesh: Mesh, async_wait_until: AsyncWaitUntil
 ) -> None:
     await async_wait_until(lambda: len(mesh.linked("shelter")) == 2, 10)
     created = await control.call(
@@ -161,7 +160,7 @@ async def test_a_new_case_reaches_linked_peers_by_itself(
 
 
 async def test_events_and_sync_progress_reach_control_clients(
-    mesh: Mesh, async_wait_until: WaitUntil
+    mesh: Mesh, async_wait_until: AsyncWaitUntil
 ) -> None:
     await async_wait_until(lambda: len(mesh.linked("本部")) == 2, 10)
     hq_sock = mesh.homes["本部"].control_socket
@@ -190,7 +189,7 @@ async def test_events_and_sync_progress_reach_control_clients(
 
 
 async def test_digest_op_tells_equal_stores_from_unequal_ones(
-    mesh: Mesh, async_wait_until: WaitUntil
+    mesh: Mesh, async_wait_until: AsyncWaitUntil
 ) -> None:
     await async_wait_until(lambda: len(mesh.linked("shelter")) == 2, 10)
     socks = {name: home.control_socket for name, home in mesh.homes.items()}

@@ -15,13 +15,14 @@ import datetime as dt
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from waits import AsyncWaitUntil
 
 from meshdesk._fs import write_private
 from meshdesk.errors import AuthError, ChannelClosed, KitError, LinkError, WireError
@@ -121,10 +122,6 @@ class Recorder:
 
     def on_refused(self, fingerprint: str, address: str, reason: str) -> None:
         self.refused.append((fingerprint, address, reason))
-
-
-#: The ``async_wait_until`` fixture of tests/conftest.py.
-Wait = Callable[..., Awaitable[None]]
 
 
 @dataclass
@@ -241,7 +238,7 @@ def test_context_refuses_files_of_another_node(world: World) -> None:
 
 
 async def test_mutual_tls_round_trip_and_peers_on_both_sides(
-    world: World, server: Served, async_wait_until: Wait
+    world: World, server: Served, async_wait_until: AsyncWaitUntil
 ) -> None:
     async with await dial(world, server.port) as channel:
         assert channel.peer == world.server.kit.info
@@ -317,7 +314,7 @@ async def test_concurrent_large_sends_stay_whole(world: World, server: Served) -
 
 
 async def test_a_client_of_another_deployment_is_refused(
-    world: World, server: Served, async_wait_until: Wait
+    world: World, server: Served, async_wait_until: AsyncWaitUntil
 ) -> None:
     # It trusts our CA (so its own handshake completes) but presents a foreign cert.
     channel = await dial(world, server.port, world.foreign)
@@ -337,7 +334,7 @@ async def test_a_client_of_another_deployment_is_refused(
 
 
 async def test_a_server_of_another_deployment_is_refused_by_the_client(
-    world: World, async_wait_until: Wait
+    world: World, async_wait_until: AsyncWaitUntil
 ) -> None:
     foreign = await _serve(world, world.foreign_server, TrustPolicy(world.other_ca.cert))
     try:
@@ -352,7 +349,7 @@ async def test_a_server_of_another_deployment_is_refused_by_the_client(
 
 
 async def test_a_revoked_client_is_refused_by_the_server(
-    world: World, server: Served, async_wait_until: Wait
+    world: World, server: Served, async_wait_until: AsyncWaitUntil
 ) -> None:
     channel = await dial(world, server.port, world.revoked)
     try:
@@ -380,7 +377,7 @@ async def test_a_revoked_server_is_refused_by_the_client(world: World) -> None:
 
 
 async def test_plain_tcp_garbage_is_refused_and_others_are_served(
-    world: World, server: Served, async_wait_until: Wait
+    world: World, server: Served, async_wait_until: AsyncWaitUntil
 ) -> None:
     reader, writer = await asyncio.open_connection(HOST, server.port)
     try:
@@ -398,7 +395,7 @@ async def test_plain_tcp_garbage_is_refused_and_others_are_served(
 
 
 async def test_a_silent_client_is_dropped_and_blocks_no_one(
-    world: World, server: Served, async_wait_until: Wait
+    world: World, server: Served, async_wait_until: AsyncWaitUntil
 ) -> None:
     reader, writer = await asyncio.open_connection(HOST, server.port)
     try:
@@ -416,7 +413,7 @@ async def test_a_silent_client_is_dropped_and_blocks_no_one(
 
 
 async def test_an_oversized_frame_is_a_wire_error_and_closes(
-    world: World, server: Served, async_wait_until: Wait
+    world: World, server: Served, async_wait_until: AsyncWaitUntil
 ) -> None:
     ctx = client_context(
         world.client.kit,
@@ -444,7 +441,7 @@ async def test_an_oversized_frame_is_a_wire_error_and_closes(
 
 
 async def test_peer_hang_up_is_channel_closed(
-    world: World, server: Served, async_wait_until: Wait
+    world: World, server: Served, async_wait_until: AsyncWaitUntil
 ) -> None:
     channel = await dial(world, server.port)
     try:
@@ -462,7 +459,7 @@ async def test_peer_hang_up_is_channel_closed(
 
 
 async def test_client_hang_up_ends_the_server_handler(
-    world: World, server: Served, async_wait_until: Wait
+    world: World, server: Served, async_wait_until: AsyncWaitUntil
 ) -> None:
     channel = await dial(world, server.port)
     await channel.send(Ping(nonce=5, sent_ms=5))
@@ -474,7 +471,7 @@ async def test_client_hang_up_ends_the_server_handler(
 
 
 async def test_an_abrupt_reset_is_channel_closed(
-    world: World, server: Served, async_wait_until: Wait
+    world: World, server: Served, async_wait_until: AsyncWaitUntil
 ) -> None:
     channel = await dial(world, server.port)
     await channel.send(Ping(nonce=6, sent_ms=6))
@@ -488,7 +485,8 @@ async def test_an_abrupt_reset_is_channel_closed(
 async def test_aclose_is_idempotent_and_wakes_a_pending_recv(world: World, server: Served) -> None:
     channel = await dial(world, server.port)
     pending = asyncio.ensure_future(channel.recv())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # a yield: the recv starts and waits for data
+    assert not pending.done()
     await asyncio.gather(channel.aclose(), channel.aclose())
     await channel.aclose()
     assert channel.closed

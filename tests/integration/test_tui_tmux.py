@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waits import WaitUntil
 
 MESHDESK = str(Path(sys.executable).parent / "meshdesk")
 TMUX = shutil.which("tmux")
@@ -45,7 +46,7 @@ def tmux() -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, wait_until: object) -> Iterator[dict[str, Path]]:
+def nodes(tmp_path: Path, wait_until: WaitUntil) -> Iterator[dict[str, Path]]:
     hq, centre = tmp_path / "hq", tmp_path / "centre"
     cli(
         "deployment",
@@ -96,12 +97,12 @@ def nodes(tmp_path: Path, wait_until: object) -> Iterator[dict[str, Path]]:
 
     try:
         run(hq)
-        wait_until(lambda: status(hq) is not None, timeout=20, message="HQ answers")  # type: ignore[operator]
+        wait_until(lambda: status(hq) is not None, timeout=20, message="HQ answers")
         port = (status(hq) or {})["listen_port"]
         run(centre, "--peer", f"127.0.0.1:{port}")
         wait_until(
             lambda: (status(hq) or {}).get("peers_linked") == 1,
-            timeout=20,  # type: ignore[operator]
+            timeout=20,
             message="centre linked",
         )
         yield {"hq": hq, "centre": centre}
@@ -119,7 +120,7 @@ def screen(tmux: list[str], target: str) -> str:
 
 
 def test_console_in_tmux_attaches_shows_the_mesh_and_a_synced_case(
-    tmux: list[str], nodes: dict[str, Path], wait_until: object
+    tmux: list[str], nodes: dict[str, Path], wait_until: WaitUntil
 ) -> None:
     command = f"{MESHDESK} tui --home {nodes['hq']} --lang en --operator tmux"
     subprocess.run(
@@ -142,11 +143,11 @@ def test_console_in_tmux_attaches_shows_the_mesh_and_a_synced_case(
     wait = wait_until  # the fixture: wait_until(predicate, timeout, message=...)
     wait(
         lambda: "Sites and peers" in screen(tmux, "desk"),
-        timeout=20,  # type: ignore[operator]
+        timeout=20,
         message="the dashboard is drawn",
     )
     wait(
-        lambda: "避難所A" in screen(tmux, "desk") and "linked" in screen(tmux, "desk"),  # type: ignore[operator]
+        lambda: "避難所A" in screen(tmux, "desk") and "linked" in screen(tmux, "desk"),
         timeout=20,
         message="the centre shows as linked",
     )
@@ -166,7 +167,7 @@ def test_console_in_tmux_attaches_shows_the_mesh_and_a_synced_case(
     )
     subprocess.run([*tmux, "send-keys", "-t", "desk", "F2"], check=True)
     wait(
-        lambda: "Immediate" in screen(tmux, "desk") and "1 of 1 cases" in screen(tmux, "desk"),  # type: ignore[operator]
+        lambda: "Immediate" in screen(tmux, "desk") and "1 of 1 cases" in screen(tmux, "desk"),
         timeout=20,
         message="the centre's case reached the HQ console's queue",
     )
@@ -176,4 +177,4 @@ def test_console_in_tmux_attaches_shows_the_mesh_and_a_synced_case(
         listed = subprocess.run([*tmux, "list-sessions"], capture_output=True, check=False)
         return listed.returncode != 0 or b"desk" not in listed.stdout
 
-    wait(gone, timeout=15, message="the console quit on Ctrl+Q")  # type: ignore[operator]
+    wait(gone, timeout=15, message="the console quit on Ctrl+Q")

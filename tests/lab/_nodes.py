@@ -1,9 +1,10 @@
 """Shared helpers for lab tests that run real ``meshdesk run`` nodes.
 
-The same patterns as ``test_links_lab.py``: kits are provisioned with the CLI in the
-root namespace (no network needed), ``meshdesk run`` runs inside a lab host, and each
-node is read through its control socket (``HOME/control.sock``, a file, reachable
-from the root namespace) and its log.
+Deployments are built with the deployment builder (:mod:`meshdesk.deploy`, the
+operations behind ``deployment create``/``issue``/``init``) in the root namespace (no
+network needed), ``meshdesk run`` runs inside a lab host, and each node is read
+through its control socket (``HOME/control.sock``, a file, reachable from the root
+namespace) and its log.
 
 Not a test module (the leading underscore keeps pytest from collecting it); the lab
 directory is on ``sys.path`` because the tests directory is not a package.
@@ -12,22 +13,24 @@ directory is on ``sys.path`` because the tests directory is not a package.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 from meshdesk import control
+from meshdesk.config import Config
+from meshdesk.deploy import Deployment, HomeSpec, build_deployment
+from meshdesk.home import NodeHome
+from meshdesk.identity import Role
+from meshdesk.lab import Lab, LabHost, LabProcess
 
 if TYPE_CHECKING:
-    from conftest import Lab, LabHost
+    from waits import WaitUntil
 
 MESHDESK = str(Path(sys.executable).parent / "meshdesk")
 PORT = 7420
@@ -35,6 +38,12 @@ PORT = 7420
 SETTLE = 10.0
 #: The product's limit for marking a lost peer down (dead_after 5 s + one tick).
 MARKED_DOWN_WITHIN = 6.0
+
+
+class LabFactory(Protocol):
+    """The ``lab_factory`` fixture: a lab of ``n`` hosts, torn down after the test."""
+
+    def __call__(self, n: int, *, subnet: str | None = None) -> Lab: ...
 
 
 def meshdesk_cli(*args: str | Path) -> str:
@@ -49,31 +58,25 @@ def meshdesk_cli(*args: str | Path) -> str:
     return proc.stdout
 
 
-class Deployment:
-    """A deployment made with the CLI: an HQ home holding the CA, and provisioned kits."""
+def hq_spec(name: str = "hq", *, config: Config | None = None) -> HomeSpec:
+    """The HQ node that creates a test deployment (site 本庁)."""
+    return HomeSpec(name, Role.HQ, "本庁", config=config or Config())
 
-    def __init__(self, root: Path, name: str, *, hq: str = "hq") -> None:
-        root.mkdir(parents=True)
-        self.root = root
-        self.homes: dict[str, Path] = {hq: root / hq}
-        self.hq = hq
-        created = meshdesk_cli(
-            "deployment", "create", "--home", self.homes[hq], "--name", name,
-            "--node-name", hq, "--site", "本庁", "--json",
-        )  # fmt: skip
-        self.id = json.loads(created)["deployment_id"]
 
-    def provision(self, name: str, *, role: str = "center", depts: Iterable[str] = ()) -> Path:
-        """Issue a kit on HQ (with ``--dept`` for each of ``depts``) and ``init`` a home."""
-        kit = self.root / f"{name}.kit"
-        home = self.homes[name] = self.root / name
-        dept_args = [arg for dept in depts for arg in ("--dept", dept)]
-        meshdesk_cli(
-            "deployment", "issue", "--home", self.homes[self.hq], "--name", name,
-            "--site", f"site-{name}", "--role", role, *dept_args, "--out", kit, "--json",
-        )  # fmt: skip
-        meshdesk_cli("init", "--home", home, "--kit", kit, "--deployment-id", self.id, "--json")
-        return home
+def member(
+    name: str,
+    *,
+    role: Role = Role.CENTER,
+    depts: Iterable[str] = (),
+    config: Config | None = None,
+) -> HomeSpec:
+    """Another node of a test deployment, at its own site ``site-NAME``."""
+    return HomeSpec(name, role, f"site-{name}", tuple(depts), config or Config())
+
+
+def deployment(root: Path, name: str, *nodes: HomeSpec) -> Deployment:
+    """:func:`~meshdesk.deploy.build_deployment` for a (synchronous) test."""
+    return asyncio.run(build_deployment(root, name, nodes))
 
 
 @dataclass
@@ -81,15 +84,18 @@ class RunningNode:
     """A ``meshdesk run`` process on a lab host, seen through its control socket and log."""
 
     name: str
-    home: Path
+    home: NodeHome
     host: LabHost
-    proc: subprocess.Popen[str]
-    log: Path
+    proc: LabProcess
     _log_mark: int = field(default=0, repr=False)
 
     @property
     def control_socket(self) -> Path:
-        return self.home / "control.sock"
+        return self.home.control_socket
+
+    @property
+    def log(self) -> Path:
+        return self.proc.log
 
     def call(self, op: str, args: Mapping[str, Any] | None = None, *, wait: float = 10.0) -> Any:
         assert self.proc.poll() is None, f"{self.name} exited: {self.log_text()[-2000:]}"
@@ -130,11 +136,10 @@ class RunningNode:
 
     def kill9(self) -> None:
         """SIGKILL the node's process group: no goodbye, no clean store close."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        self.proc.kill(timeout=10)
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.proc.log_text()
 
     def peer(self, name: str) -> dict[str, Any] | None:
         return next((p for p in self.peers() if p["name"] == name), None)
@@ -148,16 +153,15 @@ class RunningNode:
 
 
 def start_node(
-    lab: Lab, host_name: str, name: str, home: Path, *extra: str, wait_until: Any
+    lab: Lab, host_name: str, name: str, home: NodeHome, *extra: str, wait_until: WaitUntil
 ) -> RunningNode:
     """Start ``meshdesk run`` for ``home`` on ``host_name``; returns once it answers."""
     host = lab.host(host_name)
     argv = [
-        MESHDESK, "run", "--home", str(home), "--listen", f"0.0.0.0:{PORT}",
+        MESHDESK, "run", "--home", str(home.path), "--listen", f"0.0.0.0:{PORT}",
         "--interface", host.iface, *extra,
     ]  # fmt: skip
-    proc = lab.popen(host_name, argv)
-    node = RunningNode(name, home, host, proc, lab.log_path(proc))
+    node = RunningNode(name, home, host, lab.popen(host_name, argv, name=name))
     wait_until(node.answers, timeout=SETTLE, message=f"{name} on {host_name} answers")
     return node
 

@@ -14,14 +14,18 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from _nodes import LabFactory
 
 from meshdesk.identity import NodeId
+from meshdesk.lab import LabProcess
+
+if TYPE_CHECKING:
+    from waits import WaitUntil
 
 pytestmark = pytest.mark.lab
 
@@ -110,7 +114,7 @@ def _event(path: Path, kind: str) -> dict[str, Any] | None:
     return next((e for e in _events(path) if e["event"] == kind), None)
 
 
-def _finish(proc: subprocess.Popen[str], log: Path) -> list[dict[str, Any]]:
+def _finish(proc: LabProcess, log: Path) -> list[dict[str, Any]]:
     """Wait for a probe to end by itself; it must exit 0 after saying goodbye."""
     assert proc.wait(timeout=15) == 0, log.read_text(errors="replace")[-3000:]
     events = _events(log)
@@ -118,13 +122,15 @@ def _finish(proc: subprocess.Popen[str], log: Path) -> list[dict[str, Any]]:
     return events
 
 
-def test_two_probes_see_each_other_with_their_txt_fields(lab_factory: Any, wait_until: Any) -> None:
+def test_two_probes_see_each_other_with_their_txt_fields(
+    lab_factory: LabFactory, wait_until: WaitUntil
+) -> None:
     lab = lab_factory(2)
     h1, h2 = lab.host("h1"), lab.host("h2")
     p1 = lab.popen(
         "h1", _probe(h1.iface, "h1", name="本庁 災害対策本部", site="本庁", role="hq", duration=8)
     )
-    log1 = lab.log_path(p1)
+    log1 = p1.log
     wait_until(lambda: _event(log1, "started"), timeout=8, message="h1 registered")
 
     # h2 starts next to an existing peer: it must see h1 at once, long before its
@@ -132,7 +138,7 @@ def test_two_probes_see_each_other_with_their_txt_fields(lab_factory: Any, wait_
     p2 = lab.popen(
         "h2", _probe(h2.iface, "h2", name="避難所 北小学校", site="北小", role="desk", duration=3)
     )
-    log2 = lab.log_path(p2)
+    log2 = p2.log
     wait_until(lambda: _found(log2, _node_id("h1")), timeout=8, message="h2 sees h1")
     wait_until(lambda: _found(log1, _node_id("h2")), timeout=8, message="h1 sees h2")
 
@@ -199,14 +205,16 @@ def _avahi_unescape(label: str) -> str:
     return out.decode("utf-8")
 
 
-def test_a_standard_dns_sd_browser_sees_the_service(lab_factory: Any, wait_until: Any) -> None:
+def test_a_standard_dns_sd_browser_sees_the_service(
+    lab_factory: LabFactory, wait_until: WaitUntil
+) -> None:
     _need_tools("avahi-daemon", "avahi-browse", "dbus-daemon", "unshare")
     lab = lab_factory(2)
     h1, h2 = lab.host("h1"), lab.host("h2")
     p1 = lab.popen(
         "h1", _probe(h1.iface, "h1", name="本庁 災害対策本部", site="本庁", role="hq", duration=12)
     )
-    log1 = lab.log_path(p1)
+    log1 = p1.log
     wait_until(lambda: _event(log1, "started"), timeout=8, message="h1 registered")
     started = _event(log1, "started")
     assert started is not None
@@ -229,7 +237,7 @@ def test_a_standard_dns_sd_browser_sees_the_service(lab_factory: Any, wait_until
 
 
 def test_a_probe_without_multicast_sees_nobody_and_nobody_sees_it(
-    lab_factory: Any, wait_until: Any
+    lab_factory: LabFactory, wait_until: WaitUntil
 ) -> None:
     lab = lab_factory(3)
     lab.block_multicast("h2")
@@ -240,7 +248,7 @@ def test_a_probe_without_multicast_sees_nobody_and_nobody_sees_it(
         )
         for host in lab.hosts
     }
-    logs = {name: lab.log_path(proc) for name, proc in procs.items()}
+    logs = {name: proc.log for name, proc in procs.items()}
     # Control: the two hosts with multicast find each other, so mDNS does work here.
     wait_until(lambda: _found(logs["h1"], _node_id("h3")), timeout=8, message="h1 sees h3")
     wait_until(lambda: _found(logs["h3"], _node_id("h1")), timeout=8, message="h3 sees h1")

@@ -7,6 +7,7 @@ positive control, so no test sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -14,12 +15,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
+from _nodes import LabFactory
+
+from meshdesk.errors import LabError
+from meshdesk.lab import Lab, LabProcess, new_prefix
 
 if TYPE_CHECKING:
-    from conftest import Lab
+    from waits import WaitUntil
 
 pytestmark = pytest.mark.lab
 
@@ -51,13 +56,12 @@ while time.monotonic() < end:
 # Sends TAG three times to the group. No IP_MULTICAST_IF: it relies on the lab's
 # 224.0.0.0/4 route, as tools that send to 224.0.0.251 themselves do.
 SENDER = r"""
-import socket, sys, time
+import socket, sys
 group, port, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
 for _ in range(3):
     s.sendto(tag.encode(), (group, port))
-    time.sleep(0.02)
 """
 
 
@@ -95,7 +99,7 @@ def received(result: subprocess.CompletedProcess[str]) -> int:
     return int(match.group(1))
 
 
-def test_up_builds_the_lab_it_describes(lab_factory: Any) -> None:
+def test_up_builds_the_lab_it_describes(lab_factory: LabFactory) -> None:
     lab = lab_factory(3)
     p = lab.prefix
     assert re.fullmatch(r"md[0-9a-f]{4}", p)
@@ -131,13 +135,15 @@ def test_up_builds_the_lab_it_describes(lab_factory: Any) -> None:
     assert p in lab_cmd("ls").stdout
 
 
-def test_hosts_reach_each_other(lab_factory: Any) -> None:
+def test_hosts_reach_each_other(lab_factory: LabFactory) -> None:
     lab = lab_factory(3)
     for src, dst in itertools.permutations(["h1", "h2", "h3"], 2):
         assert reachable(lab, src, dst), f"{src} cannot reach {dst}"
 
 
-def test_cut_host_is_unreachable_until_restored(lab_factory: Any, wait_until: Any) -> None:
+def test_cut_host_is_unreachable_until_restored(
+    lab_factory: LabFactory, wait_until: WaitUntil
+) -> None:
     lab = lab_factory(2)
     assert reachable(lab, "h2", "h1")
 
@@ -154,7 +160,7 @@ def test_cut_host_is_unreachable_until_restored(lab_factory: Any, wait_until: An
     assert "LOWER_UP" in lab.run("h1", ["ip", "-o", "link", "show", "eth0"]).stdout
 
 
-def test_netem_loss_drops_what_the_host_sends(lab_factory: Any) -> None:
+def test_netem_loss_drops_what_the_host_sends(lab_factory: LabFactory) -> None:
     lab = lab_factory(2)
     assert reachable(lab, "h1", "h2")  # also fills h1's neighbour cache
 
@@ -168,7 +174,7 @@ def test_netem_loss_drops_what_the_host_sends(lab_factory: Any) -> None:
     assert received(ping(lab, "h1", "h2", "-c3", "-i0.05", "-W1")) == 3
 
 
-def test_netem_delay_lengthens_the_round_trip(lab_factory: Any) -> None:
+def test_netem_delay_lengthens_the_round_trip(lab_factory: LabFactory) -> None:
     lab = lab_factory(2)
     lab.netem("h1", delay_ms=150)  # skips where the kernel lacks sch_netem
     result = ping(lab, "h1", "h2", "-c3", "-i0.2", "-W2")
@@ -186,7 +192,7 @@ class Receiver:
         self.lab = lab
         argv = [sys.executable, "-c", RECEIVER, MDNS_GROUP, MDNS_PORT, lab.host(host).addr]
         self.proc = lab.popen(host, argv)
-        self.log = lab.log_path(self.proc)
+        self.log = self.proc.log
 
     def lines(self) -> list[str]:
         return self.log.read_text().splitlines()
@@ -199,7 +205,9 @@ class Receiver:
         return any(line.startswith(f"got {tag} ") for line in self.lines())
 
 
-def test_block_multicast_stops_multicast_both_ways(lab_factory: Any, wait_until: Any) -> None:
+def test_block_multicast_stops_multicast_both_ways(
+    lab_factory: LabFactory, wait_until: WaitUntil
+) -> None:
     lab = lab_factory(3)
     rx = {h: Receiver(lab, h) for h in ("h1", "h2", "h3")}
     wait_until(lambda: all(r.ready() for r in rx.values()), timeout=10, message="receivers")
@@ -228,7 +236,9 @@ def test_block_multicast_stops_multicast_both_ways(lab_factory: Any, wait_until:
     wait_until(lambda: rx["h2"].got("c1") and rx["h1"].got("c2"), timeout=5, message="c1, c2")
 
 
-def test_down_kills_processes_and_leaves_no_namespace(lab_prefix: str, wait_until: Any) -> None:
+def test_down_kills_processes_and_leaves_no_namespace(
+    lab_prefix: str, wait_until: WaitUntil
+) -> None:
     up = lab_cmd("up", "2", "--prefix", lab_prefix)
     assert up.returncode == 0, up.stderr
     assert f"{lab_prefix}-h2" in up.stdout
@@ -256,7 +266,7 @@ def test_down_kills_processes_and_leaves_no_namespace(lab_prefix: str, wait_unti
         sleeper.wait()
 
 
-def test_up_refuses_an_existing_lab(lab_factory: Any) -> None:
+def test_up_refuses_an_existing_lab(lab_factory: LabFactory) -> None:
     lab = lab_factory(1)
     again = lab_cmd("up", "2", "--prefix", lab.prefix)
     assert again.returncode == 1
@@ -292,3 +302,91 @@ def test_usage_errors_are_one_line() -> None:
         assert result.returncode in (1, 2), args
         assert len(result.stderr.splitlines()) == 1, result.stderr
         assert result.stderr.startswith("lab: "), result.stderr
+
+
+# -- the harness (meshdesk.lab.Lab) -------------------------------------------------------
+
+
+def test_leaving_the_block_stops_the_programs_and_removes_the_lab(tmp_path: Path) -> None:
+    lab = Lab(2, log_dir=tmp_path)
+    started: list[LabProcess] = []
+
+    def fail_inside() -> None:
+        with lab:
+            assert re.fullmatch(r"md[0-9a-f]{4}", lab.prefix)
+            started.append(lab.popen("h1", ["sleep", "60"], name="sleeper"))
+            assert started[0].alive
+            assert started[0].log.parent == tmp_path
+            raise RuntimeError("the test failed here")
+
+    with pytest.raises(RuntimeError, match="the test failed here"):
+        fail_inside()
+    prefix, (sleeper,) = lab.prefix, started
+    assert sleeper.returncode == -15  # SIGTERM to its group
+    assert netns_of(prefix) == set()
+    with pytest.raises(LabError, match="is not up"):
+        lab.popen("h1", ["true"])
+    lab.close()  # idempotent
+
+
+def test_a_program_that_ignores_sigterm_is_killed_after_the_grace(
+    lab_factory: LabFactory, wait_until: WaitUntil
+) -> None:
+    lab = lab_factory(1)
+    stubborn = lab.popen("h1", ["bash", "-c", "trap '' TERM; echo ready; sleep 60"])
+    wait_until(lambda: "ready" in stubborn.log_text(), timeout=10, message="SIGTERM ignored")
+    assert stubborn.stop(grace=0.5) == -9
+
+
+def test_a_failing_program_is_one_lab_error_with_its_output(lab_factory: LabFactory) -> None:
+    lab = lab_factory(1)
+    with pytest.raises(
+        LabError, match=r"on h1: sh -c echo out; echo why >&2; exit 3 exited 3: why"
+    ):
+        lab.run("h1", ["sh", "-c", "echo out; echo why >&2; exit 3"])
+    assert lab.run("h1", ["sh", "-c", "exit 3"], check=False).returncode == 3
+    with pytest.raises(KeyError, match="no host 'h2'"):
+        lab.run("h2", ["true"])
+
+
+async def test_async_with_builds_the_lab_and_tears_it_down() -> None:
+    async with Lab(1) as lab:
+        prefix = lab.prefix
+        assert await asyncio.to_thread(netns_of, prefix) == {f"{prefix}-sw", f"{prefix}-h1"}
+        done = await asyncio.to_thread(lab.run, "h1", ["ip", "-4", "-o", "addr", "show", "eth0"])
+        assert lab.host("h1").addr in done.stdout
+    assert await asyncio.to_thread(netns_of, prefix) == set()
+
+
+def test_separate_drops_only_the_pairs_given(lab_factory: LabFactory) -> None:
+    lab = lab_factory(3)
+    assert reachable(lab, "h1", "h2")
+    lab.separate({("h2", "h1")})
+    assert not reachable(lab, "h1", "h2")
+    assert not reachable(lab, "h2", "h1")
+    assert reachable(lab, "h1", "h3")
+    assert reachable(lab, "h2", "h3")
+    lab.separate([("h1", "h3")])  # replaces the set
+    assert reachable(lab, "h1", "h2")
+    assert not reachable(lab, "h3", "h1")
+    lab.separate([])
+    assert reachable(lab, "h1", "h3")
+
+
+def test_labs_left_by_dead_runs_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    # A stem of its own, so this process has not cleaned it yet (once per process).
+    stem = "mdst"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is free now: the owner of a lab "left by a run that died"
+    stale, live = new_prefix(stem), new_prefix(stem)
+    try:
+        for prefix, owner in ((stale, dead.pid), (live, os.getpid())):
+            made = lab_cmd("up", "1", "--prefix", prefix, "--owner", str(owner))
+            assert made.returncode == 0, made.stderr
+        with Lab(1, stem=stem, log_dir=tmp_path) as lab:
+            assert lab.prefix not in (stale, live)
+            assert netns_of(stale) == set()
+            assert netns_of(live) == {f"{live}-sw", f"{live}-h1"}
+    finally:
+        for prefix in (stale, live):
+            lab_cmd("down", prefix)

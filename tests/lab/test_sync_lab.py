@@ -14,20 +14,28 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _nodes import (
     MARKED_DOWN_WITHIN,
     SETTLE,
-    Deployment,
+    LabFactory,
     RunningNode,
     all_linked,
     create_cases,
+    deployment,
+    hq_spec,
+    member,
     meshdesk_cli,
     not_linked,
     start_node,
 )
+
+from meshdesk.identity import Role
+
+if TYPE_CHECKING:
+    from waits import WaitUntil
 
 pytestmark = pytest.mark.lab
 
@@ -85,7 +93,7 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in spans) or "none"
 
 
-def _late_convergence(nodes: tuple[RunningNode, ...], since: float, wait_until: Any) -> str:
+def _late_convergence(nodes: tuple[RunningNode, ...], since: float, wait_until: WaitUntil) -> str:
     """Whether (and when) the nodes converge after all, within 20 s more (diagnosis)."""
 
     def same() -> bool:
@@ -100,11 +108,15 @@ def _late_convergence(nodes: tuple[RunningNode, ...], since: float, wait_until: 
 
 
 def test_partition_heals_to_identical_states_with_visible_conflicts(
-    lab_factory: Any, tmp_path: Path, wait_until: Any
+    lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil
 ) -> None:
-    city = Deployment(tmp_path / "city", "City", hq="b")
-    city.provision("a", role="center")
-    city.provision("c", role="desk", depts=[WELFARE])
+    city = deployment(
+        tmp_path / "city",
+        "City",
+        hq_spec("b"),
+        member("a"),
+        member("c", role=Role.DESK, depts=[WELFARE]),
+    )
     lab = lab_factory(3)
     a, b, c = (
         start_node(lab, f"h{i}", name, city.homes[name], wait_until=wait_until)
@@ -209,10 +221,9 @@ def test_partition_heals_to_identical_states_with_visible_conflicts(
 
 
 def test_a_node_killed_mid_sync_reopens_and_resumes_without_duplicates(
-    lab_factory: Any, tmp_path: Path, wait_until: Any
+    lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil
 ) -> None:
-    city = Deployment(tmp_path / "city", "City", hq="b")
-    city.provision("a", role="center")
+    city = deployment(tmp_path / "city", "City", hq_spec("b"), member("a"))
     lab = lab_factory(2)
     a = start_node(lab, "h1", "a", city.homes["a"], wait_until=wait_until)
     b = start_node(lab, "h2", "b", city.homes["b"], wait_until=wait_until)
@@ -236,7 +247,7 @@ def test_a_node_killed_mid_sync_reopens_and_resumes_without_duplicates(
 
     restarted = time.monotonic()
     b = start_node(lab, "h2", "b", city.homes["b"], wait_until=wait_until)
-    status = meshdesk_cli("status", "--home", b.home, "--json")
+    status = meshdesk_cli("status", "--home", b.home.path, "--json")
     assert '"running": true' in status, status
 
     last: list[dict[str, Any]] = []
@@ -266,11 +277,10 @@ def test_a_node_killed_mid_sync_reopens_and_resumes_without_duplicates(
 
 
 def test_a_relay_outside_the_audience_holds_the_case_but_cannot_read_it(
-    lab_factory: Any, tmp_path: Path, wait_until: Any
+    lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil
 ) -> None:
-    city = Deployment(tmp_path / "city", "City", hq="b")
-    city.provision("a", role="center")
-    city.provision("r", role="center")  # no departments
+    # r is a centre without departments: outside the audience of a welfare case.
+    city = deployment(tmp_path / "city", "City", hq_spec("b"), member("a"), member("r"))
     lab = lab_factory(3)
     a, b, r = (
         start_node(lab, f"h{i}", name, city.homes[name], wait_until=wait_until)

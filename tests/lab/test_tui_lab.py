@@ -6,15 +6,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from _nodes import Deployment, RunningNode, all_linked, start_node
+from _nodes import LabFactory, RunningNode, all_linked, deployment, hq_spec, member, start_node
 from textual.widgets import OptionList
 
+from meshdesk.config import CallSettings, Config
+from meshdesk.identity import Role
+from meshdesk.lab import Lab
 from meshdesk.tui import MeshdeskApp, SocketNode
 from meshdesk.tui.screens import CallScreen, PickScreen
 from meshdesk.tui.widgets import VideoPreview
+
+if TYPE_CHECKING:
+    from waits import WaitUntil
 
 pytestmark = pytest.mark.lab
 
@@ -40,24 +46,25 @@ def _pick(app: MeshdeskApp, node_id_or_value: str) -> None:
     raise AssertionError(f"{node_id_or_value} is not offered")
 
 
-def _deployment(lab: Any, tmp_path: Path, wait_until: Any) -> list[RunningNode]:
-    city = Deployment(tmp_path / "city", "City", hq="hq")
-    city.provision("centre")
-    city.provision("welfare", role="desk", depts=["福祉課"])
-    nodes: list[RunningNode] = []
-    for index, name in enumerate(["hq", "centre", "welfare"]):
-        city.homes[name].joinpath("config.toml").write_text(
-            '[calls]\nauto_accept = true\nmedia = "synthetic"\n'
-        )
-        nodes.append(
-            start_node(lab, f"h{index + 1}", name, city.homes[name], wait_until=wait_until)
-        )
+def _deployment(lab: Lab, tmp_path: Path, wait_until: WaitUntil) -> list[RunningNode]:
+    calls = Config(calls=CallSettings(auto_accept=True, media="synthetic"))
+    city = deployment(
+        tmp_path / "city",
+        "City",
+        hq_spec("hq", config=calls),
+        member("centre", config=calls),
+        member("welfare", role=Role.DESK, depts=["福祉課"], config=calls),
+    )
+    nodes = [
+        start_node(lab, f"h{index + 1}", name, city.homes[name], wait_until=wait_until)
+        for index, name in enumerate(["hq", "centre", "welfare"])
+    ]
     wait_until(all_linked(nodes), timeout=LINKED_WITHIN, message="every node linked")
     return nodes
 
 
 async def test_console_starts_mutes_invites_and_ends_a_real_call(
-    lab_factory: Any, tmp_path: Path, wait_until: Any
+    lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil
 ) -> None:
     lab = lab_factory(3)
     # The lab helpers run their own event loops: set up in a thread.

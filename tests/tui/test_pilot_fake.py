@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from textual.widgets import DataTable, Input, RichLog, Select, SelectionList
+from textual.command import CommandPalette
+from textual.widgets import DataTable, Input, OptionList, RichLog, Select, SelectionList
 
 from meshdesk.tui import MeshdeskApp
 from meshdesk.tui.fake import FakeNode
@@ -41,6 +42,16 @@ async def settle(pilot: Any, until: Callable[[], object], message: str, tries: i
         if until():
             return
     raise AssertionError(f"never happened: {message}")
+
+
+def _palette_highlights(app: MeshdeskApp, text: str) -> bool:
+    """The command palette is open and its highlighted hit mentions ``text``."""
+    if not isinstance(app.screen, CommandPalette):
+        return False
+    hits = app.screen.query_one(OptionList)
+    if hits.highlighted is None:
+        return False
+    return text in str(hits.get_option_at_index(hits.highlighted).prompt)
 
 
 async def test_dashboard_shows_peers_counts_and_sync(fake: FakeNode) -> None:
@@ -290,7 +301,7 @@ async def test_sync_log_help_palette_and_mouse(fake: FakeNode) -> None:
         assert {"検索", "緊急度で絞込", "値1を採用", "保存", "終話", "新規相談"} <= whats
         await pilot.press("escape", "ctrl+p")
         await pilot.press(*"同期")
-        await pilot.pause(0.3)
+        await settle(pilot, lambda: _palette_highlights(app, "同期"), "palette finds sync")
         await pilot.press("enter")
         await settle(pilot, lambda: isinstance(app.screen, SyncScreen), "palette → sync screen")
         await pilot.press("f2")
@@ -314,5 +325,5 @@ async def test_unknown_backlog_and_odd_shapes_from_the_node_do_not_crash(fake: F
         app.desk.sync["bad"] = {"name": 5}  # not a sync row at all
         fake.publish("sync", {"peers": [{"node_id": "x", "name": None, "outbox": "many"}]})
         await pilot.press("f1", "f4")
-        await pilot.pause(0.2)
+        await pilot.pause(0.2)  # something that does not happen: the odd rows crash nothing
         assert app.is_running

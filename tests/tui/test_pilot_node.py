@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from textual.widgets import Input, Select
+from waits import AsyncWaitUntil
 
-from meshdesk import admin
 from meshdesk.cases.model import Personal
 from meshdesk.cli import main as cli_main
 from meshdesk.config import Config, Timings, load_config
+from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
 from meshdesk.node import Node
@@ -37,23 +38,12 @@ def _config(home: NodeHome, peers: list[str]) -> Config:
 
 @pytest.fixture
 async def homes(tmp_path: Path) -> dict[str, NodeHome]:
-    hq = NodeHome(tmp_path / "hq")
-    await admin.create_deployment(
-        hq, deployment="テスト市", node_name="本部", site="市役所", departments=(), now=NOW
-    )
-    kit = tmp_path / "centre.kit"
-    await admin.issue_kit(
-        hq,
-        name="避難所",
-        site="大町",
-        role=Role.CENTER,
-        departments=("福祉課",),
-        out=kit,
-        passphrase=None,
-        now=NOW,
-    )
-    centre = NodeHome(tmp_path / "centre")
-    await admin.provision(centre, kit_path=kit, passphrase=None, expect_deployment=None, now=NOW)
+    specs = [
+        HomeSpec("本部", Role.HQ, "市役所", folder="hq"),
+        HomeSpec("避難所", Role.CENTER, "大町", ("福祉課",), folder="centre"),
+    ]
+    city = await build_deployment(tmp_path, "テスト市", specs, now=NOW)
+    hq, centre = city.homes["本部"], city.homes["避難所"]
     return {"hq": hq, "centre": centre}
 
 
@@ -131,7 +121,9 @@ async def _has(node: Node, case_id: str) -> bool:
     return case_id in await node.store.case_ids()
 
 
-async def test_resolve_a_real_conflict_with_one_key(hq: Node, homes: dict[str, NodeHome]) -> None:
+async def test_resolve_a_real_conflict_with_one_key(
+    hq: Node, homes: dict[str, NodeHome], async_wait_until: AsyncWaitUntil
+) -> None:
     async with centre_node(homes, hq) as centre:
         case = await hq.cases.open_case(
             op="a",
@@ -139,11 +131,7 @@ async def test_resolve_a_real_conflict_with_one_key(hq: Node, homes: dict[str, N
             urgency="normal",
             personal=Personal(name="X"),
         )
-        for _ in range(200):
-            if await _has(centre, case.id):
-                break
-            await asyncio.sleep(0.05)
-        assert await _has(centre, case.id)
+        await async_wait_until(lambda: _has(centre, case.id), 10, message="the case synced")
     # The centre is offline: both sides change the urgency without seeing each other.
     await hq.cases.set_field(case.id, op="本部の人", field="urgency", value="high")
     code = await asyncio.to_thread(

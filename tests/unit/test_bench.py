@@ -25,7 +25,6 @@ from meshdesk.bench._stats import (
     Row,
     Summary,
     format_table,
-    percentile,
     rate,
     ratio,
     require_at_least,
@@ -37,6 +36,7 @@ from meshdesk.bench.store import (
     handle,
 )
 from meshdesk.errors import UsageError
+from meshdesk.stats import percentile
 from meshdesk.store import ZERO_HASH
 
 TINY = ["--events", "500", "--batch", "100", "--repeat", "1"]
@@ -221,17 +221,9 @@ def test_generated_bodies_are_realistic_msgpack() -> None:
 # -- shared statistics -------------------------------------------------------------------
 
 
-def test_percentile_interpolates_like_numpy() -> None:
+def test_summary_p95_is_the_shared_percentile() -> None:
     samples = [4.0, 1.0, 3.0, 2.0]
-    assert percentile(samples, 0) == 1.0
-    assert percentile(samples, 50) == 2.5
-    assert percentile(samples, 100) == 4.0
-    assert percentile(samples, 95) == pytest.approx(3.85)
-    assert percentile([7.0], 99) == 7.0
-    with pytest.raises(ValueError, match="no samples"):
-        percentile([], 50)
-    with pytest.raises(ValueError, match="0-100"):
-        percentile(samples, 101)
+    assert Summary.of(samples).p95 == percentile(samples, 95) == pytest.approx(3.85)
 
 
 def test_summary_keeps_samples_in_order() -> None:

@@ -6,7 +6,6 @@ here a leg at most creates an offer, which gathers host candidates but sends not
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +15,14 @@ from aiortc.codecs import get_encoder
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from waits import AsyncWaitUntil
 
 from meshdesk.calls.codecs import (
     CappedVp8Encoder,
     EncoderProfile,
     SpeechOpusEncoder,
-    _get_encoder,
     encoder_profile,
+    select_encoder,
 )
 from meshdesk.calls.manager import CallManager
 from meshdesk.calls.media import TestPatternTrack, ToneTrack, open_media, parse_media
@@ -84,7 +84,7 @@ def test_five_percent_loss_keeps_video() -> None:
 
 def test_opus_at_speech_rate_and_vp8_capped_only_inside_the_profile() -> None:
     with encoder_profile(EncoderProfile(opus_bps=24_000, video_max_bps=600_000)):
-        opus, vp8 = _get_encoder(OPUS), _get_encoder(VP8)
+        opus, vp8 = select_encoder(OPUS), select_encoder(VP8)
     assert isinstance(opus, SpeechOpusEncoder)
     assert opus.codec.bit_rate == 24_000
     assert isinstance(vp8, CappedVp8Encoder)
@@ -93,17 +93,18 @@ def test_opus_at_speech_rate_and_vp8_capped_only_inside_the_profile() -> None:
     vp8.target_bitrate = 300_000
     assert vp8.target_bitrate == 300_000
     # Outside a meshdesk call aiortc's own encoders are untouched.
-    plain = _get_encoder(OPUS)
+    plain = select_encoder(OPUS)
     assert type(plain) is OpusEncoder
     assert plain.codec.bit_rate == 96_000
-    assert type(_get_encoder(VP8)) is Vp8Encoder
+    assert type(select_encoder(VP8)) is Vp8Encoder
 
 
 def test_the_sender_module_uses_the_profile_aware_factory() -> None:
     import aiortc.rtcrtpsender as sender_module
 
     with encoder_profile():
-        assert isinstance(sender_module.get_encoder(OPUS), SpeechOpusEncoder)  # type: ignore[attr-defined]
+        # aiortc imports get_encoder without re-exporting it, so read the module's namespace.
+        assert isinstance(vars(sender_module)["get_encoder"](OPUS), SpeechOpusEncoder)
     assert type(get_encoder(OPUS)) is OpusEncoder
 
 
@@ -188,17 +189,12 @@ ME, PEER, OTHER = _info(1, "me"), _info(2, "peer"), _info(3, "other")
 
 
 @dataclass
-class FakeChannel:
-    remote: str = "127.0.0.1:7420"
-
-
-@dataclass
 class FakeLink:
-    """What the manager needs of a link: the authenticated peer, its address, ``send``."""
+    """A :class:`~meshdesk.calls.CallLink` that records what it was sent."""
 
     peer_id: str
+    remote: str = "127.0.0.1:7420"
     sent: list[Frame] = field(default_factory=list)
-    channel: FakeChannel = field(default_factory=FakeChannel)
 
     async def send(self, frame: Frame) -> None:
         self.sent.append(frame)
@@ -218,24 +214,32 @@ async def manager() -> AsyncIterator[tuple[CallManager, dict[str, FakeLink]]]:
     async with CallManager(
         ME,
         settings,
-        link_of=links.get,  # type: ignore[arg-type]
+        link_of=links.get,
         peers=lambda: records,
     ) as calls:
         yield calls, links
 
 
-def _offer(sender: NodeInfo, **changes: object) -> CallOffer:
-    fields: dict[str, object] = {
-        "call_id": CALL_ID,
-        "case_id": None,
-        "audio_only": True,
-        "host": str(sender.node_id),
-        "members": (str(sender.node_id),),
-        "join": False,
-        "sdp": "v=0\r\n",
-    }
-    fields.update(changes)
-    return CallOffer(**fields)  # type: ignore[arg-type]
+def _offer(
+    sender: NodeInfo,
+    *,
+    call_id: str = CALL_ID,
+    host: str | None = None,
+    members: tuple[str, ...] | None = None,
+    join: bool = False,
+    sdp: str = "v=0\r\n",
+) -> CallOffer:
+    """An audio call offer from ``sender``, by default hosted by it and naming only it."""
+    sender_id = str(sender.node_id)
+    return CallOffer(
+        call_id=call_id,
+        case_id=None,
+        audio_only=True,
+        host=host or sender_id,
+        members=members or (sender_id,),
+        join=join,
+        sdp=sdp,
+    )
 
 
 async def test_an_offer_that_does_not_list_its_sender_is_declined(
@@ -244,7 +248,7 @@ async def test_an_offer_that_does_not_list_its_sender_is_declined(
     calls, links = manager
     link = links[str(PEER.node_id)]
     # PEER forwards an offer that claims to come from OTHER only.
-    await calls.on_frame(link, _offer(PEER, members=(str(OTHER.node_id),)))  # type: ignore[arg-type]
+    await calls.on_frame(link, _offer(PEER, members=(str(OTHER.node_id),)))
     assert calls.calls() == []
     assert link.sent == [CallDecline(CALL_ID, "offer does not list its sender")]
 
@@ -254,8 +258,8 @@ async def test_join_for_an_unknown_call_and_a_bad_call_id_are_declined(
 ) -> None:
     calls, links = manager
     link = links[str(PEER.node_id)]
-    await calls.on_frame(link, _offer(PEER, join=True))  # type: ignore[arg-type]
-    await calls.on_frame(link, _offer(PEER, call_id="not-a-uuid"))  # type: ignore[arg-type]
+    await calls.on_frame(link, _offer(PEER, join=True))
+    await calls.on_frame(link, _offer(PEER, call_id="not-a-uuid"))
     assert calls.calls() == []
     assert link.sent == [
         CallDecline(CALL_ID, "no such call here"),
@@ -268,14 +272,14 @@ async def test_an_incoming_call_rings_until_answered_and_a_decline_is_sent(
 ) -> None:
     calls, links = manager
     link = links[str(PEER.node_id)]
-    await calls.on_frame(link, _offer(PEER))  # type: ignore[arg-type]
+    await calls.on_frame(link, _offer(PEER))
     (ringing,) = calls.calls()
     assert ringing["state"] == "ringing"
     assert ringing["direction"] == "incoming"
     assert link.sent == []  # auto_accept is off: the operator decides
     # A second call while one rings is refused as busy.
     await calls.on_frame(
-        links[str(OTHER.node_id)],  # type: ignore[arg-type]
+        links[str(OTHER.node_id)],
         _offer(OTHER, call_id="019a3b4c-5d6e-7f80-9123-456789abcdee"),
     )
     assert links[str(OTHER.node_id)].sent == [
@@ -293,9 +297,9 @@ async def test_frames_from_a_node_not_in_the_call_change_nothing(
     manager: tuple[CallManager, dict[str, FakeLink]],
 ) -> None:
     calls, links = manager
-    await calls.on_frame(links[str(PEER.node_id)], _offer(PEER))  # type: ignore[arg-type]
+    await calls.on_frame(links[str(PEER.node_id)], _offer(PEER))
     before = calls.calls()
-    await calls.on_frame(links[str(OTHER.node_id)], CallAnswer(CALL_ID, "v=0\r\n"))  # type: ignore[arg-type]
+    await calls.on_frame(links[str(OTHER.node_id)], CallAnswer(CALL_ID, "v=0\r\n"))
     assert calls.calls() == before
 
 
@@ -304,7 +308,7 @@ async def test_an_unusable_offer_is_declined_on_accept(
 ) -> None:
     calls, links = manager
     link = links[str(PEER.node_id)]
-    await calls.on_frame(link, _offer(PEER, sdp="this is not SDP"))  # type: ignore[arg-type]
+    await calls.on_frame(link, _offer(PEER, sdp="this is not SDP"))
     with pytest.raises(CallError, match="unusable offer"):
         await calls.answer(CALL_ID, True)
     (ended,) = calls.calls()
@@ -325,12 +329,13 @@ async def test_calling_an_unlinked_or_unknown_node_is_refused(
 
 
 async def test_link_down_while_ringing_ends_the_call(
-    manager: tuple[CallManager, dict[str, FakeLink]],
+    manager: tuple[CallManager, dict[str, FakeLink]], async_wait_until: AsyncWaitUntil
 ) -> None:
     calls, links = manager
-    await calls.on_frame(links[str(PEER.node_id)], _offer(PEER))  # type: ignore[arg-type]
+    await calls.on_frame(links[str(PEER.node_id)], _offer(PEER))
     calls.on_peer_event(PeerEvent("down", {"node_id": str(PEER.node_id)}))
-    await asyncio.sleep(0.05)  # the end runs as a task of the manager
+    # The end runs as a task of the manager.
+    await async_wait_until(lambda: calls.calls()[0]["state"] == "ended", 5, message="call ended")
     (ended,) = calls.calls()
     assert ended["state"] == "ended"
     assert "link lost" in str(ended["reason"])
@@ -355,21 +360,21 @@ async def test_an_offer_over_the_mesh_limit_is_taken_only_from_the_host(
     calls, links = manager
     other = links[str(OTHER.node_id)]
     # OTHER offers a five-node call that PEER hosts: only a host relays.
-    await calls.on_frame(other, _offer(OTHER, host=str(PEER.node_id), members=GROUP))  # type: ignore[arg-type]
+    await calls.on_frame(other, _offer(OTHER, host=str(PEER.node_id), members=GROUP))
     assert calls.calls() == []
     assert other.sent == [CallDecline(CALL_ID, "only the host relays")]
     # Past the group limit nobody can.
     crowd = GROUP + tuple(str(_info(10 + i, f"n{i}").node_id) for i in range(4))
-    await calls.on_frame(links[str(PEER.node_id)], _offer(PEER, members=crowd))  # type: ignore[arg-type]
+    await calls.on_frame(links[str(PEER.node_id)], _offer(PEER, members=crowd))
     assert links[str(PEER.node_id)].sent == [CallDecline(CALL_ID, "call is over the group limit")]
 
 
 async def test_the_hosts_roster_rules_a_relayed_call_and_its_leaving_ends_it(
-    manager: tuple[CallManager, dict[str, FakeLink]],
+    manager: tuple[CallManager, dict[str, FakeLink]], async_wait_until: AsyncWaitUntil
 ) -> None:
     calls, links = manager
     host = links[str(PEER.node_id)]
-    await calls.on_frame(host, _offer(PEER, members=GROUP))  # type: ignore[arg-type]
+    await calls.on_frame(host, _offer(PEER, members=GROUP))
     (ringing,) = calls.calls()
     assert ringing["relayed"] is True
     assert ringing["host"] == str(PEER.node_id)
@@ -381,20 +386,21 @@ async def test_the_hosts_roster_rules_a_relayed_call_and_its_leaving_ends_it(
         CallMember(str(Y.node_id), "connecting"),
     )  # OTHER is no longer listed: it left
     # A roster from a non-host changes no one's state.
-    await calls.on_frame(links[str(OTHER.node_id)], CallRoster(CALL_ID, str(PEER.node_id), members))  # type: ignore[arg-type]
+    await calls.on_frame(links[str(OTHER.node_id)], CallRoster(CALL_ID, str(PEER.node_id), members))
     states = {p["node_id"]: p["state"] for p in calls.calls()[0]["participants"]}
     assert states[str(OTHER.node_id)] == "invited"
-    await calls.on_frame(host, CallRoster(CALL_ID, str(PEER.node_id), members))  # type: ignore[arg-type]
+    await calls.on_frame(host, CallRoster(CALL_ID, str(PEER.node_id), members))
     states = {p["node_id"]: p["state"] for p in calls.calls()[0]["participants"]}
     assert states[str(OTHER.node_id)] == "left"
     assert states[str(X.node_id)] == "connected"
     assert states[str(Y.node_id)] == "connecting"
 
     # Another member leaving does not end it; the host leaving does, saying so.
-    await calls.on_frame(links[str(OTHER.node_id)], CallLeave(CALL_ID, "hung up"))  # type: ignore[arg-type]
+    await calls.on_frame(links[str(OTHER.node_id)], CallLeave(CALL_ID, "hung up"))
     assert calls.calls()[0]["state"] == "ringing"
-    await calls.on_frame(host, CallLeave(CALL_ID, "hung up"))  # type: ignore[arg-type]
-    await asyncio.sleep(0.05)  # the end runs as a task
+    await calls.on_frame(host, CallLeave(CALL_ID, "hung up"))
+    # The end runs as a task of the manager.
+    await async_wait_until(lambda: calls.calls()[0]["state"] == "ended", 5, message="call ended")
     (ended,) = calls.calls()
     assert ended["state"] == "ended"
     assert "the host peer left" in ended["reason"]

@@ -11,6 +11,7 @@ import pytest
 from aiortc.contrib.media import MediaRecorder, MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
+from waits import AsyncWaitUntil
 
 from meshdesk.calls.media import TestPatternTrack, ToneTrack
 from meshdesk.calls.playback import Output, Playback, choose_output
@@ -40,6 +41,7 @@ async def test_an_idle_slot_waits_and_a_switch_wakes_it() -> None:
     tone = ToneTrack()
     slot = SlotTrack("audio")
     pending = asyncio.ensure_future(slot.recv())
+    # Something that does not happen: for a while, an idle slot sends nothing.
     await asyncio.sleep(0.05)
     assert not pending.done()  # no source: nothing to send
     slot.set_source("a", relay.subscribe(tone))
@@ -68,7 +70,7 @@ class FeedTrack(MediaStreamTrack):
         return frame
 
 
-async def test_a_slot_whose_source_ends_goes_idle() -> None:
+async def test_a_slot_whose_source_ends_goes_idle(async_wait_until: AsyncWaitUntil) -> None:
     tone, feed = ToneTrack(), FeedTrack()
     slot = SlotTrack("audio")
     slot.set_source("a", MediaRelay().subscribe(feed))
@@ -76,9 +78,8 @@ async def test_a_slot_whose_source_ends_goes_idle() -> None:
     assert (await slot.recv()).samples == 960
     feed.queue.put_nowait(None)
     pending = asyncio.ensure_future(slot.recv())
-    await asyncio.sleep(0.05)
-    assert slot.source_id is None
-    assert not pending.done()
+    await async_wait_until(lambda: slot.source_id is None, 5, message="the slot dropped its source")
+    assert not pending.done()  # idle now: waiting for a new source
     slot.stop()
     with pytest.raises(MediaStreamError):
         await pending

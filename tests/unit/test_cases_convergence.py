@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from meshdesk.cases.events import CaseOpened, EventRef, FieldSet
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
 from meshdesk.cases.hlc import Clock, make_hlc
-from meshdesk.cases.model import CaseField, CaseState, Category, Status, Urgency
+from meshdesk.cases.model import CaseField, Category, Status, Urgency
+from meshdesk.cases.state import CaseState
 from meshdesk.errors import UsageError
 from meshdesk.identity.nodeid import NodeId
 

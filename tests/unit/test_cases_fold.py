@@ -20,15 +20,14 @@ from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
 from meshdesk.cases.hlc import Clock, hlc_wall_ms, make_hlc
 from meshdesk.cases.ids import id_wall_ms
 from meshdesk.cases.model import (
-    Candidate,
     CaseField,
-    CaseState,
     Category,
     ReferralState,
     Status,
     Urgency,
     referral_register,
 )
+from meshdesk.cases.state import Candidate, CaseState
 from meshdesk.errors import SyncError, UsageError
 from meshdesk.identity.nodeid import NodeId
 from meshdesk.store.records import ZERO_HASH, StoredEvent

@@ -1,15 +1,21 @@
-"""config.toml: defaults, template, every key's valid and invalid values, file errors."""
+"""config.toml: defaults, template, every key's valid and invalid values, file errors, writing."""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
 import stat
+import string
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meshdesk.config import (
     CallSettings,
@@ -18,11 +24,14 @@ from meshdesk.config import (
     NetworkSettings,
     NodeSettings,
     Timings,
+    config_text,
     default_config_text,
     load_config,
+    write_config,
     write_default_config,
 )
 from meshdesk.errors import ConfigError
+from meshdesk.home import NodeHome
 
 
 def _load(tmp_path: Path, text: str) -> Config:
@@ -401,6 +410,186 @@ def test_write_default_config_missing_directory(tmp_path: Path) -> None:
         write_default_config(tmp_path / "absent" / "config.toml")
 
 
+# --- writing any config -------------------------------------------------------------------
+
+#: A config that differs from the defaults in every key, with Japanese and escapes.
+EVERY_KEY = Config(
+    node=NodeSettings(language="en"),
+    network=NetworkSettings(
+        interfaces=("wlan0", "無線0", 'eth"\\0'),
+        listen=Endpoint("::", 0),
+        static_peers=(
+            Endpoint("10.0.0.2", 7420),
+            Endpoint("fd00::2", 7420),
+            Endpoint("hq.local", 1),
+            Endpoint("fe80::1%wlan0", 65535),
+        ),
+        mdns=False,
+        peer_exchange=False,
+    ),
+    timings=Timings(
+        heartbeat_interval=0.2,
+        dead_after=1.0,
+        connect_timeout=3.0,
+        reconnect_min=0.1,
+        reconnect_max=3.0,
+        discovery_refresh=2.0,
+    ),
+    calls=CallSettings(
+        auto_accept=True,
+        media='file:/srv/避難所/案内 "音声"\\\t\n\x7f\x01.wav',
+        playback="off",
+        fallback_loss_pct=100.0,
+        fallback_rtt_ms=math.inf,
+    ),
+)
+
+
+def _write_and_load(tmp_path: Path, config: Config) -> Config:
+    path = tmp_path / "config.toml"
+    write_config(path, config)
+    return load_config(path)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        Config(),
+        EVERY_KEY,
+        Config(network=NetworkSettings(interfaces=("避難所0",), static_peers=(Endpoint("a", 1),))),
+        Config(timings=Timings(heartbeat_interval=1e-05, dead_after=1e16, reconnect_max=1e300)),
+        Config(calls=CallSettings(media="file:設定.mp4")),
+    ],
+    ids=["defaults", "every-key", "japanese-interface", "extreme-floats", "japanese-media"],
+)
+def test_written_config_loads_back_equal(tmp_path: Path, config: Config) -> None:
+    assert _write_and_load(tmp_path, config) == config
+
+
+def test_a_written_key_keeps_its_comment_and_notes_the_default() -> None:
+    text = config_text(EVERY_KEY)
+    lines = text.splitlines()
+    # The comment that explains a key stands above it, as in the default file.
+    index = lines.index("discovery_refresh = 2.0")
+    assert lines[index - 1] == "# Default: 20.0"
+    assert lines[index - 2].startswith("# comes into reach later")
+    assert '# Default: "device"' in lines
+    assert 'language = "en"' in lines
+    assert "fallback_rtt_ms = inf" in lines
+    assert 'interfaces = ["wlan0", "無線0", "eth\\"\\\\0"]' in lines
+    assert "keeps its default" in text
+    # EVERY_KEY changes every key, so each has its "Default:" line; the defaults none.
+    keys = [line for line in lines if line and line[0] not in "#["]
+    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 17
+    assert config_text(Config()) == default_config_text()
+    assert "Default:" not in default_config_text()
+
+
+@pytest.mark.parametrize("config", [Config(), EVERY_KEY], ids=["defaults", "every-key"])
+def test_every_key_is_explained_by_a_comment(config: Config) -> None:
+    shared = {"reconnect_max", "fallback_rtt_ms"}  # explained with the key above them
+    lines = config_text(config).splitlines()
+    previous_key_or_table = 0
+    for index, line in enumerate(lines):
+        if line.startswith("["):
+            previous_key_or_table = index
+        elif line and not line.startswith("#"):
+            key = line.split(" = ")[0]
+            between = lines[previous_key_or_table + 1 : index]
+            explained = [c for c in between if c.startswith("# ") and "Default:" not in c]
+            assert explained or key in shared, f"{key} has no comment"
+            previous_key_or_table = index
+
+
+def test_write_config_replaces_a_file_atomically_and_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[node]\nlanguage = "ja"\n')
+    path.chmod(0o644)
+    write_config(path, EVERY_KEY)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_config(path) == EVERY_KEY
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]  # no temp file left
+
+
+def test_write_config_can_refuse_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[node]\nlanguage = "en"\n')
+    with pytest.raises(ConfigError, match="already exists; not overwriting it"):
+        write_config(path, Config(), overwrite=False)
+    assert load_config(path).node.language == "en"
+
+
+def test_write_config_into_a_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        write_config(tmp_path / "absent" / "config.toml", Config())
+    assert str(info.value) == (
+        f"{tmp_path / 'absent' / 'config.toml'}: cannot create: No such file or directory"
+    )
+
+
+# Drawn configs: every key varied, text from all of Unicode (no surrogates), hosts in
+# the canonical form Endpoint.parse gives (lower-case names, compressed IPv6).
+_label = st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=10)
+_host = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(lambda a: str(ipaddress.IPv6Address(a))),
+    st.lists(_label, min_size=1, max_size=3).map(".".join).filter(lambda h: not h[-1].isdigit()),
+)
+_peer = st.builds(Endpoint, _host, st.integers(1, 65535))
+_ifname = st.text(
+    st.characters(codec="utf-8").filter(lambda c: c.isprintable() and not c.isspace() and c != "/"),
+    min_size=1,
+    max_size=15,
+).filter(lambda name: len(name.encode()) <= 15)
+_seconds = st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def _timings(draw: st.DrawFn) -> Timings:
+    beat, dead = sorted(draw(st.lists(_seconds, min_size=2, max_size=2, unique=True)))
+    low, high = sorted(draw(st.lists(_seconds, min_size=2, max_size=2)))
+    return Timings(beat, dead, draw(_seconds), low, high, draw(_seconds))
+
+
+_configs = st.builds(
+    Config,
+    node=st.builds(NodeSettings, st.sampled_from(["ja", "en"])),
+    network=st.builds(
+        NetworkSettings,
+        interfaces=st.lists(_ifname, max_size=3).map(tuple),
+        listen=st.builds(Endpoint, _host, st.integers(0, 65535)),
+        static_peers=st.lists(_peer, max_size=4).map(tuple),
+        mdns=st.booleans(),
+        peer_exchange=st.booleans(),
+    ),
+    timings=_timings(),
+    calls=st.builds(
+        CallSettings,
+        auto_accept=st.booleans(),
+        media=st.one_of(
+            st.sampled_from(["device", "synthetic"]),
+            st.text(st.characters(codec="utf-8"), min_size=1).map(lambda p: f"file:{p}"),
+        ),
+        playback=st.sampled_from(["auto", "off"]),
+        fallback_loss_pct=st.floats(min_value=1e-9, max_value=100, allow_nan=False),
+        fallback_rtt_ms=st.floats(min_value=1e-9, allow_nan=False),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=_configs)
+def test_any_config_survives_text_and_back(config: Config) -> None:
+    assert _from_text(config_text(config)) == config
+
+
+def _from_text(text: str) -> Config:
+    with tempfile.TemporaryDirectory() as folder:  # not tmp_path: one file per example
+        path = Path(folder) / "config.toml"
+        path.write_text(text, encoding="utf-8")
+        return load_config(path)
+
+
 # --- Endpoint -----------------------------------------------------------------------------
 
 
@@ -512,3 +701,14 @@ def test_with_overrides_rejects(overrides: dict[str, Any], message: str) -> None
     with pytest.raises(ConfigError) as info:
         Config().with_overrides(**overrides)
     assert str(info.value) == message
+
+
+def test_a_home_writes_its_config_where_it_reads_it(tmp_path: Path) -> None:
+    home = NodeHome(tmp_path)
+    home.write_config(EVERY_KEY)
+    assert home.config_path == tmp_path / "config.toml"
+    assert stat.S_IMODE(home.config_path.stat().st_mode) == 0o600
+    assert load_config(home.config_path) == EVERY_KEY
+    changed = dataclasses.replace(EVERY_KEY, node=NodeSettings("ja"))
+    home.write_config(changed)  # replaces the file
+    assert load_config(home.config_path) == changed

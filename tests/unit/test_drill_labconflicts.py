@@ -9,27 +9,22 @@ the resolution a minute later, and that the resolution writes the newest candida
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
-from meshdesk.drill._labconflicts import RESOLVE_AFTER_S, LabConflicts, reachable
-from meshdesk.drill._labnodes import LabNode
+from meshdesk.drill._labconflicts import LabConflicts
 from meshdesk.drill.labmetrics import NodeView, Snapshot
 from meshdesk.drill.metrics import CaseRecord, Recorder
-from meshdesk.drill.model import NodeSpec
 from meshdesk.errors import UsageError
-
-Step = Callable[[], Awaitable[None]]
 
 
 class FakeNode:
     """One node's view of urgency per case: its own last write, or a conflict."""
 
-    def __init__(self, name: str, urgency: dict[str, str], site: str = "") -> None:
+    def __init__(self, name: str, urgency: dict[str, str]) -> None:
         self.name = name
-        self.spec = NodeSpec(name, site or name, "center")
         self.alive = True
         self.urgency = dict(urgency)
         self.writes: list[tuple[str, str]] = []
@@ -59,25 +54,8 @@ class FakeNode:
         return {"id": case_id, "urgency": self.urgency[case_id], "conflicts": conflicts}
 
 
-class Engine:
-    """The bits of the lab engine LabConflicts uses: a clock, HQ, a step queue."""
-
-    def __init__(self, hq: FakeNode | None, *others: FakeNode) -> None:
-        self.t = 0.0
-        self.hq = hq
-        self.nodes = {n.name: cast(LabNode, n) for n in (hq, *others) if n is not None}
-        self.steps: list[tuple[float, Step]] = []
-
-    def conflicts(self, rec: Recorder) -> LabConflicts:
-        return LabConflicts(
-            rec,
-            random.Random(1),
-            now=lambda: self.t,
-            hq=lambda: cast(LabNode, self.hq),
-            schedule=lambda t, step: self.steps.append((t, step)),
-            nodes=self.nodes,
-            writing={"a", "b"},
-        )
+def _conflicts(rec: Recorder) -> LabConflicts:
+    return LabConflicts(rec, random.Random(1))
 
 
 def _recorder() -> Recorder:
@@ -89,8 +67,7 @@ def _recorder() -> Recorder:
 
 
 def test_pick_prefers_the_sites_own_cases_and_skips_refused_and_used_ones() -> None:
-    rec = _recorder()
-    conflicts = Engine(None).conflicts(rec)
+    conflicts = _conflicts(_recorder())
     both = frozenset({"a1", "b1", "a2"})
     assert conflicts.pick("a", both, both) == "a1"
     assert conflicts.pick("a", frozenset({"b1", "a2"}), both) == "b1"  # any shared case
@@ -98,13 +75,12 @@ def test_pick_prefers_the_sites_own_cases_and_skips_refused_and_used_ones() -> N
     assert conflicts.pick("a", frozenset({"a2"}), frozenset({"a2"})) is None  # refused
 
 
-async def test_two_writes_conflict_at_hq_and_are_resolved_a_minute_later() -> None:
+async def test_two_writes_conflict_at_hq_and_are_resolved() -> None:
     rec = _recorder()
     origin = FakeNode("a", {"a1": "high"})
     hq = FakeNode("hq", {"a1": "high"})
-    engine = Engine(hq)
-    conflicts = engine.conflicts(rec)
-    await conflicts.write(10.0, "a1", cast(LabNode, origin), cast(LabNode, hq))
+    conflicts = _conflicts(rec)
+    await conflicts.write(10.0, "a1", origin, hq)
     [(_, a)] = origin.writes
     [(_, b)] = hq.writes
     assert a != b
@@ -112,22 +88,18 @@ async def test_two_writes_conflict_at_hq_and_are_resolved_a_minute_later() -> No
     assert conflicts.sites() == {"a"}
     assert conflicts.busy
     # Still cut off: HQ shows no conflict, nothing is raised.
-    await conflicts.check(11.0)
+    assert await conflicts.check(11.0, hq) == []
     assert rec.conflicts == {}
-    assert engine.steps == []
     # The site is back: HQ holds both writes and shows the conflict.
     hq.conflicts["a1"] = [a, b]
-    await conflicts.check(30.0)
-    await conflicts.check(31.0)  # raised once
+    assert await conflicts.check(30.0, hq) == ["a1"]
+    assert await conflicts.check(31.0, hq) == []  # raised once
     assert [(c.site, c.raised_s, c.resolved_s) for c in rec.conflicts.values()] == [
         ("a", 30.0, None)
     ]
-    [(when, step)] = engine.steps
-    assert when == 30.0 + RESOLVE_AFTER_S
-    engine.t = when
-    await step()
+    assert await conflicts.resolve(90.0, "a1", hq)
     assert hq.writes[-1] == ("a1", a)  # the newest candidate
-    assert rec.conflicts[("a1", "urgency")].resolved_s == when
+    assert rec.conflicts[("a1", "urgency")].resolved_s == 90.0
     assert not conflicts.busy
     assert conflicts.sites() == {"a"}  # once per site and drill
 
@@ -136,75 +108,63 @@ async def test_a_failed_write_is_noted_and_opens_no_pair() -> None:
     rec = _recorder()
     origin = FakeNode("a", {"a1": "high"})
     hq = FakeNode("hq", {})  # HQ does not hold the case
-    conflicts = Engine(hq).conflicts(rec)
-    await conflicts.write(10.0, "a1", cast(LabNode, origin), cast(LabNode, hq))
+    conflicts = _conflicts(rec)
+    await conflicts.write(10.0, "a1", origin, hq)
     assert not conflicts.busy
     assert any("no case a1" in note for note in rec.notes)
 
 
-async def test_resolution_waits_while_no_hq_node_runs() -> None:
+async def test_resolution_fails_while_no_hq_node_runs_or_hq_fails() -> None:
     rec = _recorder()
     origin = FakeNode("a", {"a1": "high"})
     hq = FakeNode("hq", {"a1": "high"})
-    engine = Engine(hq)
-    conflicts = engine.conflicts(rec)
-    await conflicts.write(10.0, "a1", cast(LabNode, origin), cast(LabNode, hq))
+    conflicts = _conflicts(rec)
+    await conflicts.write(10.0, "a1", origin, hq)
     hq.conflicts["a1"] = ["low", "normal"]
-    await conflicts.check(20.0)
-    [(when, step)] = engine.steps
-    engine.t, engine.hq = when, None
-    await step()
+    assert await conflicts.check(20.0, hq) == ["a1"]
+    assert await conflicts.check(21.0, None) == []
+    assert not await conflicts.resolve(80.0, "a1", None)
+    assert not await conflicts.resolve(80.0, "a1", FakeNode("hq", {}))  # HQ answers an error
+    assert any("could not resolve" in note for note in rec.notes)
     assert rec.conflicts[("a1", "urgency")].resolved_s is None
-    [_, (later, retry)] = engine.steps
-    assert later == when + RESOLVE_AFTER_S
-    engine.t, engine.hq = later, hq
-    await retry()
-    assert rec.conflicts[("a1", "urgency")].resolved_s == later
+    assert await conflicts.resolve(140.0, "a1", hq)
+    assert rec.conflicts[("a1", "urgency")].resolved_s == 140.0
 
 
 @pytest.mark.parametrize("current", ["immediate", "high", "normal", "low"])
 async def test_the_two_values_differ_from_each_other_and_from_the_current_one(
     current: str,
 ) -> None:
-    rec = _recorder()
     origin = FakeNode("a", {"a1": current})
     hq = FakeNode("hq", {"a1": current})
-    await Engine(hq).conflicts(rec).write(0.0, "a1", cast(LabNode, origin), cast(LabNode, hq))
+    await _conflicts(_recorder()).write(0.0, "a1", origin, hq)
     values = {origin.writes[0][1], hq.writes[0][1]}
     assert len(values) == 2
     assert current not in values
-
-
-def test_reachable_follows_relays() -> None:
-    pairs = [("hq", "a"), ("a", "c"), ("b", "d")]
-    assert reachable(pairs, "hq") == {"hq", "a", "c"}
-    assert reachable([], "hq") == {"hq"}
 
 
 def _snap(**held: set[str]) -> Snapshot:
     return Snapshot(10.0, {n: NodeView(frozenset(c), {}, "d") for n, c in held.items()})
 
 
-async def test_only_sites_cut_off_from_hq_get_a_pair_and_only_once() -> None:
+async def test_each_cut_off_site_gets_one_pair_from_a_node_that_holds_a_case() -> None:
     rec = _recorder()
-    hq = FakeNode("hq", {"a1": "high", "b1": "normal"}, site="hq")
+    hq = FakeNode("hq", {"a1": "high", "b1": "normal"})
     a = FakeNode("a", {"a1": "high"})
     b = FakeNode("b", {"b1": "normal"})
-    engine = Engine(hq, a, b)
-    conflicts = engine.conflicts(rec)
+    b2 = FakeNode("b2", {})
+    conflicts = _conflicts(rec)
     snap = _snap(hq={"a1", "b1"}, a={"a1"}, b={"b1"})
-    # b reaches HQ through a; a is linked directly: nobody is cut off.
-    await conflicts.cut_off(10.0, [("hq", "a"), ("a", "b")], snap, revoked=())
+    # HQ missing from the last poll: nothing can be chosen.
+    await conflicts.cut_off(10.0, hq, {"a": [a]}, _snap(a={"a1"}))
     assert conflicts.pairs == {}
-    # a is cut off, b is still linked to HQ: only a writes (its own case).
-    await conflicts.cut_off(12.0, [("hq", "b")], snap, revoked=())
+    # a is cut off: it writes its own case with HQ.
+    await conflicts.cut_off(12.0, hq, {"a": [a]}, snap)
     assert list(conflicts.pairs) == ["a1"]
     assert [w[0] for w in a.writes] == ["a1"]
-    assert b.writes == []
-    # Cut again later: a has had its pair; b is revoked, so it writes none.
-    await conflicts.cut_off(20.0, [], snap, revoked={"b"})
-    assert list(conflicts.pairs) == ["a1"]
-    # A node that is down writes nothing either.
-    b.alive = False
-    await conflicts.cut_off(30.0, [], snap, revoked=())
-    assert list(conflicts.pairs) == ["a1"]
+    # Cut again later: a has had its pair; b2 did not answer the poll, b writes.
+    await conflicts.cut_off(20.0, hq, {"a": [a], "b": [b2, b]}, snap)
+    assert list(conflicts.pairs) == ["a1", "b1"]
+    assert len(a.writes) == 1
+    assert b2.writes == []
+    assert [w[0] for w in b.writes] == ["b1"]

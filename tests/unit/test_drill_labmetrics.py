@@ -8,10 +8,13 @@ that diverged, a revoked node's write that slipped through.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from meshdesk.drill import _labops as ops
 from meshdesk.drill import lab as lab_mode
 from meshdesk.drill import parse_scenario
 from meshdesk.drill.labmetrics import NodeView, Snapshot, final_check, observe, quiet
@@ -194,9 +197,31 @@ def test_lab_mode_warns_above_the_measured_node_count(
     assert f"more than the {lab_mode.LAB_NODE_WARN}" in caplog.text
 
 
-def test_an_unknown_sync_count_is_pending_work_not_an_idle_link() -> None:
-    assert lab_mode._pending(None) == 1
-    assert lab_mode._pending(0) == 0
-    assert lab_mode._pending(7) == 7
+class _Polled:
+    """A node that answers the four poll ops; its links report ``counts`` as in/outbox."""
+
+    name = "a"
+    alive = True
+
+    def __init__(self, *counts: object) -> None:
+        self.counts = counts
+
+    async def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
+        answers: dict[str, Any] = {
+            "case_list": [{"id": "c1"}],
+            "digest": {"heads": {"x": 2}, "digest": "d"},
+            "peers": [{"name": "hq", "state": "linked"}, {"name": "b", "state": "refused"}],
+            "sync": [{"outbox": n, "inbox": 0} for n in self.counts],
+        }
+        return answers[op]
+
+
+async def test_an_unknown_sync_count_is_pending_work_not_an_idle_link() -> None:
+    view = await ops.poll(_Polled(0, 7))
+    assert view == NodeView(
+        frozenset({"c1"}), {"x": 2}, "d", frozenset({"hq"}), 7, {"hq": "linked", "b": "refused"}
+    )
+    assert (await ops.poll(_Polled(None))).backlog == 1
+    assert (await ops.poll(_Polled())).backlog == 0
     with pytest.raises(DrillError, match="sync count"):
-        lab_mode._pending("many")
+        await ops.poll(_Polled("many"))

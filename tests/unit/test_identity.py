@@ -26,11 +26,6 @@ NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
-def ca() -> CertificateAuthority:
-    return CertificateAuthority.create("秋田市 Akita", now=NOW)
-
-
-@pytest.fixture(scope="module")
 def other_ca() -> CertificateAuthority:
     return CertificateAuthority.create("Another City", now=NOW)
 
@@ -106,7 +101,7 @@ def test_certificate_carries_name_site_role_departments(ca: CertificateAuthority
     assert info.site == "大町"
     assert info.role is Role.CENTER
     assert info.departments == ("福祉課", "housing")
-    assert info.deployment == "秋田市 Akita"
+    assert info.deployment == "デモ市"
     assert info.node_id == NodeId.from_public_key(key.public_key())
     assert info.serial == cert.serial_number
     assert info.to_json()["role"] == "center"
@@ -167,7 +162,8 @@ def test_ca_certificate_is_not_a_node_certificate(ca: CertificateAuthority) -> N
 def test_deployment_id_is_the_ca_key_fingerprint(ca: CertificateAuthority) -> None:
     assert deployment_id(ca.cert) == NodeId.from_public_key(ca.key.public_key())
     assert ca.deployment_id == deployment_id(ca.cert)
-    assert ca.deployment == "秋田市 Akita"
+    assert ca.deployment == "デモ市"
+    assert CertificateAuthority.create("秋田市 Akita", now=NOW).deployment == "秋田市 Akita"
 
 
 # -- revocation -------------------------------------------------------------------

@@ -20,11 +20,6 @@ from meshdesk.identity import CertificateAuthority, NodeKit, Role, read_passphra
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 
 
-@pytest.fixture(scope="module")
-def ca() -> CertificateAuthority:
-    return CertificateAuthority.create("デモ市", now=NOW)
-
-
 def make_kit(ca: CertificateAuthority, name: str = "市民体育館") -> NodeKit:
     key = Ed25519PrivateKey.generate()
     cert = ca.issue(key.public_key(), name=name, site="南区", role=Role.CENTER, now=NOW)

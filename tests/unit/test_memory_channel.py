@@ -264,6 +264,7 @@ async def test_cut_loses_undelivered_frames_and_restore_resumes() -> None:
     for n in range(10):  # lost, and never blocked by the queue limit
         await a.send(_ping(100 + n))
     pending = asyncio.ensure_future(b.recv())
+    # Something that does not happen: past the 0.02 s latency, nothing arrives.
     await asyncio.sleep(0.05)
     assert not pending.done()  # no FIN either: the peer just hears nothing
     pair.restore()
@@ -289,7 +290,7 @@ async def test_a_close_during_a_cut_reaches_the_peer_after_restore() -> None:
     pair.cut()
     await a.aclose()
     pending = asyncio.ensure_future(b.recv())
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0.02)  # something that does not happen: the FIN stays behind the cut
     assert not pending.done()
     pair.restore()
     with pytest.raises(ChannelClosed):

@@ -24,11 +24,6 @@ def _der(cert: x509.Certificate) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def ca() -> CertificateAuthority:
-    return CertificateAuthority.create("デモ市", now=NOW)
-
-
-@pytest.fixture(scope="module")
 def other_ca() -> CertificateAuthority:
     return CertificateAuthority.create("別の町", now=NOW)
 
