@@ -44,6 +44,16 @@ MAX_LINE = 1 << 20
 IDLE_TIMEOUT = 60.0
 
 
+_TOO_LONG = f"request longer than {MAX_LINE} bytes; the connection is closed"
+
+
+def _reply(writer: asyncio.StreamWriter, reply: Mapping[str, object]) -> None:
+    """One JSON line. Text a client sent may hold lone surrogates (JSON escapes
+    them): they are replaced, never allowed to break the reply."""
+    text = json.dumps(reply, ensure_ascii=False)
+    writer.write(text.encode("utf-8", "replace") + b"\n")
+
+
 class NodeNotRunning(HomeError):
     """No node answers on the home's control socket."""
 
@@ -124,15 +134,22 @@ class ControlServer(AsyncResource):
                 try:
                     async with asyncio.timeout(IDLE_TIMEOUT):
                         line = await reader.readline()
-                except (TimeoutError, ValueError, ConnectionError):
-                    break  # idle, over-long line, or reset
+                except ValueError:
+                    # Longer than MAX_LINE: say so, then hang up (the rest of that
+                    # line cannot be told from the next request).
+                    log.warning("control: refused a request longer than %d bytes", MAX_LINE)
+                    _reply(writer, {"ok": False, "error": _TOO_LONG})
+                    await writer.drain()
+                    break
+                except (TimeoutError, ConnectionError):
+                    break  # idle, or reset
                 if not line:
                     break
                 reply, kinds = await self._answer(line)
                 if kinds is not None:
                     await self._stream(kinds, reader, writer)
                     break
-                writer.write(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
+                _reply(writer, reply)
                 await writer.drain()
         except ConnectionError as exc:
             log.debug("control client went away: %s", exc)
@@ -148,7 +165,10 @@ class ControlServer(AsyncResource):
         try:
             request = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return {"ok": False, "error": "request is not JSON"}, None
+            return {"ok": False, "error": "request is not JSON (one UTF-8 object per line)"}, None
+        except RecursionError:
+            log.warning("control: refused a request nested too deeply")
+            return {"ok": False, "error": "request is not JSON: nested too deeply"}, None
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
             return {"ok": False, "error": "request must be an object with an 'op' string"}, None
         name, args = request["op"], request.get("args", {})
@@ -164,6 +184,9 @@ class ControlServer(AsyncResource):
             return {}, kinds
         except MeshdeskError as exc:
             return {"ok": False, "error": str(exc)}, None
+        except Exception as exc:  # a bug in an op: answer, log it, keep serving
+            log.exception("control: operation %r failed", name[:40])
+            return {"ok": False, "error": f"internal error in {name[:40]!r}: {exc}"}, None
 
     async def _stream(
         self,
@@ -182,8 +205,7 @@ class ControlServer(AsyncResource):
             hangup.add_done_callback(lambda _: sub.close())
             try:
                 async for event in sub:
-                    writer.write(json.dumps(event.to_json(), ensure_ascii=False).encode())
-                    writer.write(b"\n")
+                    _reply(writer, event.to_json())
                     await writer.drain()
             finally:
                 hangup.cancel()

@@ -31,7 +31,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from meshdesk.errors import AuthError, ChannelClosed
+from meshdesk.cases.chain import author_node
+from meshdesk.errors import AuthError, ChannelClosed, StoreFull
 from meshdesk.identity import NodeInfo, NodeKit, RevocationList
 from meshdesk.net.trust import TrustPolicy
 from meshdesk.store import Store
@@ -74,6 +75,9 @@ class Directory:
         self.trust = trust
         self._now = now
         self._mesh: Mesh | None = None
+        #: Verified certificates the store could not keep (a full disk), by node id:
+        #: used meanwhile, stored once space returns.
+        self._unsaved: dict[str, bytes] = {}
 
     @classmethod
     async def open(cls, store: Store, kit: NodeKit, *, now: Callable[[], dt.datetime]) -> Directory:
@@ -115,14 +119,19 @@ class Directory:
         """Every node of the deployment we know a valid certificate of."""
         infos = []
         now = self._now()
-        for der in (await self._store.certificates()).values():
+        for der in (await self._certificates()).values():
             with contextlib.suppress(AuthError):
                 infos.append(self.trust.verify_peer(der, now=now))
         return infos
 
     async def author_key(self, author: str) -> Ed25519PublicKey | None:
-        """The signing key of ``author`` from a certificate that verifies now."""
-        der = (await self._store.certificates()).get(author)
+        """The signing key of chain ``author`` (``NODE-ID/EPOCH``, see
+        :mod:`meshdesk.cases.chain`) from its node's certificate, if that verifies now."""
+        try:
+            node = author_node(author)
+        except ValueError:
+            return None  # not a chain name: its runs are refused
+        der = (await self._certificates()).get(node)
         if der is None:
             return None
         try:
@@ -162,6 +171,24 @@ class Directory:
             with contextlib.suppress(ChannelClosed):
                 await link.send(frame)
 
+    async def _certificates(self) -> dict[str, bytes]:
+        stored = await self._store.certificates()
+        return {**self._unsaved, **stored} if self._unsaved else stored
+
+    async def _keep(self, node_id: str, der: bytes, now_ms: int) -> bool:
+        """Store a verified certificate; True when it is new. On a full disk it is
+        kept in memory (and stored later), so the node still knows the peer."""
+        try:
+            new = await self._store.save_certificate(node_id, der, now_ms)
+        except StoreFull as exc:
+            if node_id not in self._unsaved:
+                log.warning("directory: keeping %s's certificate in memory only: %s", node_id, exc)
+            new = node_id not in self._unsaved
+            self._unsaved[node_id] = der
+            return new and node_id not in await self._store.certificates()
+        self._unsaved.pop(node_id, None)
+        return new
+
     async def take_certificates(self, certs: tuple[bytes, ...], *, source: Peer | None) -> int:
         """Keep the certificates that verify against our CA; pass new ones on.
 
@@ -172,15 +199,16 @@ class Directory:
         fresh: list[bytes] = []
         refused = 0
         now = self._now()
+        now_ms = int(now.timestamp() * 1000)
+        for node_id, der in list(self._unsaved.items()):  # space may have returned
+            await self._keep(node_id, der, now_ms)
         for der in certs:
             try:
                 info = self.trust.verify_peer(der, now=now)
             except AuthError:
                 refused += 1
                 continue
-            if await self._store.save_certificate(
-                str(info.node_id), der, int(now.timestamp() * 1000)
-            ):
+            if await self._keep(str(info.node_id), der, now_ms):
                 fresh.append(der)
         if refused:
             log.info("skipped %d certificates from %s that do not verify", refused, source)

@@ -14,6 +14,7 @@ tree. The CLI prints ``str(error)`` as one line and exits with ``exit_code``.
     ├── KitError         node kit unreadable, truncated, tampered, wrong passphrase
     ├── AuthError        certificate not of this deployment, revoked, bad signature
     ├── StoreError       database corrupt, of a newer schema, or unwritable
+    │   └── StoreFull    the disk is full: nothing written; retried when space returns
     ├── WireError        malformed, oversized or unknown frame
     ├── LinkError        a link to a peer failed or closed
     │   └── ChannelClosed   the channel is closed (EOF, goodbye, reset)
@@ -41,6 +42,7 @@ __all__ = [
     "LinkError",
     "MeshdeskError",
     "StoreError",
+    "StoreFull",
     "SyncError",
     "UsageError",
     "WireError",
@@ -88,6 +90,14 @@ class StoreError(MeshdeskError):
     """The local database cannot be used (corrupt, newer schema, I/O failure)."""
 
     exit_code = 7
+
+
+class StoreFull(StoreError):
+    """The disk holding the database is full: nothing of the write was stored.
+
+    Not a fault of the data: once space is freed the same write succeeds, so sync
+    defers such runs instead of refusing them.
+    """
 
 
 class WireError(MeshdeskError):

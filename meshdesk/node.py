@@ -23,12 +23,13 @@ from meshdesk._lifecycle import AsyncResource
 from meshdesk.bus import BusLogHandler, EventBus
 from meshdesk.calls import CallManager, is_call_frame
 from meshdesk.cases.book import CaseBook
+from meshdesk.clock import ClockWatch, peer_clocks
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
 from meshdesk.directory import Directory, is_directory_frame
-from meshdesk.errors import ChannelClosed
+from meshdesk.errors import ChannelClosed, StoreFull
 from meshdesk.home import NodeHome
-from meshdesk.identity import NodeId, NodeKit
+from meshdesk.identity import NodeKit
 from meshdesk.net.channel import Channel, PeerAddress
 from meshdesk.net.discovery import Sighting, ZeroconfDiscovery
 from meshdesk.net.interfaces import select_interfaces
@@ -136,6 +137,12 @@ class Node(AsyncResource):
         self._stack.callback(logging.getLogger("meshdesk").removeHandler, handler)
         kit = self._kit = self.home.load_identity(now=self._now())
         info = kit.info
+        self.clock = ClockWatch(
+            info.name,
+            str(info.role),
+            lambda: peer_clocks(self.manager.peers()),
+            on_change=lambda view: self.events.publish("clock", view.to_json()),
+        )
         log.info("starting node %s (%s) from %s", info.name, info.node_id, self.home.path)
         self._store = await self._stack.enter_async_context(Store.open(self.home.store_path))
         self._directory = await Directory.open(self.store, kit, now=self._now)
@@ -144,7 +151,7 @@ class Node(AsyncResource):
             self.store,
             kit,
             directory=self.directory.nodes,
-            wall_ms=lambda: int(self._now().timestamp() * 1000),
+            wall_ms=self._record_ms,
             rng=self._rng,
         )
         self.sync = await self._stack.enter_async_context(
@@ -156,6 +163,7 @@ class Node(AsyncResource):
         )
         self.cases.on_commit = self._committed
         self.sync.on_stored = self._stored
+        self.sync.on_offence = lambda link, what: self.manager.offence(link.peer_id, what)
         network = self.config.network
         interfaces = select_interfaces(network.interfaces) if network.mdns else []
         if network.mdns and not interfaces:
@@ -197,6 +205,7 @@ class Node(AsyncResource):
                 on_link_up=self._on_link_up,
                 peer_exchange=network.peer_exchange,
                 rng=self._rng,
+                wall_ms=lambda: int(self._now().timestamp() * 1000),
             )
         )
         self.manager.add_listener(self._peer_event)
@@ -208,7 +217,7 @@ class Node(AsyncResource):
                 link_of=self.manager.link,
                 peers=self.manager.peers,
                 case_log=self.cases,
-                wall_ms=lambda: int(self._now().timestamp() * 1000),
+                wall_ms=self._record_ms,
             )
         )
         self.manager.add_listener(self.calls.on_peer_event)
@@ -222,14 +231,12 @@ class Node(AsyncResource):
                     self.listener.port,
                     interfaces,
                     on_found=self._on_sighting,
-                    on_lost=self._on_lost,
+                    on_lost=lambda node_id: log.info("mDNS: %s left (or said goodbye)", node_id),
+                    refresh_every=self.config.timings.discovery_refresh,
                 )
             )
         progress = asyncio.create_task(self._publish_progress(), name="sync progress")
         self._stack.push_async_callback(_cancel, progress)
-        if self.discovery is not None:
-            refresher = asyncio.create_task(self._refresh_discovery(), name="mDNS refresh")
-            self._stack.push_async_callback(_cancel, refresher)
         await self._stack.enter_async_context(
             ControlServer(self.home.control_socket, self.serve_ops(), bus=self.events)
         )
@@ -280,26 +287,28 @@ class Node(AsyncResource):
             node_id, {"name": sighting.name, "site": sighting.site, "role": sighting.role}
         )
 
-    def _on_lost(self, node_id: NodeId) -> None:
-        log.info("mDNS: %s left the network (or said goodbye)", node_id)
-
     async def _on_link_up(self, link: Link) -> None:
         """Gossip revocations and the directory to a new peer, then start replicating."""
         with contextlib.suppress(ChannelClosed):
             await self.directory.greet(link)
             await self.sync.attach(link)
 
+    def _record_ms(self) -> int:
+        """Wall time to stamp records with: ours, corrected by HQ's (meshdesk.clock)."""
+        return int(self._now().timestamp() * 1000) + self.clock.correction_ms
+
     async def _on_frame(self, link: Link, frame: Frame) -> None:
-        if is_sync_frame(frame):
-            await self.sync.on_frame(link, frame)
-            return
-        if is_call_frame(frame):
-            await self.calls.on_frame(link, frame)
-            return
-        if is_directory_frame(frame):
-            await self.directory.on_frame(link, frame)
-            return
-        log.debug("%s sent %s, which nothing here handles yet", link, type(frame).__name__)
+        try:
+            if is_sync_frame(frame):
+                await self.sync.on_frame(link, frame)
+            elif is_call_frame(frame):
+                await self.calls.on_frame(link, frame)
+            elif is_directory_frame(frame):
+                await self.directory.on_frame(link, frame)
+            else:
+                log.debug("%s sent %s, which nothing here handles", link, type(frame).__name__)
+        except StoreFull as exc:  # our disk, not the peer: keep the link, keep serving
+            log.warning("could not keep what %s sent: %s", link, exc)
 
     def _peer_event(self, event: PeerEvent) -> None:
         log.debug("peer event %s: %s", event.kind, event.peer)
@@ -318,20 +327,11 @@ class Node(AsyncResource):
         if case_ids:
             self.events.publish("case", {"case_ids": case_ids, "source": source})
 
-    async def _refresh_discovery(self) -> None:
-        """Query mDNS again every ``discovery_refresh`` s (see :class:`Timings`)."""
-        assert self.discovery is not None
-        while True:
-            await asyncio.sleep(self.config.timings.discovery_refresh)
-            try:
-                await self.discovery.refresh()
-            except OSError as exc:  # no route or interface right now: try next time
-                log.info("mDNS refresh failed: %s", exc)
-
     async def _publish_progress(self) -> None:
         last: object = None
         while True:
             await asyncio.sleep(_PROGRESS_INTERVAL)
+            self.clock.check()
             peers = self.sync.progress()
             if peers != last:
                 last = peers

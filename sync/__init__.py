@@ -12,6 +12,7 @@ from __future__ import annotations
 from meshdesk.sync.core import SyncCore, SyncProgress
 from meshdesk.sync.messages import (
     SYNC_FRAME_TYPES,
+    Deferred,
     Effect,
     EventsLoaded,
     Input,
@@ -32,6 +33,7 @@ from meshdesk.sync.messages import (
 
 __all__ = [
     "SYNC_FRAME_TYPES",
+    "Deferred",
     "Effect",
     "EventsLoaded",
     "Input",

@@ -164,7 +164,7 @@ class Inbound:
             return
         problem = _malformed(events, frame.checkpoints)
         if problem is not None:
-            self._refuse(author, events[-1].seq if events else 0, problem, effects)
+            self._refuse(author, events[-1].seq if events else 0, problem, effects, hostile=True)
             return
         partial = self._partial
         self._partial = None
@@ -182,7 +182,7 @@ class Inbound:
         rest = buffer[start:]
         if len(rest) > self._cfg.max_batch_events:
             reason = f"batch longer than {self._cfg.max_batch_events} events"
-            self._refuse(author, rest[-1].seq, reason, effects)
+            self._refuse(author, rest[-1].seq, reason, effects, hostile=True)
         elif rest:
             self._partial = (author, rest)
 
@@ -223,6 +223,14 @@ class Inbound:
             self._refuse(author, seq, reason, effects)
         return effects + self._credit()
 
+    def on_deferred(self, author: str, seq: int) -> list[Effect]:
+        """The run could not be stored (a local problem, such as a full disk): forget
+        it without refusing its author; a later round asks for it again."""
+        if not self._settle(author, seq):
+            return []
+        self._tips.pop(author, None)
+        return self._credit()
+
     def _settle(self, author: str, seq: int) -> bool:
         entry = self._pending.pop((author, seq), None)
         if entry is None:
@@ -232,14 +240,16 @@ class Inbound:
             self._unsettled -= entry.held
         return True
 
-    def _refuse(self, author: str, seq: int, reason: str, effects: list[Effect]) -> None:
+    def _refuse(
+        self, author: str, seq: int, reason: str, effects: list[Effect], *, hostile: bool = False
+    ) -> None:
         """Take nothing more of ``author`` from this peer; keep the other authors."""
         self.refused.add(author)
         self._tips.pop(author, None)
         if self._partial is not None and self._partial[0] == author:
             self._partial = None
         effects.append(Send(SyncReject(author, seq, reason[:256])))
-        effects.append(ReportPeer(author, reason))
+        effects.append(ReportPeer(author, reason, hostile))
 
 
 def _malformed(events: tuple[WireEvent, ...], refs: tuple[CheckpointRef, ...]) -> str | None:

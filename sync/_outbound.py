@@ -136,7 +136,7 @@ class Outbound:
 
     def on_heads(self, frame: SyncHeads) -> list[Effect]:
         if frame.parts < 1 or frame.part >= frame.parts:
-            return [ReportPeer(None, f"heads part {frame.part} of {frame.parts}")]
+            return [ReportPeer(None, f"heads part {frame.part} of {frame.parts}", hostile=True)]
         effects = self.learn((h.author, h.seq, h.hash) for h in frame.heads)
         collecting, parts, got = self._collect
         if frame.round > collecting:

@@ -47,6 +47,7 @@ from meshdesk.sync._inbound import Inbound
 from meshdesk.sync._index import LocalIndex
 from meshdesk.sync._outbound import Outbound
 from meshdesk.sync.messages import (
+    Deferred,
     Effect,
     EventsLoaded,
     Input,
@@ -189,6 +190,8 @@ class SyncCore:
                 return self._in.on_stored(msg.author, msg.seq)
             case Rejected():
                 return self._in.on_rejected(msg.author, msg.seq, msg.reason)
+            case Deferred():
+                return self._in.on_deferred(msg.author, msg.seq)
             case LocalAdded():
                 return self._local_added(msg)
             case Tick():

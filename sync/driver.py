@@ -3,9 +3,16 @@
 One :class:`SyncService` per node. Each link gets its own core; the service feeds
 the core the link's sync frames and carries out its effects: sends frames, loads
 events from the store, verifies received runs against the author's certified key
-(``verify_run``) and stores them with their checkpoint in one transaction. Every
-commit, local or received, is announced to every other live core, so a new case
-reaches linked peers with no further command, and events flow hop by hop.
+(``verify_run``) and stores them with their checkpoint. Every commit, local or
+received, is announced to every other live core, so a new case reaches linked peers
+with no further command, and events flow hop by hop.
+
+Received runs are stored by one committer task with *group commit*: a verified run
+joins a queue, and each commit takes everything queued so far (from every link) in
+one transaction — one fsync, however many runs. A commit is durable when it returns
+(the store runs ``synchronous = FULL``); only then is the run answered ``Stored``
+(the peer's credit moves on) and announced to other links, so no event is
+acknowledged to a peer or passed on before it would survive a power cut.
 """
 
 from __future__ import annotations
@@ -24,12 +31,13 @@ from meshdesk._lifecycle import AsyncResource
 from meshdesk.cases.chain import verify_run
 from meshdesk.cases.events import EventKind
 from meshdesk.cases.model import Urgency
-from meshdesk.errors import ChannelClosed, MeshdeskError, StoreError, SyncError
+from meshdesk.errors import ChannelClosed, MeshdeskError, StoreError, StoreFull, SyncError
 from meshdesk.net.link import Link
 from meshdesk.store import Checkpoint, Store, StoredEvent
 from meshdesk.sync.core import SyncCore
 from meshdesk.sync.messages import (
     SYNC_FRAME_TYPES,
+    Deferred,
     Effect,
     EventsLoaded,
     Input,
@@ -57,6 +65,12 @@ KeyOf = Callable[[str], Awaitable[Ed25519PublicKey | None]]
 
 #: Rank of batches that touch no case with a known urgency (sent after urgent ones).
 _NORMAL = Urgency.NORMAL.rank
+#: Most events one group commit stores (bounds a transaction's size and latency).
+_GROUP_EVENTS = 10_000
+
+
+def _deferred(run: Run) -> Deferred:
+    return Deferred(run.author, run.checkpoint.seq)
 
 
 def is_sync_frame(frame: Frame) -> TypeGuard[SyncFrame]:
@@ -81,6 +95,15 @@ def urgency_rank(events: Iterable[StoredEvent]) -> int:
         if isinstance(value, str) and value in Urgency.__members__.values():
             best = min(best, Urgency(value).rank)
     return best
+
+
+@dataclass
+class _Queued:
+    """A verified run waiting for the next group commit."""
+
+    peer: _Peer
+    run: Run
+    verified: list[StoredEvent]
 
 
 @dataclass
@@ -113,21 +136,31 @@ class SyncService(AsyncResource):
         self._ticker: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._attaching: dict[int, asyncio.Future[None]] = {}
+        self._queue: list[_Queued] = []
+        self._full = False  # the last group commit found the disk full
+        self._queued = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
         #: Stored runs counted for status screens and benches.
         self.stored_events = 0
         #: Told the events of each run stored from a peer (the node publishes them).
         self.on_stored: Callable[[list[StoredEvent]], None] | None = None
+        #: Told when a peer sends what no correct peer sends: a forged or broken run,
+        #: a malformed sync frame (the node quarantines the peer).
+        self.on_offence: Callable[[Link, str], None] | None = None
 
     async def __aenter__(self) -> SyncService:
         self._ticker = asyncio.create_task(self._tick_forever(), name="sync ticker")
+        self._committer = asyncio.create_task(self._commit_forever(), name="sync committer")
         return self
 
     async def aclose(self) -> None:
-        ticker, self._ticker = self._ticker, None
-        if ticker is not None:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+        for task in (self._ticker, self._committer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._ticker = self._committer = None
+        self._queue.clear()  # verified but never stored: never acknowledged either
         self._peers.clear()
         pending = list(self._pending)
         for task in pending:
@@ -261,40 +294,131 @@ class SyncService(AsyncResource):
                     )
                     queue.extend(peer.core.handle(EventsLoaded(need, tuple(events))))
                 case VerifyAndStore(run=run):
-                    answer, added = await self._verify_and_store(peer, run)
-                    queue.extend(peer.core.handle(answer))
-                    if added:
-                        # Every live core hears of every commit, the source too: its
-                        # index learns the run it just handed over (under our lock).
-                        queue.extend(peer.core.handle(LocalAdded(added)))
-                case ReportPeer(author=author, reason=reason):
+                    rejected = await self._verify(peer, run)
+                    if rejected is not None:
+                        queue.extend(peer.core.handle(rejected))
+                case ReportPeer(author=author, reason=reason, hostile=hostile):
                     log.warning("sync with %s: %s (author %s)", peer.link, reason, author or "-")
+                    if hostile:
+                        self._offence(peer, reason)
 
-    async def _verify_and_store(
-        self, peer: _Peer, run: Run
-    ) -> tuple[Stored | Rejected, tuple[LocalRun, ...]]:
+    async def _verify(self, peer: _Peer, run: Run) -> Rejected | None:
+        """Verify a run and queue it for the next group commit; its answer comes then."""
         author, checkpoint = run.author, run.checkpoint
         key = await self._key_of(author)
         if key is None:
             reason = f"no verified certificate for author {author} (yet)"
-            return Rejected(author, checkpoint.seq, reason), ()
+            return Rejected(author, checkpoint.seq, reason)
         first = run.events[0]
         try:
             verified = verify_run(
                 author, (first.seq - 1, first.prev_hash), run.events, checkpoint, key
             )
-            stored = await self._store.append_run(verified, checkpoint, self._received_at())
-        except (SyncError, StoreError) as exc:
+        except SyncError as exc:
             log.warning("refused a run of %s from %s: %s", author, peer.link, exc)
-            return Rejected(author, checkpoint.seq, str(exc)), ()
-        added: tuple[LocalRun, ...] = ()
-        if stored:
-            self.stored_events += stored
+            self._offence(peer, f"a run that fails verification: {exc}")
+            return Rejected(author, checkpoint.seq, str(exc))
+        self._queue.append(_Queued(peer, run, verified))
+        self._queued.set()
+        return None
+
+    def _offence(self, peer: _Peer, what: str) -> None:
+        if self.on_offence is not None:
+            self.on_offence(peer.link, what)
+
+    async def _commit_forever(self) -> None:
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while self._queue:
+                size = end = 0
+                while end < len(self._queue) and (end == 0 or size < _GROUP_EVENTS):
+                    size += len(self._queue[end].verified)
+                    end += 1
+                group, self._queue = self._queue[:end], self._queue[end:]
+                await self._commit(group)
+
+    async def _commit(self, group: list[_Queued]) -> None:
+        """Store a group in one transaction, then answer and announce each run.
+
+        If the group fails as a whole (one run forks, or does not continue what is
+        stored), each run is stored on its own so that only the bad one is refused.
+        A full disk is nobody's fault: the group and every run queued behind it
+        (they continue what could not be stored) are deferred, not refused; rounds
+        ask for them again, and they are stored once space returns.
+        """
+        received_at = self._received_at()
+        outcomes: list[int | StoreError | None]  # None: answered already (deferred)
+        try:
+            outcomes = list(
+                await self._store.append_runs(
+                    [(q.verified, q.run.checkpoint) for q in group], received_at
+                )
+            )
+        except StoreFull as exc:
+            await self._defer(group, exc)
+            return
+        except StoreError:
+            outcomes = []
+            for queued in group:
+                if await self._behind(queued.run):
+                    # It continues a run that was deferred (a full disk): not stored,
+                    # not refused; a later round brings the whole chain again.
+                    await self._feed(queued.peer, _deferred(queued.run))
+                    outcomes.append(None)
+                    continue
+                try:
+                    outcomes.append(
+                        await self._store.append_run(
+                            queued.verified, queued.run.checkpoint, received_at
+                        )
+                    )
+                except StoreFull as exc:
+                    answered = len(outcomes)
+                    for done, outcome in zip(group, outcomes, strict=False):
+                        if outcome is not None:
+                            await self._answer(done, outcome)
+                    await self._defer(group[answered:], exc)
+                    return
+                except StoreError as exc:
+                    outcomes.append(exc)
+        if self._full and any(isinstance(o, int) for o in outcomes):
+            log.info("the disk has room again: received runs are stored")
+            self._full = False
+        for queued, outcome in zip(group, outcomes, strict=True):
+            if outcome is not None:
+                await self._answer(queued, outcome)
+
+    async def _behind(self, run: Run) -> bool:
+        """Whether ``run`` starts past what the store holds of its author (a gap)."""
+        head = (await self._store.heads()).get(run.author)
+        return run.events[0].seq > (head[0] if head is not None else 0) + 1
+
+    async def _defer(self, group: list[_Queued], full: StoreFull) -> None:
+        if not self._full:
+            log.error("received runs are not stored until space returns: %s", full)
+        self._full = True
+        waiting, self._queue = group + self._queue, []
+        for queued in waiting:
+            await self._feed(queued.peer, _deferred(queued.run))
+
+    async def _answer(self, queued: _Queued, outcome: int | StoreError) -> None:
+        peer, run = queued.peer, queued.run
+        author, checkpoint = run.author, run.checkpoint
+        if isinstance(outcome, StoreError):
+            log.warning("refused a run of %s from %s: %s", author, peer.link, outcome)
+            await self._feed(peer, Rejected(author, checkpoint.seq, str(outcome)))
+            return
+        await self._feed(peer, Stored(author, checkpoint.seq))
+        if outcome:
+            self.stored_events += outcome
             if self.on_stored is not None:
-                self.on_stored(verified)
-            added = (LocalRun(checkpoint, urgency_rank(verified)),)
+                self.on_stored(queued.verified)
+            added = (LocalRun(checkpoint, urgency_rank(queued.verified)),)
+            # Every live core hears of every commit, the source too: its index
+            # learns the run it just handed over.
+            await self._feed(peer, LocalAdded(added))
             await self._announce_from(peer, added)
-        return Stored(author, checkpoint.seq), added
 
     async def _announce_from(self, source: _Peer, runs: tuple[LocalRun, ...]) -> None:
         # Other cores may be mid-effect under their own locks; announce after this

@@ -11,7 +11,8 @@ Effects and the input that answers them:
 * :class:`NeedEvents` — read the author's events ``(after_seq, upto_seq]`` from the
   store; answer :class:`EventsLoaded`.
 * :class:`VerifyAndStore` — verify the run (chain, checkpoint signature) and store it
-  with its checkpoint in one transaction; answer :class:`Stored` or :class:`Rejected`.
+  with its checkpoint in one transaction; answer :class:`Stored` or :class:`Rejected`,
+  or :class:`Deferred` when it could not be stored for a local reason (a full disk).
 * :class:`ReportPeer` — the peer sent something invalid; log it, count it, maybe
   drop the link. No answer.
 
@@ -39,6 +40,7 @@ from meshdesk.wire import (
 
 __all__ = [
     "SYNC_FRAME_TYPES",
+    "Deferred",
     "Effect",
     "EventsLoaded",
     "Input",
@@ -192,10 +194,16 @@ class VerifyAndStore:
 
 @dataclass(frozen=True, slots=True)
 class ReportPeer:
-    """The peer broke the protocol or sent a run that failed verification."""
+    """The peer broke the protocol or sent a run that failed verification.
+
+    ``hostile`` marks what a correct peer never sends (a malformed frame, a batch
+    over the limits): the node quarantines the peer for it. A fork or a refused
+    author may be an honest peer relaying someone else's chain, so it is not.
+    """
 
     author: str | None
     reason: str
+    hostile: bool = False
 
 
 Effect: TypeAlias = Send | NeedEvents | VerifyAndStore | ReportPeer
@@ -242,4 +250,14 @@ class Tick:
     """The driver's timer fired; the core counts ticks, it never reads a clock."""
 
 
-Input: TypeAlias = SyncFrame | EventsLoaded | Stored | Rejected | LocalAdded | Tick
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """Answer to :class:`VerifyAndStore`: the run ending at ``seq`` is sound but could
+    not be stored here now (the disk is full). Nothing is refused: the core forgets
+    the run, and a later round asks for it again."""
+
+    author: str
+    seq: int
+
+
+Input: TypeAlias = SyncFrame | EventsLoaded | Stored | Rejected | Deferred | LocalAdded | Tick

@@ -122,6 +122,7 @@ class MeshdeskApp(App[None]):
         c = self.desk
         try:
             c.status = await c.api.status()
+            c.publish("status")  # the clock banner, this node's row
             c.peers = {p["node_id"]: p for p in await c.api.peers()}
             c.publish("peers")
             if not c.directory:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,7 +22,17 @@ from meshdesk.tui.api import NodeApi
 from meshdesk.tui.i18n import Lang, tr
 from meshdesk.tui.index import CaseIndex
 
-__all__ = ["LOG_LINES", "Console", "ago", "attempt", "plain", "plain_row", "translate_bindings"]
+__all__ = [
+    "LOG_LINES",
+    "Console",
+    "ago",
+    "attempt",
+    "clock_warning",
+    "plain",
+    "plain_row",
+    "span",
+    "translate_bindings",
+]
 
 LOG_LINES = 500
 _T = TypeVar("_T")
@@ -82,6 +92,36 @@ def ago(now_ms: int, then_ms: object) -> str:
     if seconds < 3600:
         return tr("{n} min ago").format(n=seconds // 60)
     return tr("{n} h ago").format(n=seconds // 3600)
+
+
+def span(ms: int) -> str:
+    """A length of time people read at a glance, translated: "400 d 3 h", "5 min"."""
+    seconds = abs(ms) // 1000
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3_600)
+    if days:
+        parts = [tr("{n} d").format(n=days)] + ([tr("{n} h").format(n=hours)] if hours else [])
+    elif hours:
+        parts = [tr("{n} h").format(n=hours)]
+    else:
+        parts = [tr("{n} min").format(n=max(1, seconds // 60))]
+    return " ".join(parts)
+
+
+def clock_warning(status: Mapping[str, Any]) -> str | None:
+    """The warning for this node's clock, from ``status["clock"]`` (see meshdesk.clock)."""
+    clock = status.get("clock")
+    if not isinstance(clock, dict) or not clock.get("warning"):
+        return None
+    skew, reference = clock.get("skew_ms"), str(clock.get("reference") or "")
+    if not isinstance(skew, int) or not reference:
+        return tr("⚠ This node's clock differs from its peer's: check the date and time")
+    text = (
+        tr("⚠ This node's clock is {amount} ahead of {reference}'s: set the date and time")
+        if skew > 0
+        else tr("⚠ This node's clock is {amount} behind {reference}'s: set the date and time")
+    )
+    return text.format(amount=span(skew), reference=reference)
 
 
 def translate_bindings(node: DOMNode) -> None:

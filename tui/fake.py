@@ -61,6 +61,14 @@ class FakeNode(FakeCalls):
         self.now_ms = now_ms
         self.cases: dict[str, dict[str, Any]] = {}
         self.peer_list: list[dict[str, Any]] = []
+        #: What ``status`` says of this node's clock (see meshdesk.clock.ClockView).
+        self.clock: dict[str, Any] = {
+            "skew_ms": 0,
+            "reference": "",
+            "correction_ms": 0,
+            "warning": None,
+            "peers_off": [],
+        }
         self.sync_list: list[dict[str, Any]] = []
         self.directory_list: list[dict[str, Any]] = [
             self._info(self.node_id, name, site, role, self.departments)
@@ -270,6 +278,7 @@ class FakeNode(FakeCalls):
             "peers_known": len(self.peer_list),
             "peers_linked": linked,
             "store": {"events": len(self.cases), "authors": 1, "cases": len(self.cases)},
+            "clock": dict(self.clock),
         }
 
     # -- cases -------------------------------------------------------------------------

@@ -14,6 +14,12 @@ sha256 hash chains, several authors interleaved in clock order) and measures, ea
   same paged ``SELECT`` through ``sqlite3`` on the same file.
 - **open**: :meth:`Store.start` with and without ``PRAGMA quick_check``, against
   ``sqlite3.connect`` plus a first read (or ``PRAGMA quick_check``).
+- **commit**: what an operator waits for when saving one case, durably: the case's
+  two events (opening and note, bodies of the generated sizes) appended to a node's
+  chain, its checkpoint signed, and :meth:`Store.append_run` committed — one at a
+  time, ``commits`` of them, latency of each. The baseline is the same two rows
+  inserted and committed by ``sqlite3`` with ``synchronous = FULL`` (the setting the
+  Store uses, so that a commit survives a power cut).
 
 Progress goes to stderr; stdout carries only the result.
 """
@@ -34,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from meshdesk.bench._events import event_hash, generate_events
 from meshdesk.bench._stats import (
     Row,
@@ -44,7 +52,11 @@ from meshdesk.bench._stats import (
     ratio,
     require_at_least,
 )
+from meshdesk.cases.chain import ChainWriter, new_chain_author
+from meshdesk.cases.ids import new_id
 from meshdesk.errors import UsageError
+from meshdesk.identity.nodeid import NodeId
+from meshdesk.stats import percentile
 from meshdesk.store import Store, StoredEvent
 
 __all__ = [
@@ -64,6 +76,10 @@ Progress = Callable[[str], None]
 MESHDESK_DB = "meshdesk.db"
 RAW_DB = "raw.db"
 GUARDED_DB = "raw-guarded.db"
+COMMIT_DB = "meshdesk-commits.db"
+RAW_COMMIT_DB = "raw-full-commits.db"
+#: The node whose chain the commit measurement writes (any valid node id).
+_BENCH_NODE = NodeId.from_public_bytes(bytes(32)).text
 
 _COLUMNS = "author, seq, hlc, case_id, kind, body, prev_hash, hash"
 _INSERT = f"INSERT INTO events ({_COLUMNS}, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -99,6 +115,7 @@ class StoreBenchConfig:
         authors: How many nodes wrote the events.
         repeat: How many times each measurement runs.
         dir: Where the databases go (kept afterwards); None for a temp folder.
+        commits: Single-case commits timed one by one, per run.
 
     Raises:
         UsageError: a count below 1, or more authors than events.
@@ -109,9 +126,11 @@ class StoreBenchConfig:
     authors: int = 4
     repeat: int = 3
     dir: Path | None = None
+    commits: int = 200
 
     def __post_init__(self) -> None:
         require_at_least("--events", self.events)
+        require_at_least("--commits", self.commits)
         require_at_least("--batch", self.batch)
         require_at_least("--authors", self.authors)
         require_at_least("--repeat", self.repeat)
@@ -155,6 +174,9 @@ class StoreBenchResult:
     raw_open: Summary
     open_quick_check: Summary
     raw_quick_check: Summary
+    #: Latency of each single-case commit (seconds), every run.
+    commit: tuple[float, ...] = ()
+    raw_full_commit: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The result as one JSON object: medians first, ``_best`` for the best run."""
@@ -192,6 +214,10 @@ class StoreBenchResult:
         for name, summary in times.items():
             out[f"{name}_ms"] = round(summary.median * 1000, 3)
             out[f"{name}_ms_best"] = round(summary.min * 1000, 3)
+        for name, latencies in (("commit", self.commit), ("raw_full_commit", self.raw_full_commit)):
+            for q in (50, 99):
+                out[f"{name}_ms_p{q}"] = round(percentile(latencies, q) * 1000, 3)
+        out["commits"] = len(self.commit)
         out["rows"] = dict(self.rows)
         out["samples_s"] = {
             name: [round(s, 6) for s in summary.samples]
@@ -227,6 +253,18 @@ class StoreBenchResult:
             events_row("read, best run (events/s)", self.read, self.raw_read, best=True),
             ms_row("open (ms)", self.open, self.raw_open),
             ms_row("open + quick_check (ms)", self.open_quick_check, self.raw_quick_check),
+            Row(
+                "one case saved, p50 (ms)",
+                percentile(self.commit, 50) * 1000,
+                percentile(self.raw_full_commit, 50) * 1000,
+                digits=2,
+            ),
+            Row(
+                "one case saved, p99 (ms)",
+                percentile(self.commit, 99) * 1000,
+                percentile(self.raw_full_commit, 99) * 1000,
+                digits=2,
+            ),
         ]
         notes = [
             "ratio = meshdesk / raw SQLite: for events/s higher is better, for ms lower.",
@@ -235,6 +273,9 @@ class StoreBenchResult:
             "schema guards only: the same raw executemany into meshdesk's own schema.",
             f"read: events_after in pages of {c.batch:,} per author vs the same SELECT, same file.",
             "open: Store.start (checks, WAL, heads) vs sqlite3.connect + first read.",
+            f"one case saved: {len(self.commit):,} commits of 2 events + signed checkpoint,"
+            " one at a time (durable: synchronous=FULL)",
+            "  vs the same 2 rows per transaction, raw sqlite3, WAL, synchronous=FULL.",
             f"database: {self.db_bytes / 2**20:,.1f} MiB, SQLite {sqlite3.sqlite_version}.",
         ]
         return format_table(title, rows, headers=("meshdesk", "raw SQLite"), notes=notes)
@@ -302,6 +343,46 @@ def append_raw(
             )
             db.execute("COMMIT")
         return time.perf_counter() - start
+
+
+async def _commit_meshdesk(
+    path: Path, bodies: Sequence[bytes], commits: int, received_at: int
+) -> list[float]:
+    """Latency of each of ``commits`` single-case commits (two events each)."""
+    chain = ChainWriter(new_chain_author(_BENCH_NODE), Ed25519PrivateKey.generate(), None)
+    latencies = []
+    async with Store.open(path, create=True, quick_check=False) as store:
+        for i in range(commits):
+            case_id = new_id(received_at + i)
+            start = time.perf_counter()
+            for j in (0, 1):
+                body = bodies[(2 * i + j) % len(bodies)]
+                hlc = (received_at + i) << 16 | j
+                chain.append(hlc=hlc, case_id=case_id, kind=1 + j, body=body)
+            events, checkpoint = chain.commit()
+            await store.append_run(events, checkpoint, received_at)
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def _commit_raw(path: Path, bodies: Sequence[bytes], commits: int, now: int) -> list[float]:
+    """The floor: the same two rows per transaction, sqlite3, WAL, synchronous=FULL."""
+    latencies = []
+    with _connect(path) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.executescript(_RAW_SCHEMA)
+        digest = bytes(32)
+        for i in range(commits):
+            start = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            for j in (0, 1):
+                body = bodies[(2 * i + j) % len(bodies)]
+                row = ("raw", 2 * i + j + 1, now + i, f"case-{i}", 1 + j, body, digest, digest, now)
+                db.execute(_INSERT, row)
+            db.execute("COMMIT")
+            latencies.append(time.perf_counter() - start)
+    return latencies
 
 
 async def _create_store(path: Path) -> None:
@@ -469,6 +550,22 @@ def _run(config: StoreBenchConfig, folder: Path, progress: Progress) -> StoreBen
             f" ({samples['raw_quick_check'][-1] * 1000:.1f} ms with quick_check)"
         )
 
+    commit_db, raw_commit_db = folder / COMMIT_DB, folder / RAW_COMMIT_DB
+    bodies = [e.body for e in events[: 2 * config.commits]]
+    commit: list[float] = []
+    raw_commit: list[float] = []
+    for run in range(1, repeat + 1):
+        for path in (commit_db, raw_commit_db):
+            _remove_db(path)
+        ours = asyncio.run(_commit_meshdesk(commit_db, bodies, config.commits, received_at))
+        raw = _commit_raw(raw_commit_db, bodies, config.commits, received_at)
+        commit += ours
+        raw_commit += raw
+        progress(
+            f"commit {run}/{repeat}: one case saved p50 meshdesk"
+            f" {percentile(ours, 50) * 1000:.2f} ms, raw FULL {percentile(raw, 50) * 1000:.2f} ms"
+        )
+
     s = {name: Summary.of(values) for name, values in samples.items()}
     return StoreBenchResult(
         config=config,
@@ -484,6 +581,8 @@ def _run(config: StoreBenchConfig, folder: Path, progress: Progress) -> StoreBen
         raw_open=s["raw_open"],
         open_quick_check=s["open_quick_check"],
         raw_quick_check=s["raw_quick_check"],
+        commit=tuple(commit),
+        raw_full_commit=tuple(raw_commit),
     )
 
 
@@ -519,6 +618,13 @@ def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         metavar="A",
         help=f"nodes that wrote the events (default: {defaults.authors})",
     )
+    parser.add_argument(
+        "--commits",
+        type=int,
+        default=defaults.commits,
+        metavar="C",
+        help=f"single-case durable commits timed one by one, per run (default: {defaults.commits})",
+    )
     add_run_arguments(parser, repeat=defaults.repeat)
     parser.add_argument(
         "--dir",
@@ -537,6 +643,7 @@ def handle(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         authors=args.authors,
         repeat=args.repeat,
         dir=Path(args.dir) if args.dir else None,
+        commits=args.commits,
     )
     result = run_store_bench(config)
     if args.json:

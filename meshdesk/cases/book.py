@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from meshdesk.cases.chain import ChainWriter
+from meshdesk.cases.chain import ChainWriter, new_chain_author
 from meshdesk.cases.events import CaseOpened
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
 from meshdesk.cases.hlc import Clock, make_hlc, to_datetime
@@ -83,12 +83,14 @@ class CaseBook:
         self.on_commit: Callable[[list[StoredEvent]], Awaitable[None]] | None = None
 
     async def _writer(self) -> ChainWriter:
+        """This book's chain: a new one, never a continuation (see cases/chain.py).
+
+        The clock starts after the newest event any chain of this node wrote, so
+        a restart with a clock that went backwards still stamps edits in order.
+        """
         if self._chain is None:
-            head = (await self._store.heads()).get(self._me)
-            if head is not None:
-                last = await self._store.events_after(self._me, head[0] - 1, 1)
-                self._clock = Clock(last[0].hlc if last else 0)
-            self._chain = ChainWriter(self._me, self._kit.key, head)
+            self._clock = Clock(await self._store.newest_hlc_of(self._me))
+            self._chain = ChainWriter(new_chain_author(self._me), self._kit.key, None)
         return self._chain
 
     # -- reading -------------------------------------------------------------------
@@ -193,7 +195,7 @@ class CaseBook:
         writer = self._case_writer(op)
         await self._writer()
         state = await self.state(case_id)
-        self._clock.observe(state.last_hlc, self._wall_ms())
+        # The writer stamps the edit after the case's newest event (Clock.now).
         await self._commit([make(writer, state)])
         return await self.state(case_id)
 

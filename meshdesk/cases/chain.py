@@ -6,11 +6,26 @@ the previous event's hash, and signs the chain head once per committed batch (a
 never trusted) and accepts a run of events only when it continues its stored
 head and ends exactly at a checkpoint whose signature verifies: one Ed25519
 verification per batch, not per event.
+
+A node never writes two chains under one name. Every time a node starts writing
+(a process start, or the CLI writing offline) it opens a **new chain**, named
+``NODE-ID/EPOCH`` with a random epoch (:func:`new_chain_author`). A node that lost
+the tail of its chain — a disk that lied at a power cut, a home restored from
+yesterday's backup, a home copied to a second laptop — therefore never signs a
+different event at a sequence number it already used: its old chain stays as peers
+hold it, comes back from them like any other author's, and its new events go on a
+chain nobody else has. Events name their *chain* as author (that is what ``seq``
+counts); what a person reads as "which node wrote this" is :func:`author_node`.
+Chains named by the bare node id were written before epochs existed; they stay valid.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
+import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from meshdesk.errors import SyncError
+from meshdesk.identity.nodeid import NodeId
 from meshdesk.store.records import ZERO_HASH, Checkpoint, StoredEvent
 
 __all__ = [
@@ -31,14 +47,39 @@ __all__ = [
     "Checkpoint",
     "EventFields",
     "UnsignedEvent",
+    "author_node",
     "checkpoint_message",
     "event_hash",
+    "new_chain_author",
     "sign_checkpoint",
     "verify_run",
 ]
 
 #: Domain separation: a checkpoint signature can never be mistaken for another.
 CHAIN_CONTEXT = b"meshdesk-chain-v1\0"
+
+#: ``NODE-ID/EPOCH``: 8 base32 characters (40 random bits) name one chain of a node.
+_EPOCH = re.compile(r"[A-Z2-7]{8}")
+
+
+def new_chain_author(node_id: str) -> str:
+    """A fresh chain name for ``node_id``: its events will never collide with any
+    chain the node (or a copy of its home) wrote before."""
+    epoch = base64.b32encode(secrets.token_bytes(5)).decode("ascii")
+    return f"{NodeId(node_id).text}/{epoch}"
+
+
+@functools.lru_cache(maxsize=4096)
+def author_node(author: str) -> str:
+    """The node that wrote chain ``author`` (a bare node id names itself).
+
+    Raises:
+        ValueError: ``author`` is neither ``NODE-ID`` nor ``NODE-ID/EPOCH``.
+    """
+    node, slash, epoch = author.partition("/")
+    if slash and not _EPOCH.fullmatch(epoch):
+        raise ValueError(f"not a chain author: {author!r:.80}")
+    return NodeId(node).text
 
 
 def event_hash(

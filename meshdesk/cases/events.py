@@ -21,6 +21,7 @@ from typing import Any, ClassVar, NamedTuple, TypeAlias, get_args
 
 import msgpack
 
+from meshdesk.cases.chain import author_node
 from meshdesk.cases.hlc import HLC_MAX
 from meshdesk.cases.ids import is_valid_id
 from meshdesk.cases.model import CaseField, Category, ReferralState, Status, Urgency, check_text
@@ -154,7 +155,13 @@ def _refs(obj: object) -> None:
     object.__setattr__(obj, "seen", refs)
     if len(refs) > SEEN_MAX:
         raise UsageError(f"seen lists more than {SEEN_MAX} events")
-    _node_ids("seen", tuple({ref.author for ref in refs}), 0)
+    for author in {ref.author for ref in refs}:
+        if not isinstance(author, str):
+            raise UsageError(f"seen must hold chain authors, not {type(author).__name__}")
+        try:
+            author_node(author)
+        except ValueError as exc:
+            raise UsageError(f"seen: {exc}") from exc
     for _, seq in refs:
         if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= _SEQ_MAX:
             raise UsageError(f"seen holds a bad seq: {seq!r:.30}")

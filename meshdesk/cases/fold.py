@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from meshdesk.cases.chain import author_node
 from meshdesk.cases.events import (
     OP_MAX,
     CallLogged,
@@ -92,6 +93,11 @@ class Event:
     def ref(self) -> EventRef:
         return EventRef(self.author, self.seq)
 
+    @property
+    def node(self) -> str:
+        """The node that wrote it (``author`` names the node's chain)."""
+        return author_node(self.author)
+
     @classmethod
     def from_stored(cls, stored: StoredEvent) -> Event:
         """Decode a stored event's body.
@@ -102,6 +108,10 @@ class Event:
         case_id = stored.case_id
         if case_id is None or not is_valid_id(case_id):
             raise SyncError(f"event {stored.author}#{stored.seq} has no valid case id")
+        try:
+            author_node(stored.author)
+        except ValueError as exc:
+            raise SyncError(f"event {stored.seq}: {exc}") from None
         payload = decode_body(stored.kind, stored.body)
         return cls(case_id, stored.author, stored.seq, stored.hlc, payload)
 
@@ -127,7 +137,7 @@ def _settle(name: str, writes: list[_Write]) -> tuple[Value, tuple[EventRef, ...
     conflict = None
     if len({w.value for w in live}) > 1:
         candidates = tuple(
-            Candidate(w.value, w.event.author, w.event.hlc, w.event.payload.op) for w in live
+            Candidate(w.value, w.event.node, w.event.hlc, w.event.payload.op) for w in live
         )
         conflict = Conflict(name, candidates)
     return live[0].value, heads, conflict
@@ -183,7 +193,7 @@ def fold(events: Iterable[Event]) -> CaseState:
         elif isinstance(p, PersonalSet):
             registers[PERSONAL_REGISTER].append(_Write(p.sealed, e, p.seen))
         elif isinstance(p, NoteAdded):
-            notes.setdefault(p.note_id, Note(p.note_id, p.sealed, e.author, e.hlc, p.op))
+            notes.setdefault(p.note_id, Note(p.note_id, p.sealed, e.node, e.hlc, p.op))
         elif isinstance(p, ReferralAdded):
             if p.referral_id not in added:
                 added[p.referral_id] = e
@@ -201,13 +211,13 @@ def fold(events: Iterable[Event]) -> CaseState:
                     p.started_hlc,
                     p.ended_hlc,
                     p.duration_s,
-                    e.author,
+                    e.node,
                     e.hlc,
                     p.op,
                 )
             )
         else:
-            grants.append(Grant(p.grants, e.author, e.hlc, p.op))
+            grants.append(Grant(p.grants, e.node, e.hlc, p.op))
 
     values: dict[str, Value] = {}
     heads: dict[str, tuple[EventRef, ...]] = {}
@@ -224,7 +234,7 @@ def fold(events: Iterable[Event]) -> CaseState:
         p = ev.payload
         assert isinstance(p, ReferralAdded)
         state = ReferralState(str(values[referral_register(rid)]))
-        referrals.append(Referral(rid, p.department, p.reason, ev.author, ev.hlc, p.op, state))
+        referrals.append(Referral(rid, p.department, p.reason, ev.node, ev.hlc, p.op, state))
 
     registers_ = ("category", "urgency", "status", "department", PERSONAL_REGISTER)
     category, urgency, status, department, personal = (values.get(r) for r in registers_)
@@ -232,7 +242,7 @@ def fold(events: Iterable[Event]) -> CaseState:
         id=ordered[0].case_id,
         opened=opened is not None,
         created_hlc=opened.hlc if opened else None,
-        origin=opened.author if opened else None,
+        origin=opened.node if opened else None,
         site=opened.payload.site if opened and isinstance(opened.payload, CaseOpened) else None,
         category=Category(category) if isinstance(category, str) else None,
         urgency=Urgency(urgency) if isinstance(urgency, str) else None,
@@ -245,7 +255,7 @@ def fold(events: Iterable[Event]) -> CaseState:
         grants=tuple(grants),
         personal_sealed=personal if isinstance(personal, bytes) else None,
         conflicts=tuple(conflicts),
-        history=tuple(HistoryEntry(e.hlc, e.author, e.payload.op, e.kind) for e in ordered),
+        history=tuple(HistoryEntry(e.hlc, e.node, e.payload.op, e.kind) for e in ordered),
         registers=heads,
     )
 

@@ -140,15 +140,22 @@ class Clock:
             wall_ms: The local wall clock, milliseconds since the epoch.
             after: An HLC the new value must exceed as well, e.g. the newest event
                 of the case being edited, so an edit sorts after what it answers.
-                It comes from our own store (accepted already), so it is not
-                checked against :data:`MAX_AHEAD_MS`.
+                It comes from our own store (accepted already). If it lies more than
+                ``max_ahead_ms`` ahead of ``wall_ms`` (written by a node whose clock
+                ran ahead), this value still exceeds it, but the clock does not
+                follow: later values for other cases keep to our own time instead
+                of being dragged into the future.
 
         Raises:
             ValueError: ``wall_ms`` or ``after`` is out of range, or the clock is
                 exhausted (only possible with absurd inputs).
         """
-        floor = max(self._last, check_hlc(after)) + 1
-        value = max(_check_wall(wall_ms) << COUNTER_BITS, floor)
+        own = max(_check_wall(wall_ms) << COUNTER_BITS, self._last + 1)
+        check_hlc(after)
+        if hlc_wall_ms(after) - wall_ms > self._max_ahead_ms:
+            self._last = check_hlc(own)
+            return check_hlc(max(own, after + 1))
+        value = max(own, after + 1)
         self._last = check_hlc(value)
         return value
 

@@ -224,7 +224,7 @@ def status(args: argparse.Namespace, env: Env) -> int:
             ("language", report.language),
             (
                 "store",
-                f"{counts.events} events from {counts.authors} nodes, {counts.cases} cases",
+                f"{counts.events} events in {counts.authors} chains, {counts.cases} cases",
             ),
             (
                 "revocations",
@@ -241,6 +241,9 @@ def status(args: argparse.Namespace, env: Env) -> int:
             fields.append(
                 ("peers", f"{live['peers_linked']} linked of {live['peers_known']} known")
             )
+            warning = (live.get("clock") or {}).get("warning")
+            if warning:
+                fields.append(("clock", f"WARNING: {warning}"))
         print_fields(fields)
     if args.qr:
         print_qr(str(report.info.node_id))

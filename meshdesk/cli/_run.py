@@ -10,9 +10,11 @@ import logging
 import signal
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from meshdesk import control
 from meshdesk.cli._output import print_fields
+from meshdesk.clock import SKEW_WARN_MS, describe_offset
 from meshdesk.config import Config, Endpoint, load_config
 from meshdesk.errors import ConfigError
 from meshdesk.home import NodeHome
@@ -97,6 +99,19 @@ async def _serve(home: NodeHome, config: Config) -> int:
     return 0
 
 
+def _warnings(peer: dict[str, Any]) -> list[tuple[str, str]]:
+    """What staff must act on: a clock that is off, a copy running elsewhere, offences."""
+    out = []
+    offset = peer.get("clock_offset_ms")
+    if isinstance(offset, int) and abs(offset) > SKEW_WARN_MS:
+        out.append(("clock", describe_offset(offset, "this node's")))
+    if peer.get("twin"):
+        out.append(("copy", f"a second node with this identity at {peer['twin']} was refused"))
+    if peer.get("offences"):
+        out.append(("offences", f"{peer['offences']} malformed or forged frames"))
+    return out
+
+
 def peers(args: argparse.Namespace, env: Env) -> int:
     home = NodeHome.resolve(args.home, env)
     home.require_provisioned()
@@ -117,5 +132,6 @@ def peers(args: argparse.Namespace, env: Env) -> int:
                 ("rtt", rtt),
             ]
             + ([("reason", peer["reason"])] if peer.get("reason") else [])
+            + _warnings(peer)
         )
     return 0

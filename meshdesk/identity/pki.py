@@ -196,8 +196,13 @@ def verify_node_cert(
 
     Revocation is checked separately (see :mod:`meshdesk.identity.revocation`).
 
+    Only expiry is judged by ``now``, never "not valid before": a laptop whose clock
+    was reset (a dead RTC battery puts it years in the past) must still start and
+    link. Trust rests on the CA's signature and on revocation, not on wall time;
+    node certificates are long-lived on purpose (:data:`NODE_VALIDITY`).
+
     Raises:
-        AuthError: signed by another CA, tampered, outside its validity, or a CA itself.
+        AuthError: signed by another CA, tampered, expired, or a CA itself.
     """
     try:
         cert.verify_directly_issued_by(ca_cert)
@@ -206,9 +211,10 @@ def verify_node_cert(
             f"certificate of {cert.subject.rfc4514_string()} is not signed by the CA of "
             f"deployment {deployment_id(ca_cert)}"
         ) from exc
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+    if now > cert.not_valid_after_utc:
         raise AuthError(
-            f"certificate of {cert.subject.rfc4514_string()} is not valid at {now:%Y-%m-%d %H:%M}Z"
+            f"certificate of {cert.subject.rfc4514_string()} expired on "
+            f"{cert.not_valid_after_utc:%Y-%m-%d} (this machine's clock says {now:%Y-%m-%d})"
         )
     constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     if constraints.ca:

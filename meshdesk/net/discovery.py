@@ -163,6 +163,7 @@ class ZeroconfDiscovery(AsyncResource):
         proto: int = 1,
         resolve_timeout: float = 3.0,
         refresh_window: float = 1.0,
+        refresh_every: float | None = None,
     ) -> None:
         if not 1 <= port <= 65535:
             raise ValueError(f"port must be 1..65535, got {port}")
@@ -181,6 +182,7 @@ class ZeroconfDiscovery(AsyncResource):
         self._on_lost = on_lost
         self._resolve_timeout = resolve_timeout
         self._refresh_window = refresh_window
+        self._refresh_every = refresh_every
         self.instance = instance_name(info)
         self._service = ServiceInfo(
             SERVICE_TYPE,
@@ -245,6 +247,8 @@ class ZeroconfDiscovery(AsyncResource):
         # Probing is over and the records are answered; the announcements go on.
         self._track(announcing)
         log.debug("mDNS registered %r on %s", self._service.name, where)
+        if self._refresh_every is not None:
+            self._spawn(self._refresh_forever(self._refresh_every))
 
     async def aclose(self) -> None:
         """Stop browsing, send the mDNS goodbye and close the sockets; idempotent."""
@@ -292,6 +296,16 @@ class ZeroconfDiscovery(AsyncResource):
             await asyncio.sleep(self._refresh_window)
         finally:
             zc.async_remove_listener(listener)
+
+    async def _refresh_forever(self, every: float) -> None:
+        """Ask again every ``every`` s: zeroconf's own queries back off towards an
+        hour, so a laptop that comes into reach later would wait that long."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.refresh()
+            except OSError as exc:  # no route or interface right now: try next time
+                log.info("mDNS refresh failed: %s", exc)
 
     # -- browsing (runs in the event loop; must never raise) -------------------------------
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from meshdesk.config import Timings
 from meshdesk.errors import ChannelClosed, LinkError, WireError
 from meshdesk.net.channel import Channel
-from meshdesk.net.liveness import Heartbeat, TokenBucket
+from meshdesk.net.liveness import ClockOffset, Heartbeat, TokenBucket
 from meshdesk.wire import ErrorFrame, Frame, Goodbye, Hello, Ping, Pong
 
-__all__ = ["PROTOCOL_VERSION", "FloodLimits", "Link"]
+__all__ = ["ERR_QUARANTINED", "ERR_TWIN", "PROTOCOL_VERSION", "FloodLimits", "Link"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ FrameHandler = Callable[["Link", Frame], Awaitable[None]]
 #: Error codes sent in an ErrorFrame before hanging up.
 ERR_PROTOCOL = 1
 ERR_FLOOD = 2
+#: The peer's identity is already in use by another running node (a copied home).
+ERR_TWIN = 3
+#: The peer sent malformed or forged frames and is shut out for a while.
+ERR_QUARANTINED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class Link:
         on_frame: FrameHandler,
         flood: FloodLimits = FloodLimits(),
         clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.channel = channel
         self.outbound = outbound
@@ -63,12 +68,19 @@ class Link:
         self._timings = timings
         self._on_frame = on_frame
         self._clock = clock
+        self._wall_ms = wall_ms
+        self._offset = ClockOffset()
         now = clock()
         self._heartbeat = Heartbeat(
             interval=timings.heartbeat_interval, dead_after=timings.dead_after, last_rx=now
         )
         self._bucket = TokenBucket.full(flood.rate, flood.burst, now)
         self.peer_hello: Hello | None = None
+        #: ``(code, message)`` of the ErrorFrame the peer ended the link with, if any.
+        self.peer_error: tuple[int, str] | None = None
+        #: What the peer did wrong if the link ended for it (a malformed frame,
+        #: flooding, a protocol violation), else None.
+        self.misbehaved: str | None = None
         self.close_reason: str | None = None
         self._closing = False
         self._dead = False
@@ -85,6 +97,11 @@ class Link:
     @property
     def rtt(self) -> float | None:
         return self._heartbeat.rtt
+
+    @property
+    def clock_offset_ms(self) -> int | None:
+        """The peer's wall clock minus ours (from its pings), None before the first."""
+        return self._offset.ms
 
     def __repr__(self) -> str:
         way = "out" if self.outbound else "in"
@@ -113,16 +130,16 @@ class Link:
             await self.channel.abort()
             raise
         if not isinstance(first, Hello):
-            await self._refuse(ERR_PROTOCOL, f"expected Hello, got {type(first).__name__}")
+            await self.refuse(ERR_PROTOCOL, f"expected Hello, got {type(first).__name__}")
             raise LinkError(f"{self.channel.remote}: first frame was {type(first).__name__}")
         if first.node_id != str(self.channel.peer.node_id):
-            await self._refuse(ERR_PROTOCOL, "hello names another node than the certificate")
+            await self.refuse(ERR_PROTOCOL, "hello names another node than the certificate")
             raise LinkError(
                 f"{self.channel.remote}: hello claims {first.node_id} but the certificate "
                 f"is {self.channel.peer.node_id}"
             )
         if first.proto != PROTOCOL_VERSION:
-            await self._refuse(ERR_PROTOCOL, f"protocol {first.proto} not supported")
+            await self.refuse(ERR_PROTOCOL, f"protocol {first.proto} not supported")
             raise LinkError(f"{self.channel.remote}: speaks protocol {first.proto}")
         self.peer_hello = first
         self._heartbeat.received(self._clock())
@@ -130,6 +147,22 @@ class Link:
 
     async def send(self, frame: Frame) -> None:
         await self.channel.send(frame)
+
+    async def answers(self, within: float) -> bool:
+        """Whether the peer is alive: a ping is sent and any frame must come back
+        within ``within`` seconds. Used to tell a restarted peer (its old link is
+        dead) from two running copies of one node (both answer)."""
+        asked = self._clock()
+        deadline = asked + within
+        with contextlib.suppress(ChannelClosed):
+            await self.channel.send(Ping(nonce=0, sent_ms=self._wall_ms()))
+        while self._clock() < deadline:
+            if self.channel.closed or self._closing:
+                return False
+            if self._heartbeat.last_rx > asked:
+                return True
+            await asyncio.sleep(0.02)
+        return False
 
     async def run(self) -> str:
         """Serve the link until it ends; returns why it ended. Closes the channel.
@@ -185,7 +218,8 @@ class Link:
                     await self.channel.send(Goodbye(reason=reason[:256]))
         await self.channel.aclose()
 
-    async def _refuse(self, code: int, message: str) -> None:
+    async def refuse(self, code: int, message: str) -> None:
+        """Tell the peer why (an ErrorFrame with ``code``), then close."""
         with contextlib.suppress(ChannelClosed, TimeoutError):
             async with asyncio.timeout(0.5):
                 await self.channel.send(ErrorFrame(code=code, message=message[:1024]))
@@ -193,15 +227,21 @@ class Link:
 
     async def _receive(self) -> None:
         while True:
-            frame = await self.channel.recv()
+            try:
+                frame = await self.channel.recv()
+            except WireError as exc:
+                self.misbehaved = f"malformed frame: {exc}"
+                raise
             now = self._clock()
             self._heartbeat.received(now)
             if not self._bucket.take(now):
                 log.warning("%s floods (over %g frames/s): cutting it off", self, self._bucket.rate)
-                await self._refuse(ERR_FLOOD, f"flooding: more than {self._bucket.rate:g} frames/s")
+                self.misbehaved = f"flooding: more than {self._bucket.rate:g} frames/s"
+                await self.refuse(ERR_FLOOD, self.misbehaved)
                 raise LinkError(f"{self.channel.remote} flooded the link")
             match frame:
                 case Ping(nonce=nonce, sent_ms=sent_ms):
+                    self._offset.sample(sent_ms, self._wall_ms())
                     await self.channel.send(Pong(nonce=nonce, echo_ms=sent_ms))
                 case Pong(nonce=nonce):
                     self._heartbeat.pong(nonce, now)
@@ -209,10 +249,12 @@ class Link:
                     self.close_reason = f"peer said goodbye: {reason}"
                     raise ChannelClosed(self.close_reason)
                 case ErrorFrame(code=code, message=message):
+                    self.peer_error = (code, message)
                     self.close_reason = f"peer reported error {code}: {message}"
                     raise ChannelClosed(self.close_reason)
                 case Hello():
-                    await self._refuse(ERR_PROTOCOL, "a second hello")
+                    self.misbehaved = "a second hello"
+                    await self.refuse(ERR_PROTOCOL, "a second hello")
                     raise LinkError(f"{self.channel.remote} sent a second hello")
                 case _:
                     await self._on_frame(self, frame)
@@ -232,7 +274,7 @@ class Link:
                 left = self._heartbeat.last_rx + self._heartbeat.dead_after - now
                 try:
                     async with asyncio.timeout(max(left, 0.05)):
-                        await self.channel.send(Ping(nonce=nonce, sent_ms=int(time.time() * 1000)))
+                        await self.channel.send(Ping(nonce=nonce, sent_ms=self._wall_ms()))
                 except TimeoutError:
                     continue  # the dead check at the top of the loop decides
             await asyncio.sleep(self._heartbeat.next_wakeup(self._clock()) + 0.001)

@@ -7,9 +7,11 @@ rules are tested exactly and the async link only moves frames and sleeps.
 from __future__ import annotations
 
 import random
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "Heartbeat", "TokenBucket"]
+__all__ = ["Backoff", "ClockOffset", "Heartbeat", "Quarantine", "TokenBucket"]
 
 
 @dataclass(slots=True)
@@ -121,3 +123,64 @@ class Backoff:
             self._slow += 1
             base = min(self.maximum, self.minimum * 2 ** min(self._slow, 30))
         return base * rng.uniform(0.5, 1.5)
+
+
+@dataclass(slots=True)
+class ClockOffset:
+    """How far the peer's wall clock is from ours, from the times in its pings.
+
+    Each ping carries the sender's wall time; ``sample(sent_ms, received_ms)``
+    records ``sent_ms - received_ms`` (positive: the peer's clock is ahead). On a
+    LAN the transit time is a few milliseconds, far below the skews that matter
+    (minutes to years), so it is not corrected for. The median of the last few
+    samples ignores one delayed ping.
+    """
+
+    keep: int = 9
+    _samples: deque[int] = field(default_factory=deque)
+
+    def sample(self, sent_ms: int, received_ms: int) -> None:
+        self._samples.append(sent_ms - received_ms)
+        while len(self._samples) > self.keep:
+            self._samples.popleft()
+
+    @property
+    def ms(self) -> int | None:
+        """The peer's clock minus ours in milliseconds, or None before any ping."""
+        return int(statistics.median(self._samples)) if self._samples else None
+
+
+@dataclass(slots=True)
+class Quarantine:
+    """How long to shut out an enrolled peer that sent malformed or forged frames.
+
+    Each offence cuts the link and refuses the peer for a while: ``first`` seconds,
+    doubling with every offence of the same *episode*, up to ``maximum``. An episode
+    ends when the peer has behaved (no offence) for ``forgive_after`` seconds, so a
+    peer with one bad moment comes back quickly, and one that keeps misbehaving is
+    kept out longer and longer, never in a reconnect loop. Staff decide whether to
+    revoke it; quarantine is not revocation.
+    """
+
+    first: float = 5.0
+    maximum: float = 3600.0
+    forgive_after: float = 600.0
+    strikes: int = 0
+    until: float = 0.0
+    last_offence: float | None = None
+
+    def offence(self, now: float) -> tuple[float, bool]:
+        """Record an offence at ``now``; returns (seconds shut out, new episode?)."""
+        new_episode = self.last_offence is None or (
+            now >= self.until and now - self.last_offence > self.forgive_after
+        )
+        if new_episode:
+            self.strikes = 0
+        duration = min(self.first * 2**self.strikes, self.maximum)
+        self.strikes += 1
+        self.last_offence = now
+        self.until = max(self.until, now + duration)
+        return duration, new_episode
+
+    def active(self, now: float) -> bool:
+        return now < self.until

@@ -220,6 +220,11 @@ class MemoryChannel(AsyncResource):
                 raise ChannelClosed(f"channel to {self._label} was closed while sending")
         link.transmit(out, data)
 
+    def send_bytes(self, data: bytes) -> None:
+        """Put raw bytes on the wire as one frame, whatever they are: how tests play
+        a hostile peer that sends malformed frames."""
+        self._link.transmit(self._out, data)
+
     async def recv(self) -> Frame:
         """Wait for the next frame whose delivery time has come.
 

@@ -23,8 +23,8 @@ from meshdesk.config import Timings
 from meshdesk.errors import AuthError, ChannelClosed, LinkError, WireError
 from meshdesk.identity import NodeId, NodeInfo
 from meshdesk.net.channel import Channel, PeerAddress
-from meshdesk.net.link import FloodLimits, Link
-from meshdesk.net.liveness import Backoff
+from meshdesk.net.link import ERR_QUARANTINED, ERR_TWIN, FloodLimits, Link
+from meshdesk.net.liveness import Backoff, Quarantine
 from meshdesk.net.peers import PeerRecord, PeerState, is_dialable
 from meshdesk.wire import Frame, Hello, PeerAddr, PeerExchange
 
@@ -90,6 +90,8 @@ class LinkManager(AsyncResource):
         flood: FloodLimits | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        quarantine: Callable[[], Quarantine] = Quarantine,
     ) -> None:
         self._me = me
         self._my_id = str(me.node_id)
@@ -105,6 +107,10 @@ class LinkManager(AsyncResource):
         self._flood = flood or FloodLimits()
         self._rng = rng or random.Random()
         self._clock = clock
+        self._wall_ms = wall_ms
+        #: Enrolled peers that sent malformed or forged frames (see Quarantine).
+        self._quarantine: dict[str, Quarantine] = {}
+        self._new_quarantine = quarantine
         self._peers: dict[str, PeerRecord] = {}
         self._links: dict[str, Link] = {}
         self._targets: dict[tuple[str, int], _Target] = {}
@@ -176,7 +182,7 @@ class LinkManager(AsyncResource):
     def seen(self, node_id: str, info: dict[str, str] | None = None) -> None:
         """A discovery sighting: dial this node's addresses now, whatever the backoff."""
         record = self._record(node_id)
-        record.last_seen_ms = int(time.time() * 1000)
+        record.last_seen_ms = self._wall_ms()
         if info:
             record.name = info.get("name", record.name)
             record.site = info.get("site", record.site)
@@ -222,10 +228,62 @@ class LinkManager(AsyncResource):
             log.info("inbound from %s failed its hello: %s", channel.remote, exc)
             return
         host = channel.remote.rsplit(":", 1)[0].strip("[]")
+        via = PeerAddress(host, hello.listen_port, "inbound")
+        if link.peer_id == self._my_id:
+            if hello.instance != self._hello.instance:
+                await self._refuse_twin(link, via, None)
+            else:
+                await link.close("that is me")
+            return
         if is_dialable(host, hello.listen_port):
-            self.add_address(PeerAddress(host, hello.listen_port, "inbound"), link.peer_id)
-        if self._adopt(link, PeerAddress(host, hello.listen_port, "inbound")):
+            self.add_address(via, link.peer_id)
+        if await self._twin_of_live_link(link, via):
+            return
+        if self._adopt(link, via):
             await self._serve(link)
+
+    def offence(self, peer_id: str, what: str) -> None:
+        """An enrolled peer sent something malformed or forged: shut it out a while.
+
+        Its link is cut, and it is neither dialled nor accepted until its quarantine
+        ends (growing with each offence, see :class:`Quarantine`). Logged once per
+        episode, shown as ``quarantined`` in :meth:`peers`; staff decide on
+        revocation.
+        """
+        quarantine = self._quarantine.get(peer_id)
+        if quarantine is None:
+            quarantine = self._quarantine[peer_id] = self._new_quarantine()
+        now = self._clock()
+        seconds, new_episode = quarantine.offence(now)
+        record = self._record(peer_id)
+        record.state = PeerState.QUARANTINED
+        record.offences += 1
+        record.reason = f"quarantined for {seconds:g} s after {record.offences} offences: {what}"
+        name = record.name or peer_id
+        if new_episode:
+            log.warning(
+                "quarantined %s (%s) for %g s: %s. If it goes on, consider revoking it "
+                "(meshdesk deployment revoke %s)",
+                name,
+                peer_id,
+                seconds,
+                what,
+                peer_id,
+            )
+        else:
+            log.debug("%s (%s) offended again, quarantined %g s: %s", name, peer_id, seconds, what)
+        link = self._links.get(peer_id)
+        if link is not None:
+            refusal = link.refuse(ERR_QUARANTINED, f"quarantined: {what}")
+            self._spawn(refusal, f"quarantine {link!r}")
+        for target in self._targets.values():
+            if target.node_id == peer_id:
+                target.next_attempt = max(target.next_attempt, quarantine.until)
+        self._emit("quarantined", record)
+
+    def _quarantined(self, peer_id: str) -> bool:
+        quarantine = self._quarantine.get(peer_id)
+        return quarantine is not None and quarantine.active(self._clock())
 
     def revoke(self, revoked: Callable[[NodeInfo], bool], reason: str) -> list[str]:
         """Close every link whose peer ``revoked`` matches and refuse it from now on.
@@ -247,9 +305,13 @@ class LinkManager(AsyncResource):
 
     def peers(self) -> list[PeerRecord]:
         for node_id, record in self._peers.items():
+            if record.state is PeerState.QUARANTINED and not self._quarantined(node_id):
+                record.state, record.reason = PeerState.DOWN, "quarantine over"
             link = self._links.get(node_id)
             if link is not None and link.rtt is not None:
                 record.rtt_ms = link.rtt * 1000
+            if link is not None and link.clock_offset_ms is not None:
+                record.clock_offset_ms = link.clock_offset_ms
         return sorted(self._peers.values(), key=lambda r: (r.name, r.node_id))
 
     def linked(self) -> list[str]:
@@ -289,6 +351,46 @@ class LinkManager(AsyncResource):
             on_frame=self._dispatch,
             flood=self._flood,
             clock=self._clock,
+            wall_ms=self._wall_ms,
+        )
+
+    async def _twin_of_live_link(self, link: Link, via: PeerAddress) -> bool:
+        """A new run of a linked peer: restarted (its old link is dead), or a copy?
+
+        A node that restarted left a link that no longer answers, and the new one
+        replaces it (:meth:`_adopt`). If the old link still answers a ping, two
+        machines run the same identity at once (a home copied to a second laptop):
+        the newcomer is refused with a clear message and the first one stays linked.
+        """
+        existing = self._links.get(link.peer_id)
+        if existing is None or not _restarted(existing, link):
+            return False
+        probe = min(max(2 * self._timings.heartbeat_interval, 0.5), self._timings.dead_after)
+        if not await existing.answers(probe):
+            return False
+        await self._refuse_twin(link, via, existing)
+        return True
+
+    async def _refuse_twin(self, link: Link, via: PeerAddress, first: Link | None) -> None:
+        info = link.channel.peer
+        where = "this node" if first is None else f"{first.channel.remote}"
+        log.error(
+            "two running nodes use the identity of %s (%s): %s and %s. A node's home "
+            "must run on one machine only (copied home?). Stop one of them; the "
+            "second is refused",
+            info.name,
+            link.peer_id,
+            where,
+            link.channel.remote,
+        )
+        if first is not None:
+            record = self._record(link.peer_id)
+            record.twin = link.channel.remote
+            self._emit("twin", record)
+        await link.refuse(
+            ERR_TWIN,
+            f"node {info.name} ({link.peer_id}) is already running at {where}; the same "
+            "home must not run on two machines at once (copied home?): stop one of them",
         )
 
     def _adopt(self, link: Link, via: PeerAddress) -> bool:
@@ -299,6 +401,10 @@ class LinkManager(AsyncResource):
             return False
         if peer_id in self._banned:
             self._spawn_close(link, self._banned[peer_id])
+            return False
+        if self._quarantined(peer_id):
+            log.debug("refused %s: quarantined", link)
+            self._spawn(link.refuse(ERR_QUARANTINED, "quarantined"), f"quarantine {link!r}")
             return False
         existing = self._links.get(peer_id)
         if existing is not None and _restarted(existing, link):
@@ -321,7 +427,7 @@ class LinkManager(AsyncResource):
         record.name, record.site, record.role = info.name, info.site, str(info.role)
         record.state = PeerState.LINKED
         record.reason = None
-        record.last_seen_ms = int(time.time() * 1000)
+        record.last_seen_ms = self._wall_ms()
         self._exchange_due = True
         self._wake.set()
         way = "outbound" if link.outbound else "inbound"
@@ -357,6 +463,18 @@ class LinkManager(AsyncResource):
             record.state, record.reason = PeerState.REFUSED, self._banned[peer_id]
             self._emit("refused", record)
             return
+        if link.misbehaved is not None and not self._closed:
+            self.offence(peer_id, link.misbehaved)
+            return
+        if link.peer_error is not None and link.peer_error[0] == ERR_TWIN:
+            # The peer refuses us because another machine runs our identity.
+            log.error("%s (%s) refuses this node: %s", record.name, peer_id, link.peer_error[1])
+            record.state, record.reason = PeerState.REFUSED, link.peer_error[1]
+            self._emit("refused", record)
+            for target in self._targets.values():
+                if target.node_id == peer_id and not target.dialing:
+                    target.next_attempt = self._clock() + self._timings.reconnect_max
+            return
         record.state = PeerState.DOWN
         record.reason = reason
         self._emit("down", record)
@@ -381,7 +499,7 @@ class LinkManager(AsyncResource):
     async def _dispatch(self, link: Link, frame: Frame) -> None:
         record = self._peers.get(link.peer_id)
         if record is not None:
-            record.last_seen_ms = int(time.time() * 1000)
+            record.last_seen_ms = self._wall_ms()
         if isinstance(frame, PeerExchange):
             self._take_exchange(link, frame)
         elif self._on_frame is not None:
@@ -499,15 +617,23 @@ class LinkManager(AsyncResource):
             self._retry_later(target)
             return
         peer_id = link.peer_id
+        hello = link.peer_hello
         if peer_id == self._my_id:
+            target.dialing = False
+            if hello is not None and hello.instance != self._hello.instance:
+                await self._refuse_twin(link, address, None)
+                self._retry_later(target, refused=True)
+                return
             log.info("%s is this node itself; not dialling it again", address)
             target.is_self = True
-            target.dialing = False
             await link.close("that is me")
             return
         if target.node_id != peer_id:
             target.node_id = peer_id
         self.add_address(address, peer_id)
         target.dialing = False
+        if await self._twin_of_live_link(link, address):
+            self._retry_later(target, refused=True)
+            return
         if self._adopt(link, address):
             await self._serve(link)

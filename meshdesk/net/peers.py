@@ -20,6 +20,8 @@ class PeerState(enum.StrEnum):
     CONNECTING = "connecting"
     DOWN = "down"
     REFUSED = "refused"
+    #: Sent malformed or forged frames: shut out for a while (see Quarantine).
+    QUARANTINED = "quarantined"
 
 
 #: When one address is learned several ways, the most trustworthy source is kept.
@@ -55,6 +57,12 @@ class PeerRecord:
     last_seen_ms: int | None = None
     rtt_ms: float | None = None
     reason: str | None = None
+    #: Address of a second running node with this identity that was refused (a copy).
+    twin: str | None = None
+    #: The peer's wall clock minus ours, in ms (from its pings); None if never linked.
+    clock_offset_ms: int | None = None
+    #: Malformed or forged frames it sent (each one cut the link; see Quarantine).
+    offences: int = 0
 
     def learn(self, address: PeerAddress) -> bool:
         """Remember an address and how it was learned; True when that is new."""
@@ -88,4 +96,7 @@ class PeerRecord:
             "last_seen_ms": self.last_seen_ms,
             "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
             "reason": self.reason,
+            "twin": self.twin,
+            "clock_offset_ms": self.clock_offset_ms,
+            "offences": self.offences,
         }

@@ -57,6 +57,10 @@ _ABORT_GRACE = 0.5
 
 StrPath = str | os.PathLike[str]
 
+#: OpenSSL's X509_V_FLAG_NO_CHECK_TIME: the handshake checks the chain, not the dates.
+#: A reset clock must not cut a node off; expiry is checked by :class:`TrustPolicy`.
+_NO_CHECK_TIME = 0x200000
+
 
 # -- contexts ---------------------------------------------------------------------------
 
@@ -68,6 +72,7 @@ def _context(
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False  # peers are named by certificate, not by DNS
     ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= _NO_CHECK_TIME
     ctx.load_verify_locations(
         cadata=ca_cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from meshdesk._version import __version__
+from meshdesk.clock import ClockWatch
 from meshdesk.ops._registry import Topic
 from meshdesk.ops._schema import Args, texts
 from meshdesk.store import digest_of
@@ -53,6 +54,9 @@ class NodeParts(Protocol):
     @property
     def uptime_s(self) -> float: ...
 
+    @property
+    def clock(self) -> ClockWatch: ...
+
 
 NODE_OPS: Topic[NodeParts] = Topic("node", "the running node")
 
@@ -71,6 +75,7 @@ async def _status(node: NodeParts, args: Args) -> object:
         "peers_known": len(peers),
         "peers_linked": sum(1 for p in peers if p.state == "linked"),
         "store": {"events": counts.events, "authors": counts.authors, "cases": counts.cases},
+        "clock": node.clock.view.to_json(),
     }
 
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from meshdesk.cases.book import CaseBook
-from meshdesk.cases.chain import UnsignedEvent, verify_run
+from meshdesk.cases.chain import UnsignedEvent, author_node, verify_run
 from meshdesk.cases.model import Personal
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import SyncError, UsageError
@@ -56,7 +56,7 @@ async def replicate(src: Store, dst: Store, keys: dict[str, Ed25519PublicKey]) -
             unsigned = [
                 UnsignedEvent(e.seq, e.hlc, e.case_id, e.kind, e.body, e.prev_hash) for e in run
             ]
-            verified = verify_run(author, head, unsigned, checkpoint, keys[author])
+            verified = verify_run(author, head, unsigned, checkpoint, keys[author_node(author)])
             copied += await dst.append_run(verified, checkpoint, received_at=1)
             head = (checkpoint.seq, checkpoint.hash)
     return copied
@@ -187,14 +187,15 @@ async def test_tampered_replica_data_is_refused(sites: dict[str, Site]) -> None:
         op="佐藤", category="other", urgency="low", personal=CITIZEN
     )
     src, dst = sites["shelter"].store, sites["relay"].store
-    author = str(sites["shelter"].kit.node_id)
+    (author,) = await src.heads()  # the shelter's chain (one per book)
+    assert author_node(author) == str(sites["shelter"].kit.node_id)
     events = await src.events_after(author, 0, 100)
     checkpoint = (await src.checkpoints(author))[0]
     forged = [
         UnsignedEvent(e.seq, e.hlc, e.case_id, e.kind, e.body + b"!", e.prev_hash) for e in events
     ]
     with pytest.raises(SyncError):
-        verify_run(author, None, forged, checkpoint, keys(sites)[author])
+        verify_run(author, None, forged, checkpoint, keys(sites)[author_node(author)])
     assert (await dst.counts()).events == 0
 
 

@@ -79,6 +79,10 @@ async def test_errors_come_back_as_meshdesk_errors(server: control.ControlServer
         (b'{"op": 3}\n', "'op' string"),
         (b'{"op": "echo", "args": []}\n', "'args' must be an object"),
         (b"\xff\xfe\n", "not JSON"),
+        (b'{"op": "echo", "args": {"name": "\xff"}}\n', "not JSON"),
+        (b"[" * 200_000 + b"\n", "nested too deeply"),
+        (b'{"op": "echo", "args": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001 + b"\n", "nested"),
+        (b'{"op": "\\ud800"}\n', "unknown operation"),
     ],
 )
 async def test_bad_requests_get_an_error_and_change_nothing(
@@ -90,10 +94,31 @@ async def test_bad_requests_get_an_error_and_change_nothing(
     assert await control.call(server.path, "echo", {"x": 1}) == {"echo": {"x": 1}}
 
 
-async def test_over_long_line_drops_only_that_client(server: control.ControlServer) -> None:
-    line = await _raw(server.path, b"x" * (control.MAX_LINE + 10))
-    assert line == b""
+async def test_over_long_line_is_refused_and_drops_only_that_client(
+    server: control.ControlServer,
+) -> None:
+    reply = json.loads(await _raw(server.path, b"x" * (control.MAX_LINE + 10)))
+    assert reply["ok"] is False
+    assert "longer than" in reply["error"]
     assert await control.call(server.path, "echo") == {"echo": {}}
+
+
+async def test_a_failing_operation_is_answered_logged_and_the_server_stays_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = Topic[None]("broken", "an op with a bug")
+
+    @broken.op("crash", "raises what no op should")
+    async def _crash(_: None, args: Args) -> object:
+        raise ZeroDivisionError("a bug")
+
+    dispatcher = Registry(broken).serve(broken.bind(None))
+    async with control.ControlServer(tmp_path / "control.sock", dispatcher) as srv:
+        with pytest.raises(MeshdeskError, match="internal error in 'crash'"):
+            await control.call(srv.path, "crash")
+        assert "ZeroDivisionError" in caplog.text
+        with pytest.raises(MeshdeskError, match="internal error"):
+            await control.call(srv.path, "crash")  # still serving
 
 
 async def test_second_server_on_a_live_socket_is_refused(

@@ -80,6 +80,39 @@ async def test_dashboard_shows_peers_counts_and_sync(fake: FakeNode) -> None:
         )
 
 
+async def test_clock_warnings_quarantine_and_copies_are_shown(fake: FakeNode) -> None:
+    fake.clock.update(
+        skew_ms=-400 * 86_400_000 - 3 * 3_600_000,
+        reference="HQ 本部",
+        correction_ms=400 * 86_400_000,
+        warning="the clock of this node is 400 d behind HQ 本部's",
+    )
+    gym = next(p for p in fake.peer_list if p["name"] == "Civic Gym shelter")
+    gym.update(clock_offset_ms=2 * 86_400_000, twin="10.0.0.9:7420")
+    fake.set_peer_state("Civic Gym shelter", "quarantined")
+    app = app_for(fake, lang="ja")
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.screen.query_one(Banner)
+        await settle(pilot, lambda: banner.shown, "the clock banner")
+        text = str(banner.render())
+        assert "400日 3時間遅れています" in text
+        assert "HQ 本部" in text
+        peers = app.screen.query_one("#peers", DataTable)
+
+        def gym_link() -> str:
+            for i in range(peers.row_count):
+                row = [str(c) for c in peers.get_row_at(i)]
+                if row[1] == "Civic Gym shelter":
+                    return row[2]
+            return ""
+
+        await settle(pilot, lambda: "隔離中" in gym_link(), "quarantined peer")
+        assert "時計が2日進み" in gym_link()
+        assert "10.0.0.9:7420 の複製を拒否" in gym_link()
+        fake.clock["warning"] = None
+        await settle(pilot, lambda: not banner.shown, "the banner goes with the warning")
+
+
 async def test_create_a_case_from_the_form(fake: FakeNode) -> None:
     app = app_for(fake)
     async with app.run_test(size=SIZE) as pilot:

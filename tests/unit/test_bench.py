@@ -39,7 +39,7 @@ from meshdesk.errors import UsageError
 from meshdesk.stats import percentile
 from meshdesk.store import ZERO_HASH
 
-TINY = ["--events", "500", "--batch", "100", "--repeat", "1"]
+TINY = ["--events", "500", "--batch", "100", "--repeat", "1", "--commits", "20"]
 
 REQUIRED_KEYS = (
     "events",
@@ -51,6 +51,9 @@ REQUIRED_KEYS = (
     "raw_read_events_per_s",
     "open_ms",
     "open_quick_check_ms",
+    "commit_ms_p50",
+    "commit_ms_p99",
+    "raw_full_commit_ms_p50",
     "runs",
 )
 
@@ -103,6 +106,13 @@ def test_tiny_store_run_reports_every_figure_as_json(
     assert count_events(folder / "meshdesk.db") == 500
     assert count_events(folder / "raw.db") == 500
     assert count_events(folder / "raw-guarded.db") == 500
+    # Single-case commits: 20 cases of 2 events each, on both sides; durable (FULL).
+    assert result["commits"] == 20
+    assert result["commit_ms_p99"] >= result["commit_ms_p50"] > 0
+    assert count_events(folder / "meshdesk-commits.db") == 40
+    assert count_events(folder / "raw-full-commits.db") == 40
+    with contextlib.closing(sqlite3.connect(folder / "meshdesk-commits.db")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
     progress = err.splitlines()
     assert progress

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from meshdesk.net.channel import PeerAddress
-from meshdesk.net.liveness import Backoff, Heartbeat, TokenBucket
+from meshdesk.net.liveness import Backoff, Heartbeat, Quarantine, TokenBucket
 from meshdesk.net.peers import PeerRecord, is_dialable
 
 
@@ -108,3 +108,24 @@ def test_refusal_waits_the_maximum() -> None:
     backoff = Backoff(minimum=0.5, maximum=30.0, fast_window=60.0)
     delays = [backoff.refused(random.Random(i)) for i in range(20)]
     assert all(15.0 <= d <= 45.0 for d in delays)
+
+
+def test_quarantine_grows_within_an_episode_and_is_forgiven_after_good_behaviour() -> None:
+    q = Quarantine(first=5.0, maximum=40.0, forgive_after=600.0)
+    assert not q.active(0.0)
+    assert q.offence(0.0) == (5.0, True)
+    assert q.active(4.9)
+    assert not q.active(5.0)
+    assert q.offence(6.0) == (10.0, False)
+    assert q.offence(17.0) == (20.0, False)
+    assert q.offence(40.0) == (40.0, False)
+    assert q.offence(81.0) == (40.0, False)  # capped
+    # Behaving for longer than forgive_after starts a new episode at the first length.
+    assert q.offence(81.0 + 40.0 + 601.0) == (5.0, True)
+
+
+def test_an_offence_while_shut_out_never_shortens_the_quarantine() -> None:
+    q = Quarantine(first=100.0, maximum=100.0, forgive_after=1.0)
+    q.offence(0.0)
+    q.offence(50.0)
+    assert q.active(149.0)

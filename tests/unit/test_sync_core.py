@@ -406,7 +406,7 @@ def test_a_malformed_events_frame_refuses_its_author() -> None:
     effects = core.handle(SyncEvents(1, 0, "n-x", events, (CheckpointRef(3, H2, b""),)))
     assert effects[:2] == [
         Send(SyncReject("n-x", 3, "events not contiguous")),
-        ReportPeer("n-x", "events not contiguous"),
+        ReportPeer("n-x", "events not contiguous", hostile=True),
     ]
     again = core.handle(SyncEvents(1, 2, "n-x", events[:1], ()))
     assert again[0] == Send(SyncReject("n-x", 1, "author refused from this peer"))

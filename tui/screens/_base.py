@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from meshdesk.tui.console import Console, translate_bindings
+from meshdesk.tui.console import Console, clock_warning, translate_bindings
 from meshdesk.tui.i18n import tr
 from meshdesk.tui.widgets import Banner
 
@@ -49,7 +49,7 @@ class ConsoleScreen(Screen[Any]):
         self._update(None)
 
     def _changed(self, part: str) -> None:
-        if part == "connection":
+        if part in ("connection", "status"):
             self._show_banner()
         if self.is_current:
             self._update(part)
@@ -70,7 +70,11 @@ class ConsoleScreen(Screen[Any]):
     def _show_banner(self) -> None:
         banner = self.query_one(Banner)
         if self.desk.connected:
-            banner.hide()
+            warning = clock_warning(self.desk.status)
+            if warning is None:
+                banner.hide()
+            else:
+                banner.show(warning)
         else:
             banner.show(
                 tr("⚠ Not connected to the node ({where}); reconnecting…").format(

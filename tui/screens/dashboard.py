@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, ProgressBar
 
 from meshdesk.cases.model import Status, Urgency
-from meshdesk.tui.console import ago, plain, plain_row
+from meshdesk.clock import SKEW_WARN_MS
+from meshdesk.tui.console import ago, plain, plain_row, span
 from meshdesk.tui.i18n import N_, tr
 from meshdesk.tui.index import label
 from meshdesk.tui.screens._base import ConsoleScreen
 
-__all__ = ["DashboardScreen", "link_label"]
+__all__ = ["DashboardScreen", "link_cell", "link_label"]
 
 _LINK = {
     "linked": N_("linked"),
@@ -21,6 +25,7 @@ _LINK = {
     "down": N_("down"),
     "known": N_("known"),
     "refused": N_("refused"),
+    "quarantined": N_("quarantined"),
 }
 
 
@@ -30,6 +35,19 @@ def _count(value: object) -> int:
 
 def link_label(state: str) -> str:
     return tr(_LINK[state]) if state in _LINK else state
+
+
+def link_cell(peer: Mapping[str, Any]) -> str:
+    """The link state, with what staff must know: the peer's clock is off, a copy of
+    it was refused (the same home running on two machines)."""
+    parts = [link_label(str(peer.get("state")))]
+    offset = peer.get("clock_offset_ms")
+    if isinstance(offset, int) and abs(offset) > SKEW_WARN_MS:
+        way = tr("clock {amount} ahead") if offset > 0 else tr("clock {amount} behind")
+        parts.append(way.format(amount=span(offset)))
+    if peer.get("twin"):
+        parts.append(tr("a copy at {address} was refused").format(address=peer["twin"]))
+    return " · ".join(parts)
 
 
 class DashboardScreen(ConsoleScreen):
@@ -82,7 +100,7 @@ class DashboardScreen(ConsoleScreen):
                 *plain_row(
                     peer["site"],
                     peer["name"],
-                    link_label(str(peer["state"])),
+                    link_cell(peer),
                     ago(now, peer.get("last_seen_ms")),
                     "-" if backlog is None else str(backlog),
                 ),
