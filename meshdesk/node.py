@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import random
 import time
@@ -47,12 +48,11 @@ log = logging.getLogger("meshdesk.node")
 
 _T = TypeVar("_T")
 
+_UTC_NOW = functools.partial(dt.datetime.now, dt.UTC)
+#: Logged when mDNS says a peer left (``bench discovery`` waits for this line).
+_LEFT = "mDNS: %s left the network (or said goodbye)"
 #: Seconds between looks at sync progress (published only when it changed).
 _PROGRESS_INTERVAL = 0.5
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -75,7 +75,7 @@ class Node(AsyncResource):
         home: NodeHome,
         config: Config,
         *,
-        now: Callable[[], dt.datetime] = _utcnow,
+        now: Callable[[], dt.datetime] = _UTC_NOW,
         rng: random.Random | None = None,
     ) -> None:
         self.home = home
@@ -231,7 +231,7 @@ class Node(AsyncResource):
                     self.listener.port,
                     interfaces,
                     on_found=self._on_sighting,
-                    on_lost=lambda node_id: log.info("mDNS: %s left (or said goodbye)", node_id),
+                    on_lost=lambda node_id: log.info(_LEFT, node_id),
                     refresh_every=self.config.timings.discovery_refresh,
                 )
             )
