@@ -9,8 +9,10 @@ reaches HQ, and say that its clock is wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -52,6 +54,7 @@ async def test_a_process_400_days_in_the_past_starts_links_and_records(
             "--home", str(shelter.path), "--listen", "127.0.0.1:0", "--no-mdns",
             "--peer", f"127.0.0.1:{hq_node.listener.port}",
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,  # faketime runs the node as its child: stop them both
         )  # fmt: skip
         try:
             sock = shelter.control_socket
@@ -77,7 +80,29 @@ async def test_a_process_400_days_in_the_past_starts_links_and_records(
             peer = next(p for p in hq_node.manager.peers() if p.name == "c4")
             assert peer.clock_offset_ms < -399 * DAY_MS
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
+            await _stop_group(proc)
             log.close()
+
+
+async def _stop_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM to the process group (faketime and the node it started), SIGKILL after
+    a grace; returns when nothing of the group is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(10):
+            while _group_alive(proc.pid):  # noqa: ASYNC110 - no event tells a group ended
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+    assert not _group_alive(proc.pid), "the node outlived the test"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
