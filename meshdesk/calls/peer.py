@@ -208,6 +208,19 @@ class Leg:
                 for kind in ("audio", "video"):
                     if kind in offered:
                         self._attach(kind)
+                # A browser (a citizen's phone) offers spare receive-only sections
+                # for what the host forwards: fill them with slots, never add more
+                # (an answer cannot add sections).
+                for slot in self._slots:
+                    free = [
+                        t
+                        for t in self.pc.getTransceivers()
+                        if t.kind == slot.kind and t.sender.track is None
+                    ]
+                    if free:
+                        self.pc.addTrack(slot)
+                    else:
+                        slot.stop()
                 await self.pc.setLocalDescription(await self.pc.createAnswer())
         except (ValueError, RuntimeError, KeyError, IndexError) as exc:
             raise CallError(f"unusable offer from {self.peer_id}: {exc}") from exc
