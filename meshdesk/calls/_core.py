@@ -335,6 +335,15 @@ class CallCore(AsyncResource):
             {p.node_id: p.leg.remote for p in joined if p.leg is not None},
             [p.node_id for p in joined],
         )
+        self._note_forwarding(call)
+
+    def _note_forwarding(self, call: Call) -> None:
+        forwarder = self._forwarders.get(call.call_id)
+        if forwarder is not None:
+            call.forwarding = {
+                p.node_id: forwarder.sources(p.node_id) for p in call.participants.values()
+                if forwarder.sources(p.node_id)
+            }  # fmt: skip
 
     async def _send_roster(self, call: Call) -> None:
         roster = self._roster(call)
@@ -441,12 +450,13 @@ class CallCore(AsyncResource):
 
     async def _tick(self, call: Call, dt: float, now: float) -> None:
         readings: dict[str, LegStats] = {}
-        sources = 0
+        sources = videos = 0
         for part in list(call.participants.values()):
             leg = part.leg
             if leg is None:
                 continue
             sources += leg.audio_sources()
+            videos += leg.video_sources()
             silent = leg.last_media_at is not None and now - leg.last_media_at > MEDIA_TIMEOUT
             no_video = part.muted_video or call.audio_only or call.degraded
             if part.muted_audio and no_video:
@@ -457,6 +467,8 @@ class CallCore(AsyncResource):
             readings[part.node_id] = await leg.stats()
         samples = update_stats(call, readings, dt)
         call.stats["audio_sources"] = sources
+        call.stats["video_sources"] = videos
+        self._note_forwarding(call)
         for node_id, sample in samples.items():
             reason = call.participants[node_id].policy.observe(sample)
             if reason is not None:

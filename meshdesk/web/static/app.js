@@ -36,6 +36,7 @@
   function status(key) { if (key) setText($("status"), key); else { $("status").dataset.t = ""; $("status").textContent = ""; } }
   function notice(key, retry) {
     setText($("notice-text"), key);
+    $("notice-text").dataset.key = key;
     $("retry").hidden = !retry;
     show("notice");
   }
