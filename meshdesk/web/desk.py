@@ -26,7 +26,7 @@ from meshdesk.calls import Guest
 from meshdesk.errors import CallError, UsageError
 from meshdesk.web.invites import Invitation, InviteBook, InviteState
 
-__all__ = ["CitizenDesk", "GuestCalls", "Publish", "WebUnavailable"]
+__all__ = ["CitizenDesk", "GuestCalls", "Publish", "WebUnavailable", "url_of"]
 
 log = logging.getLogger("meshdesk.web")
 
