@@ -68,9 +68,7 @@ async def test_citizen_waiting_rings_and_y_admits_into_a_call(fake: FakeNode) ->
         parts = screen.query_one("#participants", DataTable)
         await settle(
             pilot,
-            lambda: any(
-                "市民 4821" in str(parts.get_row_at(i)[0]) for i in range(parts.row_count)
-            ),
+            lambda: any("市民 4821" in str(parts.get_row_at(i)[0]) for i in range(parts.row_count)),
             "the citizen is in the call screen",
         )
         await settle(
