@@ -12,12 +12,14 @@ browser starts (it is a test dependency).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from meshdesk.errors import LabError
 
@@ -32,7 +34,10 @@ __all__ = [
     "goto",
     "new_phone",
     "phone_browser",
+    "run_coroutine",
 ]
+
+_T = TypeVar("_T")
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Fake media, no sandbox (root), and nothing that would call out of the lab.
@@ -63,6 +68,17 @@ MEDIA_STATS = """async () => {
   });
   return out;
 }"""
+
+
+def run_coroutine(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """``asyncio.run(make())``, in a worker thread when this thread runs a loop already:
+    Playwright's sync API keeps one running while a browser is open."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with concurrent.futures.ThreadPoolExecutor(1) as worker:
+        return worker.submit(lambda: asyncio.run(make())).result()
 
 
 def browser_problems() -> list[str]:

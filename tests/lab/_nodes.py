@@ -13,10 +13,9 @@ directory is on ``sys.path`` because the tests directory is not a package.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +28,7 @@ from meshdesk.deploy import Deployment, HomeSpec, build_deployment
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
 from meshdesk.lab import Lab, LabHost, LabProcess
+from meshdesk.lab.phone import run_coroutine
 
 if TYPE_CHECKING:
     from waits import WaitUntil
@@ -45,17 +45,6 @@ class LabFactory(Protocol):
     """The ``lab_factory`` fixture: a lab of ``n`` hosts, torn down after the test."""
 
     def __call__(self, n: int, *, subnet: str | None = None) -> Lab: ...
-
-
-def run_async(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """``asyncio.run`` of ``make()``, in a worker thread when this thread runs a loop
-    already (Playwright's sync API keeps one running under the test)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    with concurrent.futures.ThreadPoolExecutor(1) as worker:
-        return worker.submit(lambda: asyncio.run(make())).result()
 
 
 def meshdesk_cli(*args: str | Path) -> str:
@@ -111,7 +100,8 @@ class RunningNode:
 
     def call(self, op: str, args: Mapping[str, Any] | None = None, *, wait: float = 10.0) -> Any:
         assert self.proc.poll() is None, f"{self.name} exited: {self.log_text()[-2000:]}"
-        return run_async(lambda: control.call(self.control_socket, op, args, wait=wait))
+        # In a worker thread while a Playwright browser keeps a loop running here.
+        return run_coroutine(lambda: control.call(self.control_socket, op, args, wait=wait))
 
     def peers(self) -> list[dict[str, Any]]:
         """What ``meshdesk peers --json`` prints, through the same control call."""
