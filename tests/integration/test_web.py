@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import re
 import socket
 import ssl
 import stat
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -416,3 +418,44 @@ async def test_without_a_web_sub_ca_the_node_runs_and_says_why(desk: Desk, tmp_p
         with pytest.raises(MeshdeskError, match="no web sub-CA"):
             await control.call(desk.home.control_socket, "invite_new", {})
         assert await control.call(desk.home.control_socket, "calls") == []
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshdesk", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_cli_invites_lists_admits_and_writes_a_printable_qr_code(
+    desk: Desk, tmp_path: Path
+) -> None:
+    home = str(desk.home.path)
+    png = tmp_path / "invite.png"
+    code, out, err = await _cli("invite", "new", "--home", home, "--json", "--out", str(png))
+    assert code == 0, err
+    invite = json.loads(out)
+    assert invite["url"].startswith(desk.base + "/j/")
+    assert png.read_bytes().startswith(b"\x89PNG")
+    code, out, _ = await _cli("invite", "new", "--home", home, "--qr")
+    assert code == 0
+    assert "█" in out or "▀" in out
+    async with _phone(desk.home) as phone:
+        number = await _join(phone, invite["url"])
+    code, out, _ = await _cli("invite", "list", "--home", home, "--json")
+    assert [i["code"] for i in json.loads(out) if i["state"] == "waiting"] == [number]
+    code, out, err = await _cli("invite", "admit", "0000" if number != "0000" else "0001",
+                                "--home", home)  # fmt: skip
+    assert code == 1  # the node's answer: one line, as for every operation
+    assert err.startswith("meshdesk: error: no open invitation")
+    assert len(err.strip().splitlines()) == 1
+    code, out, err = await _cli("invite", "admit", number, "--home", home, "--json")
+    assert code == 0, err
+    assert json.loads(out)["state"] == "admitted"
+    code, _, err = await _cli("invite", "new", "--home", home, "--out", str(png))
+    assert code == 2
+    assert "exists" in err

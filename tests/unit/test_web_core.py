@@ -1,0 +1,171 @@
+"""The pure parts of the citizens' web port: invitations, rate limits, language, web PKI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshdesk.errors import KitError, UsageError
+from meshdesk.identity import CertificateAuthority, NodeKit, Role
+from meshdesk.identity.webpki import PRIVATE_RANGES, WebCA, WebSubCA, leaf_addresses
+from meshdesk.web.invites import FINISHED_KEPT, OPEN_MAX, InviteBook, InviteState, RateLimiter
+from meshdesk.web.pages import TEXTS, call_page, choose_lang, message_page
+
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+
+
+# -- invitations ---------------------------------------------------------------------------
+
+
+def test_an_invitation_lives_new_opened_waiting_admitted_ended() -> None:
+    book = InviteBook(ttl=600.0)
+    invite = book.create(0.0, case_id="c", call_id=None)
+    assert len(invite.token) >= 32  # 192 bits in URL-safe base64
+    assert book.by_token(invite.token) is invite
+    assert book.by_token(invite.token + "x") is None
+    secret = book.open(invite, 10.0)
+    assert book.owns(invite, secret)
+    assert not book.owns(invite, "another browser")
+    assert not book.owns(invite, None)
+    with pytest.raises(UsageError, match="opened already"):
+        book.open(invite, 11.0)  # binds to the first browser only
+    code = book.lobby(invite, 12.0)
+    assert code.isdigit()
+    assert len(code) == 4
+    assert book.lobby(invite, 13.0) == code  # asking again is harmless
+    assert book.find(code) is invite
+    book.admit(invite)
+    assert [e["kind"] for e in invite.events] == ["waiting", "admitted"]
+    assert book.finish(invite, InviteState.ENDED, "hung up")
+    assert not book.finish(invite, InviteState.ENDED, "again")
+    assert invite.events_after(2) == [{"seq": 3, "kind": "ended", "reason": "hung up"}]
+    with pytest.raises(UsageError, match="no open invitation"):
+        book.find(code)  # a finished invitation's code is free again
+
+
+def test_unopened_and_unadmitted_invitations_expire_but_admitted_ones_do_not() -> None:
+    book = InviteBook(ttl=60.0)
+    unopened = book.create(0.0, case_id=None, call_id=None)
+    waiting = book.create(0.0, case_id=None, call_id=None)
+    admitted = book.create(0.0, case_id=None, call_id=None)
+    book.open(waiting, 50.0)  # opening gives it another ttl to be admitted
+    book.lobby(waiting, 50.0)
+    book.open(admitted, 1.0)
+    book.lobby(admitted, 1.0)
+    book.admit(admitted)
+    assert book.expire(59.9) == []
+    assert book.expire(60.0) == [unopened]
+    assert book.expire(109.9) == []
+    assert book.expire(110.0) == [waiting]
+    assert admitted.state is InviteState.ADMITTED
+    assert book.expire(10_000.0) == []
+
+
+def test_codes_are_unique_among_open_invitations_and_their_number_is_bounded() -> None:
+    book = InviteBook(ttl=600.0)
+    codes = set()
+    for _ in range(OPEN_MAX):
+        invite = book.create(0.0, case_id=None, call_id=None)
+        book.open(invite, 0.0)
+        codes.add(book.lobby(invite, 0.0))
+    assert len(codes) == OPEN_MAX
+    with pytest.raises(UsageError, match="invitations are open"):
+        book.create(0.0, case_id=None, call_id=None)
+
+
+def test_finished_invitations_are_kept_a_while_then_forgotten() -> None:
+    book = InviteBook(ttl=600.0)
+    first = book.create(0.0, case_id=None, call_id=None)
+    book.finish(first, InviteState.DECLINED, "no")
+    for _ in range(FINISHED_KEPT):
+        other = book.create(0.0, case_id=None, call_id=None)
+        book.finish(other, InviteState.EXPIRED, "expired")
+    assert book.by_token(first.token) is None  # a stale link now gets "does not work"
+    assert len(book.all()) == FINISHED_KEPT
+
+
+def test_rate_limiter_refills_and_bounds_its_memory() -> None:
+    limiter = RateLimiter(rate=1.0, burst=3.0, max_keys=2)
+    assert [limiter.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.blocked("a", 0.5)
+    assert limiter.allow("a", 1.0)
+    limiter.allow("b", 1.0)
+    limiter.allow("c", 1.0)  # "a" is forgotten: memory stays bounded
+    assert not limiter.blocked("a", 1.0)
+
+
+# -- the page's language and texts ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "lang"),
+    [
+        (None, "ja"),
+        ("", "ja"),
+        ("en-US,en;q=0.9", "en"),
+        ("ja,en-US;q=0.8", "ja"),
+        ("en;q=0.5,ja;q=0.9", "ja"),
+        ("fr-FR,de", "ja"),
+        ("en;q=bogus,ja;q=0.1", "ja"),
+        ("x" * 10_000, "ja"),
+    ],
+)
+def test_japanese_unless_english_is_preferred(header: str | None, lang: str) -> None:
+    assert choose_lang(header) == lang
+
+
+def test_both_languages_have_every_text_and_pages_escape_them() -> None:
+    assert TEXTS["ja"].keys() == TEXTS["en"].keys()
+    page = call_page("ja")
+    assert 'id="texts"' in page
+    assert "</script><" not in page.split('id="texts">', 1)[1].split("</script>", 1)[0]
+    assert '<html lang="en">' in message_page("en", "expired")
+
+
+# -- the web PKI ---------------------------------------------------------------------------
+
+
+@given(st.ip_addresses())
+def test_a_leaf_names_only_private_addresses(ip: ipaddress.IPv4Address) -> None:
+    kept = leaf_addresses([str(ip)])
+    private = any(ip.version == n.version and ip in n for n in PRIVATE_RANGES)
+    assert kept == ([str(ip)] if private else [])
+
+
+def test_the_web_sub_ca_is_name_constrained_and_signs_a_leaf() -> None:
+    subca = WebCA.create("秋田市", now=NOW).issue_subca("desk", "NODEID", now=NOW)
+    constraints = subca.cert.extensions.get_extension_for_class(x509.NameConstraints)
+    assert constraints.critical
+    permitted = constraints.value.permitted_subtrees
+    assert permitted is not None
+    assert x509.DNSName("local") in permitted
+    assert x509.IPAddress(ipaddress.ip_network("192.168.0.0/16")) in permitted
+    _key, cert = subca.issue_leaf(["192.168.1.20", "8.8.8.8", "127.0.0.1"], now=NOW)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == [
+        "127.0.0.1",
+        "192.168.1.20",
+    ]
+    assert cert.not_valid_after_utc - NOW <= dt.timedelta(days=31)
+    with pytest.raises(ValueError, match="no private IP"):
+        subca.issue_leaf(["8.8.8.8"], now=NOW)
+
+
+def test_a_kit_carries_its_web_sub_ca_and_refuses_one_of_another_ca() -> None:
+    authority = CertificateAuthority.create("City", now=NOW)
+    key = Ed25519PrivateKey.generate()
+    cert = authority.issue(key.public_key(), name="desk", site="s", role=Role.DESK, now=NOW)
+    web = WebCA.create("City", now=NOW).issue_subca("desk", "ID", now=NOW)
+    kit = NodeKit.assemble(key, cert, authority.cert, web=web, now=NOW)
+    again = NodeKit.from_bytes(kit.to_bytes(b"pass phrase"), passphrase=b"pass phrase", now=NOW)
+    assert again.web is not None
+    assert again.web.cert == web.cert
+    stranger = WebCA.create("Other", now=NOW)
+    with pytest.raises(KitError, match="not signed by the web CA"):
+        WebSubCA.assemble(web.key, web.cert, stranger.cert)
