@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer", action="append", default=[], metavar="HOST:PORT", help="static peer (repeatable)"
     )
     run.add_argument("--no-mdns", action="store_true", help="neither advertise nor browse mDNS")
+    run.add_argument(
+        "--web-listen", metavar="HOST:PORT", help="where citizens' phones reach the HTTPS page"
+    )
+    run.add_argument(
+        "--web-redirect", metavar="HOST:PORT", help="plain HTTP that redirects there (port 0: off)"
+    )
     run.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     run.set_defaults(handler=_run.run)
 

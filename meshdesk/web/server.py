@@ -38,6 +38,7 @@ from typing import Self
 from aiohttp import web
 
 from meshdesk._lifecycle import AsyncResource
+from meshdesk.calls.codecs import DEFAULT_PROFILE
 from meshdesk.config import Endpoint
 from meshdesk.errors import CallError, MeshdeskError, UsageError
 from meshdesk.web.certs import LeafKeeper
@@ -122,6 +123,7 @@ class WebServer(AsyncResource):
         self._static = {name: _static(name) for name in _STATIC}
         self.port: int | None = None
         self.redirect_port: int | None = None
+        self._checked = 0.0
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -188,7 +190,7 @@ class WebServer(AsyncResource):
             await asyncio.sleep(min(self._address_check, 1.0))
             self._desk.expire()
             now = self._clock()
-            if now - getattr(self, "_checked", 0.0) >= self._address_check:
+            if now - self._checked >= self._address_check:
                 self._checked = now
                 try:
                     await asyncio.to_thread(self._keeper.refresh)
@@ -283,7 +285,8 @@ class WebServer(AsyncResource):
             self._bad_tokens.allow(remote, self._clock())
             log.info("web: unknown invitation token from %s", remote)
             raise _Problem(404, "bad_link")
-        if invite.state in _GONE and not (page is False and request.path.endswith("/events")):
+        # A finished invitation still delivers its last events (the page learns why).
+        if invite.state in _GONE and not request.path.endswith("/events"):
             raise _Problem(410, _GONE[invite.state])
         if invite.state is InviteState.NEW:
             if not page:
@@ -372,7 +375,8 @@ class WebServer(AsyncResource):
             raise _Problem(400, "error", str(exc)[:200]) from exc
         except UsageError as exc:
             raise _Problem(409, "error", str(exc)[:200]) from exc
-        return web.json_response({"sdp": answer})
+        caps = {"audio": DEFAULT_PROFILE.opus_bps, "video": DEFAULT_PROFILE.video_max_bps}
+        return web.json_response({"sdp": answer, "caps": caps})
 
     async def _mute(self, request: web.Request) -> web.Response:
         invite = self._invitation(request)

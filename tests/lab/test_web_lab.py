@@ -116,6 +116,19 @@ def test_citizen_joins_from_a_browser_and_a_department_is_pulled_in(
             timeout=MEDIA_WITHIN,
             message="the desk receives the phone's video",
         )
+        # The phone sends within the same caps as calls between nodes.
+        caps = phone.evaluate(
+            "window.meshdesk.pc.getSenders().filter((s) => s.track)"
+            ".map((s) => [s.track.kind, s.getParameters().encodings[0].maxBitrate])"
+        )
+        assert sorted(caps) == [["audio", 28_000], ["video", 600_000]]
+        # Large controls that fit a 360 px wide phone.
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 360
+        for button in ("#mute", "#camera", "#flip", "#hangup"):
+            box = phone.locator(button).bounding_box()
+            assert box is not None
+            assert box["height"] >= 44
+            assert box["width"] >= 44
         call = _only_call(desk)
         citizen = next(p for p in call["participants"] if p["node_id"].startswith("citizen:"))
         assert citizen["state"] == "connected"

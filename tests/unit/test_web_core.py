@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import stat
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -12,8 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshdesk.errors import KitError, UsageError
+from meshdesk.home import NodeHome
 from meshdesk.identity import CertificateAuthority, NodeKit, Role
 from meshdesk.identity.webpki import PRIVATE_RANGES, WebCA, WebSubCA, leaf_addresses
+from meshdesk.web.certs import LeafKeeper
 from meshdesk.web.invites import FINISHED_KEPT, OPEN_MAX, InviteBook, InviteState, RateLimiter
 from meshdesk.web.pages import TEXTS, call_page, choose_lang, message_page
 
@@ -169,3 +173,23 @@ def test_a_kit_carries_its_web_sub_ca_and_refuses_one_of_another_ca() -> None:
     stranger = WebCA.create("Other", now=NOW)
     with pytest.raises(KitError, match="not signed by the web CA"):
         WebSubCA.assemble(web.key, web.cert, stranger.cert)
+
+
+def test_the_leaf_is_renewed_when_the_addresses_change_or_it_grows_old(tmp_path: Path) -> None:
+    subca = WebCA.create("City", now=NOW).issue_subca("desk", "ID", now=NOW)
+    addresses = ["192.168.1.20", "127.0.0.1"]
+    clock = [NOW]
+    keeper = LeafKeeper(NodeHome(tmp_path), subca, lambda: list(addresses), now=lambda: clock[0])
+    assert keeper.refresh()
+    first = (tmp_path / "web" / "leaf.pem").read_bytes()
+    assert keeper.names == ["127.0.0.1", "192.168.1.20"]
+    assert stat.S_IMODE((tmp_path / "web" / "leaf.key").stat().st_mode) == 0o600
+    assert not keeper.refresh()  # nothing changed: the same leaf
+    addresses[0] = "10.0.5.7"  # a new Wi-Fi
+    assert keeper.refresh()
+    assert keeper.names == ["10.0.5.7", "127.0.0.1"]
+    assert (tmp_path / "web" / "leaf.pem").read_bytes() != first
+    clock[0] = NOW + dt.timedelta(days=25)  # within the last third of its life
+    assert keeper.refresh()
+    assert keeper.not_after is not None
+    assert keeper.not_after > clock[0] + dt.timedelta(days=29)

@@ -222,9 +222,22 @@
       const answer = await post("/offer", { sdp: pc.localDescription.sdp });
       if (state.pc !== pc) return;
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      await capSending(pc, answer.caps || {});
     } catch (error) {
       if (error.status === 410 || error.status === 404 || error.status === 403) { finish(error.key || "ended"); return; }
       reconnect();
+    }
+  }
+
+  // The same bit-rate caps as calls between nodes (speech Opus, capped VP8).
+  async function capSending(pc, caps) {
+    for (const sender of pc.getSenders()) {
+      const kind = sender.track && sender.track.kind;
+      if (!kind || !caps[kind]) continue;
+      const params = sender.getParameters();
+      if (!params.encodings || !params.encodings.length) params.encodings = [{}];
+      params.encodings[0].maxBitrate = caps[kind];
+      try { await sender.setParameters(params); } catch (e) { /* keep the browser's own */ }
     }
   }
 
