@@ -102,8 +102,12 @@ def _wrapper(folder: Path, netns: str) -> Path:
 
 
 @contextmanager
-def phone_browser(folder: Path, netns: str) -> Iterator[Browser]:
-    """A chromium inside ``netns`` (a lab host's namespace), closed afterwards."""
+def phone_browser(folder: Path, netns: str, *, allow_media: bool = True) -> Iterator[Browser]:
+    """A chromium inside ``netns`` (a lab host's namespace), closed afterwards.
+
+    ``allow_media=False`` leaves out ``--use-fake-ui-for-media-stream``: every request
+    for the camera and microphone is then refused, as when a citizen taps "Block".
+    """
     problems = browser_problems()
     if problems:
         raise LabError("; ".join(problems))
@@ -111,7 +115,9 @@ def phone_browser(folder: Path, netns: str) -> Iterator[Browser]:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(_wrapper(folder, netns)), args=FLAGS, headless=True
+            executable_path=str(_wrapper(folder, netns)),
+            args=[f for f in FLAGS if allow_media or f != "--use-fake-ui-for-media-stream"],
+            headless=True,
         )
         try:
             yield browser

@@ -199,3 +199,16 @@ def test_citizen_joins_from_a_browser_and_a_department_is_pulled_in(
         goto(english, plain)
         assert english.url == fresh["url"]
         assert english.get_by_role("button", name="Start consultation").is_visible()
+
+    # A citizen who blocks the camera and microphone gets a clear screen, a way to try
+    # again, and never reaches the lobby.
+    with phone_browser(tmp_path, phone_ns, allow_media=False) as browser:
+        blocked = new_phone(browser)
+        invite = desk.call("invite_new")
+        goto(blocked, invite["url"])
+        blocked.get_by_role("button", name="相談をはじめる").click(timeout=UI_WITHIN_MS)
+        blocked.locator("#notice-text[data-key='denied']").wait_for(timeout=UI_WITHIN_MS)
+        assert "許可" in blocked.locator("#notice-text").inner_text()
+        assert blocked.locator("#retry").is_visible()
+        states = {i["invite_id"]: i["state"] for i in desk.call("invite_list")}
+        assert states[invite["invite_id"]] == "opened"

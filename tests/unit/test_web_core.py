@@ -13,11 +13,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meshdesk.calls import Guest
 from meshdesk.errors import KitError, UsageError
 from meshdesk.home import NodeHome
 from meshdesk.identity import CertificateAuthority, NodeKit, Role
 from meshdesk.identity.webpki import PRIVATE_RANGES, WebCA, WebSubCA, leaf_addresses
 from meshdesk.web.certs import LeafKeeper
+from meshdesk.web.desk import CitizenDesk
 from meshdesk.web.invites import FINISHED_KEPT, OPEN_MAX, InviteBook, InviteState, RateLimiter
 from meshdesk.web.pages import TEXTS, call_page, choose_lang, message_page
 
@@ -193,3 +195,78 @@ def test_the_leaf_is_renewed_when_the_addresses_change_or_it_grows_old(tmp_path:
     assert keeper.refresh()
     assert keeper.not_after is not None
     assert keeper.not_after > clock[0] + dt.timedelta(days=29)
+
+
+class _Calls:
+    """What the desk asks of the call manager, recorded."""
+
+    def __init__(self) -> None:
+        self.offers: list[Guest] = []
+        self.left: list[tuple[str, str]] = []
+        self.muted: list[tuple[str, bool, bool]] = []
+
+    async def guest_offer(self, guest: Guest, sdp: str) -> tuple[dict[str, object], str]:
+        self.offers.append(guest)
+        return {"call_id": "CALL"}, "v=0 answer"
+
+    def guest_leave(self, guest_id: str, reason: str) -> None:
+        self.left.append((guest_id, reason))
+
+    def guest_mute(self, guest_id: str, audio: bool, video: bool) -> None:
+        self.muted.append((guest_id, audio, video))
+
+
+def _desk() -> tuple[CitizenDesk, _Calls, list[tuple[str, dict[str, object]]]]:
+    calls, published = _Calls(), []
+    desk = CitizenDesk(
+        calls,
+        lambda invite, remote: Guest(invite.guest_id, "citizen", remote, invite.case_id),
+        ttl=600.0,
+        publish=lambda kind, data: published.append((kind, data)),
+        clock=lambda: 0.0,
+    )
+    desk.port, desk.unavailable = 7443, None
+    desk.addresses = lambda: ["192.168.1.20"]
+    return desk, calls, published
+
+
+async def test_the_desk_admits_answers_and_follows_the_call() -> None:
+    desk, calls, published = _desk()
+    view = desk.new(case_id="CASE", call_id=None)
+    assert view["url"] == f"https://192.168.1.20:7443/j/{desk.book.all()[0].token}"
+    invite = desk.book.all()[0]
+    desk.book.open(invite, 0.0)
+    code = desk.lobby(invite)
+    assert published[-1][1]["change"] == "waiting"
+    with pytest.raises(UsageError, match="not admitted"):
+        await desk.offer(invite, "v=0", "::ffff:192.168.1.77")
+    desk.admit(code)
+    assert await desk.offer(invite, "v=0", "::ffff:192.168.1.77") == "v=0 answer"
+    assert calls.offers[0].remote == "192.168.1.77"  # IPv4-mapped, unwrapped for ICE
+    assert invite.call_id == "CALL"
+    desk.mute(invite, True, False)
+    assert calls.muted == [(invite.guest_id, True, False)]
+    desk.on_call({"call_id": "CALL", "state": "active", "degraded": True, "participants": []})
+    desk.on_call({"call_id": "CALL", "state": "active", "degraded": True, "participants": []})
+    assert [e["kind"] for e in invite.events].count("degraded") == 1  # told once
+    desk.on_call({"call_id": "CALL", "state": "ended", "reason": "hung up", "participants": []})
+    assert invite.state is InviteState.ENDED
+    assert invite.events[-1] == {"seq": invite.seq, "kind": "ended", "reason": "hung up"}
+
+
+def test_declining_an_admitted_citizen_takes_it_out_of_the_call() -> None:
+    desk, calls, _ = _desk()
+    desk.new(case_id=None, call_id=None)
+    invite = desk.book.all()[0]
+    desk.book.open(invite, 0.0)
+    desk.admit(desk.lobby(invite))
+    desk.decline(invite.invite_id)
+    assert calls.left == [(invite.guest_id, "sent away by staff")]
+    assert invite.state is InviteState.ENDED
+
+
+def test_without_the_web_port_staff_are_told_why() -> None:
+    desk, _, _ = _desk()
+    desk.unavailable = "this node's kit has no web sub-CA"
+    with pytest.raises(UsageError, match="citizens cannot join: this node's kit has no web"):
+        desk.new(case_id=None, call_id=None)
