@@ -125,13 +125,14 @@ def phone_browser(folder: Path, netns: str, *, allow_media: bool = True) -> Iter
             browser.close()
 
 
-def new_phone(browser: Browser, *, locale: str = "ja-JP") -> Page:
-    """A fresh phone (its own cookies), 360 px wide, in ``locale``."""
+def new_phone(browser: Browser, *, locale: str = "ja-JP", allow_media: bool = True) -> Page:
+    """A fresh phone (its own cookies), 360 px wide, in ``locale``; with
+    ``allow_media=False`` the camera and microphone are not granted to its pages."""
     context = browser.new_context(
         ignore_https_errors=True,
         viewport={"width": 360, "height": 740},
         locale=locale,
-        permissions=["camera", "microphone"],
+        permissions=["camera", "microphone"] if allow_media else [],
     )
     return context.new_page()
 

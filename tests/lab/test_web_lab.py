@@ -203,7 +203,7 @@ def test_citizen_joins_from_a_browser_and_a_department_is_pulled_in(
     # A citizen who blocks the camera and microphone gets a clear screen, a way to try
     # again, and never reaches the lobby.
     with phone_browser(tmp_path, phone_ns, allow_media=False) as browser:
-        blocked = new_phone(browser)
+        blocked = new_phone(browser, allow_media=False)
         invite = desk.call("invite_new")
         goto(blocked, invite["url"])
         blocked.get_by_role("button", name="相談をはじめる").click(timeout=UI_WITHIN_MS)
@@ -212,3 +212,53 @@ def test_citizen_joins_from_a_browser_and_a_department_is_pulled_in(
         assert blocked.locator("#retry").is_visible()
         states = {i["invite_id"]: i["state"] for i in desk.call("invite_list")}
         assert states[invite["invite_id"]] == "opened"
+
+
+def test_a_citizen_joins_a_running_call_from_the_call_screen(
+    lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil
+) -> None:
+    """The other order: desk and department talk (a mesh), then the desk brings the
+    citizen in; the call becomes a star through the desk and media reaches everyone."""
+    lab = lab_factory(3)
+    city = deployment(
+        tmp_path / "city",
+        "Citizen City",
+        hq_spec("desk", config=_config()),
+        member("福祉課", role=Role.DESK, depts=["福祉課"], config=_config()),
+    )
+    desk = start_node(lab, "h1", "desk", city.homes["desk"], wait_until=wait_until)
+    dept = start_node(lab, "h2", "福祉課", city.homes["福祉課"], wait_until=wait_until)
+    wait_until(all_linked([desk, dept]), timeout=LINKED_WITHIN, message="desk and dept linked")
+    call = desk.call("call_start", {"peer": "福祉課", "media": "synthetic"})
+    wait_until(lambda: _only_call(dept)["state"] == "active", timeout=MEDIA_WITHIN,
+               message="desk and department in a call")  # fmt: skip
+    assert _only_call(desk)["relayed"] is False
+    invite = desk.call("invite_new", {"call_id": call["call_id"]})
+    with phone_browser(tmp_path, lab.host("h3").netns) as browser:
+        phone = new_phone(browser)
+        goto(phone, invite["url"])
+        phone.get_by_role("button", name="相談をはじめる").click(timeout=UI_WITHIN_MS)
+        phone.locator("#code").wait_for(state="visible", timeout=UI_WITHIN_MS)
+        desk.call("invite_admit", {"code": phone.locator("#code").inner_text()})
+        wait_until(
+            lambda: _only_call(dept)["relayed"] and _only_call(dept)["stats"]["video_sources"] == 2,
+            timeout=MEDIA_WITHIN,
+            message="the department receives the desk's video and the citizen's",
+        )
+        wait_until(
+            lambda: len([n for n in phone.evaluate(MEDIA_STATS)["videoIn"] if n > 10]) == 2,
+            timeout=MEDIA_WITHIN,
+            message="the phone receives the desk's and the department's video",
+        )
+        assert _only_call(desk)["call_id"] == call["call_id"]
+        phone.get_by_role("button", name="相談を終える").click(timeout=UI_WITHIN_MS)
+        wait_until(
+            lambda: all(
+                p["state"] == "left"
+                for p in _only_call(desk)["participants"]
+                if p["node_id"].startswith("citizen:")
+            ),
+            timeout=10.0,
+            message="the citizen left; the desk and the department go on",
+        )
+        assert _only_call(dept)["state"] == "active"
