@@ -63,7 +63,7 @@ clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # Console catalogs: re-extract the messages of tui/, merge them into the ja and en
-# catalogs, and compile the .mo files (committed; tests/unit/test_tui_i18n.py checks them).
+# catalogs, and compile the .mo files (committed; tests/tui/test_i18n.py checks them).
 i18n: install
 	$(BIN)/pybabel extract -k tr -k N_ --no-location --sort-output --omit-header \
 		-o tui/locale/meshdesk.pot tui

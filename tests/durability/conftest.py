@@ -24,6 +24,7 @@ from collections.abc import Generator
 from pathlib import Path
 
 import pytest
+from tiers import require
 
 POWERFS = Path(__file__).with_name("powerfs.py")
 MOUNT_WAIT = 10.0  # seconds for a mount to appear (or go away)
@@ -44,13 +45,7 @@ def _problems() -> list[str]:
 
 def require_fuse() -> None:
     """Skip (on a laptop) or fail (under ``CI=true``) unless FUSE mounts work here."""
-    problems = _problems()
-    if not problems:
-        return
-    message = "power-loss filesystem: " + "; ".join(problems)
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} — CI must run the durability tier", pytrace=False)
-    pytest.skip(message)
+    require(_problems(), tier="durability")
 
 
 def _mounted(mountpoint: Path) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from loopback import hq_and_centre, loopback_config
+from tiers import require
 
 from meshdesk import control
 from meshdesk.cases.model import Personal
@@ -35,11 +36,9 @@ AsyncWaitUntil = Callable[..., Awaitable[None]]
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs of the test's own (root only)."""
-    if os.geteuid() != 0:
-        message = "a tiny filesystem needs root (mount -t tmpfs)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} — CI must run the durability tier", pytrace=False)
-        pytest.skip(message)
+    require(
+        ["a tiny filesystem needs root (mount -t tmpfs)"] if os.geteuid() else [], tier="durability"
+    )
     mountpoint = tmp_path / "tiny"
     mountpoint.mkdir()
     subprocess.run(

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from loopback import hq_and_centre, loopback_config
+from tiers import require
 
 from meshdesk import control
 from meshdesk.node import Node
@@ -30,12 +31,11 @@ AsyncWaitUntil = Callable[..., Awaitable[None]]
 
 
 def _require_faketime() -> None:
-    if shutil.which("faketime") is not None:
-        return
-    message = "faketime is missing (apt-get install faketime, or run .ci/run)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} — CI must run the durability tier", pytrace=False)
-    pytest.skip(message)
+    missing = shutil.which("faketime") is None
+    require(
+        ["faketime is missing (apt-get install faketime, or run .ci/run)"] if missing else [],
+        tier="durability",
+    )
 
 
 async def test_a_process_400_days_in_the_past_starts_links_and_records(

@@ -22,12 +22,12 @@ without sch_netem: ``LabUnsupported``) skips: no package install fixes a kernel.
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 from collections.abc import Generator
 
 import pytest
 from _nodes import LabFactory
+from tiers import require
 
 from meshdesk.errors import LabUnsupported
 from meshdesk.lab import CHECKOUT_SCRIPT, Lab, lab_problems, new_prefix
@@ -44,13 +44,7 @@ def _lab_problems() -> tuple[str, ...]:
 
 def require_lab() -> None:
     """Skip (on a laptop) or fail (under ``CI=true``) unless labs can be built here."""
-    problems = _lab_problems()
-    if not problems:
-        return
-    message = "lab: " + "; ".join(problems)
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} — CI must run the lab tier", pytrace=False)
-    pytest.skip(message)
+    require(_lab_problems(), tier="lab")
 
 
 _LABS_KEY = pytest.StashKey[list[Lab]]()

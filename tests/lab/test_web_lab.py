@@ -12,12 +12,12 @@ redirected to HTTPS.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from _nodes import LabFactory, RunningNode, all_linked, deployment, hq_spec, member, start_node
+from tiers import require
 
 from meshdesk.config import CallSettings, Config, WebSettings
 from meshdesk.identity import Role
@@ -40,13 +40,7 @@ TTL = 20.0
 
 @pytest.fixture(autouse=True)
 def _browser_required() -> None:
-    problems = browser_problems()
-    if not problems:
-        return
-    message = "browser: " + "; ".join(problems)
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} — CI must run the browser tests", pytrace=False)
-    pytest.skip(message)
+    require(browser_problems(), tier="browser")
 
 
 def _config() -> Config:
