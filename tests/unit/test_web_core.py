@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meshdesk import admin
 from meshdesk.calls import Guest
 from meshdesk.errors import KitError, UsageError
 from meshdesk.home import NodeHome
@@ -270,3 +271,20 @@ def test_without_the_web_port_staff_are_told_why() -> None:
     desk.unavailable = "this node's kit has no web sub-CA"
     with pytest.raises(UsageError, match="citizens cannot join: this node's kit has no web"):
         desk.new(case_id=None, call_id=None)
+
+
+async def test_an_hq_made_before_the_web_port_gets_its_web_ca(tmp_path: Path) -> None:
+    home = NodeHome(tmp_path / "hq")
+    await admin.create_deployment(
+        home, deployment="City", node_name="HQ", site="本庁", departments=(), now=NOW
+    )
+    for path in (home.web_ca_key_path, home.web_ca_cert_path, home.web_subca_key_path,
+                 home.web_subca_cert_path):  # fmt: skip
+        path.unlink()  # as it was before the web port
+    assert home.load_identity(now=NOW).web is None
+    assert admin.add_web_ca(home, now=NOW)
+    kit = home.load_identity(now=NOW)
+    assert kit.web is not None
+    assert kit.web.root == home.load_web_ca().cert
+    assert stat.S_IMODE(home.web_ca_key_path.stat().st_mode) == 0o600
+    assert not admin.add_web_ca(home, now=NOW)  # nothing left to add
