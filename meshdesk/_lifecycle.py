@@ -4,13 +4,31 @@ tasks it starts are its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from types import TracebackType
+from typing import TypeVar
 
 from meshdesk.errors import MeshdeskError
 
-__all__ = ["AsyncResource", "spawn_owned"]
+__all__ = ["AsyncResource", "cancel_and_wait", "running", "spawn_owned"]
+
+_T = TypeVar("_T")
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def running(part: _T | None) -> _T:
+    """A part that exists only while its owner runs; using it earlier is a bug."""
+    if part is None:
+        raise RuntimeError("the node is not running")
+    return part
 
 
 def spawn_owned(

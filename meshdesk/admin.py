@@ -8,6 +8,7 @@ records; the CLI formats them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,13 @@ from meshdesk.identity import (
     RevocationList,
     Role,
 )
+from meshdesk.identity.webpki import WebCA
 from meshdesk.store import IssuedNode, RevokedNode, Store, StoreCounts
 
 __all__ = [
     "NodeStatus",
     "Revocation",
+    "add_web_ca",
     "create_deployment",
     "issue_kit",
     "node_status",
@@ -105,7 +108,10 @@ async def create_deployment(
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     kit = NodeKit.assemble(key, cert, ca.cert, sealing_key=sealing, now=now)
+    web_ca = WebCA.create(ca.deployment, now=now)
+    kit = dataclasses.replace(kit, web=web_ca.issue_subca(node_name, str(kit.node_id), now=now))
     home.write_identity(kit, ca=ca)
+    home.write_web_ca(web_ca)
     if not home.config_path.exists():
         write_default_config(home.config_path)
     await _init_store(home, kit, now)
@@ -158,6 +164,9 @@ async def issue_kit(
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         kit = NodeKit.assemble(key, cert, ca.cert, sealing_key=sealing, now=now)
+        if home.has_web_ca():
+            web = home.load_web_ca().issue_subca(kit.info.name, str(kit.node_id), now=now)
+            kit = dataclasses.replace(kit, web=web)
         try:
             # scrypt and fsync take a while: keep them off the event loop.
             data = await asyncio.to_thread(kit.to_bytes, passphrase)
@@ -208,6 +217,28 @@ async def provision(
         write_default_config(home.config_path)
     await _init_store(home, kit, now)
     return kit.info
+
+
+def add_web_ca(home: NodeHome, *, now: dt.datetime) -> bool:
+    """Give an HQ home created before the web port its web CA and its own web sub-CA.
+
+    Kits issued afterwards carry a web sub-CA; older nodes get theirs with a new kit.
+    Returns False when the home had both already (nothing changed).
+
+    Raises:
+        HomeError: this home holds no deployment CA (not the creating HQ).
+    """
+    ca = home.load_ca()
+    kit = home.load_identity(now=now)
+    changed = False
+    if not home.has_web_ca():
+        home.write_web_ca(WebCA.create(ca.deployment, now=now))
+        changed = True
+    if kit.web is None:
+        web_ca = home.load_web_ca()
+        home.write_web_subca(web_ca.issue_subca(kit.info.name, str(kit.node_id), now=now))
+        changed = True
+    return changed
 
 
 @dataclass(frozen=True, slots=True)

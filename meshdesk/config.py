@@ -26,12 +26,14 @@ from meshdesk.errors import ConfigError
 
 __all__ = [
     "DEFAULT_PORT",
+    "DEFAULT_WEB_PORT",
     "CallSettings",
     "Config",
     "Endpoint",
     "NetworkSettings",
     "NodeSettings",
     "Timings",
+    "WebSettings",
     "config_text",
     "default_config_text",
     "load_config",
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 7420
+DEFAULT_WEB_PORT = 7443
 
 Language = Literal["ja", "en"]
 _LANGUAGES: tuple[str, ...] = get_args(Language)
@@ -204,6 +207,26 @@ class CallSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSettings:
+    """The HTTPS port citizens' phones join calls on (see meshdesk.web)."""
+
+    enabled: bool = True
+    listen: Endpoint = Endpoint("0.0.0.0", DEFAULT_WEB_PORT)
+    #: Plain HTTP here only redirects to the HTTPS port; port 0 turns it off.
+    redirect_listen: Endpoint = Endpoint("0.0.0.0", 7080)
+    #: Seconds an invitation may wait to be opened, and then to be admitted.
+    invite_ttl: float = 600.0
+    #: Seconds between looks at this machine's addresses (the certificate names them).
+    address_check: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("invite_ttl", "address_check"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}: must be a finite number > 0, got {_num(value)}")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole node configuration, one field per TOML table."""
 
@@ -211,6 +234,7 @@ class Config:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     timings: Timings = field(default_factory=Timings)
     calls: CallSettings = field(default_factory=CallSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
     def with_overrides(
         self,
@@ -219,8 +243,10 @@ class Config:
         static_peers: Iterable[Endpoint | str] | None = None,
         interfaces: Iterable[str] | None = None,
         mdns: bool | None = None,
+        web_listen: Endpoint | str | None = None,
+        web_redirect: Endpoint | str | None = None,
     ) -> Config:
-        """A copy with the given network settings replaced (for command-line flags).
+        """A copy with the given network (and web port) settings replaced (for flags).
 
         Strings are parsed as in the file. Raises ``ConfigError`` naming the setting.
         """
@@ -234,7 +260,14 @@ class Config:
                 changes["interfaces"] = _strs(interfaces, "interfaces")
             if mdns is not None:
                 changes["mdns"] = bool(mdns)
-            return replace(self, network=replace(self.network, **changes))
+            web: dict[str, Any] = {}
+            if web_listen is not None:
+                web["listen"] = _endpoint(web_listen, "web_listen")
+            if web_redirect is not None:
+                web["redirect_listen"] = _endpoint(web_redirect, "web_redirect")
+            return replace(
+                self, network=replace(self.network, **changes), web=replace(self.web, **web)
+            )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -246,6 +279,7 @@ _TABLES: dict[str, type[Any]] = {
     "network": NetworkSettings,
     "timings": Timings,
     "calls": CallSettings,
+    "web": WebSettings,
 }
 
 
@@ -499,6 +533,20 @@ ALSA) when there is one; "off" never plays it.""",
         "fallback_loss_pct": """\
 A call falls back to audio only when packet loss (percent) or round-trip time
 (milliseconds) stays above these for 3 seconds.""",
+    },
+    "web": {
+        "": """\
+The HTTPS page citizens open on their own phones (QR code from an invitation).
+It needs the web sub-CA of a kit issued with it; without one the port stays off.""",
+        "enabled": "Serve the citizens' page (only invitation-scoped endpoints).",
+        "listen": 'Where to serve it, as "HOST:PORT" (the QR code names this port).',
+        "redirect_listen": """\
+Plain http:// requests here are redirected to the HTTPS port. Port 0: off.""",
+        "invite_ttl": """\
+Seconds an invitation waits to be opened on a phone, then to be admitted.""",
+        "address_check": """\
+Seconds between looks at this laptop's IP addresses: the page's certificate
+names them and is renewed when they change.""",
     },
 }
 

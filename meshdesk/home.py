@@ -10,6 +10,11 @@
         node.crt          node certificate (PEM)
         ca.crt            deployment CA certificate (PEM)
         ca.key            0600  CA private key — only on the HQ node that created it
+        web-ca.crt        the deployment's web CA certificate (ECDSA P-256)
+        web-ca.key        0600  web CA private key — only on the HQ node that created it
+        web-subca.crt     this node's web sub-CA (signs its HTTPS leaf)
+        web-subca.key     0600  its private key
+      web/                0700  the HTTPS leaf for citizens' phones (renewed by the node)
       store.db            0600  SQLite database (WAL)
       control.sock        0600  local control socket while the node runs
 
@@ -37,6 +42,7 @@ from meshdesk.config import Config, write_config
 from meshdesk.errors import HomeError, KitError
 from meshdesk.identity.kit import NodeKit
 from meshdesk.identity.pki import CertificateAuthority
+from meshdesk.identity.webpki import WebCA, WebSubCA
 
 __all__ = ["HOME_ENV", "NodeHome"]
 
@@ -99,6 +105,26 @@ class NodeHome:
     @property
     def ca_key_path(self) -> Path:
         return self.identity_dir / "ca.key"
+
+    @property
+    def web_ca_cert_path(self) -> Path:
+        return self.identity_dir / "web-ca.crt"
+
+    @property
+    def web_ca_key_path(self) -> Path:
+        return self.identity_dir / "web-ca.key"
+
+    @property
+    def web_subca_cert_path(self) -> Path:
+        return self.identity_dir / "web-subca.crt"
+
+    @property
+    def web_subca_key_path(self) -> Path:
+        return self.identity_dir / "web-subca.key"
+
+    @property
+    def web_dir(self) -> Path:
+        return self.path / "web"
 
     @property
     def store_path(self) -> Path:
@@ -197,7 +223,60 @@ class NodeHome:
             raise KitError(f"{self.key_path} does not hold an Ed25519 key")
         if sealing is not None and not isinstance(sealing, X25519PrivateKey):
             raise KitError(f"{self.sealing_key_path} does not hold an X25519 key")
-        return NodeKit.assemble(key, cert, ca_cert, sealing_key=sealing, now=now)
+        return NodeKit.assemble(
+            key, cert, ca_cert, sealing_key=sealing, web=self.load_web_subca(), now=now
+        )
+
+    def load_web_subca(self) -> WebSubCA | None:
+        """This node's web sub-CA, or None in a home provisioned before the web port."""
+        if not self.web_subca_key_path.exists():
+            return None
+        return WebSubCA.from_pem(
+            self._read(self.web_subca_key_path, secret=True),
+            self._read(self.web_subca_cert_path, secret=False),
+            self._read(self.web_ca_cert_path, secret=False),
+        )
+
+    def has_web_ca(self) -> bool:
+        return self.web_ca_key_path.exists()
+
+    def load_web_ca(self) -> WebCA:
+        """The deployment's web CA (HQ only).
+
+        Raises:
+            HomeError: this home holds none (not HQ, or created before the web port:
+                ``meshdesk deployment web-ca`` adds it).
+        """
+        if not self.has_web_ca():
+            raise HomeError(
+                f"{self.path} holds no web CA: on the HQ node run "
+                f"'meshdesk deployment web-ca --home {self.path}'"
+            )
+        return WebCA.from_pem(
+            self._read(self.web_ca_key_path, secret=True),
+            self._read(self.web_ca_cert_path, secret=False),
+        )
+
+    def write_web_ca(self, web_ca: WebCA) -> None:
+        """Keep the deployment's web CA in this (HQ) home; never overwrites one."""
+        try:
+            write_private(self.web_ca_key_path, web_ca.key_pem())
+            write_private(self.web_ca_cert_path, web_ca.cert_pem(), overwrite=True)
+        except FileExistsError as exc:
+            raise HomeError(f"{self.web_ca_key_path} exists; a web CA is never replaced") from exc
+        except OSError as exc:
+            raise HomeError(f"cannot write the web CA into {self.path}: {exc}") from exc
+
+    def write_web_subca(self, web: WebSubCA) -> None:
+        """Install (or replace) this node's web sub-CA; the key goes last."""
+        try:
+            ensure_private_dir(self.identity_dir)
+            write_private(self.web_subca_cert_path, web.cert_pem(), overwrite=True)
+            if not self.has_web_ca():
+                write_private(self.web_ca_cert_path, web.root_pem(), overwrite=True)
+            write_private(self.web_subca_key_path, web.key_pem(), overwrite=True)
+        except OSError as exc:
+            raise HomeError(f"cannot write the web sub-CA into {self.path}: {exc}") from exc
 
     def load_ca(self) -> CertificateAuthority:
         """The deployment CA, present only on the HQ node that created it."""
@@ -234,6 +313,8 @@ class NodeHome:
                 write_private(self.ca_key_path, ca.key_pem(), overwrite=True)
             if kit.sealing_key is not None:
                 write_private(self.sealing_key_path, _pem_key(kit.sealing_key), overwrite=True)
+            if kit.web is not None:
+                self.write_web_subca(kit.web)
             # The key last: its presence is what marks the home as provisioned.
             write_private(self.key_path, _pem_key(kit.key))
         except OSError as exc:

@@ -1,11 +1,11 @@
-"""A running node: its parts (store, directory, listener, links, calls, discovery,
-control socket) wired together.
+"""A running node: its parts (store, directory, listener, links, calls, web port,
+discovery, control socket) wired together.
 
 :class:`Node` is an async context manager. Entering it starts every part and
 returns when the node is reachable; leaving it shuts down in reverse order: control
-socket, mDNS goodbye, calls, link goodbyes, listener, store. Each part's own job
-lives with it: the directory and its gossip in :mod:`meshdesk.directory`, the
-control operations in :mod:`meshdesk.ops`.
+socket, mDNS goodbye, web port, calls, link goodbyes, listener, store. Each part's
+own job lives with it: the directory and its gossip in :mod:`meshdesk.directory`,
+citizens' phones in :mod:`meshdesk.web`, control operations in :mod:`meshdesk.ops`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Self, TypeVar
+from typing import Self
 
-from meshdesk._lifecycle import AsyncResource
+from meshdesk._lifecycle import AsyncResource, cancel_and_wait, running
 from meshdesk.bus import BusLogHandler, EventBus
 from meshdesk.calls import CallManager, is_call_frame
 from meshdesk.cases.book import CaseBook
@@ -37,34 +37,21 @@ from meshdesk.net.interfaces import select_interfaces
 from meshdesk.net.link import PROTOCOL_VERSION, Link
 from meshdesk.net.mesh import LinkManager, PeerEvent
 from meshdesk.net.tls import TlsListener, connect
-from meshdesk.ops import CALL_OPS, CASE_OPS, NODE_OPS, OPS, Dispatcher
+from meshdesk.ops import CALL_OPS, CASE_OPS, INVITE_OPS, NODE_OPS, OPS, Dispatcher
 from meshdesk.store import Store, StoredEvent
 from meshdesk.sync.driver import SyncService, is_sync_frame
+from meshdesk.web import start_web
 from meshdesk.wire import Frame, Hello
 
 __all__ = ["Node"]
 
 log = logging.getLogger("meshdesk.node")
 
-_T = TypeVar("_T")
-
 _UTC_NOW = functools.partial(dt.datetime.now, dt.UTC)
 #: Logged when mDNS says a peer left (``bench discovery`` waits for this line).
 _LEFT = "mDNS: %s left the network (or said goodbye)"
 #: Seconds between looks at sync progress (published only when it changed).
 _PROGRESS_INTERVAL = 0.5
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-def _running(part: _T | None) -> _T:
-    if part is None:
-        raise RuntimeError("the node is not running")
-    return part
 
 
 class Node(AsyncResource):
@@ -97,23 +84,23 @@ class Node(AsyncResource):
 
     @property
     def kit(self) -> NodeKit:
-        return _running(self._kit)
+        return running(self._kit)
 
     @property
     def store(self) -> Store:
-        return _running(self._store)
+        return running(self._store)
 
     @property
     def directory(self) -> Directory:
-        return _running(self._directory)
+        return running(self._directory)
 
     @property
     def manager(self) -> LinkManager:
-        return _running(self._manager)
+        return running(self._manager)
 
     @property
     def listener(self) -> TlsListener:
-        return _running(self._listener)
+        return running(self._listener)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -222,6 +209,8 @@ class Node(AsyncResource):
         )
         self.manager.add_listener(self.calls.on_peer_event)
         self.calls.add_listener(lambda call: self.events.publish("call", call))
+        self.citizens = await start_web(self._stack, self.home, kit, self.config, self.calls,
+                                        self.events.publish, now=self._now)  # fmt: skip
         for endpoint in network.static_peers:
             self.manager.add_address(PeerAddress(endpoint.host, endpoint.port, "static"))
         if network.mdns and interfaces:
@@ -236,7 +225,7 @@ class Node(AsyncResource):
                 )
             )
         progress = asyncio.create_task(self._publish_progress(), name="sync progress")
-        self._stack.push_async_callback(_cancel, progress)
+        self._stack.push_async_callback(cancel_and_wait, progress)
         await self._stack.enter_async_context(
             ControlServer(self.home.control_socket, self.serve_ops(), bus=self.events)
         )
@@ -345,4 +334,9 @@ class Node(AsyncResource):
 
     def serve_ops(self) -> Dispatcher:
         """Every control operation (:data:`meshdesk.ops.OPS`) over this node's parts."""
-        return OPS.serve(NODE_OPS.bind(self), CASE_OPS.bind(self.cases), CALL_OPS.bind(self.calls))
+        return OPS.serve(
+            NODE_OPS.bind(self),
+            CASE_OPS.bind(self.cases),
+            CALL_OPS.bind(self.calls),
+            INVITE_OPS.bind(self.citizens),
+        )

@@ -26,7 +26,13 @@ def loopback_config(home: NodeHome, peers: list[str], timings: Timings = FAST) -
     """The home's config with ``timings``, listening on 127.0.0.1 (any port), mDNS
     off (no multicast on the machine's interfaces), and ``peers`` as static peers."""
     base = replace(load_config(home.config_path), timings=timings)
-    return base.with_overrides(listen="127.0.0.1:0", static_peers=peers, mdns=False)
+    return base.with_overrides(
+        listen="127.0.0.1:0",
+        static_peers=peers,
+        mdns=False,
+        web_listen="127.0.0.1:0",
+        web_redirect="127.0.0.1:0",
+    )
 
 
 async def hq_and_centre(

@@ -21,6 +21,7 @@ from meshdesk.tui.i18n import N_, Lang, set_language, tr
 from meshdesk.tui.messages import (
     CallChanged,
     CasesChanged,
+    CitizenChanged,
     LogLine,
     NodeBack,
     NodeLost,
@@ -132,6 +133,9 @@ class MeshdeskApp(App[None]):
             calls = await self._optional(c.api.call("calls", {}))
             c.calls = {call["call_id"]: call for call in calls}
             c.publish("calls")
+            invites = await self._optional(c.api.request("invite_list", {}))
+            c.citizens = {i["invite_id"]: i for i in invites}
+            c.publish("citizens")
         except ConnectionLost as exc:
             self._lost(str(exc))
         except MeshdeskError as exc:
@@ -212,6 +216,21 @@ class MeshdeskApp(App[None]):
     def on_call_changed(self, message: CallChanged) -> None:
         self.desk.calls[message.call["call_id"]] = message.call
         self.desk.publish("calls")
+
+    def on_citizen_changed(self, message: CitizenChanged) -> None:
+        invite = message.invite
+        self.desk.citizens[invite["invite_id"]] = invite
+        self.desk.publish("citizens")
+        if message.change == "waiting":
+            self.bell()
+            self.notify(
+                tr("Citizen waiting: code {code}. Calls screen (F3): y admits, n declines.").format(
+                    code=invite.get("code")
+                ),
+                title=tr("Citizen waiting"),
+                timeout=30,
+                markup=False,
+            )
 
     def on_log_line(self, message: LogLine) -> None:
         self.desk.log.append((message.ts_ms, message.level, message.text))

@@ -19,6 +19,7 @@ from meshdesk.tui.api import ConnectionLost, Event, NodeApi
 from meshdesk.tui.messages import (
     CallChanged,
     CasesChanged,
+    CitizenChanged,
     LogLine,
     NodeBack,
     NodeLost,
@@ -53,6 +54,10 @@ def to_message(event: Event) -> Message | None:
         case "call":
             if isinstance(data.get("call_id"), str):
                 return CallChanged(dict(data))
+        case "citizen":
+            invite = data.get("invite")
+            if isinstance(invite, dict) and isinstance(invite.get("invite_id"), str):
+                return CitizenChanged(str(data.get("change", "")), dict(invite))
         case "lagged":
             # We missed events: reload the cases; the periodic refresh covers the rest.
             return CasesChanged(set(), everything=True)

@@ -50,10 +50,13 @@ class Console:
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
     sync: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Invitations for citizens' phones by id (see meshdesk.web), from invite_list.
+    citizens: dict[str, dict[str, Any]] = field(default_factory=dict)
     directory: list[dict[str, Any]] = field(default_factory=list)
     log: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     connected: bool = False
-    #: Published with the part that changed: peers, cases, sync, calls, log, status, connection.
+    #: Published with the part that changed: peers, cases, sync, calls, citizens, log,
+    #: status, connection.
     changed: Signal[str] | None = None
 
     def publish(self, part: str) -> None:

@@ -22,6 +22,7 @@ from meshdesk.cases.model import Category, Personal, Status, Urgency, check_tran
 from meshdesk.errors import UsageError
 from meshdesk.ops import OPS, Args
 from meshdesk.tui._fake_calls import FakeCalls
+from meshdesk.tui._fake_invites import FakeInvites
 from meshdesk.tui.api import ConnectionLost, Event, call_op, case_op
 
 __all__ = ["FIXED_MS", "FakeNode"]
@@ -40,7 +41,7 @@ def _iso(ms: int) -> str:
     )
 
 
-class FakeNode(FakeCalls):
+class FakeNode(FakeCalls, FakeInvites):
     """A node in memory: cases, peers, sync counters, calls and an event bus."""
 
     #: Registry operations the fake does not serve (a test checks all others are).
@@ -74,6 +75,7 @@ class FakeNode(FakeCalls):
             self._info(self.node_id, name, site, role, self.departments)
         ]
         self.calls_by_id: dict[str, dict[str, Any]] = {}
+        self.invites: dict[str, dict[str, Any]] = {}
         self.running = True
         self.requests: list[tuple[str, str]] = []
         self._subscribers: list[tuple[asyncio.Queue[Event | None], Collection[str] | None]] = []
@@ -94,6 +96,7 @@ class FakeNode(FakeCalls):
             "case_set": self._case_set,
             "case_settle": self._case_settle,
             **self.call_handlers(),
+            **self.invite_handlers(),
         }
 
     @property

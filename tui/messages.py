@@ -14,6 +14,7 @@ from textual.message import Message
 __all__ = [
     "CallChanged",
     "CasesChanged",
+    "CitizenChanged",
     "LogLine",
     "NodeBack",
     "NodeLost",
@@ -78,6 +79,15 @@ class CallChanged(Message):
             and message.call.get("call_id") == self.call.get("call_id")
             and self.call.get("state") == message.call.get("state")
         )
+
+
+class CitizenChanged(Message):
+    """An invitation changed: a citizen waits (``change`` "waiting"), was admitted, …"""
+
+    def __init__(self, change: str, invite: dict[str, Any]) -> None:
+        super().__init__()
+        self.change = change
+        self.invite = invite
 
 
 class LogLine(Message):

@@ -42,7 +42,17 @@ from meshdesk.wire import (
     Frame,
 )
 
-__all__ = ["KEEP_ENDED", "MEDIA_TIMEOUT", "MESH_MAX", "CallCore", "CallLog", "Listener"]
+__all__ = [
+    "GUEST_GRACE",
+    "GUEST_PREFIX",
+    "KEEP_ENDED",
+    "MEDIA_TIMEOUT",
+    "MESH_MAX",
+    "CallCore",
+    "CallLog",
+    "Listener",
+    "is_guest",
+]
 
 
 log = logging.getLogger("meshdesk.calls")
@@ -55,6 +65,15 @@ MEDIA_TIMEOUT = 4.0
 RING_TIMEOUT = 60.0
 #: Ended calls kept for ``calls``.
 KEEP_ENDED = 8
+#: A citizen's phone whose connection dropped may offer again within this long.
+GUEST_GRACE = 30.0
+#: How a call names a citizen who joined from a browser (see meshdesk.web).
+GUEST_PREFIX = "citizen:"
+
+
+def is_guest(member: str) -> bool:
+    """Is ``member`` a citizen's browser (reachable only through its desk), not a node?"""
+    return member.startswith(GUEST_PREFIX)
 
 
 class CallLog(Protocol):
@@ -102,6 +121,8 @@ class CallCore(AsyncResource):
         self._calls: dict[str, Call] = {}
         self._relay = MediaRelay()
         self._forwarders: dict[str, Forwarder] = {}
+        #: Citizens' browsers (guests): their address, where media goes out.
+        self._guest_remote: dict[str, str] = {}
         self._playback = Playback(choose_output(settings.playback))
         self._listeners: list[Listener] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -141,12 +162,14 @@ class CallCore(AsyncResource):
         for listener in self._listeners:
             listener(data)
 
-    def _participant(self, node_id: str) -> Participant:
+    def _participant(self, node_id: str, name: str | None = None) -> Participant:
         record = next((r for r in self._peers() if r.node_id == node_id), None)
         policy = QualityPolicy(
             max_loss_pct=self._settings.fallback_loss_pct,
             max_rtt_ms=self._settings.fallback_rtt_ms,
         )
+        if is_guest(node_id):
+            return Participant(node_id, name or "citizen", "", policy=policy)
         if record is None:
             return Participant(node_id, node_id[:7], "", policy=policy)
         return Participant(node_id, record.name, record.site, policy=policy)
@@ -165,7 +188,8 @@ class CallCore(AsyncResource):
         forwarder = self._forwarders.get(call.call_id)
         slots = forwarder.slots_for(part.node_id) if forwarder is not None else []
         link = self._link_of(part.node_id)
-        local = local_address_towards(link.remote) if link is not None else None
+        remote = link.remote if link is not None else self._guest_remote.get(part.node_id)
+        local = local_address_towards(remote) if remote is not None else None
         leg = Leg(
             part.node_id,
             audio=call.media.audio,
@@ -261,6 +285,18 @@ class CallCore(AsyncResource):
         """
         if part.state not in LIVE:
             return
+        if is_guest(part.node_id) and state is PartState.DROPPED and part.leg is not None:
+            # A phone's connection comes and goes (Wi-Fi, a screen lock): its page
+            # offers again by itself, so the call waits for it a while.
+            lost, part.leg = part.leg, None
+            part.state = PartState.INVITED
+            log.warning("call %s: %s lost (%s); waiting %g s for it to come back",
+                        call.call_id, part.name, reason, GUEST_GRACE)  # fmt: skip
+            self._spawn(self._close_leg(call, part, lost), f"close leg {part.name}")
+            self._spawn(self._guest_grace(call, part, reason), f"grace {part.name}")
+            self._rewire(call)
+            self._publish(call)
+            return
         part.state = state
         log.warning("call %s: %s %s: %s", call.call_id, part.name, state, reason)
         leg, part.leg = part.leg, None
@@ -280,6 +316,11 @@ class CallCore(AsyncResource):
                 self._spawn(self._send_roster(call), "call roster")
             self._publish(call)
 
+    async def _guest_grace(self, call: Call, part: Participant, reason: str) -> None:
+        await asyncio.sleep(GUEST_GRACE)
+        if not call.ended and part.leg is None and part.state is PartState.INVITED:
+            self._drop(call, part, PartState.LEFT, f"did not come back ({reason})")
+
     def _rewire(self, call: Call) -> None:
         """Host of a relayed call: point every forwarding slot at the right source."""
         forwarder = self._forwarders.get(call.call_id)
@@ -287,11 +328,22 @@ class CallCore(AsyncResource):
             return
         joined = [p for p in call.participants.values()
                   if p.state is PartState.CONNECTED and p.leg is not None]  # fmt: skip
-        joined.sort(key=lambda p: p.joined_ms or 0)
+        # Oldest first, citizens last: the video slot carries the newest joiner, and
+        # the citizen is who a consultation is about.
+        joined.sort(key=lambda p: (is_guest(p.node_id), p.joined_ms or 0))
         forwarder.rewire(
             {p.node_id: p.leg.remote for p in joined if p.leg is not None},
             [p.node_id for p in joined],
         )
+        self._note_forwarding(call)
+
+    def _note_forwarding(self, call: Call) -> None:
+        forwarder = self._forwarders.get(call.call_id)
+        if forwarder is not None:
+            call.forwarding = {
+                p.node_id: forwarder.sources(p.node_id) for p in call.participants.values()
+                if forwarder.sources(p.node_id)
+            }  # fmt: skip
 
     async def _send_roster(self, call: Call) -> None:
         roster = self._roster(call)
@@ -398,12 +450,13 @@ class CallCore(AsyncResource):
 
     async def _tick(self, call: Call, dt: float, now: float) -> None:
         readings: dict[str, LegStats] = {}
-        sources = 0
+        sources = videos = 0
         for part in list(call.participants.values()):
             leg = part.leg
             if leg is None:
                 continue
             sources += leg.audio_sources()
+            videos += leg.video_sources()
             silent = leg.last_media_at is not None and now - leg.last_media_at > MEDIA_TIMEOUT
             no_video = part.muted_video or call.audio_only or call.degraded
             if part.muted_audio and no_video:
@@ -414,6 +467,8 @@ class CallCore(AsyncResource):
             readings[part.node_id] = await leg.stats()
         samples = update_stats(call, readings, dt)
         call.stats["audio_sources"] = sources
+        call.stats["video_sources"] = videos
+        self._note_forwarding(call)
         for node_id, sample in samples.items():
             reason = call.participants[node_id].policy.observe(sample)
             if reason is not None:

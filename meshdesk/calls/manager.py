@@ -24,8 +24,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from dataclasses import dataclass
 
-from meshdesk.calls._core import MEDIA_TIMEOUT, MESH_MAX, RING_TIMEOUT, CallCore, CallLog
+from meshdesk.calls._core import (
+    MEDIA_TIMEOUT,
+    MESH_MAX,
+    RING_TIMEOUT,
+    CallCore,
+    CallLog,
+    is_guest,
+)
 from meshdesk.calls.link import CallLink
 from meshdesk.calls.media import open_media, parse_media
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
@@ -46,7 +54,15 @@ from meshdesk.wire import (
     Frame,
 )
 
-__all__ = ["MEDIA_TIMEOUT", "MESH_MAX", "CallLog", "CallManager", "is_call_frame"]
+__all__ = [
+    "MEDIA_TIMEOUT",
+    "MESH_MAX",
+    "CallLog",
+    "CallManager",
+    "Guest",
+    "is_call_frame",
+    "is_guest",
+]
 
 log = logging.getLogger("meshdesk.calls")
 
@@ -55,6 +71,19 @@ _CALL_FRAMES = (CallOffer, CallAnswer, CallDecline, CallLeave, CallRoster, CallM
 
 def is_call_frame(frame: Frame) -> bool:
     return isinstance(frame, _CALL_FRAMES)
+
+
+@dataclass(frozen=True, slots=True)
+class Guest:
+    """A citizen's browser joining through this node (see :mod:`meshdesk.web`)."""
+
+    guest_id: str
+    name: str
+    #: The browser's address: ICE gathers on the interface that reaches it.
+    remote: str
+    case_id: str | None = None
+    #: The call to join; None starts a new one (or rejoins the guest's own).
+    call_id: str | None = None
 
 
 class CallManager(CallCore):
@@ -211,6 +240,93 @@ class CallManager(CallCore):
                 return {"width": shot.width, "height": shot.height, "rgb": rgb}
         return None
 
+    # -- citizens' browsers (meshdesk.web) ---------------------------------------------
+
+    def _guest_call(self, guest: Guest) -> Call | None:
+        if guest.call_id is not None:
+            call = self._call(guest.call_id)
+            if call.ended:
+                raise CallError(f"call {call.call_id} has ended")
+            return call
+        for call in self._calls.values():
+            if not call.ended and guest.guest_id in call.participants:
+                return call  # the phone comes back after losing its connection
+        if any(not c.ended for c in self._calls.values()):
+            raise CallError("this node is in another call; invite the citizen from its screen")
+        return None
+
+    async def guest_offer(self, guest: Guest, sdp: str) -> tuple[dict[str, object], str]:
+        """A citizen's browser offers its leg; returns the call object and our answer.
+
+        The citizen becomes a participant whose leg ends here: the call is a star
+        through this node (its host), which forwards the citizen's audio and video to
+        the nodes it invites and theirs to the citizen (:mod:`meshdesk.calls.relay`).
+
+        Raises:
+            CallError: the call is not ours to grow, or the offer is unusable.
+        """
+        if not is_guest(guest.guest_id):
+            raise CallError(f"{guest.guest_id!r} is not a guest id")
+        call = self._guest_call(guest)
+        fresh = call is None
+        if call is None:
+            case_id = guest.case_id
+            if case_id is not None and self._case_log is not None:
+                case_id = await self._case_log.resolve_id(case_id)
+            media = self._settings.media
+            call = self._new_call(new_id(self._wall_ms()), case_id, "outgoing", False,
+                                  self._my_id, media)  # fmt: skip
+            call.media = open_media(media, self._me.name, audio_only=False)
+            call.relayed = True
+            self._forwarders[call.call_id] = Forwarder(self._relay, audio_only=False)
+            self._calls[call.call_id] = call
+        elif call.host != self._my_id:
+            host = self._participant(call.host).name
+            raise CallError(f"only the call's host {host} can bring a citizen into it")
+        part = call.participants.get(guest.guest_id)
+        if part is None or part.state not in LIVE:
+            if len(call.live()) + 2 > GROUP_MAX:
+                raise CallError(f"a call holds at most {GROUP_MAX} participants")
+            part = call.participants[guest.guest_id] = self._participant(guest.guest_id, guest.name)
+        self._guest_remote[guest.guest_id] = guest.remote
+        if not call.relayed:
+            await self._switch_to_relay(call, part)
+        else:
+            await self._send_roster(call)
+        try:
+            answer = await self._leg(call, part).answer(sdp)
+        except CallError as exc:
+            self._drop(call, part, PartState.LEFT, str(exc))
+            if fresh:
+                await self._end(call, f"{guest.name}: {exc}")
+            raise
+        part.state = PartState.CONNECTING
+        self._apply_sending(call)
+        log.info("call %s: %s (a browser at %s) offered its leg",
+                 call.call_id, part.name, guest.remote)  # fmt: skip
+        self._publish(call)
+        return call.to_json(), answer
+
+    def _guest(self, guest_id: str) -> tuple[Call, Participant] | None:
+        for call in self._calls.values():
+            part = call.participants.get(guest_id)
+            if not call.ended and part is not None and part.state in LIVE:
+                return call, part
+        return None
+
+    def guest_leave(self, guest_id: str, reason: str) -> None:
+        """The citizen hung up (or was sent away): its leg ends; idempotent."""
+        found = self._guest(guest_id)
+        if found is not None:
+            self._drop(found[0], found[1], PartState.LEFT, reason)
+
+    def guest_mute(self, guest_id: str, audio: bool, video: bool) -> None:
+        """The citizen muted or turned the camera off (it is not dropped for silence)."""
+        found = self._guest(guest_id)
+        if found is not None:
+            found[1].muted_audio, found[1].muted_video = audio, video
+            self._publish(found[0])
+
     async def _switch_to_relay(self, call: Call, guest: Participant) -> None:
         """Turn the mesh into a star through this node (the host) as ``guest`` joins.
 
@@ -277,7 +393,8 @@ class CallManager(CallCore):
         for member in members:
             if member.node_id != self._my_id and member.node_id not in call.participants:
                 call.participants[member.node_id] = self._participant(member.node_id)
-        if sender == call.host and (call.relayed or len(members) > MESH_MAX):
+        star = len(members) > MESH_MAX or any(is_guest(m.node_id) for m in members)
+        if sender == call.host and (call.relayed or star):
             if not call.relayed:
                 call.relayed = True
                 log.info("call %s: %d nodes; now relayed by %s", call.call_id, len(members),
@@ -312,7 +429,8 @@ class CallManager(CallCore):
             await self._send(sender, CallDecline(frame.call_id, "busy in another call"))
             return
         size = len(frame.members) + 1
-        if size > GROUP_MAX or (size > MESH_MAX and frame.host != sender):
+        star = size > MESH_MAX or any(is_guest(m) for m in frame.members)
+        if size > GROUP_MAX or (star and frame.host != sender):
             why = "call is over the group limit" if size > GROUP_MAX else "only the host relays"
             await self._send(sender, CallDecline(frame.call_id, why))
             return
@@ -325,7 +443,7 @@ class CallManager(CallCore):
             self._settings.media,
         )
         call.inviter, call.pending_offer = sender, frame.sdp
-        call.relayed = size > MESH_MAX
+        call.relayed = star  # a citizen's browser is reachable only through the host
         for member in frame.members:
             if member != self._my_id:
                 call.participants[member] = self._participant(member)

@@ -49,6 +49,7 @@ def empty_stats() -> dict[str, float | int | None]:
         "audio_frames_received": 0,
         "setup_ms": None,
         "audio_sources": 0,
+        "video_sources": 0,
     }
 
 
@@ -106,6 +107,8 @@ class Call:
     #: Wall-clock milliseconds when this node's first leg connected.
     joined_ms: int | None = None
     stats: dict[str, float | int | None] = field(default_factory=empty_stats)
+    #: On the host of a relayed call: whose media each participant's slots carry.
+    forwarding: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     @property
     def ended(self) -> bool:
@@ -130,4 +133,5 @@ class Call:
             "host": self.host,
             "participants": [self.me.to_json()] + [p.to_json() for p in self.participants.values()],
             "stats": dict(self.stats),
+            "forwarding": {k: dict(v) for k, v in self.forwarding.items()},
         }

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
@@ -51,8 +52,15 @@ PREVIEW_INTERVAL = 0.5
 
 
 def ice_configuration() -> RTCConfiguration:
-    """No STUN, no TURN: host candidates on the local networks only."""
-    return RTCConfiguration(iceServers=[])
+    """No STUN, no TURN: host candidates on the local networks only; one transport.
+
+    ``max-bundle``: every section rides the first one's transport from the start.
+    With aiortc's default (``balanced``) a second video section (a relaying host's
+    forwarding slot) is bundled to the first video transport, which BUNDLE
+    negotiation then discards: that slot never sent a frame (found by the lab's
+    browser test; audio slots were unaffected, being bundled to the primary).
+    """
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 class CountingTrack(MediaStreamTrack):
@@ -150,6 +158,8 @@ class Leg:
         self.remote: dict[str, MediaStreamTrack] = {}
         #: When each received audio track last delivered a frame.
         self._audio_seen: dict[int, float] = {}
+        #: When each received video track last delivered a frame.
+        self._video_seen: dict[int, float] = {}
         self._preview_at = 0.0
         self._closed = False
         self.pc.on("track", self._on_track)
@@ -208,6 +218,19 @@ class Leg:
                 for kind in ("audio", "video"):
                     if kind in offered:
                         self._attach(kind)
+                # A browser (a citizen's phone) offers spare receive-only sections
+                # for what the host forwards: fill them with slots, never add more
+                # (an answer cannot add sections).
+                for slot in self._slots:
+                    free = [
+                        t
+                        for t in self.pc.getTransceivers()
+                        if t.kind == slot.kind and t.sender.track is None
+                    ]
+                    if free:
+                        self.pc.addTrack(slot)
+                    else:
+                        slot.stop()
                 await self.pc.setLocalDescription(await self.pc.createAnswer())
         except (ValueError, RuntimeError, KeyError, IndexError) as exc:
             raise CallError(f"unusable offer from {self.peer_id}: {exc}") from exc
@@ -251,15 +274,20 @@ class Leg:
         task = asyncio.create_task(self._consume(own), name=f"call media from {self.peer_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if track.kind == "audio":
-            self._audio_seen[id(own)] = 0.0
-            if self._on_audio is not None:
-                self._on_audio(self._relay.subscribe(track, buffered=True))
+        (self._audio_seen if track.kind == "audio" else self._video_seen)[id(own)] = 0.0
+        if track.kind == "audio" and self._on_audio is not None:
+            self._on_audio(self._relay.subscribe(track, buffered=True))
 
     def audio_sources(self, within: float = 2.0) -> int:
         """How many received audio tracks delivered a frame in the last ``within`` s."""
         now = self._clock()
         return sum(1 for at in self._audio_seen.values() if at and now - at <= within)
+
+    def video_sources(self, within: float = 2.0) -> int:
+        """How many received video tracks delivered a frame in the last ``within`` s
+        (a relaying host's leg carries its own video and a forwarded one)."""
+        now = self._clock()
+        return sum(1 for at in self._video_seen.values() if at and now - at <= within)
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         """Read received media: count it and keep a low-rate preview (never stored)."""
@@ -270,6 +298,7 @@ class Leg:
                 self.last_media_at = now
                 if isinstance(frame, VideoFrame):
                     self.video_frames_received += 1
+                    self._video_seen[id(track)] = now
                     if self.first_video_at is None:
                         self.first_video_at = now
                         self._changed()

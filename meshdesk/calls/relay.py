@@ -64,6 +64,9 @@ class SlotTrack(MediaStreamTrack):
 
     def set_source(self, node_id: str | None, track: MediaStreamTrack | None) -> None:
         """Forward ``track`` (a relay proxy this slot now owns) from now on; None to idle."""
+        if self.readyState != "live" and track is not None:
+            track.stop()  # a stopped slot (never sent on) must not hold a relay proxy
+            track, node_id = None, None
         old, self._source, self.source_id = self._source, track, node_id
         if old is not None and old is not track:
             old.stop()

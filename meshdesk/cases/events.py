@@ -15,6 +15,7 @@ sealing module produces and opens it.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, NamedTuple, TypeAlias, get_args
@@ -30,6 +31,7 @@ from meshdesk.identity.nodeid import NodeId
 
 __all__ = [
     "BODY_MAX",
+    "GUEST_ID",
     "LIST_MAX",
     "OP_MAX",
     "PAYLOAD_TYPES",
@@ -121,12 +123,19 @@ def _hlc(what: str, value: object) -> int:
     return value
 
 
-def _node_ids(what: str, values: tuple[str, ...], lo: int) -> None:
+#: A citizen who joined a call from a phone's browser (meshdesk.web): no node, so
+#: the call log names the invitation instead (``citizen:`` and 8 hex digits).
+GUEST_ID = re.compile(r"citizen:[0-9a-f]{8}")
+
+
+def _node_ids(what: str, values: tuple[str, ...], lo: int, *, guests: bool = False) -> None:
     if not lo <= len(values) <= LIST_MAX:
         raise UsageError(f"{what} must list {lo} to {LIST_MAX} node ids")
     for value in values:
         if not isinstance(value, str):
             raise UsageError(f"{what} must hold node ids, not {type(value).__name__}")
+        if guests and GUEST_ID.fullmatch(value):
+            continue
         try:
             NodeId(value)
         except ValueError as exc:
@@ -331,7 +340,7 @@ class CallLogged(_Payload):
         check_text("op", self.op, OP_MAX)
         _item_id("call_id", self.call_id)
         object.__setattr__(self, "participants", tuple(self.participants))
-        _node_ids("participants", self.participants, 1)
+        _node_ids("participants", self.participants, 1, guests=True)
         _hlc("started_hlc", self.started_hlc)
         if self.ended_hlc is not None and _hlc("ended_hlc", self.ended_hlc) < self.started_hlc:
             raise UsageError("ended_hlc is before started_hlc")

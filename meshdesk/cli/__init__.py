@@ -19,6 +19,7 @@ from meshdesk.cli._call import add_call_parser
 from meshdesk.cli._cases import add_case_parser
 from meshdesk.cli._console import add_tui_parser
 from meshdesk.cli._drill import add_drill_parser
+from meshdesk.cli._invite import add_invite_parser
 from meshdesk.errors import MeshdeskError
 
 __all__ = ["build_parser", "main"]
@@ -89,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(issue)
     issue.set_defaults(handler=_commands.deployment_issue)
 
+    web_ca = dep_cmds.add_parser(
+        "web-ca", help="add the web CA to an HQ created before the web port (citizens' phones)"
+    )
+    _add_home(web_ca)
+    _add_json(web_ca)
+    web_ca.set_defaults(handler=_commands.deployment_web_ca)
+
     revoke = dep_cmds.add_parser("revoke", help="revoke a node's certificate")
     _add_home(revoke)
     revoke.add_argument("node", metavar="NODE", help="node ID, ID prefix or name")
@@ -135,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer", action="append", default=[], metavar="HOST:PORT", help="static peer (repeatable)"
     )
     run.add_argument("--no-mdns", action="store_true", help="neither advertise nor browse mDNS")
+    run.add_argument(
+        "--web-listen", metavar="HOST:PORT", help="where citizens' phones reach the HTTPS page"
+    )
+    run.add_argument(
+        "--web-redirect", metavar="HOST:PORT", help="plain HTTP that redirects there (port 0: off)"
+    )
     run.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     run.set_defaults(handler=_run.run)
 
@@ -146,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_case_parser(commands)
     add_tui_parser(commands)
     add_call_parser(commands)
+    add_invite_parser(commands)
     add_bench_parser(commands)
     add_drill_parser(commands)
 

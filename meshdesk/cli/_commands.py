@@ -91,6 +91,22 @@ def deployment_create(args: argparse.Namespace, env: Env) -> int:
     )
 
 
+def deployment_web_ca(args: argparse.Namespace, env: Env) -> int:
+    """Give an HQ created before the web port its web CA (and itself a web sub-CA)."""
+    home = _home(args, env)
+    changed = admin.add_web_ca(home, now=_now())
+    result = {"changed": changed, "web_ca": str(home.web_ca_cert_path)}
+    if args.json:
+        print(json.dumps(result))
+    elif changed:
+        print(f"Added the deployment's web CA to {home.path}; kits issued from now on")
+        print("carry a web sub-CA. Restart this node to serve citizens' phones.")
+        print(f"City tablets trust {home.web_ca_cert_path} (also served as /ca.crt).")
+    else:
+        print(f"{home.path} has its web CA and web sub-CA already; nothing changed.")
+    return 0
+
+
 def deployment_issue(args: argparse.Namespace, env: Env) -> int:
     home = _home(args, env)
     out = Path(args.out)

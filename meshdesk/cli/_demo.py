@@ -121,6 +121,10 @@ class _Nodes:
             "--listen",
             "127.0.0.1:0",
             "--no-mdns",
+            "--web-listen",
+            "127.0.0.1:0",
+            "--web-redirect",
+            "127.0.0.1:0",
         ]
         return argv + [arg for peer in peers for arg in ("--peer", peer)]
 

@@ -58,7 +58,7 @@ def configure_logging(*, as_json: bool, verbose: bool) -> None:
 
 
 def effective_config(home: NodeHome, args: argparse.Namespace) -> Config:
-    """config.toml with the command line's --listen, --peer and --interface on top."""
+    """config.toml with the command line's --listen, --peer, --interface and --web-* on top."""
     config = load_config(home.config_path)
     peers = list(config.network.static_peers)
     for text in args.peer:
@@ -71,6 +71,8 @@ def effective_config(home: NodeHome, args: argparse.Namespace) -> Config:
         static_peers=peers,
         interfaces=args.interface or None,
         mdns=False if args.no_mdns else None,
+        web_listen=getattr(args, "web_listen", None),
+        web_redirect=getattr(args, "web_redirect", None),
     )
 
 

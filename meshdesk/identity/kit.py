@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from meshdesk.errors import AuthError, KitError
 from meshdesk.identity.nodeid import NodeId
 from meshdesk.identity.pki import NodeInfo, deployment_id, verify_node_cert
+from meshdesk.identity.webpki import WebSubCA
 
 __all__ = ["KIT_VERSION", "NodeKit", "read_passphrase"]
 
@@ -107,6 +108,9 @@ class NodeKit:
     info: NodeInfo
     #: Opens personal data sealed to this node; its public half is in ``cert``.
     sealing_key: X25519PrivateKey | None = None
+    #: Signs the node's HTTPS certificate for citizens' phones (kits issued before
+    #: the web port have none: the node then runs without it).
+    web: WebSubCA | None = None
 
     @classmethod
     def assemble(
@@ -116,6 +120,7 @@ class NodeKit:
         ca_cert: x509.Certificate,
         *,
         sealing_key: X25519PrivateKey | None = None,
+        web: WebSubCA | None = None,
         now: dt.datetime,
     ) -> NodeKit:
         """Check that the parts belong together and return the kit.
@@ -138,7 +143,7 @@ class NodeKit:
                 raise KitError("the kit's sealing key does not belong to its certificate")
         elif info.sealing_key is not None:
             raise KitError("the kit lacks the sealing key its certificate names")
-        return cls(key=key, cert=cert, ca_cert=ca_cert, info=info, sealing_key=sealing_key)
+        return cls(key=key, cert=cert, ca_cert=ca_cert, info=info, sealing_key=sealing_key, web=web)
 
     @property
     def node_id(self) -> NodeId:
@@ -173,6 +178,7 @@ class NodeKit:
                     if self.sealing_key is not None
                     else {}
                 ),
+                **({"web": self.web.to_der()} if self.web is not None else {}),
             }
         )
         label = _PLAIN
@@ -248,7 +254,12 @@ class NodeKit:
             )
         except ValueError as exc:
             raise KitError(f"{source} is damaged (bad key or certificate)") from exc
-        return cls.assemble(key, cert, ca_cert, sealing_key=sealing, now=now)
+        web = None
+        if "web" in obj:
+            parts = _field(obj, "web", dict, source)
+            der = (_field(parts, k, bytes, source) for k in ("key", "cert", "ca"))
+            web = WebSubCA.from_der(*der)
+        return cls.assemble(key, cert, ca_cert, sealing_key=sealing, web=web, now=now)
 
     @staticmethod
     def _unseal(obj: dict[str, Any], passphrase: bytes | None, source: str) -> dict[str, Any]:

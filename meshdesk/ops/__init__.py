@@ -1,13 +1,13 @@
 """Control operations: one registry of name → argument schema, help and handler.
 
 :data:`OPS` holds every operation a node serves on its control socket, by topic:
-node (:mod:`meshdesk.ops.node`), case (:mod:`meshdesk.ops.cases`) and call
-(:mod:`meshdesk.ops.calls`). The node serves it over its parts, the CLI runs the
-case topic on a store when no node runs and builds ``meshdesk case …`` from it, and
-the console's fake node checks every request through it too. Arguments are
-checked against the operation's schema before a handler runs
-(:mod:`meshdesk.ops._schema`), so a bad one is refused in one place, the same way
-for every client.
+node (:mod:`meshdesk.ops.node`), case (:mod:`meshdesk.ops.cases`), call
+(:mod:`meshdesk.ops.calls`) and invite (:mod:`meshdesk.ops.invites`). The node
+serves it over its parts, the CLI runs the case topic on a store when no node
+runs and builds ``meshdesk case …`` from it, and the console's fake node checks
+every request through it too. Arguments are checked against the operation's
+schema before a handler runs (:mod:`meshdesk.ops._schema`), so a bad one is
+refused in one place, the same way for every client.
 
 The wire shape stays one JSON object per line: ``{"op": NAME, "args": {...}}``.
 """
@@ -29,11 +29,13 @@ from meshdesk.ops._schema import (
 )
 from meshdesk.ops.calls import CALL_OPS
 from meshdesk.ops.cases import CASE_OPS
+from meshdesk.ops.invites import INVITE_OPS
 from meshdesk.ops.node import NODE_OPS, NodeParts
 
 __all__ = [
     "CALL_OPS",
     "CASE_OPS",
+    "INVITE_OPS",
     "NODE_OPS",
     "OPS",
     "Args",
@@ -55,4 +57,4 @@ __all__ = [
 ]
 
 #: Every operation of the control socket.
-OPS = Registry(NODE_OPS, CASE_OPS, CALL_OPS)
+OPS = Registry(NODE_OPS, CASE_OPS, CALL_OPS, INVITE_OPS)

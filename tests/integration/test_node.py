@@ -42,7 +42,13 @@ class Mesh:
 
 def config(home: NodeHome, peers: list[str]) -> Config:
     base = replace(load_config(home.config_path), timings=FAST)
-    return base.with_overrides(listen="127.0.0.1:0", static_peers=peers, mdns=False)
+    return base.with_overrides(
+        listen="127.0.0.1:0",
+        static_peers=peers,
+        mdns=False,
+        web_listen="127.0.0.1:0",
+        web_redirect="127.0.0.1:0",
+    )
 
 
 @pytest.fixture

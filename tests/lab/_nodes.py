@@ -28,6 +28,7 @@ from meshdesk.deploy import Deployment, HomeSpec, build_deployment
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
 from meshdesk.lab import Lab, LabHost, LabProcess
+from meshdesk.lab.phone import run_coroutine
 
 if TYPE_CHECKING:
     from waits import WaitUntil
@@ -99,7 +100,8 @@ class RunningNode:
 
     def call(self, op: str, args: Mapping[str, Any] | None = None, *, wait: float = 10.0) -> Any:
         assert self.proc.poll() is None, f"{self.name} exited: {self.log_text()[-2000:]}"
-        return asyncio.run(control.call(self.control_socket, op, args, wait=wait))
+        # In a worker thread while a Playwright browser keeps a loop running here.
+        return run_coroutine(lambda: control.call(self.control_socket, op, args, wait=wait))
 
     def peers(self) -> list[dict[str, Any]]:
         """What ``meshdesk peers --json`` prints, through the same control call."""

@@ -24,6 +24,7 @@ from meshdesk.config import (
     NetworkSettings,
     NodeSettings,
     Timings,
+    WebSettings,
     config_text,
     default_config_text,
     load_config,
@@ -318,13 +319,13 @@ def test_unknown_sub_table_is_an_unknown_key(tmp_path: Path) -> None:
 
 def test_unknown_table(tmp_path: Path) -> None:
     assert _error(tmp_path, "[sync]\nbatch = 10\n") == (
-        "unknown table 'sync' (known tables: calls, network, node, timings)"
+        "unknown table 'sync' (known tables: calls, network, node, timings, web)"
     )
 
 
 def test_top_level_key_is_rejected(tmp_path: Path) -> None:
     assert _error(tmp_path, 'language = "en"\n') == (
-        "unknown key 'language' (known tables: calls, network, node, timings)"
+        "unknown key 'language' (known tables: calls, network, node, timings, web)"
     )
 
 
@@ -442,6 +443,13 @@ EVERY_KEY = Config(
         fallback_loss_pct=100.0,
         fallback_rtt_ms=math.inf,
     ),
+    web=WebSettings(
+        enabled=False,
+        listen=Endpoint("::", 8443),
+        redirect_listen=Endpoint("0.0.0.0", 0),
+        invite_ttl=30.5,
+        address_check=2.0,
+    ),
 )
 
 
@@ -480,7 +488,7 @@ def test_a_written_key_keeps_its_comment_and_notes_the_default() -> None:
     assert "keeps its default" in text
     # EVERY_KEY changes every key, so each has its "Default:" line; the defaults none.
     keys = [line for line in lines if line and line[0] not in "#["]
-    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 17
+    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 22
     assert config_text(Config()) == default_config_text()
     assert "Default:" not in default_config_text()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshdesk.tui.screens.call import CallScreen, PickScreen
+from meshdesk.tui.screens.citizen import QrScreen
 from meshdesk.tui.screens.dashboard import DashboardScreen
 from meshdesk.tui.screens.form import CaseFormScreen
 from meshdesk.tui.screens.help import HelpScreen
@@ -17,6 +18,7 @@ __all__ = [
     "HelpScreen",
     "LogScreen",
     "PickScreen",
+    "QrScreen",
     "QueueScreen",
     "SyncScreen",
 ]

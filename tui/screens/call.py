@@ -1,4 +1,5 @@
-"""Call: participants, mute, hang up, invite a department, live stats, video preview."""
+"""Call: participants, mute, hang up, invite a department or a citizen's phone, live
+stats, video preview, and the citizens waiting to be admitted."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from meshdesk.errors import MeshdeskError
 from meshdesk.tui.console import attempt, plain, plain_row
 from meshdesk.tui.i18n import N_, tr
 from meshdesk.tui.screens._base import ConsoleScreen
+from meshdesk.tui.screens.citizen import invite_citizen, waiting_citizens
 from meshdesk.tui.widgets import VideoPreview
 from meshdesk.tui.widgets.preview import decode_frame
 
@@ -85,6 +87,9 @@ class CallScreen(ConsoleScreen):
         Binding("v", "mute('video')", N_("Video off")),
         Binding("i", "invite", N_("Invite department")),
         Binding("h", "hangup", N_("Hang up")),
+        Binding("q", "invite_citizen", N_("Invite citizen (QR)")),
+        Binding("y", "admit", N_("Admit citizen")),
+        Binding("n", "decline", N_("Decline citizen")),
     ]
 
     def body(self) -> ComposeResult:
@@ -93,6 +98,7 @@ class CallScreen(ConsoleScreen):
                 yield Static(id="call-title", classes="panel-title")
                 yield DataTable(id="participants", cursor_type="none")
                 yield Static(id="stats")
+                yield Static(id="citizens", classes="citizens")
             yield VideoPreview(id="preview")
 
     def on_mount(self) -> None:
@@ -111,8 +117,18 @@ class CallScreen(ConsoleScreen):
         return pool[-1] if pool else None
 
     def update_view(self, part: str | None) -> None:
-        if part not in (None, "calls"):
+        if part not in (None, "calls", "citizens"):
             return
+        waiting = waiting_citizens(self.desk)
+        self.query_one("#citizens", Static).update(
+            plain(
+                tr("Citizen waiting: code {codes} (y admits, n declines)").format(
+                    codes=", ".join(str(i.get("code")) for i in waiting)
+                )
+                if waiting
+                else ""
+            )
+        )
         call = self.current
         table = self.query_one("#participants", DataTable)
         table.clear()
@@ -225,6 +241,43 @@ class CallScreen(ConsoleScreen):
         node = self.desk.nodes_of(department)[0]
         args = {"call_id": call["call_id"], "peer": node["node_id"]}
         self._apply(await attempt(self, self.desk.api.call("call_invite", args)))
+
+    @work(exclusive=True, group="call-action")
+    async def action_invite_citizen(self) -> None:
+        call = self.current
+        live = call is not None and call.get("state") != "ended"
+        call_id = call["call_id"] if live and call is not None else None
+        case_id = call.get("case_id") if live and call is not None else None
+        await invite_citizen(self, self.desk, case_id=case_id, call_id=call_id)
+
+    def _answer_citizen(self, op: str) -> None:
+        waiting = waiting_citizens(self.desk)
+        if not waiting:
+            self.notify(tr("No citizen is waiting."), severity="warning", markup=False)
+        elif len(waiting) == 1:
+            self._citizen(op, str(waiting[0]["code"]))
+        else:
+            options = [(tr("code {code}").format(code=i["code"]), str(i["code"])) for i in waiting]
+
+            def picked(code: str | None) -> None:
+                self._citizen(op, code)
+
+            self.app.push_screen(PickScreen(tr("Which citizen?"), options), picked)
+
+    def action_admit(self) -> None:
+        self._answer_citizen("invite_admit")
+
+    def action_decline(self) -> None:
+        self._answer_citizen("invite_decline")
+
+    @work(group="citizen-action")
+    async def _citizen(self, op: str, code: str | None) -> None:
+        if code is None:
+            return
+        invite = await attempt(self, self.desk.api.request(op, {"code": code}))
+        if isinstance(invite, dict):
+            self.desk.citizens[str(invite["invite_id"])] = invite
+            self.update_view("citizens")
 
     @work(exclusive=True, group="call-action")
     async def action_hangup(self) -> None:

@@ -16,6 +16,7 @@ from meshdesk.tui.console import Console, attempt, plain
 from meshdesk.tui.i18n import N_, Lang, tr
 from meshdesk.tui.index import label
 from meshdesk.tui.screens._base import ConsoleScreen
+from meshdesk.tui.screens.citizen import invite_citizen
 from meshdesk.tui.widgets.conflict import ConflictView
 
 __all__ = ["CaseFormScreen", "case_details"]
@@ -61,6 +62,7 @@ class CaseFormScreen(ConsoleScreen):
     TITLE = N_("Case")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", N_("Save")),
+        Binding("ctrl+o", "invite_citizen", N_("Invite citizen (QR)")),
         Binding("escape", "close", N_("Back")),
     ]
 
@@ -212,6 +214,14 @@ class CaseFormScreen(ConsoleScreen):
 
     def action_close(self) -> None:
         self.app.pop_screen()
+
+    @work(exclusive=True, group="form-action")
+    async def action_invite_citizen(self) -> None:
+        """Invite the citizen's own phone into this case's consultation (a QR code)."""
+        if self.case_id is None:
+            self.notify(tr("Save the case first."), severity="warning", markup=False)
+            return
+        await invite_citizen(self, self.desk, case_id=self.case_id, call_id=None)
 
     @work(exclusive=True, group="form-action")
     async def create(self, args: dict[str, Any]) -> None:
