@@ -257,6 +257,11 @@ def status(args: argparse.Namespace, env: Env) -> int:
             fields.append(
                 ("peers", f"{live['peers_linked']} linked of {live['peers_known']} known")
             )
+            web = live.get("web") or {}
+            if web.get("port"):
+                fields.append(("web port", f"{web['port']} (citizens' phones, HTTPS)"))
+            elif web.get("unavailable"):
+                fields.append(("web port", f"off: {web['unavailable']}"))
             warning = (live.get("clock") or {}).get("warning")
             if warning:
                 fields.append(("clock", f"WARNING: {warning}"))

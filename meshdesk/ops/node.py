@@ -14,6 +14,7 @@ from meshdesk.clock import ClockWatch
 from meshdesk.ops._registry import Topic
 from meshdesk.ops._schema import Args, texts
 from meshdesk.store import digest_of
+from meshdesk.web.desk import CitizenDesk
 
 if TYPE_CHECKING:
     from meshdesk.directory import Directory
@@ -57,6 +58,9 @@ class NodeParts(Protocol):
     @property
     def clock(self) -> ClockWatch: ...
 
+    @property
+    def citizens(self) -> CitizenDesk: ...
+
 
 NODE_OPS: Topic[NodeParts] = Topic("node", "the running node")
 
@@ -76,6 +80,7 @@ async def _status(node: NodeParts, args: Args) -> object:
         "peers_linked": sum(1 for p in peers if p.state == "linked"),
         "store": {"events": counts.events, "authors": counts.authors, "cases": counts.cases},
         "clock": node.clock.view.to_json(),
+        "web": {"port": node.citizens.port, "unavailable": node.citizens.unavailable},
     }
 
 
