@@ -20,12 +20,13 @@ from aiortc.mediastreams import MediaStreamTrack
 from meshdesk._lifecycle import AsyncResource, spawn_owned
 from meshdesk.calls.ice import local_address_towards
 from meshdesk.calls.link import CallLink
-from meshdesk.calls.media import open_media, prepare_synthetic
+from meshdesk.calls.media import LocalMedia, open_media, prepare_synthetic
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
 from meshdesk.calls.peer import Leg, LegStats
 from meshdesk.calls.playback import Playback, choose_output
 from meshdesk.calls.policy import QualityPolicy
 from meshdesk.calls.relay import Forwarder
+from meshdesk.calls.sound import SoundDesk, capture_argv
 from meshdesk.calls.stats import update_stats
 from meshdesk.config import CallSettings
 from meshdesk.errors import CallError, ChannelClosed, MeshdeskError
@@ -124,6 +125,7 @@ class CallCore(AsyncResource):
         #: Citizens' browsers (guests): their address, where media goes out.
         self._guest_remote: dict[str, str] = {}
         self._playback = Playback(choose_output(settings.playback))
+        self._sound = SoundDesk(settings.echo_cancel)
         self._listeners: list[Listener] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -145,6 +147,7 @@ class CallCore(AsyncResource):
                 await self._leave(call, "node shutting down")
         self._closed = True
         await self._playback.close()
+        await self._sound.aclose()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -196,7 +199,7 @@ class CallCore(AsyncResource):
             video=call.media.video,
             relay=self._relay,
             on_change=lambda leg: self._leg_changed(call, part, leg),
-            on_audio=lambda track: self._spawn(self._play(leg, track), "play call audio"),
+            on_audio=lambda track: self._spawn(self._play(leg, track, part.name), "play audio"),
             slots=slots,
             addresses=[local] if local is not None else None,
             clock=self._clock,
@@ -206,8 +209,31 @@ class CallCore(AsyncResource):
             self._spawn(self._retire(old), f"retire leg {part.name}")
         return leg
 
-    async def _play(self, leg: Leg, track: MediaStreamTrack) -> None:
-        await self._playback.play(leg, track)
+    async def _open_media(self, call: Call, spec: str) -> LocalMedia:
+        """Open ``spec`` for ``call``: a microphone on the sound route (its echo
+        canceller), devices and files probed in a worker thread.
+
+        Raises:
+            CallError: no microphone, ``echo_cancel = "on"`` without a canceller, an
+                unusable file. A missing or busy camera only makes it audio only.
+        """
+        if spec == "synthetic":
+            return open_media(spec, self._me.name, audio_only=call.audio_only)
+        microphone = None
+        if spec == "device":
+            route = await self._sound.route()
+            self._playback.route_to(route.sink)
+            microphone = capture_argv(route)
+            call.sound = route.to_json()
+        media = await asyncio.to_thread(
+            open_media, spec, self._me.name, audio_only=call.audio_only,
+            microphone=microphone, camera=self._settings.camera,
+        )  # fmt: skip
+        call.notice = media.note
+        return media
+
+    async def _play(self, leg: Leg, track: MediaStreamTrack, name: str) -> None:
+        await self._playback.play(leg, track, name)
         if leg.closed:  # retired while the device opened: do not leave it playing
             await self._playback.stop(leg)
 
@@ -231,7 +257,7 @@ class CallCore(AsyncResource):
         assert call.pending_offer is not None
         inviter = call.participants[call.inviter]
         try:
-            call.media = open_media(call.media_spec, self._me.name, audio_only=call.audio_only)
+            call.media = await self._open_media(call, call.media_spec)
             call.dialled_at = self._clock()
             answer = await self._leg(call, inviter).answer(call.pending_offer)
         except CallError as exc:

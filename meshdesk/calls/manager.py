@@ -35,7 +35,7 @@ from meshdesk.calls._core import (
     is_guest,
 )
 from meshdesk.calls.link import CallLink
-from meshdesk.calls.media import open_media, parse_media
+from meshdesk.calls.media import parse_media
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
 from meshdesk.calls.relay import GROUP_MAX, Forwarder
 from meshdesk.cases.ids import is_valid_id, new_id
@@ -129,7 +129,7 @@ class CallManager(CallCore):
         call = self._new_call(
             new_id(self._wall_ms()), case_id, "outgoing", audio_only, self._my_id, media
         )
-        call.media = open_media(media, self._me.name, audio_only=audio_only)
+        call.media = await self._open_media(call, media)
         self._calls[call.call_id] = call
         part = call.participants[record.node_id] = self._participant(record.node_id)
         log.info("calling %s (%s), call %s", part.name, part.node_id, call.call_id)
@@ -276,7 +276,7 @@ class CallManager(CallCore):
             media = self._settings.media
             call = self._new_call(new_id(self._wall_ms()), case_id, "outgoing", False,
                                   self._my_id, media)  # fmt: skip
-            call.media = open_media(media, self._me.name, audio_only=False)
+            call.media = await self._open_media(call, media)
             call.relayed = True
             self._forwarders[call.call_id] = Forwarder(self._relay, audio_only=False)
             self._calls[call.call_id] = call

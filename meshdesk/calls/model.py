@@ -109,6 +109,10 @@ class Call:
     stats: dict[str, float | int | None] = field(default_factory=empty_stats)
     #: On the host of a relayed call: whose media each participant's slots carry.
     forwarding: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    #: One line when our media fell short (no camera: audio only), else None.
+    notice: str | None = None
+    #: With a microphone: ``{"echo_cancel": bool, "note": str}`` (the sound route).
+    sound: dict[str, object] | None = None
 
     @property
     def ended(self) -> bool:
@@ -134,4 +138,6 @@ class Call:
             "participants": [self.me.to_json()] + [p.to_json() for p in self.participants.values()],
             "stats": dict(self.stats),
             "forwarding": {k: dict(v) for k, v in self.forwarding.items()},
+            "notice": self.notice,
+            "sound": dict(self.sound) if self.sound is not None else None,
         }
