@@ -83,9 +83,10 @@ def choose_output(
     if server is not None:
         pacat = which("pacat")
         if pacat is not None:
-            argv: tuple[str, ...] = (pacat, "--playback", "--raw", "--format=s16le", f"--rate={RATE}",
-                    f"--channels={CHANNELS}", f"--latency-msec={LATENCY_MS}",
-                    "--client-name=meshdesk")  # fmt: skip
+            argv: tuple[str, ...] = (
+                pacat, "--playback", "--raw", "--format=s16le", f"--rate={RATE}",
+                f"--channels={CHANNELS}", f"--latency-msec={LATENCY_MS}", "--client-name=meshdesk",
+            )  # fmt: skip
             return Output("pulse", f"PulseAudio server {server}", argv)
     pcms = alsa_playback_pcms(root)
     if pcms:
