@@ -443,7 +443,7 @@ EVERY_KEY = Config(
         fallback_loss_pct=100.0,
         fallback_rtt_ms=math.inf,
         echo_cancel="off",
-        camera="/dev/カメラ \"2\"",
+        camera='/dev/カメラ "2"',
     ),
     web=WebSettings(
         enabled=False,
