@@ -113,9 +113,11 @@ class CallManager(CallCore):
         return found[0]
 
     async def start(
-        self, peer: str, *, case_id: str | None, audio_only: bool, media: str
+        self, peer: str, *, case_id: str | None, audio_only: bool, media: str | None = None
     ) -> dict[str, object]:
-        """Call ``peer`` (name or id); returns the call object (state ringing)."""
+        """Call ``peer`` (name or id) with ``media`` (default: ``[calls] media``);
+        returns the call object (state ringing)."""
+        media = media or self._settings.media
         record = self._resolve(peer)
         if record.node_id == self._my_id:
             raise CallError("a node cannot call itself")
