@@ -294,9 +294,16 @@ class CallCore(AsyncResource):
             if call.call_id in self._forwarders:
                 self._rewire(call)
                 self._spawn(self._send_roster(call), "call roster")
+            self._check_meshed(call)
         elif leg.state == "failed":
             self._drop(call, part, PartState.DROPPED, "media connection failed (ICE or DTLS)")
             return
+        mark = call.handover_mark
+        if mark is not None and part.node_id == call.host and leg.first_audio_at is not None:
+            call.handover_mark = None
+            call.stats["handover_gap_ms"] = round((leg.first_audio_at - mark) * 1000, 1)
+            log.info("call %s: first audio from the new host %s %s ms after the old host's last",
+                     call.call_id, part.name, call.stats["handover_gap_ms"])  # fmt: skip
         first = leg.first_audio_at if call.audio_only else leg.first_video_at
         if call.stats["setup_ms"] is None and first is not None:
             call.stats["setup_ms"] = round((first - call.dialled_at) * 1000, 1)
@@ -332,15 +339,33 @@ class CallCore(AsyncResource):
         if forwarder is not None:
             forwarder.forget(part.node_id)
             self._rewire(call)
-        if call.relayed and part.node_id == call.host and call.host != self._my_id:
-            why = f"the host {part.name} {state} ({reason}); a relayed call ends without its host"
-            self._spawn(self._end(call, why), "end call")
+        if part.node_id == call.host and call.host != self._my_id:
+            if leg is not None:
+                call.handover_mark = leg.last_media_at
+            self._spawn(self._host_lost(call, part, f"{state} ({reason})"), "host lost")
+            self._publish(call)
         elif not call.live():
             self._spawn(self._end(call, f"{part.name} {state}: {reason}"), "end call")
         else:
             if forwarder is not None:
+                self._maybe_mesh(call)
                 self._spawn(self._send_roster(call), "call roster")
             self._publish(call)
+
+    # -- hooks of the hosting layer (meshdesk.calls._handover) ---------------------------
+
+    async def _host_lost(self, call: Call, host: Participant, why: str) -> None:
+        """The host of ``call`` left or dropped (here: the call ends)."""
+        await self._end(call, f"the host {host.name} {why}")
+
+    def _maybe_mesh(self, call: Call) -> None:
+        """A member left a relayed call this node hosts (here: it stays a star)."""
+
+    def _check_meshed(self, call: Call) -> None:
+        """A leg connected (here: nothing more)."""
+
+    async def _hosting_tick(self, call: Call, now: float) -> None:
+        """Once a second per call (here: nothing)."""
 
     async def _guest_grace(self, call: Call, part: Participant, reason: str) -> None:
         await asyncio.sleep(GUEST_GRACE)
@@ -458,6 +483,10 @@ class CallCore(AsyncResource):
             return
         call.degraded = True
         self._apply_sending(call)
+        forwarder = self._forwarders.get(call.call_id)
+        if forwarder is not None:  # a host on audio only forwards no video either
+            forwarder.stop_video()
+            self._note_forwarding(call)
         log.warning("call %s falls back to audio only: %s", call.call_id, reason)
         if tell:
             for part in call.live():
@@ -499,5 +528,6 @@ class CallCore(AsyncResource):
             reason = call.participants[node_id].policy.observe(sample)
             if reason is not None:
                 await self._degrade(call, reason, tell=True)
+        await self._hosting_tick(call, now)
         if not call.ended:
             self._publish(call)

@@ -26,14 +26,8 @@ import base64
 import logging
 from dataclasses import dataclass
 
-from meshdesk.calls._core import (
-    MEDIA_TIMEOUT,
-    MESH_MAX,
-    RING_TIMEOUT,
-    CallCore,
-    CallLog,
-    is_guest,
-)
+from meshdesk.calls._core import MEDIA_TIMEOUT, MESH_MAX, RING_TIMEOUT, CallLog, is_guest
+from meshdesk.calls._handover import HostingCore
 from meshdesk.calls.link import CallLink
 from meshdesk.calls.media import parse_media
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
@@ -46,11 +40,13 @@ from meshdesk.wire import (
     CallAnswer,
     CallDecline,
     CallDegrade,
+    CallHost,
     CallLeave,
     CallMember,
     CallMute,
     CallOffer,
     CallRoster,
+    CallStanding,
     Frame,
 )
 
@@ -66,7 +62,10 @@ __all__ = [
 
 log = logging.getLogger("meshdesk.calls")
 
-_CALL_FRAMES = (CallOffer, CallAnswer, CallDecline, CallLeave, CallRoster, CallMute, CallDegrade)
+_CALL_FRAMES = (
+    CallOffer, CallAnswer, CallDecline, CallLeave, CallRoster, CallMute, CallDegrade,
+    CallStanding, CallHost,
+)  # fmt: skip
 
 
 def is_call_frame(frame: Frame) -> bool:
@@ -86,7 +85,7 @@ class Guest:
     call_id: str | None = None
 
 
-class CallManager(CallCore):
+class CallManager(HostingCore):
     """Places, answers and keeps this node's calls; owned by the Node."""
 
     # -- operations (control socket) -------------------------------------------------
@@ -329,27 +328,6 @@ class CallManager(CallCore):
             found[1].muted_audio, found[1].muted_video = audio, video
             self._publish(found[0])
 
-    async def _switch_to_relay(self, call: Call, guest: Participant) -> None:
-        """Turn the mesh into a star through this node (the host) as ``guest`` joins.
-
-        Members learn it from the roster (more members than a mesh holds, from the
-        host): they drop their legs with each other. The host then replaces its leg
-        to each member with one that has forwarding slots.
-        """
-        call.relayed = True
-        self._forwarders[call.call_id] = Forwarder(self._relay, audio_only=call.audio_only)
-        log.info("call %s: %d nodes is over the mesh limit of %d; relaying through this node",
-                 call.call_id, len(call.live()) + 1, MESH_MAX)  # fmt: skip
-        members = [p for p in call.live() if p is not guest]
-        roster = self._roster(call)
-        for other in members:
-            await self._send(other.node_id, roster)
-        for other in members:
-            try:
-                await self._offer(call, other, join=True)
-            except CallError as exc:
-                self._drop(call, other, PartState.DROPPED, str(exc))
-
     # -- frames from peers -----------------------------------------------------------
 
     async def on_frame(self, link: CallLink, frame: Frame) -> None:
@@ -389,12 +367,18 @@ class CallManager(CallCore):
                 self._publish(call)
             case CallDegrade(reason=reason):
                 await self._degrade(call, f"{part.name}: {reason}", tell=False)
+            case CallStanding():
+                self._on_standing(call, sender, frame)
+            case CallHost():
+                await self._on_host(call, sender, frame)
 
     def _on_roster(self, call: Call, sender: str, members: tuple[CallMember, ...]) -> None:
         """Learn new members; from the host of a relayed call, everyone's state too."""
         for member in members:
             if member.node_id != self._my_id and member.node_id not in call.participants:
                 call.participants[member.node_id] = self._participant(member.node_id)
+        if sender != call.host:
+            self._on_member_roster(call, sender)  # a member back in a mesh says so
         star = len(members) > MESH_MAX or any(is_guest(m.node_id) for m in members)
         if sender == call.host and (call.relayed or star):
             if not call.relayed:
@@ -464,11 +448,16 @@ class CallManager(CallCore):
             return
         part = call.participants.get(sender)
         rehost = call.relayed and sender == call.host and part is not None
-        if call.relayed and not rehost:
+        # A member that heard first that the call is back to a mesh (or that a new
+        # host meshes it) opens its legs: its offer names a mesh's worth of members.
+        mesh = len(frame.members) + 1 <= MESH_MAX and not any(is_guest(m) for m in frame.members)
+        if call.relayed and not rehost and not (mesh and part is not None):
             await self._send(
                 sender, CallDecline(frame.call_id, "a relayed call: legs go via the host")
             )
             return
+        if call.relayed and not rehost:
+            call.relayed = False
         if not rehost and part is not None and part.state in LIVE and part.leg is not None:
             await self._send(sender, CallDecline(frame.call_id, "already connected"))
             return

@@ -22,11 +22,13 @@ __all__ = [
     "CallAnswer",
     "CallDecline",
     "CallDegrade",
+    "CallHost",
     "CallLeave",
     "CallMember",
     "CallMute",
     "CallOffer",
     "CallRoster",
+    "CallStanding",
     "Certificates",
     "CheckpointRef",
     "ErrorFrame",
@@ -79,6 +81,8 @@ class FrameKind(IntEnum):
     CALL_ROSTER = 44
     CALL_MUTE = 45
     CALL_DEGRADE = 46
+    CALL_STANDING = 47
+    CALL_HOST = 48
 
 
 _NodeId = Annotated[str, MaxLen(64)]
@@ -390,6 +394,36 @@ class CallDegrade:
     reason: _Reason
 
 
+@frame(FrameKind.CALL_STANDING)
+@dataclass(frozen=True, slots=True)
+class CallStanding:
+    """A member of a relayed call tells its host how fit it is to take over: CPU
+    headroom, its worst link round trip to the other members, its media loss."""
+
+    call_id: _CallId
+    cpu_free_pct: Annotated[int, Range(0, 100)]
+    rtt_ms: Annotated[int, Range(0, 600_000)]
+    loss_pct: Annotated[int, Range(0, 100)]
+
+
+@frame(FrameKind.CALL_HOST)
+@dataclass(frozen=True, slots=True)
+class CallHost:
+    """Who hosts call ``call_id`` from host generation ``epoch`` on, whether it is a
+    star through it (``relayed``) or a full mesh, and who takes over next, in order.
+
+    The host sends it when the order or the shape changes (same epoch); a new host
+    (a handover: the host left, vanished or degraded) with the next epoch.
+    """
+
+    call_id: _CallId
+    host: _NodeId
+    epoch: Annotated[int, Range(0, 2**31)]
+    relayed: bool
+    successors: Annotated[tuple[_NodeId, ...], MaxLen(CALL_MEMBERS_MAX)]
+    reason: _Reason
+
+
 #: Every frame class; ``match`` on it and mypy checks that all kinds are handled.
 Frame: TypeAlias = (
     Hello
@@ -413,6 +447,8 @@ Frame: TypeAlias = (
     | CallRoster
     | CallMute
     | CallDegrade
+    | CallStanding
+    | CallHost
 )
 
 
