@@ -218,7 +218,8 @@ class CallCore(AsyncResource):
                 unusable file. A missing or busy camera only makes it audio only.
         """
         if spec == "synthetic":
-            return open_media(spec, self._me.name, audio_only=call.audio_only)
+            return open_media(spec, self._me.name, audio_only=call.audio_only,
+                              tone_hz=self._settings.tone_hz)  # fmt: skip
         microphone = None
         if spec == "device":
             route = await self._sound.route()

@@ -126,7 +126,14 @@ class HostingCore(CallCore):
         frame = CallHost(call.call_id, call.host, call.epoch, call.relayed,
                          tuple(call.successors[:16]), reason[:256])  # fmt: skip
         for part in self._nodes(call):
-            await self._send(part.node_id, frame)
+            if part.state is not PartState.INVITED:  # an invitee has no call yet
+                await self._send(part.node_id, frame)
+
+    async def _send_roster(self, call: Call) -> None:
+        """The host's roster, and who comes next (a member that just joined learns it)."""
+        await super()._send_roster(call)
+        if call.host == self._my_id and call.successors:
+            await self._announce(call, "successors")
 
     # -- standing --------------------------------------------------------------------
 
@@ -208,8 +215,8 @@ class HostingCore(CallCore):
 
     async def _host_lost(self, call: Call, host: Participant, why: str) -> None:
         """The host left or vanished: the first successor takes over."""
-        if call.ended:
-            return
+        if call.ended or call.host != host.node_id:
+            return  # a new host announced itself meanwhile
         gone = frozenset({host.node_id})
         candidates = self._next_hosts(call, gone)
         if call.state is CallState.RINGING or len(candidates) < 2:
@@ -246,6 +253,7 @@ class HostingCore(CallCore):
         relayed = self._needs_star(call, gone)
         call.epoch += 1
         call.host = self._my_id
+        call.relayed = relayed  # what the announcement says
         call.successors = self._ranking(call, gone)
         await self._announce(call, f"the host {old.name} {why}; {self._me.name} hosts")
         await self._follow(call, self._my_id, relayed=relayed, old=old.node_id)

@@ -151,11 +151,11 @@ class TestPatternTrack(VideoStreamTrack):
 
 
 @functools.cache
-def _tone_second() -> bytes:
+def _tone_second(hz: int = TONE_HZ) -> bytes:
     """One second of the tone: a whole number of periods, so the loop is seamless."""
     samples = array.array(
         "h",
-        (int(6000 * math.sin(2 * math.pi * TONE_HZ * i / AUDIO_RATE)) for i in range(AUDIO_RATE)),
+        (int(6000 * math.sin(2 * math.pi * hz * i / AUDIO_RATE)) for i in range(AUDIO_RATE)),
     )
     return samples.tobytes()
 
@@ -167,13 +167,13 @@ def prepare_synthetic() -> None:
 
 
 class ToneTrack(MediaStreamTrack):
-    """A 440 Hz tone, 48 kHz mono, in 20 ms frames paced in real time."""
+    """A tone (440 Hz unless told), 48 kHz mono, in 20 ms frames paced in real time."""
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, hz: int = TONE_HZ) -> None:
         super().__init__()
-        self._second = _tone_second()
+        self._second = _tone_second(hz)
         self._per_frame = int(AUDIO_RATE * AUDIO_PTIME)
         self._timestamp = 0
         self._start: float | None = None
@@ -313,6 +313,7 @@ def open_media(
     audio_only: bool,
     microphone: Sequence[str] | None = None,
     camera: str = DEFAULT_CAMERA,
+    tone_hz: int = TONE_HZ,
 ) -> LocalMedia:
     """Open the outgoing media for a call (blocking: devices and files are probed;
     the call manager runs it in a worker thread).
@@ -321,6 +322,7 @@ def open_media(
         microphone: for ``device``, the recorder's argv
             (:func:`meshdesk.calls.sound.capture_argv`); None: there is none.
         camera: for ``device``, the v4l2 camera (``[calls] camera``).
+        tone_hz: for ``synthetic``, the tone's pitch (``[calls] tone_hz``).
 
     Raises:
         CallError: bad spec, no microphone, or the file cannot be opened. A missing
@@ -329,7 +331,7 @@ def open_media(
     spec = parse_media(spec)
     if spec == "synthetic":
         video = None if audio_only else TestPatternTrack(label)
-        return LocalMedia("synthetic", ToneTrack(), video)
+        return LocalMedia("synthetic", ToneTrack(tone_hz), video)
     if spec == "device":
         return _open_device(audio_only, microphone, camera)
     return _open_file(spec.removeprefix("file:"), audio_only)

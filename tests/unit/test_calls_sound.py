@@ -321,7 +321,8 @@ def test_calls_config_echo_cancel_and_camera(tmp_path: Path) -> None:
     assert calls == CallSettings(echo_cancel="off", camera="/dev/video2")
     assert CallSettings().echo_cancel == "auto"
     for bad, key in (('echo_cancel = "maybe"', "calls.echo_cancel"),
-                     ('camera = "video0"', "calls.camera")):  # fmt: skip
+                     ('camera = "video0"', "calls.camera"), ("tone_hz = 440.5", "calls.tone_hz"),
+                     ("tone_hz = 20", "calls.tone_hz")):  # fmt: skip
         path.write_text(f"[calls]\n{bad}\n")
         with pytest.raises(ConfigError, match=key):
             load_config(path)
