@@ -295,10 +295,11 @@ class CallCore(AsyncResource):
             if call.call_id in self._forwarders:
                 self._rewire(call)
                 self._spawn(self._send_roster(call), "call roster")
-            self._check_meshed(call)
         elif leg.state == "failed":
             self._drop(call, part, PartState.DROPPED, "media connection failed (ICE or DTLS)")
             return
+        if leg.state == "connected":
+            self._check_meshed(call)
         mark = call.handover_mark
         if mark is not None and part.node_id == call.host and leg.first_audio_at is not None:
             call.handover_mark = None

@@ -278,8 +278,12 @@ class HostingCore(CallCore):
             )
             log.info("call %s: %s hosts now (%s)", call.call_id, who, frame.reason)
             await self._follow(call, frame.host, relayed=frame.relayed, old=call.host)
-        elif call.relayed and not frame.relayed:
-            log.info("call %s: back to a full mesh (%s)", call.call_id, frame.reason)
+        elif not frame.relayed and call.host != self._my_id:
+            if call.relayed:
+                log.info("call %s: back to a full mesh (%s)", call.call_id, frame.reason)
+                call.meshed = False
+            # Also when a member's mesh offer came first and made it a mesh here:
+            # the legs this node offers are still to open.
             call.relayed = False
             await self._mesh_up(call)
         self._publish(call)

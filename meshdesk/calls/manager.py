@@ -382,7 +382,7 @@ class CallManager(HostingCore):
         star = len(members) > MESH_MAX or any(is_guest(m.node_id) for m in members)
         if sender == call.host and (call.relayed or star):
             if not call.relayed:
-                call.relayed = True
+                call.relayed, call.meshed = True, False
                 log.info("call %s: %d nodes; now relayed by %s", call.call_id, len(members),
                          call.participants[sender].name)  # fmt: skip
             listed = {m.node_id: m.state for m in members}
@@ -457,7 +457,7 @@ class CallManager(HostingCore):
             )
             return
         if call.relayed and not rehost:
-            call.relayed = False
+            call.relayed, call.meshed = False, False
         if not rehost and part is not None and part.state in LIVE and part.leg is not None:
             await self._send(sender, CallDecline(frame.call_id, "already connected"))
             return
