@@ -388,3 +388,98 @@ def test_five_nodes_relay_through_the_host_and_survive_one_leaving_and_the_host(
     for node in (b, d, e):
         assert only_call(node)["state"] == "active"
         assert _parts(node)["a"] == "left"
+
+
+def test_mute_stops_that_sides_frames_at_the_peer(
+    lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil
+) -> None:
+    lab = lab_factory(2)
+    a, b = _nodes(tmp_path, lab, ["a", "b"], wait_until)
+    call_id = a.call("call_start", {"peer": "b", "media": "synthetic"})["call_id"]
+    wait_until(lambda: only_call(b)["stats"]["video_frames_received"] > 30, timeout=10,
+               message="media flows")  # fmt: skip
+
+    a.call("call_mute", {"call_id": call_id, "video": True})
+    wait_until(lambda: only_call(b)["participants"][1]["muted_video"], timeout=5,
+               message="b sees a's video muted")  # fmt: skip
+    wait_until(silent_while_flowing(b, "video", "audio", 100), timeout=10,
+               message="b hears a (100 audio frames) and gets no video from it")  # fmt: skip
+
+    a.call("call_mute", {"call_id": call_id, "audio": True, "video": False})
+    wait_until(silent_while_flowing(b, "audio", "video", 40), timeout=10,
+               message="b sees a (40 video frames) and gets no audio from it")  # fmt: skip
+    view = only_call(b)
+    a_seen = next(p for p in view["participants"] if p["name"] == "a")
+    assert a_seen["muted_audio"] is True
+    assert a_seen["muted_video"] is False
+    assert view["state"] == "active"
+    a.call("call_hangup", {"call_id": call_id})
+
+
+def test_call_events_reach_a_subscriber(
+    lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil
+) -> None:
+    lab = lab_factory(2)
+    a, _b = _nodes(tmp_path, lab, ["a", "b"], wait_until)
+
+    async def watch() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        async with control.subscribe(a.control_socket, ["call"]) as events:
+            call = await control.call(a.control_socket, "call_start",
+                                      {"peer": "b", "media": "synthetic"})  # fmt: skip
+            async with asyncio.timeout(20):
+                async for event in events:
+                    assert event.kind == "call"
+                    seen.append(dict(event.data))
+                    data = event.data
+                    frames = data["stats"]["video_frames_received"]  # type: ignore[index]
+                    if data["call_id"] == call["call_id"] and frames > 30:
+                        break
+            await control.call(a.control_socket, "call_hangup", {"call_id": call["call_id"]})
+        return seen
+
+    seen = asyncio.run(watch())
+    states = [event["state"] for event in seen]
+    assert states[0] == "ringing"
+    assert "active" in states
+    assert seen[-1]["stats"]["video_frames_received"] > 30
+
+
+def test_heavy_loss_falls_back_to_audio_only_on_both_sides(
+    lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil
+) -> None:
+    lab = lab_factory(2)
+    a, b = _nodes(tmp_path, lab, ["a", "b"], wait_until)
+    call_id = a.call("call_start", {"peer": "b", "media": "synthetic"})["call_id"]
+    wait_until(lambda: only_call(b)["stats"]["video_frames_received"] > 30, timeout=10,
+               message="media flows")  # fmt: skip
+    assert not only_call(a)["degraded"]
+    lab.netem("h2", loss_pct=30)
+
+    wait_until(lambda: only_call(a)["degraded"] and only_call(b)["degraded"], timeout=20,
+               message="both sides fell back to audio only")  # fmt: skip
+    for node in (a, b):
+        assert "falls back to audio only" in node.log_text()
+    lab.clear_netem("h2")
+    wait_until(silent_while_flowing(b, "video", "audio", 100), timeout=10,
+               message="video stays off while audio flows")  # fmt: skip
+    a.call("call_hangup", {"call_id": call_id})
+
+
+def test_bench_call_measures_a_real_call_end_to_end() -> None:
+    script = Path(__file__).resolve().parents[2] / "field-kit" / "lab"
+    argv = [MESHDESK, "bench", "call", "--rounds", "2", "--seconds", "1", "--lab", str(script),
+            "--json"]  # fmt: skip
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert len(report["setup_ms"]) == 2
+    assert len(report["node_setup_ms"]) == 2
+    # The end-to-end figure contains the node's own one (dial → first frame).
+    for total, inside in zip(report["setup_ms"], report["node_setup_ms"], strict=True):
+        assert 0 < inside <= total
+    for key in ("raw_setup_ms_p50", "legs_setup_ms_p50", "cpu_pct_per_endpoint"):
+        assert report[key] > 0, key
+    assert report["fps_received"] > 0

@@ -47,9 +47,7 @@ TONES = {"a": 500, "b": 440, "c": 620, "d": 740, "e": 860}
 
 def _config(name: str) -> Config:
     return Config(
-        calls=CallSettings(
-            auto_accept=True, media="synthetic", playback="off", tone_hz=TONES[name]
-        )  # fmt: skip
+        calls=CallSettings(auto_accept=True, media="synthetic", playback="off", tone_hz=TONES[name])
     )
 
 
@@ -68,7 +66,7 @@ def _start(
     nodes = [
         start_node(
             lab, f"h{i + 1}", name, city.homes[name], wait_until=wait_until, env=envs.get(name)
-        )  # fmt: skip
+        )
         for i, name in enumerate(NAMES)
     ]
     wait_until(all_linked(nodes), timeout=LINKED_WITHIN, message="every node linked")
