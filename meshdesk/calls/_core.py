@@ -124,6 +124,8 @@ class CallCore(AsyncResource):
         self._forwarders: dict[str, Forwarder] = {}
         #: Citizens' browsers (guests): their address, where media goes out.
         self._guest_remote: dict[str, str] = {}
+        #: Their 4-digit codes (a successor's invitation keeps the same one).
+        self._guest_codes: dict[str, str] = {}
         self._playback = Playback(choose_output(settings.playback))
         self._sound = SoundDesk(settings.echo_cancel)
         self._listeners: list[Listener] = []

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Self
+import secrets
+from typing import Protocol, Self
 
 from meshdesk.calls._core import MESH_MAX, CallCore, is_guest
 from meshdesk.calls.hosting import (
@@ -40,9 +41,9 @@ from meshdesk.calls.hosting import (
 from meshdesk.calls.model import Call, CallState, Participant, PartState
 from meshdesk.calls.relay import Forwarder
 from meshdesk.errors import CallError
-from meshdesk.wire import CallHost, CallStanding
+from meshdesk.wire import CallGuestReady, CallGuestStandby, CallHost, CallStanding
 
-__all__ = ["TAKEOVER_WAIT", "WATCH_INTERVAL", "HostingCore"]
+__all__ = ["TAKEOVER_WAIT", "WATCH_INTERVAL", "GuestDesk", "HostingCore"]
 
 log = logging.getLogger("meshdesk.calls")
 
@@ -53,11 +54,27 @@ WATCH_INTERVAL = 0.25
 TAKEOVER_WAIT = 3.0
 
 
+class GuestDesk(Protocol):
+    """What hosting needs of the node's citizen desk (:class:`meshdesk.web.CitizenDesk`)."""
+
+    def standby(
+        self, call_id: str, guest_id: str, code: str, token: str, case_id: str | None, remote: str
+    ) -> str | None:
+        """Keep an invitation ready for a phone of ``call_id``; its URL (None: no web port)."""
+        ...
+
+    def backup_ready(self, guest_id: str, url: str) -> None:
+        """Tell that phone where it reconnects if this desk goes."""
+        ...
+
+
 class HostingCore(CallCore):
     """Calls' hosts: relay, handover, shrink (see the module docstring)."""
 
     _cpu: CpuMeter
     _cpu_free: int
+    #: The node's citizen desk, once the web layer started (see :class:`GuestDesk`).
+    guest_desk: GuestDesk | None = None
 
     async def __aenter__(self) -> Self:
         await super().__aenter__()
@@ -128,6 +145,40 @@ class HostingCore(CallCore):
         for part in self._nodes(call):
             if part.state is not PartState.INVITED:  # an invitee has no call yet
                 await self._send(part.node_id, frame)
+        if call.host == self._my_id:
+            await self._offer_standby(call)
+
+    # -- citizens' phones ------------------------------------------------------------
+
+    async def _offer_standby(self, call: Call) -> None:
+        """Host: the first successor keeps an invitation ready for each of our phones."""
+        if not call.successors:
+            return
+        heir = call.successors[0]
+        for part in call.live():
+            guest = part.node_id
+            if not is_guest(guest) or part.leg is None or call.standby_sent.get(guest) == heir:
+                continue
+            call.standby_sent[guest] = heir
+            frame = CallGuestStandby(call.call_id, guest, self._guest_codes.get(guest, ""),
+                                     secrets.token_urlsafe(24), call.case_id,
+                                     self._guest_remote.get(guest, ""))  # fmt: skip
+            await self._send(heir, frame)
+
+    def _on_guest_standby(self, call: Call, sender: str, frame: CallGuestStandby) -> None:
+        """Successor: keep an invitation ready for the host's phone; say where."""
+        if sender != call.host or not is_guest(frame.guest_id) or self.guest_desk is None:
+            return
+        url = self.guest_desk.standby(call.call_id, frame.guest_id, frame.code, frame.token,
+                                      frame.case_id, frame.remote)  # fmt: skip
+        if url is None:
+            return
+        call.standby_guests.add(frame.guest_id)
+        ready = CallGuestReady(call.call_id, frame.guest_id, url[:512])
+        self._spawn(self._send_quietly(sender, ready), "guest standby")
+
+    async def _send_quietly(self, node_id: str, frame: CallGuestReady) -> None:
+        await self._send(node_id, frame)
 
     async def _send_roster(self, call: Call) -> None:
         """The host's roster, and who comes next (a member that just joined learns it)."""
@@ -245,14 +296,20 @@ class HostingCore(CallCore):
     async def _take_over(self, call: Call, old: Participant, why: str) -> None:
         gone = frozenset({old.node_id})
         for part in call.live():
-            if is_guest(part.node_id) and part.leg is None:
+            if not is_guest(part.node_id) or part.leg is not None:
+                continue
+            if part.node_id in call.standby_guests:
+                # Its page reconnects here (moved, or told to): the call waits for it.
+                part.state = PartState.INVITED
+                self._spawn(self._guest_grace(call, part, f"{old.name} {why}"), "guest grace")
+            else:
                 # A citizen's phone ends at its desk: without it, it cannot be reached.
                 part.state = PartState.LEFT
                 log.warning("call %s: %s was connected through %s; it is cut off",
                             call.call_id, part.name, old.name)  # fmt: skip
-        relayed = self._needs_star(call, gone)
         call.epoch += 1
         call.host = self._my_id
+        relayed = self._needs_star(call, gone)
         call.relayed = relayed  # what the announcement says
         call.successors = self._ranking(call, gone)
         await self._announce(call, f"the host {old.name} {why}; {self._me.name} hosts")

@@ -40,6 +40,8 @@ from meshdesk.wire import (
     CallAnswer,
     CallDecline,
     CallDegrade,
+    CallGuestReady,
+    CallGuestStandby,
     CallHost,
     CallLeave,
     CallMember,
@@ -64,7 +66,7 @@ log = logging.getLogger("meshdesk.calls")
 
 _CALL_FRAMES = (
     CallOffer, CallAnswer, CallDecline, CallLeave, CallRoster, CallMute, CallDegrade,
-    CallStanding, CallHost,
+    CallStanding, CallHost, CallGuestStandby, CallGuestReady,
 )  # fmt: skip
 
 
@@ -83,6 +85,8 @@ class Guest:
     case_id: str | None = None
     #: The call to join; None starts a new one (or rejoins the guest's own).
     call_id: str | None = None
+    #: The 4-digit code staff admitted it by (its name in the call ends with it).
+    code: str | None = None
 
 
 class CallManager(HostingCore):
@@ -290,6 +294,8 @@ class CallManager(HostingCore):
                 raise CallError(f"a call holds at most {GROUP_MAX} participants")
             part = call.participants[guest.guest_id] = self._participant(guest.guest_id, guest.name)
         self._guest_remote[guest.guest_id] = guest.remote
+        if guest.code:
+            self._guest_codes[guest.guest_id] = guest.code
         if not call.relayed:
             await self._switch_to_relay(call, part)
         else:
@@ -371,6 +377,11 @@ class CallManager(HostingCore):
                 self._on_standing(call, sender, frame)
             case CallHost():
                 await self._on_host(call, sender, frame)
+            case CallGuestStandby():
+                self._on_guest_standby(call, sender, frame)
+            case CallGuestReady(guest_id=guest_id, url=url):
+                if self.guest_desk is not None and call.standby_sent.get(guest_id) == sender:
+                    self.guest_desk.backup_ready(guest_id, url)
 
     def _on_roster(self, call: Call, sender: str, members: tuple[CallMember, ...]) -> None:
         """Learn new members; from the host of a relayed call, everyone's state too."""

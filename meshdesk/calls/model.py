@@ -129,6 +129,10 @@ class Call:
     meshed: bool = False
     #: Monotonic time this member last sent the host its standing.
     standing_at: float = 0.0
+    #: Host: which successor keeps an invitation ready for each citizen's phone.
+    standby_sent: dict[str, str] = field(default_factory=dict)
+    #: Successor: citizens' phones this node keeps an invitation ready for.
+    standby_guests: set[str] = field(default_factory=set)
 
     @property
     def ended(self) -> bool:

@@ -22,6 +22,8 @@ __all__ = [
     "CallAnswer",
     "CallDecline",
     "CallDegrade",
+    "CallGuestReady",
+    "CallGuestStandby",
     "CallHost",
     "CallLeave",
     "CallMember",
@@ -83,6 +85,8 @@ class FrameKind(IntEnum):
     CALL_DEGRADE = 46
     CALL_STANDING = 47
     CALL_HOST = 48
+    CALL_GUEST_STANDBY = 49
+    CALL_GUEST_READY = 50
 
 
 _NodeId = Annotated[str, MaxLen(64)]
@@ -424,6 +428,32 @@ class CallHost:
     reason: _Reason
 
 
+@frame(FrameKind.CALL_GUEST_STANDBY)
+@dataclass(frozen=True, slots=True)
+class CallGuestStandby:
+    """The host of a call with a citizen's phone asks its first successor to keep an
+    invitation ready for that phone (``token``, new, secret: the link is encrypted),
+    in case the host leaves or vanishes. ``remote`` is the phone's address (the
+    successor's page URL names the address that reaches it)."""
+
+    call_id: _CallId
+    guest_id: Annotated[str, MaxLen(64)]
+    code: Annotated[str, MaxLen(8)]
+    token: Annotated[str, MaxLen(64)]
+    case_id: Annotated[str, MaxLen(64)] | None
+    remote: Annotated[str, MaxLen(64)]
+
+
+@frame(FrameKind.CALL_GUEST_READY)
+@dataclass(frozen=True, slots=True)
+class CallGuestReady:
+    """The successor keeps the invitation ready at ``url`` (the host tells the phone)."""
+
+    call_id: _CallId
+    guest_id: Annotated[str, MaxLen(64)]
+    url: Annotated[str, MaxLen(512)]
+
+
 #: Every frame class; ``match`` on it and mypy checks that all kinds are handled.
 Frame: TypeAlias = (
     Hello
@@ -449,6 +479,8 @@ Frame: TypeAlias = (
     | CallDegrade
     | CallStanding
     | CallHost
+    | CallGuestStandby
+    | CallGuestReady
 )
 
 
