@@ -270,7 +270,8 @@ class HostingCore(CallCore):
             return  # a new host announced itself meanwhile
         gone = frozenset({host.node_id})
         candidates = self._next_hosts(call, gone)
-        if call.state is CallState.RINGING or len(candidates) < 2:
+        phones = [g for g in call.standby_guests if g in call.participants]
+        if call.state is CallState.RINGING or (len(candidates) < 2 and not phones):
             await self._end(call, f"the host {host.name} {why}; the call ends without it")
             return
         new = candidates[0]

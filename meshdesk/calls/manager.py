@@ -293,6 +293,7 @@ class CallManager(HostingCore):
             if len(call.live()) + 2 > GROUP_MAX:
                 raise CallError(f"a call holds at most {GROUP_MAX} participants")
             part = call.participants[guest.guest_id] = self._participant(guest.guest_id, guest.name)
+        part.name = guest.name  # one kept from the old host's roster is only "citizen"
         self._guest_remote[guest.guest_id] = guest.remote
         if guest.code:
             self._guest_codes[guest.guest_id] = guest.code

@@ -224,3 +224,89 @@ def test_a_star_that_falls_to_four_goes_back_to_a_mesh_without_losing_anyone(
     for node in (a, b, d, e):
         assert _states(node)["c"] == "left"
     a.call("call_hangup", {"call_id": call_id})
+
+
+# -- a citizen's phone when its desk goes ------------------------------------------------
+
+
+def here(page: Any) -> str:
+    """The page's address as the page sees it (``page.url`` is only refreshed when
+    Playwright's sync API dispatches, which a polling wait does not do); "" while it
+    navigates."""
+    from playwright.sync_api import Error
+
+    try:
+        return str(page.evaluate("location.href"))
+    except Error:
+        return ""
+
+
+@pytest.mark.parametrize("how", ["leaves", "vanishes"])
+def test_a_citizens_phone_goes_on_through_the_new_host(
+    lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil, how: str
+) -> None:
+    """The desk hosts a citizen's phone and a department. When the desk leaves, the
+    phone is moved to the department's laptop by itself; when the desk vanishes, the
+    page says so and the citizen taps "reconnect" — the invitation is ready there."""
+    from meshdesk.config import WebSettings
+    from meshdesk.identity import Role
+    from meshdesk.lab.phone import MEDIA_STATS, browser_problems, goto, new_phone, phone_browser
+
+    require(browser_problems(), tier="browser")
+    lab = lab_factory(3)
+    config = Config(calls=CallSettings(auto_accept=True, media="synthetic", playback="off"),
+                    web=WebSettings(invite_ttl=60.0))  # fmt: skip
+    city = deployment(tmp_path / "city", "Citizen City", hq_spec("desk", config=config),
+                      member("dept", role=Role.DESK, depts=["福祉課"], config=config))  # fmt: skip
+    desk = start_node(lab, "h1", "desk", city.homes["desk"], wait_until=wait_until)
+    dept = start_node(lab, "h2", "dept", city.homes["dept"], wait_until=wait_until)
+    wait_until(all_linked([desk, dept]), timeout=LINKED_WITHIN, message="linked")
+    invite = desk.call("invite_new")
+    dept_url = f"https://{lab.host('h2').addr}:7443/j/"
+    with phone_browser(tmp_path, lab.host("h3").netns) as browser:
+        phone = new_phone(browser)
+        goto(phone, invite["url"])
+        phone.get_by_role("button", name="相談をはじめる").click(timeout=15_000)
+        phone.locator("#code").wait_for(state="visible", timeout=15_000)
+        code = phone.locator("#code").inner_text()
+        desk.call("invite_admit", {"code": code})
+        wait_until(lambda: (desk.call("calls") or [{}])[-1].get("state") == "active", timeout=20,
+                   message="the phone is in")  # fmt: skip
+        call_id = _call(desk)["call_id"]
+        desk.call("call_invite", {"call_id": call_id, "peer": "dept"})
+        wait_until(lambda: _call(dept)["stats"]["video_sources"] == 2, timeout=30,
+                   message="the department sees the desk and the citizen")  # fmt: skip
+        # The department keeps an invitation ready; the page knows where it is.
+        wait_until(lambda: str(phone.evaluate("window.meshdesk.standby || ''")).startswith(
+            dept_url), timeout=10, message="the page knows its way to the department")  # fmt: skip
+
+        if how == "leaves":
+            desk.call("call_hangup", {"call_id": call_id})
+            wait_until(lambda: here(phone).startswith(dept_url), timeout=15,
+                       message="the page moved to the department's laptop")  # fmt: skip
+        else:
+            lab.cut("h1")
+            phone.locator("#notice-text[data-key='lost_desk']").wait_for(timeout=30_000)
+            assert "つなぎ直す" in phone.locator("#notice-text").inner_text()
+            phone.locator("#reconnect").click(timeout=15_000)
+            wait_until(lambda: here(phone).startswith(dept_url), timeout=15,
+                       message="the page went to the department's laptop")  # fmt: skip
+
+        def citizen_back() -> bool:
+            view = _call(dept)
+            citizen = [p for p in view["participants"] if p["node_id"].startswith("citizen:")]
+            return (
+                view["call_id"] == call_id
+                and view["host"] == view["participants"][0]["node_id"]
+                and [p["state"] for p in citizen] == ["connected"]
+            )
+
+        wait_until(citizen_back, timeout=30, message="the citizen is back in the same call")
+        assert code in next(p["name"] for p in _call(dept)["participants"]
+                            if p["node_id"].startswith("citizen:"))  # fmt: skip
+        wait_until(lambda: (s := phone.evaluate(MEDIA_STATS))["state"] == "connected"
+                   and max(s["videoIn"], default=0) > 20, timeout=20,
+                   message="the phone sees the department")  # fmt: skip
+        frames = _call(dept)["stats"]["video_frames_received"]
+        wait_until(lambda: _call(dept)["stats"]["video_frames_received"] > frames + 30,
+                   timeout=15, message="the department sees the citizen again")  # fmt: skip
