@@ -187,8 +187,22 @@ class CallSettings:
     #: Fall back to audio only when loss or RTT stays above these for 3 s.
     fallback_loss_pct: float = 10.0
     fallback_rtt_ms: float = 500.0
+    #: The sound server's echo canceller for calls with a microphone: auto, on, off.
+    echo_cancel: Literal["auto", "on", "off"] = "auto"
+    #: The camera ``device`` media opens (v4l2).
+    camera: str = "/dev/video0"
+    #: The synthetic media's tone (Hz).
+    tone_hz: int = 440
 
     def __post_init__(self) -> None:
+        if self.echo_cancel not in ("auto", "on", "off"):
+            raise ValueError(
+                f"echo_cancel: expected 'auto', 'on' or 'off', got {self.echo_cancel!r}"
+            )
+        if not 100 <= self.tone_hz <= 4000:
+            raise ValueError(f"tone_hz: must be between 100 and 4000, got {self.tone_hz}")
+        if not self.camera.startswith("/"):
+            raise ValueError(f"camera: expected an absolute device path, got {self.camera!r}")
         if self.playback not in ("auto", "off"):
             raise ValueError(f"playback: expected 'auto' or 'off', got {self.playback!r}")
         if not 0 < self.fallback_loss_pct <= 100:
@@ -353,6 +367,16 @@ def _dump_bool(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _to_int(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key}: expected an integer, got {_describe(value)}")
+    return value
+
+
+def _dump_int(value: int) -> str:
+    return str(int(value))
+
+
 def _dump_float(value: float) -> str:
     """A TOML float: ``1.0``, ``0.25``, ``1e+16``, ``inf``, never an integer."""
     value = float(value)
@@ -393,6 +417,8 @@ def _codec(hint: object) -> _Codec:
         return _Codec(_to_bool, _dump_bool)
     if hint is float:
         return _Codec(_to_float, _dump_float)
+    if hint is int:
+        return _Codec(_to_int, _dump_int)
     if hint is str:
         return _Codec(_to_str, _dump_str)
     if get_origin(hint) is Literal and all(isinstance(a, str) for a in get_args(hint)):
@@ -528,8 +554,19 @@ comes into reach later (a courier arriving, a cable plugged in) is found soon.""
 What this node sends when it answers: "device" (camera and microphone),
 "synthetic" (test pattern and tone, for drills) or "file:PATH".""",
         "playback": """\
-Received audio: "auto" plays it on the default output device (PulseAudio or
-ALSA) when there is one; "off" never plays it.""",
+Received audio: "auto" plays it on the sound server (PulseAudio or PipeWire,
+through pacat) or else the ALSA card, when there is one; "off" never plays it.""",
+        "echo_cancel": """\
+A laptop's speaker is heard by its own microphone. "auto" uses the sound
+server's echo canceller (module-echo-cancel) when it offers one, loading it if
+needed; "on" refuses a microphone call without it; "off" never uses it (use a
+headset then).""",
+        "camera": """\
+The camera "device" media opens. A missing or busy camera makes the call audio
+only (one line says so); it never fails the call.""",
+        "tone_hz": """\
+The pitch (Hz) of the "synthetic" media's tone: give drill nodes different ones
+to tell who is heard.""",
         "fallback_loss_pct": """\
 A call falls back to audio only when packet loss (percent) or round-trip time
 (milliseconds) stays above these for 3 seconds.""",

@@ -20,6 +20,11 @@ class FakeCalls:
     peer_list: list[dict[str, Any]]
     calls_by_id: dict[str, dict[str, Any]]
     now_ms: Callable[[], int]
+    #: What the fake's sound server offers: no echo canceller, as on a bare laptop.
+    sound: dict[str, Any] = {  # noqa: RUF012 (read only)
+        "echo_cancel": False,
+        "note": "the sound server offers no echo cancelling",
+    }
 
     def publish(self, kind: str, data: Mapping[str, Any]) -> None:
         raise NotImplementedError
@@ -80,6 +85,8 @@ class FakeCalls:
             "reason": None,
             "host": self.node_id,
             "participants": [me, self._member(peer, "connected")],
+            "notice": None,
+            "sound": dict(self.sound),
             "stats": {
                 "rtt_ms": 12.0,
                 "loss_pct": 0.0,

@@ -16,7 +16,7 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from meshdesk.bench import call, discovery, store, sync, tui, web
+from meshdesk.bench import call, discovery, handover, store, sync, tui, web
 
 __all__ = ["add_bench_parser"]
 
@@ -27,6 +27,7 @@ _BENCHES: tuple[Callable[[_SubParsers], None], ...] = (
     discovery.add_parser,
     sync.add_parser,
     call.add_parser,
+    handover.add_parser,
     tui.add_parser,
     web.add_parser,
 )

@@ -20,12 +20,13 @@ from aiortc.mediastreams import MediaStreamTrack
 from meshdesk._lifecycle import AsyncResource, spawn_owned
 from meshdesk.calls.ice import local_address_towards
 from meshdesk.calls.link import CallLink
-from meshdesk.calls.media import open_media, prepare_synthetic
+from meshdesk.calls.media import LocalMedia, open_media, prepare_synthetic
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
 from meshdesk.calls.peer import Leg, LegStats
 from meshdesk.calls.playback import Playback, choose_output
 from meshdesk.calls.policy import QualityPolicy
 from meshdesk.calls.relay import Forwarder
+from meshdesk.calls.sound import SoundDesk, capture_argv
 from meshdesk.calls.stats import update_stats
 from meshdesk.config import CallSettings
 from meshdesk.errors import CallError, ChannelClosed, MeshdeskError
@@ -123,7 +124,10 @@ class CallCore(AsyncResource):
         self._forwarders: dict[str, Forwarder] = {}
         #: Citizens' browsers (guests): their address, where media goes out.
         self._guest_remote: dict[str, str] = {}
+        #: Their 4-digit codes (a successor's invitation keeps the same one).
+        self._guest_codes: dict[str, str] = {}
         self._playback = Playback(choose_output(settings.playback))
+        self._sound = SoundDesk(settings.echo_cancel)
         self._listeners: list[Listener] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -145,6 +149,7 @@ class CallCore(AsyncResource):
                 await self._leave(call, "node shutting down")
         self._closed = True
         await self._playback.close()
+        await self._sound.aclose()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -196,7 +201,7 @@ class CallCore(AsyncResource):
             video=call.media.video,
             relay=self._relay,
             on_change=lambda leg: self._leg_changed(call, part, leg),
-            on_audio=lambda track: self._spawn(self._play(leg, track), "play call audio"),
+            on_audio=lambda track: self._spawn(self._play(leg, track, part.name), "play audio"),
             slots=slots,
             addresses=[local] if local is not None else None,
             clock=self._clock,
@@ -206,8 +211,32 @@ class CallCore(AsyncResource):
             self._spawn(self._retire(old), f"retire leg {part.name}")
         return leg
 
-    async def _play(self, leg: Leg, track: MediaStreamTrack) -> None:
-        await self._playback.play(leg, track)
+    async def _open_media(self, call: Call, spec: str) -> LocalMedia:
+        """Open ``spec`` for ``call``: a microphone on the sound route (its echo
+        canceller), devices and files probed in a worker thread.
+
+        Raises:
+            CallError: no microphone, ``echo_cancel = "on"`` without a canceller, an
+                unusable file. A missing or busy camera only makes it audio only.
+        """
+        if spec == "synthetic":
+            return open_media(spec, self._me.name, audio_only=call.audio_only,
+                              tone_hz=self._settings.tone_hz)  # fmt: skip
+        microphone = None
+        if spec == "device":
+            route = await self._sound.route()
+            self._playback.route_to(route.sink)
+            microphone = capture_argv(route)
+            call.sound = route.to_json()
+        media = await asyncio.to_thread(
+            open_media, spec, self._me.name, audio_only=call.audio_only,
+            microphone=microphone, camera=self._settings.camera,
+        )  # fmt: skip
+        call.notice = media.note
+        return media
+
+    async def _play(self, leg: Leg, track: MediaStreamTrack, name: str) -> None:
+        await self._playback.play(leg, track, name)
         if leg.closed:  # retired while the device opened: do not leave it playing
             await self._playback.stop(leg)
 
@@ -231,7 +260,7 @@ class CallCore(AsyncResource):
         assert call.pending_offer is not None
         inviter = call.participants[call.inviter]
         try:
-            call.media = open_media(call.media_spec, self._me.name, audio_only=call.audio_only)
+            call.media = await self._open_media(call, call.media_spec)
             call.dialled_at = self._clock()
             answer = await self._leg(call, inviter).answer(call.pending_offer)
         except CallError as exc:
@@ -271,6 +300,14 @@ class CallCore(AsyncResource):
         elif leg.state == "failed":
             self._drop(call, part, PartState.DROPPED, "media connection failed (ICE or DTLS)")
             return
+        if leg.state == "connected":
+            self._check_meshed(call)
+        mark = call.handover_mark
+        if mark is not None and part.node_id == call.host and leg.first_audio_at is not None:
+            call.handover_mark = None
+            call.stats["handover_gap_ms"] = round((leg.first_audio_at - mark) * 1000, 1)
+            log.info("call %s: first audio from the new host %s %s ms after the old host's last",
+                     call.call_id, part.name, call.stats["handover_gap_ms"])  # fmt: skip
         first = leg.first_audio_at if call.audio_only else leg.first_video_at
         if call.stats["setup_ms"] is None and first is not None:
             call.stats["setup_ms"] = round((first - call.dialled_at) * 1000, 1)
@@ -306,15 +343,33 @@ class CallCore(AsyncResource):
         if forwarder is not None:
             forwarder.forget(part.node_id)
             self._rewire(call)
-        if call.relayed and part.node_id == call.host and call.host != self._my_id:
-            why = f"the host {part.name} {state} ({reason}); a relayed call ends without its host"
-            self._spawn(self._end(call, why), "end call")
+        if part.node_id == call.host and call.host != self._my_id:
+            if leg is not None:
+                call.handover_mark = leg.last_media_at
+            self._spawn(self._host_lost(call, part, f"{state} ({reason})"), "host lost")
+            self._publish(call)
         elif not call.live():
             self._spawn(self._end(call, f"{part.name} {state}: {reason}"), "end call")
         else:
             if forwarder is not None:
+                self._maybe_mesh(call)
                 self._spawn(self._send_roster(call), "call roster")
             self._publish(call)
+
+    # -- hooks of the hosting layer (meshdesk.calls._handover) ---------------------------
+
+    async def _host_lost(self, call: Call, host: Participant, why: str) -> None:
+        """The host of ``call`` left or dropped (here: the call ends)."""
+        await self._end(call, f"the host {host.name} {why}")
+
+    def _maybe_mesh(self, call: Call) -> None:
+        """A member left a relayed call this node hosts (here: it stays a star)."""
+
+    def _check_meshed(self, call: Call) -> None:
+        """A leg connected (here: nothing more)."""
+
+    async def _hosting_tick(self, call: Call, now: float) -> None:
+        """Once a second per call (here: nothing)."""
 
     async def _guest_grace(self, call: Call, part: Participant, reason: str) -> None:
         await asyncio.sleep(GUEST_GRACE)
@@ -432,6 +487,10 @@ class CallCore(AsyncResource):
             return
         call.degraded = True
         self._apply_sending(call)
+        forwarder = self._forwarders.get(call.call_id)
+        if forwarder is not None:  # a host on audio only forwards no video either
+            forwarder.stop_video()
+            self._note_forwarding(call)
         log.warning("call %s falls back to audio only: %s", call.call_id, reason)
         if tell:
             for part in call.live():
@@ -473,5 +532,6 @@ class CallCore(AsyncResource):
             reason = call.participants[node_id].policy.observe(sample)
             if reason is not None:
                 await self._degrade(call, reason, tell=True)
+        await self._hosting_tick(call, now)
         if not call.ended:
             self._publish(call)

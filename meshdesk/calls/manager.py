@@ -26,16 +26,10 @@ import base64
 import logging
 from dataclasses import dataclass
 
-from meshdesk.calls._core import (
-    MEDIA_TIMEOUT,
-    MESH_MAX,
-    RING_TIMEOUT,
-    CallCore,
-    CallLog,
-    is_guest,
-)
+from meshdesk.calls._core import MEDIA_TIMEOUT, MESH_MAX, RING_TIMEOUT, CallLog, is_guest
+from meshdesk.calls._handover import HostingCore
 from meshdesk.calls.link import CallLink
-from meshdesk.calls.media import open_media, parse_media
+from meshdesk.calls.media import parse_media
 from meshdesk.calls.model import LIVE, Call, CallState, Participant, PartState
 from meshdesk.calls.relay import GROUP_MAX, Forwarder
 from meshdesk.cases.ids import is_valid_id, new_id
@@ -46,11 +40,15 @@ from meshdesk.wire import (
     CallAnswer,
     CallDecline,
     CallDegrade,
+    CallGuestReady,
+    CallGuestStandby,
+    CallHost,
     CallLeave,
     CallMember,
     CallMute,
     CallOffer,
     CallRoster,
+    CallStanding,
     Frame,
 )
 
@@ -66,7 +64,10 @@ __all__ = [
 
 log = logging.getLogger("meshdesk.calls")
 
-_CALL_FRAMES = (CallOffer, CallAnswer, CallDecline, CallLeave, CallRoster, CallMute, CallDegrade)
+_CALL_FRAMES = (
+    CallOffer, CallAnswer, CallDecline, CallLeave, CallRoster, CallMute, CallDegrade,
+    CallStanding, CallHost, CallGuestStandby, CallGuestReady,
+)  # fmt: skip
 
 
 def is_call_frame(frame: Frame) -> bool:
@@ -84,9 +85,11 @@ class Guest:
     case_id: str | None = None
     #: The call to join; None starts a new one (or rejoins the guest's own).
     call_id: str | None = None
+    #: The 4-digit code staff admitted it by (its name in the call ends with it).
+    code: str | None = None
 
 
-class CallManager(CallCore):
+class CallManager(HostingCore):
     """Places, answers and keeps this node's calls; owned by the Node."""
 
     # -- operations (control socket) -------------------------------------------------
@@ -113,9 +116,11 @@ class CallManager(CallCore):
         return found[0]
 
     async def start(
-        self, peer: str, *, case_id: str | None, audio_only: bool, media: str
+        self, peer: str, *, case_id: str | None, audio_only: bool, media: str | None = None
     ) -> dict[str, object]:
-        """Call ``peer`` (name or id); returns the call object (state ringing)."""
+        """Call ``peer`` (name or id) with ``media`` (default: ``[calls] media``);
+        returns the call object (state ringing)."""
+        media = media or self._settings.media
         record = self._resolve(peer)
         if record.node_id == self._my_id:
             raise CallError("a node cannot call itself")
@@ -129,7 +134,7 @@ class CallManager(CallCore):
         call = self._new_call(
             new_id(self._wall_ms()), case_id, "outgoing", audio_only, self._my_id, media
         )
-        call.media = open_media(media, self._me.name, audio_only=audio_only)
+        call.media = await self._open_media(call, media)
         self._calls[call.call_id] = call
         part = call.participants[record.node_id] = self._participant(record.node_id)
         log.info("calling %s (%s), call %s", part.name, part.node_id, call.call_id)
@@ -276,7 +281,7 @@ class CallManager(CallCore):
             media = self._settings.media
             call = self._new_call(new_id(self._wall_ms()), case_id, "outgoing", False,
                                   self._my_id, media)  # fmt: skip
-            call.media = open_media(media, self._me.name, audio_only=False)
+            call.media = await self._open_media(call, media)
             call.relayed = True
             self._forwarders[call.call_id] = Forwarder(self._relay, audio_only=False)
             self._calls[call.call_id] = call
@@ -288,7 +293,10 @@ class CallManager(CallCore):
             if len(call.live()) + 2 > GROUP_MAX:
                 raise CallError(f"a call holds at most {GROUP_MAX} participants")
             part = call.participants[guest.guest_id] = self._participant(guest.guest_id, guest.name)
+        part.name = guest.name  # one kept from the old host's roster is only "citizen"
         self._guest_remote[guest.guest_id] = guest.remote
+        if guest.code:
+            self._guest_codes[guest.guest_id] = guest.code
         if not call.relayed:
             await self._switch_to_relay(call, part)
         else:
@@ -326,27 +334,6 @@ class CallManager(CallCore):
         if found is not None:
             found[1].muted_audio, found[1].muted_video = audio, video
             self._publish(found[0])
-
-    async def _switch_to_relay(self, call: Call, guest: Participant) -> None:
-        """Turn the mesh into a star through this node (the host) as ``guest`` joins.
-
-        Members learn it from the roster (more members than a mesh holds, from the
-        host): they drop their legs with each other. The host then replaces its leg
-        to each member with one that has forwarding slots.
-        """
-        call.relayed = True
-        self._forwarders[call.call_id] = Forwarder(self._relay, audio_only=call.audio_only)
-        log.info("call %s: %d nodes is over the mesh limit of %d; relaying through this node",
-                 call.call_id, len(call.live()) + 1, MESH_MAX)  # fmt: skip
-        members = [p for p in call.live() if p is not guest]
-        roster = self._roster(call)
-        for other in members:
-            await self._send(other.node_id, roster)
-        for other in members:
-            try:
-                await self._offer(call, other, join=True)
-            except CallError as exc:
-                self._drop(call, other, PartState.DROPPED, str(exc))
 
     # -- frames from peers -----------------------------------------------------------
 
@@ -387,16 +374,27 @@ class CallManager(CallCore):
                 self._publish(call)
             case CallDegrade(reason=reason):
                 await self._degrade(call, f"{part.name}: {reason}", tell=False)
+            case CallStanding():
+                self._on_standing(call, sender, frame)
+            case CallHost():
+                await self._on_host(call, sender, frame)
+            case CallGuestStandby():
+                self._on_guest_standby(call, sender, frame)
+            case CallGuestReady(guest_id=guest_id, url=url):
+                if self.guest_desk is not None and call.standby_sent.get(guest_id) == sender:
+                    self.guest_desk.backup_ready(guest_id, url)
 
     def _on_roster(self, call: Call, sender: str, members: tuple[CallMember, ...]) -> None:
         """Learn new members; from the host of a relayed call, everyone's state too."""
         for member in members:
             if member.node_id != self._my_id and member.node_id not in call.participants:
                 call.participants[member.node_id] = self._participant(member.node_id)
+        if sender != call.host:
+            self._on_member_roster(call, sender)  # a member back in a mesh says so
         star = len(members) > MESH_MAX or any(is_guest(m.node_id) for m in members)
         if sender == call.host and (call.relayed or star):
             if not call.relayed:
-                call.relayed = True
+                call.relayed, call.meshed = True, False
                 log.info("call %s: %d nodes; now relayed by %s", call.call_id, len(members),
                          call.participants[sender].name)  # fmt: skip
             listed = {m.node_id: m.state for m in members}
@@ -462,11 +460,16 @@ class CallManager(CallCore):
             return
         part = call.participants.get(sender)
         rehost = call.relayed and sender == call.host and part is not None
-        if call.relayed and not rehost:
+        # A member that heard first that the call is back to a mesh (or that a new
+        # host meshes it) opens its legs: its offer names a mesh's worth of members.
+        mesh = len(frame.members) + 1 <= MESH_MAX and not any(is_guest(m) for m in frame.members)
+        if call.relayed and not rehost and not (mesh and part is not None):
             await self._send(
                 sender, CallDecline(frame.call_id, "a relayed call: legs go via the host")
             )
             return
+        if call.relayed and not rehost:
+            call.relayed, call.meshed = False, False
         if not rehost and part is not None and part.state in LIVE and part.leg is not None:
             await self._send(sender, CallDecline(frame.call_id, "already connected"))
             return

@@ -2,9 +2,12 @@
 
 ``--media synthetic`` needs nothing: a 640×480 test pattern at 30 fps showing the
 node's name, a running clock and a frame counter, and a 440 Hz tone. ``device``
-opens the camera (v4l2) and microphone (PulseAudio, else ALSA) through aiortc's
-``MediaPlayer``; ``file:PATH`` plays a media file in a loop. Nothing is ever
-written: media is never recorded.
+opens the camera (v4l2, through aiortc's ``MediaPlayer``) and the microphone (a
+recorder on the sound server: :mod:`meshdesk.calls.sound`); a missing or busy
+camera makes the call audio only, with one line saying so. ``file:PATH`` plays a
+media file in a loop, or a FIFO fed live by a GStreamer or FFmpeg pipeline (a
+capture card, or a test's virtual camera). Nothing is ever written: media is
+never recorded.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import functools
 import logging
 import math
 import os
+import select
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +30,11 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamT
 from av import AudioFrame, VideoFrame
 from av.frame import Frame
 
+from meshdesk.calls.sound import MicTrack
 from meshdesk.errors import CallError
 
 __all__ = [
+    "DEFAULT_CAMERA",
     "VIDEO_FPS",
     "VIDEO_HEIGHT",
     "VIDEO_WIDTH",
@@ -48,6 +55,10 @@ VIDEO_FPS = 30
 AUDIO_RATE = 48000
 AUDIO_PTIME = 0.020
 TONE_HZ = 440
+#: The camera ``device`` media opens unless ``[calls] camera`` names another.
+DEFAULT_CAMERA = "/dev/video0"
+#: How long a FIFO ``file:`` source may stay silent before the call gives up on it.
+FIFO_WAIT = 5.0
 
 # A 3×5 pixel font: five rows of three bits per character.
 _FONT = {
@@ -140,11 +151,11 @@ class TestPatternTrack(VideoStreamTrack):
 
 
 @functools.cache
-def _tone_second() -> bytes:
+def _tone_second(hz: int = TONE_HZ) -> bytes:
     """One second of the tone: a whole number of periods, so the loop is seamless."""
     samples = array.array(
         "h",
-        (int(6000 * math.sin(2 * math.pi * TONE_HZ * i / AUDIO_RATE)) for i in range(AUDIO_RATE)),
+        (int(6000 * math.sin(2 * math.pi * hz * i / AUDIO_RATE)) for i in range(AUDIO_RATE)),
     )
     return samples.tobytes()
 
@@ -156,13 +167,13 @@ def prepare_synthetic() -> None:
 
 
 class ToneTrack(MediaStreamTrack):
-    """A 440 Hz tone, 48 kHz mono, in 20 ms frames paced in real time."""
+    """A tone (440 Hz unless told), 48 kHz mono, in 20 ms frames paced in real time."""
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, hz: int = TONE_HZ) -> None:
         super().__init__()
-        self._second = _tone_second()
+        self._second = _tone_second(hz)
         self._per_frame = int(AUDIO_RATE * AUDIO_PTIME)
         self._timestamp = 0
         self._start: float | None = None
@@ -195,6 +206,10 @@ class LocalMedia:
     audio: MediaStreamTrack
     video: MediaStreamTrack | None
     _players: list[MediaPlayer] = field(default_factory=list)
+    #: One line when the media fell short of what was asked (no camera: audio only).
+    note: str | None = None
+    #: True when the audio comes from a microphone (echo matters).
+    microphone: bool = False
 
     def close(self) -> None:
         """Stop every track (a player stops its device with its last track)."""
@@ -220,44 +235,70 @@ def _player(source: str, fmt: str | None, options: dict[str, str] | None = None)
         raise CallError(f"cannot open {source} ({fmt or 'file'}): {exc}") from exc
 
 
-def _sound_cards() -> bool:
+def _camera(path: str) -> tuple[MediaPlayer | None, str | None]:
+    """The camera's player, or None and the one line that says why not.
+
+    A missing or busy camera is not a failed call: the call goes on audio only.
+    """
+    camera = Path(path)
+    if not camera.exists():
+        return None, f"no camera ({path} is missing): this call is audio only"
+    options = {"video_size": f"{VIDEO_WIDTH}x{VIDEO_HEIGHT}", "framerate": str(VIDEO_FPS)}
     try:
-        return "no soundcards" not in Path("/proc/asound/cards").read_text()
-    except OSError:
-        return False
+        player = MediaPlayer(str(camera), format="v4l2", options=options)
+    except (OSError, ValueError) as exc:  # busy (EBUSY), not a camera, no permission
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return None, f"the camera {path} cannot be opened ({reason}): this call is audio only"
+    if player.video is None:
+        return None, f"the camera {path} gives no video: this call is audio only"
+    return player, None
 
 
-def _open_device(audio_only: bool) -> LocalMedia:
+def _open_device(audio_only: bool, microphone: Sequence[str] | None, camera: str) -> LocalMedia:
+    if not microphone:
+        raise CallError("no microphone: no sound server and no sound card (use --media synthetic)")
     players: list[MediaPlayer] = []
     video: MediaStreamTrack | None = None
+    note = None
     if not audio_only:
-        camera = Path("/dev/video0")
-        if not camera.exists():
-            raise CallError("no camera: /dev/video0 is missing (use --media synthetic)")
-        options = {"video_size": f"{VIDEO_WIDTH}x{VIDEO_HEIGHT}", "framerate": str(VIDEO_FPS)}
-        players.append(_player(str(camera), "v4l2", options))
-        video = players[-1].video
-    if os.environ.get("PULSE_SERVER") or Path(f"/run/user/{os.getuid()}/pulse").exists():
-        players.append(_player("default", "pulse"))
-    elif _sound_cards():
-        players.append(_player("default", "alsa"))
-    else:
-        raise CallError(
-            "no microphone: no PulseAudio and no ALSA sound card (use --media synthetic)"
-        )
-    audio = players[-1].audio
-    if audio is None or (not audio_only and video is None):
-        raise CallError("the capture device gave no usable audio or video track")
-    return LocalMedia("device", audio, video, players)
+        player, note = _camera(camera)
+        if player is not None:
+            players.append(player)
+            video = player.video
+        else:
+            log.warning("%s", note)
+    return LocalMedia("device", MicTrack(list(microphone)), video, players, note, microphone=True)
+
+
+def _wait_for_writer(path: str, timeout: float) -> int:
+    """A FIFO (a GStreamer or FFmpeg pipeline writing into it): wait until data comes.
+
+    Returns a read descriptor the caller closes once its own reader is open (the
+    writer must never see the pipe without a reader: it would get EPIPE).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's reader never blocks so
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    if not poller.poll(timeout * 1000):
+        os.close(fd)
+        raise CallError(f"nothing is written into {path} (a FIFO): start its feed first")
+    return fd
 
 
 def _open_file(path: str, audio_only: bool) -> LocalMedia:
-    if not Path(path).is_file():
+    """A media file played in a loop, or a FIFO fed live (a capture pipeline)."""
+    source = Path(path)
+    live = source.is_fifo()
+    if not live and not source.is_file():
         raise CallError(f"media file {path} does not exist")
+    held = _wait_for_writer(path, FIFO_WAIT) if live else None
     try:
-        player = MediaPlayer(path, loop=True)
+        player = MediaPlayer(path, loop=not live)
     except (OSError, ValueError) as exc:  # av's FFmpegError derives from both
         raise CallError(f"cannot play {path}: {exc}") from exc
+    finally:
+        if held is not None:
+            os.close(held)
     audio = player.audio or ToneTrack()
     video = None if audio_only else player.video
     if not audio_only and video is None:
@@ -265,16 +306,32 @@ def _open_file(path: str, audio_only: bool) -> LocalMedia:
     return LocalMedia(f"file:{path}", audio, video, [player])
 
 
-def open_media(spec: str, label: str, *, audio_only: bool) -> LocalMedia:
-    """Open the outgoing media for a call.
+def open_media(
+    spec: str,
+    label: str,
+    *,
+    audio_only: bool,
+    microphone: Sequence[str] | None = None,
+    camera: str = DEFAULT_CAMERA,
+    tone_hz: int = TONE_HZ,
+) -> LocalMedia:
+    """Open the outgoing media for a call (blocking: devices and files are probed;
+    the call manager runs it in a worker thread).
+
+    Args:
+        microphone: for ``device``, the recorder's argv
+            (:func:`meshdesk.calls.sound.capture_argv`); None: there is none.
+        camera: for ``device``, the v4l2 camera (``[calls] camera``).
+        tone_hz: for ``synthetic``, the tone's pitch (``[calls] tone_hz``).
 
     Raises:
-        CallError: bad spec, or the device or file cannot be opened.
+        CallError: bad spec, no microphone, or the file cannot be opened. A missing
+            or busy camera is not an error: the media is audio only, with a ``note``.
     """
     spec = parse_media(spec)
     if spec == "synthetic":
         video = None if audio_only else TestPatternTrack(label)
-        return LocalMedia("synthetic", ToneTrack(), video)
+        return LocalMedia("synthetic", ToneTrack(tone_hz), video)
     if spec == "device":
-        return _open_device(audio_only)
+        return _open_device(audio_only, microphone, camera)
     return _open_file(spec.removeprefix("file:"), audio_only)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from meshdesk.calls.hosting import HostFitness, Standing
 from meshdesk.calls.media import LocalMedia
 from meshdesk.calls.peer import Leg
 from meshdesk.calls.policy import QualityPolicy
@@ -50,6 +51,7 @@ def empty_stats() -> dict[str, float | int | None]:
         "setup_ms": None,
         "audio_sources": 0,
         "video_sources": 0,
+        "handover_gap_ms": None,
     }
 
 
@@ -109,6 +111,28 @@ class Call:
     stats: dict[str, float | int | None] = field(default_factory=empty_stats)
     #: On the host of a relayed call: whose media each participant's slots carry.
     forwarding: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    #: One line when our media fell short (no camera: audio only), else None.
+    notice: str | None = None
+    #: With a microphone: ``{"echo_cancel": bool, "note": str}`` (the sound route).
+    sound: dict[str, object] | None = None
+    #: Host generation: each handover moves it on; a higher one always wins.
+    epoch: int = 0
+    #: Who takes over from the host, best first (the host's ranking).
+    successors: list[str] = field(default_factory=list)
+    #: On the host: each member's latest standing (see meshdesk.calls.hosting).
+    standings: dict[str, Standing] = field(default_factory=dict)
+    #: On the host: its own fitness to go on hosting.
+    fitness: HostFitness | None = None
+    #: When the old host's media was last heard, until the new host's first frame.
+    handover_mark: float | None = None
+    #: A member back in a full mesh told the host so (it stops forwarding to it).
+    meshed: bool = False
+    #: Monotonic time this member last sent the host its standing.
+    standing_at: float = 0.0
+    #: Host: which successor keeps an invitation ready for each citizen's phone.
+    standby_sent: dict[str, str] = field(default_factory=dict)
+    #: Successor: citizens' phones this node keeps an invitation ready for.
+    standby_guests: set[str] = field(default_factory=set)
 
     @property
     def ended(self) -> bool:
@@ -134,4 +158,8 @@ class Call:
             "participants": [self.me.to_json()] + [p.to_json() for p in self.participants.values()],
             "stats": dict(self.stats),
             "forwarding": {k: dict(v) for k, v in self.forwarding.items()},
+            "epoch": self.epoch,
+            "successors": list(self.successors),
+            "notice": self.notice,
+            "sound": dict(self.sound) if self.sound is not None else None,
         }

@@ -1,65 +1,69 @@
-"""Where received call audio goes: the default output device, when there is one.
+"""Where received call audio goes: the sound server or card, when there is one.
 
-aiortc's ``MediaRecorder`` is a sink over FFmpeg's muxers, and FFmpeg's ``pulse`` and
-``alsa`` "muxers" are output *devices*: pointed at ``default`` it plays, it writes
-nothing. meshdesk only ever opens it on a device, never on a file (media is never
-recorded). Which device: PulseAudio when a server is reachable and FFmpeg has its
-output (else ALSA's ``default``, which routes to the server), else ALSA when the
-kernel has a playback PCM (``/dev/snd/pcmC*D*p``), else none; then the legs still
-read (and count) every frame, and nothing is played. ``[calls] playback = "off"``
-turns it off. The choice is logged once at INFO when the node starts.
+Each received audio track is resampled to 16-bit 48 kHz mono and written to a
+player process's stdin: ``pacat`` when a PulseAudio (or pipewire-pulse) server is
+reachable, else ``aplay`` when the kernel has an ALSA playback PCM
+(``/dev/snd/pcmC*D*p``), else nothing — the legs still read (and count) every
+frame. See :mod:`meshdesk.calls.sound` for why a pipe and not FFmpeg's device
+muxers. Nothing is ever written to a file: media is never recorded.
+``[calls] playback = "off"`` turns it off. The choice is logged once at INFO when
+the node starts; a player that fails is logged once and given up.
+
+When the node's sound route has an echo canceller (a call with a microphone),
+received audio plays into the canceller's sink (:meth:`Playback.route_to`): what
+is played there is what the canceller removes from the microphone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import av
-from aiortc.contrib.media import MediaRecorder
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+from av.audio.resampler import AudioResampler
+
+from meshdesk.calls.sound import CHANNELS, RATE, Which, alsa_playback_pcms, pulse_server
 
 __all__ = ["Output", "Playback", "choose_output"]
 
 log = logging.getLogger(__name__)
 
+#: How much audio the server buffers ahead of the speaker (ms): low for a
+#: conversation, enough to ride out a busy core.
+LATENCY_MS = 60
+
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """An FFmpeg output device (``format``, ``device``), or None of both: not played."""
+    """A player command reading raw PCM on stdin (``argv``), or none (``kind`` None)."""
 
-    format: str | None
-    device: str | None
+    kind: str | None
     why: str
+    argv: tuple[str, ...] = ()
+    #: The PulseAudio sink (None: the server's default).
+    sink: str | None = None
 
     def describe(self) -> str:
-        if self.format is None:
+        if self.kind is None:
             return f"received call audio is not played ({self.why}); frames are only counted"
-        return f"received call audio plays on {self.format} {self.device!r} ({self.why})"
+        where = f" into {self.sink}" if self.sink else ""
+        return f"received call audio plays through {self.kind}{where} ({self.why})"
 
-
-def _pulse_server(env: Mapping[str, str], uid: int, root: Path) -> str | None:
-    server = env.get("PULSE_SERVER", "")
-    if server:
-        path = server.removeprefix("unix:")
-        if server.startswith("unix:") or server.startswith("/"):
-            return server if root.joinpath(path.lstrip("/")).exists() else None
-        return server  # a network server: nothing local to check
-    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}"
-    socket = root.joinpath(runtime.lstrip("/"), "pulse", "native")
-    return str(socket) if socket.exists() else None
-
-
-def _alsa_playback(root: Path) -> list[str]:
-    snd = root / "dev" / "snd"
-    try:
-        names = sorted(p.name for p in snd.iterdir())
-    except OSError:
-        return []
-    return [n for n in names if n.startswith("pcmC") and n.endswith("p")]
+    def command(self, stream: str) -> list[str]:
+        """The player's argv for one stream named ``stream``."""
+        argv = list(self.argv)
+        if self.kind == "pulse":
+            argv.append(f"--stream-name={stream}")
+            if self.sink:
+                argv.append(f"--device={self.sink}")
+        return argv
 
 
 def choose_output(
@@ -68,74 +72,133 @@ def choose_output(
     env: Mapping[str, str] | None = None,
     uid: int | None = None,
     root: Path = Path("/"),
-    formats: Collection[str] | None = None,
+    which: Which = shutil.which,
 ) -> Output:
     """Pick where received audio plays for ``[calls] playback`` (``auto`` or ``off``)."""
     if setting == "off":
-        return Output(None, None, "[calls] playback is off")
+        return Output(None, "[calls] playback is off")
     env = os.environ if env is None else env
     uid = os.getuid() if uid is None else uid
-    formats = av.formats_available if formats is None else formats
-    server = _pulse_server(env, uid, root)
+    server = pulse_server(env, uid, root)
     if server is not None:
-        if "pulse" in formats:
-            return Output("pulse", "default", f"PulseAudio server {server}")
-        if "alsa" in formats:
-            return Output("alsa", "default", f"PulseAudio server {server}, through ALSA")
-    pcms = _alsa_playback(root)
-    if pcms and "alsa" in formats:
-        return Output("alsa", "default", f"ALSA playback device {pcms[0]}")
-    if server is not None or pcms:
-        return Output(None, None, "this FFmpeg build has no pulse or alsa output")
-    return Output(None, None, "no output device: no PulseAudio server, no ALSA playback PCM")
-
-
-Recorder = Callable[[str, str], MediaRecorder]
+        pacat = which("pacat")
+        if pacat is not None:
+            argv: tuple[str, ...] = (
+                pacat, "--playback", "--raw", "--format=s16le", f"--rate={RATE}",
+                f"--channels={CHANNELS}", f"--latency-msec={LATENCY_MS}", "--client-name=meshdesk",
+            )  # fmt: skip
+            return Output("pulse", f"PulseAudio server {server}", argv)
+    pcms = alsa_playback_pcms(root)
+    if pcms:
+        aplay = which("aplay")
+        if aplay is not None:
+            argv = (aplay, "-q", "-t", "raw", "-f", "S16_LE", "-r", str(RATE), "-c",
+                    str(CHANNELS), "-D", "default")  # fmt: skip
+            return Output("alsa", f"ALSA playback device {pcms[0]}", argv)
+    if server is not None:
+        return Output(None, f"PulseAudio server {server}, but pacat is missing "
+                            "(Debian package pulseaudio-utils)")  # fmt: skip
+    if pcms:
+        return Output(None, f"ALSA device {pcms[0]}, but aplay is missing "
+                            "(Debian package alsa-utils)")  # fmt: skip
+    return Output(None, "no output device: no PulseAudio server, no ALSA playback PCM")
 
 
 class Playback:
-    """Plays received audio tracks on :attr:`output`; one device stream per track."""
+    """Plays received audio tracks on :attr:`output`; one player stream per track."""
 
-    def __init__(
-        self,
-        output: Output,
-        *,
-        recorder: Recorder = lambda device, fmt: MediaRecorder(device, format=fmt),
-    ) -> None:
+    def __init__(self, output: Output) -> None:
         self.output = output
-        self._recorder = recorder
-        self._playing: dict[object, list[MediaRecorder]] = {}
+        self._playing: dict[object, list[asyncio.Task[None]]] = {}
 
-    async def play(self, owner: object, track: MediaStreamTrack) -> bool:
+    def route_to(self, sink: str | None) -> None:
+        """Play into PulseAudio sink ``sink`` from now on (the echo canceller's)."""
+        if self.output.kind == "pulse" and sink != self.output.sink:
+            self.output = replace(self.output, sink=sink)
+            log.info("%s", self.output.describe())
+
+    async def play(self, owner: object, track: MediaStreamTrack, name: str = "call") -> bool:
         """Play ``track`` (a proxy this object now owns) until :meth:`stop` of ``owner``.
 
         With no output the track is released at once: the leg's own reader counts
-        the frames. A device that fails to open is logged once and not tried again.
+        the frames. A player that cannot start is logged once and not tried again.
         """
-        if self.output.format is None or self.output.device is None:
+        output = self.output
+        if output.kind is None:
             track.stop()
             return False
+        argv = output.command(f"call audio from {name}"[:64])
         try:
-            sink = self._recorder(self.output.device, self.output.format)
-            sink.addTrack(track)
-            await sink.start()
-        except (OSError, ValueError) as exc:  # av's FFmpegError derives from both
-            log.warning("cannot play call audio on %s %r: %s; not playing it from now on",
-                        self.output.format, self.output.device, exc)  # fmt: skip
-            self.output = Output(None, None, f"opening {self.output.format} failed: {exc}")
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            self._give_up(f"cannot run {argv[0]}: {exc}")
             track.stop()
             return False
-        self._playing.setdefault(owner, []).append(sink)
+        task = asyncio.create_task(self._pump(track, proc), name=f"play {name}")
+        self._playing.setdefault(owner, []).append(task)
         return True
 
+    def _give_up(self, why: str) -> None:
+        if self.output.kind is not None:
+            log.warning("cannot play call audio through %s: %s; not playing it from now on",
+                        self.output.kind, why)  # fmt: skip
+            self.output = Output(None, f"the player failed: {why}")
+
+    async def _pump(self, track: MediaStreamTrack, proc: asyncio.subprocess.Process) -> None:
+        """Resample every frame to the player's format and write it to its stdin."""
+        assert proc.stdin is not None
+        resampler = AudioResampler(format="s16", layout="mono", rate=RATE)
+        try:
+            while True:
+                try:
+                    frame = await track.recv()
+                except MediaStreamError:
+                    return
+                if not isinstance(frame, AudioFrame):
+                    continue
+                for out in resampler.resample(frame):
+                    proc.stdin.write(bytes(out.planes[0])[: out.samples * 2 * CHANNELS])
+                await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            err = b""
+            if proc.stderr is not None:
+                with contextlib.suppress(Exception):
+                    err = await asyncio.wait_for(proc.stderr.read(2000), 1.0)
+            self._give_up(err.decode(errors="replace").strip() or f"exit {proc.returncode}")
+        finally:
+            track.stop()
+            await _close(proc)
+
     async def stop(self, owner: object) -> None:
-        """Stop playing every track of ``owner`` and close its device streams."""
-        for sink in self._playing.pop(owner, []):
-            try:
-                await sink.stop()
-            except (OSError, ValueError) as exc:
-                log.warning("closing call audio output: %s", exc)
+        """Stop playing every track of ``owner`` and end its players."""
+        tasks = self._playing.pop(owner, [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
         for owner in list(self._playing):
             await self.stop(owner)
+
+
+async def _close(proc: asyncio.subprocess.Process) -> None:
+    """End a player: close its stdin (it drains and exits), kill it if it lingers."""
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        proc.stdin.close()
+    try:
+        async with asyncio.timeout(1.0):
+            await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise

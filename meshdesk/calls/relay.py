@@ -147,6 +147,20 @@ class Forwarder:
         for slot in self._slots.pop(node_id, []):
             slot.stop()
 
+    @property
+    def targets(self) -> list[str]:
+        """Participants this host still forwards to."""
+        return list(self._slots)
+
+    def stop_video(self) -> None:
+        """The host fell back to audio only: it forwards no video from now on (each
+        forwarded video costs it a decode and an encode per target)."""
+        self._audio_only = True
+        for slots in self._slots.values():
+            for slot in slots:
+                if slot.kind == "video":
+                    slot.set_source(None, None)
+
     def close(self) -> None:
         for node_id in list(self._slots):
             self.forget(node_id)
@@ -180,7 +194,7 @@ class Forwarder:
                     free.pop(0).set_source(
                         node_id, self._relay.subscribe(remote[node_id]["audio"], buffered=True)
                     )
-            video = [n for n in others if "video" in remote[n]]
+            video = [n for n in others if "video" in remote[n] and not self._audio_only]
             for slot in slots:
                 if slot.kind != "video":
                     continue

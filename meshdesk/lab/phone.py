@@ -102,11 +102,15 @@ def _wrapper(folder: Path, netns: str) -> Path:
 
 
 @contextmanager
-def phone_browser(folder: Path, netns: str, *, allow_media: bool = True) -> Iterator[Browser]:
+def phone_browser(
+    folder: Path, netns: str, *, allow_media: bool = True, microphone: Path | None = None
+) -> Iterator[Browser]:
     """A chromium inside ``netns`` (a lab host's namespace), closed afterwards.
 
     ``allow_media=False`` leaves out ``--use-fake-ui-for-media-stream``: every request
     for the camera and microphone is then refused, as when a citizen taps "Block".
+    ``microphone``: a WAV file the fake microphone plays in a loop (instead of
+    chromium's beeps), for tests that check what the desk hears.
     """
     problems = browser_problems()
     if problems:
@@ -116,7 +120,8 @@ def phone_browser(folder: Path, netns: str, *, allow_media: bool = True) -> Iter
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(_wrapper(folder, netns)),
-            args=[f for f in FLAGS if allow_media or f != "--use-fake-ui-for-media-stream"],
+            args=[f for f in FLAGS if allow_media or f != "--use-fake-ui-for-media-stream"]
+            + ([f"--use-file-for-fake-audio-capture={microphone}"] if microphone else []),
             headless=True,
         )
         try:

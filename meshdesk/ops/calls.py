@@ -29,14 +29,14 @@ _CALL_ID = text("call_id", "the call", required=True)
     text("peer", "the node to call (name, id or id prefix)", required=True),
     text("case", "the case the call is about (logged on it)"),
     flag("audio_only", "no video"),
-    text("media", "device, synthetic or file:PATH", default="synthetic"),
+    text("media", "device, synthetic or file:PATH (default: the node's [calls] media)"),
 )
 async def _start(calls: CallManager, args: Args) -> object:
     return await calls.start(
         args.text("peer"),
         case_id=args.maybe_text("case"),
         audio_only=args.flag("audio_only"),
-        media=args.text("media"),
+        media=args.maybe_text("media"),
     )
 
 

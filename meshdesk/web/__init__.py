@@ -61,10 +61,11 @@ async def start_web(
 
     def make_guest(invite: Invitation, remote: str) -> Guest:
         name = f"{word} {invite.code}" if invite.code else word
-        return Guest(invite.guest_id, name, remote, invite.case_id, invite.call_id)
+        return Guest(invite.guest_id, name, remote, invite.case_id, invite.call_id, invite.code)
 
     desk = CitizenDesk(calls, make_guest, ttl=settings.invite_ttl, publish=publish)
     calls.add_listener(desk.on_call)
+    calls.guest_desk = desk
     if not settings.enabled:
         desk.unavailable = "the web port is turned off ([web] enabled = false)"
         return desk

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from meshdesk.calls import Guest
+from meshdesk.calls.ice import local_address_towards
 from meshdesk.errors import CallError, UsageError
 from meshdesk.web.invites import Invitation, InviteBook, InviteState
 
@@ -32,6 +33,10 @@ log = logging.getLogger("meshdesk.web")
 
 #: Long-polls answered empty after this long (the page asks again at once).
 POLL_TIMEOUT = 20.0
+#: An invitation kept ready for another desk's phone waits this long to be opened.
+STANDBY_TTL = 3600.0
+#: Reasons a call ends here while it goes on elsewhere (this desk left it).
+LEAVING = frozenset({"hung up", "node shutting down"})
 
 Publish = Callable[[str, dict[str, object]], None]
 
@@ -77,6 +82,8 @@ class CitizenDesk:
         self.unavailable: str | None = "the web port has not started"
         self.port: int | None = None
         self.addresses: Callable[[], list[str]] = list
+        #: Calls this node hosts now (their kept-ready phones are admitted).
+        self._hosting: set[str] = set()
 
     # -- staff -----------------------------------------------------------------------
 
@@ -131,7 +138,50 @@ class CitizenDesk:
         if invite.state is InviteState.WAITING:
             log.info("citizen waiting: code %s (invitation %s)", code, invite.invite_id)
             self._changed(invite, "waiting")
+            if invite.transfer and invite.call_id in self._hosting:
+                self._readmit(invite)
         return code
+
+    # -- a phone of a call this node may take over (see meshdesk.calls._handover) ------
+
+    def standby(
+        self, call_id: str, guest_id: str, code: str, token: str, case_id: str | None, remote: str
+    ) -> str | None:
+        """Keep an invitation ready for a phone of ``call_id``, hosted by another desk
+        now; its URL (on the address that reaches the phone), or None without a port."""
+        if self.unavailable is not None or self.port is None or not guest_id.startswith("citizen:"):
+            return None
+        try:
+            invite = self.book.adopt(
+                self._clock(), invite_id=guest_id.removeprefix("citizen:"), token=token,
+                code=code or None, case_id=case_id, call_id=call_id, ttl=STANDBY_TTL,
+            )  # fmt: skip
+        except UsageError as exc:
+            log.warning("cannot keep an invitation ready for %s: %s", guest_id, exc)
+            return None
+        addresses = self.addresses()
+        near = local_address_towards(remote) if remote else None
+        host = near if near in addresses else (addresses[0] if addresses else None)
+        if host is None:
+            return None
+        log.info("invitation %s kept ready for call %s (code %s)", invite.invite_id, call_id,
+                 invite.code)  # fmt: skip
+        return url_of(host, self.port, invite.token)
+
+    def backup_ready(self, guest_id: str, url: str) -> None:
+        """Tell the phone of ``guest_id`` where it reconnects if this desk goes."""
+        for invite in self.book.all():
+            ready = invite.guest_id == guest_id and invite.state is InviteState.ADMITTED
+            if ready and invite.backup_url != url:
+                invite.backup_url = url
+                invite.push("standby", url=url)
+                self._wake(invite)
+
+    def _readmit(self, invite: Invitation) -> None:
+        self.book.admit(invite)
+        log.info("invitation %s (code %s) re-admitted: this node hosts its call now",
+                 invite.invite_id, invite.code)  # fmt: skip
+        self._changed(invite, "admitted")
 
     async def offer(self, invite: Invitation, sdp: str, remote: str) -> str:
         """The admitted phone's WebRTC offer; our answer.
@@ -181,12 +231,28 @@ class CitizenDesk:
             self._changed(invite, "expired")
 
     def on_call(self, call: dict[str, object]) -> None:
-        """A call changed (a call manager listener): end invitations whose call ended."""
+        """A call changed (a call manager listener): end invitations whose call ended,
+        move phones to the successor when this desk leaves, admit phones that were
+        kept ready once this node hosts their call."""
         call_id = call.get("call_id")
+        parts = call.get("participants")
+        me = parts[0] if isinstance(parts, list) and parts else {}
+        hosting = isinstance(me, dict) and me.get("node_id") == call.get("host")
+        if hosting and call.get("state") != "ended" and isinstance(call_id, str):
+            self._hosting.add(call_id)
+        else:
+            self._hosting.discard(str(call_id))
+        for invite in self.book.all():
+            if not invite.transfer or invite.call_id != call_id or not invite.alive:
+                continue
+            if call.get("state") == "ended":
+                self._finish(invite, InviteState.ENDED, "the call ended")
+            elif hosting and invite.state is InviteState.WAITING:
+                self._readmit(invite)
         for invite in self.book.all():
             if invite.state is not InviteState.ADMITTED or invite.call_id != call_id:
                 continue
-            me = next(
+            mine = next(
                 (
                     p
                     for p in call.get("participants", [])  # type: ignore[attr-defined]
@@ -194,15 +260,25 @@ class CitizenDesk:
                 ),
                 None,
             )
-            if call.get("state") == "ended" or (me is not None and me.get("state") == "left"):
+            ended = call.get("state") == "ended"
+            if ended and invite.backup_url and call.get("reason") in LEAVING:
+                # This desk left and the call goes on through the successor: the page
+                # goes there (its invitation is ready) instead of ending.
+                invite.push("moved", url=invite.backup_url)
+                log.info("invitation %s: the phone moves to %s", invite.invite_id,
+                         invite.backup_url.split("/j/")[0])  # fmt: skip
+            if ended or (mine is not None and mine.get("state") == "left"):
                 self._finish(invite, InviteState.ENDED, str(call.get("reason") or "ended"))
             elif call.get("degraded") and not any(e["kind"] == "degraded" for e in invite.events):
                 invite.push("degraded")
                 self._wake(invite)
 
     def close(self) -> None:
-        """The node stops: every open invitation ends."""
+        """The node stops: every open invitation ends (a phone with a successor moves
+        there: the call goes on without this desk)."""
         for invite in self.book.all():
+            if invite.state is InviteState.ADMITTED and invite.backup_url:
+                invite.push("moved", url=invite.backup_url)
             self._finish(invite, InviteState.ENDED, "the desk closed")
 
     def _finish(self, invite: Invitation, state: InviteState, reason: str) -> None:

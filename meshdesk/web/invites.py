@@ -89,6 +89,11 @@ class Invitation:
     events: list[dict[str, object]] = field(default_factory=list)
     seq: int = 0
     reason: str | None = None
+    #: Kept ready for a phone of another desk's call this node may take over: it is
+    #: admitted as soon as this node hosts that call (the citizen was admitted once).
+    transfer: bool = False
+    #: Where this phone reconnects if this desk goes (a successor's invitation).
+    backup_url: str | None = None
 
     @property
     def guest_id(self) -> str:
@@ -148,6 +153,36 @@ class InviteBook:
         self._by_hash[token_hash(token)] = invite
         return invite
 
+    def adopt(
+        self,
+        now: float,
+        *,
+        invite_id: str,
+        token: str,
+        code: str | None,
+        case_id: str | None,
+        call_id: str,
+        ttl: float,
+    ) -> Invitation:
+        """Keep ready an invitation another desk made for a phone in ``call_id`` (the
+        same id, so the same citizen in the call, and the same code), under a new
+        ``token`` that desk chose; it waits up to ``ttl`` to be opened.
+
+        Raises:
+            UsageError: too many open, or the token or id is unusable.
+        """
+        if not 16 <= len(token) <= 64 or not invite_id or len(invite_id) > 16:
+            raise UsageError("a standby invitation needs a token of 16-64 characters and an id")
+        if sum(1 for i in self._by_hash.values() if i.alive) >= OPEN_MAX:
+            raise UsageError("too many invitations are open")
+        for other in self._by_hash.values():
+            if other.invite_id == invite_id and other.alive:
+                return other
+        invite = Invitation(invite_id, token, case_id, call_id, created_at=now,
+                            deadline=now + ttl, code=code, transfer=True)  # fmt: skip
+        self._by_hash[token_hash(token)] = invite
+        return invite
+
     def by_token(self, token: str) -> Invitation | None:
         """The invitation of ``token`` in any state, or None (never made, or forgotten)."""
         return self._by_hash.get(token_hash(token))
@@ -196,10 +231,12 @@ class InviteBook:
             return invite.code
         if invite.state is not InviteState.OPENED:
             raise UsageError(f"this invitation is {invite.state}")
-        taken = {i.code for i in self._by_hash.values() if i.alive and i.code is not None}
-        code = f"{secrets.randbelow(10000):04d}"
-        while code in taken:
+        code = invite.code  # a transferred invitation keeps the code staff know
+        if code is None:
+            taken = {i.code for i in self._by_hash.values() if i.alive and i.code is not None}
             code = f"{secrets.randbelow(10000):04d}"
+            while code in taken:
+                code = f"{secrets.randbelow(10000):04d}"
         invite.code = code
         invite.state = InviteState.WAITING
         invite.push("waiting", code=code)

@@ -45,6 +45,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "no_media": "マイクもカメラも見つかりません。職員にお知らせください。",
         "audio_only": "電波が弱いため、声だけに切り替えました。",
         "lost": "接続が切れました。自動でつなぎ直しています…",
+        "lost_desk": "受付の端末との接続が切れました。相談は別の職員の端末で続いています。「つなぎ直す」を押してください。",
+        "reconnect": "つなぎ直す",
         "ended": "相談は終わりました。ありがとうございました。この画面は閉じてかまいません。",
         "declined": "今回は入室できませんでした。職員にお声がけください。",
         "expired": "このリンクの有効期限が切れました。職員に新しいQRコードをもらってください。",
@@ -80,6 +82,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "no_media": "No microphone or camera found. Please tell the staff.",
         "audio_only": "The connection is weak: switched to voice only.",
         "lost": "The connection was lost. Reconnecting by itself…",
+        "lost_desk": "The desk's laptop is gone. The consultation goes on with other staff: press “Reconnect”.",
+        "reconnect": "Reconnect",
         "ended": "The consultation has ended. Thank you. You may close this page.",
         "declined": "You could not be let in this time. Please speak to the staff.",
         "expired": "This link has expired. Please ask the staff for a new QR code.",
@@ -180,6 +184,9 @@ def call_page(lang: Lang) -> str:
         + '<p class="big" id="notice-text" aria-live="assertive"></p>\n'
         + '<button type="button" id="retry" class="primary" data-t="start" hidden>'
         + t["start"]
+        + "</button>\n"
+        + '<button type="button" id="reconnect" class="primary" data-t="reconnect" hidden>'
+        + t["reconnect"]
         + "</button>\n</section>\n"
         + "</main>\n"
         + '<script src="/static/app.js"></script>\n'

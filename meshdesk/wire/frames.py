@@ -22,11 +22,15 @@ __all__ = [
     "CallAnswer",
     "CallDecline",
     "CallDegrade",
+    "CallGuestReady",
+    "CallGuestStandby",
+    "CallHost",
     "CallLeave",
     "CallMember",
     "CallMute",
     "CallOffer",
     "CallRoster",
+    "CallStanding",
     "Certificates",
     "CheckpointRef",
     "ErrorFrame",
@@ -79,6 +83,10 @@ class FrameKind(IntEnum):
     CALL_ROSTER = 44
     CALL_MUTE = 45
     CALL_DEGRADE = 46
+    CALL_STANDING = 47
+    CALL_HOST = 48
+    CALL_GUEST_STANDBY = 49
+    CALL_GUEST_READY = 50
 
 
 _NodeId = Annotated[str, MaxLen(64)]
@@ -390,6 +398,62 @@ class CallDegrade:
     reason: _Reason
 
 
+@frame(FrameKind.CALL_STANDING)
+@dataclass(frozen=True, slots=True)
+class CallStanding:
+    """A member of a relayed call tells its host how fit it is to take over: CPU
+    headroom, its worst link round trip to the other members, its media loss."""
+
+    call_id: _CallId
+    cpu_free_pct: Annotated[int, Range(0, 100)]
+    rtt_ms: Annotated[int, Range(0, 600_000)]
+    loss_pct: Annotated[int, Range(0, 100)]
+
+
+@frame(FrameKind.CALL_HOST)
+@dataclass(frozen=True, slots=True)
+class CallHost:
+    """Who hosts call ``call_id`` from host generation ``epoch`` on, whether it is a
+    star through it (``relayed``) or a full mesh, and who takes over next, in order.
+
+    The host sends it when the order or the shape changes (same epoch); a new host
+    (a handover: the host left, vanished or degraded) with the next epoch.
+    """
+
+    call_id: _CallId
+    host: _NodeId
+    epoch: Annotated[int, Range(0, 2**31)]
+    relayed: bool
+    successors: Annotated[tuple[_NodeId, ...], MaxLen(CALL_MEMBERS_MAX)]
+    reason: _Reason
+
+
+@frame(FrameKind.CALL_GUEST_STANDBY)
+@dataclass(frozen=True, slots=True)
+class CallGuestStandby:
+    """The host of a call with a citizen's phone asks its first successor to keep an
+    invitation ready for that phone (``token``, new, secret: the link is encrypted),
+    in case the host leaves or vanishes. ``remote`` is the phone's address (the
+    successor's page URL names the address that reaches it)."""
+
+    call_id: _CallId
+    guest_id: Annotated[str, MaxLen(64)]
+    code: Annotated[str, MaxLen(8)]
+    token: Annotated[str, MaxLen(64)]
+    case_id: Annotated[str, MaxLen(64)] | None
+    remote: Annotated[str, MaxLen(64)]
+
+
+@frame(FrameKind.CALL_GUEST_READY)
+@dataclass(frozen=True, slots=True)
+class CallGuestReady:
+    """The successor keeps the invitation ready at ``url`` (the host tells the phone)."""
+
+    call_id: _CallId
+    guest_id: Annotated[str, MaxLen(64)]
+    url: Annotated[str, MaxLen(512)]
+
+
 #: Every frame class; ``match`` on it and mypy checks that all kinds are handled.
 Frame: TypeAlias = (
     Hello
@@ -413,6 +477,10 @@ Frame: TypeAlias = (
     | CallRoster
     | CallMute
     | CallDegrade
+    | CallStanding
+    | CallHost
+    | CallGuestStandby
+    | CallGuestReady
 )
 
 

@@ -155,15 +155,24 @@ class RunningNode:
 
 
 def start_node(
-    lab: Lab, host_name: str, name: str, home: NodeHome, *extra: str, wait_until: WaitUntil
+    lab: Lab,
+    host_name: str,
+    name: str,
+    home: NodeHome,
+    *extra: str,
+    wait_until: WaitUntil,
+    env: Mapping[str, str] | None = None,
 ) -> RunningNode:
-    """Start ``meshdesk run`` for ``home`` on ``host_name``; returns once it answers."""
+    """Start ``meshdesk run`` for ``home`` on ``host_name``; returns once it answers.
+
+    ``env`` is added to its environment (a test's own sound server, for instance).
+    """
     host = lab.host(host_name)
     argv = [
         MESHDESK, "run", "--home", str(home.path), "--listen", f"0.0.0.0:{PORT}",
         "--interface", host.iface, *extra,
     ]  # fmt: skip
-    node = RunningNode(name, home, host, lab.popen(host_name, argv, name=name))
+    node = RunningNode(name, home, host, lab.popen(host_name, argv, name=name, env=env))
     wait_until(node.answers, timeout=SETTLE, message=f"{name} on {host_name} answers")
     return node
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from textual.command import CommandPalette
-from textual.widgets import DataTable, Input, OptionList, RichLog, Select, SelectionList
+from textual.widgets import DataTable, Input, OptionList, RichLog, Select, SelectionList, Static
 
 from meshdesk.tui import MeshdeskApp
 from meshdesk.tui.fake import FakeNode
@@ -243,6 +243,14 @@ async def test_start_mute_invite_and_end_a_call(fake: FakeNode) -> None:
         assert call["participants"][1]["name"] == "第一小学校避難所"
         parts = app.screen.query_one("#participants", DataTable)
         await settle(pilot, lambda: parts.row_count == 2, "participants shown")
+        # No echo canceller on the fake's sound server: the console says so and
+        # recommends a headset; with one it says it is on.
+        sound = app.screen.query_one("#sound", Static)
+        assert "Use a headset" in str(sound.render())
+        assert "no echo cancelling" in str(sound.render())
+        call["sound"] = {"echo_cancel": True, "note": "echo cancelling active"}
+        fake.tick_calls()
+        await settle(pilot, lambda: str(sound.render()) == "Echo cancelling: on", "ec on")
         fake.tick_calls()
         preview = app.screen.query_one(VideoPreview)
         await settle(pilot, lambda: preview.frame is not None, "video preview drawn", 200)

@@ -147,12 +147,6 @@ def test_missing_media_file_is_a_call_error(tmp_path: Path) -> None:
         open_media(f"file:{tmp_path / 'none.mp4'}", "a", audio_only=False)
 
 
-@pytest.mark.skipif(Path("/dev/video0").exists(), reason="this machine has a camera")
-def test_device_media_without_a_camera_is_a_call_error() -> None:
-    with pytest.raises(CallError, match="no camera"):
-        open_media("device", "a", audio_only=False)
-
-
 def test_calls_config_media_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[calls]\nauto_accept = true\nmedia = "synthetic"\n')

@@ -1,20 +1,18 @@
-"""Relaying and playback without a network: forwarding slots, the forwarding table,
-which output device plays received audio, and the calls config knobs."""
+"""Relaying without a network: forwarding slots, the forwarding table, and the calls
+config knobs (playback and the sound server: tests/unit/test_calls_sound.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import pytest
-from aiortc.contrib.media import MediaRecorder, MediaRelay
+from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
 from waits import AsyncWaitUntil
 
 from meshdesk.calls.media import TestPatternTrack, ToneTrack
-from meshdesk.calls.playback import Output, Playback, choose_output
 from meshdesk.calls.relay import AUDIO_SLOTS, Forwarder, SlotTrack
 from meshdesk.config import ConfigError, load_config
 
@@ -123,90 +121,6 @@ def test_an_audio_only_forwarder_has_no_video_slot() -> None:
     forwarder = Forwarder(MediaRelay(), audio_only=True)
     assert {s.kind for s in forwarder.slots_for("b")} == {"audio"}
     forwarder.close()
-
-
-# -- playback ----------------------------------------------------------------------------
-
-BOTH = ("pulse", "alsa")
-
-
-def _root(tmp_path: Path, *files: str) -> Path:
-    for name in files:
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-    return tmp_path
-
-
-def test_a_pulse_server_socket_means_pulse(tmp_path: Path) -> None:
-    root = _root(tmp_path, "run/user/1000/pulse/native", "dev/snd/pcmC0D0p")
-    out = choose_output("auto", env={}, uid=1000, root=root, formats=BOTH)
-    assert (out.format, out.device) == ("pulse", "default")
-    # FFmpeg without pulse output: ALSA's default (routed to the server) instead.
-    out = choose_output("auto", env={}, uid=1000, root=root, formats=("alsa",))
-    assert (out.format, out.device) == ("alsa", "default")
-
-
-def test_pulse_server_from_the_environment(tmp_path: Path) -> None:
-    root = _root(tmp_path, "tmp/pulse.sock")
-    env = {"PULSE_SERVER": "unix:/tmp/pulse.sock"}
-    assert choose_output("auto", env=env, uid=1, root=root, formats=BOTH).format == "pulse"
-    env = {"PULSE_SERVER": "unix:/tmp/gone.sock"}
-    assert choose_output("auto", env=env, uid=1, root=root, formats=BOTH).format is None
-
-
-def test_an_alsa_playback_pcm_means_alsa_and_a_capture_pcm_does_not(tmp_path: Path) -> None:
-    capture_only = _root(tmp_path / "a", "dev/snd/pcmC0D0c", "dev/snd/controlC0")
-    assert choose_output("auto", env={}, uid=1, root=capture_only, formats=BOTH).format is None
-    playback = _root(tmp_path / "b", "dev/snd/pcmC0D0c", "dev/snd/pcmC0D3p")
-    out = choose_output("auto", env={}, uid=1, root=playback, formats=BOTH)
-    assert (out.format, out.device) == ("alsa", "default")
-    assert "pcmC0D3p" in out.why
-
-
-def test_no_device_or_off_means_counting_only(tmp_path: Path) -> None:
-    none = choose_output("auto", env={}, uid=1, root=tmp_path, formats=BOTH)
-    assert none.format is None
-    assert "no output device" in none.describe()
-    root = _root(tmp_path, "dev/snd/pcmC0D0p")
-    off = choose_output("off", env={}, uid=1, root=root, formats=BOTH)
-    assert off.format is None
-    assert "off" in off.why
-    # A device FFmpeg cannot drive is said so.
-    assert (
-        "no pulse or alsa output"
-        in choose_output("auto", env={}, uid=1, root=root, formats=("wav",)).why
-    )
-
-
-async def test_without_an_output_the_track_is_released_not_played() -> None:
-    relay = MediaRelay()
-    tone = ToneTrack()
-    proxy = relay.subscribe(tone)
-    playback = Playback(Output(None, None, "none"))
-    assert await playback.play("leg", proxy) is False
-    assert proxy.readyState == "ended"
-    tone.stop()
-
-
-async def test_an_output_that_fails_to_open_is_logged_and_given_up(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    opened: list[tuple[str, str]] = []
-
-    def broken(device: str, fmt: str) -> MediaRecorder:
-        opened.append((device, fmt))
-        raise OSError("no such device")
-
-    playback = Playback(Output("alsa", "default", "test"), recorder=broken)
-    tone = ToneTrack()
-    with caplog.at_level(logging.WARNING, "meshdesk.calls.playback"):
-        assert await playback.play("leg", MediaRelay().subscribe(tone)) is False
-        assert await playback.play("leg", MediaRelay().subscribe(tone)) is False
-    assert opened == [("default", "alsa")]  # tried once
-    assert playback.output.format is None
-    assert sum("cannot play call audio" in r.message for r in caplog.records) == 1
-    tone.stop()
 
 
 # -- config ------------------------------------------------------------------------------

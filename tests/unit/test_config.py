@@ -442,6 +442,9 @@ EVERY_KEY = Config(
         playback="off",
         fallback_loss_pct=100.0,
         fallback_rtt_ms=math.inf,
+        echo_cancel="off",
+        camera='/dev/カメラ "2"',
+        tone_hz=620,
     ),
     web=WebSettings(
         enabled=False,
@@ -488,7 +491,7 @@ def test_a_written_key_keeps_its_comment_and_notes_the_default() -> None:
     assert "keeps its default" in text
     # EVERY_KEY changes every key, so each has its "Default:" line; the defaults none.
     keys = [line for line in lines if line and line[0] not in "#["]
-    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 22
+    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 25
     assert config_text(Config()) == default_config_text()
     assert "Default:" not in default_config_text()
 
@@ -581,6 +584,9 @@ _configs = st.builds(
         playback=st.sampled_from(["auto", "off"]),
         fallback_loss_pct=st.floats(min_value=1e-9, max_value=100, allow_nan=False),
         fallback_rtt_ms=st.floats(min_value=1e-9, allow_nan=False),
+        echo_cancel=st.sampled_from(["auto", "on", "off"]),
+        camera=st.text(st.characters(codec="utf-8"), min_size=1).map(lambda p: f"/{p}"),
+        tone_hz=st.integers(100, 4000),
     ),
 )
 

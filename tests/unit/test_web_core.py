@@ -266,6 +266,60 @@ def test_declining_an_admitted_citizen_takes_it_out_of_the_call() -> None:
     assert invite.state is InviteState.ENDED
 
 
+def test_a_phone_with_a_successor_moves_there_when_the_desk_leaves() -> None:
+    desk, _, _ = _desk()
+    desk.new(case_id=None, call_id=None)
+    invite = desk.book.all()[0]
+    desk.book.open(invite, 0.0)
+    desk.admit(desk.lobby(invite))
+    invite.call_id = "CALL"
+    url = "https://192.168.1.30:7443/j/" + "s" * 32
+    desk.backup_ready(invite.guest_id, url)
+    desk.backup_ready(invite.guest_id, url)  # told once
+    assert [e for e in invite.events if e["kind"] == "standby"] == [
+        {"seq": 3, "kind": "standby", "url": url}
+    ]
+    desk.on_call({"call_id": "CALL", "state": "ended", "reason": "hung up", "participants": []})
+    kinds = [e["kind"] for e in invite.events]
+    assert kinds[-2:] == ["moved", "ended"]  # the page goes before it hears "ended"
+    # A citizen who hung up is not moved anywhere.
+    other, _, _ = _desk()
+    other.new(case_id=None, call_id=None)
+    gone = other.book.all()[0]
+    other.book.open(gone, 0.0)
+    other.admit(other.lobby(gone))
+    gone.call_id, gone.backup_url = "CALL", url
+    left = {"node_id": gone.guest_id, "state": "left"}
+    other.on_call({"call_id": "CALL", "state": "active", "participants": [{}, left]})
+    assert "moved" not in [e["kind"] for e in gone.events]
+
+
+def test_a_successor_keeps_the_phone_ready_and_admits_it_once_it_hosts() -> None:
+    desk, _, published = _desk()
+    token = "t" * 32
+    url = desk.standby("CALL", "citizen:0a1b2c3d", "4821", token, None, "192.168.1.77")
+    assert url == f"https://192.168.1.20:7443/j/{token}"
+    invite = desk.book.by_token(token)
+    assert invite is not None
+    assert (invite.guest_id, invite.code, invite.state) == ("citizen:0a1b2c3d", "4821", "new")
+    # The same phone again is the same invitation; bad tokens are refused.
+    assert desk.standby("CALL", "citizen:0a1b2c3d", "4821", "u" * 32, None, "") is not None
+    assert len(desk.book.all()) == 1
+    assert desk.standby("CALL", "citizen:ffff0000", "1", "short", None, "") is None
+    desk.book.open(invite, 0.0)
+    assert desk.lobby(invite) == "4821"  # the code staff already know
+    assert invite.state is InviteState.WAITING  # not hosting the call (yet)
+    me = {"node_id": "ME"}
+    desk.on_call({"call_id": "CALL", "state": "active", "host": "ME", "participants": [me]})
+    assert invite.state is InviteState.ADMITTED
+    assert published[-1][1]["change"] == "admitted"
+    desk.on_call({"call_id": "CALL", "state": "ended", "host": "ME", "participants": [me]})
+    assert invite.state is InviteState.ENDED
+    off, _, _ = _desk()
+    off.unavailable = "the web port is turned off"
+    assert off.standby("CALL", "citizen:0a1b2c3d", "4821", token, None, "") is None
+
+
 def test_without_the_web_port_staff_are_told_why() -> None:
     desk, _, _ = _desk()
     desk.unavailable = "this node's kit has no web sub-CA"

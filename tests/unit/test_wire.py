@@ -21,11 +21,15 @@ from meshdesk.wire import (
     CallAnswer,
     CallDecline,
     CallDegrade,
+    CallGuestReady,
+    CallGuestStandby,
+    CallHost,
     CallLeave,
     CallMember,
     CallMute,
     CallOffer,
     CallRoster,
+    CallStanding,
     Certificates,
     CheckpointRef,
     ErrorFrame,
@@ -133,6 +137,26 @@ EXAMPLES: dict[FrameKind, Frame] = {
     ),
     FrameKind.CALL_MUTE: CallMute(call_id="c-1", audio=True, video=False),
     FrameKind.CALL_DEGRADE: CallDegrade(call_id="c-1", reason="loss 12 % over 3 s"),
+    FrameKind.CALL_STANDING: CallStanding(call_id="c-1", cpu_free_pct=64, rtt_ms=3, loss_pct=0),
+    FrameKind.CALL_GUEST_STANDBY: CallGuestStandby(
+        call_id="c-1",
+        guest_id="citizen:0a1b2c3d",
+        code="4821",
+        token="t" * 32,
+        case_id=None,
+        remote="10.0.0.9",
+    ),
+    FrameKind.CALL_GUEST_READY: CallGuestReady(
+        call_id="c-1", guest_id="citizen:0a1b2c3d", url="https://10.0.0.2:7443/j/" + "t" * 32
+    ),
+    FrameKind.CALL_HOST: CallHost(
+        call_id="c-1",
+        host="n-2",
+        epoch=1,
+        relayed=True,
+        successors=("n-3", "n-4"),
+        reason="the host n-1 left",
+    ),
 }
 
 

@@ -22,7 +22,7 @@ from meshdesk.tui.screens.citizen import invite_citizen, waiting_citizens
 from meshdesk.tui.widgets import VideoPreview
 from meshdesk.tui.widgets.preview import decode_frame
 
-__all__ = ["CallScreen", "PickScreen", "stats_text"]
+__all__ = ["CallScreen", "PickScreen", "sound_text", "stats_text"]
 
 log = logging.getLogger("meshdesk.tui")
 
@@ -54,6 +54,23 @@ def stats_text(call: dict[str, Any]) -> str:
         fr=s.get("fps_received", "-"),
         setup=s.get("setup_ms", "-"),
     )
+
+
+def sound_text(call: dict[str, Any]) -> str:
+    """Whether echo cancelling is on (with a microphone), and what fell short."""
+    lines = []
+    sound = call.get("sound")
+    if isinstance(sound, dict):
+        if sound.get("echo_cancel"):
+            lines.append(tr("Echo cancelling: on"))
+        else:
+            lines.append(
+                tr("Echo cancelling: off ({why}). Use a headset: the speaker is heard by the "
+                   "microphone.").format(why=sound.get("note", "-"))
+            )  # fmt: skip
+    if call.get("notice"):
+        lines.append(tr("Note: {notice}").format(notice=call["notice"]))
+    return "\n".join(lines)
 
 
 class PickScreen(ModalScreen[str | None]):
@@ -98,6 +115,7 @@ class CallScreen(ConsoleScreen):
                 yield Static(id="call-title", classes="panel-title")
                 yield DataTable(id="participants", cursor_type="none")
                 yield Static(id="stats")
+                yield Static(id="sound")
                 yield Static(id="citizens", classes="citizens")
             yield VideoPreview(id="preview")
 
@@ -132,6 +150,7 @@ class CallScreen(ConsoleScreen):
         call = self.current
         table = self.query_one("#participants", DataTable)
         table.clear()
+        self.query_one("#sound", Static).update(plain(sound_text(call)) if call else "")
         if call is None:
             self.query_one("#call-title", Static).update(tr("No call. Press c to call a peer."))
             self.query_one("#stats", Static).update("")
@@ -202,7 +221,8 @@ class CallScreen(ConsoleScreen):
     @work(exclusive=True, group="call-action")
     async def _start(self, peer: str | None) -> None:
         if peer is not None:
-            args = {"peer": peer, "case": None, "audio_only": False, "media": "synthetic"}
+            # The node's own [calls] media: camera and microphone on a real desk.
+            args = {"peer": peer, "case": None, "audio_only": False}
             self._apply(await attempt(self, self.desk.api.call("call_start", args)))
 
     @work(exclusive=True, group="call-action")

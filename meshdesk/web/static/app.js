@@ -42,11 +42,17 @@
   }
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  async function post(path, body) {
-    const response = await fetch(base + path, {
-      method: "POST", cache: "no-store", credentials: "same-origin",
-      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}),
-    });
+  // A request to a desk that vanished (a power cut) may never be answered: give up.
+  async function post(path, body, timeoutMs) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), timeoutMs || 15000);
+    let response;
+    try {
+      response = await fetch(base + path, {
+        method: "POST", cache: "no-store", credentials: "same-origin", signal: abort.signal,
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}),
+      });
+    } finally { clearTimeout(timer); }
     let data = {};
     try { data = await response.json(); } catch (e) { data = {}; }
     if (!response.ok) {
@@ -117,7 +123,7 @@
           handle(event);
         }
       } catch (error) {
-        if (state.admitted) status("lost");
+        if (state.admitted) { status("lost"); checkDesk(); }
         await sleep(backoff);
         backoff = Math.min(backoff * 2, 5000);
       }
@@ -134,6 +140,10 @@
         }
         break;
       case "degraded": audioOnly(); break;
+      // Where to reconnect if this desk goes: another staff member's laptop keeps an
+      // invitation ready. "moved": this desk left and the call goes on there.
+      case "standby": state.standby = event.url; break;
+      case "moved": go(event.url); break;
       case "declined": finish("declined"); break;
       case "expired": finish("expired"); break;
       case "ended": finish("ended"); break;
@@ -210,9 +220,11 @@
         state.connectTries = 0;
         status(state.audioOnly ? "audio_only" : (state.noCamera ? "no_camera" : "in_call"));
       } else if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+        checkDesk();
         reconnect();
       } else if (pc.connectionState === "disconnected") {
         status("lost");
+        checkDesk();
         setTimeout(() => { if (state.pc === pc && pc.connectionState === "disconnected") reconnect(); }, 4000);
       }
     });
@@ -250,6 +262,39 @@
     state.connectTries += 1;
     await sleep(Math.min(1000 * state.connectTries, 5000));
     if (!state.ended && state.pc === null) connect();
+  }
+
+  // Is the desk still there? If not and a successor keeps our invitation ready, say
+  // so and offer to reconnect there (the citizen taps once).
+  let checking = false;
+  async function checkDesk() {
+    if (checking || !state.standby || state.ended) return;
+    checking = true;
+    try {
+      await post("/mute", { audio: state.muted, video: state.cameraOff || state.noCamera }, 3000);
+    } catch (error) {
+      if (!error.status) lostDesk();
+    } finally { checking = false; }
+  }
+
+  function lostDesk() {
+    if (state.ended) return;
+    state.ended = true;
+    if (state.pc) state.pc.close();
+    state.pc = null;
+    setText($("notice-text"), "lost_desk");
+    $("notice-text").dataset.key = "lost_desk";
+    $("retry").hidden = true;
+    $("reconnect").hidden = false;
+    show("notice");
+  }
+
+  function go(url) {
+    state.ended = true;
+    if (state.pc) state.pc.close();
+    state.pc = null;
+    if (state.stream) state.stream.getTracks().forEach((track) => track.stop());
+    location.replace(url + "#resume");
   }
 
   function audioOnly() {
@@ -305,6 +350,7 @@
   });
   $("go").addEventListener("click", start);
   $("retry").addEventListener("click", () => { show("start"); start(); });
+  $("reconnect").addEventListener("click", () => { if (state.standby) go(state.standby); });
   $("lang").addEventListener("click", () => {
     lang = lang === "ja" ? "en" : "ja";
     try { localStorage.setItem("meshdesk-lang", lang); } catch (e) { /* fine */ }
@@ -314,6 +360,10 @@
   applyLang();
   if (!window.isSecureContext || !navigator.mediaDevices || !window.RTCPeerConnection) {
     notice("insecure", false);
+  } else if (location.hash === "#resume") {
+    // Moved here from a desk that left: the citizen was admitted there already.
+    history.replaceState(null, "", location.pathname);
+    start();
   } else {
     show("start");
   }
