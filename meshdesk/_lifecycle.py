@@ -4,13 +4,21 @@ tasks it starts are its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from types import TracebackType
 
 from meshdesk.errors import MeshdeskError
 
-__all__ = ["AsyncResource", "spawn_owned"]
+__all__ = ["AsyncResource", "cancel_task", "spawn_owned"]
+
+
+async def cancel_task(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended (its cancellation is not ours)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def spawn_owned(

@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Self, TypeVar
 
-from meshdesk._lifecycle import AsyncResource
+from meshdesk._lifecycle import AsyncResource, cancel_task
 from meshdesk.bus import BusLogHandler, EventBus
 from meshdesk.calls import CallManager, is_call_frame
 from meshdesk.cases.book import CaseBook
+from meshdesk.cases.summary import case_store
 from meshdesk.clock import ClockWatch, peer_clocks
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
@@ -53,12 +54,6 @@ _UTC_NOW = functools.partial(dt.datetime.now, dt.UTC)
 _LEFT = "mDNS: %s left the network (or said goodbye)"
 #: Seconds between looks at sync progress (published only when it changed).
 _PROGRESS_INTERVAL = 0.5
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def _running(part: _T | None) -> _T:
@@ -144,7 +139,7 @@ class Node(AsyncResource):
             on_change=lambda view: self.events.publish("clock", view.to_json()),
         )
         log.info("starting node %s (%s) from %s", info.name, info.node_id, self.home.path)
-        self._store = await self._stack.enter_async_context(Store.open(self.home.store_path))
+        self._store = await self._stack.enter_async_context(case_store(self.home.store_path))
         self._directory = await Directory.open(self.store, kit, now=self._now)
         await self.directory.seed()
         self.cases = CaseBook(
@@ -154,6 +149,7 @@ class Node(AsyncResource):
             wall_ms=self._record_ms,
             rng=self._rng,
         )
+        await self._stack.enter_async_context(self.cases)  # it keeps the search terms
         self.sync = await self._stack.enter_async_context(
             SyncService(
                 self.store,
@@ -236,7 +232,7 @@ class Node(AsyncResource):
                 )
             )
         progress = asyncio.create_task(self._publish_progress(), name="sync progress")
-        self._stack.push_async_callback(_cancel, progress)
+        self._stack.push_async_callback(cancel_task, progress)
         await self._stack.enter_async_context(
             ControlServer(self.home.control_socket, self.serve_ops(), bus=self.events)
         )

@@ -35,6 +35,7 @@ from meshdesk.cases.fold import CaseWriter, fold
 from meshdesk.cases.hlc import Clock
 from meshdesk.cases.model import Personal
 from meshdesk.cases.sealing import audience, seal
+from meshdesk.cases.summary import CaseIndexing
 from meshdesk.config import Config, load_config
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.home import NodeHome
@@ -133,7 +134,7 @@ async def fill_cases(
     people = audience(origin=me, consent=(), directory=[kit.info])
     wall = int(now.timestamp() * 1000) - events * 500
     body_sum = size_sum = written = cases = checkpoints = 0
-    async with Store.open(home.store_path) as store:
+    async with Store.open(home.store_path, indexer=CaseIndexing()) as store:
         head = (await store.heads()).get(me)
         clock = Clock()
         if head is not None:

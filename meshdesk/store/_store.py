@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import enum
 import json
+import logging
 import os
 import sqlite3
+import struct
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -16,6 +18,16 @@ import aiosqlite
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import StoreError, StoreFull
+from meshdesk.store._caseindex import (
+    CasePage,
+    CaseQuery,
+    chunks,
+    count_cases,
+    fetch_page,
+    indexed_cases,
+    summary_of,
+    upsert_summaries,
+)
 from meshdesk.store._chain import INT64_MAX, Heads, check_event, check_int64, plan_append
 from meshdesk.store._schema import (
     MIGRATIONS,
@@ -28,6 +40,8 @@ from meshdesk.store._schema import (
 )
 from meshdesk.store.records import (
     ZERO_HASH,
+    CaseIndexer,
+    CaseSummary,
     Checkpoint,
     IssuedNode,
     RevokedNode,
@@ -36,6 +50,8 @@ from meshdesk.store.records import (
 )
 
 __all__ = ["Store", "StoreState"]
+
+log = logging.getLogger(__name__)
 
 _EVENT_COLUMNS = "author, seq, hlc, case_id, kind, body, prev_hash, hash"
 _INSERT_EVENT = (
@@ -56,6 +72,12 @@ SELECT e.author, e.seq, e.hash FROM authors
 JOIN events AS e ON e.author = authors.author
     AND e.seq = (SELECT max(seq) FROM events WHERE author = authors.author)
 """
+
+
+#: Schema version that brought the case index.
+_INDEX_VERSION = 3
+#: Cases folded per transaction when the index catches up with queued cases.
+_TODO_BATCH = 2_000
 
 
 class StoreState(enum.Enum):
@@ -92,6 +114,10 @@ class Store(AsyncResource):
         busy_timeout: Seconds to wait for another process's lock before failing.
         quick_check: Run ``PRAGMA quick_check`` when opening, so damage is found at
             once rather than in the middle of a sync.
+        indexer: Keeps the case index (``case_index``) in step: every transaction
+            that stores events also stores the rows of the cases they touch. Without
+            one, the touched cases are only queued (``case_index_todo``), and the
+            next store opened with an indexer folds them before it is ready.
     """
 
     def __init__(
@@ -102,6 +128,7 @@ class Store(AsyncResource):
         migrations: Sequence[Migration] = MIGRATIONS,
         busy_timeout: float = 5.0,
         quick_check: bool = True,
+        indexer: CaseIndexer | None = None,
     ) -> None:
         self._path = Path(path)
         self._create = create
@@ -116,6 +143,7 @@ class Store(AsyncResource):
         self._heads: Heads = {}
         self._needs_recovery = False
         self._schema_version = 0
+        self._indexer = indexer
 
     @classmethod
     def open(
@@ -126,6 +154,7 @@ class Store(AsyncResource):
         migrations: Sequence[Migration] = MIGRATIONS,
         busy_timeout: float = 5.0,
         quick_check: bool = True,
+        indexer: CaseIndexer | None = None,
     ) -> Store:
         """Return a store for ``async with``; nothing is opened until it enters."""
         return cls(
@@ -134,6 +163,7 @@ class Store(AsyncResource):
             migrations=migrations,
             busy_timeout=busy_timeout,
             quick_check=quick_check,
+            indexer=indexer,
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -147,6 +177,11 @@ class Store(AsyncResource):
     def state(self) -> StoreState:
         """Where the store is in its lifecycle."""
         return self._state
+
+    @property
+    def keeps_case_index(self) -> bool:
+        """Whether this store was given a case indexer (see the class docstring)."""
+        return self._indexer is not None
 
     @property
     def schema_version(self) -> int:
@@ -181,6 +216,12 @@ class Store(AsyncResource):
             raise StoreError(f"store {self._path} was closed while it was opening")
         self._db, self._schema_version, self._heads = db, version, heads
         self._state = StoreState.RUNNING
+        if self._indexer is not None and self._schema_version >= _INDEX_VERSION:
+            try:
+                await self.index_queued()
+            except BaseException:
+                await self.aclose()
+                raise
 
     def _closed_meanwhile(self) -> bool:
         """Whether aclose() ran while start() was awaiting (a method, so mypy does
@@ -359,8 +400,12 @@ class Store(AsyncResource):
         for events, checkpoint in runs:
             if not events or any(e.author != checkpoint.author for e in events):
                 raise StoreError("a run holds events of its checkpoint's author only")
+        indexer = self._indexer
+        ranks = [None if indexer is None else indexer.rank(events) for events, _ in runs]
         inserted = await self._append(
-            [e for events, _ in runs for e in events], received_at, [c for _, c in runs]
+            [e for events, _ in runs for e in events],
+            received_at,
+            [(c, rank) for (_, c), rank in zip(runs, ranks, strict=True)],
         )
         counts = []
         for events, _ in runs:
@@ -373,7 +418,7 @@ class Store(AsyncResource):
         self,
         events: Sequence[StoredEvent],
         received_at: int,
-        checkpoints: Sequence[Checkpoint],
+        checkpoints: Sequence[tuple[Checkpoint, int | None]],
     ) -> set[tuple[str, int]]:
         """Append in one transaction; returns the ``(author, seq)`` of new events."""
         self._check_running()
@@ -388,16 +433,207 @@ class Store(AsyncResource):
             rows, tips = plan_append(batch, self._heads, stored, received_at)
             if rows or checkpoints:
                 async with self._transaction(db):
+                    indexed = self._schema_version >= _INDEX_VERSION
                     if rows:
                         await db.executemany(_INSERT_EVENT, rows)
-                    if checkpoints:
+                        if indexed:
+                            await self._index_new(db, [StoredEvent(*row[:8]) for row in rows])
+                    if checkpoints and indexed:
+                        await db.executemany(
+                            "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig, rank) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            [(c.author, c.seq, c.hash, c.sig, r) for c, r in checkpoints],
+                        )
+                    elif checkpoints:  # a database of an older schema (tests of migrations)
                         await db.executemany(
                             "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig) "
                             "VALUES (?, ?, ?, ?)",
-                            [(c.author, c.seq, c.hash, c.sig) for c in checkpoints],
+                            [(c.author, c.seq, c.hash, c.sig) for c, _ in checkpoints],
                         )
                     self._heads.update(tips)
         return {(row[0], row[1]) for row in rows}
+
+    # -- the case index ------------------------------------------------------------
+
+    async def _index_new(self, db: aiosqlite.Connection, new: Sequence[StoredEvent]) -> None:
+        """Bring the rows of the cases ``new`` touches up to date (same transaction)."""
+        touched: dict[str, list[StoredEvent]] = {}
+        for event in new:
+            if event.case_id is not None:
+                touched.setdefault(event.case_id, []).append(event)
+        if not touched:
+            return
+        if self._indexer is None:
+            await db.executemany(
+                "INSERT OR IGNORE INTO case_index_todo (case_id) VALUES (?)",
+                [(case_id,) for case_id in touched],
+            )
+            return
+        before = await indexed_cases(db, list(touched))
+        # A case new to the index has no older events (a queued one is folded before
+        # the store is ready): its events are all in this batch.
+        known = [case_id for case_id in touched if case_id in before]
+        touched.update(await _case_events(db, known))
+        await self._write_summaries(db, touched, before)
+
+    async def _write_summaries(
+        self,
+        db: aiosqlite.Connection,
+        cases: dict[str, list[StoredEvent]],
+        before: dict[str, tuple[int, bytes | None, int]],
+    ) -> None:
+        indexer = self._indexer
+        assert indexer is not None
+        summaries: list[CaseSummary] = []
+        for case_id, events in cases.items():
+            summaries.append(indexer.summarise(case_id, events))
+        await upsert_summaries(db, summaries, before)
+
+    async def index_queued(self, progress_every: int = 20_000) -> int:
+        """Fold every case queued for the index (``case_index_todo``); returns how many.
+
+        Runs when a store with an indexer opens: after the migration that created
+        the index, or after events were stored without an indexer. Each batch of
+        cases is one transaction; progress is logged.
+        """
+        if self._indexer is None:
+            raise StoreError(f"store {self._path} has no case indexer")
+        async with self._session("read the case index of") as db:
+            rows = await db.execute_fetchall("SELECT count(*) FROM case_index_todo")
+        total = int(next(iter(rows))[0])
+        if not total:
+            return 0
+        log.info("case index of %s: folding %d cases", self._path, total)
+        done = 0
+        while True:
+            async with self._session("build the case index of") as db:
+                rows = await db.execute_fetchall(
+                    "SELECT case_id FROM case_index_todo LIMIT ?", (_TODO_BATCH,)
+                )
+                case_ids = [case_id for (case_id,) in rows]
+                if not case_ids:
+                    break
+                async with self._transaction(db):
+                    before = await indexed_cases(db, case_ids)
+                    await self._write_summaries(db, await _case_events(db, case_ids), before)
+                    for part in chunks(case_ids):
+                        await db.execute(
+                            "DELETE FROM case_index_todo"
+                            f" WHERE case_id IN ({', '.join('?' * len(part))})",
+                            tuple(part),
+                        )
+            done += len(case_ids)
+            if done // progress_every != (done - len(case_ids)) // progress_every:
+                log.info("case index of %s: %d of %d cases folded", self._path, done, total)
+        return done
+
+    async def rebuild_case_index(self) -> int:
+        """Fold every case again from its events (rows keep their keys); returns how many."""
+        async with self._session("rebuild the case index of") as db, self._transaction(db):
+            await db.execute(
+                "INSERT OR IGNORE INTO case_index_todo"
+                " SELECT DISTINCT case_id FROM events WHERE case_id IS NOT NULL"
+            )
+        return await self.index_queued()
+
+    async def case_page(self, query: CaseQuery) -> CasePage | None:
+        """One page of the case index (None: the cursor names no case held here)."""
+        async with self._session("read the case index of") as db:
+            return await fetch_page(db, query)
+
+    async def count_cases(self, query: CaseQuery, cap: int = 1_000_000) -> int:
+        """Cases matching the query's filters and words, counted up to ``cap``."""
+        async with self._session("read the case index of") as db:
+            return await count_cases(db, query, cap)
+
+    async def case_summary(self, case_id: str) -> CaseSummary | None:
+        """The index row of one case, or None."""
+        async with self._session("read the case index of") as db:
+            return await summary_of(db, case_id)
+
+    async def search_todo(self, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` cases whose search terms must be (re)made: ``(key, id)``."""
+        async with self._session("read the search queue of") as db:
+            rows = await db.execute_fetchall(
+                "SELECT t.case_key, c.case_id FROM search_todo AS t"
+                " JOIN case_index AS c USING (case_key) ORDER BY t.case_key LIMIT ?",
+                (limit,),
+            )
+        return [(key, case_id) for key, case_id in rows]
+
+    async def search_backlog(self) -> int:
+        """How many cases wait for their search terms."""
+        async with self._session("read the search queue of") as db:
+            rows = await db.execute_fetchall("SELECT count(*) FROM search_todo")
+        return int(next(iter(rows))[0])
+
+    async def set_search_terms(
+        self, entries: Sequence[tuple[int, bytes | None, Sequence[int]]]
+    ) -> None:
+        """Replace the search terms of cases, ``(case_key, personal digest, terms)``,
+        and take them off the search queue; one transaction.
+
+        ``terms`` are keyed hashes (:mod:`meshdesk.cases.search`); empty for a case
+        this node cannot read.
+        """
+        if not entries:
+            return
+        async with self._session("write search terms to") as db, self._transaction(db):
+            keys = [key for key, _, _ in entries]
+            old: dict[int, bytes] = {}
+            for part in chunks(keys):
+                rows = await db.execute_fetchall(
+                    "SELECT case_key, terms FROM case_search"
+                    f" WHERE case_key IN ({', '.join('?' * len(part))})",
+                    tuple(part),
+                )
+                old.update((key, bytes(terms)) for key, terms in rows)
+            gone = [(term, key) for key in keys for term in _unpack_terms(old.get(key, b""))]
+            await db.executemany("DELETE FROM case_terms WHERE term = ? AND case_key = ?", gone)
+            await db.executemany(
+                "INSERT OR IGNORE INTO case_terms (term, case_key) VALUES (?, ?)",
+                [(term, key) for key, _, terms in entries for term in terms],
+            )
+            await db.executemany(
+                "INSERT INTO case_search (case_key, personal, terms) VALUES (?, ?, ?)"
+                " ON CONFLICT (case_key) DO UPDATE"
+                " SET personal = excluded.personal, terms = excluded.terms",
+                [(key, digest, _pack_terms(terms)) for key, digest, terms in entries],
+            )
+            await db.executemany(
+                "DELETE FROM search_todo WHERE case_key = ?", [(key,) for key in keys]
+            )
+
+    async def find_case_ids(self, start: str, limit: int = 2) -> list[str]:
+        """Ids of cases whose id, or its last group, starts with ``start`` (index order)."""
+        high = start + "\U0010ffff"
+        async with self._session("read the case index of") as db:
+            rows = await db.execute_fetchall(
+                "SELECT case_id FROM case_index WHERE case_id >= ? AND case_id < ?"
+                " UNION SELECT case_id FROM case_index"
+                " WHERE substr(case_id, 25) >= ? AND substr(case_id, 25) < ? LIMIT ?",
+                (start, high, start, high, limit),
+            )
+        return sorted(case_id for (case_id,) in rows)
+
+    async def distinct_values(self, column: str) -> list[str]:
+        """Every non-empty site, department or category the index holds, sorted."""
+        if column not in ("site", "department", "category"):
+            raise ValueError(f"no distinct values of {column!r}")
+        async with self._session("read the case index of") as db:
+            # One index step per distinct value (a skip-scan), however many cases.
+            rows = await db.execute_fetchall(
+                f"""
+                WITH RECURSIVE seen (v) AS (
+                    SELECT min({column}) FROM case_index WHERE {column} > ''
+                    UNION ALL
+                    SELECT (SELECT min({column}) FROM case_index WHERE {column} > seen.v)
+                    FROM seen WHERE seen.v IS NOT NULL
+                )
+                SELECT v FROM seen WHERE v IS NOT NULL
+                """
+            )
+        return [value for (value,) in rows]
 
     async def case_ids(self) -> list[str]:
         """Every case id with at least one stored event."""
@@ -424,6 +660,19 @@ class Store(AsyncResource):
                 (author, after_seq),
             )
         return [Checkpoint(a, q, bytes(h), bytes(g)) for a, q, h, g in rows]
+
+    async def ranked_checkpoints(
+        self, author: str, after_seq: int = 0
+    ) -> list[tuple[Checkpoint, int | None]]:
+        """The author's checkpoints past ``after_seq`` with the sending rank stored
+        with each (None: stored before ranks were kept, or without an indexer)."""
+        async with self._session("read checkpoints from") as db:
+            rows = await db.execute_fetchall(
+                "SELECT author, seq, hash, sig, rank FROM checkpoints "
+                "WHERE author = ? AND seq > ? ORDER BY seq",
+                (author, after_seq),
+            )
+        return [(Checkpoint(a, q, bytes(h), bytes(g)), r) for a, q, h, g, r in rows]
 
     async def save_certificate(self, node_id: str, der: bytes, seen_at: int) -> bool:
         """Remember a node's (already verified) certificate; True when it is new."""
@@ -502,9 +751,13 @@ class Store(AsyncResource):
     async def counts(self) -> StoreCounts:
         """How much the store holds."""
         async with self._session("read") as db:
+            # Events and index rows are never deleted, so the largest rowid is the
+            # count (O(log n), where count(*) reads a whole index: seconds at 2 M).
             rows = await db.execute_fetchall(
-                "SELECT (SELECT count(*) FROM events),"
-                " (SELECT count(DISTINCT case_id) FROM events WHERE case_id IS NOT NULL),"
+                "SELECT coalesce((SELECT max(rowid) FROM events), 0),"
+                " coalesce((SELECT max(case_key) FROM case_index), 0)"
+                " + (SELECT count(*) FROM case_index_todo"
+                "    WHERE case_id NOT IN (SELECT case_id FROM case_index)),"
                 " (SELECT count(*) FROM issued_nodes),"
                 " (SELECT count(*) FROM revoked)"
             )
@@ -658,6 +911,30 @@ class Store(AsyncResource):
         for number, der in rows:
             return int(number), bytes(der)
         return None
+
+
+def _pack_terms(terms: Sequence[int]) -> bytes:
+    return struct.pack(f">{len(terms)}q", *terms)
+
+
+def _unpack_terms(blob: bytes) -> tuple[int, ...]:
+    return struct.unpack(f">{len(blob) // 8}q", blob)
+
+
+async def _case_events(
+    db: aiosqlite.Connection, case_ids: Sequence[str]
+) -> dict[str, list[StoredEvent]]:
+    """Every stored event of the given cases, by case."""
+    out: dict[str, list[StoredEvent]] = {case_id: [] for case_id in case_ids}
+    for part in chunks(case_ids):
+        rows = await db.execute_fetchall(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE case_id IN ({', '.join('?' * len(part))})",
+            tuple(part),
+        )
+        for event in _events(rows):
+            assert event.case_id is not None
+            out[event.case_id].append(event)
+    return out
 
 
 async def _load_heads(db: aiosqlite.Connection) -> Heads:

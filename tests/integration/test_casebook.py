@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from meshdesk.cases.book import CaseBook
 from meshdesk.cases.chain import UnsignedEvent, author_node, verify_run
 from meshdesk.cases.model import Personal
+from meshdesk.cases.summary import case_store
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import SyncError, UsageError
 from meshdesk.identity import NodeInfo, NodeKit, Role
@@ -83,7 +84,7 @@ async def sites(tmp_path: Path) -> AsyncIterator[dict[str, Site]]:
     async with AsyncExitStack() as stack:
         out = {}
         for name, home in homes.items():
-            store = await stack.enter_async_context(Store.open(home.store_path))
+            store = await stack.enter_async_context(case_store(home.store_path))
             book = CaseBook(store, kits[name], directory=known, wall_ms=lambda: next(clock))
             out[name] = Site(kits[name], store, book)
         yield out

@@ -43,7 +43,7 @@ def test_new_list_show_round_trip_japanese(hq: Path, capsys: pytest.CaptureFixtu
     assert case["status"] == "new"
     assert case["consent"] == ["福祉課"]
     code, out, _ = run(capsys, "case", "list", "--home", str(hq), "--json")
-    listed = json.loads(out)
+    listed = [json.loads(line) for line in out.splitlines()]  # one object per line
     assert [c["id"] for c in listed] == [case["id"]]
     assert {"id", "category", "urgency", "status", "name"} <= set(listed[0])
     code, out, err = run(capsys, "case", "show", str(case["id"])[:8], "--home", str(hq), "--json")

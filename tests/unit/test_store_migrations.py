@@ -29,6 +29,11 @@ TABLES = {
     "revoked",
     "checkpoints",
     "certificates",
+    "case_index",
+    "case_index_todo",
+    "case_terms",
+    "case_search",
+    "search_todo",
 }
 SIDE_FILES = ("-wal", "-shm", "-journal")
 

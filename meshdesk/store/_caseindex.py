@@ -1,0 +1,312 @@
+"""The case index in SQL: rows in, pages out (the store calls these in its session).
+
+The index is one row per case (:class:`~meshdesk.store.records.CaseSummary`) in the
+table ``case_index`` (schema version 3). Pages are read by keyset: a page continues
+after (or before) a case named by its id, in one of a few fixed orders, each served
+by an index so that a page costs the page, not the table, whatever its depth.
+
+Name search never sees a name: the layer above turns a word into keyed hashes of
+its fragments (``case_terms``), and the index matches those.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from meshdesk.store.records import CaseSummary
+
+__all__ = [
+    "SORTS",
+    "CasePage",
+    "CaseQuery",
+    "Word",
+    "count_cases",
+    "fetch_page",
+    "indexed_cases",
+    "summary_of",
+    "upsert_summaries",
+]
+
+#: Sort orders: name -> index columns (the rowid ``case_key`` breaks ties).
+SORTS: dict[str, tuple[str, ...]] = {
+    "urgency": ("urgency_rank", "created_hlc"),
+    "status": ("status_rank", "urgency_rank", "created_hlc"),
+    "site": ("site", "urgency_rank", "created_hlc"),
+    "opened": ("created_hlc",),
+}
+
+_COLUMNS = (
+    "case_id, opened, created_hlc, updated_hlc, events, origin, site, category, urgency,"
+    " urgency_rank, status, status_rank, department, consent, referrals, conflicts,"
+    " conflicted, personal, grants"
+)
+_UPSERT = (
+    f"INSERT INTO case_index ({_COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (case_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
+)
+#: Most SQL variables one statement takes here (SQLite allows 32,766).
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One search word: a case matches when any of its alternatives holds.
+
+    Attributes:
+        terms: Keyed hashes that must all be among the case's name terms (empty: the
+            word cannot match a name).
+        id_part: Start of the case id, or of its last group (what screens show).
+        sites, categories, departments, statuses, urgencies: Open values the word
+            names (a site it is part of, a category whose label it is part of, ...).
+    """
+
+    terms: tuple[int, ...] = ()
+    id_part: str | None = None
+    sites: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    departments: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    urgencies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CaseQuery:
+    """Which cases, in which order, which page.
+
+    Filters are exact values ("" never matches: a case without a site has site "").
+    ``since_hlc`` keeps cases opened at or after it. Every word must match.
+    ``after`` / ``before`` name a case (by id) the page continues from; the page
+    itself is always in the query's order.
+    """
+
+    status: str | None = None
+    urgency: str | None = None
+    site: str | None = None
+    category: str | None = None
+    department: str | None = None
+    conflicts: bool = False
+    since_hlc: int | None = None
+    words: tuple[Word, ...] = ()
+    sort: str = "urgency"
+    reverse: bool = False
+    after: str | None = None
+    before: str | None = None
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORTS:
+            raise ValueError(f"unknown sort {self.sort!r}; one of {', '.join(SORTS)}")
+        if self.after is not None and self.before is not None:
+            raise ValueError("a page continues after a case or before one, not both")
+        if self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
+
+
+@dataclass(frozen=True, slots=True)
+class CasePage:
+    """A page of the index in the query's order.
+
+    ``more_after`` / ``more_before``: whether cases matching the query lie past the
+    page's last / before its first row (only the side the page was read towards is
+    known exactly; the other is True when the page started from a cursor).
+    """
+
+    rows: list[CaseSummary]
+    more_after: bool
+    more_before: bool
+
+
+def summary_row(s: CaseSummary) -> tuple[Any, ...]:
+    return (
+        s.case_id,
+        int(s.opened),
+        s.created_hlc,
+        s.updated_hlc,
+        s.events,
+        s.origin,
+        s.site,
+        s.category,
+        s.urgency,
+        s.urgency_rank,
+        s.status,
+        s.status_rank,
+        s.department,
+        json.dumps(list(s.consent), ensure_ascii=False),
+        json.dumps([list(r) for r in s.referrals], ensure_ascii=False),
+        json.dumps(list(s.conflicts)),
+        int(bool(s.conflicts)),
+        s.personal,
+        s.grants,
+    )
+
+
+def _summary(row: Sequence[Any]) -> CaseSummary:
+    (case_id, opened, created, updated, events, origin, site, category, urgency,
+     urgency_rank, status, status_rank, department, consent, referrals, conflicts,
+     _conflicted, personal, grants) = row  # fmt: skip
+    return CaseSummary(
+        case_id=case_id,
+        opened=bool(opened),
+        created_hlc=created,
+        updated_hlc=updated,
+        events=events,
+        origin=origin,
+        site=site,
+        category=category,
+        urgency=urgency,
+        urgency_rank=urgency_rank,
+        status=status,
+        status_rank=status_rank,
+        department=department,
+        consent=tuple(json.loads(consent)),
+        referrals=tuple((str(d), str(s)) for d, s in json.loads(referrals)),
+        conflicts=tuple(json.loads(conflicts)),
+        personal=None if personal is None else bytes(personal),
+        grants=grants,
+    )
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+async def indexed_cases(
+    db: aiosqlite.Connection, case_ids: Sequence[str]
+) -> dict[str, tuple[int, bytes | None, int]]:
+    """``case_id -> (case_key, personal, grants)`` for those already in the index."""
+    found: dict[str, tuple[int, bytes | None, int]] = {}
+    for part in chunks(case_ids):
+        marks = ", ".join("?" * len(part))
+        rows = await db.execute_fetchall(
+            "SELECT case_id, case_key, personal, grants FROM case_index"
+            f" WHERE case_id IN ({marks})",
+            tuple(part),
+        )
+        for case_id, key, personal, grants in rows:
+            found[case_id] = (key, None if personal is None else bytes(personal), grants)
+    return found
+
+
+async def upsert_summaries(
+    db: aiosqlite.Connection,
+    summaries: Sequence[CaseSummary],
+    before: dict[str, tuple[int, bytes | None, int]],
+) -> None:
+    """Write rows; queue for search every case whose personal block or grants changed.
+
+    ``before`` is :func:`indexed_cases` of the same cases, read in this transaction.
+    """
+    await db.executemany(_UPSERT, [summary_row(s) for s in summaries])
+    changed = [
+        s.case_id
+        for s in summaries
+        if s.personal is not None
+        and (s.case_id not in before or before[s.case_id][1:] != (s.personal, s.grants))
+    ]
+    for part in chunks(changed):
+        marks = ", ".join("?" * len(part))
+        await db.execute(
+            "INSERT OR IGNORE INTO search_todo (case_key)"
+            f" SELECT case_key FROM case_index WHERE case_id IN ({marks})",
+            tuple(part),
+        )
+
+
+def _where(query: CaseQuery) -> tuple[list[str], list[Any]]:
+    """The query's filters and words as SQL conditions on ``case_index``."""
+    conds: list[str] = []
+    args: list[Any] = []
+    for column in ("status", "urgency", "site", "category", "department"):
+        value = getattr(query, column)
+        if value is not None:
+            conds.append(f"{column} = ?")
+            args.append(value)
+    if query.conflicts:
+        conds.append("conflicted")
+    if query.since_hlc is not None:
+        conds.append("created_hlc >= ?")
+        args.append(query.since_hlc)
+    for word in query.words:
+        options: list[str] = []
+        if word.terms:
+            inner = " INTERSECT ".join(
+                "SELECT case_key FROM case_terms WHERE term = ?" for _ in word.terms
+            )
+            options.append(f"case_key IN ({inner})")
+            args.extend(word.terms)
+        if word.id_part:
+            low, high = word.id_part, word.id_part + "\U0010ffff"
+            options.append("(case_id >= ? AND case_id < ?)")
+            options.append("(substr(case_id, 25) >= ? AND substr(case_id, 25) < ?)")
+            args.extend((low, high, low, high))
+        for column, values in (
+            ("site", word.sites),
+            ("category", word.categories),
+            ("department", word.departments),
+            ("status", word.statuses),
+            ("urgency", word.urgencies),
+        ):
+            if values:
+                options.append(f"{column} IN ({', '.join('?' * len(values))})")
+                args.extend(values)
+        conds.append("(" + " OR ".join(options) + ")" if options else "0")
+    return conds, args
+
+
+async def fetch_page(db: aiosqlite.Connection, query: CaseQuery) -> CasePage | None:
+    """One page of the index; None when the cursor names a case the index lacks."""
+    keys = (*SORTS[query.sort], "case_key")
+    cursor_id = query.after if query.after is not None else query.before
+    conds, args = _where(query)
+    backwards = query.before is not None
+    descending = query.reverse != backwards  # reading towards the start of the order
+    if cursor_id is not None:
+        rows = await db.execute_fetchall(
+            f"SELECT {', '.join(keys)} FROM case_index WHERE case_id = ?", (cursor_id,)
+        )
+        mark = next(iter(rows), None)
+        if mark is None:
+            return None
+        tuple_sql = "(" + ", ".join(keys) + ")"
+        conds.append(f"{tuple_sql} {'<' if descending else '>'} ({', '.join('?' * len(keys))})")
+        args.extend(mark)
+    direction = " DESC" if descending else ""
+    order = ", ".join(k + direction for k in keys)
+    where = " WHERE " + " AND ".join(conds) if conds else ""
+    rows = list(
+        await db.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM case_index{where} ORDER BY {order} LIMIT ?",
+            (*args, query.limit + 1),
+        )
+    )
+    more = len(rows) > query.limit
+    page = [_summary(r) for r in rows[: query.limit]]
+    if backwards:
+        page.reverse()
+        return CasePage(page, more_after=True, more_before=more)
+    return CasePage(page, more_after=more, more_before=cursor_id is not None)
+
+
+async def summary_of(db: aiosqlite.Connection, case_id: str) -> CaseSummary | None:
+    rows = await db.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM case_index WHERE case_id = ?", (case_id,)
+    )
+    return next((_summary(r) for r in rows), None)
+
+
+async def count_cases(db: aiosqlite.Connection, query: CaseQuery, cap: int) -> int:
+    """How many cases match the query's filters and words (at most ``cap``)."""
+    conds, args = _where(query)
+    where = " WHERE " + " AND ".join(conds) if conds else ""
+    rows = await db.execute_fetchall(
+        f"SELECT count(*) FROM (SELECT 1 FROM case_index{where} LIMIT ?)", (*args, cap)
+    )
+    return int(next(iter(rows))[0])
