@@ -138,6 +138,8 @@ def _node_ids(what: str, values: tuple[str, ...], lo: int) -> None:
 def _coerce(obj: object, name: str, enum_type: type[enum.StrEnum]) -> None:
     """Store field ``name`` of a frozen payload as a member of ``enum_type``."""
     value = getattr(obj, name)
+    if type(value) is enum_type:
+        return  # already a member (decoding converts first)
     try:
         member = enum_type(value)
     except ValueError:
@@ -421,11 +423,14 @@ def _ref_tuple(name: str, raw: object) -> tuple[EventRef, ...]:
 
 
 def _member(enum_type: type[enum.StrEnum]) -> Callable[[str, object], object]:
+    members = {str(m): m for m in enum_type}
+
     def convert(name: str, raw: object) -> object:
-        if not isinstance(raw, str) or raw not in set(enum_type):
+        member = members.get(raw) if isinstance(raw, str) else None
+        if member is None:
             allowed = ", ".join(enum_type)
             raise SyncError(f"{name} must be one of {allowed}, got {raw!r:.60}")
-        return enum_type(raw)
+        return member
 
     return convert
 

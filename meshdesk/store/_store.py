@@ -551,6 +551,13 @@ class Store(AsyncResource):
         async with self._session("read the case index of") as db:
             return await summary_of(db, case_id)
 
+    async def case_keys(self, case_ids: Sequence[str]) -> dict[str, int]:
+        """The index keys (``case_key``) of cases, by id (cases not indexed left out)."""
+        async with self._session("read the case index of") as db:
+            return {
+                case_id: key for case_id, (key, _, _) in (await indexed_cases(db, case_ids)).items()
+            }
+
     async def search_todo(self, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` cases whose search terms must be (re)made: ``(key, id)``."""
         async with self._session("read the search queue of") as db:
