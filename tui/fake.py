@@ -40,6 +40,39 @@ def _iso(ms: int) -> str:
     )
 
 
+_RANK = {str(u): i for i, u in enumerate(Urgency)}
+_STATUS_RANK = {str(s): i for i, s in enumerate(Status)}
+#: ``case_list`` orders, as the node's index sorts (ties by id here).
+_SORTS: dict[str, Callable[[dict[str, Any]], tuple[Any, ...]]] = {
+    "urgency": lambda c: (_RANK.get(str(c["urgency"]), 9), str(c["created_at"]), c["id"]),
+    "status": lambda c: (
+        _STATUS_RANK.get(str(c["status"]), 9),
+        _RANK.get(str(c["urgency"]), 9),
+        str(c["created_at"]),
+        c["id"],
+    ),
+    "opened": lambda c: (str(c["created_at"]), c["id"]),
+    "site": lambda c: (
+        str(c["site"]),
+        _RANK.get(str(c["urgency"]), 9),
+        str(c["created_at"]),
+        c["id"],
+    ),
+}
+
+
+def _texts(case: dict[str, Any]) -> list[str]:
+    """What a search word may match in a case (lower-case): as the node, roughly."""
+    out = [str(case.get(k) or "").lower() for k in ("id", "name", "site", "department")]
+    for kind, enum in (("category", Category), ("urgency", Urgency), ("status", Status)):
+        value = str(case.get(kind) or "")
+        out.append(value)
+        with contextlib.suppress(ValueError):
+            member = enum(value)
+            out += [member.label("ja").lower(), member.label("en").lower()]
+    return out
+
+
 class FakeNode(FakeCalls):
     """A node in memory: cases, peers, sync counters, calls and an event bus."""
 
@@ -85,6 +118,7 @@ class FakeNode(FakeCalls):
             "directory": lambda _: [dict(p) for p in self.directory_list],
             "case_new": self._case_new,
             "case_list": self._case_list,
+            "case_counts": self._case_counts,
             "case_show": self._find,
             "case_note": self._case_note,
             "case_refer": self._case_refer,
@@ -285,7 +319,7 @@ class FakeNode(FakeCalls):
 
     def _find(self, args: Args) -> dict[str, Any]:
         wanted = args.text("id").lower()
-        matches = [c for c in self.cases if c.startswith(wanted)]
+        matches = [c for c in self.cases if c.startswith(wanted) or c[24:].startswith(wanted)]
         if len(wanted) < 4 or len(matches) != 1:
             raise UsageError(f"no case {wanted!r} on this node")
         return self.cases[matches[0]]
@@ -355,17 +389,58 @@ class FakeNode(FakeCalls):
             "at": _iso(self.now_ms()),
         }
 
-    def _case_list(self, args: Args) -> list[dict[str, Any]]:
-        rank = {str(u): u.rank for u in Urgency}
-        status, urgency = args.maybe_text("status"), args.maybe_text("urgency")
-        out = [
-            {k: v for k, v in c.items() if k not in ("notes", "referrals", "calls", "history")}
+    def _case_list(self, args: Args) -> dict[str, Any]:
+        """``case_list`` over the fake's cases: the node's filters, words, orders and
+        keyset cursors, done in memory."""
+        words = (args.maybe_text("search") or "").lower().split()
+        exact = {k: args.maybe_text(k) for k in ("status", "urgency", "site", "category")}
+        department = args.maybe_text("department")
+        matching = [
+            c
             for c in self.cases.values()
-            if (status is None or c["status"] == status)
-            and (urgency is None or c["urgency"] == urgency)
+            if all(v is None or c.get(k) == v for k, v in exact.items())
+            and (department is None or c.get("department") == department)
+            and (not args.flag("conflicts") or c["conflicts"])
+            and all(any(w in t for t in _texts(c)) for w in words)
         ]
-        out.sort(key=lambda v: (rank.get(str(v["urgency"]), 99), str(v["created_at"])))
+        key = _SORTS[args.text("sort") if args.get("sort") else "urgency"]
+        ordered = sorted(matching, key=key, reverse=args.flag("reverse"))
+        ids = [c["id"] for c in ordered]
+        limit = int(args.maybe("limit", int) or 100)
+        after, before = args.maybe_text("after"), args.maybe_text("before")
+        for cursor in (after, before):
+            if cursor is not None and cursor not in self.cases:
+                raise UsageError(f"no case {cursor!r} on this node")
+        if before is not None:
+            end = ids.index(before) if before in ids else len(ids)
+            start = max(0, end - limit)
+        else:
+            start = ids.index(after) + 1 if after in ids else 0
+            end = start + limit
+        page = ordered[start:end]
+        out: dict[str, Any] = {
+            "cases": [
+                {k: v for k, v in c.items() if k not in ("notes", "calls", "history", "personal")}
+                for c in page
+            ],
+            "next": page[-1]["id"] if page and end < len(ordered) else None,
+            "prev": page[0]["id"] if page and start > 0 else None,
+        }
+        if args.flag("count"):
+            out.update(matched=len(ordered), matched_capped=False)
         return out
+
+    def _case_counts(self, _: Args) -> dict[str, Any]:
+        grid: dict[tuple[str, str], int] = {}
+        for c in self.cases.values():
+            key = (str(c["urgency"]), str(c["status"]))
+            grid[key] = grid.get(key, 0) + 1
+        return {
+            "counts": [
+                {"urgency": u, "status": s, "cases": n} for (u, s), n in sorted(grid.items())
+            ],
+            "total": len(self.cases),
+        }
 
     def _case_note(self, args: Args) -> dict[str, Any]:
         case = self._find(args)

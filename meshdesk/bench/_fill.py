@@ -67,8 +67,8 @@ _GIVEN = ("花子", "太郎", "一郎", "美咲", "健", "翔太", "陽菜", "�
     "大輝", "千尋", "和子", "正", "幸子", "博", "節子", "茂", "トメ", "清", "ハル")  # fmt: skip
 _LATIN = ("Nguyen Van An", "Maria Santos", "Tran Thi Lan", "John Smith", "Kim Min-jun")
 _DEPARTMENTS = ("福祉課", "健康推進課", "子育て支援課", "住宅課", "税務課", "危機管理課")
-_URGENCY_WEIGHTS = ((Urgency.IMMEDIATE, 5), (Urgency.HIGH, 20), (Urgency.NORMAL, 60),
-                    (Urgency.LOW, 15))  # fmt: skip
+_URGENCIES = (Urgency.IMMEDIATE, Urgency.HIGH, Urgency.NORMAL, Urgency.LOW)
+_URGENCY_WEIGHTS = (5, 20, 60, 15)
 _LATER_STATUS = (Status.IN_PROGRESS, Status.IN_PROGRESS, Status.REFERRED, Status.RESOLVED)
 #: Cases planned, sealed and stored per step of the pipeline.
 _CHUNK = 2_000
@@ -142,12 +142,11 @@ class _Planner:
                 if rng.random() < 0.03
                 else f"{rng.choice(_SURNAMES)} {rng.choice(_GIVEN)}"
             )
-            urgencies, weights = zip(*_URGENCY_WEIGHTS, strict=True)
             draft = self.writer.open_case(
                 wall_ms=wall,
                 site=rng.choice(mix.sites),
                 category=rng.choice(list(Category)),
-                urgency=rng.choices(urgencies, weights)[0],
+                urgency=rng.choices(_URGENCIES, _URGENCY_WEIGHTS)[0],
                 department=rng.choice(_DEPARTMENTS) if rng.random() < 0.6 else None,
             )
             second = "note" if rng.random() < 0.5 else "status"

@@ -254,6 +254,20 @@ class CaseLister:
             return cursor
         return await self._book.resolve_id(cursor)
 
+    async def counts(self) -> dict[str, object]:
+        """How many cases have each urgency and status (kept by the index, no scan)."""
+        urgencies, statuses = list(Urgency), list(Status)
+        counts = await self._store.case_counts()
+        grid = [
+            {
+                "urgency": str(urgencies[u]) if u < len(urgencies) else None,
+                "status": str(statuses[st]) if st < len(statuses) else None,
+                "cases": n,
+            }
+            for (u, st), n in sorted(counts.items())
+        ]
+        return {"counts": grid, "total": sum(counts.values())}
+
     # -- search terms --------------------------------------------------------------------
 
     async def index_search(self, limit: int = SEARCH_BATCH) -> int:

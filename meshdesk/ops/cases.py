@@ -100,6 +100,11 @@ async def _list(book: CaseBook, args: Args) -> object:
     )
 
 
+@CASE_OPS.op("case_counts", "how many cases have each urgency and status")
+async def _counts(book: CaseBook, args: Args) -> object:
+    return await book.listing.counts()
+
+
 async def every_case(
     call: Callable[[str, dict[str, Any]], Awaitable[Any]], **args: Any
 ) -> AsyncIterator[dict[str, Any]]:

@@ -12,9 +12,10 @@ its fragments (``case_terms``), and the index matches those.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 
@@ -24,7 +25,9 @@ __all__ = [
     "SORTS",
     "CasePage",
     "CaseQuery",
+    "Indexed",
     "Word",
+    "case_counts",
     "count_cases",
     "fetch_page",
     "indexed_cases",
@@ -178,38 +181,60 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[i : i + size]
 
 
-async def indexed_cases(
-    db: aiosqlite.Connection, case_ids: Sequence[str]
-) -> dict[str, tuple[int, bytes | None, int]]:
-    """``case_id -> (case_key, personal, grants)`` for those already in the index."""
-    found: dict[str, tuple[int, bytes | None, int]] = {}
+class Indexed(NamedTuple):
+    """What an index row held before a change (to see what the change changes)."""
+
+    case_key: int
+    personal: bytes | None
+    grants: int
+    urgency_rank: int
+    status_rank: int
+
+
+async def indexed_cases(db: aiosqlite.Connection, case_ids: Sequence[str]) -> dict[str, Indexed]:
+    """The rows of those cases already in the index, by id."""
+    found: dict[str, Indexed] = {}
     for part in chunks(case_ids):
         marks = ", ".join("?" * len(part))
         rows = await db.execute_fetchall(
-            "SELECT case_id, case_key, personal, grants FROM case_index"
-            f" WHERE case_id IN ({marks})",
+            "SELECT case_id, case_key, personal, grants, urgency_rank, status_rank"
+            f" FROM case_index WHERE case_id IN ({marks})",
             tuple(part),
         )
-        for case_id, key, personal, grants in rows:
-            found[case_id] = (key, None if personal is None else bytes(personal), grants)
+        for case_id, key, personal, grants, urgency, status in rows:
+            blob = None if personal is None else bytes(personal)
+            found[case_id] = Indexed(key, blob, grants, urgency, status)
     return found
 
 
 async def upsert_summaries(
-    db: aiosqlite.Connection,
-    summaries: Sequence[CaseSummary],
-    before: dict[str, tuple[int, bytes | None, int]],
+    db: aiosqlite.Connection, summaries: Sequence[CaseSummary], before: dict[str, Indexed]
 ) -> None:
-    """Write rows; queue for search every case whose personal block or grants changed.
+    """Write rows, keep the urgency × status counts, and queue for search every case
+    whose personal block or key grants changed.
 
     ``before`` is :func:`indexed_cases` of the same cases, read in this transaction.
     """
     await db.executemany(_UPSERT, [summary_row(s) for s in summaries])
+    counts: Counter[tuple[int, int]] = Counter()
+    for s in summaries:
+        old = before.get(s.case_id)
+        if old is not None:
+            counts[(old.urgency_rank, old.status_rank)] -= 1
+        counts[(s.urgency_rank, s.status_rank)] += 1
+    await db.executemany(
+        "INSERT INTO case_counts (urgency_rank, status_rank, n) VALUES (?, ?, ?)"
+        " ON CONFLICT (urgency_rank, status_rank) DO UPDATE SET n = n + excluded.n",
+        [(u, st, n) for (u, st), n in counts.items() if n],
+    )
     changed = [
         s.case_id
         for s in summaries
         if s.personal is not None
-        and (s.case_id not in before or before[s.case_id][1:] != (s.personal, s.grants))
+        and (
+            s.case_id not in before
+            or (before[s.case_id].personal, before[s.case_id].grants) != (s.personal, s.grants)
+        )
     ]
     for part in chunks(changed):
         marks = ", ".join("?" * len(part))
@@ -310,3 +335,9 @@ async def count_cases(db: aiosqlite.Connection, query: CaseQuery, cap: int) -> i
         f"SELECT count(*) FROM (SELECT 1 FROM case_index{where} LIMIT ?)", (*args, cap)
     )
     return int(next(iter(rows))[0])
+
+
+async def case_counts(db: aiosqlite.Connection) -> dict[tuple[int, int], int]:
+    """How many cases have each ``(urgency_rank, status_rank)``."""
+    rows = await db.execute_fetchall("SELECT urgency_rank, status_rank, n FROM case_counts")
+    return {(u, st): n for u, st, n in rows if n}

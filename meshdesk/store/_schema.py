@@ -201,6 +201,15 @@ CREATE INDEX case_index_conflicted ON case_index (urgency_rank, created_hlc) WHE
 -- The last group of the id (12 hex characters, random): what staff read off a screen.
 CREATE INDEX case_index_tail ON case_index (substr(case_id, 25));
 
+-- How many cases have each urgency and status (the dashboard's grid), kept with the
+-- rows so that it never needs a scan of the index.
+CREATE TABLE case_counts (
+    urgency_rank INTEGER NOT NULL,
+    status_rank  INTEGER NOT NULL,
+    n            INTEGER NOT NULL,
+    PRIMARY KEY (urgency_rank, status_rank)
+) WITHOUT ROWID;
+
 -- Cases whose events were stored without the case index in step (a store opened
 -- without an indexer, or this migration): the indexer folds them when it opens.
 CREATE TABLE case_index_todo (case_id TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;

@@ -21,6 +21,8 @@ from meshdesk.errors import StoreError, StoreFull
 from meshdesk.store._caseindex import (
     CasePage,
     CaseQuery,
+    Indexed,
+    case_counts,
     chunks,
     count_cases,
     fetch_page,
@@ -480,7 +482,7 @@ class Store(AsyncResource):
         self,
         db: aiosqlite.Connection,
         cases: dict[str, list[StoredEvent]],
-        before: dict[str, tuple[int, bytes | None, int]],
+        before: dict[str, Indexed],
     ) -> None:
         indexer = self._indexer
         assert indexer is not None
@@ -546,6 +548,11 @@ class Store(AsyncResource):
         async with self._session("read the case index of") as db:
             return await count_cases(db, query, cap)
 
+    async def case_counts(self) -> dict[tuple[int, int], int]:
+        """How many cases have each ``(urgency_rank, status_rank)`` (kept with the rows)."""
+        async with self._session("read the case index of") as db:
+            return await case_counts(db)
+
     async def case_summary(self, case_id: str) -> CaseSummary | None:
         """The index row of one case, or None."""
         async with self._session("read the case index of") as db:
@@ -554,9 +561,8 @@ class Store(AsyncResource):
     async def case_keys(self, case_ids: Sequence[str]) -> dict[str, int]:
         """The index keys (``case_key``) of cases, by id (cases not indexed left out)."""
         async with self._session("read the case index of") as db:
-            return {
-                case_id: key for case_id, (key, _, _) in (await indexed_cases(db, case_ids)).items()
-            }
+            found = await indexed_cases(db, case_ids)
+        return {case_id: row.case_key for case_id, row in found.items()}
 
     async def search_todo(self, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` cases whose search terms must be (re)made: ``(key, id)``."""
