@@ -16,7 +16,7 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from meshdesk.bench import call, discovery, store, sync, tui
+from meshdesk.bench import call, discovery, scale, store, sync, tui
 
 __all__ = ["add_bench_parser"]
 
@@ -28,6 +28,7 @@ _BENCHES: tuple[Callable[[_SubParsers], None], ...] = (
     sync.add_parser,
     call.add_parser,
     tui.add_parser,
+    scale.add_parser,
 )
 
 

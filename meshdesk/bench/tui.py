@@ -31,11 +31,14 @@ from meshdesk.stats import percentile
 __all__ = [
     "DEFAULT_CASES",
     "QUERIES",
+    "SIZE",
     "TuiBenchConfig",
     "add_parser",
     "handle",
     "make_views",
     "run_tui_bench",
+    "time_keystrokes",
+    "typed_keys",
 ]
 
 #: What is typed, one key at a time; each is then erased key by key.
@@ -89,14 +92,15 @@ def _blob(view: Mapping[str, Any]) -> str:
     return "\n".join(parts).lower()
 
 
-def _keys(queries: Sequence[str]) -> list[str]:
+def typed_keys(queries: Sequence[str]) -> list[str]:
+    """Each query typed key by key, then erased key by key."""
     keys: list[str] = []
     for query in queries:
         keys += list(query) + ["backspace"] * len(query)
     return keys
 
 
-async def _time_keys(
+async def time_keystrokes(
     app: Any, pilot: Any, keys: list[str], filtered: Callable[[], float | None]
 ) -> list[float]:
     """Per key: press → first display after the table got its rows, in ms."""
@@ -158,9 +162,9 @@ async def _ours(config: TuiBenchConfig, views: list[dict[str, Any]]) -> list[flo
             return stamp[-1] if stamp else None
 
         samples = []
-        for key in _keys(config.queries):
+        for key in typed_keys(config.queries):
             stamp.clear()
-            samples += await _time_keys(app, pilot, [key], filtered)
+            samples += await time_keystrokes(app, pilot, [key], filtered)
         return samples
 
 
@@ -210,9 +214,11 @@ async def _baseline(config: TuiBenchConfig, views: list[dict[str, Any]]) -> list
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.2)
         samples = []
-        for key in _keys(config.queries):
+        for key in typed_keys(config.queries):
             stamp.clear()
-            samples += await _time_keys(app, pilot, [key], lambda: stamp[-1] if stamp else None)
+            samples += await time_keystrokes(
+                app, pilot, [key], lambda: stamp[-1] if stamp else None
+            )
         return samples
 
 

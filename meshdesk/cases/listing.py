@@ -38,7 +38,7 @@ from meshdesk.store import CaseQuery, CaseSummary, Store, Word
 if TYPE_CHECKING:
     from meshdesk.cases.book import CaseBook
 
-__all__ = ["CaseLister", "parse_since"]
+__all__ = ["CaseLister", "parse_since", "query_from"]
 
 log = logging.getLogger(__name__)
 

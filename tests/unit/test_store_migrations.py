@@ -30,6 +30,7 @@ TABLES = {
     "checkpoints",
     "certificates",
     "case_index",
+    "case_counts",
     "case_index_todo",
     "case_terms",
     "case_search",
