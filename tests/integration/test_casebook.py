@@ -20,7 +20,7 @@ from meshdesk.cases.summary import case_store
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import SyncError, UsageError
 from meshdesk.identity import NodeInfo, NodeKit, Role
-from meshdesk.store import Store
+from meshdesk.store import CaseQuery, Store
 
 NOW = dt.datetime.now(dt.UTC)
 NODES = {
@@ -215,3 +215,23 @@ async def test_a_note_by_another_node_is_sealed_to_the_case_audience(
         assert view["notes"][0]["text"] == "訪問を手配した", name  # type: ignore[index]
     relay = sites["relay"].book.view(await sites["relay"].book.state(state.id))
     assert relay["notes"][0]["text"] is None  # type: ignore[index]
+
+
+async def _names_found(book: CaseBook, word: str) -> list[object]:
+    await book.listing.index_search()
+    page = await book.listing.page(CaseQuery(), search=word)
+    return [c["name"] for c in page["cases"]]  # type: ignore[index,union-attr]
+
+
+async def test_name_search_finds_only_what_this_node_may_read(sites: dict[str, Site]) -> None:
+    state = await sites["shelter"].book.open_case(
+        op="佐藤", category="housing", urgency="high", personal=CITIZEN, consent=[]
+    )
+    await spread(sites, "shelter")
+    assert await _names_found(sites["本部"].book, "山田") == ["山田 花子"]
+    assert await _names_found(sites["housing"].book, "山田") == []  # sealed from housing
+    assert await _names_found(sites["relay"].book, "やまだ") == []
+    await sites["本部"].book.add_consent(state.id, op="本部長", department="住宅課")
+    await spread(sites, "本部")
+    # the key grant changed what housing may read: its search terms are made again
+    assert await _names_found(sites["housing"].book, "やまだ") == ["山田 花子"]
