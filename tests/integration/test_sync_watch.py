@@ -60,7 +60,7 @@ async def test_a_joining_node_shows_progress_and_hq_keeps_answering(
             assert await watch == 0
             assert answers >= 1
             await async_wait_until(
-                lambda: joining.sync.stored_events == 2 * CASES, 10, "every event stored"
+                lambda: joining.sync.stored_events == 2 * CASES, 10, message="every event stored"
             )
     out = capsys.readouterr().out
     assert "本部 @ 市役所: received" in out
