@@ -86,6 +86,8 @@ class _Queued:
     peer: _Peer
     run: Run
     verified: list[StoredEvent]
+    #: Sending priority of the run (ranked once: stored with its checkpoint, announced).
+    rank: int
 
 
 @dataclass
@@ -303,7 +305,7 @@ class SyncService(AsyncResource):
             log.warning("refused a run of %s from %s: %s", author, peer.link, exc)
             self._offence(peer, f"a run that fails verification: {exc}")
             return Rejected(author, checkpoint.seq, str(exc))
-        self._queue.append(_Queued(peer, run, verified))
+        self._queue.append(_Queued(peer, run, verified, urgency_rank(verified)))
         self._queued.set()
         return None
 
@@ -337,7 +339,9 @@ class SyncService(AsyncResource):
         try:
             outcomes = list(
                 await self._store.append_runs(
-                    [(q.verified, q.run.checkpoint) for q in group], received_at
+                    [(q.verified, q.run.checkpoint) for q in group],
+                    received_at,
+                    ranks=[q.rank for q in group],
                 )
             )
         except StoreFull as exc:
@@ -355,7 +359,7 @@ class SyncService(AsyncResource):
                 try:
                     outcomes.append(
                         await self._store.append_run(
-                            queued.verified, queued.run.checkpoint, received_at
+                            queued.verified, queued.run.checkpoint, received_at, rank=queued.rank
                         )
                     )
                 except StoreFull as exc:
@@ -399,7 +403,7 @@ class SyncService(AsyncResource):
             self.stored_events += outcome
             if self.on_stored is not None:
                 self.on_stored(queued.verified)
-            added = (LocalRun(checkpoint, urgency_rank(queued.verified)),)
+            added = (LocalRun(checkpoint, queued.rank),)
             # Every live core hears of every commit, the source too: its index
             # learns the run it just handed over.
             await self._feed(peer, LocalAdded(added))

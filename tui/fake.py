@@ -427,7 +427,8 @@ class FakeNode(FakeCalls):
             "prev": page[0]["id"] if page and start > 0 else None,
         }
         if args.flag("count"):
-            out.update(matched=len(ordered), matched_capped=False)
+            cap = int(args.maybe("count_cap", int) or len(ordered))
+            out.update(matched=min(cap, len(ordered)), matched_capped=len(ordered) > cap)
         return out
 
     def _case_counts(self, _: Args) -> dict[str, Any]:

@@ -17,12 +17,14 @@ from typing import Any
 from meshdesk.cases.model import Category, Status, Urgency
 from meshdesk.tui.i18n import Lang
 
-__all__ = ["PAGE", "SORT_KEYS", "CaseRow", "CaseWindow", "QueueQuery", "label"]
+__all__ = ["COUNT_CAP", "PAGE", "SORT_KEYS", "CaseRow", "CaseWindow", "QueueQuery", "label"]
 
 #: Orders the node's index serves (``case_list`` ``sort``).
 SORT_KEYS = ("urgency", "status", "opened", "site")
-#: Cases asked for per page.
-PAGE = 200
+#: Cases asked for per page: a screen and a half (more come as the table scrolls).
+PAGE = 60
+#: The queue counts matching cases up to this many ("10,000+").
+COUNT_CAP = 10_000
 _ENUMS: dict[str, type[Category | Urgency | Status]] = {
     "category": Category,
     "urgency": Urgency,
@@ -101,8 +103,9 @@ class CaseWindow:
     rows: list[CaseRow] = field(default_factory=list)
     next: str | None = None
     prev: str | None = None
-    #: How many cases the query selects (None: not counted yet).
+    #: How many cases the query selects (None: not counted yet), and whether more do.
     matched: int | None = None
+    capped: bool = False
     #: Every case the node holds.
     total: int | None = None
 

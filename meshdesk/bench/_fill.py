@@ -227,7 +227,7 @@ async def _store_chunk(
     await sink.commit(force=True)  # a chunk's cases are in the index before its terms
     if key is not None:
         ids = [c.opening.case_id for c in cases]
-        keys = await sink.store.case_keys(ids)
+        keys = await sink.store.index.keys(ids)
         await sink.store.set_search_terms(
             [
                 (keys[c.opening.case_id], digest, key.terms_of(c.personal))

@@ -129,7 +129,7 @@ class CaseBook(AsyncResource):
         wanted = text.strip().lower()
         if len(wanted) < 4:
             raise UsageError(f"case id {text!r} is too short; give at least 4 characters")
-        matches = await self._store.find_case_ids(wanted)
+        matches = await self._store.index.find_ids(wanted)
         if not matches:
             raise UsageError(f"no case {text!r} on this node")
         if len(matches) > 1:
@@ -137,7 +137,7 @@ class CaseBook(AsyncResource):
         return matches[0]
 
     async def state(self, case_id: str) -> CaseState:
-        stored = await self._store.events_for_case(case_id)
+        stored = await self._store.index.case_events(case_id)
         if not stored:
             raise UsageError(f"no case {case_id!r} on this node")
         try:

@@ -143,8 +143,8 @@ class CaseLister:
         texts = search.split()
         if not texts:
             return ()
-        sites = await self._store.distinct_values("site")
-        departments = await self._store.distinct_values("department")
+        sites = await self._store.index.values("site")
+        departments = await self._store.index.values("department")
         out = []
         for text in texts:
             low = text.lower()
@@ -188,14 +188,15 @@ class CaseLister:
     # -- pages -------------------------------------------------------------------------
 
     async def page(
-        self, query: CaseQuery, *, search: str = "", count: bool = False
+        self, query: CaseQuery, *, search: str = "", count: int | None = None
     ) -> dict[str, object]:
         """One page: ``{"cases": [...], "next": id | None, "prev": id | None}``.
 
         ``next`` continues after the page (``after``), ``prev`` before it
-        (``before``); None when nothing lies that way. With ``count``, ``matched``
-        says how many cases the filters and words select (fragment coincidences of
-        name words included) and ``matched_capped`` whether counting stopped early.
+        (``before``); None when nothing lies that way. With ``count`` (a cap),
+        ``matched`` says how many cases the filters and words select, up to the cap
+        (fragment coincidences of name words included), and ``matched_capped``
+        whether counting stopped there.
 
         Raises:
             UsageError: the cursor names a case this node does not hold.
@@ -212,7 +213,7 @@ class CaseLister:
         more_after = more_before = False
         q = query
         for _ in range(_REFILLS + 1):
-            page = await self._store.case_page(q)
+            page = await self._store.index.page(q)
             if page is None:
                 raise UsageError(f"no case {(q.after or q.before or '')[:40]!r} on this node")
             fetched = [(s, await self._personal(s)) for s in page.rows]
@@ -241,11 +242,10 @@ class CaseLister:
             "next": rows[-1][0].case_id if rows and more_after else None,
             "prev": rows[0][0].case_id if rows and more_before else None,
         }
-        if count:
-            cap = 1_000_000
-            matched = await self._store.count_cases(query, cap + 1)
-            out["matched"] = min(matched, cap)
-            out["matched_capped"] = matched > cap
+        if count is not None:
+            matched = await self._store.index.count(query, count + 1)
+            out["matched"] = min(matched, count)
+            out["matched_capped"] = matched > count
         return out
 
     async def _full_id(self, cursor: str | None) -> str | None:
@@ -257,7 +257,7 @@ class CaseLister:
     async def counts(self) -> dict[str, object]:
         """How many cases have each urgency and status (kept by the index, no scan)."""
         urgencies, statuses = list(Urgency), list(Status)
-        counts = await self._store.case_counts()
+        counts = await self._store.index.counts()
         grid = [
             {
                 "urgency": str(urgencies[u]) if u < len(urgencies) else None,
@@ -272,7 +272,7 @@ class CaseLister:
 
     async def index_search(self, limit: int = SEARCH_BATCH) -> int:
         """Make the search terms of up to ``limit`` queued cases; returns how many."""
-        todo = await self._store.search_todo(limit)
+        todo = await self._store.index.search_todo(limit)
         if not todo:
             return 0
         entries: list[tuple[int, bytes | None, list[int]]] = []
@@ -294,7 +294,7 @@ class CaseLister:
 
     async def run(self, idle: float = 1.0) -> None:
         """Keep the search terms up to date until cancelled (the node runs this)."""
-        backlog = await self._store.search_backlog()
+        backlog = await self._store.index.search_backlog()
         if backlog:
             log.info("search: making the terms of %d cases in the background", backlog)
         while True:

@@ -289,4 +289,5 @@ def case_store(path: str | os.PathLike[str], *, create: bool = False) -> Store:
         create=create,
         indexer=CaseIndexing(),
         check_in_background_above=BACKGROUND_CHECK_ABOVE,
+        check_delay=5.0,  # the node comes up first; the check reads the whole file
     )

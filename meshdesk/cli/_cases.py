@@ -113,7 +113,7 @@ async def _offline(home: NodeHome) -> AsyncIterator[Call]:
             store, kit, directory=directory.nodes, wall_ms=lambda: int(time.time() * 1000)
         )
         dispatcher = OPS.serve(CASE_OPS.bind(book), complete=False)
-        if await store.search_backlog():  # no node keeps the search terms: catch up
+        if await store.index.search_backlog():  # no node keeps the search terms: catch up
             while await book.listing.index_search():
                 pass
         yield dispatcher.run

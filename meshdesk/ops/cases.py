@@ -26,6 +26,8 @@ __all__ = ["CASE_OPS", "DEFAULT_PAGE", "MAX_PAGE", "every_case"]
 #: Cases per ``case_list`` page unless asked otherwise, and at most.
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+#: ``case_list`` counts matching cases up to this many (and says when it stopped).
+COUNT_CAP = 10_000_000
 
 CASE_OPS: Topic[CaseBook] = Topic("case", "consultation cases")
 
@@ -93,10 +95,13 @@ async def _new(book: CaseBook, args: Args) -> object:
     text("before", "continue before this case (the page's prev)", metavar="ID"),
     integer("limit", "cases per page", low=1, high=MAX_PAGE, default=DEFAULT_PAGE),
     flag("count", "also count every matching case"),
+    integer("count_cap", "stop counting there", low=1, high=COUNT_CAP, default=COUNT_CAP),
 )
 async def _list(book: CaseBook, args: Args) -> object:
     return await book.listing.page(
-        query_from(args), search=args.maybe_text("search") or "", count=args.flag("count")
+        query_from(args),
+        search=args.maybe_text("search") or "",
+        count=args.maybe("count_cap", int) if args.flag("count") else None,
     )
 
 

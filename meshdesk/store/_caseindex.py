@@ -12,6 +12,7 @@ its fragments (``case_terms``), and the index matches those.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import aiosqlite
 from meshdesk.store.records import CaseSummary
 
 __all__ = [
+    "DENSE",
     "SORTS",
     "CasePage",
     "CaseQuery",
@@ -54,8 +56,12 @@ _UPSERT = (
     " ON CONFLICT (case_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
 )
+_SELECTED = ", ".join("c." + name.strip() for name in _COLUMNS.split(","))
 #: Most SQL variables one statement takes here (SQLite allows 32,766).
 CHUNK = 500
+#: A search word whose rarest term more cases hold is matched row by row in the
+#: order's index instead of listing its cases first (see ``_name_sql``).
+DENSE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,52 +251,113 @@ async def upsert_summaries(
         )
 
 
-def _where(query: CaseQuery) -> tuple[list[str], list[Any]]:
-    """The query's filters and words as SQL conditions on ``case_index``."""
+async def _postings(db: aiosqlite.Connection, term: int, cap: int) -> int:
+    """How many cases hold ``term``, counted up to ``cap``."""
+    rows = await db.execute_fetchall(
+        "SELECT count(*) FROM (SELECT 1 FROM case_terms WHERE term = ? LIMIT ?)", (term, cap)
+    )
+    return int(next(iter(rows))[0])
+
+
+def _listed(terms: Sequence[int]) -> str:
+    """Cases holding every term, listed (their posting lists intersected)."""
+    inner = " INTERSECT ".join("SELECT case_key FROM case_terms WHERE term = ?" for _ in terms)
+    return f"c.case_key IN ({inner})"
+
+
+def _probed(terms: Sequence[int]) -> str:
+    """Every term tested on the row at hand (a key lookup each)."""
+    probe = "EXISTS (SELECT 1 FROM case_terms AS t WHERE t.term = ? AND t.case_key = c.rowid)"
+    return "(" + " AND ".join([probe] * len(terms)) + ")"
+
+
+async def _where(
+    db: aiosqlite.Connection, query: CaseQuery, dense: int
+) -> tuple[list[str], list[Any]]:
+    """The query's filters and words as SQL conditions on ``case_index AS c``.
+
+    A word matches a name through its terms. A word most cases match (what counts
+    is its rarest term) is tested row by row as the page walks the order's index,
+    stopping at the page's end; a rarer word's cases are listed first (posting lists
+    intersected), and the page is sorted from those alone. Words that each match
+    many but together few (``佐藤 花``) are listed together.
+    """
     conds: list[str] = []
     args: list[Any] = []
     for column in ("status", "urgency", "site", "category", "department"):
         value = getattr(query, column)
         if value is not None:
-            conds.append(f"{column} = ?")
+            conds.append(f"c.{column} = ?")
             args.append(value)
     if query.conflicts:
-        conds.append("conflicted")
+        conds.append("c.conflicted")
     if query.since_hlc is not None:
-        conds.append("created_hlc >= ?")
+        conds.append("c.created_hlc >= ?")
         args.append(query.since_hlc)
-    for word in query.words:
-        options: list[str] = []
+    rarest: dict[int, int] = {}
+    for i, word in enumerate(query.words):
         if word.terms:
-            inner = " INTERSECT ".join(
-                "SELECT case_key FROM case_terms WHERE term = ?" for _ in word.terms
-            )
-            options.append(f"case_key IN ({inner})")
+            rarest[i] = min([await _postings(db, term, dense) for term in word.terms])
+    names_only = [i for i, w in enumerate(query.words) if i in rarest and not _others(w)]
+    together: set[int] = set()
+    if len(names_only) > 1 and all(rarest[i] >= dense for i in names_only):
+        total = await _total(db)
+        expected = total * math.prod(min(1.0, rarest[i] / max(total, 1)) for i in names_only)
+        if expected < dense:
+            together = set(names_only)
+            terms = sorted({t for i in names_only for t in query.words[i].terms})
+            conds.append(_listed(terms))
+            args.extend(terms)
+    for i, word in enumerate(query.words):
+        if i in together:
+            continue
+        options: list[str] = []
+        if rarest.get(i):
+            options.append(_probed(word.terms) if rarest[i] >= dense else _listed(word.terms))
             args.extend(word.terms)
         if word.id_part:
             low, high = word.id_part, word.id_part + "\U0010ffff"
-            options.append("(case_id >= ? AND case_id < ?)")
-            options.append("(substr(case_id, 25) >= ? AND substr(case_id, 25) < ?)")
+            options.append("(c.case_id >= ? AND c.case_id < ?)")
+            options.append("(substr(c.case_id, 25) >= ? AND substr(c.case_id, 25) < ?)")
             args.extend((low, high, low, high))
+        for column, values in _others(word):
+            if column == "id":
+                continue  # above: two index ranges
+            # Unary + keeps the planner on the order's index: these match many.
+            options.append(f"+c.{column} IN ({', '.join('?' * len(values))})")
+            args.extend(values)
+        conds.append("(" + " OR ".join(options) + ")" if options else "0")
+    return conds, args
+
+
+def _others(word: Word) -> list[tuple[str, tuple[str, ...]]]:
+    """The word's alternatives in open columns, and its id alternative as ``id``."""
+    out = [
+        (column, values)
         for column, values in (
             ("site", word.sites),
             ("category", word.categories),
             ("department", word.departments),
             ("status", word.statuses),
             ("urgency", word.urgencies),
-        ):
-            if values:
-                options.append(f"{column} IN ({', '.join('?' * len(values))})")
-                args.extend(values)
-        conds.append("(" + " OR ".join(options) + ")" if options else "0")
-    return conds, args
+        )
+        if values
+    ]
+    return out + ([("id", (word.id_part,))] if word.id_part else [])
 
 
-async def fetch_page(db: aiosqlite.Connection, query: CaseQuery) -> CasePage | None:
+async def _total(db: aiosqlite.Connection) -> int:
+    rows = await db.execute_fetchall("SELECT coalesce(max(case_key), 0) FROM case_index")
+    return int(next(iter(rows))[0])
+
+
+async def fetch_page(
+    db: aiosqlite.Connection, query: CaseQuery, dense: int = DENSE
+) -> CasePage | None:
     """One page of the index; None when the cursor names a case the index lacks."""
     keys = (*SORTS[query.sort], "case_key")
     cursor_id = query.after if query.after is not None else query.before
-    conds, args = _where(query)
+    conds, args = await _where(db, query, dense)
     backwards = query.before is not None
     descending = query.reverse != backwards  # reading towards the start of the order
     if cursor_id is not None:
@@ -300,15 +367,15 @@ async def fetch_page(db: aiosqlite.Connection, query: CaseQuery) -> CasePage | N
         mark = next(iter(rows), None)
         if mark is None:
             return None
-        tuple_sql = "(" + ", ".join(keys) + ")"
+        tuple_sql = "(" + ", ".join(f"c.{k}" for k in keys) + ")"
         conds.append(f"{tuple_sql} {'<' if descending else '>'} ({', '.join('?' * len(keys))})")
         args.extend(mark)
     direction = " DESC" if descending else ""
-    order = ", ".join(k + direction for k in keys)
+    order = ", ".join(f"c.{k}{direction}" for k in keys)
     where = " WHERE " + " AND ".join(conds) if conds else ""
     rows = list(
         await db.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM case_index{where} ORDER BY {order} LIMIT ?",
+            f"SELECT {_SELECTED} FROM case_index AS c{where} ORDER BY {order} LIMIT ?",
             (*args, query.limit + 1),
         )
     )
@@ -327,12 +394,14 @@ async def summary_of(db: aiosqlite.Connection, case_id: str) -> CaseSummary | No
     return next((_summary(r) for r in rows), None)
 
 
-async def count_cases(db: aiosqlite.Connection, query: CaseQuery, cap: int) -> int:
+async def count_cases(
+    db: aiosqlite.Connection, query: CaseQuery, cap: int, dense: int = DENSE
+) -> int:
     """How many cases match the query's filters and words (at most ``cap``)."""
-    conds, args = _where(query)
+    conds, args = await _where(db, query, dense)
     where = " WHERE " + " AND ".join(conds) if conds else ""
     rows = await db.execute_fetchall(
-        f"SELECT count(*) FROM (SELECT 1 FROM case_index{where} LIMIT ?)", (*args, cap)
+        f"SELECT count(*) FROM (SELECT 1 FROM case_index AS c{where} LIMIT ?)", (*args, cap)
     )
     return int(next(iter(rows))[0])
 

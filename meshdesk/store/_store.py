@@ -18,19 +18,9 @@ import aiosqlite
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import StoreError, StoreFull
-from meshdesk.store._caseindex import (
-    CasePage,
-    CaseQuery,
-    Indexed,
-    case_counts,
-    chunks,
-    count_cases,
-    fetch_page,
-    indexed_cases,
-    summary_of,
-    upsert_summaries,
-)
+from meshdesk.store._caseindex import Indexed, chunks, indexed_cases, upsert_summaries
 from meshdesk.store._chain import INT64_MAX, Heads, check_event, check_int64, plan_append
+from meshdesk.store._reader import CaseReader
 from meshdesk.store._schema import (
     MIGRATIONS,
     Migration,
@@ -121,6 +111,7 @@ class Store(AsyncResource):
             own (the check reads every page: ≈ 2 ms per MiB, seconds for an HQ of a
             million cases); damage found is logged as an error and kept in
             :attr:`damage`. None: always check before ready.
+        check_delay: Seconds the background check waits before it starts reading.
         indexer: Keeps the case index (``case_index``) in step: every transaction
             that stores events also stores the rows of the cases they touch. Without
             one, the touched cases are only queued (``case_index_todo``), and the
@@ -137,6 +128,7 @@ class Store(AsyncResource):
         quick_check: bool = True,
         indexer: CaseIndexer | None = None,
         check_in_background_above: int | None = None,
+        check_delay: float = 0.0,
     ) -> None:
         self._path = Path(path)
         self._create = create
@@ -146,7 +138,9 @@ class Store(AsyncResource):
         self._quick_check = quick_check
         self._background_above = check_in_background_above
         self._checker: asyncio.Task[None] | None = None
+        self._reader: CaseReader | None = None
         self._deferred = False
+        self._check_delay = check_delay
         #: What a background ``quick_check`` found wrong (None: nothing, or not run).
         self.damage: str | None = None
         self._state = StoreState.NEW
@@ -169,6 +163,7 @@ class Store(AsyncResource):
         quick_check: bool = True,
         indexer: CaseIndexer | None = None,
         check_in_background_above: int | None = None,
+        check_delay: float = 0.0,
     ) -> Store:
         """Return a store for ``async with``; nothing is opened until it enters."""
         return cls(
@@ -179,6 +174,7 @@ class Store(AsyncResource):
             quick_check=quick_check,
             indexer=indexer,
             check_in_background_above=check_in_background_above,
+            check_delay=check_delay,
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -192,6 +188,13 @@ class Store(AsyncResource):
     def state(self) -> StoreState:
         """Where the store is in its lifecycle."""
         return self._state
+
+    @property
+    def index(self) -> CaseReader:
+        """The case index, read on a connection of its own (see :mod:`._reader`)."""
+        self._check_running()
+        assert self._reader is not None
+        return self._reader
 
     @property
     def keeps_case_index(self) -> bool:
@@ -229,7 +232,16 @@ class Store(AsyncResource):
             with contextlib.suppress(sqlite3.Error):
                 await db.close()
             raise StoreError(f"store {self._path} was closed while it was opening")
+        reader = CaseReader(self._path, self._error, self._busy_timeout)
+        try:
+            await reader.open()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await db.close()
+            self._state = StoreState.CLOSED
+            raise
         self._db, self._schema_version, self._heads = db, version, heads
+        self._reader = reader
         self._state = StoreState.RUNNING
         if self._quick_check and self._deferred:
             self._checker = asyncio.create_task(self._check_later(), name="store quick_check")
@@ -255,6 +267,9 @@ class Store(AsyncResource):
             checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checker
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.aclose()
         db, self._db = self._db, None
         if db is None:
             return
@@ -275,7 +290,9 @@ class Store(AsyncResource):
 
     async def _check_later(self) -> None:
         """``PRAGMA quick_check`` on a read-only connection of its own (WAL lets it read
-        while the store writes); damage is logged as an error and kept in ``damage``."""
+        while the store writes), once the node had a moment to come up; damage is logged
+        as an error and kept in ``damage``."""
+        await asyncio.sleep(self._check_delay)
         try:
             problem = await asyncio.to_thread(_quick_check, self._path)
         except sqlite3.Error as exc:
@@ -412,7 +429,12 @@ class Store(AsyncResource):
         return len(await self._append(events, received_at, ()))
 
     async def append_run(
-        self, events: Sequence[StoredEvent], checkpoint: Checkpoint, received_at: int
+        self,
+        events: Sequence[StoredEvent],
+        checkpoint: Checkpoint,
+        received_at: int,
+        *,
+        rank: int | None = None,
     ) -> int:
         """Store a verified run of one author's events with the checkpoint that ends it.
 
@@ -424,10 +446,15 @@ class Store(AsyncResource):
             StoreError: as :meth:`append_events`, or a checkpoint that does not
                 match the chain; nothing is stored.
         """
-        return (await self.append_runs([(events, checkpoint)], received_at))[0]
+        ranks = None if rank is None else [rank]
+        return (await self.append_runs([(events, checkpoint)], received_at, ranks=ranks))[0]
 
     async def append_runs(
-        self, runs: Sequence[tuple[Sequence[StoredEvent], Checkpoint]], received_at: int
+        self,
+        runs: Sequence[tuple[Sequence[StoredEvent], Checkpoint]],
+        received_at: int,
+        *,
+        ranks: Sequence[int] | None = None,
     ) -> list[int]:
         """Store several verified runs in ONE transaction: one commit, one fsync.
 
@@ -447,11 +474,15 @@ class Store(AsyncResource):
             if not events or any(e.author != checkpoint.author for e in events):
                 raise StoreError("a run holds events of its checkpoint's author only")
         indexer = self._indexer
-        ranks = [None if indexer is None else indexer.rank(events) for events, _ in runs]
+        kept: Sequence[int | None] = (
+            [None if indexer is None else indexer.rank(events) for events, _ in runs]
+            if ranks is None
+            else ranks  # the caller ranked them already (sync does, once)
+        )
         inserted = await self._append(
             [e for events, _ in runs for e in events],
             received_at,
-            [(c, rank) for (_, c), rank in zip(runs, ranks, strict=True)],
+            [(c, rank) for (_, c), rank in zip(runs, kept, strict=True)],
         )
         counts = []
         for events, _ in runs:
@@ -582,48 +613,6 @@ class Store(AsyncResource):
             )
         return await self.index_queued()
 
-    async def case_page(self, query: CaseQuery) -> CasePage | None:
-        """One page of the case index (None: the cursor names no case held here)."""
-        async with self._session("read the case index of") as db:
-            return await fetch_page(db, query)
-
-    async def count_cases(self, query: CaseQuery, cap: int = 1_000_000) -> int:
-        """Cases matching the query's filters and words, counted up to ``cap``."""
-        async with self._session("read the case index of") as db:
-            return await count_cases(db, query, cap)
-
-    async def case_counts(self) -> dict[tuple[int, int], int]:
-        """How many cases have each ``(urgency_rank, status_rank)`` (kept with the rows)."""
-        async with self._session("read the case index of") as db:
-            return await case_counts(db)
-
-    async def case_summary(self, case_id: str) -> CaseSummary | None:
-        """The index row of one case, or None."""
-        async with self._session("read the case index of") as db:
-            return await summary_of(db, case_id)
-
-    async def case_keys(self, case_ids: Sequence[str]) -> dict[str, int]:
-        """The index keys (``case_key``) of cases, by id (cases not indexed left out)."""
-        async with self._session("read the case index of") as db:
-            found = await indexed_cases(db, case_ids)
-        return {case_id: row.case_key for case_id, row in found.items()}
-
-    async def search_todo(self, limit: int) -> list[tuple[int, str]]:
-        """Up to ``limit`` cases whose search terms must be (re)made: ``(key, id)``."""
-        async with self._session("read the search queue of") as db:
-            rows = await db.execute_fetchall(
-                "SELECT t.case_key, c.case_id FROM search_todo AS t"
-                " JOIN case_index AS c USING (case_key) ORDER BY t.case_key LIMIT ?",
-                (limit,),
-            )
-        return [(key, case_id) for key, case_id in rows]
-
-    async def search_backlog(self) -> int:
-        """How many cases wait for their search terms."""
-        async with self._session("read the search queue of") as db:
-            rows = await db.execute_fetchall("SELECT count(*) FROM search_todo")
-        return int(next(iter(rows))[0])
-
     async def set_search_terms(
         self, entries: Sequence[tuple[int, bytes | None, Sequence[int]]]
     ) -> None:
@@ -660,37 +649,6 @@ class Store(AsyncResource):
             await db.executemany(
                 "DELETE FROM search_todo WHERE case_key = ?", [(key,) for key in keys]
             )
-
-    async def find_case_ids(self, start: str, limit: int = 2) -> list[str]:
-        """Ids of cases whose id, or its last group, starts with ``start`` (index order)."""
-        high = start + "\U0010ffff"
-        async with self._session("read the case index of") as db:
-            rows = await db.execute_fetchall(
-                "SELECT case_id FROM case_index WHERE case_id >= ? AND case_id < ?"
-                " UNION SELECT case_id FROM case_index"
-                " WHERE substr(case_id, 25) >= ? AND substr(case_id, 25) < ? LIMIT ?",
-                (start, high, start, high, limit),
-            )
-        return sorted(case_id for (case_id,) in rows)
-
-    async def distinct_values(self, column: str) -> list[str]:
-        """Every non-empty site, department or category the index holds, sorted."""
-        if column not in ("site", "department", "category"):
-            raise ValueError(f"no distinct values of {column!r}")
-        async with self._session("read the case index of") as db:
-            # One index step per distinct value (a skip-scan), however many cases.
-            rows = await db.execute_fetchall(
-                f"""
-                WITH RECURSIVE seen (v) AS (
-                    SELECT min({column}) FROM case_index WHERE {column} > ''
-                    UNION ALL
-                    SELECT (SELECT min({column}) FROM case_index WHERE {column} > seen.v)
-                    FROM seen WHERE seen.v IS NOT NULL
-                )
-                SELECT v FROM seen WHERE v IS NOT NULL
-                """
-            )
-        return [value for (value,) in rows]
 
     async def case_ids(self) -> list[str]:
         """Every case id with at least one stored event."""

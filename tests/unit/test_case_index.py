@@ -154,7 +154,7 @@ def chains(histories: Sequence[Scenario]) -> dict[str, list[StoredEvent]]:
 
 
 async def rows_of(store: Store) -> dict[str, CaseSummary]:
-    page = await store.case_page(CaseQuery(limit=1000))
+    page = await store.index.page(CaseQuery(limit=1000))
     assert page is not None
     assert not page.more_after
     return {row.case_id: row for row in page.rows}

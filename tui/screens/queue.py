@@ -18,7 +18,7 @@ from textual.widgets import Input, Static
 from meshdesk.cases.model import Status, Urgency
 from meshdesk.tui.console import attempt, plain
 from meshdesk.tui.i18n import N_, tr
-from meshdesk.tui.index import SORT_KEYS, QueueQuery, label
+from meshdesk.tui.index import COUNT_CAP, SORT_KEYS, QueueQuery, label
 from meshdesk.tui.screens._base import ConsoleScreen
 from meshdesk.tui.widgets import CaseTable
 from meshdesk.tui.widgets.case_table import header_text
@@ -109,9 +109,11 @@ class QueueScreen(ConsoleScreen):
 
     @work(exclusive=True, group="queue-count")
     async def _count(self, query: QueueQuery) -> None:
-        page = await attempt(self, self.desk.api.case("list", query.args(limit=1, count=True)))
+        args = query.args(limit=1, count=True, count_cap=COUNT_CAP)
+        page = await attempt(self, self.desk.api.case("list", args))
         if page is not None and self.desk.window.query == query:
             self.desk.window.matched = int(page.get("matched", 0))
+            self.desk.window.capped = bool(page.get("matched_capped"))
             self._show_filters()
 
     @work(exclusive=True, group="queue-more")
@@ -173,6 +175,8 @@ class QueueScreen(ConsoleScreen):
         lang, window = self.desk.lang, self.desk.window
         every = tr("all")
         matched = "…" if window.matched is None else f"{window.matched:,}"
+        if window.capped:
+            matched += "+"
         total = self.desk.counts.get("total")
         self.query_one("#filters", Static).update(
             plain(
