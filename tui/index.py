@@ -23,8 +23,8 @@ __all__ = ["COUNT_CAP", "PAGE", "SORT_KEYS", "CaseRow", "CaseWindow", "QueueQuer
 SORT_KEYS = ("urgency", "status", "opened", "site")
 #: Cases asked for per page: a screen and a half (more come as the table scrolls).
 PAGE = 60
-#: The queue counts matching cases up to this many ("10,000+").
-COUNT_CAP = 10_000
+#: The queue counts matching cases up to this many ("1,000+").
+COUNT_CAP = 1_000
 _ENUMS: dict[str, type[Category | Urgency | Status]] = {
     "category": Category,
     "urgency": Urgency,
