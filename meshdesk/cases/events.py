@@ -455,6 +455,10 @@ _SCHEMAS: Mapping[EventKind, tuple[tuple[str, Callable[[str, object], object]], 
     kind: tuple((f.name, _CONVERTERS[str(f.type)]) for f in fields(cls))
     for kind, cls in PAYLOAD_TYPES.items()
 }
+_KINDS: Mapping[int, EventKind] = {int(k): k for k in EventKind}
+_NAMES: Mapping[EventKind, frozenset[str]] = {
+    kind: frozenset(name for name, _ in schema) for kind, schema in _SCHEMAS.items()
+}
 
 
 def decode_body(kind: int, body: bytes) -> Payload:
@@ -466,8 +470,8 @@ def decode_body(kind: int, body: bytes) -> Payload:
             message names the kind and the field.
     """
     try:
-        event_kind = EventKind(kind)
-    except ValueError:
+        event_kind = _KINDS[kind]  # what EventKind(kind) finds, without its machinery
+    except (KeyError, TypeError):
         raise SyncError(f"unknown case event kind {kind!r}") from None
     if not isinstance(body, bytes):
         raise SyncError(f"{event_kind.name} body must be bytes")
@@ -480,10 +484,11 @@ def decode_body(kind: int, body: bytes) -> Payload:
     if not isinstance(obj, dict):
         raise SyncError(f"{event_kind.name} body must be a map, got {type(obj).__name__}")
     schema = _SCHEMAS[event_kind]
-    names = {name for name, _ in schema}
-    if missing := sorted(names - set(obj)):
-        raise SyncError(f"{event_kind.name} body lacks {', '.join(missing)}")
-    if unknown := sorted(repr(key) for key in set(obj) - names):
+    names = _NAMES[event_kind]
+    if obj.keys() != names:
+        if missing := sorted(names - set(obj)):
+            raise SyncError(f"{event_kind.name} body lacks {', '.join(missing)}")
+        unknown = sorted(repr(key) for key in set(obj) - names)
         raise SyncError(f"{event_kind.name} body has unknown keys {', '.join(unknown):.200}")
     try:
         values: dict[str, Any] = {name: convert(name, obj[name]) for name, convert in schema}

@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 UNKNOWN_RANK = 9
 URGENCY_RANK = {str(u): i for i, u in enumerate(Urgency)}
 STATUS_RANK = {str(s): i for i, s in enumerate(Status)}
+_NEW = str(Status.NEW)
+_NEW_RANK = STATUS_RANK[_NEW]
 
 #: Kinds that never touch a register nor the consent: their bodies are not read.
 _INERT = frozenset({EventKind.NOTE_ADDED, EventKind.KEY_GRANT, EventKind.CALL_LOGGED})
@@ -105,6 +107,8 @@ def summarise(case_id: str, events: Sequence[StoredEvent]) -> CaseSummary:
     decoded = _decode(e for e in events if e.kind not in _INERT)
     if not decoded:
         return _empty(case_id, oldest, updated, len(events), grants)
+    if len(decoded) == 1 and isinstance(decoded[0].payload, CaseOpened):
+        return _opened(case_id, decoded[0], updated, len(events), grants)  # most cases
     decoded.sort(key=lambda e: (e.hlc, e.author, e.seq))
     linear = _linear(case_id, decoded, updated, len(events), grants)
     if linear is not None:
@@ -130,6 +134,33 @@ def summarise(case_id: str, events: Sequence[StoredEvent]) -> CaseSummary:
         referrals=tuple((r.department, str(r.state)) for r in state.referrals),
         conflicts=tuple(c.field for c in state.conflicts),
         personal=personal_digest(state.personal_sealed),
+        grants=grants,
+    )
+
+
+def _opened(case_id: str, opening: Event, updated: int, count: int, grants: int) -> CaseSummary:
+    """The row of a case whose only event with fields is its opening."""
+    p = opening.payload
+    assert isinstance(p, CaseOpened)
+    urgency = str(p.urgency)
+    return CaseSummary(
+        case_id=case_id,
+        opened=True,
+        created_hlc=opening.hlc,
+        updated_hlc=updated,
+        events=count,
+        origin=opening.node,
+        site=p.site,
+        category=str(p.category),
+        urgency=urgency,
+        urgency_rank=URGENCY_RANK[urgency],
+        status=_NEW,
+        status_rank=_NEW_RANK,
+        department=p.department or "",
+        consent=tuple(sorted(set(p.consent))),
+        referrals=(),
+        conflicts=(),
+        personal=personal_digest(p.sealed),
         grants=grants,
     )
 

@@ -132,6 +132,10 @@ class CasePage:
     more_before: bool
 
 
+def _json(items: Sequence[Any]) -> str:
+    return json.dumps(list(items), ensure_ascii=False) if items else "[]"
+
+
 def summary_row(s: CaseSummary) -> tuple[Any, ...]:
     return (
         s.case_id,
@@ -147,9 +151,9 @@ def summary_row(s: CaseSummary) -> tuple[Any, ...]:
         s.status,
         s.status_rank,
         s.department,
-        json.dumps(list(s.consent), ensure_ascii=False),
-        json.dumps([list(r) for r in s.referrals], ensure_ascii=False),
-        json.dumps(list(s.conflicts)),
+        _json(s.consent),
+        _json([list(r) for r in s.referrals]),
+        _json(s.conflicts),
         int(bool(s.conflicts)),
         s.personal,
         s.grants,
@@ -174,9 +178,9 @@ def _summary(row: Sequence[Any]) -> CaseSummary:
         status=status,
         status_rank=status_rank,
         department=department,
-        consent=tuple(json.loads(consent)),
+        consent=tuple(json.loads(consent)) if consent != "[]" else (),
         referrals=tuple((str(d), str(s)) for d, s in json.loads(referrals)),
-        conflicts=tuple(json.loads(conflicts)),
+        conflicts=tuple(json.loads(conflicts)) if conflicts != "[]" else (),
         personal=None if personal is None else bytes(personal),
         grants=grants,
     )
