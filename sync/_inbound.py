@@ -87,11 +87,13 @@ class Inbound:
         """Something of the peer's is still to come (or stuck in our buffers)."""
         if self._partial is not None or self._early:
             return True
-        return any(
-            seq > self._known(author)[0]
-            for author, (seq, _) in peer_heads.items()
-            if author not in self.refused
-        )
+        head_seq, tips, refused = self._index.head_seq, self._tips, self.refused
+        for author, (seq, _) in peer_heads.items():
+            if seq > head_seq(author) and author not in refused:
+                tip = tips.get(author)
+                if tip is None or seq > tip[0]:
+                    return True
+        return False
 
     # -- rounds and credit ---------------------------------------------------------------
 

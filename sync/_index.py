@@ -82,6 +82,11 @@ class LocalIndex:
     def heads(self) -> dict[str, tuple[int, bytes]]:
         return {a: e.head for a, e in self._authors.items() if e.head[0] > 0}
 
+    def head_seq(self, author: str) -> int:
+        """Seq of our head of ``author`` (0: none)."""
+        entry = self._authors.get(author)
+        return entry.head[0] if entry is not None else 0
+
     def head(self, author: str) -> tuple[int, bytes]:
         entry = self._authors.get(author)
         return entry.head if entry is not None else (0, b"")

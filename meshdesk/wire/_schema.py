@@ -107,6 +107,8 @@ class _Int(_Node):
     def load(self, value: object) -> object:
         if type(value) is not int:  # bool is an int subclass; refuse it here
             raise _expected("int", value)
+        if self.lo <= value <= self.hi:
+            return value
         return self._check(value)
 
     def dump(self, value: object, limits: WireLimits) -> object:
@@ -157,6 +159,8 @@ class _Str(_Node):
     def load(self, value: object) -> object:
         if type(value) is not str:
             raise _expected("str", value)
+        if self.max_chars is None or len(value) <= self.max_chars:
+            return value
         return self._check(value)
 
     def dump(self, value: object, limits: WireLimits) -> object:
@@ -186,6 +190,8 @@ class _Bytes(_Node):
     def load(self, value: object) -> object:
         if type(value) is not bytes:
             raise _expected("bytes", value)
+        if self.max_len is None or len(value) <= self.max_len:
+            return value
         return self._check(value, None)
 
     def dump(self, value: object, limits: WireLimits) -> object:
@@ -224,45 +230,57 @@ class _Tuple(_Node):
             raise _expected("array", value)
         self._check_len(len(value), None)
         load = self.item.load
-        out = []
-        for i, item in enumerate(value):
+        try:
+            return tuple([load(item) for item in value])  # the happy path: no bookkeeping
+        except _Invalid:
+            pass
+        for i, item in enumerate(value):  # again, to say which item
             try:
-                out.append(load(item))
+                load(item)
             except _Invalid as exc:
                 exc.path.append(f"[{i}]")
                 raise
-        return tuple(out)
+        raise AssertionError("an item failed once and passed again")  # pragma: no cover
 
     def dump(self, value: object, limits: WireLimits) -> object:
         if not isinstance(value, tuple):
             raise _expected("tuple", value)
         self._check_len(len(value), limits.max_array)
         dump = self.item.dump
-        out = []
+        try:
+            return [dump(item, limits) for item in value]
+        except _Invalid:
+            pass
         for i, item in enumerate(value):
             try:
-                out.append(dump(item, limits))
+                dump(item, limits)
             except _Invalid as exc:
                 exc.path.append(f"[{i}]")
                 raise
-        return out
+        raise AssertionError("an item failed once and passed again")  # pragma: no cover
 
 
 class Record(_Node, Generic[_T]):
     """A frozen dataclass on the wire: an array of its field values in declared order."""
 
-    __slots__ = ("cls", "fields", "names")
+    __slots__ = ("cls", "fields", "getters", "loads", "names")
 
     def __init__(self, cls: type[_T], fields: tuple[tuple[str, _Node], ...]) -> None:
         self.cls = cls
         self.fields = fields
         self.names = tuple(f".{name}" for name, _ in fields)
+        self.loads = tuple(node.load for _, node in fields)
+        self.getters = tuple((attr, node.dump) for attr, node in fields)
 
     def load(self, value: object) -> object:
         if type(value) is not list:
             raise _expected("array", value)
         if len(value) != len(self.fields):
             raise _Invalid(f"expected {len(self.fields)} fields, got {len(value)}")
+        try:  # the happy path: no bookkeeping (a failure is run again below to say where)
+            return self.cls(*[load(item) for load, item in zip(self.loads, value, strict=True)])
+        except _Invalid:
+            pass
         args = []
         for (_, node), item, name in zip(self.fields, value, self.names, strict=True):
             try:
@@ -277,6 +295,10 @@ class Record(_Node, Generic[_T]):
             raise _expected(self.cls.__name__, value)
         if len(self.fields) > limits.max_array:
             raise _Invalid(f"{len(self.fields)} fields exceeds the limit of {limits.max_array}")
+        try:
+            return [dump(getattr(value, attr), limits) for attr, dump in self.getters]
+        except _Invalid:
+            pass
         out = []
         for (attr, node), name in zip(self.fields, self.names, strict=True):
             try:
