@@ -100,7 +100,7 @@ def prefecture(nodes: int = 300, *, couriers: bool = False, compare: tuple[int, 
     out += [f'  ["{c}", "{hall}"],' for hall in halls for c in centres[hall]]
     out += ["]", ""]
     linked = [c for cs in centres.values() for c in cs if c not in unlinked]
-    busy = sorted(rng.sample(linked, _BUSY))
+    busy = sorted(rng.sample(linked, min(_BUSY, len(linked) // 2)))
     for centre in busy + unlinked:
         out += [
             "[[timeline]]",
