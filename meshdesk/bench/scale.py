@@ -17,7 +17,10 @@ the CLI and the console reach it:
 - ``case_new_ms_p50``: ``case_new`` (sealed, signed, durable: synchronous=FULL);
 - ``node_rss_mib``: the node's resident memory after all of it (peak as well);
 - ``console_keystroke_ms_p95``: the console (headless, 120×40) on that node, a key
-  typed into the queue's search box until the table is repainted.
+  typed into the queue's search box until the table is repainted;
+- with ``--join``: a desk with an empty store (``meshdesk run`` in its own process)
+  joins the HQ and catches up on every event, while the bench keeps asking the HQ
+  for pages: ``join_events_per_s`` and ``hq_page_during_join_ms_p50``/``p95``.
 
 Each beside a raw ``sqlite3`` query of the same page on the same file in the same
 run (``raw_*``; the case index's own SQL, no node, no JSON, no decryption), and for
@@ -35,6 +38,7 @@ import functools
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -75,6 +79,9 @@ _FULL = ("山田 花子", "佐藤 健", "高橋 さくら", "中村 博")
 CONSOLE_QUERIES = ("山田", "避難所1", "医療", "佐藤 花")
 _READY_TIMEOUT = 600.0
 _COLUMNS = "case_id, urgency, status, category, site, department, created_hlc, personal"
+_PRISTINE = "store.pristine.db"
+#: A join that stores nothing new for this long is given up.
+_JOIN_STALL = 120.0
 _ORDER = "ORDER BY urgency_rank, created_hlc, case_key"
 
 
@@ -87,12 +94,14 @@ class ScaleBenchConfig:
         rounds: Samples per figure.
         store: Folder to keep (and reuse) the filled deployment in; None: a temporary one.
         workers: Processes that seal while filling (0: as many as cores).
+        join: Also measure a desk joining the HQ (cold sync of every event).
     """
 
     cases: int = 1_000_000
     rounds: int = 30
     store: Path | None = None
     workers: int = 0
+    join: bool = False
 
     def __post_init__(self) -> None:
         require_at_least("--cases", self.cases, 100)
@@ -108,6 +117,17 @@ def _ms(samples: Sequence[float], q: float = 50) -> float:
 
 
 # -- the filled HQ -------------------------------------------------------------------------
+
+
+def _keep_pristine(desk: NodeHome) -> None:
+    """A copy of the desk's store as provisioned: each join starts from it."""
+    shutil.copy2(desk.store_path, desk.path / _PRISTINE)
+
+
+def _restore_pristine(desk: NodeHome) -> None:
+    for suffix in ("-wal", "-shm"):
+        desk.store_path.with_name(desk.store_path.name + suffix).unlink(missing_ok=True)
+    shutil.copy2(desk.path / _PRISTINE, desk.store_path)
 
 
 def _kept(folder: Path, cases: int) -> NodeHome | None:
@@ -146,7 +166,9 @@ async def _prepare(folder: Path, config: ScaleBenchConfig, progress: Progress) -
         workers=workers,
     )
     progress(f"filled in {stats.seconds:.0f} s ({stats.cases / stats.seconds:,.0f} cases/s)")
-    info = {"cases": config.cases, "hq": str(hq.path), "fill_seconds": stats.seconds}
+    info = {"cases": config.cases, "hq": str(hq.path), "desk": str(pair.b.path),
+            "fill_seconds": stats.seconds}  # fmt: skip
+    await asyncio.to_thread(_keep_pristine, pair.b)
     await asyncio.to_thread((folder / "scale.json").write_text, json.dumps(info))
     return hq
 
@@ -350,6 +372,44 @@ async def _console(home: NodeHome, progress: Progress) -> list[float]:
         return samples
 
 
+async def _join(hq: NodeHome, desk: NodeHome, folder: Path, progress: Progress
+                ) -> dict[str, Any]:  # fmt: skip
+    """A desk with an empty store joins the running HQ; the HQ is asked for pages all
+    along. Returns the join's figures."""
+    status = await control.call(hq.control_socket, "status", wait=60)
+    total = int(status["store"]["events"])
+    await asyncio.to_thread(_restore_pristine, desk)
+    desk.write_config(node_config(desk, [f"127.0.0.1:{status['listen_port']}"]))
+    progress(f"a desk joins the HQ and catches up on {total:,} events")
+    pages: list[float] = []
+    start = time.perf_counter()
+    with _node(desk, folder / "desk.log") as proc:
+        await _ready(desk, proc, start)
+        held, moved, checked = 0, time.perf_counter(), 0.0
+        while held < total and time.perf_counter() - moved < _JOIN_STALL:
+            ask = functools.partial(control.call, hq.control_socket, "case_list", {"limit": PAGE})
+            pages.append(await _timed(ask))
+            if time.perf_counter() - checked >= 1.0:
+                checked = time.perf_counter()
+                now = int((await control.call(desk.control_socket, "status", wait=60))
+                          ["store"]["events"])  # fmt: skip
+                if now != held:
+                    held, moved = now, checked
+                    progress(f"  {held:,} of {total:,} events at the desk")
+            await asyncio.sleep(0.1)
+        seconds = time.perf_counter() - start
+        peak = _rss_mib(proc.pid)[1]
+    return {
+        "join_events": total,
+        "join_events_stored": held,
+        "join_seconds": round(seconds, 1),
+        "join_events_per_s": round(held / seconds),
+        "hq_page_during_join_ms_p50": _ms(pages),
+        "hq_page_during_join_ms_p95": _ms(pages, 95),
+        "desk_rss_peak_mib": peak,
+    }
+
+
 async def _measure(home: NodeHome, folder: Path, config: ScaleBenchConfig,
                    progress: Progress) -> dict[str, Any]:  # fmt: skip
     figures = _Figures({"bench": "scale", "cases": config.cases, "rounds": config.rounds})
@@ -372,6 +432,10 @@ async def _measure(home: NodeHome, folder: Path, config: ScaleBenchConfig,
         rss, peak = _rss_mib(proc.pid)
         figures.values["node_rss_mib"] = rss
         figures.values["node_rss_peak_mib"] = peak
+        if config.join:
+            desk = NodeHome(home.path.parent / "b")
+            figures.values.update(await _join(home, desk, folder, progress))
+            figures.values["node_rss_after_join_mib"] = _rss_mib(proc.pid)[0]
     values = figures.values
     values["store_mib"] = round(home.store_path.stat().st_size / 2**20, 1)
     values["targets_met"] = {name: values[name] <= limit for name, limit in TARGETS.items()}
@@ -409,13 +473,15 @@ def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--store", type=Path, metavar="DIR",
                         help="keep the filled HQ in DIR and reuse it next time")  # fmt: skip
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--join", action="store_true",
+                        help="also time a desk joining the HQ (a cold sync)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     config = ScaleBenchConfig(cases=args.cases, rounds=args.rounds, store=args.store,
-                              workers=args.workers)  # fmt: skip
+                              workers=args.workers, join=args.join)  # fmt: skip
     result = run_scale_bench(config)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))

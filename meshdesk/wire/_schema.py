@@ -260,10 +260,86 @@ class _Tuple(_Node):
         raise AssertionError("an item failed once and passed again")  # pragma: no cover
 
 
-class Record(_Node, Generic[_T]):
-    """A frozen dataclass on the wire: an array of its field values in declared order."""
+def _load_test(node: _Node, x: str) -> str | None:
+    """A Python expression true when the decoded value ``x`` passes ``node`` as it is
+    (None: the node has no such test; its ``load`` runs)."""
+    if isinstance(node, _Int):
+        return f"(type({x}) is int and {node.lo} <= {x} <= {node.hi})"
+    if isinstance(node, _Str):
+        cap = "" if node.max_chars is None else f" and len({x}) <= {node.max_chars}"
+        return f"(type({x}) is str{cap})"
+    if isinstance(node, _Bytes):
+        cap = "" if node.max_len is None else f" and len({x}) <= {node.max_len}"
+        return f"(type({x}) is bytes{cap})"
+    if isinstance(node, _Bool):
+        return f"(type({x}) is bool)"
+    if isinstance(node, _Optional):
+        inner = _load_test(node.inner, x)
+        return None if inner is None else f"({x} is None or {inner})"
+    return None
 
-    __slots__ = ("cls", "fields", "getters", "loads", "names")
+
+def _dump_test(node: _Node, x: str) -> str | None:
+    """As :func:`_load_test`, for a Python value about to be sent under ``limits``
+    (a str must be ASCII here, so its length is its UTF-8 size; else ``dump`` runs)."""
+    if isinstance(node, _Int):
+        return f"(type({x}) is int and {node.lo} <= {x} <= {node.hi})"
+    if isinstance(node, _Str):
+        cap = "" if node.max_chars is None else f" and len({x}) <= {node.max_chars}"
+        return f"(type({x}) is str and {x}.isascii() and len({x}) <= limits.max_str{cap})"
+    if isinstance(node, _Bytes):
+        cap = "" if node.max_len is None else f" and len({x}) <= {node.max_len}"
+        return f"(type({x}) is bytes and len({x}) <= limits.max_bin{cap})"
+    if isinstance(node, _Bool):
+        return f"(type({x}) is bool)"
+    if isinstance(node, _Optional):
+        inner = _dump_test(node.inner, x)
+        return None if inner is None else f"({x} is None or {inner})"
+    return None
+
+
+def _compile_fast(record: Record[Any]) -> tuple[Any, Any]:
+    """A record's happy paths as generated functions: each field's checks inline (no
+    call per field), any failure handed to the careful path, which says where."""
+    n = len(record.fields)
+    names = [f"v{i}" for i in range(n)]
+    ns: dict[str, Any] = {"cls": record.cls, "_Invalid": _Invalid}
+    unpack = ", ".join(names) + ("," if n == 1 else "")
+    load = ["def load(value, slow):", f"    if type(value) is not list or len(value) != {n}:",
+            "        return slow(value)", f"    {unpack} = value"]  # fmt: skip
+    dump = ["def dump(value, limits, slow):", "    if type(value) is not cls:",
+            "        return slow(value, limits)"]  # fmt: skip
+    for i, (attr, node) in enumerate(record.fields):
+        v = names[i]
+        ns[f"load{i}"], ns[f"dump{i}"] = node.load, node.dump
+        test = _load_test(node, v)
+        if test is None:
+            load += ["    try:", f"        {v} = load{i}({v})", "    except _Invalid:",
+                     "        return slow(value)"]  # fmt: skip
+        else:
+            load += [f"    if not {test}:", "        return slow(value)"]
+        dump.append(f"    {v} = value.{attr}")
+        test = _dump_test(node, v)
+        if test is None:
+            dump += ["    try:", f"        {v} = dump{i}({v}, limits)", "    except _Invalid:",
+                     "        return slow(value, limits)"]  # fmt: skip
+        else:
+            dump += [f"    if not {test}:", "        return slow(value, limits)"]
+    load.append(f"    return cls({', '.join(names)})")
+    dump.append(f"    return [{', '.join(names)}]")
+    # Generated from the record's own schema, never from input.
+    exec("\n".join(load) + "\n\n" + "\n".join(dump), ns)
+    return ns["load"], ns["dump"]
+
+
+class Record(_Node, Generic[_T]):
+    """A frozen dataclass on the wire: an array of its field values in declared order.
+
+    ``load`` and ``dump`` first try a generated happy path (every field's checks
+    inline); whatever it refuses goes through the careful path, which names the field.
+    """
+
+    __slots__ = ("_fast_dump", "_fast_load", "cls", "fields", "getters", "loads", "names")
 
     def __init__(self, cls: type[_T], fields: tuple[tuple[str, _Node], ...]) -> None:
         self.cls = cls
@@ -271,16 +347,16 @@ class Record(_Node, Generic[_T]):
         self.names = tuple(f".{name}" for name, _ in fields)
         self.loads = tuple(node.load for _, node in fields)
         self.getters = tuple((attr, node.dump) for attr, node in fields)
+        self._fast_load, self._fast_dump = _compile_fast(self)
 
     def load(self, value: object) -> object:
+        return self._fast_load(value, self._load)
+
+    def _load(self, value: object) -> object:
         if type(value) is not list:
             raise _expected("array", value)
         if len(value) != len(self.fields):
             raise _Invalid(f"expected {len(self.fields)} fields, got {len(value)}")
-        try:  # the happy path: no bookkeeping (a failure is run again below to say where)
-            return self.cls(*[load(item) for load, item in zip(self.loads, value, strict=True)])
-        except _Invalid:
-            pass
         args = []
         for (_, node), item, name in zip(self.fields, value, self.names, strict=True):
             try:
@@ -291,14 +367,13 @@ class Record(_Node, Generic[_T]):
         return self.cls(*args)
 
     def dump(self, value: object, limits: WireLimits) -> object:
-        if type(value) is not self.cls:
-            raise _expected(self.cls.__name__, value)
         if len(self.fields) > limits.max_array:
             raise _Invalid(f"{len(self.fields)} fields exceeds the limit of {limits.max_array}")
-        try:
-            return [dump(getattr(value, attr), limits) for attr, dump in self.getters]
-        except _Invalid:
-            pass
+        return self._fast_dump(value, limits, self._dump)
+
+    def _dump(self, value: object, limits: WireLimits) -> object:
+        if type(value) is not self.cls:
+            raise _expected(self.cls.__name__, value)
         out = []
         for (attr, node), name in zip(self.fields, self.names, strict=True):
             try:
