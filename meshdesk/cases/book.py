@@ -24,7 +24,7 @@ from meshdesk.cases.chain import ChainWriter, new_chain_author
 from meshdesk.cases.events import CaseOpened
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
 from meshdesk.cases.hlc import Clock, make_hlc, to_datetime
-from meshdesk.cases.listing import CaseLister
+from meshdesk.cases.listing import CaseLister, conflict_views
 from meshdesk.cases.model import Category, Personal, Status, Urgency
 from meshdesk.cases.sealing import audience, grant, open_sealed, recipients_of, seal
 from meshdesk.cases.search import SearchKey
@@ -405,16 +405,7 @@ class CaseBook(AsyncResource):
             "consent": list(state.consent),
             "readable": personal is not None,
             "personal": personal,
-            "conflicts": [
-                {
-                    "field": c.field,
-                    "candidates": [
-                        {"value": v.value, "node": v.author, "at": _iso(v.hlc), "op": v.op}
-                        for v in c.candidates
-                    ],
-                }
-                for c in state.conflicts
-            ],
+            "conflicts": conflict_views(state),
         }
         if personal is not None:
             out.update({k: personal.get(k) for k in ("name", "phone", "shelter")})

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from meshdesk.cases.hlc import make_hlc, to_datetime
 from meshdesk.cases.model import Category, Personal, Status, Urgency
 from meshdesk.cases.search import SearchKey, matches
+from meshdesk.cases.state import CaseState
 from meshdesk.cases.summary import personal_digest
 from meshdesk.errors import MeshdeskError, UsageError
 from meshdesk.store import CaseQuery, CaseSummary, Store, Word
@@ -38,7 +39,7 @@ from meshdesk.store import CaseQuery, CaseSummary, Store, Word
 if TYPE_CHECKING:
     from meshdesk.cases.book import CaseBook
 
-__all__ = ["CaseLister", "parse_since", "query_from"]
+__all__ = ["CaseLister", "conflict_views", "parse_since", "query_from"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,20 @@ def _iso(hlc: int) -> str:
     return to_datetime(hlc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def conflict_views(state: CaseState) -> list[dict[str, object]]:
+    """A case's open conflicts as views show them: each field with every candidate."""
+    return [
+        {
+            "field": c.field,
+            "candidates": [
+                {"value": v.value, "node": v.author, "at": _iso(v.hlc), "op": v.op}
+                for v in c.candidates
+            ],
+        }
+        for c in state.conflicts
+    ]
+
+
 def _labels(member: Category | Urgency | Status) -> tuple[str, ...]:
     return (str(member), member.label("ja").lower(), member.label("en").lower())
 
@@ -78,6 +93,11 @@ class _Readable:
     """What a page shows of a case's personal block (None: not readable here)."""
 
     personal: Personal | None
+    #: The candidates of each open conflict (a conflicted case is folded for them).
+    conflicts: list[dict[str, object]] | None = None
+
+
+_NOTHING = _Readable(None)
 
 
 class CaseLister:
@@ -94,30 +114,36 @@ class CaseLister:
         self._store = store
         self._book = book
         self._key = search_key
-        self._cache: collections.OrderedDict[tuple[str, bytes, int], _Readable] = (
+        self._cache: collections.OrderedDict[tuple[str, bytes, int, int], _Readable] = (
             collections.OrderedDict()
         )
         self._cache_size = cache_size
 
     # -- personal fields, lazily -----------------------------------------------------
 
-    async def _personal(self, summary: CaseSummary) -> Personal | None:
-        if summary.personal is None:
-            return None
-        key = (summary.case_id, summary.personal, summary.grants)
+    async def _read(self, summary: CaseSummary) -> _Readable:
+        """What a page shows of a case beyond its row: the citizen's details where this
+        node may read them, and a conflicted case's candidates (cached by what they
+        depend on, so a changed case is a new key and never stale)."""
+        if summary.personal is None and not summary.conflicts:
+            return _NOTHING
+        key = (summary.case_id, summary.personal or b"", summary.grants, summary.updated_hlc)
         hit = self._cache.get(key)
         if hit is None:
             state = await self._book.state(summary.case_id)
-            hit = _Readable(self._book.personal(state))
+            conflicts = conflict_views(state) if summary.conflicts else None
+            hit = _Readable(self._book.personal(state), conflicts)
             self._cache[key] = hit
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return hit.personal
+        return hit
 
-    def view(self, summary: CaseSummary, personal: Personal | None) -> dict[str, object]:
+    def view(self, summary: CaseSummary, read: _Readable) -> dict[str, object]:
         """A case as a list shows it (JSON-ready); see :meth:`CaseBook.view` for one case."""
+        personal = read.personal
+        conflicts = read.conflicts or [{"field": f, "candidates": []} for f in summary.conflicts]
         return {
             "id": summary.case_id,
             "category": summary.category or None,
@@ -130,7 +156,7 @@ class CaseLister:
             "updated_at": _iso(summary.updated_hlc),
             "consent": list(summary.consent),
             "referrals": [{"department": d, "state": s} for d, s in summary.referrals],
-            "conflicts": [{"field": f} for f in summary.conflicts],
+            "conflicts": conflicts,
             "readable": personal is not None,
             "name": None if personal is None else personal.name,
             "phone": None if personal is None else personal.phone,
@@ -186,6 +212,11 @@ class CaseLister:
             return True
         return personal is not None and matches(text, personal)
 
+    def _all_hold(
+        self, words: tuple[tuple[str, Word], ...], s: CaseSummary, personal: Personal | None
+    ) -> bool:
+        return all(self._holds(text, word, s, personal) for text, word in words)
+
     # -- pages -------------------------------------------------------------------------
 
     async def page(
@@ -210,15 +241,19 @@ class CaseLister:
             before=await self._full_id(query.before),
         )
         backwards = query.before is not None
-        rows: list[tuple[CaseSummary, Personal | None]] = []
+        rows: list[tuple[CaseSummary, _Readable]] = []
         more_after = more_before = False
         q = query
         for _ in range(_REFILLS + 1):
             page = await self._store.index.page(q)
             if page is None:
                 raise UsageError(f"no case {(q.after or q.before or '')[:40]!r} on this node")
-            fetched = [(s, await self._personal(s)) for s in page.rows]
-            good = [(s, p) for s, p in fetched if all(self._holds(t, w, s, p) for t, w in words)]
+            fetched = [(s, await self._read(s)) for s in page.rows]
+            good = [
+                (s, r)
+                for s, r in fetched
+                if all(self._holds(t, w, s, r.personal) for t, w in words)
+            ]
             rows = good + rows if backwards else rows + good
             more_after, more_before = page.more_after, page.more_before
             more = more_before if backwards else more_after
@@ -239,7 +274,7 @@ class CaseLister:
             else:
                 more_after = True
         out: dict[str, object] = {
-            "cases": [self.view(s, p) for s, p in rows],
+            "cases": [self.view(s, r) for s, r in rows],
             "next": rows[-1][0].case_id if rows and more_after else None,
             "prev": rows[0][0].case_id if rows and more_before else None,
         }

@@ -235,3 +235,22 @@ async def test_name_search_finds_only_what_this_node_may_read(sites: dict[str, S
     await spread(sites, "本部")
     # the key grant changed what housing may read: its search terms are made again
     assert await _names_found(sites["housing"].book, "やまだ") == ["山田 花子"]
+
+
+async def test_lists_show_a_conflict_with_its_candidates(sites: dict[str, Site]) -> None:
+    state = await sites["shelter"].book.open_case(
+        op="佐藤", category="housing", urgency="normal", personal=CITIZEN
+    )
+    await spread(sites, "shelter")
+    await sites["shelter"].book.set_field(state.id, op="佐藤", field="urgency", value="high")
+    await sites["本部"].book.set_field(state.id, op="本部長", field="urgency", value="low")
+    await spread(sites, "shelter")
+    await spread(sites, "本部")
+    page = await sites["本部"].book.listing.page(CaseQuery(conflicts=True))
+    cases = page["cases"]
+    assert isinstance(cases, list)
+    assert [c["id"] for c in cases] == [state.id]
+    (conflict,) = cases[0]["conflicts"]
+    assert conflict["field"] == "urgency"
+    assert {c["value"] for c in conflict["candidates"]} == {"high", "low"}
+    assert page == await sites["本部"].book.listing.page(CaseQuery(conflicts=True))  # cached
