@@ -165,9 +165,9 @@ def test_a_report_sets_sync_cost_beside_the_scenarios_it_compares(tmp_path: Path
     smoke = (SCENARIOS / "smoke.toml").read_text()
     (folder / "small.toml").write_text(smoke.replace('name = "smoke"', 'name = "small"', 1))
     (folder / "bigger.toml").write_text(
-        (SCENARIOS / "yokote-12.toml").read_text().replace(
-            "[drill]\n", '[drill]\ncompare = ["small"]\n', 1
-        )
+        (SCENARIOS / "yokote-12.toml")
+        .read_text()
+        .replace("[drill]\n", '[drill]\ncompare = ["small"]\n', 1)
     )
     report = run_drill(folder / "bigger.toml", tmp_path / "report")
     assert report["ok"] is True
