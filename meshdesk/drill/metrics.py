@@ -25,6 +25,7 @@ __all__ = [
     "digest_of",
     "reach_times",
     "summarise",
+    "sync_cost",
 ]
 
 

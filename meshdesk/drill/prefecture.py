@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import random
 
-__all__ = ["prefecture"]
+__all__ = ["main", "prefecture"]
 
 #: A municipal hall per this many nodes.
 _NODES_PER_HALL = 12.5
