@@ -274,7 +274,7 @@ async def _pages(
     total = db.execute("SELECT count(*) FROM case_index").fetchone()[0]
     ours, raw = [], []
     for i in range(rounds):
-        depth = total // 2 + i * 997
+        depth = (total // 2 + i * 997) % total
         key = db.execute(f"SELECT case_id, urgency_rank, created_hlc, case_key FROM case_index"
                          f" {_ORDER} LIMIT 1 OFFSET ?", [depth]).fetchone()  # fmt: skip
         ours.append(await _timed(functools.partial(page, {"after": key[0]})))
