@@ -110,6 +110,8 @@ class FakeNode(FakeCalls):
         self.running = True
         self.requests: list[tuple[str, str]] = []
         self._subscribers: list[tuple[asyncio.Queue[Event | None], Collection[str] | None]] = []
+        #: What a search word may match, per case (forgotten when the case changes).
+        self._text_cache: dict[str, tuple[dict[str, Any], list[str]]] = {}
         self._counter = 0
         self.handlers: dict[str, Callable[[Args], Any]] = {
             "status": self._status,
@@ -220,6 +222,7 @@ class FakeNode(FakeCalls):
             }
         ]
         case[field] = values[0][0]
+        self._text_cache.pop(case_id, None)
         self.publish("case", {"case_ids": [case_id], "source": "sync"})
 
     def stop(self) -> None:
@@ -326,6 +329,7 @@ class FakeNode(FakeCalls):
 
     def _saved(self, case: dict[str, Any], args: Args, kind: int) -> dict[str, Any]:
         """Record an edit in the history and tell subscribers, as a commit does."""
+        self._text_cache.pop(case["id"], None)
         case["history"].append(
             {
                 "at": _iso(self.now_ms()),
@@ -401,7 +405,7 @@ class FakeNode(FakeCalls):
             if all(v is None or c.get(k) == v for k, v in exact.items())
             and (department is None or c.get("department") == department)
             and (not args.flag("conflicts") or c["conflicts"])
-            and all(any(w in t for t in _texts(c)) for w in words)
+            and all(any(w in t for t in self._texts(c)) for w in words)
         ]
         key = _SORTS[args.text("sort") if args.get("sort") else "urgency"]
         ordered = sorted(matching, key=key, reverse=args.flag("reverse"))
@@ -430,6 +434,12 @@ class FakeNode(FakeCalls):
             cap = int(args.maybe("count_cap", int) or len(ordered))
             out.update(matched=min(cap, len(ordered)), matched_capped=len(ordered) > cap)
         return out
+
+    def _texts(self, case: dict[str, Any]) -> list[str]:
+        cached = self._text_cache.get(case["id"])
+        if cached is None or cached[0] is not case:
+            cached = self._text_cache[case["id"]] = (case, _texts(case))
+        return cached[1]
 
     def _case_counts(self, _: Args) -> dict[str, Any]:
         grid: dict[tuple[str, str], int] = {}
