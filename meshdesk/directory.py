@@ -78,6 +78,11 @@ class Directory:
         #: Verified certificates the store could not keep (a full disk), by node id:
         #: used meanwhile, stored once space returns.
         self._unsaved: dict[str, bytes] = {}
+        #: The stored certificates, read once (this directory is their only writer).
+        self._stored: dict[str, bytes] | None = None
+        #: Certificates whose CA signature and shape verified: their node, expiry and
+        #: key. Signatures never change; expiry and revocation are checked every time.
+        self._verified: dict[bytes, tuple[NodeInfo, dt.datetime, Ed25519PublicKey | None]] = {}
 
     @classmethod
     async def open(cls, store: Store, kit: NodeKit, *, now: Callable[[], dt.datetime]) -> Directory:
@@ -114,6 +119,7 @@ class Directory:
                 serialization.Encoding.DER
             )
             await self._store.save_certificate(issued.node_id, der, self._now_ms())
+        self._stored = None  # read again when next needed
 
     async def nodes(self) -> list[NodeInfo]:
         """Every node of the deployment we know a valid certificate of."""
@@ -121,8 +127,27 @@ class Directory:
         now = self._now()
         for der in (await self._certificates()).values():
             with contextlib.suppress(AuthError):
-                infos.append(self.trust.verify_peer(der, now=now))
+                infos.append(self._check(der, now)[0])
         return infos
+
+    def _check(self, der: bytes, now: dt.datetime) -> tuple[NodeInfo, Ed25519PublicKey | None]:
+        """``trust.verify_peer`` of a certificate, its signature checked once: a sync
+        run or a sealed case asks again and again (a thousand nodes, a million cases).
+
+        Raises:
+            AuthError: as ``verify_peer`` (expiry and revocation are checked each time).
+        """
+        known = self._verified.get(der)
+        if known is not None:
+            info, expires, key = known
+            if now <= expires and not self.trust.is_revoked(info.serial):
+                return info, key
+        info = self.trust.verify_peer(der, now=now)  # raises the one clear error
+        cert = x509.load_der_x509_certificate(der)
+        public = cert.public_key()
+        key = public if isinstance(public, Ed25519PublicKey) else None
+        self._verified[der] = (info, cert.not_valid_after_utc, key)
+        return info, key
 
     async def author_key(self, author: str) -> Ed25519PublicKey | None:
         """The signing key of chain ``author`` (``NODE-ID/EPOCH``, see
@@ -135,11 +160,9 @@ class Directory:
         if der is None:
             return None
         try:
-            self.trust.verify_peer(der, now=self._now())
+            return self._check(der, self._now())[1]
         except AuthError:
             return None  # revoked or expired: its events are refused
-        key = x509.load_der_x509_certificate(der).public_key()
-        return key if isinstance(key, Ed25519PublicKey) else None
 
     # -- gossip ------------------------------------------------------------------------
 
@@ -172,7 +195,9 @@ class Directory:
                 await link.send(frame)
 
     async def _certificates(self) -> dict[str, bytes]:
-        stored = await self._store.certificates()
+        if self._stored is None:
+            self._stored = await self._store.certificates()
+        stored = self._stored
         return {**self._unsaved, **stored} if self._unsaved else stored
 
     async def _keep(self, node_id: str, der: bytes, now_ms: int) -> bool:
@@ -180,6 +205,8 @@ class Directory:
         kept in memory (and stored later), so the node still knows the peer."""
         try:
             new = await self._store.save_certificate(node_id, der, now_ms)
+            if self._stored is not None:
+                self._stored.setdefault(node_id, der)
         except StoreFull as exc:
             if node_id not in self._unsaved:
                 log.warning("directory: keeping %s's certificate in memory only: %s", node_id, exc)

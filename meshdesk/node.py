@@ -24,6 +24,7 @@ from meshdesk._lifecycle import AsyncResource, cancel_and_wait, running
 from meshdesk.bus import BusLogHandler, EventBus
 from meshdesk.calls import CallManager, is_call_frame
 from meshdesk.cases.book import CaseBook
+from meshdesk.cases.summary import case_store
 from meshdesk.clock import ClockWatch, peer_clocks
 from meshdesk.config import Config
 from meshdesk.control import ControlServer
@@ -131,7 +132,7 @@ class Node(AsyncResource):
             on_change=lambda view: self.events.publish("clock", view.to_json()),
         )
         log.info("starting node %s (%s) from %s", info.name, info.node_id, self.home.path)
-        self._store = await self._stack.enter_async_context(Store.open(self.home.store_path))
+        self._store = await self._stack.enter_async_context(case_store(self.home.store_path))
         self._directory = await Directory.open(self.store, kit, now=self._now)
         await self.directory.seed()
         self.cases = CaseBook(
@@ -141,6 +142,7 @@ class Node(AsyncResource):
             wall_ms=self._record_ms,
             rng=self._rng,
         )
+        await self._stack.enter_async_context(self.cases)  # it keeps the search terms
         self.sync = await self._stack.enter_async_context(
             SyncService(
                 self.store,

@@ -62,6 +62,10 @@ class Inbound:
         self._tips: dict[str, tuple[int, bytes]] = {}
         self._pending: dict[tuple[str, int], _Pending] = {}
         self.refused: set[str] = set()
+        #: Moves whenever ``_tips`` or ``refused`` change (see :meth:`expecting`).
+        self._version = 0
+        self._expect_key: tuple[int, int, int] | None = None
+        self._expect_value = False
         #: Cumulative counters across rounds, for stall detection.
         self.received_total = 0
         self.settled_total = 0
@@ -83,15 +87,29 @@ class Inbound:
         tip = self._tips.get(author)
         return tip if tip is not None and tip[0] > head[0] else head
 
-    def expecting(self, peer_heads: Mapping[str, tuple[int, bytes]]) -> bool:
-        """Something of the peer's is still to come (or stuck in our buffers)."""
+    def expecting(self, peer_heads: Mapping[str, tuple[int, bytes]], version: int) -> bool:
+        """Something of the peer's is still to come (or stuck in our buffers).
+
+        ``version`` moves whenever ``peer_heads`` changes: with our index's and tips'
+        versions it keys the answer (asked on every check of a link's idleness, it
+        would otherwise walk every author each time).
+        """
         if self._partial is not None or self._early:
             return True
-        return any(
-            seq > self._known(author)[0]
-            for author, (seq, _) in peer_heads.items()
-            if author not in self.refused
-        )
+        key = (version, self._index.version, self._version)
+        if key == self._expect_key:
+            return self._expect_value
+        self._expect_key, self._expect_value = key, self._expecting(peer_heads)
+        return self._expect_value
+
+    def _expecting(self, peer_heads: Mapping[str, tuple[int, bytes]]) -> bool:
+        head_seq, tips, refused = self._index.head_seq, self._tips, self.refused
+        for author, (seq, _) in peer_heads.items():
+            if seq > head_seq(author) and author not in refused:
+                tip = tips.get(author)
+                if tip is None or seq > tip[0]:
+                    return True
+        return False
 
     # -- rounds and credit ---------------------------------------------------------------
 
@@ -201,6 +219,7 @@ class Inbound:
             return  # all held already, or a gap (a run lost in transit; a new round heals)
         checkpoint = Checkpoint(author, ref.seq, ref.hash, ref.sig)
         self._tips[author] = (ref.seq, ref.hash)
+        self._version += 1
         self._pending[(author, ref.seq)] = _Pending(self.round, counted)
         self._unsettled += counted
         effects.append(VerifyAndStore(Run(author, tuple(fresh), checkpoint)))
@@ -213,6 +232,7 @@ class Inbound:
         tip = self._tips.get(author)
         if tip is not None and tip[0] <= seq:
             del self._tips[author]  # the index has it (or will, with LocalAdded)
+            self._version += 1
         return self._credit()
 
     def on_rejected(self, author: str, seq: int, reason: str) -> list[Effect]:
@@ -229,6 +249,7 @@ class Inbound:
         if not self._settle(author, seq):
             return []
         self._tips.pop(author, None)
+        self._version += 1
         return self._credit()
 
     def _settle(self, author: str, seq: int) -> bool:
@@ -246,6 +267,7 @@ class Inbound:
         """Take nothing more of ``author`` from this peer; keep the other authors."""
         self.refused.add(author)
         self._tips.pop(author, None)
+        self._version += 1
         if self._partial is not None and self._partial[0] == author:
             self._partial = None
         effects.append(Send(SyncReject(author, seq, reason[:256])))

@@ -29,9 +29,11 @@ class _Author:
 class LocalIndex:
     """Per author: stored head, checkpoints (ascending) and their rank."""
 
-    __slots__ = ("_authors", "_grown")
+    __slots__ = ("_authors", "_grown", "version")
 
     def __init__(self, log: LocalLog) -> None:
+        #: Moves whenever a batch is added (lets the inbound side cache what it derives).
+        self.version = 0
         self._authors: dict[str, _Author] = {}
         #: Authors with batches added since :meth:`take_grown` last ran.
         self._grown: set[str] = set()
@@ -49,6 +51,7 @@ class LocalIndex:
     def add(self, runs: Iterable[LocalRun]) -> dict[str, tuple[int, bytes]]:
         """Take in newly stored batches; returns the heads that moved."""
         moved: dict[str, tuple[int, bytes]] = {}
+        self.version += 1
         for run in runs:
             ck = run.checkpoint
             entry = self._entry(ck.author)
@@ -81,6 +84,11 @@ class LocalIndex:
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
         return {a: e.head for a, e in self._authors.items() if e.head[0] > 0}
+
+    def head_seq(self, author: str) -> int:
+        """Seq of our head of ``author`` (0: none)."""
+        entry = self._authors.get(author)
+        return entry.head[0] if entry is not None else 0
 
     def head(self, author: str) -> tuple[int, bytes]:
         entry = self._authors.get(author)

@@ -49,6 +49,8 @@ class Outbound:
         self._index = index
         self._cfg = config
         self.peer_heads: dict[str, tuple[int, bytes]] = {}
+        #: Moves whenever ``peer_heads`` changes.
+        self.heads_version = 0
         self.heads_round = 0  # highest peer round whose heads we hold whole
         self._collect: tuple[int, int, set[int]] = (0, 0, set())
         self.round = 0  # peer round we stream into (from its credit)
@@ -126,6 +128,7 @@ class Outbound:
             known = self.peer_heads.get(author)
             if known is None or seq > known[0]:
                 self.peer_heads[author] = (seq, digest)
+                self.heads_version += 1
                 if seq > self._peer_seq.get(author, 0):
                     self._peer_seq[author] = seq
             ours = self._index.hash_at(author, seq)

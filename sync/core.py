@@ -123,7 +123,7 @@ class SyncCore:
             self._started
             and self._out.idle
             and not self._in.pending
-            and not self._in.expecting(self._out.peer_heads)
+            and not self._in.expecting(self._out.peer_heads, self._out.heads_version)
         )
 
     @property
@@ -233,7 +233,7 @@ class SyncCore:
         self._stalled = 0
         self._threshold = min(2 * self._threshold, self._cfg.max_stall_ticks)
         effects: list[Effect] = []
-        if inbound.expecting(outbound.peer_heads):
+        if inbound.expecting(outbound.peer_heads, outbound.heads_version):
             effects += inbound.restart()
         if outbound.stuck:
             effects.append(Send(SyncResync(outbound.round, outbound.offset)))

@@ -24,16 +24,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeGuard
 
-import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk.cases.chain import verify_run
-from meshdesk.cases.events import EventKind
-from meshdesk.cases.model import Urgency
+from meshdesk.cases.summary import run_rank
 from meshdesk.errors import ChannelClosed, MeshdeskError, StoreError, StoreFull, SyncError
 from meshdesk.net.link import Link
-from meshdesk.store import Checkpoint, Store, StoredEvent
+from meshdesk.store import Store, StoredEvent
 from meshdesk.sync.core import SyncCore
 from meshdesk.sync.messages import (
     SYNC_FRAME_TYPES,
@@ -63,8 +61,6 @@ log = logging.getLogger(__name__)
 
 KeyOf = Callable[[str], Awaitable[Ed25519PublicKey | None]]
 
-#: Rank of batches that touch no case with a known urgency (sent after urgent ones).
-_NORMAL = Urgency.NORMAL.rank
 #: Most events one group commit stores (bounds a transaction's size and latency).
 _GROUP_EVENTS = 10_000
 
@@ -78,23 +74,9 @@ def is_sync_frame(frame: Frame) -> TypeGuard[SyncFrame]:
 
 
 def urgency_rank(events: Iterable[StoredEvent]) -> int:
-    """The most urgent urgency an event of the batch sets (0 = immediate)."""
-    best = _NORMAL
-    for event in events:
-        if event.kind not in (EventKind.CASE_OPENED, EventKind.FIELD_SET):
-            continue
-        try:
-            body = msgpack.unpackb(event.body, raw=False, max_bin_len=1 << 20)
-        except (ValueError, msgpack.UnpackException):
-            continue
-        value = (
-            body.get("urgency")
-            if event.kind == EventKind.CASE_OPENED
-            else (body.get("value") if body.get("field") == "urgency" else None)
-        )
-        if isinstance(value, str) and value in Urgency.__members__.values():
-            best = min(best, Urgency(value).rank)
-    return best
+    """The most urgent urgency an event of the batch sets (0 = immediate): the batch's
+    sending priority, the same rule the store keeps with each checkpoint."""
+    return run_rank(events)
 
 
 @dataclass
@@ -104,6 +86,8 @@ class _Queued:
     peer: _Peer
     run: Run
     verified: list[StoredEvent]
+    #: Sending priority of the run (ranked once: stored with its checkpoint, announced).
+    rank: int
 
 
 @dataclass
@@ -173,23 +157,26 @@ class SyncService(AsyncResource):
         heads = await self._store.heads()
         runs: dict[str, list[LocalRun]] = {}
         for author in heads:
-            checkpoints = await self._store.checkpoints(author)
-            runs[author] = await self._ranked(author, checkpoints)
+            runs[author] = await self._ranked(author)
         return LocalLog(heads=heads, runs=runs)
 
-    async def _ranked(self, author: str, checkpoints: list[Checkpoint]) -> list[LocalRun]:
-        if not checkpoints:
-            return []
-        events = await self._store.events_after(author, 0, checkpoints[-1].seq)
-        out: list[LocalRun] = []
-        start = 0
-        for checkpoint in checkpoints:  # one pass: events and checkpoints are in seq order
-            end = start
-            while end < len(events) and events[end].seq <= checkpoint.seq:
-                end += 1
-            out.append(LocalRun(checkpoint, urgency_rank(events[start:end])))
-            start = end
-        return out
+    async def _ranked(self, author: str) -> list[LocalRun]:
+        """The author's batches with their rank: stored with each checkpoint since
+        schema 3; batches stored before are ranked from their events (one pass)."""
+        ranked = await self._store.ranked_checkpoints(author)
+        unranked = [c for c, rank in ranked if rank is None]
+        ranks: dict[int, int] = {}
+        if unranked:
+            events = await self._store.events_after(author, 0, unranked[-1].seq)
+            start = 0
+            for checkpoint, rank in ranked:
+                end = start
+                while end < len(events) and events[end].seq <= checkpoint.seq:
+                    end += 1
+                if rank is None:
+                    ranks[checkpoint.seq] = urgency_rank(events[start:end])
+                start = end
+        return [LocalRun(c, rank if rank is not None else ranks[c.seq]) for c, rank in ranked]
 
     async def attach(self, link: Link) -> None:
         """Start replicating over a link that just came up (idempotent).
@@ -318,7 +305,7 @@ class SyncService(AsyncResource):
             log.warning("refused a run of %s from %s: %s", author, peer.link, exc)
             self._offence(peer, f"a run that fails verification: {exc}")
             return Rejected(author, checkpoint.seq, str(exc))
-        self._queue.append(_Queued(peer, run, verified))
+        self._queue.append(_Queued(peer, run, verified, urgency_rank(verified)))
         self._queued.set()
         return None
 
@@ -352,7 +339,9 @@ class SyncService(AsyncResource):
         try:
             outcomes = list(
                 await self._store.append_runs(
-                    [(q.verified, q.run.checkpoint) for q in group], received_at
+                    [(q.verified, q.run.checkpoint) for q in group],
+                    received_at,
+                    ranks=[q.rank for q in group],
                 )
             )
         except StoreFull as exc:
@@ -370,7 +359,7 @@ class SyncService(AsyncResource):
                 try:
                     outcomes.append(
                         await self._store.append_run(
-                            queued.verified, queued.run.checkpoint, received_at
+                            queued.verified, queued.run.checkpoint, received_at, rank=queued.rank
                         )
                     )
                 except StoreFull as exc:
@@ -414,7 +403,7 @@ class SyncService(AsyncResource):
             self.stored_events += outcome
             if self.on_stored is not None:
                 self.on_stored(queued.verified)
-            added = (LocalRun(checkpoint, urgency_rank(queued.verified)),)
+            added = (LocalRun(checkpoint, queued.rank),)
             # Every live core hears of every commit, the source too: its index
             # learns the run it just handed over.
             await self._feed(peer, LocalAdded(added))

@@ -92,10 +92,10 @@ class SyncConfig:
         max_stall_ticks: Cap of that backoff.
     """
 
-    window: int = 1024
+    window: int = 2048
     frame_events: int = 512
     frame_bytes: int = 512 * 1024
-    load_events: int = 1024
+    load_events: int = 2048
     heads_per_frame: int = 2048
     max_batch_events: int = 4096
     stall_ticks: int = 3

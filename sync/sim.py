@@ -185,6 +185,10 @@ class Link:
     """Two cores joined by two FIFO wires of encoded frames (``wires[side]`` holds
     what ``side`` sent). Opening a link starts both cores."""
 
+    #: Record every frame in :attr:`trace` (tests read it; a drill of a thousand nodes
+    #: turns it off, as it would hold every frame of the run).
+    tracing = True
+
     def __init__(self, a: Replica, b: Replica, *, limits: WireLimits = DEFAULT_LIMITS) -> None:
         self.ends = (a, b)
         self.cores = (
@@ -193,6 +197,8 @@ class Link:
         )
         self.wires: tuple[deque[bytes], deque[bytes]] = (deque(), deque())
         self.trace: list[TraceEntry] = []
+        #: Bytes of encoded sync frames each side sent on this link.
+        self.sent_bytes = [0, 0]
         self.closed = False
         self._limits = limits
         a.links.append(self)
@@ -216,7 +222,7 @@ class Link:
         """Give ``msg`` to the core of ``side`` and carry out its effects."""
         if self.closed:
             return
-        if isinstance(msg, LocalAdded):
+        if isinstance(msg, LocalAdded) and self.tracing:
             self.trace.append(("local", side, msg))
         self._apply(side, self.cores[side].handle(msg))
 
@@ -224,8 +230,11 @@ class Link:
         end = self.ends[side]
         for effect in effects:
             if isinstance(effect, Send):
-                self.wires[side].append(encode(effect.frame, self._limits))
-                self.trace.append(("send", side, effect.frame))
+                data = encode(effect.frame, self._limits)
+                self.wires[side].append(data)
+                self.sent_bytes[side] += len(data)
+                if self.tracing:
+                    self.trace.append(("send", side, effect.frame))
             elif isinstance(effect, ReportPeer):
                 end.reports.append((self.ends[1 - side].name, effect))
             else:
@@ -241,7 +250,8 @@ class Link:
         frame = decode(data, self._limits)
         if not isinstance(frame, SYNC_FRAME_TYPES):
             raise SyncError(f"not a sync frame: {type(frame).__name__}")
-        self.trace.append(("recv", 1 - side, frame))
+        if self.tracing:
+            self.trace.append(("recv", 1 - side, frame))
         self.feed(1 - side, frame)
 
     def drop(self, side: int, index: int = 0) -> None:

@@ -162,18 +162,23 @@ class MeshdeskApp(App[None]):
 
     @work(group="cases")
     async def _load_cases(self) -> None:
+        """Follow case changes: rows on screen are refreshed (a few changed) or the
+        queue reloads its page (many), and the counts are read again."""
         c = self.desk
         try:
             while self._pending or self._reload_all:
                 if self._reload_all:
                     self._pending.clear()
                     self._reload_all = False
-                    c.index.replace_all(await c.api.case("list", {}))
+                    c.changed_cases = None
                 else:
                     ids, self._pending = self._pending, set()
-                    views = [await c.api.case("show", {"id": i}) for i in sorted(ids)]
-                    c.index.upsert(views)
+                    shown = [i for i in sorted(ids) if c.window.get(i) is not None]
+                    c.window.replace([await c.api.case("show", {"id": i}) for i in shown])
+                    c.changed_cases = frozenset(ids)
                 c.publish("cases")
+                c.counts = await c.api.case("counts", {})
+                c.publish("counts")
         except ConnectionLost as exc:
             self._reload_all = True
             self._lost(str(exc))

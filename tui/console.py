@@ -20,7 +20,7 @@ from textual.widget import Widget
 from meshdesk.errors import MeshdeskError
 from meshdesk.tui.api import NodeApi
 from meshdesk.tui.i18n import Lang, tr
-from meshdesk.tui.index import CaseIndex
+from meshdesk.tui.index import CaseWindow
 
 __all__ = [
     "LOG_LINES",
@@ -45,7 +45,12 @@ class Console:
     lang: Lang
     operator: str
     now_ms: Callable[[], int]
-    index: CaseIndex = field(default_factory=CaseIndex)
+    #: The queue's rows: a window of the node's case list (see tui/index.py).
+    window: CaseWindow = field(default_factory=CaseWindow)
+    #: ``case_counts``: cases by urgency and status, and the total.
+    counts: dict[str, Any] = field(default_factory=dict)
+    #: Cases the last ``cases`` change was about (None: maybe any).
+    changed_cases: frozenset[str] | None = None
     status: dict[str, Any] = field(default_factory=dict)
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
     sync: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -55,8 +60,8 @@ class Console:
     directory: list[dict[str, Any]] = field(default_factory=list)
     log: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     connected: bool = False
-    #: Published with the part that changed: peers, cases, sync, calls, citizens, log,
-    #: status, connection.
+    #: Published with the part that changed: peers, cases, counts, sync, calls, citizens,
+    #: log, status, connection.
     changed: Signal[str] | None = None
 
     def publish(self, part: str) -> None:

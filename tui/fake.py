@@ -41,6 +41,39 @@ def _iso(ms: int) -> str:
     )
 
 
+_RANK = {str(u): i for i, u in enumerate(Urgency)}
+_STATUS_RANK = {str(s): i for i, s in enumerate(Status)}
+#: ``case_list`` orders, as the node's index sorts (ties by id here).
+_SORTS: dict[str, Callable[[dict[str, Any]], tuple[Any, ...]]] = {
+    "urgency": lambda c: (_RANK.get(str(c["urgency"]), 9), str(c["created_at"]), c["id"]),
+    "status": lambda c: (
+        _STATUS_RANK.get(str(c["status"]), 9),
+        _RANK.get(str(c["urgency"]), 9),
+        str(c["created_at"]),
+        c["id"],
+    ),
+    "opened": lambda c: (str(c["created_at"]), c["id"]),
+    "site": lambda c: (
+        str(c["site"]),
+        _RANK.get(str(c["urgency"]), 9),
+        str(c["created_at"]),
+        c["id"],
+    ),
+}
+
+
+def _texts(case: dict[str, Any]) -> list[str]:
+    """What a search word may match in a case (lower-case): as the node, roughly."""
+    out = [str(case.get(k) or "").lower() for k in ("id", "name", "site", "department")]
+    for kind, enum in (("category", Category), ("urgency", Urgency), ("status", Status)):
+        value = str(case.get(kind) or "")
+        out.append(value)
+        with contextlib.suppress(ValueError):
+            member = enum(value)
+            out += [member.label("ja").lower(), member.label("en").lower()]
+    return out
+
+
 class FakeNode(FakeCalls, FakeInvites):
     """A node in memory: cases, peers, sync counters, calls and an event bus."""
 
@@ -79,6 +112,8 @@ class FakeNode(FakeCalls, FakeInvites):
         self.running = True
         self.requests: list[tuple[str, str]] = []
         self._subscribers: list[tuple[asyncio.Queue[Event | None], Collection[str] | None]] = []
+        #: What a search word may match, per case (forgotten when the case changes).
+        self._text_cache: dict[str, tuple[dict[str, Any], list[str]]] = {}
         self._counter = 0
         self.handlers: dict[str, Callable[[Args], Any]] = {
             "status": self._status,
@@ -87,6 +122,7 @@ class FakeNode(FakeCalls, FakeInvites):
             "directory": lambda _: [dict(p) for p in self.directory_list],
             "case_new": self._case_new,
             "case_list": self._case_list,
+            "case_counts": self._case_counts,
             "case_show": self._find,
             "case_note": self._case_note,
             "case_refer": self._case_refer,
@@ -189,6 +225,7 @@ class FakeNode(FakeCalls, FakeInvites):
             }
         ]
         case[field] = values[0][0]
+        self._text_cache.pop(case_id, None)
         self.publish("case", {"case_ids": [case_id], "source": "sync"})
 
     def stop(self) -> None:
@@ -288,13 +325,14 @@ class FakeNode(FakeCalls, FakeInvites):
 
     def _find(self, args: Args) -> dict[str, Any]:
         wanted = args.text("id").lower()
-        matches = [c for c in self.cases if c.startswith(wanted)]
+        matches = [c for c in self.cases if c.startswith(wanted) or c[24:].startswith(wanted)]
         if len(wanted) < 4 or len(matches) != 1:
             raise UsageError(f"no case {wanted!r} on this node")
         return self.cases[matches[0]]
 
     def _saved(self, case: dict[str, Any], args: Args, kind: int) -> dict[str, Any]:
         """Record an edit in the history and tell subscribers, as a commit does."""
+        self._text_cache.pop(case["id"], None)
         case["history"].append(
             {
                 "at": _iso(self.now_ms()),
@@ -358,17 +396,65 @@ class FakeNode(FakeCalls, FakeInvites):
             "at": _iso(self.now_ms()),
         }
 
-    def _case_list(self, args: Args) -> list[dict[str, Any]]:
-        rank = {str(u): u.rank for u in Urgency}
-        status, urgency = args.maybe_text("status"), args.maybe_text("urgency")
-        out = [
-            {k: v for k, v in c.items() if k not in ("notes", "referrals", "calls", "history")}
+    def _case_list(self, args: Args) -> dict[str, Any]:
+        """``case_list`` over the fake's cases: the node's filters, words, orders and
+        keyset cursors, done in memory."""
+        words = (args.maybe_text("search") or "").lower().split()
+        exact = {k: args.maybe_text(k) for k in ("status", "urgency", "site", "category")}
+        department = args.maybe_text("department")
+        matching = [
+            c
             for c in self.cases.values()
-            if (status is None or c["status"] == status)
-            and (urgency is None or c["urgency"] == urgency)
+            if all(v is None or c.get(k) == v for k, v in exact.items())
+            and (department is None or c.get("department") == department)
+            and (not args.flag("conflicts") or c["conflicts"])
+            and all(any(w in t for t in self._texts(c)) for w in words)
         ]
-        out.sort(key=lambda v: (rank.get(str(v["urgency"]), 99), str(v["created_at"])))
+        key = _SORTS[args.text("sort") if args.get("sort") else "urgency"]
+        ordered = sorted(matching, key=key, reverse=args.flag("reverse"))
+        ids = [c["id"] for c in ordered]
+        limit = int(args.maybe("limit", int) or 100)
+        after, before = args.maybe_text("after"), args.maybe_text("before")
+        for cursor in (after, before):
+            if cursor is not None and cursor not in self.cases:
+                raise UsageError(f"no case {cursor!r} on this node")
+        if before is not None:
+            end = ids.index(before) if before in ids else len(ids)
+            start = max(0, end - limit)
+        else:
+            start = ids.index(after) + 1 if after in ids else 0
+            end = start + limit
+        page = ordered[start:end]
+        out: dict[str, Any] = {
+            "cases": [
+                {k: v for k, v in c.items() if k not in ("notes", "calls", "history", "personal")}
+                for c in page
+            ],
+            "next": page[-1]["id"] if page and end < len(ordered) else None,
+            "prev": page[0]["id"] if page and start > 0 else None,
+        }
+        if args.flag("count"):
+            cap = int(args.maybe("count_cap", int) or len(ordered))
+            out.update(matched=min(cap, len(ordered)), matched_capped=len(ordered) > cap)
         return out
+
+    def _texts(self, case: dict[str, Any]) -> list[str]:
+        cached = self._text_cache.get(case["id"])
+        if cached is None or cached[0] is not case:
+            cached = self._text_cache[case["id"]] = (case, _texts(case))
+        return cached[1]
+
+    def _case_counts(self, _: Args) -> dict[str, Any]:
+        grid: dict[tuple[str, str], int] = {}
+        for c in self.cases.values():
+            key = (str(c["urgency"]), str(c["status"]))
+            grid[key] = grid.get(key, 0) + 1
+        return {
+            "counts": [
+                {"urgency": u, "status": s, "cases": n} for (u, s), n in sorted(grid.items())
+            ],
+            "total": len(self.cases),
+        }
 
     def _case_note(self, args: Args) -> dict[str, Any]:
         case = self._find(args)

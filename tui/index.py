@@ -1,26 +1,30 @@
-"""The case queue's prepared index: filter and sort 10,000 cases in memory.
+"""The case queue's window onto the node's case list: pages, never the whole list.
 
-Every case becomes one :class:`CaseRow` with its display texts in the current
-language and a lower-cased search blob (both languages' labels, name, site, id),
-built once when the case arrives. Filtering is then a substring test per row over
-the rows already in sort order; a query that extends the previous one filters the
-previous result only.
+The node keeps the case index and answers ``case_list`` a page at a time (filters,
+search words, an order, a cursor). The queue holds a :class:`CaseWindow`: the rows
+of a few pages around what is on screen, with the cursors to read on either side.
+Each case becomes one immutable :class:`CaseRow` with its display texts. Scrolling
+reads the next page and, past :attr:`CaseWindow.MAX_ROWS`, drops rows from the far
+end, so memory stays flat whether the node holds a hundred cases or a million.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshdesk.cases.model import Category, Status, Urgency
 from meshdesk.tui.i18n import Lang
 
-__all__ = ["SORT_KEYS", "CaseIndex", "CaseRow", "label"]
+__all__ = ["COUNT_CAP", "PAGE", "SORT_KEYS", "CaseRow", "CaseWindow", "QueueQuery", "label"]
 
-SORT_KEYS = ("urgency", "status", "created", "name", "site")
-_RANK = {str(u): u.rank for u in Urgency}
-_STATUS_RANK = {str(s): i for i, s in enumerate(Status)}
+#: Orders the node's index serves (``case_list`` ``sort``).
+SORT_KEYS = ("urgency", "status", "opened", "site")
+#: Cases asked for per page: a screen and a half (more come as the table scrolls).
+PAGE = 60
+#: The queue counts matching cases up to this many ("1,000+").
+COUNT_CAP = 1_000
 _ENUMS: dict[str, type[Category | Urgency | Status]] = {
     "category": Category,
     "urgency": Urgency,
@@ -48,106 +52,115 @@ class CaseRow:
     created: str
     department: str
     conflicted: bool
-    blob: str
 
     @classmethod
     def of(cls, view: Mapping[str, Any]) -> CaseRow:
-        name = str(view.get("name") or "")
-        parts = [
-            str(view.get("id", "")),
-            name,
-            str(view.get("site") or ""),
-            str(view.get("department") or ""),
-            str(view.get("shelter") or ""),
-        ]
-        for kind in _ENUMS:
-            value = view.get(kind)
-            parts += [str(value or ""), label(kind, value, "ja"), label(kind, value, "en")]
         return cls(
             id=str(view["id"]),
             urgency=str(view.get("urgency") or ""),
             status=str(view.get("status") or ""),
             category=str(view.get("category") or ""),
-            name=name,
+            name=str(view.get("name") or ""),
             site=str(view.get("site") or ""),
             created=str(view.get("created_at") or ""),
             department=str(view.get("department") or ""),
             conflicted=bool(view.get("conflicts")),
-            blob="\n".join(parts).lower(),
         )
 
-    def sort_key(self, key: str) -> tuple[object, ...]:
-        match key:
-            case "urgency":
-                return (_RANK.get(self.urgency, 99), self.created)
-            case "status":
-                return (_STATUS_RANK.get(self.status, 99), _RANK.get(self.urgency, 99))
-            case "created":
-                return (self.created,)
-            case "name":
-                return (self.name, self.created)
-            case _:
-                return (self.site, _RANK.get(self.urgency, 99))
+
+@dataclass(frozen=True, slots=True)
+class QueueQuery:
+    """What the queue shows: search words, filters and order (``case_list`` args)."""
+
+    search: str = ""
+    urgency: str = ""
+    status: str = ""
+    sort: str = "urgency"
+    reverse: bool = False
+
+    def args(self, **more: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"sort": self.sort, "reverse": self.reverse, "limit": PAGE}
+        if self.search.strip():
+            out["search"] = self.search.strip()
+        if self.urgency:
+            out["urgency"] = self.urgency
+        if self.status:
+            out["status"] = self.status
+        return {**out, **more}
 
 
-class CaseIndex:
-    """Cases by id, kept in the current sort order, with an incremental filter."""
+@dataclass
+class CaseWindow:
+    """Rows of a few consecutive pages of one query, and the cursors around them.
 
-    def __init__(self) -> None:
-        self._rows: dict[str, CaseRow] = {}
-        self._sorted: list[CaseRow] | None = None
-        self.sort_by = "urgency"
-        self.reverse = False
-        self._last: tuple[str, str, str, list[CaseRow]] | None = None
+    ``next`` is the id to read after the last row (None: the list ends there),
+    ``prev`` the id to read before the first (None: the list starts there).
+    """
+
+    MAX_ROWS = 2_000
+
+    query: QueueQuery = field(default_factory=QueueQuery)
+    rows: list[CaseRow] = field(default_factory=list)
+    next: str | None = None
+    prev: str | None = None
+    #: How many cases the query selects (None: not counted yet), and whether more do.
+    matched: int | None = None
+    capped: bool = False
+    #: Every case the node holds.
+    total: int | None = None
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.rows)
 
     def get(self, case_id: str) -> CaseRow | None:
-        return self._rows.get(case_id)
+        return next((r for r in self.rows if r.id == case_id), None)
 
-    def replace_all(self, views: Iterable[Mapping[str, Any]]) -> None:
-        self._rows = {row.id: row for row in map(CaseRow.of, views)}
-        self._dirty()
+    def reset(self, query: QueueQuery, page: Mapping[str, Any]) -> None:
+        """The first page of a new query (or of the end of it, see :meth:`at_end`)."""
+        self.query = query
+        self.rows = [CaseRow.of(v) for v in page["cases"]]
+        self.next, self.prev = page.get("next"), page.get("prev")
+        if "matched" in page:
+            self.matched = int(page["matched"])
 
-    def upsert(self, views: Iterable[Mapping[str, Any]]) -> None:
-        for view in views:
-            row = CaseRow.of(view)
-            self._rows[row.id] = row
-        self._dirty()
+    def at_end(self, query: QueueQuery, page: Mapping[str, Any]) -> None:
+        """The last page: ``page`` was read in the reverse order (its ``next`` says
+        whether cases lie before it in ours)."""
+        rows = [CaseRow.of(v) for v in page["cases"]]
+        rows.reverse()
+        self.query = query
+        self.rows = rows
+        self.next = None
+        self.prev = rows[0].id if rows and page.get("next") else None
 
-    def set_sort(self, key: str, *, reverse: bool = False) -> None:
-        if key not in SORT_KEYS:
-            raise ValueError(f"unknown sort key {key!r}")
-        self.sort_by, self.reverse = key, reverse
-        self._dirty()
+    def extend(self, page: Mapping[str, Any]) -> int:
+        """Rows read after the last; returns how many were dropped from the top."""
+        self.rows += [CaseRow.of(v) for v in page["cases"]]
+        self.next = page.get("next")
+        drop = max(0, len(self.rows) - self.MAX_ROWS)
+        if drop:
+            self.rows = self.rows[drop:]
+            self.prev = self.rows[0].id
+        return drop
 
-    def _dirty(self) -> None:
-        self._sorted = None
-        self._last = None
+    def extend_back(self, page: Mapping[str, Any]) -> int:
+        """Rows read before the first; returns how many were added at the top."""
+        added = [CaseRow.of(v) for v in page["cases"]]
+        self.rows = added + self.rows
+        self.prev = page.get("prev")
+        drop = max(0, len(self.rows) - self.MAX_ROWS)
+        if drop:
+            self.rows = self.rows[:-drop]
+            self.next = self.rows[-1].id
+        return len(added)
 
-    def ordered(self) -> list[CaseRow]:
-        if self._sorted is None:
-            key = self.sort_by
-            self._sorted = sorted(
-                self._rows.values(), key=lambda r: r.sort_key(key), reverse=self.reverse
-            )
-        return self._sorted
-
-    def filter(self, query: str = "", *, urgency: str = "", status: str = "") -> list[CaseRow]:
-        """Rows whose blob holds every word of ``query``, of that urgency/status if given."""
-        query = query.strip().lower()
-        base = self.ordered()
-        last = self._last
-        if last is not None and last[1:3] == (urgency, status) and query.startswith(last[0]):
-            base = last[3]  # a longer query only narrows the previous result
-        elif urgency or status:
-            base = [
-                r
-                for r in base
-                if (not urgency or r.urgency == urgency) and (not status or r.status == status)
-            ]
-        words = query.split()
-        rows = [r for r in base if all(w in r.blob for w in words)] if words else base
-        self._last = (query, urgency, status, rows)
-        return rows
+    def replace(self, views: Iterable[Mapping[str, Any]]) -> bool:
+        """Update the rows of changed cases that are in the window; True if any was."""
+        fresh = {str(v["id"]): CaseRow.of(v) for v in views}
+        hit = False
+        for i, row in enumerate(self.rows):
+            new = fresh.get(row.id)
+            if new is not None:
+                self.rows[i] = new
+                hit = True
+        return hit

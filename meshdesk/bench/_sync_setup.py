@@ -1,11 +1,8 @@
-"""Parts of ``bench sync``: a two-node deployment, case data, and a wire meter.
+"""Parts of ``bench sync``: a two-node deployment and a wire meter (the case data
+comes from :func:`meshdesk.bench._fill.fill_cases`).
 
 - :func:`make_pair` creates a throw-away deployment: node ``a`` (its HQ) and node
   ``b`` (a desk provisioned from a kit ``a`` issued), each in its own home.
-- :func:`fill_cases` writes cases into a home's store offline the way a busy node
-  commits: :class:`CaseWriter` drafts, personal data and summary note sealed with
-  :func:`seal`, appended to the node's :class:`ChainWriter`, and every
-  ``batch_events`` events one signed checkpoint and one :meth:`Store.append_run`.
 - :class:`WireMeter` counts what the two in-process nodes write on their TLS
   channels. It wraps ``meshdesk.net.tls.pack_frame`` (the exact bytes
   ``TlsChannel.send`` writes: 4-byte length prefix + msgpack envelope, i.e. the TLS
@@ -17,9 +14,7 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
-import random
 import sqlite3
 import time
 from collections import deque
@@ -28,13 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from meshdesk.cases.book import case_aad
-from meshdesk.cases.chain import ChainWriter
-from meshdesk.cases.events import CaseOpened
-from meshdesk.cases.fold import CaseWriter, fold
-from meshdesk.cases.hlc import Clock
-from meshdesk.cases.model import Personal
-from meshdesk.cases.sealing import audience, seal
+from meshdesk.bench._fill import FillStats, event_bytes, fill_cases
 from meshdesk.config import Config, load_config
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.home import NodeHome
@@ -42,7 +31,7 @@ from meshdesk.identity import NodeInfo, Role
 from meshdesk.net import tls
 from meshdesk.net.channel import Channel
 from meshdesk.node import Node
-from meshdesk.store import Store, StoredEvent
+from meshdesk.store import StoredEvent
 from meshdesk.sync.driver import is_sync_frame
 from meshdesk.wire import DEFAULT_LIMITS, Frame, SyncEvents, WireLimits
 
@@ -59,15 +48,6 @@ __all__ = [
     "node_config",
     "read_events",
 ]
-
-#: The summary note of every generated case (sealed; ≈ 1 KB of bodies per case).
-_SUMMARY = (
-    "避難所で生活中。持病の薬（血圧）が残り3日分。息子と連絡が取れていない。"
-    "Visitor asks about temporary housing and the application deadline; documents "
-    "copied, originals returned. Needs an interpreter (Vietnamese) for the next visit. "
-    "Call back after the site inspection on Tuesday; referred to the health desk."
-)
-_NAMES = ("山田 花子", "佐藤 太郎", "鈴木 一郎", "Nguyen Van An", "高橋 美咲", "伊藤 健")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,100 +70,6 @@ def node_config(home: NodeHome, peers: list[str]) -> Config:
     return load_config(home.config_path).with_overrides(
         listen="127.0.0.1:0", static_peers=peers, mdns=False
     )
-
-
-def event_bytes(event: StoredEvent) -> int:
-    """Size of a stored event: body + author + case id + seq, hlc, kind (8 B each) +
-    prev_hash and hash (32 B each)."""
-    case = len(event.case_id.encode()) if event.case_id is not None else 0
-    return len(event.body) + len(event.author.encode()) + case + 3 * 8 + 2 * 32
-
-
-@dataclass(frozen=True, slots=True)
-class FillStats:
-    """What :func:`fill_cases` wrote: events, cases, checkpoints, byte sums."""
-
-    events: int
-    cases: int
-    checkpoints: int
-    body_bytes: int
-    event_bytes: int
-    seconds: float
-
-
-async def fill_cases(
-    home: NodeHome,
-    *,
-    events: int,
-    batch_events: int,
-    now: dt.datetime,
-    seed: int = 2026,
-    progress: Callable[[str], None] | None = None,
-) -> FillStats:
-    """Append ``events`` case events (an opening and a note per case) to ``home``.
-
-    The home's node is the author; its store must not be open elsewhere. Each case
-    is an opening with a sealed personal block and a sealed summary note (the last
-    case of an odd count has only its opening).
-    """
-    start = time.perf_counter()
-    kit = home.load_identity(now=now)
-    me = str(kit.node_id)
-    rng = random.Random(seed)
-    people = audience(origin=me, consent=(), directory=[kit.info])
-    wall = int(now.timestamp() * 1000) - events * 500
-    body_sum = size_sum = written = cases = checkpoints = 0
-    async with Store.open(home.store_path) as store:
-        head = (await store.heads()).get(me)
-        clock = Clock()
-        if head is not None:
-            last = await store.events_after(me, head[0] - 1, 1)
-            clock = Clock(last[0].hlc)
-        chain = ChainWriter(me, kit.key, head)
-        writer = CaseWriter("bench", clock, rng)
-        pending = 0
-
-        async def commit() -> None:
-            nonlocal pending, checkpoints, body_sum, size_sum
-            batch, checkpoint = chain.commit()
-            await store.append_run(batch, checkpoint, received_at=wall)
-            body_sum += sum(len(e.body) for e in batch)
-            size_sum += sum(event_bytes(e) for e in batch)
-            checkpoints += 1
-            pending = 0
-
-        while written < events:
-            wall += 1000
-            personal = Personal(
-                name=rng.choice(_NAMES),
-                age=rng.randint(1, 99),
-                phone=f"090-{rng.randint(0, 9999):04d}-{rng.randint(0, 9999):04d}",
-                shelter="第二小学校体育館",
-                household_size=rng.randint(1, 6),
-            )
-            draft = writer.open_case(
-                wall_ms=wall, site=kit.info.site, category="welfare_eldercare", urgency="high"
-            )
-            sealed = seal(personal.to_msgpack(), people, aad=case_aad(draft.case_id, "personal"))
-            opening = draft.payload
-            assert isinstance(opening, CaseOpened)
-            draft = dataclasses.replace(draft, payload=dataclasses.replace(opening, sealed=sealed))
-            drafts = [draft]
-            if events - written >= 2:
-                note = seal(_SUMMARY.encode(), people, aad=case_aad(draft.case_id, "note"))
-                drafts.append(writer.add_note(fold([draft.event(me, 0)]), note, wall_ms=wall))
-            for d in drafts:
-                chain.append(hlc=d.hlc, case_id=d.case_id, kind=d.kind, body=d.body)
-            written += len(drafts)
-            pending += len(drafts)
-            cases += 1
-            if pending >= batch_events:
-                await commit()
-            if progress is not None and cases % 5000 == 0:
-                progress(f"  {written:,} of {events:,} events written")
-        if pending:
-            await commit()
-    return FillStats(written, cases, checkpoints, body_sum, size_sum, time.perf_counter() - start)
 
 
 def copy_store(source: NodeHome, target: NodeHome) -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshdesk.bench._fill import CaseMix
 from meshdesk.bench._stats import Row, format_table, rate, require_at_least
 from meshdesk.bench._sync_setup import (
     MeteredNode,
@@ -338,8 +339,9 @@ async def _run(config: SyncBenchConfig, folder: Path, progress: Progress) -> Syn
     n = 2 * config.cases
     cold = await make_pair(folder / "cold", now)
     progress(f"cold: writing {config.cases:,} cases ({n:,} events) on node a")
+    # Terms written with the cases: node a has no search backlog to work off meanwhile.
     fill = await fill_cases(cold.a, events=n, batch_events=config.batch, now=now,
-                            progress=progress)  # fmt: skip
+                            progress=progress, mix=CaseMix(terms=True))  # fmt: skip
     progress(f"cold: written in {fill.seconds:.1f} s; syncing to the empty node b")
     c = await _sync(cold.a, cold.b, n, 0, config.stall)
     progress(

@@ -9,6 +9,8 @@ the running node uses it behind the control socket.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -17,12 +19,15 @@ from typing import Any
 
 import msgpack
 
+from meshdesk._lifecycle import AsyncResource
 from meshdesk.cases.chain import ChainWriter, new_chain_author
 from meshdesk.cases.events import CaseOpened
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
 from meshdesk.cases.hlc import Clock, make_hlc, to_datetime
+from meshdesk.cases.listing import CaseLister, conflict_views
 from meshdesk.cases.model import Category, Personal, Status, Urgency
 from meshdesk.cases.sealing import audience, grant, open_sealed, recipients_of, seal
+from meshdesk.cases.search import SearchKey
 from meshdesk.cases.state import CaseState
 from meshdesk.errors import AuthError, MeshdeskError, StoreError, SyncError, UsageError
 from meshdesk.identity import NodeInfo, NodeKit
@@ -59,8 +64,14 @@ def _iso(hlc: int) -> str:
     return to_datetime(hlc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-class CaseBook:
-    """Cases of one node: create, edit, read; sealing what is personal."""
+class CaseBook(AsyncResource):
+    """Cases of one node: create, edit, read; sealing what is personal.
+
+    Lists come from the store's case index through :attr:`listing`. Used as an async
+    context manager (the running node), it also keeps the search terms of cases this
+    node can read up to date in the background; without one (the CLI on a store),
+    :meth:`CaseLister.index_search` does that on demand.
+    """
 
     def __init__(
         self,
@@ -71,6 +82,8 @@ class CaseBook:
         wall_ms: Callable[[], int],
         rng: random.Random | None = None,
     ) -> None:
+        if not store.keeps_case_index:
+            raise ValueError("a case book needs a store that keeps the case index (case_store)")
         self._store = store
         self._kit = kit
         self._me = str(kit.node_id)
@@ -81,6 +94,21 @@ class CaseBook:
         self._clock = Clock()
         #: Awaited after every commit (the sync driver announces new events).
         self.on_commit: Callable[[list[StoredEvent]], Awaitable[None]] | None = None
+        key = kit.sealing_key
+        #: Pages of the case index (``case_list``), and the search terms.
+        self.listing = CaseLister(store, self, None if key is None else SearchKey.of(key))
+        self._search: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> CaseBook:
+        self._search = asyncio.create_task(self.listing.run(), name="search terms")
+        return self
+
+    async def aclose(self) -> None:
+        task, self._search = self._search, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _writer(self) -> ChainWriter:
         """This book's chain: a new one, never a continuation (see cases/chain.py).
@@ -96,11 +124,12 @@ class CaseBook:
     # -- reading -------------------------------------------------------------------
 
     async def resolve_id(self, text: str) -> str:
-        """A full case id, or a unique prefix of one (as staff type it)."""
+        """A full case id, or a unique start of one or of its last group (as staff
+        read it off a screen)."""
         wanted = text.strip().lower()
         if len(wanted) < 4:
             raise UsageError(f"case id {text!r} is too short; give at least 4 characters")
-        matches = [c for c in await self._store.case_ids() if c.startswith(wanted)]
+        matches = await self._store.index.find_ids(wanted)
         if not matches:
             raise UsageError(f"no case {text!r} on this node")
         if len(matches) > 1:
@@ -108,16 +137,13 @@ class CaseBook:
         return matches[0]
 
     async def state(self, case_id: str) -> CaseState:
-        stored = await self._store.events_for_case(case_id)
+        stored = await self._store.index.case_events(case_id)
         if not stored:
             raise UsageError(f"no case {case_id!r} on this node")
         try:
             return fold(Event.from_stored(e) for e in stored)
         except SyncError as exc:
             raise StoreError(f"case {case_id} holds an event this node cannot read: {exc}") from exc
-
-    async def cases(self) -> list[CaseState]:
-        return [await self.state(case_id) for case_id in await self._store.case_ids()]
 
     # -- writing -------------------------------------------------------------------
 
@@ -353,15 +379,20 @@ class CaseBook:
         except (AuthError, SyncError):
             return None
 
+    def personal(self, state: CaseState) -> Personal | None:
+        """The citizen's details, where this node is in the case's audience."""
+        raw = self._open(self._current_personal(state), state.id, "personal")
+        if raw is None:
+            return None
+        try:
+            return Personal.from_msgpack(raw)
+        except SyncError:
+            return None
+
     def view(self, state: CaseState, *, detail: bool = True) -> dict[str, object]:
         """JSON-ready view; personal fields only where this node is in the audience."""
-        raw = self._open(self._current_personal(state), state.id, "personal")
-        personal: dict[str, object] | None = None
-        if raw is not None:
-            try:
-                personal = _personal_json(Personal.from_msgpack(raw))
-            except SyncError:
-                personal = None
+        opened = self.personal(state)
+        personal = None if opened is None else _personal_json(opened)
         out: dict[str, object] = {
             "id": state.id,
             "category": None if state.category is None else str(state.category),
@@ -374,16 +405,7 @@ class CaseBook:
             "consent": list(state.consent),
             "readable": personal is not None,
             "personal": personal,
-            "conflicts": [
-                {
-                    "field": c.field,
-                    "candidates": [
-                        {"value": v.value, "node": v.author, "at": _iso(v.hlc), "op": v.op}
-                        for v in c.candidates
-                    ],
-                }
-                for c in state.conflicts
-            ],
+            "conflicts": conflict_views(state),
         }
         if personal is not None:
             out.update({k: personal.get(k) for k in ("name", "phone", "shelter")})

@@ -147,6 +147,8 @@ def _node_ids(what: str, values: tuple[str, ...], lo: int, *, guests: bool = Fal
 def _coerce(obj: object, name: str, enum_type: type[enum.StrEnum]) -> None:
     """Store field ``name`` of a frozen payload as a member of ``enum_type``."""
     value = getattr(obj, name)
+    if type(value) is enum_type:
+        return  # already a member (decoding converts first)
     try:
         member = enum_type(value)
     except ValueError:
@@ -430,11 +432,14 @@ def _ref_tuple(name: str, raw: object) -> tuple[EventRef, ...]:
 
 
 def _member(enum_type: type[enum.StrEnum]) -> Callable[[str, object], object]:
+    members = {str(m): m for m in enum_type}
+
     def convert(name: str, raw: object) -> object:
-        if not isinstance(raw, str) or raw not in set(enum_type):
+        member = members.get(raw) if isinstance(raw, str) else None
+        if member is None:
             allowed = ", ".join(enum_type)
             raise SyncError(f"{name} must be one of {allowed}, got {raw!r:.60}")
-        return enum_type(raw)
+        return member
 
     return convert
 
@@ -459,6 +464,10 @@ _SCHEMAS: Mapping[EventKind, tuple[tuple[str, Callable[[str, object], object]], 
     kind: tuple((f.name, _CONVERTERS[str(f.type)]) for f in fields(cls))
     for kind, cls in PAYLOAD_TYPES.items()
 }
+_KINDS: Mapping[int, EventKind] = {int(k): k for k in EventKind}
+_NAMES: Mapping[EventKind, frozenset[str]] = {
+    kind: frozenset(name for name, _ in schema) for kind, schema in _SCHEMAS.items()
+}
 
 
 def decode_body(kind: int, body: bytes) -> Payload:
@@ -470,8 +479,8 @@ def decode_body(kind: int, body: bytes) -> Payload:
             message names the kind and the field.
     """
     try:
-        event_kind = EventKind(kind)
-    except ValueError:
+        event_kind = _KINDS[kind]  # what EventKind(kind) finds, without its machinery
+    except (KeyError, TypeError):
         raise SyncError(f"unknown case event kind {kind!r}") from None
     if not isinstance(body, bytes):
         raise SyncError(f"{event_kind.name} body must be bytes")
@@ -484,10 +493,11 @@ def decode_body(kind: int, body: bytes) -> Payload:
     if not isinstance(obj, dict):
         raise SyncError(f"{event_kind.name} body must be a map, got {type(obj).__name__}")
     schema = _SCHEMAS[event_kind]
-    names = {name for name, _ in schema}
-    if missing := sorted(names - set(obj)):
-        raise SyncError(f"{event_kind.name} body lacks {', '.join(missing)}")
-    if unknown := sorted(repr(key) for key in set(obj) - names):
+    names = _NAMES[event_kind]
+    if obj.keys() != names:
+        if missing := sorted(names - set(obj)):
+            raise SyncError(f"{event_kind.name} body lacks {', '.join(missing)}")
+        unknown = sorted(repr(key) for key in set(obj) - names)
         raise SyncError(f"{event_kind.name} body has unknown keys {', '.join(unknown):.200}")
     try:
         values: dict[str, Any] = {name: convert(name, obj[name]) for name, convert in schema}

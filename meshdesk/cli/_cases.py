@@ -9,26 +9,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import getpass
 import json
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from meshdesk import control
 from meshdesk.cases.book import CaseBook
+from meshdesk.cases.summary import case_store
 from meshdesk.cli._output import print_fields
 from meshdesk.directory import Directory
 from meshdesk.home import NodeHome
 from meshdesk.ops import CASE_OPS, OPS, Kind, OpSpec, Param
-from meshdesk.store import Store
+from meshdesk.ops.cases import MAX_PAGE
 
 __all__ = ["add_case_parser", "case_payload", "run_case_command"]
 
 Env = Mapping[str, str]
 
 OPERATOR_ENV = "MESHDESK_OPERATOR"
+#: Cases ``case list`` prints as a table unless ``--limit`` says otherwise.
+TEXT_PAGE = 50
 #: Filled in by the CLI (``--operator``, else the environment, else the login).
 _OPERATOR = "operator"
 
@@ -93,48 +98,102 @@ def case_payload(spec: OpSpec[Any], args: argparse.Namespace, env: Env) -> dict[
     return payload
 
 
-async def _offline(home: NodeHome, name: str, payload: Mapping[str, Any]) -> object:
+Call = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+@contextlib.asynccontextmanager
+async def _offline(home: NodeHome) -> AsyncIterator[Call]:
+    """Run case operations on the store itself (no node runs), opened once, so that
+    a listing's pages all come from one open store."""
     now = dt.datetime.now(dt.UTC)
     kit = home.load_identity(now=now)
-    async with Store.open(home.store_path) as store:
+    async with case_store(home.store_path) as store:
         directory = await Directory.open(store, kit, now=lambda: now)
         book = CaseBook(
             store, kit, directory=directory.nodes, wall_ms=lambda: int(time.time() * 1000)
         )
-        return await OPS.serve(CASE_OPS.bind(book), complete=False).run(name, payload)
+        dispatcher = OPS.serve(CASE_OPS.bind(book), complete=False)
+        if await store.index.search_backlog():  # no node keeps the search terms: catch up
+            while await book.listing.index_search():
+                pass
+        yield dispatcher.run
 
 
-async def _dispatch(home: NodeHome, name: str, payload: Mapping[str, Any]) -> object:
+async def _run_one(home: NodeHome, name: str, payload: dict[str, Any]) -> Any:
     live = await control.try_call(home.control_socket, name, payload)
     if live is not None:
         return live
-    return await _offline(home, name, payload)
+    async with _offline(home) as call:
+        return await call(name, payload)
 
 
 def run_case_command(args: argparse.Namespace, env: Env) -> int:
     home = NodeHome.resolve(args.home, env)
     home.require_provisioned()
     spec: OpSpec[Any] = args.case_op
-    result = asyncio.run(_dispatch(home, spec.name, case_payload(spec, args, env)))
+    payload = case_payload(spec, args, env)
+    if spec.name == "case_list":
+        return asyncio.run(_list(home, payload, as_json=args.json))
+    result = asyncio.run(_run_one(home, spec.name, payload))
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
-    elif isinstance(result, list):
-        _print_list(result)
     elif isinstance(result, dict):
         _print_case(result)
     return 0
 
 
-def _print_list(cases: list[dict[str, Any]]) -> None:
+async def _list(home: NodeHome, payload: dict[str, Any], *, as_json: bool) -> int:
+    """``case list``: one page as a table (naming the next page), or with ``--json``
+    every matching case (up to ``--limit``) as one JSON object per line, read page
+    by page, so memory stays flat however many cases match."""
+    wanted: int | None = payload.pop("limit", None)
+    per_page = min(wanted or MAX_PAGE, MAX_PAGE) if as_json else (wanted or TEXT_PAGE)
+    args = {**payload, "limit": per_page}
+    socket = home.control_socket
+
+    async def remote(name: str, request: dict[str, Any]) -> Any:
+        return await control.call(socket, name, request)
+
+    first = await control.try_call(socket, "case_list", args)
+    if first is not None:
+        await _output(remote, first, args, wanted, as_json=as_json)
+        return 0
+    async with _offline(home) as call:
+        await _output(call, await call("case_list", args), args, wanted, as_json=as_json)
+    return 0
+
+
+async def _output(
+    call: Call, page: dict[str, Any], args: dict[str, Any], wanted: int | None, *, as_json: bool
+) -> None:
+    if not as_json:
+        _print_list(page["cases"], page.get("next"))
+        return
+    shown = 0
+    while True:
+        for case in page["cases"]:
+            if wanted is not None and shown >= wanted:
+                return
+            print(json.dumps(case, ensure_ascii=False))
+            shown += 1
+        if page.get("next") is None:
+            return
+        sys.stdout.flush()
+        page = await call("case_list", {**args, "after": page["next"]})
+
+
+def _print_list(cases: list[dict[str, Any]], after: str | None) -> None:
     if not cases:
         print("No cases.")
     for c in cases:
         who = c.get("name") or "(sealed)"
         flag = "  CONFLICT" if c.get("conflicts") else ""
         print(
-            f"{c['id'][:8]}  {c['urgency'] or '-':<9}  {c['status'] or '-':<11}  "
+            f"{c['id'][24:]}  {c['urgency'] or '-':<9}  {c['status'] or '-':<11}  "
             f"{c['category'] or '-':<17}  {who} @ {c['site'] or '-'}{flag}"
         )
+    if after is not None:
+        print(f"More cases follow: add --after {after[24:]} for the next page.")
 
 
 def _print_case(c: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from meshdesk.config import CallSettings, load_config
 from meshdesk.errors import LabError, MeshdeskError
 from meshdesk.home import NodeHome
 from meshdesk.lab import CHECKOUT_SCRIPT, Lab, lab_problems
+from meshdesk.ops.cases import every_case
 
 __all__ = ["SAMPLE_CASES", "demo"]
 
@@ -203,7 +205,9 @@ async def _setup(nodes: _Nodes) -> tuple[list[dict[str, Any]], list[dict[str, An
         made.append(case)
 
     async def synced() -> list[dict[str, Any]] | None:
-        cases = await control.call(hq.control_socket, "case_list")
+        cases = [
+            case async for case in every_case(functools.partial(control.call, hq.control_socket))
+        ]
         ids = {c["id"] for c in cases}
         return cases if all(c["id"] in ids for c in made) else None
 

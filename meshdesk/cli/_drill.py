@@ -104,7 +104,8 @@ def add_drill_parser(commands: Any) -> None:
         help="run a disaster drill scenario and write an after-action report",
         description=(
             "Play a drill scenario (a TOML file, or a shipped name: smoke, yokote-12, "
-            "flood-courier, stolen-laptop, prefecture-300). Exit 0 when nothing was lost "
+            "flood-courier, stolen-laptop, prefecture-100, prefecture-300,"
+            " prefecture-1000). Exit 0 when nothing was lost "
             "and every store converged, 13 when the check failed, 12 for a bad scenario."
         ),
     )

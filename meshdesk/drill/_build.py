@@ -145,6 +145,7 @@ def build(p: Parser) -> Scenario | None:
             "sample",
             "drain",
             "sim_only",
+            "compare",
         },
     )
     name = p.get(drill, path, "name", str)
@@ -158,6 +159,10 @@ def build(p: Parser) -> Scenario | None:
     sample = p.duration(drill, path, "sample", 10.0)
     drain = p.duration(drill, path, "drain", 1800.0)
     sim_only = p.get(drill, path, "sim_only", bool, False)
+    compare = p.get(drill, path, "compare", list, [])
+    if not all(isinstance(c, str) and _NAME.match(c) for c in compare):
+        p.fail((*path, "compare"), "'compare' must list scenario names (files in this folder)")
+        compare = []
     for key, value in (("tick", tick), ("sample", sample)):
         if value is not None and value <= 0:
             p.fail((*path, key), f"'{key}' must be above 0")
@@ -192,6 +197,7 @@ def build(p: Parser) -> Scenario | None:
         timeline=tuple(sorted(timeline, key=lambda a: a.at)),
         source=p.source,
         node_by_name={n.name: n for n in nodes},
+        compare=tuple(compare),
     )
 
 

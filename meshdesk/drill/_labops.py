@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from meshdesk.cases.model import CaseField
 from meshdesk.drill.labmetrics import NodeView
 from meshdesk.errors import DrillError
+from meshdesk.ops.cases import every_case
 
 __all__ = [
     "URGENCY",
@@ -101,7 +102,7 @@ async def poll(node: ControlNode) -> NodeView:
         MeshdeskError: the node did not answer (down, or going down).
         DrillError: it answered a sync count that is not a count.
     """
-    cases = await node.call("case_list")
+    cases = [case async for case in every_case(node.call)]
     digest = await node.call("digest")
     peers = await node.call("peers")
     sync = await node.call("sync")

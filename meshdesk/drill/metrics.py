@@ -25,6 +25,7 @@ __all__ = [
     "digest_of",
     "reach_times",
     "summarise",
+    "sync_cost",
 ]
 
 
@@ -111,6 +112,10 @@ class Recorder:
     revoked_peers: dict[str, dict[str, str]] = field(default_factory=dict)
     end_s: float = 0.0
     drained_s: float = 0.0
+    #: Bytes of sync frames each node sent, over every link it had (sim mode).
+    sync_bytes: dict[str, int] = field(default_factory=dict)
+    #: Events each node stored from its peers (its backlog, as it was delivered).
+    events_received: dict[str, int] = field(default_factory=dict)
 
     def case_created(self, record: CaseRecord) -> None:
         self.cases[record.case_id] = record
@@ -149,6 +154,31 @@ def _reach(records: Sequence[CaseRecord]) -> dict[str, float | int | None]:
         "reach_hq_p95_s": _r(percentile(times, 95) if times else None),
         "reach_hq_max_s": _r(max(times) if times else None),
         "not_reached": sum(1 for r in records if r.reached_s is None),
+    }
+
+
+def sync_cost(rec: Recorder, nodes: int) -> dict[str, object] | None:
+    """What replication cost the nodes: sync bytes sent per node, against the events
+    each received (its own backlog); None when not measured (lab mode)."""
+    if not rec.sync_bytes:
+        return None
+    sent = sorted(rec.sync_bytes.values())
+    received = [rec.events_received.get(n, 0) for n in rec.sync_bytes]
+    per_event = [
+        rec.sync_bytes[n] / rec.events_received[n]
+        for n in rec.sync_bytes
+        if rec.events_received.get(n)
+    ]
+    return {
+        "nodes": nodes,
+        "events_created": rec.events_created,
+        "bytes_sent_per_node_mean": round(sum(sent) / len(sent)),
+        "bytes_sent_per_node_p50": round(percentile(sent, 50)),
+        "bytes_sent_per_node_max": sent[-1],
+        "events_received_per_node_mean": round(sum(received) / len(received), 1),
+        "bytes_sent_per_event_received_p50": round(percentile(per_event, 50), 1)
+        if per_event
+        else None,
     }
 
 
@@ -217,5 +247,6 @@ def summarise(
             for c in rec.calls
         ],
         "notes": list(rec.notes),
+        "sync_cost": sync_cost(rec, nodes),
         "sites": sites,
     }

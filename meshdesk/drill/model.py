@@ -181,6 +181,9 @@ class Scenario:
     timeline: tuple[Action, ...]
     source: str = ""
     node_by_name: Mapping[str, NodeSpec] = field(default_factory=dict)
+    #: Scenarios (names, in this one's folder) played too in sim mode, so that the
+    #: report sets this mesh's sync cost beside theirs (prefecture-1000: 100, 300).
+    compare: tuple[str, ...] = ()
 
     @property
     def hq_nodes(self) -> tuple[NodeSpec, ...]:

@@ -99,6 +99,44 @@ def _totals(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(k, _fmt(report[k])) for k in keys]
 
 
+_COST_TITLES = (
+    "nodes",
+    "events created",
+    "bytes sent per node (mean)",
+    "p50",
+    "max",
+    "events received per node (mean)",
+    "bytes sent per event received (p50)",
+)
+_COST_NOTE = (
+    "Sync frames each node sent over all its links (wire codec bytes), beside the events it "
+    "stored from others: what a node pays grows with the records it must move (its backlog), "
+    "not with how many nodes the mesh has."
+)
+
+
+def _cost_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """One row per mesh size measured (this run and the ``compare`` scenarios)."""
+    rows = report.get("sync_cost_by_size") or (
+        [report["sync_cost"]] if report.get("sync_cost") else []
+    )
+    keys = ("nodes", "events_created", "bytes_sent_per_node_mean", "bytes_sent_per_node_p50",
+            "bytes_sent_per_node_max", "events_received_per_node_mean",
+            "bytes_sent_per_event_received_p50")  # fmt: skip
+    return [tuple(_fmt(row.get(k)) for k in keys) for row in rows]
+
+
+def _cost_markdown(report: Mapping[str, Any]) -> list[str]:
+    rows = _cost_rows(report)
+    if not rows:
+        return []
+    out = ["", "## Sync cost by mesh size", "", _COST_NOTE, ""]
+    out.append("| " + " | ".join(_COST_TITLES) + " |")
+    out.append("|" + "---|" * len(_COST_TITLES))
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
 def _markdown(report: Mapping[str, Any], charts: Sequence[str]) -> str:
     out = [f"# Drill report: {report['scenario']}", ""]
     out += [f"**{line}**" if i == 0 else line for i, line in enumerate(_verdict(report))]
@@ -118,6 +156,7 @@ def _markdown(report: Mapping[str, Any], charts: Sequence[str]) -> str:
             out.append(f"| {' | '.join(cells)} | {c['placed']} | {c['completed']} | {c['note']} |")
     else:
         out.append("No calls in this scenario.")
+    out += _cost_markdown(report)
     out += ["", "## Charts", ""] + [f"![{name}]({name})" for name in charts]
     out += ["", "## Notes", ""] + ([f"- {n}" for n in report["notes"]] or ["- none"])
     out += ["", "## Convergence", "", "| node | store digest |", "|---|---|"]
@@ -158,6 +197,13 @@ def _html(report: Mapping[str, Any], charts: Sequence[str]) -> str:
         parts.append("</table>")
     else:
         parts.append("<p>No calls in this scenario.</p>")
+    cost = _cost_rows(report)
+    if cost:
+        parts.append(f"<h2>Sync cost by mesh size</h2><p>{e(_COST_NOTE)}</p><table><tr>")
+        parts += [f"<th>{e(title)}</th>" for title in _COST_TITLES]
+        parts.append("</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in cost]
+        parts.append("</table>")
     parts.append("<h2>Charts</h2>")
     parts += [f"<p><img src='{e(name)}' alt='{e(name)}'></p>" for name in charts]
     parts.append("<h2>Notes</h2><ul>")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from meshdesk.drill._nodes import SimNode
 from meshdesk.drill.lab import play_lab
-from meshdesk.drill.metrics import Recorder, reach_times, summarise
+from meshdesk.drill.metrics import Recorder, reach_times, summarise, sync_cost
 from meshdesk.drill.model import Scenario
 from meshdesk.drill.report import write_report
 from meshdesk.drill.scenario import load_scenario
@@ -22,9 +22,19 @@ MODES = ("sim", "lab")
 
 
 def write_results(
-    rec: Recorder, scenario: Scenario, *, mode: str, seed: int, out: Path, wall_s: float
+    rec: Recorder,
+    scenario: Scenario,
+    *,
+    mode: str,
+    seed: int,
+    out: Path,
+    wall_s: float,
+    compared: Sequence[Mapping[str, object]] = (),
 ) -> dict[str, object]:
     """Summarise ``rec``, write the report into ``out``; raise if the drill failed.
+
+    ``compared`` are the sync costs of the scenario's ``compare`` runs: the report
+    sets them beside this run's, by node count.
 
     Raises:
         DrillFailed: records were lost or the stores did not converge (the report
@@ -32,6 +42,10 @@ def write_results(
     """
     report = summarise(rec, scenario=scenario.name, mode=mode, seed=seed, nodes=len(scenario.nodes))
     report["run"] = {"wall_s": round(wall_s, 2), "time_scale": scenario.time_scale}
+    own = sync_cost(rec, len(scenario.nodes))
+    if compared and own is not None:
+        rows = [*compared, own]
+        report["sync_cost_by_size"] = sorted(rows, key=lambda r: int(str(r["nodes"])))
     write_report(report, reach_times(rec), out)
     if not report["ok"]:
         state = "converged" if report["converged"] else "did not converge"
@@ -67,10 +81,22 @@ def run_drill(
     start = time.perf_counter()
     if mode not in MODES:
         raise DrillError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
+    compared: list[dict[str, object]] = []
     if mode == "lab":
         rec = play_lab(scenario, seed=seed, log_dir=out / "lab-logs", progress=progress)
     else:
         rec = simulate(scenario, seed=seed, progress=progress, factory=factory or SimNode)
+        for name in scenario.compare:
+            other = load_scenario(scenario_path.parent / f"{name}.toml")
+            cost = sync_cost(simulate(other, factory=factory or SimNode), len(other.nodes))
+            if cost is not None:
+                compared.append(cost)
     return write_results(
-        rec, scenario, mode=mode, seed=seed, out=out, wall_s=time.perf_counter() - start
+        rec,
+        scenario,
+        mode=mode,
+        seed=seed,
+        out=out,
+        wall_s=time.perf_counter() - start,
+        compared=compared,
     )

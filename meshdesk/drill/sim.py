@@ -73,6 +73,7 @@ class _Link(Link):
     next_pump: float = 0.0
     #: Had traffic since it was last seen idle (only such links are checked and ticked).
     dirty: bool = True
+    tracing = False
 
 
 class Simulation:
@@ -184,12 +185,19 @@ class Simulation:
     def _relink(self) -> None:
         wanted = self._wanted()
         for pair in sorted(set(self.links) - wanted):
-            self.links.pop(pair).close()
+            self._count(self.links.pop(pair))
         for pair in sorted(wanted - set(self.links)):
             a, b = self.nodes[pair[0]], self.nodes[pair[1]]
             link = self.links[pair] = _Link(a, b)
             link.sites = edge(a.spec.site, b.spec.site)
             link.loss, link.latency = self.world.quality(link.sites)
+
+    def _count(self, link: _Link) -> None:
+        """Close a link; what each end sent on it is added to its node's total."""
+        link.close()
+        for side, node in enumerate(link.ends):
+            sent = self.rec.sync_bytes
+            sent[node.name] = sent.get(node.name, 0) + link.sent_bytes[side]
 
     def _settle(self) -> None:
         links = [self.links[p] for p in sorted(self.links)]
@@ -427,6 +435,13 @@ class Simulation:
 
     def _final_check(self) -> None:
         rec = self.rec
+        for pair in sorted(self.links):
+            self._count(self.links.pop(pair))
+        for node in self.nodes.values():
+            rec.sync_bytes.setdefault(node.name, 0)
+            rec.events_received[node.name] = sum(
+                len(chain) for author, chain in node.store.events.items() if author != node.author
+            )
         revoked = self._revoked_at
         expected: set[tuple[str, int]] = set()
         thief: set[tuple[str, int]] = set()

@@ -9,17 +9,25 @@ an unknown case or an invalid transition before anything is written.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from meshdesk.cases.listing import query_from
 from meshdesk.cases.model import CaseField, Category, Personal, Status, Urgency
 from meshdesk.ops._registry import Topic
-from meshdesk.ops._schema import Args, Param, choice, date, integer, text, texts
+from meshdesk.ops._schema import Args, Param, choice, date, flag, integer, text, texts
+from meshdesk.store import SORTS
 
 if TYPE_CHECKING:
     from meshdesk.cases.book import CaseBook
 
-__all__ = ["CASE_OPS"]
+__all__ = ["CASE_OPS", "DEFAULT_PAGE", "MAX_PAGE", "every_case"]
+
+#: Cases per ``case_list`` page unless asked otherwise, and at most.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+#: ``case_list`` counts matching cases up to this many (and says when it stopped).
+COUNT_CAP = 10_000_000
 
 CASE_OPS: Topic[CaseBook] = Topic("case", "consultation cases")
 
@@ -72,22 +80,49 @@ async def _new(book: CaseBook, args: Args) -> object:
 
 @CASE_OPS.op(
     "case_list",
-    "list cases, most urgent first",
+    "list cases, most urgent first, a page at a time",
     choice("status", Status),
     choice("urgency", Urgency),
+    text("site", "only cases of this site"),
+    choice("category", Category),
+    text("department", "only cases assigned to this department"),
+    flag("conflicts", "only cases with a conflict to resolve"),
+    text("since", "only cases opened since (YYYY-MM-DD or an ISO time)", metavar="WHEN"),
+    text("search", "words to find: name (where readable), id, site, category…"),
+    choice("sort", SORTS, "order (default: urgency)"),
+    flag("reverse", "reverse the order"),
+    text("after", "continue after this case (the previous page's next)", metavar="ID"),
+    text("before", "continue before this case (the page's prev)", metavar="ID"),
+    integer("limit", "cases per page", low=1, high=MAX_PAGE, default=DEFAULT_PAGE),
+    flag("count", "also count every matching case"),
+    integer("count_cap", "stop counting there", low=1, high=COUNT_CAP, default=COUNT_CAP),
 )
 async def _list(book: CaseBook, args: Args) -> object:
-    status, urgency = args.maybe_text("status"), args.maybe_text("urgency")
-    views = []
-    for state in await book.cases():
-        if status and str(state.status) != status:
-            continue
-        if urgency and str(state.urgency) != urgency:
-            continue
-        views.append(book.view(state, detail=False))
-    rank = {str(u): u.rank for u in Urgency}
-    views.sort(key=lambda v: (rank.get(str(v["urgency"]), 99), str(v["created_at"])))
-    return views
+    return await book.listing.page(
+        query_from(args),
+        search=args.maybe_text("search") or "",
+        count=args.maybe("count_cap", int) if args.flag("count") else None,
+    )
+
+
+@CASE_OPS.op("case_counts", "how many cases have each urgency and status")
+async def _counts(book: CaseBook, args: Args) -> object:
+    return await book.listing.counts()
+
+
+async def every_case(
+    call: Callable[[str, dict[str, Any]], Awaitable[Any]], **args: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """Every case ``case_list`` selects, page after page, through ``call(op, args)``
+    (a control socket, a dispatcher): constant memory however many cases match."""
+    after: str | None = None
+    while True:
+        page = await call("case_list", {**args, "after": after, "limit": MAX_PAGE})
+        for case in page["cases"]:
+            yield case
+        after = page.get("next")
+        if after is None:
+            return
 
 
 @CASE_OPS.op("case_show", "show one case in full", _ID)

@@ -13,10 +13,13 @@ registry of kits it issued and the CA's revocation list here.
 
 from __future__ import annotations
 
+from meshdesk.store._caseindex import SORTS, CasePage, CaseQuery, Word
 from meshdesk.store._schema import MIGRATIONS, SCHEMA_VERSION, Migration, MigrationStep
 from meshdesk.store._store import Store, StoreState
 from meshdesk.store.records import (
     ZERO_HASH,
+    CaseIndexer,
+    CaseSummary,
     Checkpoint,
     IssuedNode,
     RevokedNode,
@@ -28,7 +31,12 @@ from meshdesk.store.records import (
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "SORTS",
     "ZERO_HASH",
+    "CaseIndexer",
+    "CasePage",
+    "CaseQuery",
+    "CaseSummary",
     "Checkpoint",
     "IssuedNode",
     "Migration",
@@ -38,5 +46,6 @@ __all__ = [
     "StoreCounts",
     "StoreState",
     "StoredEvent",
+    "Word",
     "digest_of",
 ]

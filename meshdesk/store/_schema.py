@@ -162,8 +162,87 @@ CREATE TABLE certificates (
 );
 """
 
+# Version 3: the case index (docs/ARCHITECTURE.md, "Case index"). One row per case with
+# its folded open metadata, kept by the store in the transaction that stores the
+# case's events; sort columns are NOT NULL so that keyset paging can compare them.
+# The rowid (case_key) breaks ties and keys the search tables. Nothing personal is
+# here: name search works on keyed hashes (case_terms), never on plaintext.
+_SCHEMA_3 = """
+CREATE TABLE case_index (
+    case_key     INTEGER PRIMARY KEY,
+    case_id      TEXT    NOT NULL UNIQUE,
+    opened       INTEGER NOT NULL,
+    created_hlc  INTEGER NOT NULL,
+    updated_hlc  INTEGER NOT NULL,
+    events       INTEGER NOT NULL,
+    origin       TEXT    NOT NULL,
+    site         TEXT    NOT NULL,
+    category     TEXT    NOT NULL,
+    urgency      TEXT    NOT NULL,
+    urgency_rank INTEGER NOT NULL,
+    status       TEXT    NOT NULL,
+    status_rank  INTEGER NOT NULL,
+    department   TEXT    NOT NULL,
+    consent      TEXT    NOT NULL,  -- JSON list of departments
+    referrals    TEXT    NOT NULL,  -- JSON list of [department, state]
+    conflicts    TEXT    NOT NULL,  -- JSON list of conflicted fields
+    conflicted   INTEGER NOT NULL,
+    personal     BLOB,              -- digest of the displayed sealed personal block
+    grants       INTEGER NOT NULL
+);
+
+CREATE INDEX case_index_urgency ON case_index (urgency_rank, created_hlc);
+CREATE INDEX case_index_status ON case_index (status_rank, urgency_rank, created_hlc);
+CREATE INDEX case_index_site ON case_index (site, urgency_rank, created_hlc);
+CREATE INDEX case_index_department ON case_index (department, urgency_rank, created_hlc);
+-- No index per category: each holds a tenth of the cases or more, so a page of one walks
+-- the urgency index a few hundred rows (and every index costs each stored case a b-tree
+-- insert). Departments have one: search words are matched against their names, read
+-- with one index step per department.
+CREATE INDEX case_index_created ON case_index (created_hlc);
+CREATE INDEX case_index_conflicted ON case_index (urgency_rank, created_hlc) WHERE conflicted;
+-- The last group of the id (12 hex characters, random): what staff read off a screen.
+CREATE INDEX case_index_tail ON case_index (substr(case_id, 25));
+
+-- How many cases have each urgency and status (the dashboard's grid), kept with the
+-- rows so that it never needs a scan of the index.
+CREATE TABLE case_counts (
+    urgency_rank INTEGER NOT NULL,
+    status_rank  INTEGER NOT NULL,
+    n            INTEGER NOT NULL,
+    PRIMARY KEY (urgency_rank, status_rank)
+) WITHOUT ROWID;
+
+-- Cases whose events were stored without the case index in step (a store opened
+-- without an indexer, or this migration): the indexer folds them when it opens.
+CREATE TABLE case_index_todo (case_id TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
+INSERT INTO case_index_todo SELECT DISTINCT case_id FROM events WHERE case_id IS NOT NULL;
+
+-- Name search over the cases this node can read: keyed hashes of name fragments
+-- (HMAC under a key derived from the node's own sealing key), never plaintext.
+CREATE TABLE case_terms (
+    term     INTEGER NOT NULL,
+    case_key INTEGER NOT NULL,
+    PRIMARY KEY (term, case_key)
+) WITHOUT ROWID;
+
+-- What the terms of a case were made from (the personal digest) and which they are.
+CREATE TABLE case_search (
+    case_key INTEGER PRIMARY KEY,
+    personal BLOB,
+    terms    BLOB NOT NULL
+);
+
+-- Cases whose personal block or key grants changed since their terms were made.
+CREATE TABLE search_todo (case_key INTEGER PRIMARY KEY);
+
+-- Each signed batch's sending priority (urgency rank), so a new link need not read
+-- every event to rank batches; NULL for batches stored before version 3.
+ALTER TABLE checkpoints ADD COLUMN rank INTEGER;
+"""
+
 #: The forward migrations this meshdesk knows, oldest first.
-MIGRATIONS: tuple[Migration, ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2))
+MIGRATIONS: tuple[Migration, ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3))
 
 _HEADER_SIZE = 100
 _MAGIC = b"SQLite format 3\x00"

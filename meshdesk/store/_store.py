@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import enum
 import json
+import logging
 import os
 import sqlite3
+import struct
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -16,7 +18,9 @@ import aiosqlite
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import StoreError, StoreFull
+from meshdesk.store._caseindex import Indexed, chunks, indexed_cases, upsert_summaries
 from meshdesk.store._chain import INT64_MAX, Heads, check_event, check_int64, plan_append
+from meshdesk.store._reader import CaseReader
 from meshdesk.store._schema import (
     MIGRATIONS,
     Migration,
@@ -28,6 +32,8 @@ from meshdesk.store._schema import (
 )
 from meshdesk.store.records import (
     ZERO_HASH,
+    CaseIndexer,
+    CaseSummary,
     Checkpoint,
     IssuedNode,
     RevokedNode,
@@ -36,6 +42,8 @@ from meshdesk.store.records import (
 )
 
 __all__ = ["Store", "StoreState"]
+
+log = logging.getLogger(__name__)
 
 _EVENT_COLUMNS = "author, seq, hlc, case_id, kind, body, prev_hash, hash"
 _INSERT_EVENT = (
@@ -56,6 +64,12 @@ SELECT e.author, e.seq, e.hash FROM authors
 JOIN events AS e ON e.author = authors.author
     AND e.seq = (SELECT max(seq) FROM events WHERE author = authors.author)
 """
+
+
+#: Schema version that brought the case index.
+_INDEX_VERSION = 3
+#: Cases folded per transaction when the index catches up with queued cases.
+_TODO_BATCH = 2_000
 
 
 class StoreState(enum.Enum):
@@ -92,6 +106,16 @@ class Store(AsyncResource):
         busy_timeout: Seconds to wait for another process's lock before failing.
         quick_check: Run ``PRAGMA quick_check`` when opening, so damage is found at
             once rather than in the middle of a sync.
+        check_in_background_above: A database file larger than this many bytes is
+            checked in the background once the store is ready, on a connection of its
+            own (the check reads every page: ≈ 2 ms per MiB, seconds for an HQ of a
+            million cases); damage found is logged as an error and kept in
+            :attr:`damage`. None: always check before ready.
+        check_delay: Seconds the background check waits before it starts reading.
+        indexer: Keeps the case index (``case_index``) in step: every transaction
+            that stores events also stores the rows of the cases they touch. Without
+            one, the touched cases are only queued (``case_index_todo``), and the
+            next store opened with an indexer folds them before it is ready.
     """
 
     def __init__(
@@ -102,6 +126,9 @@ class Store(AsyncResource):
         migrations: Sequence[Migration] = MIGRATIONS,
         busy_timeout: float = 5.0,
         quick_check: bool = True,
+        indexer: CaseIndexer | None = None,
+        check_in_background_above: int | None = None,
+        check_delay: float = 0.0,
     ) -> None:
         self._path = Path(path)
         self._create = create
@@ -109,6 +136,13 @@ class Store(AsyncResource):
         self._known_version = latest_version(self._migrations)
         self._busy_timeout = busy_timeout
         self._quick_check = quick_check
+        self._background_above = check_in_background_above
+        self._checker: asyncio.Task[None] | None = None
+        self._reader: CaseReader | None = None
+        self._deferred = False
+        self._check_delay = check_delay
+        #: What a background ``quick_check`` found wrong (None: nothing, or not run).
+        self.damage: str | None = None
         self._state = StoreState.NEW
         self._starting = False
         self._db: aiosqlite.Connection | None = None
@@ -116,6 +150,7 @@ class Store(AsyncResource):
         self._heads: Heads = {}
         self._needs_recovery = False
         self._schema_version = 0
+        self._indexer = indexer
 
     @classmethod
     def open(
@@ -126,6 +161,9 @@ class Store(AsyncResource):
         migrations: Sequence[Migration] = MIGRATIONS,
         busy_timeout: float = 5.0,
         quick_check: bool = True,
+        indexer: CaseIndexer | None = None,
+        check_in_background_above: int | None = None,
+        check_delay: float = 0.0,
     ) -> Store:
         """Return a store for ``async with``; nothing is opened until it enters."""
         return cls(
@@ -134,6 +172,9 @@ class Store(AsyncResource):
             migrations=migrations,
             busy_timeout=busy_timeout,
             quick_check=quick_check,
+            indexer=indexer,
+            check_in_background_above=check_in_background_above,
+            check_delay=check_delay,
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -147,6 +188,18 @@ class Store(AsyncResource):
     def state(self) -> StoreState:
         """Where the store is in its lifecycle."""
         return self._state
+
+    @property
+    def index(self) -> CaseReader:
+        """The case index, read on a connection of its own (see :mod:`._reader`)."""
+        self._check_running()
+        assert self._reader is not None
+        return self._reader
+
+    @property
+    def keeps_case_index(self) -> bool:
+        """Whether this store was given a case indexer (see the class docstring)."""
+        return self._indexer is not None
 
     @property
     def schema_version(self) -> int:
@@ -179,8 +232,25 @@ class Store(AsyncResource):
             with contextlib.suppress(sqlite3.Error):
                 await db.close()
             raise StoreError(f"store {self._path} was closed while it was opening")
+        reader = CaseReader(self._path, self._error, self._busy_timeout)
+        try:
+            await reader.open()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await db.close()
+            self._state = StoreState.CLOSED
+            raise
         self._db, self._schema_version, self._heads = db, version, heads
+        self._reader = reader
         self._state = StoreState.RUNNING
+        if self._quick_check and self._deferred:
+            self._checker = asyncio.create_task(self._check_later(), name="store quick_check")
+        if self._indexer is not None and self._schema_version >= _INDEX_VERSION:
+            try:
+                await self.index_queued()
+            except BaseException:
+                await self.aclose()
+                raise
 
     def _closed_meanwhile(self) -> bool:
         """Whether aclose() ran while start() was awaiting (a method, so mypy does
@@ -192,6 +262,14 @@ class Store(AsyncResource):
         if self._state is StoreState.CLOSED:
             return
         self._state = StoreState.CLOSED
+        checker, self._checker = self._checker, None
+        if checker is not None:
+            checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checker
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.aclose()
         db, self._db = self._db, None
         if db is None:
             return
@@ -202,10 +280,36 @@ class Store(AsyncResource):
             with contextlib.suppress(sqlite3.Error):
                 await db.close()
 
+    def _defer_check(self) -> bool:
+        """Whether the file is large enough to be checked in the background (blocking)."""
+        limit = self._background_above
+        try:
+            return limit is not None and self._path.stat().st_size > limit
+        except OSError:
+            return False
+
+    async def _check_later(self) -> None:
+        """``PRAGMA quick_check`` on a read-only connection of its own (WAL lets it read
+        while the store writes), once the node had a moment to come up; damage is logged
+        as an error and kept in ``damage``."""
+        await asyncio.sleep(self._check_delay)
+        try:
+            problem = await asyncio.to_thread(_quick_check, self._path)
+        except sqlite3.Error as exc:
+            problem = str(exc)
+        if problem is not None:
+            self.damage = str(not_meshdesk_error(self._path, f"damaged ({problem})"))
+            log.error("%s; stop the node and restore the store from a peer or a backup",
+                      self.damage)  # fmt: skip
+        else:
+            log.info("store %s checked: no damage found", self._path)
+
     async def _open(self) -> tuple[aiosqlite.Connection, int, Heads]:
         await asyncio.to_thread(
             prepare_file, self._path, create=self._create, known_version=self._known_version
         )
+        self._deferred = await asyncio.to_thread(self._defer_check)
+        quick_check = self._quick_check and not self._deferred
         try:
             # timeout= is SQLite's busy timeout; isolation_level=None leaves BEGIN and
             # COMMIT to us, so a batch is exactly one transaction.
@@ -217,7 +321,7 @@ class Store(AsyncResource):
         try:
             # Everything up to the migrations only reads: a refused file stays as it was.
             version = await check_database(
-                db, self._path, known_version=self._known_version, quick_check=self._quick_check
+                db, self._path, known_version=self._known_version, quick_check=quick_check
             )
             await self._configure(db)
             version = await migrate(db, self._path, self._migrations, version)
@@ -325,7 +429,12 @@ class Store(AsyncResource):
         return len(await self._append(events, received_at, ()))
 
     async def append_run(
-        self, events: Sequence[StoredEvent], checkpoint: Checkpoint, received_at: int
+        self,
+        events: Sequence[StoredEvent],
+        checkpoint: Checkpoint,
+        received_at: int,
+        *,
+        rank: int | None = None,
     ) -> int:
         """Store a verified run of one author's events with the checkpoint that ends it.
 
@@ -337,10 +446,15 @@ class Store(AsyncResource):
             StoreError: as :meth:`append_events`, or a checkpoint that does not
                 match the chain; nothing is stored.
         """
-        return (await self.append_runs([(events, checkpoint)], received_at))[0]
+        ranks = None if rank is None else [rank]
+        return (await self.append_runs([(events, checkpoint)], received_at, ranks=ranks))[0]
 
     async def append_runs(
-        self, runs: Sequence[tuple[Sequence[StoredEvent], Checkpoint]], received_at: int
+        self,
+        runs: Sequence[tuple[Sequence[StoredEvent], Checkpoint]],
+        received_at: int,
+        *,
+        ranks: Sequence[int] | None = None,
     ) -> list[int]:
         """Store several verified runs in ONE transaction: one commit, one fsync.
 
@@ -359,8 +473,16 @@ class Store(AsyncResource):
         for events, checkpoint in runs:
             if not events or any(e.author != checkpoint.author for e in events):
                 raise StoreError("a run holds events of its checkpoint's author only")
+        indexer = self._indexer
+        kept: Sequence[int | None] = (
+            [None if indexer is None else indexer.rank(events) for events, _ in runs]
+            if ranks is None
+            else ranks  # the caller ranked them already (sync does, once)
+        )
         inserted = await self._append(
-            [e for events, _ in runs for e in events], received_at, [c for _, c in runs]
+            [e for events, _ in runs for e in events],
+            received_at,
+            [(c, rank) for (_, c), rank in zip(runs, kept, strict=True)],
         )
         counts = []
         for events, _ in runs:
@@ -373,7 +495,7 @@ class Store(AsyncResource):
         self,
         events: Sequence[StoredEvent],
         received_at: int,
-        checkpoints: Sequence[Checkpoint],
+        checkpoints: Sequence[tuple[Checkpoint, int | None]],
     ) -> set[tuple[str, int]]:
         """Append in one transaction; returns the ``(author, seq)`` of new events."""
         self._check_running()
@@ -388,16 +510,145 @@ class Store(AsyncResource):
             rows, tips = plan_append(batch, self._heads, stored, received_at)
             if rows or checkpoints:
                 async with self._transaction(db):
+                    indexed = self._schema_version >= _INDEX_VERSION
                     if rows:
                         await db.executemany(_INSERT_EVENT, rows)
-                    if checkpoints:
+                        if indexed:
+                            await self._index_new(db, [StoredEvent(*row[:8]) for row in rows])
+                    if checkpoints and indexed:
+                        await db.executemany(
+                            "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig, rank) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            [(c.author, c.seq, c.hash, c.sig, r) for c, r in checkpoints],
+                        )
+                    elif checkpoints:  # a database of an older schema (tests of migrations)
                         await db.executemany(
                             "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig) "
                             "VALUES (?, ?, ?, ?)",
-                            [(c.author, c.seq, c.hash, c.sig) for c in checkpoints],
+                            [(c.author, c.seq, c.hash, c.sig) for c, _ in checkpoints],
                         )
                     self._heads.update(tips)
         return {(row[0], row[1]) for row in rows}
+
+    # -- the case index ------------------------------------------------------------
+
+    async def _index_new(self, db: aiosqlite.Connection, new: Sequence[StoredEvent]) -> None:
+        """Bring the rows of the cases ``new`` touches up to date (same transaction)."""
+        touched: dict[str, list[StoredEvent]] = {}
+        for event in new:
+            if event.case_id is not None:
+                touched.setdefault(event.case_id, []).append(event)
+        if not touched:
+            return
+        if self._indexer is None:
+            await db.executemany(
+                "INSERT OR IGNORE INTO case_index_todo (case_id) VALUES (?)",
+                [(case_id,) for case_id in touched],
+            )
+            return
+        before = await indexed_cases(db, list(touched))
+        # A case new to the index has no older events (a queued one is folded before
+        # the store is ready): its events are all in this batch.
+        known = [case_id for case_id in touched if case_id in before]
+        touched.update(await _case_events(db, known))
+        await self._write_summaries(db, touched, before)
+
+    async def _write_summaries(
+        self,
+        db: aiosqlite.Connection,
+        cases: dict[str, list[StoredEvent]],
+        before: dict[str, Indexed],
+    ) -> None:
+        indexer = self._indexer
+        assert indexer is not None
+        summaries: list[CaseSummary] = []
+        for case_id, events in cases.items():
+            summaries.append(indexer.summarise(case_id, events))
+        await upsert_summaries(db, summaries, before)
+
+    async def index_queued(self, progress_every: int = 20_000) -> int:
+        """Fold every case queued for the index (``case_index_todo``); returns how many.
+
+        Runs when a store with an indexer opens: after the migration that created
+        the index, or after events were stored without an indexer. Each batch of
+        cases is one transaction; progress is logged.
+        """
+        if self._indexer is None:
+            raise StoreError(f"store {self._path} has no case indexer")
+        async with self._session("read the case index of") as db:
+            rows = await db.execute_fetchall("SELECT count(*) FROM case_index_todo")
+        total = int(next(iter(rows))[0])
+        if not total:
+            return 0
+        log.info("case index of %s: folding %d cases", self._path, total)
+        done = 0
+        while True:
+            async with self._session("build the case index of") as db:
+                rows = await db.execute_fetchall(
+                    "SELECT case_id FROM case_index_todo LIMIT ?", (_TODO_BATCH,)
+                )
+                case_ids = [case_id for (case_id,) in rows]
+                if not case_ids:
+                    break
+                async with self._transaction(db):
+                    before = await indexed_cases(db, case_ids)
+                    await self._write_summaries(db, await _case_events(db, case_ids), before)
+                    for part in chunks(case_ids):
+                        await db.execute(
+                            "DELETE FROM case_index_todo"
+                            f" WHERE case_id IN ({', '.join('?' * len(part))})",
+                            tuple(part),
+                        )
+            done += len(case_ids)
+            if done // progress_every != (done - len(case_ids)) // progress_every:
+                log.info("case index of %s: %d of %d cases folded", self._path, done, total)
+        return done
+
+    async def rebuild_case_index(self) -> int:
+        """Fold every case again from its events (rows keep their keys); returns how many."""
+        async with self._session("rebuild the case index of") as db, self._transaction(db):
+            await db.execute(
+                "INSERT OR IGNORE INTO case_index_todo"
+                " SELECT DISTINCT case_id FROM events WHERE case_id IS NOT NULL"
+            )
+        return await self.index_queued()
+
+    async def set_search_terms(
+        self, entries: Sequence[tuple[int, bytes | None, Sequence[int]]]
+    ) -> None:
+        """Replace the search terms of cases, ``(case_key, personal digest, terms)``,
+        and take them off the search queue; one transaction.
+
+        ``terms`` are keyed hashes (:mod:`meshdesk.cases.search`); empty for a case
+        this node cannot read.
+        """
+        if not entries:
+            return
+        async with self._session("write search terms to") as db, self._transaction(db):
+            keys = [key for key, _, _ in entries]
+            old: dict[int, bytes] = {}
+            for part in chunks(keys):
+                rows = await db.execute_fetchall(
+                    "SELECT case_key, terms FROM case_search"
+                    f" WHERE case_key IN ({', '.join('?' * len(part))})",
+                    tuple(part),
+                )
+                old.update((key, bytes(terms)) for key, terms in rows)
+            gone = [(term, key) for key in keys for term in _unpack_terms(old.get(key, b""))]
+            await db.executemany("DELETE FROM case_terms WHERE term = ? AND case_key = ?", gone)
+            await db.executemany(
+                "INSERT OR IGNORE INTO case_terms (term, case_key) VALUES (?, ?)",
+                [(term, key) for key, _, terms in entries for term in terms],
+            )
+            await db.executemany(
+                "INSERT INTO case_search (case_key, personal, terms) VALUES (?, ?, ?)"
+                " ON CONFLICT (case_key) DO UPDATE"
+                " SET personal = excluded.personal, terms = excluded.terms",
+                [(key, digest, _pack_terms(terms)) for key, digest, terms in entries],
+            )
+            await db.executemany(
+                "DELETE FROM search_todo WHERE case_key = ?", [(key,) for key in keys]
+            )
 
     async def case_ids(self) -> list[str]:
         """Every case id with at least one stored event."""
@@ -424,6 +675,19 @@ class Store(AsyncResource):
                 (author, after_seq),
             )
         return [Checkpoint(a, q, bytes(h), bytes(g)) for a, q, h, g in rows]
+
+    async def ranked_checkpoints(
+        self, author: str, after_seq: int = 0
+    ) -> list[tuple[Checkpoint, int | None]]:
+        """The author's checkpoints past ``after_seq`` with the sending rank stored
+        with each (None: stored before ranks were kept, or without an indexer)."""
+        async with self._session("read checkpoints from") as db:
+            rows = await db.execute_fetchall(
+                "SELECT author, seq, hash, sig, rank FROM checkpoints "
+                "WHERE author = ? AND seq > ? ORDER BY seq",
+                (author, after_seq),
+            )
+        return [(Checkpoint(a, q, bytes(h), bytes(g)), r) for a, q, h, g, r in rows]
 
     async def save_certificate(self, node_id: str, der: bytes, seen_at: int) -> bool:
         """Remember a node's (already verified) certificate; True when it is new."""
@@ -502,9 +766,13 @@ class Store(AsyncResource):
     async def counts(self) -> StoreCounts:
         """How much the store holds."""
         async with self._session("read") as db:
+            # Events and index rows are never deleted, so the largest rowid is the
+            # count (O(log n), where count(*) reads a whole index: seconds at 2 M).
             rows = await db.execute_fetchall(
-                "SELECT (SELECT count(*) FROM events),"
-                " (SELECT count(DISTINCT case_id) FROM events WHERE case_id IS NOT NULL),"
+                "SELECT coalesce((SELECT max(rowid) FROM events), 0),"
+                " coalesce((SELECT max(case_key) FROM case_index), 0)"
+                " + (SELECT count(*) FROM case_index_todo"
+                "    WHERE case_id NOT IN (SELECT case_id FROM case_index)),"
                 " (SELECT count(*) FROM issued_nodes),"
                 " (SELECT count(*) FROM revoked)"
             )
@@ -658,6 +926,40 @@ class Store(AsyncResource):
         for number, der in rows:
             return int(number), bytes(der)
         return None
+
+
+def _quick_check(path: Path) -> str | None:
+    """The first problem ``PRAGMA quick_check`` finds in the file, or None (blocking)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+    problems = [str(row[0]) for row in rows]
+    if problems == ["ok"]:
+        return None
+    return problems[0].splitlines()[-1] if problems else "no answer"
+
+
+def _pack_terms(terms: Sequence[int]) -> bytes:
+    return struct.pack(f">{len(terms)}q", *terms)
+
+
+def _unpack_terms(blob: bytes) -> tuple[int, ...]:
+    return struct.unpack(f">{len(blob) // 8}q", blob)
+
+
+async def _case_events(
+    db: aiosqlite.Connection, case_ids: Sequence[str]
+) -> dict[str, list[StoredEvent]]:
+    """Every stored event of the given cases, by case."""
+    out: dict[str, list[StoredEvent]] = {case_id: [] for case_id in case_ids}
+    for part in chunks(case_ids):
+        rows = await db.execute_fetchall(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE case_id IN ({', '.join('?' * len(part))})",
+            tuple(part),
+        )
+        for event in _events(rows):
+            assert event.case_id is not None
+            out[event.case_id].append(event)
+    return out
 
 
 async def _load_heads(db: aiosqlite.Connection) -> Heads:

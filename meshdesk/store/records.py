@@ -8,11 +8,14 @@ identity, sync) own the meaning of the fields.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 __all__ = [
     "ZERO_HASH",
+    "CaseIndexer",
+    "CaseSummary",
     "Checkpoint",
     "IssuedNode",
     "RevokedNode",
@@ -124,3 +127,65 @@ class StoreCounts:
     cases: int
     issued_nodes: int
     revoked_nodes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSummary:
+    """One case's row of the case index: its open metadata, folded from its events.
+
+    A pure function of the case's stored events (``meshdesk.cases.summary`` makes it),
+    so every replica holding the same events has the same row, and the index can be
+    rebuilt from the events at any time. Nothing personal: the personal block is only
+    named by a digest (so a search index knows when it must be remade).
+
+    Attributes:
+        case_id: The case.
+        opened: Whether its opening has arrived (an incomplete case has no origin,
+            site or category yet).
+        created_hlc: HLC of the opening; of the oldest event while not opened.
+        updated_hlc: HLC of the newest event.
+        events: How many events the case holds.
+        origin, site, category, urgency, status, department: The displayed values
+            ("" when unknown).
+        urgency_rank, status_rank: Sort ranks (0 first; 9 when unknown).
+        consent: Departments the citizen agreed to share with, sorted.
+        referrals: ``(department, state)`` of each referral, in fold order.
+        conflicts: Registers with concurrent writes nobody reconciled yet.
+        personal: SHA-256 (16 bytes) of the displayed sealed personal block, or None.
+        grants: How many key-grant events the case holds.
+    """
+
+    case_id: str
+    opened: bool
+    created_hlc: int
+    updated_hlc: int
+    events: int
+    origin: str
+    site: str
+    category: str
+    urgency: str
+    urgency_rank: int
+    status: str
+    status_rank: int
+    department: str
+    consent: tuple[str, ...]
+    referrals: tuple[tuple[str, str], ...]
+    conflicts: tuple[str, ...]
+    personal: bytes | None
+    grants: int
+
+
+class CaseIndexer(Protocol):
+    """What the store needs to keep the case index in step with the events.
+
+    The store cannot fold cases itself (the fold lives above it), so the layer that
+    can passes this in; the store calls it inside the transaction that stores events.
+    """
+
+    def summarise(self, case_id: str, events: Sequence[StoredEvent]) -> CaseSummary:
+        """The index row of a case from all of its stored events (in any order)."""
+        ...
+
+    def rank(self, events: Sequence[StoredEvent]) -> int:
+        """Sending priority of a signed batch (0 = most urgent), see ``LocalRun``."""
+        ...

@@ -107,6 +107,8 @@ class _Int(_Node):
     def load(self, value: object) -> object:
         if type(value) is not int:  # bool is an int subclass; refuse it here
             raise _expected("int", value)
+        if self.lo <= value <= self.hi:
+            return value
         return self._check(value)
 
     def dump(self, value: object, limits: WireLimits) -> object:
@@ -157,6 +159,8 @@ class _Str(_Node):
     def load(self, value: object) -> object:
         if type(value) is not str:
             raise _expected("str", value)
+        if self.max_chars is None or len(value) <= self.max_chars:
+            return value
         return self._check(value)
 
     def dump(self, value: object, limits: WireLimits) -> object:
@@ -186,6 +190,8 @@ class _Bytes(_Node):
     def load(self, value: object) -> object:
         if type(value) is not bytes:
             raise _expected("bytes", value)
+        if self.max_len is None or len(value) <= self.max_len:
+            return value
         return self._check(value, None)
 
     def dump(self, value: object, limits: WireLimits) -> object:
@@ -224,41 +230,129 @@ class _Tuple(_Node):
             raise _expected("array", value)
         self._check_len(len(value), None)
         load = self.item.load
-        out = []
-        for i, item in enumerate(value):
+        try:
+            return tuple([load(item) for item in value])  # the happy path: no bookkeeping
+        except _Invalid:
+            pass
+        for i, item in enumerate(value):  # again, to say which item
             try:
-                out.append(load(item))
+                load(item)
             except _Invalid as exc:
                 exc.path.append(f"[{i}]")
                 raise
-        return tuple(out)
+        raise AssertionError("an item failed once and passed again")  # pragma: no cover
 
     def dump(self, value: object, limits: WireLimits) -> object:
         if not isinstance(value, tuple):
             raise _expected("tuple", value)
         self._check_len(len(value), limits.max_array)
         dump = self.item.dump
-        out = []
+        try:
+            return [dump(item, limits) for item in value]
+        except _Invalid:
+            pass
         for i, item in enumerate(value):
             try:
-                out.append(dump(item, limits))
+                dump(item, limits)
             except _Invalid as exc:
                 exc.path.append(f"[{i}]")
                 raise
-        return out
+        raise AssertionError("an item failed once and passed again")  # pragma: no cover
+
+
+def _load_test(node: _Node, x: str) -> str | None:
+    """A Python expression true when the decoded value ``x`` passes ``node`` as it is
+    (None: the node has no such test; its ``load`` runs)."""
+    if isinstance(node, _Int):
+        return f"(type({x}) is int and {node.lo} <= {x} <= {node.hi})"
+    if isinstance(node, _Str):
+        cap = "" if node.max_chars is None else f" and len({x}) <= {node.max_chars}"
+        return f"(type({x}) is str{cap})"
+    if isinstance(node, _Bytes):
+        cap = "" if node.max_len is None else f" and len({x}) <= {node.max_len}"
+        return f"(type({x}) is bytes{cap})"
+    if isinstance(node, _Bool):
+        return f"(type({x}) is bool)"
+    if isinstance(node, _Optional):
+        inner = _load_test(node.inner, x)
+        return None if inner is None else f"({x} is None or {inner})"
+    return None
+
+
+def _dump_test(node: _Node, x: str) -> str | None:
+    """As :func:`_load_test`, for a Python value about to be sent under ``limits``
+    (a str must be ASCII here, so its length is its UTF-8 size; else ``dump`` runs)."""
+    if isinstance(node, _Int):
+        return f"(type({x}) is int and {node.lo} <= {x} <= {node.hi})"
+    if isinstance(node, _Str):
+        cap = "" if node.max_chars is None else f" and len({x}) <= {node.max_chars}"
+        return f"(type({x}) is str and {x}.isascii() and len({x}) <= limits.max_str{cap})"
+    if isinstance(node, _Bytes):
+        cap = "" if node.max_len is None else f" and len({x}) <= {node.max_len}"
+        return f"(type({x}) is bytes and len({x}) <= limits.max_bin{cap})"
+    if isinstance(node, _Bool):
+        return f"(type({x}) is bool)"
+    if isinstance(node, _Optional):
+        inner = _dump_test(node.inner, x)
+        return None if inner is None else f"({x} is None or {inner})"
+    return None
+
+
+def _compile_fast(record: Record[Any]) -> tuple[Any, Any]:
+    """A record's happy paths as generated functions: each field's checks inline (no
+    call per field), any failure handed to the careful path, which says where."""
+    n = len(record.fields)
+    names = [f"v{i}" for i in range(n)]
+    ns: dict[str, Any] = {"cls": record.cls, "_Invalid": _Invalid}
+    unpack = ", ".join(names) + ("," if n == 1 else "")
+    load = ["def load(value, slow):", f"    if type(value) is not list or len(value) != {n}:",
+            "        return slow(value)", f"    {unpack} = value"]  # fmt: skip
+    dump = ["def dump(value, limits, slow):", "    if type(value) is not cls:",
+            "        return slow(value, limits)"]  # fmt: skip
+    for i, (attr, node) in enumerate(record.fields):
+        v = names[i]
+        ns[f"load{i}"], ns[f"dump{i}"] = node.load, node.dump
+        test = _load_test(node, v)
+        if test is None:
+            load += ["    try:", f"        {v} = load{i}({v})", "    except _Invalid:",
+                     "        return slow(value)"]  # fmt: skip
+        else:
+            load += [f"    if not {test}:", "        return slow(value)"]
+        dump.append(f"    {v} = value.{attr}")
+        test = _dump_test(node, v)
+        if test is None:
+            dump += ["    try:", f"        {v} = dump{i}({v}, limits)", "    except _Invalid:",
+                     "        return slow(value, limits)"]  # fmt: skip
+        else:
+            dump += [f"    if not {test}:", "        return slow(value, limits)"]
+    load.append(f"    return cls({', '.join(names)})")
+    dump.append(f"    return [{', '.join(names)}]")
+    # Generated from the record's own schema, never from input.
+    exec("\n".join(load) + "\n\n" + "\n".join(dump), ns)
+    return ns["load"], ns["dump"]
 
 
 class Record(_Node, Generic[_T]):
-    """A frozen dataclass on the wire: an array of its field values in declared order."""
+    """A frozen dataclass on the wire: an array of its field values in declared order.
 
-    __slots__ = ("cls", "fields", "names")
+    ``load`` and ``dump`` first try a generated happy path (every field's checks
+    inline); whatever it refuses goes through the careful path, which names the field.
+    """
+
+    __slots__ = ("_fast_dump", "_fast_load", "cls", "fields", "getters", "loads", "names")
 
     def __init__(self, cls: type[_T], fields: tuple[tuple[str, _Node], ...]) -> None:
         self.cls = cls
         self.fields = fields
         self.names = tuple(f".{name}" for name, _ in fields)
+        self.loads = tuple(node.load for _, node in fields)
+        self.getters = tuple((attr, node.dump) for attr, node in fields)
+        self._fast_load, self._fast_dump = _compile_fast(self)
 
     def load(self, value: object) -> object:
+        return self._fast_load(value, self._load)
+
+    def _load(self, value: object) -> object:
         if type(value) is not list:
             raise _expected("array", value)
         if len(value) != len(self.fields):
@@ -273,10 +367,13 @@ class Record(_Node, Generic[_T]):
         return self.cls(*args)
 
     def dump(self, value: object, limits: WireLimits) -> object:
-        if type(value) is not self.cls:
-            raise _expected(self.cls.__name__, value)
         if len(self.fields) > limits.max_array:
             raise _Invalid(f"{len(self.fields)} fields exceeds the limit of {limits.max_array}")
+        return self._fast_dump(value, limits, self._dump)
+
+    def _dump(self, value: object, limits: WireLimits) -> object:
+        if type(value) is not self.cls:
+            raise _expected(self.cls.__name__, value)
         out = []
         for (attr, node), name in zip(self.fields, self.names, strict=True):
             try:

@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from meshdesk.cases.book import CaseBook
 from meshdesk.cases.chain import UnsignedEvent, author_node, verify_run
 from meshdesk.cases.model import Personal
+from meshdesk.cases.summary import case_store
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import SyncError, UsageError
 from meshdesk.identity import NodeInfo, NodeKit, Role
-from meshdesk.store import Store
+from meshdesk.store import CaseQuery, Store
 
 NOW = dt.datetime.now(dt.UTC)
 NODES = {
@@ -83,7 +84,7 @@ async def sites(tmp_path: Path) -> AsyncIterator[dict[str, Site]]:
     async with AsyncExitStack() as stack:
         out = {}
         for name, home in homes.items():
-            store = await stack.enter_async_context(Store.open(home.store_path))
+            store = await stack.enter_async_context(case_store(home.store_path))
             book = CaseBook(store, kits[name], directory=known, wall_ms=lambda: next(clock))
             out[name] = Site(kits[name], store, book)
         yield out
@@ -214,3 +215,42 @@ async def test_a_note_by_another_node_is_sealed_to_the_case_audience(
         assert view["notes"][0]["text"] == "訪問を手配した", name  # type: ignore[index]
     relay = sites["relay"].book.view(await sites["relay"].book.state(state.id))
     assert relay["notes"][0]["text"] is None  # type: ignore[index]
+
+
+async def _names_found(book: CaseBook, word: str) -> list[object]:
+    await book.listing.index_search()
+    page = await book.listing.page(CaseQuery(), search=word)
+    return [c["name"] for c in page["cases"]]  # type: ignore[index,union-attr]
+
+
+async def test_name_search_finds_only_what_this_node_may_read(sites: dict[str, Site]) -> None:
+    state = await sites["shelter"].book.open_case(
+        op="佐藤", category="housing", urgency="high", personal=CITIZEN, consent=[]
+    )
+    await spread(sites, "shelter")
+    assert await _names_found(sites["本部"].book, "山田") == ["山田 花子"]
+    assert await _names_found(sites["housing"].book, "山田") == []  # sealed from housing
+    assert await _names_found(sites["relay"].book, "やまだ") == []
+    await sites["本部"].book.add_consent(state.id, op="本部長", department="住宅課")
+    await spread(sites, "本部")
+    # the key grant changed what housing may read: its search terms are made again
+    assert await _names_found(sites["housing"].book, "やまだ") == ["山田 花子"]
+
+
+async def test_lists_show_a_conflict_with_its_candidates(sites: dict[str, Site]) -> None:
+    state = await sites["shelter"].book.open_case(
+        op="佐藤", category="housing", urgency="normal", personal=CITIZEN
+    )
+    await spread(sites, "shelter")
+    await sites["shelter"].book.set_field(state.id, op="佐藤", field="urgency", value="high")
+    await sites["本部"].book.set_field(state.id, op="本部長", field="urgency", value="low")
+    await spread(sites, "shelter")
+    await spread(sites, "本部")
+    page = await sites["本部"].book.listing.page(CaseQuery(conflicts=True))
+    cases = page["cases"]
+    assert isinstance(cases, list)
+    assert [c["id"] for c in cases] == [state.id]
+    (conflict,) = cases[0]["conflicts"]
+    assert conflict["field"] == "urgency"
+    assert {c["value"] for c in conflict["candidates"]} == {"high", "low"}
+    assert page == await sites["本部"].book.listing.page(CaseQuery(conflicts=True))  # cached

@@ -43,7 +43,7 @@ def test_new_list_show_round_trip_japanese(hq: Path, capsys: pytest.CaptureFixtu
     assert case["status"] == "new"
     assert case["consent"] == ["福祉課"]
     code, out, _ = run(capsys, "case", "list", "--home", str(hq), "--json")
-    listed = json.loads(out)
+    listed = [json.loads(line) for line in out.splitlines()]  # one object per line
     assert [c["id"] for c in listed] == [case["id"]]
     assert {"id", "category", "urgency", "status", "name"} <= set(listed[0])
     code, out, err = run(capsys, "case", "show", str(case["id"])[:8], "--home", str(hq), "--json")
@@ -112,3 +112,28 @@ def test_invalid_transition(hq: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert err.strip() == (
         "meshdesk: error: cannot go from resolved to referred; allowed: closed, in_progress"
     )
+
+
+def test_list_pages_as_a_table_and_streams_json_lines(
+    hq: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    made = [str(new_case(capsys, hq)["id"]) for _ in range(5)]
+    code, out, _ = run(capsys, "case", "list", "--home", str(hq), "--limit", "2")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(made[0][24:])
+    assert lines[-1] == f"More cases follow: add --after {made[1][24:]} for the next page."
+    code, out, _ = run(
+        capsys, "case", "list", "--home", str(hq), "--limit", "2", "--after", made[1][24:]
+    )
+    assert out.splitlines()[0].startswith(made[2][24:])
+    code, out, _ = run(capsys, "case", "list", "--home", str(hq), "--json", "--limit", "3")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == made[:3]
+    code, out, _ = run(capsys, "case", "list", "--home", str(hq), "--json", "--status", "closed")
+    assert (code, out) == (0, "")
+    code, out, _ = run(capsys, "case", "list", "--home", str(hq), "--search", "山田", "--json")
+    assert len(out.splitlines()) == 5
+    code, _, err = run(capsys, "case", "list", "--home", str(hq), "--since", "someday")
+    assert code != 0
+    assert "since" in err

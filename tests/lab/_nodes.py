@@ -127,9 +127,15 @@ class RunningNode:
         return self.call(f"case_{op}", args)
 
     def cases(self) -> list[dict[str, Any]]:
-        """``meshdesk case list --json``."""
-        result: list[dict[str, Any]] = self.case("list")
-        return result
+        """Every case ``meshdesk case list --json`` prints: its pages, read in turn."""
+        out: list[dict[str, Any]] = []
+        after = None
+        while True:
+            page = self.case("list", limit=1000, after=after)
+            out += page["cases"]
+            after = page["next"]
+            if after is None:
+                return out
 
     def show(self, case_id: str) -> dict[str, Any]:
         """``meshdesk case show ID --json``."""

@@ -224,10 +224,12 @@ async def test_queue_filters_sorts_and_searches(fake: FakeNode) -> None:
         assert [r.name for r in table.rows] == ["鈴木 二郎"]
         await pilot.press("ctrl+a", "ctrl+k", "escape", "u")  # urgency filter: immediate
         assert [r.name for r in table.rows] == ["鈴木 二郎"]
-        await pilot.press("u", "u", "u", "u", "o", "o", "o")  # all urgencies; sort by name
-        assert [r.name for r in table.rows] == ["Alice", "Bob", "鈴木 二郎"]
+        await pilot.press("u", "u", "u", "u", "o", "o")  # all urgencies; sorted as opened
+        await settle(pilot, lambda: len(table.rows) == 3, "every urgency again")
+        assert [r.name for r in table.rows] == ["Alice", "鈴木 二郎", "Bob"]
         await pilot.press("r")
-        assert [r.name for r in table.rows] == ["鈴木 二郎", "Bob", "Alice"]
+        await settle(pilot, lambda: table.rows[0].name == "Bob", "the order reversed")
+        assert [r.name for r in table.rows] == ["Bob", "鈴木 二郎", "Alice"]
 
 
 async def test_start_mute_invite_and_end_a_call(fake: FakeNode) -> None:
@@ -277,7 +279,7 @@ async def test_lost_node_shows_a_banner_and_reconnects(fake: FakeNode) -> None:
         fake.start()
         await fake.case("new", {**NEW, "name": "after"})
         await settle(pilot, lambda: not banner.shown, "banner gone after reconnect")
-        await settle(pilot, lambda: len(app.desk.index) == 1, "cases reloaded")
+        await settle(pilot, lambda: app.desk.counts.get("total") == 1, "cases reloaded")
 
 
 async def test_node_errors_are_notifications(fake: FakeNode) -> None:
@@ -298,7 +300,7 @@ async def test_text_from_people_is_never_markup(fake: FakeNode) -> None:
     fake.add_peer("[/]evil", "[b]site")
     app = app_for(fake)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, lambda: len(app.desk.index) == 1, "case loaded")
+        await settle(pilot, lambda: app.desk.counts.get("total") == 1, "case loaded")
         app.open_case(case["id"])
         await settle(
             pilot,

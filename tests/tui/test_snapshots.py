@@ -58,7 +58,7 @@ async def _loaded(pilot: Pilot[Any]) -> None:
     for _ in range(100):
         await pilot.pause(0.02)
         desk = pilot.app.desk  # type: ignore[attr-defined]
-        if len(desk.index) == len(CASES) and desk.peers and desk.sync:
+        if desk.counts.get("total") == len(CASES) and desk.peers and desk.sync:
             break
     await pilot.pause(0.1)
 
@@ -73,6 +73,11 @@ def test_case_queue(snap_compare: Compare, lang: str) -> None:
     async def queue(pilot: Pilot[Any]) -> None:
         await _loaded(pilot)
         await pilot.press("f2")
+        for _ in range(100):
+            await pilot.pause(0.02)
+            window = pilot.app.desk.window  # type: ignore[attr-defined]
+            if len(window) == len(CASES) and window.matched is not None:
+                break
         await pilot.pause(0.1)
 
     assert snap_compare(app(deployment(), lang), terminal_size=SIZE, run_before=queue)

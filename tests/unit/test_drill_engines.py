@@ -150,8 +150,8 @@ class FakeNode:
                 self._store.cases[case_id] = {"urgency": a["urgency"], "sets": []}
                 self._store.opened.append((self.name, a["category"], a["urgency"]))
                 return {"id": case_id}
-            case "case_list":
-                return [{"id": case_id} for case_id in self._store.cases]
+            case "case_list":  # one page holds them all here
+                return {"cases": [{"id": c} for c in self._store.cases], "next": None}
             case "case_show":
                 return self._show(a["id"])
             case "case_set":

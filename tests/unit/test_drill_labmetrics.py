@@ -208,7 +208,7 @@ class _Polled:
 
     async def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
         answers: dict[str, Any] = {
-            "case_list": [{"id": "c1"}],
+            "case_list": {"cases": [{"id": "c1"}], "next": None, "prev": None},
             "digest": {"heads": {"x": 2}, "digest": "d"},
             "peers": [{"name": "hq", "state": "linked"}, {"name": "b", "state": "refused"}],
             "sync": [{"outbox": n, "inbox": 0} for n in self.counts],

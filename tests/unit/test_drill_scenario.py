@@ -8,9 +8,18 @@ import pytest
 
 from meshdesk.drill import ScenarioError, load_scenario, parse_scenario
 from meshdesk.drill.model import LinkChange, Power, parse_duration
+from meshdesk.drill.prefecture import prefecture
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "field-kit" / "scenarios"
-SHIPPED = ("smoke", "yokote-12", "flood-courier", "stolen-laptop", "prefecture-300")
+SHIPPED = (
+    "smoke",
+    "yokote-12",
+    "flood-courier",
+    "stolen-laptop",
+    "prefecture-100",
+    "prefecture-300",
+    "prefecture-1000",
+)
 
 GOOD = """\
 [drill]
@@ -56,8 +65,25 @@ def test_shipped_sizes() -> None:
     sizes = {name: len(load_scenario(SCENARIOS / f"{name}.toml").nodes) for name in SHIPPED}
     assert sizes["yokote-12"] == 12
     assert sizes["prefecture-300"] == 300
+    assert sizes["prefecture-1000"] == 1000
     assert sizes["smoke"] == 3
     assert load_scenario(SCENARIOS / "prefecture-300.toml").sim_only
+    big = load_scenario(SCENARIOS / "prefecture-1000.toml")
+    assert big.sim_only
+    assert big.compare == ("prefecture-100", "prefecture-300")
+
+
+@pytest.mark.parametrize("nodes", [100, 300, 1000])
+def test_prefectures_are_what_their_generator_writes(nodes: int) -> None:
+    compare = (100, 300) if nodes == 1000 else ()
+    text = prefecture(nodes, couriers=True, compare=compare)
+    assert (SCENARIOS / f"prefecture-{nodes}.toml").read_text() == text
+
+
+def test_compare_must_name_scenarios() -> None:
+    bad = GOOD.replace('duration = "5m"', 'duration = "5m"\ncompare = ["../etc/x", 3]')
+    with pytest.raises(ScenarioError, match="compare"):
+        parse_scenario(bad)
 
 
 def test_good_scenario_builds_nodes_edges_and_timeline() -> None:

@@ -154,3 +154,27 @@ def test_ignoring_revocation_is_caught() -> None:
     rec = simulate(load_scenario(SCENARIOS / "stolen-laptop.toml"), factory=DeafNode)
     assert rec.refused_writes > 0
     assert rec.refused_writes_accepted > 0
+
+
+def test_a_report_sets_sync_cost_beside_the_scenarios_it_compares(tmp_path: Path) -> None:
+    """``compare`` (as prefecture-1000 names prefecture-100 and -300): the named
+    scenarios of the same folder are played too, and bytes per node are tabled by
+    node count."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    smoke = (SCENARIOS / "smoke.toml").read_text()
+    (folder / "small.toml").write_text(smoke.replace('name = "smoke"', 'name = "small"', 1))
+    (folder / "bigger.toml").write_text(
+        (SCENARIOS / "yokote-12.toml")
+        .read_text()
+        .replace("[drill]\n", '[drill]\ncompare = ["small"]\n', 1)
+    )
+    report = run_drill(folder / "bigger.toml", tmp_path / "report")
+    assert report["ok"] is True
+    rows = report["sync_cost_by_size"]
+    assert isinstance(rows, list)
+    assert [r["nodes"] for r in rows] == [3, 12]
+    for row in rows:
+        assert row["bytes_sent_per_node_mean"] > 0
+        assert row["events_received_per_node_mean"] > 0
+    assert "Sync cost by mesh size" in (tmp_path / "report" / "report.md").read_text()

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshdesk.cases.chain import ChainWriter
 from meshdesk.errors import StoreError
-from meshdesk.store import MIGRATIONS, Checkpoint, Store
+from meshdesk.store import MIGRATIONS, SCHEMA_VERSION, Checkpoint, Store
 
 AUTHOR = "AUTHOR"
 
@@ -28,7 +28,7 @@ async def test_version_1_database_migrates_with_its_events(tmp_path: Path) -> No
     async with Store.open(path, create=True, migrations=MIGRATIONS[:1]) as old:
         await old.append_events(events, received_at=1)
     async with Store.open(path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == SCHEMA_VERSION
         assert (await store.heads())[AUTHOR][0] == 3
         assert await store.checkpoints(AUTHOR) == []
 

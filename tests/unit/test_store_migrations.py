@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
+from waits import AsyncWaitUntil
 
 from meshdesk.errors import StoreError
 from meshdesk.store import MIGRATIONS, SCHEMA_VERSION, ZERO_HASH, Migration, Store, StoredEvent
@@ -29,6 +30,12 @@ TABLES = {
     "revoked",
     "checkpoints",
     "certificates",
+    "case_index",
+    "case_counts",
+    "case_index_todo",
+    "case_terms",
+    "case_search",
+    "search_todo",
 }
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -264,3 +271,23 @@ async def test_other_applications_database_is_refused_untouched(db_path: Path) -
 async def test_foreign_sqlite_database_without_version_is_refused(db_path: Path) -> None:
     make_raw_db(db_path, "CREATE TABLE photos (x)")
     await assert_refused(db_path, "holds tables but no meshdesk schema version")
+
+
+async def test_a_large_database_is_checked_in_the_background(
+    db_path: Path, caplog: pytest.LogCaptureFixture, async_wait_until: AsyncWaitUntil
+) -> None:
+    await make_store_db(db_path, events=500)
+
+    def damage(data: bytes) -> bytes:
+        page = int.from_bytes(data[16:18], "big")
+        start = page * 3  # page 4: inside the events b-tree
+        return data[:start] + os.urandom(512) + data[start + 512 :]
+
+    rewrite(db_path, damage)
+    # above the limit: ready at once, the damage found meanwhile (an error, not a crash)
+    async with Store.open(db_path, check_in_background_above=0) as store:
+        await async_wait_until(lambda: store.damage is not None, 10, message="the verdict")
+        assert "damaged" in str(store.damage)
+    assert any(r.levelname == "ERROR" and "damaged" in r.getMessage() for r in caplog.records)
+    with pytest.raises(StoreError, match="damaged"):  # below it: refused before ready
+        await Store.open(db_path, check_in_background_above=2**40).start()

@@ -75,7 +75,7 @@ class DashboardScreen(ConsoleScreen):
     def update_view(self, part: str | None) -> None:
         if part in (None, "peers", "sync", "status"):
             self._peers()
-        if part in (None, "cases"):
+        if part in (None, "counts"):
             self._counts()
         if part in (None, "sync"):
             self._bars()
@@ -110,9 +110,10 @@ class DashboardScreen(ConsoleScreen):
     def _counts(self) -> None:
         lang = self.desk.lang
         grid = {(str(u), str(s)): 0 for u in Urgency for s in Status}
-        for row in self.desk.index.ordered():
-            if (row.urgency, row.status) in grid:
-                grid[(row.urgency, row.status)] += 1
+        for cell in self.desk.counts.get("counts", []):
+            key = (str(cell.get("urgency")), str(cell.get("status")))
+            if key in grid:
+                grid[key] += int(cell.get("cases", 0))
         table = self.query_one("#counts", DataTable)
         table.clear()
         for u in Urgency:

@@ -132,8 +132,8 @@ class CaseFormScreen(ConsoleScreen):
 
     def update_view(self, part: str | None) -> None:
         if part == "cases" and self.case_id is not None and self.is_mounted:
-            row = self.desk.index.get(self.case_id)
-            if row is not None and self.case is not None:
+            changed = self.desk.changed_cases
+            if self.case is not None and (changed is None or self.case_id in changed):
                 self.load()
 
     @work(exclusive=True, group="form-load")
@@ -227,9 +227,8 @@ class CaseFormScreen(ConsoleScreen):
     async def create(self, args: dict[str, Any]) -> None:
         case = await attempt(self, self.desk.api.case("new", args))
         if case is not None:
-            self.desk.index.upsert([case])
             self.desk.publish("cases")
-            self.notify(tr("Case {id} created").format(id=case["id"][-8:]), markup=False)
+            self.notify(tr("Case {id} created").format(id=case["id"][24:]), markup=False)
             self.app.pop_screen()
 
     @work(exclusive=True, group="form-action")
@@ -238,7 +237,7 @@ class CaseFormScreen(ConsoleScreen):
         full = {"id": self.case_id, "operator": self.desk.operator, **args}
         case = await attempt(self, self.desk.api.case(op, full))
         if case is not None:
-            self.desk.index.upsert([case])
+            self.desk.window.replace([case])
             if op == "note":
                 self.query_one("#note", Input).value = ""
             self.show_case(case)

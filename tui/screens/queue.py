@@ -1,18 +1,24 @@
-"""Case queue: a sortable, filterable table of every case, urgent first."""
+"""Case queue: the node's case list, a page at a time, urgent first.
+
+Every filter keystroke asks the node for the first page of the new query (its case
+index answers it); scrolling near either end of the rows held asks for the next
+page. How many cases match is counted after the page is shown, so a keystroke
+repaints at once whatever the count costs.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Input, Static
 
 from meshdesk.cases.model import Status, Urgency
-from meshdesk.tui.console import plain
+from meshdesk.tui.console import attempt, plain
 from meshdesk.tui.i18n import N_, tr
-from meshdesk.tui.index import SORT_KEYS, label
+from meshdesk.tui.index import COUNT_CAP, SORT_KEYS, QueueQuery, label
 from meshdesk.tui.screens._base import ConsoleScreen
 from meshdesk.tui.widgets import CaseTable
 from meshdesk.tui.widgets.case_table import header_text
@@ -22,8 +28,7 @@ __all__ = ["QueueScreen"]
 _SORT_NAMES = {
     "urgency": N_("urgency"),
     "status": N_("status"),
-    "created": N_("opened"),
-    "name": N_("name"),
+    "opened": N_("opened"),
     "site": N_("site"),
 }
 
@@ -44,6 +49,8 @@ class QueueScreen(ConsoleScreen):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.urgency = ""
         self.status = ""
+        self.sort = "urgency"
+        self.reverse = False
 
     def body(self) -> ComposeResult:
         yield Input(placeholder=tr("Search: name, site, id, category… (/)"), id="search")
@@ -54,35 +61,139 @@ class QueueScreen(ConsoleScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one(CaseTable).focus()
+        self.apply_filter()
 
     @property
     def table(self) -> CaseTable:
         return self.query_one(CaseTable)
 
+    def _query(self) -> QueueQuery:
+        return QueueQuery(
+            search=self.query_one("#search", Input).value,
+            urgency=self.urgency,
+            status=self.status,
+            sort=self.sort,
+            reverse=self.reverse,
+        )
+
     def update_view(self, part: str | None) -> None:
-        if part in (None, "cases"):
-            self.apply_filter()
+        window = self.desk.window
+        if part == "cases":
+            if window.prev is None:  # the top of the list is on screen: new cases show
+                current = self.table.current
+                self._load(self._query(), keep=current.id if current else None)
+            else:
+                self.table.refresh()
+        elif part in (None, "counts"):
+            self._show_filters()
 
     def apply_filter(self) -> None:
-        query = self.query_one("#search", Input).value
-        rows = self.desk.index.filter(query, urgency=self.urgency, status=self.status)
-        self.table.set_rows(rows)
-        lang = self.desk.lang
+        self._load(self._query())
+
+    # -- reading pages -------------------------------------------------------------------
+
+    @work(exclusive=True, group="queue")
+    async def _load(self, query: QueueQuery, keep: str | None = None) -> None:
+        """The first page of ``query``; the cursor stays on ``keep`` if it is there."""
+        window = self.desk.window
+        page = await attempt(self, self.desk.api.case("list", query.args()))
+        if page is None:
+            return
+        window.reset(query, page)
+        window.matched = None
+        rows = window.rows
+        at = next((i for i, r in enumerate(rows) if r.id == keep), 0) if keep else 0
+        self.table.set_rows(rows, cursor=at)
+        self._show_filters()
+        self._count(query)
+
+    @work(exclusive=True, group="queue-count")
+    async def _count(self, query: QueueQuery) -> None:
+        args = query.args(limit=1, count=True, count_cap=COUNT_CAP)
+        page = await attempt(self, self.desk.api.case("list", args))
+        if page is not None and self.desk.window.query == query:
+            self.desk.window.matched = int(page.get("matched", 0))
+            self.desk.window.capped = bool(page.get("matched_capped"))
+            self._show_filters()
+
+    @work(exclusive=True, group="queue-more")
+    async def _more(self, direction: int) -> None:
+        window = self.desk.window
+        query = window.query
+        cursor = window.next if direction > 0 else window.prev
+        if cursor is None:
+            return
+        args = query.args(after=cursor) if direction > 0 else query.args(before=cursor)
+        page: dict[str, Any] | None = await attempt(self, self.desk.api.case("list", args))
+        if (
+            page is None
+            or window.query != query
+            or (window.next, window.prev)[direction < 0] != cursor
+        ):
+            return  # the query changed meanwhile: that page is not wanted any more
+        if direction > 0:
+            self.table.set_rows(window.rows, shift=-window.extend(page))
+        else:
+            self.table.set_rows(window.rows, shift=window.extend_back(page))
+
+    @work(exclusive=True, group="queue")
+    async def _end(self, where: int) -> None:
+        """Home or End of the whole list (the window may hold only part of it)."""
+        window, query = self.desk.window, self._query()
+        if where == 0:
+            if window.prev is not None:
+                page = await attempt(self, self.desk.api.case("list", query.args()))
+                if page is not None:
+                    window.reset(query, page)
+                    self.table.set_rows(window.rows, cursor=0)
+            return
+        if window.next is None:
+            return
+        flipped = QueueQuery(
+            query.search, query.urgency, query.status, query.sort, not query.reverse
+        )
+        page = await attempt(self, self.desk.api.case("list", flipped.args()))
+        if page is not None:
+            matched = window.matched
+            window.at_end(query, page)
+            window.matched = matched
+            self.table.set_rows(window.rows, cursor=max(0, len(window.rows) - 1))
+
+    @on(CaseTable.Edge)
+    def _edge(self, message: CaseTable.Edge) -> None:
+        window = self.desk.window
+        if (window.next if message.direction > 0 else window.prev) is not None:
+            self._more(message.direction)
+
+    @on(CaseTable.Jump)
+    def _jump(self, message: CaseTable.Jump) -> None:
+        self._end(message.where)
+
+    # -- the line above the table ------------------------------------------------------
+
+    def _show_filters(self) -> None:
+        lang, window = self.desk.lang, self.desk.window
         every = tr("all")
+        matched = "…" if window.matched is None else f"{window.matched:,}"
+        if window.capped:
+            matched += "+"
+        total = self.desk.counts.get("total")
         self.query_one("#filters", Static).update(
             plain(
                 tr(
                     "{shown} of {total} cases · urgency: {u} · status: {s} · sorted by {k}{rev}"
                 ).format(
-                    shown=len(rows),
-                    total=len(self.desk.index),
+                    shown=matched,
+                    total="…" if total is None else f"{total:,}",
                     u=label("urgency", self.urgency, lang) if self.urgency else every,
                     s=label("status", self.status, lang) if self.status else every,
-                    k=tr(_SORT_NAMES[self.desk.index.sort_by]),
-                    rev=" ↑" if self.desk.index.reverse else "",
+                    k=tr(_SORT_NAMES[self.sort]),
+                    rev=" ↑" if self.reverse else "",
                 )
             )
         )
+
+    # -- keys --------------------------------------------------------------------------
 
     @on(Input.Changed, "#search")
     def _search_changed(self) -> None:
@@ -116,11 +227,9 @@ class QueueScreen(ConsoleScreen):
         self.apply_filter()
 
     def action_cycle_sort(self) -> None:
-        index = self.desk.index
-        index.set_sort(SORT_KEYS[(SORT_KEYS.index(index.sort_by) + 1) % len(SORT_KEYS)])
+        self.sort = SORT_KEYS[(SORT_KEYS.index(self.sort) + 1) % len(SORT_KEYS)]
         self.apply_filter()
 
     def action_reverse(self) -> None:
-        index = self.desk.index
-        index.set_sort(index.sort_by, reverse=not index.reverse)
+        self.reverse = not self.reverse
         self.apply_filter()

@@ -1,9 +1,11 @@
 """A virtual case table: renders only the visible lines (Textual's Line API).
 
 Setting new rows is O(1) for the widget (it keeps the list and repaints what is on
-screen), so filtering 10,000 cases costs the filter and one screenful of lines,
-not a rebuild of 10,000 rows. Columns have fixed cell widths; text is cut and
-padded by terminal cells, so Japanese (double-width) text lines up.
+screen). The rows are a window of the node's list (:class:`~meshdesk.tui.index.
+CaseWindow`): when the cursor comes near either end of the rows it holds, the table
+posts :class:`CaseTable.Edge` and the screen reads the next page; Home and End past
+the window post :class:`CaseTable.Jump`. Columns have fixed cell widths; text is cut
+and padded by terminal cells, so Japanese (double-width) text lines up.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ COLUMNS: tuple[tuple[str, int], ...] = (
     (N_("Name"), 18),
     (N_("Site"), 18),
     (N_("Opened"), 17),
-    (N_("Case"), 9),
+    (N_("Case"), 12),
 )
+#: Rows from either end of the window at which the table asks for the next page.
+EDGE = 50
 URGENCY_STYLES = {
     "immediate": Style(color="white", bgcolor="red", bold=True),
     "high": Style(color="bright_red", bold=True),
@@ -55,7 +59,7 @@ def row_cells(row: CaseRow, lang: Lang) -> list[str]:
         row.name or "—",
         row.site,
         row.created.replace("T", " ").removesuffix("Z")[:16],
-        row.id[-8:],
+        row.id[24:],
     ]
     return [set_cell_size(t, width) for t, (_, width) in zip(texts, COLUMNS, strict=True)]
 
@@ -82,6 +86,20 @@ class CaseTable(ScrollView, can_focus=True):
             super().__init__()
             self.case_id = case_id
 
+    class Edge(Message):
+        """The cursor is near the end (``direction`` 1) or the start (-1) of the rows."""
+
+        def __init__(self, direction: int) -> None:
+            super().__init__()
+            self.direction = direction
+
+    class Jump(Message):
+        """Home (``where`` 0) or End (-1) was pressed: the list's start or end."""
+
+        def __init__(self, where: int) -> None:
+            super().__init__()
+            self.where = where
+
     def __init__(self, lang: Lang, *, id: str | None = None) -> None:
         super().__init__(id=id)
         translate_bindings(self)
@@ -90,10 +108,20 @@ class CaseTable(ScrollView, can_focus=True):
         self.cursor = 0
         self._cache: dict[CaseRow, list[str]] = {}
 
-    def set_rows(self, rows: Sequence[CaseRow]) -> None:
+    def set_rows(
+        self, rows: Sequence[CaseRow], *, shift: int = 0, cursor: int | None = None
+    ) -> None:
+        """Show ``rows``; ``shift`` rows were added (or, negative, dropped) at the top,
+        so the cursor and the view move with them; ``cursor`` puts the cursor there."""
         self.rows = rows
-        self.cursor = min(self.cursor, max(0, len(rows) - 1))
         self.virtual_size = Size(sum(w for _, w in COLUMNS) + len(COLUMNS), len(rows))
+        if cursor is not None:
+            self.cursor = cursor
+            self.scroll_to(y=max(0, cursor - 1), animate=False, immediate=True)
+        elif shift:
+            self.cursor += shift
+            self.scroll_to(y=max(0, self.scroll_offset.y + shift), animate=False, immediate=True)
+        self.cursor = max(0, min(self.cursor, len(rows) - 1))
         self.refresh()
 
     @property
@@ -133,6 +161,21 @@ class CaseTable(ScrollView, can_focus=True):
         self.scroll_to_region_line(self.cursor)
         self.refresh_line(old - int(self.scroll_offset.y))
         self.refresh_line(self.cursor - int(self.scroll_offset.y))
+        self._near_edge()
+
+    def _near_edge(self) -> None:
+        if self.cursor >= len(self.rows) - EDGE:
+            self.post_message(self.Edge(1))
+        elif self.cursor < EDGE:
+            self.post_message(self.Edge(-1))
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        bottom = int(new) + self.size.height
+        if bottom >= len(self.rows) - EDGE:
+            self.post_message(self.Edge(1))
+        elif int(new) < EDGE and new < old:
+            self.post_message(self.Edge(-1))
 
     def scroll_to_region_line(self, line: int) -> None:
         top, height = int(self.scroll_offset.y), max(1, self.size.height)
@@ -148,6 +191,7 @@ class CaseTable(ScrollView, can_focus=True):
         self._move(self.cursor + direction * max(1, self.size.height - 1))
 
     def action_jump(self, where: int) -> None:
+        self.post_message(self.Jump(where))  # the screen knows whether the list goes on
         self._move(0 if where == 0 else len(self.rows) - 1)
 
     def action_open(self) -> None:
