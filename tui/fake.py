@@ -131,6 +131,8 @@ class FakeNode(FakeCalls, FakeInvites):
             "case_consent": self._case_consent,
             "case_set": self._case_set,
             "case_settle": self._case_settle,
+            "case_erase": self._case_erase,
+            "case_history": self._case_history,
             **self.call_handlers(),
             **self.invite_handlers(),
         }
@@ -510,6 +512,36 @@ class FakeNode(FakeCalls, FakeInvites):
         case[field] = value
         case["conflicts"] = [c for c in case["conflicts"] if c["field"] != field]
         return self._saved(case, args, 3)
+
+    def _case_erase(self, args: Args) -> dict[str, Any]:
+        """As a node: personal fields and note texts gone, one receipt (this node's)."""
+        case = self._find(args)
+        if case.get("erasure"):
+            raise UsageError(f"case {case['id']} is erased already (see `case history`)")
+        for key in ("name", "phone", "shelter", "personal"):
+            case[key] = None
+        case["readable"] = False
+        for note in case["notes"]:
+            note.update(text=None, sealed=True)
+        case["erasure"] = {
+            "line": f"erased on 1 of 1 nodes ({args.text('reason')})",
+            "erased": 1,
+            "nodes": 1,
+            "waiting": [],
+            "here": True,
+        }
+        return self._saved(case, args, 30)
+
+    def _case_history(self, args: Args) -> dict[str, Any]:
+        case = self._find(args)
+        return {
+            "id": case["id"],
+            "events": [
+                {"at": h["at"], "node": h["node"], "name": self.name, "op": h["op"],
+                 "action": f"kind {h['kind']}", "detail": ""}
+                for h in case["history"]
+            ],
+        }  # fmt: skip
 
     def _case_settle(self, args: Args) -> dict[str, Any]:
         case = self._find(args)

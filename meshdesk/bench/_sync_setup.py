@@ -93,10 +93,16 @@ def read_events(home: NodeHome) -> list[StoredEvent]:
             "SELECT author, seq, hlc, case_id, kind, body, prev_hash, hash FROM events"
             " ORDER BY author, seq"
         ).fetchall()
+        blobs: dict[tuple[str, int], list[bytes]] = {}
+        for author, seq, data in db.execute(
+            "SELECT author, seq, data FROM payloads ORDER BY author, seq, n"
+        ):
+            blobs.setdefault((author, seq), []).append(bytes(data))
     finally:
         db.close()
     return [
-        StoredEvent(a, s, h, c, k, bytes(b), bytes(p), bytes(d)) for a, s, h, c, k, b, p, d in rows
+        StoredEvent(a, s, h, c, k, bytes(b), bytes(p), bytes(d), tuple(blobs.get((a, s), ())))
+        for a, s, h, c, k, b, p, d in rows
     ]
 
 

@@ -21,8 +21,17 @@ import msgpack
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk.cases.chain import ChainWriter, new_chain_author
-from meshdesk.cases.events import CaseOpened
+from meshdesk.cases.events import (
+    PAYLOAD_TYPES,
+    SEALED_KINDS,
+    CaseOpened,
+    EventKind,
+    decode_body,
+    is_redacted,
+    is_ref,
+)
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
+from meshdesk.cases.history import history
 from meshdesk.cases.hlc import Clock, make_hlc, to_datetime
 from meshdesk.cases.listing import CaseLister, conflict_views
 from meshdesk.cases.model import Category, Personal, Status, Urgency
@@ -30,7 +39,7 @@ from meshdesk.cases.sealing import audience, grant, open_sealed, recipients_of, 
 from meshdesk.cases.search import SearchKey
 from meshdesk.cases.state import CaseState
 from meshdesk.errors import AuthError, MeshdeskError, StoreError, SyncError, UsageError
-from meshdesk.identity import NodeInfo, NodeKit
+from meshdesk.identity import NodeInfo, NodeKit, Role
 from meshdesk.store import Store, StoredEvent
 
 __all__ = ["CaseBook", "case_aad"]
@@ -38,6 +47,9 @@ __all__ = ["CaseBook", "case_aad"]
 Directory = Callable[[], Awaitable[list[NodeInfo]]]
 
 log = logging.getLogger(__name__)
+
+#: Operator named by what a node writes by itself (an erasure receipt).
+_AUTO_OP = "meshdesk (automatic)"
 
 
 def case_aad(case_id: str, part: str) -> bytes:
@@ -58,6 +70,26 @@ def _members(blob: bytes) -> set[str]:
         return recipients_of(blob)
     except SyncError:
         return set()
+
+
+def _inline_sealed(events: Iterable[StoredEvent]) -> list[tuple[str, int]]:
+    """Events whose body holds a sealed blob itself (written before references):
+    an erasure must redact them. A body that does not decode is redacted too."""
+    out = []
+    for event in events:
+        if event.kind not in SEALED_KINDS or is_redacted(event.body):
+            continue
+        try:
+            payload = decode_body(event.kind, event.body)
+        except SyncError:
+            out.append((event.author, event.seq))
+            continue
+        names = PAYLOAD_TYPES[EventKind(event.kind)].SEALED
+        if any(
+            isinstance(v, bytes) and not is_ref(v) for v in map(payload.__getattribute__, names)
+        ):
+            out.append((event.author, event.seq))
+    return out
 
 
 def _iso(hlc: int) -> str:
@@ -98,17 +130,27 @@ class CaseBook(AsyncResource):
         #: Pages of the case index (``case_list``), and the search terms.
         self.listing = CaseLister(store, self, None if key is None else SearchKey.of(key))
         self._search: asyncio.Task[None] | None = None
+        self._eraser: asyncio.Task[None] | None = None
+        self._to_erase: asyncio.Queue[str] = asyncio.Queue()
+        self._erasing = asyncio.Lock()  # one erasure applied at a time: one receipt
+        #: Cases erased on this node (loaded on entry, kept by :meth:`apply_erasure`).
+        self._erased: set[str] = set()
 
     async def __aenter__(self) -> CaseBook:
+        self._erased = set(await self._store.erased_cases())
+        for case_id in await self._store.pending_erasures():
+            self._to_erase.put_nowait(case_id)
         self._search = asyncio.create_task(self.listing.run(), name="search terms")
+        self._eraser = asyncio.create_task(self._erase_forever(), name="erasures")
         return self
 
     async def aclose(self) -> None:
-        task, self._search = self._search, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._search, self._eraser):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._search = self._eraser = None
 
     async def _writer(self) -> ChainWriter:
         """This book's chain: a new one, never a continuation (see cases/chain.py).
@@ -141,7 +183,9 @@ class CaseBook(AsyncResource):
         if not stored:
             raise UsageError(f"no case {case_id!r} on this node")
         try:
-            return fold(Event.from_stored(e) for e in stored)
+            return fold(Event.from_stored(e) for e in stored if not is_redacted(e.body))
+        except ValueError:  # every event redacted: nothing left to fold (cannot happen
+            raise StoreError(f"case {case_id} holds nothing readable") from None  # today)
         except SyncError as exc:
             raise StoreError(f"case {case_id} holds an event this node cannot read: {exc}") from exc
 
@@ -151,7 +195,13 @@ class CaseBook(AsyncResource):
         chain = await self._writer()
         before = chain.head
         for draft in drafts:
-            chain.append(hlc=draft.hlc, case_id=draft.case_id, kind=draft.kind, body=draft.body)
+            chain.append(
+                hlc=draft.hlc,
+                case_id=draft.case_id,
+                kind=draft.kind,
+                body=draft.body,
+                payloads=draft.payloads,
+            )
         events, checkpoint = chain.commit()
         try:
             await self._store.append_run(events, checkpoint, received_at=self._wall_ms())
@@ -160,6 +210,9 @@ class CaseBook(AsyncResource):
             raise
         if self.on_commit is not None:
             await self.on_commit(events)
+        for event in events:
+            if event.kind == EventKind.CASE_ERASED and event.case_id is not None:
+                self._to_erase.put_nowait(event.case_id)
 
     def _case_writer(self, op: str) -> CaseWriter:
         if not op.strip():
@@ -231,6 +284,7 @@ class CaseBook(AsyncResource):
         state = await self.state(case_id)
         if state.origin is None:
             raise UsageError(f"case {case_id} is incomplete here; its opening has not arrived")
+        await self._refuse_erased(case_id)
         sealed = await self._seal(
             case_id, "note", text.encode(), state.consent, origin=state.origin
         )
@@ -326,6 +380,137 @@ class CaseBook(AsyncResource):
         if "personal" not in out and not out["notes"]:
             return None
         return bytes(msgpack.packb(out, use_bin_type=True))
+
+    # -- erasure -------------------------------------------------------------------
+
+    async def _refuse_erased(self, case_id: str) -> None:
+        if case_id in self._erased or case_id in await self._store.erased_cases():
+            raise UsageError(
+                f"case {case_id} was erased: it takes no personal data or notes any more"
+            )
+
+    def is_erased(self, case_id: str) -> bool:
+        """Whether this node has erased the case's sealed data."""
+        return case_id in self._erased
+
+    async def may_erase(self, node_id: str, state: CaseState) -> bool:
+        """Whether ``node_id`` may erase the case: an HQ node or the case's origin."""
+        if node_id == state.origin:
+            return True
+        return any(
+            str(info.node_id) == node_id and info.role is Role.HQ
+            for info in await self._directory()
+        )
+
+    async def erase(self, case_id: str, *, op: str, reason: str) -> CaseState:
+        """Erase the citizen's data of a case on every node (crypto-shredding): a
+        signed CASE_ERASED, applied here at once and by every node that receives it.
+
+        Raises:
+            AuthError: this node is neither an HQ node nor the case's origin.
+            UsageError: no such case, incomplete here, erased already, or no reason.
+        """
+        state = await self.state(case_id)
+        if not await self.may_erase(self._me, state):
+            raise AuthError(
+                f"only an HQ node or the case's origin ({state.origin or 'unknown here'}) "
+                f"may erase case {case_id}; ask HQ to do it"
+            )
+        if state.erasures:
+            raise UsageError(f"case {case_id} is erased already (see `case history`)")
+        await self._edit(case_id, op, lambda w, s: w.erase(s, reason, wall_ms=self._wall_ms()))
+        await self.apply_erasure(case_id)
+        return await self.state(case_id)
+
+    def notice(self, events: Iterable[StoredEvent]) -> None:
+        """Events stored from a peer: queue the erasures they carry, and cases erased
+        here that received an old event holding a sealed blob inline."""
+        for event in events:
+            case_id = event.case_id
+            if case_id is None:
+                continue
+            if event.kind == EventKind.CASE_ERASED or (
+                case_id in self._erased and event.kind in SEALED_KINDS
+            ):
+                self._to_erase.put_nowait(case_id)
+
+    async def _erase_forever(self) -> None:
+        while True:
+            case_id = await self._to_erase.get()
+            try:
+                await self.apply_erasure(case_id)
+            except MeshdeskError as exc:
+                log.error("case %s: the erasure could not be applied yet: %s", case_id, exc)
+
+    async def apply_erasure(self, case_id: str) -> bool:
+        """Apply the case's erasure here if an authorised node asked for it: drop its
+        payloads, redact old bodies, forget what was decrypted, and write this node's
+        receipt (once). Returns whether the case is erased here."""
+        async with self._erasing:
+            return await self._apply_erasure(case_id)
+
+    async def _apply_erasure(self, case_id: str) -> bool:
+        state = await self.state(case_id)
+        valid = [e for e in state.erasures if await self.may_erase(e.author, state)]
+        if not valid:
+            for e in state.erasures:
+                log.warning(
+                    "case %s: ignored an erasure by %s: only an HQ node or the origin may erase",
+                    case_id,
+                    e.author,
+                )
+            return False
+        first = case_id not in self._erased and case_id not in await self._store.erased_cases()
+        stored = await self._store.events_for_case(case_id)
+        dropped = await self._store.erase_case(case_id, _inline_sealed(stored), self._wall_ms())
+        self._erased.add(case_id)
+        self.listing.forget(case_id)
+        if first:
+            log.info("case %s erased here (asked by %s, %s: %s): %d sealed items dropped",
+                     case_id, valid[0].author, valid[0].op, valid[0].reason, dropped)  # fmt: skip
+        if not any(r.author == self._me for r in state.receipts):
+            await self._writer()
+            writer = CaseWriter(_AUTO_OP, self._clock, self._rng)
+            now = await self.state(case_id)
+            await self._commit([writer.receipt(now, dropped, wall_ms=self._wall_ms())])
+        return True
+
+    async def erasure_status(self, state: CaseState) -> dict[str, object] | None:
+        """Where the case's erasure stands: which nodes sent a receipt, which are
+        awaited (with when each was last heard of), as HQ shows it. None: not erased."""
+        if not state.erasures:
+            return None
+        done = {r.author for r in state.receipts}
+        nodes = sorted(await self._directory(), key=lambda i: (i.name, str(i.node_id)))
+        waiting = []
+        for info in nodes:
+            node_id = str(info.node_id)
+            if node_id not in done:
+                newest = await self._store.newest_hlc_of(node_id)
+                waiting.append(
+                    {
+                        "node": node_id,
+                        "name": info.name,
+                        "last_seen": _iso(newest) if newest else None,
+                    }
+                )
+        total = len(nodes)
+        erased = total - len(waiting)
+        line = f"erased on {erased} of {total} nodes"
+        if waiting:
+            line += "; waiting for: " + ", ".join(
+                f"{w['name']} (last seen {w['last_seen'] or 'never'})" for w in waiting
+            )
+        return {"line": line, "erased": erased, "nodes": total, "waiting": waiting,
+                "here": state.id in self._erased}  # fmt: skip
+
+    async def history(self, case_id: str) -> list[dict[str, object]]:
+        """The case's audit trail from its signed events (:mod:`.history`)."""
+        stored = await self._store.events_for_case(case_id)
+        if not stored:
+            raise UsageError(f"no case {case_id!r} on this node")
+        names = {str(info.node_id): info.name for info in await self._directory()}
+        return history(stored, names)
 
     # -- views ---------------------------------------------------------------------
 

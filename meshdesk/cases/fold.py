@@ -32,8 +32,10 @@ from meshdesk.cases.chain import author_node
 from meshdesk.cases.events import (
     OP_MAX,
     CallLogged,
+    CaseErased,
     CaseOpened,
     ConsentAdded,
+    ErasureReceipt,
     EventKind,
     EventRef,
     FieldSet,
@@ -44,6 +46,7 @@ from meshdesk.cases.events import (
     ReferralAdded,
     ReferralStateSet,
     decode_body,
+    sealed_ref,
 )
 from meshdesk.cases.hlc import Clock, hlc_wall_ms
 from meshdesk.cases.ids import is_valid_id, new_id
@@ -64,9 +67,11 @@ from meshdesk.cases.state import (
     Candidate,
     CaseState,
     Conflict,
+    Erasure,
     Grant,
     HistoryEntry,
     Note,
+    Receipt,
     Referral,
 )
 from meshdesk.errors import SyncError, UsageError
@@ -112,7 +117,11 @@ class Event:
             author_node(stored.author)
         except ValueError as exc:
             raise SyncError(f"event {stored.seq}: {exc}") from None
-        payload = decode_body(stored.kind, stored.body)
+        payload: Payload = decode_body(stored.kind, stored.body)
+        if stored.payloads:
+            # The detached sealed blobs the body references (see events.py): the
+            # fold then holds the blobs themselves, as the case book needs them.
+            payload = payload.attach({sealed_ref(blob): blob for blob in stored.payloads})
         return cls(case_id, stored.author, stored.seq, stored.hlc, payload)
 
 
@@ -177,6 +186,8 @@ def fold(events: Iterable[Event]) -> CaseState:
     added: dict[str, Event] = {}
     calls: list[CallEntry] = []
     grants: list[Grant] = []
+    erasures: list[Erasure] = []
+    receipts: list[Receipt] = []
     for e in ordered:
         p = e.payload
         if isinstance(p, CaseOpened):
@@ -216,8 +227,12 @@ def fold(events: Iterable[Event]) -> CaseState:
                     p.op,
                 )
             )
-        else:
+        elif isinstance(p, KeyGranted):
             grants.append(Grant(p.grants, e.node, e.hlc, p.op))
+        elif isinstance(p, CaseErased):
+            erasures.append(Erasure(e.node, e.hlc, p.op, p.reason))
+        else:
+            receipts.append(Receipt(e.node, e.hlc, p.op, p.dropped))
 
     values: dict[str, Value] = {}
     heads: dict[str, tuple[EventRef, ...]] = {}
@@ -257,6 +272,8 @@ def fold(events: Iterable[Event]) -> CaseState:
         conflicts=tuple(conflicts),
         history=tuple(HistoryEntry(e.hlc, e.node, e.payload.op, e.kind) for e in ordered),
         registers=heads,
+        erasures=tuple(erasures),
+        receipts=tuple(receipts),
     )
 
 
@@ -288,6 +305,11 @@ class Draft:
     @property
     def body(self) -> bytes:
         return self.payload.encode()
+
+    @property
+    def payloads(self) -> tuple[bytes, ...]:
+        """The sealed blobs the body references: stored and sent beside the event."""
+        return self.payload.detached()
 
     def event(self, author: str, seq: int) -> Event:
         """The draft as the fold sees it once ``author`` stored it as ``seq``."""
@@ -489,3 +511,12 @@ class CaseWriter:
         """Record the data key re-sealed for new audience members."""
         self._editable(state)
         return self._next(state, KeyGranted(self.op, grants), wall_ms)
+
+    def erase(self, state: CaseState, reason: str, *, wall_ms: int) -> Draft:
+        """Ask every node to drop the case's sealed data (the book checks who may)."""
+        self._editable(state)
+        return self._next(state, CaseErased(self.op, _clean(reason)), wall_ms)
+
+    def receipt(self, state: CaseState, dropped: int, *, wall_ms: int) -> Draft:
+        """Say that this node applied the case's erasure (any state: also incomplete)."""
+        return self._next(state, ErasureReceipt(self.op, dropped), wall_ms)

@@ -127,7 +127,28 @@ async def every_case(
 
 @CASE_OPS.op("case_show", "show one case in full", _ID)
 async def _show(book: CaseBook, args: Args) -> object:
-    return book.view(await book.state(await book.resolve_id(args.text("id"))))
+    state = await book.state(await book.resolve_id(args.text("id")))
+    return {**book.view(state), "erasure": await book.erasure_status(state)}
+
+
+@CASE_OPS.op(
+    "case_erase",
+    "erase the citizen's data of a case on every node (HQ or the case's origin only)",
+    _ID,
+    _OPERATOR,
+    text("reason", "why: the citizen's request, retention… (kept in the signed event)",
+         required=True),
+)  # fmt: skip
+async def _erase(book: CaseBook, args: Args) -> object:
+    case_id = await book.resolve_id(args.text("id"))
+    state = await book.erase(case_id, op=args.text("operator"), reason=args.text("reason"))
+    return {**book.view(state), "erasure": await book.erasure_status(state)}
+
+
+@CASE_OPS.op("case_history", "who did what to a case and when, from its signed events", _ID)
+async def _history(book: CaseBook, args: Args) -> object:
+    case_id = await book.resolve_id(args.text("id"))
+    return {"id": case_id, "events": await book.history(case_id)}
 
 
 Edit = Callable[["CaseBook", str, Args], Awaitable[Any]]

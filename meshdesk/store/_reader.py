@@ -28,6 +28,7 @@ from meshdesk.store._caseindex import (
     indexed_cases,
     summary_of,
 )
+from meshdesk.store._payloads import attach_case
 from meshdesk.store.records import CaseSummary, StoredEvent
 
 __all__ = ["CaseReader"]
@@ -46,6 +47,8 @@ class CaseReader:
         self._busy_timeout = busy_timeout
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        #: Whether the database keeps detached payloads (schema 4; the store sets it).
+        self.payloads = False
         #: Cases holding a search word's rarest term above which the word is tested
         #: row by row instead of listing its cases first (tests lower it).
         self.dense = DENSE
@@ -142,10 +145,13 @@ class CaseReader:
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE case_id = ? ORDER BY hlc, author, seq",
                 (case_id,),
             )
-        return [
-            StoredEvent(author, seq, hlc, cid, kind, bytes(body), bytes(prev), bytes(digest))
-            for author, seq, hlc, cid, kind, body, prev, digest in rows
-        ]
+            events = [
+                StoredEvent(author, seq, hlc, cid, kind, bytes(body), bytes(prev), bytes(digest))
+                for author, seq, hlc, cid, kind, body, prev, digest in rows
+            ]
+            if self.payloads:
+                events = await attach_case(db, case_id, events)
+        return events
 
     async def search_todo(self, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` cases whose search terms must be (re)made: ``(key, id)``."""

@@ -241,8 +241,67 @@ CREATE TABLE search_todo (case_key INTEGER PRIMARY KEY);
 ALTER TABLE checkpoints ADD COLUMN rank INTEGER;
 """
 
+# Version 4: citizen data stewardship (docs/ARCHITECTURE.md, "Erasure"). Sealed blobs
+# (personal blocks, notes, key grants) live beside the chain: an event's body names
+# each by its SHA-256, the blob sits here keyed by its event, so an erasure can drop it
+# while every chain still verifies. `erased` lists the cases this node has erased: their
+# payloads are never stored again. Events written before this version hold their blob
+# inline; for an erased case (only) the store may replace such a body by its redaction,
+# 0xC1 followed by the event's own hash (the chain takes that hash as given): the one
+# UPDATE the events table allows.
+_SCHEMA_4 = """
+CREATE TABLE payloads (
+    author  TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    n       INTEGER NOT NULL CHECK (n >= 0),
+    case_id TEXT    NOT NULL,
+    data    BLOB    NOT NULL CHECK (typeof(data) = 'blob'),
+    UNIQUE (author, seq, n)
+);
+
+CREATE INDEX payloads_by_case ON payloads (case_id);
+
+CREATE TABLE erased (
+    case_id   TEXT PRIMARY KEY NOT NULL,
+    erased_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TRIGGER payloads_not_erased BEFORE INSERT ON payloads
+WHEN EXISTS (SELECT 1 FROM erased WHERE case_id = NEW.case_id)
+BEGIN
+    SELECT RAISE(IGNORE);
+END;
+
+CREATE TRIGGER erased_no_delete BEFORE DELETE ON erased
+BEGIN
+    SELECT RAISE(ABORT, 'an erasure is never undone');
+END;
+
+DROP TRIGGER events_no_update;
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+WHEN NOT (
+    NEW.author = OLD.author AND NEW.seq = OLD.seq AND NEW.hlc = OLD.hlc
+    AND NEW.case_id IS OLD.case_id AND NEW.kind = OLD.kind
+    AND NEW.prev_hash = OLD.prev_hash AND NEW.hash = OLD.hash
+    AND NEW.received_at = OLD.received_at
+    AND NEW.body = x'c1' || OLD.hash
+    AND EXISTS (SELECT 1 FROM erased WHERE case_id = OLD.case_id)
+)
+BEGIN
+    SELECT RAISE(ABORT, 'events are append-only: UPDATE refused');
+END;
+
+-- Erasure events (kind 30) whose case is not erased here yet: found at start-up.
+CREATE INDEX events_erasures ON events (case_id) WHERE kind = 30;
+"""
+
 #: The forward migrations this meshdesk knows, oldest first.
-MIGRATIONS: tuple[Migration, ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3))
+MIGRATIONS: tuple[Migration, ...] = (
+    (1, _SCHEMA_1),
+    (2, _SCHEMA_2),
+    (3, _SCHEMA_3),
+    (4, _SCHEMA_4),
+)
 
 _HEADER_SIZE = 100
 _MAGIC = b"SQLite format 3\x00"

@@ -20,6 +20,13 @@ from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import StoreError, StoreFull
 from meshdesk.store._caseindex import Indexed, chunks, indexed_cases, upsert_summaries
 from meshdesk.store._chain import INT64_MAX, Heads, check_event, check_int64, plan_append
+from meshdesk.store._payloads import (
+    PAYLOADS_VERSION,
+    attach_author,
+    attach_case,
+    erase_rows,
+    insert_payloads,
+)
 from meshdesk.store._reader import CaseReader
 from meshdesk.store._schema import (
     MIGRATIONS,
@@ -241,6 +248,7 @@ class Store(AsyncResource):
             self._state = StoreState.CLOSED
             raise
         self._db, self._schema_version, self._heads = db, version, heads
+        reader.payloads = version >= PAYLOADS_VERSION
         self._reader = reader
         self._state = StoreState.RUNNING
         if self._quick_check and self._deferred:
@@ -341,6 +349,9 @@ class Store(AsyncResource):
             raise StoreError(f"database {self._path} cannot use write-ahead logging ({mode})")
         await db.execute("PRAGMA synchronous = FULL")
         await db.execute("PRAGMA foreign_keys = ON")
+        # What a delete or an erasure frees is overwritten with zeros, not left in
+        # free pages for someone who copies the file (docs/ARCHITECTURE.md, Erasure).
+        await db.execute("PRAGMA secure_delete = ON")
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -513,6 +524,11 @@ class Store(AsyncResource):
                     indexed = self._schema_version >= _INDEX_VERSION
                     if rows:
                         await db.executemany(_INSERT_EVENT, rows)
+                        if self._schema_version >= PAYLOADS_VERSION:
+                            by_key = {(e.author, e.seq): e for e in batch if e.payloads}
+                            await insert_payloads(
+                                db, [by_key[r[0], r[1]] for r in rows if (r[0], r[1]) in by_key]
+                            )
                         if indexed:
                             await self._index_new(db, [StoredEvent(*row[:8]) for row in rows])
                     if checkpoints and indexed:
@@ -738,7 +754,10 @@ class Store(AsyncResource):
                 " WHERE author = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (author, after_seq, limit),
             )
-        return _events(rows)
+            events = _events(rows)
+            if self._schema_version >= PAYLOADS_VERSION:
+                events = await attach_author(db, author, events)
+        return events
 
     async def events_for_case(self, case_id: str) -> list[StoredEvent]:
         """All events of one case, ordered by (hlc, author, seq)."""
@@ -747,7 +766,80 @@ class Store(AsyncResource):
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE case_id = ? ORDER BY hlc, author, seq",
                 (case_id,),
             )
-        return _events(rows)
+            events = _events(rows)
+            if self._schema_version >= PAYLOADS_VERSION:
+                events = await attach_case(db, case_id, events)
+        return events
+
+    # -- erasure -------------------------------------------------------------------
+
+    async def erase_case(
+        self, case_id: str, redact: Sequence[tuple[str, int]], erased_at: int
+    ) -> int:
+        """Drop a case's sealed data for good; returns how many payloads and old
+        bodies went (0 when it was erased before).
+
+        One durable transaction: the case is marked erased (its payloads are never
+        stored again), its payloads deleted, the listed old events (``(author, seq)``
+        of bodies that hold a sealed blob inline) redacted, its search terms deleted
+        and its index row folded again. Then the WAL is checkpointed and truncated,
+        so the freed bytes (zeroed: ``secure_delete``) leave the ``-wal`` file too.
+        """
+        check_int64("erased_at", erased_at)
+        if self._schema_version < PAYLOADS_VERSION:
+            raise StoreError(f"database {self._path} predates erasure (schema 4)")
+        async with self._session("erase a case in") as db, self._transaction(db):
+            dropped = await erase_rows(db, case_id, redact, erased_at)
+            rows = await db.execute_fetchall(
+                "SELECT s.case_key, s.terms FROM case_search AS s"
+                " JOIN case_index AS c USING (case_key) WHERE c.case_id = ?",
+                (case_id,),
+            )
+            for key, terms in rows:
+                await db.executemany(
+                    "DELETE FROM case_terms WHERE term = ? AND case_key = ?",
+                    [(term, key) for term in _unpack_terms(bytes(terms))],
+                )
+                await db.execute("DELETE FROM case_search WHERE case_key = ?", (key,))
+            if self._indexer is not None and redact:
+                before = await indexed_cases(db, [case_id])
+                await self._write_summaries(db, await _case_events(db, [case_id]), before)
+        await self.checkpoint_wal()
+        return dropped
+
+    async def checkpoint_wal(self, attempts: int = 50) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes; True when
+        done. A reader in the middle of a read holds it back: retried briefly, then
+        left to the next erasure (or closing, which checkpoints too), and logged."""
+        for _ in range(attempts):
+            async with self._session("checkpoint") as db:
+                rows = await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy = next(iter(rows))[0]
+            if not busy:
+                return True
+            await asyncio.sleep(0.02)
+        log.warning("store %s: the WAL could not be truncated now (readers busy)", self._path)
+        return False
+
+    async def erased_cases(self) -> dict[str, int]:
+        """Cases erased on this node: ``case_id -> erased_at`` (ms)."""
+        if self._schema_version < PAYLOADS_VERSION:
+            return {}
+        async with self._session("read erasures from") as db:
+            rows = await db.execute_fetchall("SELECT case_id, erased_at FROM erased")
+        return {case_id: int(at) for case_id, at in rows}
+
+    async def pending_erasures(self) -> list[str]:
+        """Cases holding an erasure event (kind 30) that this node has not applied:
+        authorised or not, the case book decides."""
+        if self._schema_version < PAYLOADS_VERSION:
+            return []
+        async with self._session("read erasures from") as db:
+            rows = await db.execute_fetchall(
+                "SELECT DISTINCT case_id FROM events WHERE kind = 30 AND case_id NOT IN"
+                " (SELECT case_id FROM erased) ORDER BY case_id"
+            )
+        return [case_id for (case_id,) in rows]
 
     async def newest_hlc_of(self, node_id: str) -> int:
         """The highest HLC among the events of every chain of ``node_id`` (0: none).

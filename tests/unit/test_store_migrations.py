@@ -35,6 +35,8 @@ TABLES = {
     "case_index_todo",
     "case_terms",
     "case_search",
+    "payloads",
+    "erased",
     "search_todo",
 }
 SIDE_FILES = ("-wal", "-shm", "-journal")
