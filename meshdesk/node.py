@@ -141,6 +141,7 @@ class Node(AsyncResource):
             directory=self.directory.nodes,
             wall_ms=self._record_ms,
             rng=self._rng,
+            records=self.config.records,
         )
         await self._stack.enter_async_context(self.cases)  # it keeps the search terms
         self.sync = await self._stack.enter_async_context(

@@ -38,6 +38,7 @@ from meshdesk.cases.model import Category, Personal, Status, Urgency
 from meshdesk.cases.sealing import audience, grant, open_sealed, recipients_of, seal
 from meshdesk.cases.search import SearchKey
 from meshdesk.cases.state import CaseState
+from meshdesk.config import RecordSettings
 from meshdesk.errors import AuthError, MeshdeskError, StoreError, SyncError, UsageError
 from meshdesk.identity import NodeInfo, NodeKit, Role
 from meshdesk.store import Store, StoredEvent
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: Operator named by what a node writes by itself (an erasure receipt).
 _AUTO_OP = "meshdesk (automatic)"
+#: Operator of an erasure the retention rule wrote (``[records] erase_after_days``).
+_RETENTION_OP = "retention ([records] erase_after_days)"
 
 
 def case_aad(case_id: str, part: str) -> bytes:
@@ -113,6 +116,7 @@ class CaseBook(AsyncResource):
         directory: Directory,
         wall_ms: Callable[[], int],
         rng: random.Random | None = None,
+        records: RecordSettings | None = None,
     ) -> None:
         if not store.keeps_case_index:
             raise ValueError("a case book needs a store that keeps the case index (case_store)")
@@ -133,6 +137,8 @@ class CaseBook(AsyncResource):
         self._eraser: asyncio.Task[None] | None = None
         self._to_erase: asyncio.Queue[str] = asyncio.Queue()
         self._erasing = asyncio.Lock()  # one erasure applied at a time: one receipt
+        self._records = records or RecordSettings()
+        self._retention: asyncio.Task[None] | None = None
         #: Cases erased on this node (loaded on entry, kept by :meth:`apply_erasure`).
         self._erased: set[str] = set()
 
@@ -142,15 +148,17 @@ class CaseBook(AsyncResource):
             self._to_erase.put_nowait(case_id)
         self._search = asyncio.create_task(self.listing.run(), name="search terms")
         self._eraser = asyncio.create_task(self._erase_forever(), name="erasures")
+        if self._records.erase_after_days > 0:
+            self._retention = asyncio.create_task(self._retain_forever(), name="retention")
         return self
 
     async def aclose(self) -> None:
-        for task in (self._search, self._eraser):
+        for task in (self._search, self._eraser, self._retention):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._search = self._eraser = None
+        self._search = self._eraser = self._retention = None
 
     async def _writer(self) -> ChainWriter:
         """This book's chain: a new one, never a continuation (see cases/chain.py).
@@ -474,6 +482,34 @@ class CaseBook(AsyncResource):
             now = await self.state(case_id)
             await self._commit([writer.receipt(now, dropped, wall_ms=self._wall_ms())])
         return True
+
+    async def _retain_forever(self) -> None:
+        while True:
+            try:
+                await self.retention_pass()
+            except MeshdeskError as exc:
+                log.error("retention: %s; trying again later", exc)
+            await asyncio.sleep(self._records.retention_check)
+
+    async def retention_pass(self, limit: int = 500) -> list[str]:
+        """Erase the personal data of cases resolved or closed ``[records]
+        erase_after_days`` ago (by their last change), through :meth:`erase`: every
+        case on an HQ node, its own cases elsewhere. Returns the cases erased."""
+        days = self._records.erase_after_days
+        if days <= 0:
+            return []
+        before = make_hlc(self._wall_ms() - days * 86_400_000)
+        origin = None if self._kit.info.role is Role.HQ else self._me
+        erased = []
+        for case_id in await self._store.index.retention_due(before, origin, limit):
+            state = await self.state(case_id)
+            if state.erasures or not await self.may_erase(self._me, state):
+                continue
+            reason = f"retention: personal data kept {days} days after the case was {state.status}"
+            log.info("retention: erasing case %s (%s)", case_id, reason)
+            await self.erase(case_id, op=_RETENTION_OP, reason=reason)
+            erased.append(case_id)
+        return erased
 
     async def erasure_status(self, state: CaseState) -> dict[str, object] | None:
         """Where the case's erasure stands: which nodes sent a receipt, which are

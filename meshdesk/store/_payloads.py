@@ -29,6 +29,8 @@ __all__ = [
 PAYLOADS_VERSION = 4
 #: Kinds whose old bodies held sealed blobs inline (``events.SEALED_KINDS``).
 REDACTABLE = (1, 3, 8, 9)
+#: First byte of a redacted body (``events.REDACTED``); the event's hash follows.
+REDACTED = b"\xc1"
 
 
 async def insert_payloads(db: aiosqlite.Connection, events: Sequence[StoredEvent]) -> None:
@@ -109,10 +111,17 @@ async def erase_rows(
     dropped = max(cursor.rowcount, 0)
     kinds = ", ".join(str(k) for k in REDACTABLE)
     for author, seq in redact:
-        cursor = await db.execute(
-            "UPDATE events SET body = x'c1' || hash WHERE author = ? AND seq = ?"
-            f" AND case_id = ? AND kind IN ({kinds}) AND body <> x'c1' || hash",
+        rows = await db.execute_fetchall(
+            f"SELECT hash, body FROM events WHERE author = ? AND seq = ? AND case_id = ?"
+            f" AND kind IN ({kinds})",
             (author, seq, case_id),
         )
-        dropped += max(cursor.rowcount, 0)
+        for digest, body in rows:
+            redacted = REDACTED + bytes(digest)
+            if bytes(body) != redacted:
+                await db.execute(
+                    "UPDATE events SET body = ? WHERE author = ? AND seq = ?",
+                    (redacted, author, seq),
+                )
+                dropped += 1
     return dropped

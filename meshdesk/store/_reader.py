@@ -153,6 +153,21 @@ class CaseReader:
                 events = await attach_case(db, case_id, events)
         return events
 
+    async def retention_due(self, before_hlc: int, origin: str | None, limit: int) -> list[str]:
+        """Resolved or closed cases not changed since ``before_hlc`` and not erased
+        here (of ``origin`` only, unless None), oldest change first."""
+        if not self.payloads:
+            return []
+        mine = "" if origin is None else " AND origin = ?"
+        async with self._session("read the case index of") as db:
+            rows = await db.execute_fetchall(
+                "SELECT case_id FROM case_index WHERE status IN ('resolved', 'closed')"
+                f" AND updated_hlc < ?{mine} AND case_id NOT IN (SELECT case_id FROM erased)"
+                " ORDER BY updated_hlc LIMIT ?",
+                (before_hlc, *(() if origin is None else (origin,)), limit),
+            )
+        return [case_id for (case_id,) in rows]
+
     async def search_todo(self, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` cases whose search terms must be (re)made: ``(key, id)``."""
         async with self._session("read the search queue of") as db:

@@ -284,7 +284,8 @@ WHEN NOT (
     AND NEW.case_id IS OLD.case_id AND NEW.kind = OLD.kind
     AND NEW.prev_hash = OLD.prev_hash AND NEW.hash = OLD.hash
     AND NEW.received_at = OLD.received_at
-    AND NEW.body = x'c1' || OLD.hash
+    AND typeof(NEW.body) = 'blob' AND length(NEW.body) = 33
+    AND substr(NEW.body, 1, 1) = x'c1' AND substr(NEW.body, 2) = OLD.hash
     AND EXISTS (SELECT 1 FROM erased WHERE case_id = OLD.case_id)
 )
 BEGIN
