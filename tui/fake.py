@@ -78,7 +78,8 @@ class FakeNode(FakeCalls, FakeInvites):
     """A node in memory: cases, peers, sync counters, calls and an event bus."""
 
     #: Registry operations the fake does not serve (a test checks all others are).
-    NOT_OFFERED = frozenset({"digest", "reload_revocations"})
+    #: ``case_export`` writes a file on the node's disk: the fake has neither.
+    NOT_OFFERED = frozenset({"digest", "reload_revocations", "case_export"})
 
     def __init__(
         self,

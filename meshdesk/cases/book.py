@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -26,10 +28,12 @@ from meshdesk.cases.events import (
     SEALED_KINDS,
     CaseOpened,
     EventKind,
+    Exported,
     decode_body,
     is_redacted,
     is_ref,
 )
+from meshdesk.cases.export import COLUMNS, PAGE, open_writer, rows_of
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
 from meshdesk.cases.history import history
 from meshdesk.cases.hlc import Clock, make_hlc, to_datetime
@@ -41,7 +45,8 @@ from meshdesk.cases.state import CaseState
 from meshdesk.config import RecordSettings
 from meshdesk.errors import AuthError, MeshdeskError, StoreError, SyncError, UsageError
 from meshdesk.identity import NodeInfo, NodeKit, Role
-from meshdesk.store import Store, StoredEvent
+from meshdesk.store import CaseQuery, Store, StoredEvent
+from meshdesk.store.records import CaseSummary
 
 __all__ = ["CaseBook", "case_aad"]
 
@@ -539,6 +544,78 @@ class CaseBook(AsyncResource):
             )
         return {"line": line, "erased": erased, "nodes": total, "waiting": waiting,
                 "here": state.id in self._erased}  # fmt: skip
+
+    async def export(
+        self,
+        *,
+        op: str,
+        fmt: str,
+        out: Path,
+        query: CaseQuery,
+        personal: bool,
+        scope: Mapping[str, object],
+    ) -> dict[str, object]:
+        """Write the cases ``query`` selects to ``out`` (:mod:`.export`) and record the
+        export as a signed EXPORTED event (who, format, personal fields, scope, rows),
+        which syncs to HQ. The file appears only once the event is stored.
+
+        Raises:
+            AuthError: personal fields asked on a node whose role may not export them.
+            UsageError: a bad format or path.
+        """
+        role = str(self._kit.info.role)
+        if personal and role not in self._records.export_roles:
+            allowed = ", ".join(self._records.export_roles) or "none"
+            raise AuthError(
+                f"this node is a {role} node: personal fields are exported only on "
+                f"{allowed} nodes ([records] export_roles)"
+            )
+        if not out.is_absolute():
+            raise UsageError(f"give the export file as an absolute path, not {str(out)!r}")
+        columns = [c for c in COLUMNS if personal or not c.personal]
+        lang = "en" if fmt == "json" else "ja"
+
+        async def details(summary: CaseSummary) -> Personal | None:
+            if summary.personal is None:
+                return None
+            return self.personal(await self.state(summary.case_id))
+
+        def progress(done: int) -> None:
+            if done % 10_000 < PAGE:
+                log.info("export to %s: %d cases written", out.name, done)
+
+        rows = readable = 0
+        reader = details if personal else None
+        with open_writer(out, fmt, columns) as writer:
+            async for row, ok in rows_of(
+                self._store.index.page, query, reader, columns, lang, progress
+            ):
+                writer.write(row)
+                rows += 1
+                readable += ok
+            fields = tuple(c.key for c in columns if c.personal)
+            scope_text = json.dumps(dict(scope), ensure_ascii=False, sort_keys=True)
+            payload = Exported(op.strip(), fmt, fields, scope_text, rows, out.name)
+            await self._commit_fact(payload)
+        log.info("export by %s: %d cases to %s (%s%s)", op, rows, out, fmt,
+                 ", personal" if personal else "")  # fmt: skip
+        return {"path": str(out), "format": fmt, "rows": rows, "personal": personal,
+                "readable": readable}  # fmt: skip
+
+    async def _commit_fact(self, payload: Exported) -> None:
+        """A node fact (no case): one signed event on this node's chain."""
+        chain = await self._writer()
+        before = chain.head
+        hlc = self._clock.now(self._wall_ms())
+        chain.append(hlc=hlc, case_id=None, kind=payload.KIND, body=payload.encode())
+        events, checkpoint = chain.commit()
+        try:
+            await self._store.append_run(events, checkpoint, received_at=self._wall_ms())
+        except MeshdeskError:
+            chain.rollback(before)
+            raise
+        if self.on_commit is not None:
+            await self.on_commit(events)
 
     async def history(self, case_id: str) -> list[dict[str, object]]:
         """The case's audit trail from its signed events (:mod:`.history`)."""

@@ -55,6 +55,7 @@ __all__ = [
     "ErasureReceipt",
     "EventKind",
     "EventRef",
+    "Exported",
     "FieldSet",
     "KeyGranted",
     "NoteAdded",
@@ -84,6 +85,7 @@ class EventKind(enum.IntEnum):
     # 30-39: stewardship (issue 15): erasure, receipts, exports, consent withdrawal.
     CASE_ERASED = 30
     ERASURE_RECEIPT = 31
+    EXPORTED = 32
 
 
 class EventRef(NamedTuple):
@@ -483,6 +485,34 @@ class ErasureReceipt(_Payload):
             raise UsageError(f"dropped must be a count, got {d!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class Exported(_Payload):
+    """Cases were exported to a file: who, in which format, which personal fields,
+    which filters (``scope``, JSON), how many rows. A node fact (no case id)."""
+
+    KIND: ClassVar[EventKind] = EventKind.EXPORTED
+    op: str
+    format: str
+    personal: tuple[str, ...]
+    scope: str
+    rows: int
+    file: str
+
+    def __post_init__(self) -> None:
+        check_text("op", self.op, OP_MAX)
+        check_text("format", self.format, 8)
+        object.__setattr__(self, "personal", tuple(self.personal))
+        if len(self.personal) > 32:
+            raise UsageError("personal lists too many fields")
+        for name in self.personal:
+            check_text("personal field", name, 32)
+        check_text("scope", self.scope, _REASON_MAX)
+        check_text("file", self.file, 255)
+        r = self.rows
+        if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= _SEQ_MAX:
+            raise UsageError(f"rows must be a count, got {r!r}")
+
+
 Payload: TypeAlias = (
     CaseOpened
     | FieldSet
@@ -495,6 +525,7 @@ Payload: TypeAlias = (
     | KeyGranted
     | CaseErased
     | ErasureReceipt
+    | Exported
 )
 
 PAYLOAD_TYPES: Mapping[EventKind, type[Payload]] = {cls.KIND: cls for cls in get_args(Payload)}

@@ -231,8 +231,9 @@ def fold(events: Iterable[Event]) -> CaseState:
             grants.append(Grant(p.grants, e.node, e.hlc, p.op))
         elif isinstance(p, CaseErased):
             erasures.append(Erasure(e.node, e.hlc, p.op, p.reason))
-        else:
+        elif isinstance(p, ErasureReceipt):
             receipts.append(Receipt(e.node, e.hlc, p.op, p.dropped))
+        # An export is a node fact; one filed under a case changes nothing of it.
 
     values: dict[str, Value] = {}
     heads: dict[str, tuple[EventRef, ...]] = {}

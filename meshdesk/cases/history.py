@@ -44,6 +44,7 @@ ACTIONS: Mapping[int, str] = {
     EventKind.KEY_GRANT: "keys granted",
     EventKind.CASE_ERASED: "erased",
     EventKind.ERASURE_RECEIPT: "erasure applied",
+    EventKind.EXPORTED: "exported",
 }
 
 

@@ -75,6 +75,7 @@ _INERT = frozenset(
         EventKind.CALL_LOGGED,
         EventKind.CASE_ERASED,
         EventKind.ERASURE_RECEIPT,
+        EventKind.EXPORTED,
     }
 )
 

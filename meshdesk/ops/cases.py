@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from meshdesk.cases.export import FORMATS as EXPORT_FORMATS
 from meshdesk.cases.listing import query_from
 from meshdesk.cases.model import CaseField, Category, Personal, Status, Urgency
 from meshdesk.ops._registry import Topic
@@ -143,6 +145,32 @@ async def _erase(book: CaseBook, args: Args) -> object:
     case_id = await book.resolve_id(args.text("id"))
     state = await book.erase(case_id, op=args.text("operator"), reason=args.text("reason"))
     return {**book.view(state), "erasure": await book.erasure_status(state)}
+
+
+@CASE_OPS.op(
+    "case_export",
+    "export cases to a file: csv (Excel), xlsx, json (lines) or hxl (partners)",
+    _OPERATOR,
+    choice("format", EXPORT_FORMATS, required=True),
+    text("out", "the file to write (absolute path)", required=True, metavar="FILE"),
+    text("since", "only cases opened since (YYYY-MM-DD or an ISO time)", metavar="WHEN"),
+    text("site", "only cases of this site"),
+    choice("status", Status),
+    choice("category", Category),
+    choice("urgency", Urgency),
+    flag("personal", "include the citizens' details (HQ nodes by default; readable cases)"),
+)
+async def _export(book: CaseBook, args: Args) -> object:
+    scope = {k: args[k] for k in ("since", "site", "status", "category", "urgency") if args[k]}
+    query = query_from({**scope, "sort": "opened"})
+    return await book.export(
+        op=args.text("operator"),
+        fmt=args.text("format"),
+        out=Path(args.text("out")),
+        query=query,
+        personal=args.flag("personal"),
+        scope=scope,
+    )
 
 
 @CASE_OPS.op("case_history", "who did what to a case and when, from its signed events", _ID)
