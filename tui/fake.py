@@ -133,6 +133,7 @@ class FakeNode(FakeCalls, FakeInvites):
             "case_set": self._case_set,
             "case_settle": self._case_settle,
             "case_erase": self._case_erase,
+            "case_withdraw": self._case_withdraw,
             "case_history": self._case_history,
             **self.call_handlers(),
             **self.invite_handlers(),
@@ -499,6 +500,14 @@ class FakeNode(FakeCalls, FakeInvites):
         if department not in case["consent"]:
             case["consent"].append(department)
         return self._saved(case, args, 7)
+
+    def _case_withdraw(self, args: Args) -> dict[str, Any]:
+        case = self._find(args)
+        department = args.text("department")
+        if department not in case["consent"]:
+            raise UsageError(f"{department} is not in the case's consent")
+        case["consent"].remove(department)
+        return self._saved(case, args, 33)
 
     def _case_set(self, args: Args) -> dict[str, Any]:
         case = self._find(args)

@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 
 from meshdesk._lifecycle import AsyncResource
-from meshdesk.cases.chain import ChainWriter, new_chain_author
+from meshdesk.cases.chain import ChainWriter, author_node, new_chain_author
 from meshdesk.cases.events import (
     PAYLOAD_TYPES,
     SEALED_KINDS,
@@ -140,7 +140,9 @@ class CaseBook(AsyncResource):
         self.listing = CaseLister(store, self, None if key is None else SearchKey.of(key))
         self._search: asyncio.Task[None] | None = None
         self._eraser: asyncio.Task[None] | None = None
-        self._to_erase: asyncio.Queue[str] = asyncio.Queue()
+        #: ``(job, case_id)`` for the book's task: "erase" applies an erasure, "grant"
+        #: re-wraps the data key after a consent change, "export" logs a peer's export.
+        self._work: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._erasing = asyncio.Lock()  # one erasure applied at a time: one receipt
         self._records = records or RecordSettings()
         self._retention: asyncio.Task[None] | None = None
@@ -150,9 +152,9 @@ class CaseBook(AsyncResource):
     async def __aenter__(self) -> CaseBook:
         self._erased = set(await self._store.erased_cases())
         for case_id in await self._store.pending_erasures():
-            self._to_erase.put_nowait(case_id)
+            self._work.put_nowait(("erase", case_id))
         self._search = asyncio.create_task(self.listing.run(), name="search terms")
-        self._eraser = asyncio.create_task(self._erase_forever(), name="erasures")
+        self._eraser = asyncio.create_task(self._work_forever(), name="erasures and grants")
         if self._records.erase_after_days > 0:
             self._retention = asyncio.create_task(self._retain_forever(), name="retention")
         return self
@@ -225,7 +227,7 @@ class CaseBook(AsyncResource):
             await self.on_commit(events)
         for event in events:
             if event.kind == EventKind.CASE_ERASED and event.case_id is not None:
-                self._to_erase.put_nowait(event.case_id)
+                self._work.put_nowait(("erase", event.case_id))
 
     def _case_writer(self, op: str) -> CaseWriter:
         if not op.strip():
@@ -364,6 +366,29 @@ class CaseBook(AsyncResource):
             )
         return state
 
+    async def withdraw_consent(self, case_id: str, *, op: str, department: str) -> CaseState:
+        """Take a department out of the consent: notes and personal blocks written
+        from now on are sealed without it (what it read before stays read)."""
+        return await self._edit(
+            case_id, op, lambda w, s: w.withdraw_consent(s, department, wall_ms=self._wall_ms())
+        )
+
+    async def auto_grant(self, case_id: str) -> bool:
+        """A consent change arrived: if this node is in the audience and a member
+        lacks the key, grant it now (KEY_GRANT), so the new department can read the
+        case without anyone acting. Returns whether a grant was written."""
+        if case_id in self._erased:
+            return False
+        state = await self.state(case_id)
+        grants = await self._grants_for(state)
+        if grants is None:
+            return False
+        log.info("case %s: granted the data key to its new audience", case_id)
+        await self._edit(
+            case_id, _AUTO_OP, lambda w, s: w.grant_keys(s, grants, wall_ms=self._wall_ms())
+        )
+        return True
+
     async def _grants_for(self, state: CaseState) -> bytes | None:
         """Sealed blocks re-wrapped for audience members that lack a key; None if we can't."""
         key = self._kit.sealing_key
@@ -375,7 +400,7 @@ class CaseBook(AsyncResource):
         out: dict[str, Any] = {"notes": {}}
         try:
             blob = self._current_personal(state)
-            if blob is not None:
+            if blob is not None and not is_ref(blob):
                 missing = [r for r in wanted if r.node_id not in _members(blob)]
                 if missing:
                     out["personal"] = grant(
@@ -383,6 +408,8 @@ class CaseBook(AsyncResource):
                     )
             for note in state.notes:
                 note_blob = self._note_blob(state, note.note_id, note.sealed)
+                if is_ref(note_blob):
+                    continue  # its blob is not here (erased): nothing to grant
                 missing = [r for r in wanted if r.node_id not in _members(note_blob)]
                 if missing:
                     out["notes"][note.note_id] = grant(
@@ -436,24 +463,45 @@ class CaseBook(AsyncResource):
         return await self.state(case_id)
 
     def notice(self, events: Iterable[StoredEvent]) -> None:
-        """Events stored from a peer: queue the erasures they carry, and cases erased
-        here that received an old event holding a sealed blob inline."""
+        """Events stored from a peer: queue the erasures they carry (and cases erased
+        here that received an old event holding a sealed blob inline), the consent
+        changes this node may have to grant keys for, and log exports."""
         for event in events:
             case_id = event.case_id
-            if case_id is None:
+            if event.kind == EventKind.EXPORTED:
+                self._log_export(event)
+            elif case_id is None:
                 continue
-            if event.kind == EventKind.CASE_ERASED or (
+            elif event.kind == EventKind.CASE_ERASED or (
                 case_id in self._erased and event.kind in SEALED_KINDS
             ):
-                self._to_erase.put_nowait(case_id)
+                self._work.put_nowait(("erase", case_id))
+            elif event.kind in (EventKind.CONSENT_ADDED, EventKind.CONSENT_WITHDRAWN):
+                self._work.put_nowait(("grant", case_id))
 
-    async def _erase_forever(self) -> None:
+    @staticmethod
+    def _log_export(event: StoredEvent) -> None:
+        try:
+            fact = decode_body(event.kind, event.body)
+        except SyncError as exc:
+            log.warning("an export record of %s does not read: %s", event.author, exc)
+            return
+        if isinstance(fact, Exported):
+            fields = f", personal: {', '.join(fact.personal)}" if fact.personal else ""
+            log.info("export at %s by %s: %d cases to %s (%s%s; filters %s)",
+                     author_node(event.author), fact.op, fact.rows, fact.file, fact.format,
+                     fields, fact.scope)  # fmt: skip
+
+    async def _work_forever(self) -> None:
         while True:
-            case_id = await self._to_erase.get()
+            job, case_id = await self._work.get()
             try:
-                await self.apply_erasure(case_id)
+                if job == "erase":
+                    await self.apply_erasure(case_id)
+                else:
+                    await self.auto_grant(case_id)
             except MeshdeskError as exc:
-                log.error("case %s: the erasure could not be applied yet: %s", case_id, exc)
+                log.error("case %s: could not %s yet: %s", case_id, job, exc)
 
     async def apply_erasure(self, case_id: str) -> bool:
         """Apply the case's erasure here if an authorised node asked for it: drop its

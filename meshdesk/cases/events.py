@@ -52,6 +52,7 @@ __all__ = [
     "CaseErased",
     "CaseOpened",
     "ConsentAdded",
+    "ConsentWithdrawn",
     "ErasureReceipt",
     "EventKind",
     "EventRef",
@@ -86,6 +87,7 @@ class EventKind(enum.IntEnum):
     CASE_ERASED = 30
     ERASURE_RECEIPT = 31
     EXPORTED = 32
+    CONSENT_WITHDRAWN = 33
 
 
 class EventRef(NamedTuple):
@@ -397,6 +399,21 @@ class ConsentAdded(_Payload):
 
 
 @dataclass(frozen=True, slots=True)
+class ConsentWithdrawn(_Payload):
+    """The citizen no longer shares the case with ``department``: later notes and
+    personal blocks are not sealed to it (what it could read stays read). Per
+    department the newer of an addition and a withdrawal (fold order) wins."""
+
+    KIND: ClassVar[EventKind] = EventKind.CONSENT_WITHDRAWN
+    op: str
+    department: str
+
+    def __post_init__(self) -> None:
+        check_text("op", self.op, OP_MAX)
+        _label("department", self.department)
+
+
+@dataclass(frozen=True, slots=True)
 class CallLogged(_Payload):
     """Who took part in a call about the case and for how long (never the media)."""
 
@@ -526,6 +543,7 @@ Payload: TypeAlias = (
     | CaseErased
     | ErasureReceipt
     | Exported
+    | ConsentWithdrawn
 )
 
 PAYLOAD_TYPES: Mapping[EventKind, type[Payload]] = {cls.KIND: cls for cls in get_args(Payload)}

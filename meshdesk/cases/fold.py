@@ -35,6 +35,7 @@ from meshdesk.cases.events import (
     CaseErased,
     CaseOpened,
     ConsentAdded,
+    ConsentWithdrawn,
     ErasureReceipt,
     EventKind,
     EventRef,
@@ -214,6 +215,8 @@ def fold(events: Iterable[Event]) -> CaseState:
             registers[referral_register(p.referral_id)].append(_Write(p.state, e, p.seen))
         elif isinstance(p, ConsentAdded):
             consent.add(p.department)
+        elif isinstance(p, ConsentWithdrawn):
+            consent.discard(p.department)
         elif isinstance(p, CallLogged):
             calls.append(
                 CallEntry(
@@ -483,6 +486,14 @@ class CaseWriter:
         payload = ConsentAdded(self.op, _clean(department))
         if payload.department in state.consent:
             raise UsageError(f"consent for {payload.department} is recorded already")
+        return self._next(state, payload, wall_ms)
+
+    def withdraw_consent(self, state: CaseState, department: str, *, wall_ms: int) -> Draft:
+        """Record that the citizen no longer shares the case with ``department``."""
+        self._editable(state)
+        payload = ConsentWithdrawn(self.op, _clean(department))
+        if payload.department not in state.consent:
+            raise UsageError(f"{payload.department} is not in the case's consent")
         return self._next(state, payload, wall_ms)
 
     def log_call(

@@ -16,8 +16,10 @@ from meshdesk.cases.events import (
     CaseErased,
     CaseOpened,
     ConsentAdded,
+    ConsentWithdrawn,
     ErasureReceipt,
     EventKind,
+    Exported,
     FieldSet,
     Payload,
     ReferralAdded,
@@ -45,6 +47,7 @@ ACTIONS: Mapping[int, str] = {
     EventKind.CASE_ERASED: "erased",
     EventKind.ERASURE_RECEIPT: "erasure applied",
     EventKind.EXPORTED: "exported",
+    EventKind.CONSENT_WITHDRAWN: "consent withdrawn",
 }
 
 
@@ -60,8 +63,11 @@ def _detail(payload: Payload) -> str:
             return f"to {department}" + (f": {reason}" if reason else "")
         case ReferralStateSet(state=state):
             return str(state)
-        case ConsentAdded(department=department):
+        case ConsentAdded(department=department) | ConsentWithdrawn(department=department):
             return department
+        case Exported(format=fmt, personal=personal, scope=scope, rows=rows, file=file):
+            fields = f", personal: {', '.join(personal)}" if personal else ""
+            return f"{rows} cases to {file} ({fmt}{fields}; filters {scope})"
         case CallLogged(participants=participants, duration_s=duration):
             return f"{len(participants)} participants, {duration} s"
         case CaseErased(reason=reason):

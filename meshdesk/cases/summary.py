@@ -34,6 +34,7 @@ import msgpack
 from meshdesk.cases.events import (
     CaseOpened,
     ConsentAdded,
+    ConsentWithdrawn,
     EventKind,
     EventRef,
     FieldSet,
@@ -236,6 +237,8 @@ def _linear(
                 heads[referral_register(q.referral_id)] = e.ref
         elif isinstance(q, ConsentAdded):
             consent.add(q.department)
+        elif isinstance(q, ConsentWithdrawn):
+            consent.discard(q.department)
         else:
             return None  # a second opening
     urgency, status = str(values["urgency"]), str(values["status"])

@@ -238,6 +238,17 @@ async def _consent(book: CaseBook, case_id: str, args: Args) -> object:
 
 
 @_edit(
+    "case_withdraw",
+    "withdraw a department from the consent: later notes are not sealed to it",
+    text("department", required=True),
+)
+async def _withdraw(book: CaseBook, case_id: str, args: Args) -> object:
+    return await book.withdraw_consent(
+        case_id, op=args.text("operator"), department=args.text("department")
+    )
+
+
+@_edit(
     "case_set",
     "set a field (also resolves a conflict on it)",
     choice("field", CaseField, required=True),

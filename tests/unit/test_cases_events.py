@@ -21,6 +21,7 @@ from meshdesk.cases.events import (
     CaseErased,
     CaseOpened,
     ConsentAdded,
+    ConsentWithdrawn,
     ErasureReceipt,
     EventKind,
     EventRef,
@@ -85,6 +86,7 @@ EXAMPLES: dict[EventKind, list[Payload]] = {
         CaseErased("本部 山田", "本人から利用停止の申出 (request to stop use)")
     ],
     EventKind.ERASURE_RECEIPT: [ErasureReceipt("meshdesk (automatic)", 3)],
+    EventKind.CONSENT_WITHDRAWN: [ConsentWithdrawn("田中", "子育て支援課")],
     EventKind.EXPORTED: [
         Exported("本部 鈴木", "xlsx", ("name", "phone"), '{"site": "第一小学校"}', 120, "a.xlsx"),
         Exported("本部", "hxl", (), "{}", 0, "partners.csv"),
@@ -114,6 +116,7 @@ def test_kind_numbers_are_the_contract() -> None:
         "CASE_ERASED": 30,
         "ERASURE_RECEIPT": 31,
         "EXPORTED": 32,
+        "CONSENT_WITHDRAWN": 33,
     }
 
 
