@@ -67,7 +67,10 @@ async def attach_case(
 ) -> list[StoredEvent]:
     """``events`` of one case with the payloads stored for them."""
     rows = await db.execute_fetchall(
-        "SELECT author, seq, n, data FROM payloads WHERE case_id = ?", (case_id,)
+        "SELECT p.author, p.seq, p.n, p.data FROM events AS e"
+        " JOIN payloads AS p ON p.author = e.author AND p.seq = e.seq"
+        " WHERE e.case_id = ?",
+        (case_id,),
     )
     found: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
     for author, seq, n, data in rows:
@@ -107,7 +110,11 @@ async def erase_rows(
     await db.execute(
         "INSERT OR IGNORE INTO erased (case_id, erased_at) VALUES (?, ?)", (case_id, erased_at)
     )
-    cursor = await db.execute("DELETE FROM payloads WHERE case_id = ?", (case_id,))
+    cursor = await db.execute(
+        "DELETE FROM payloads WHERE (author, seq) IN"
+        " (SELECT author, seq FROM events WHERE case_id = ?)",
+        (case_id,),
+    )
     dropped = max(cursor.rowcount, 0)
     kinds = ", ".join(str(k) for k in REDACTABLE)
     for author, seq in redact:

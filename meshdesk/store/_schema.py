@@ -250,16 +250,16 @@ ALTER TABLE checkpoints ADD COLUMN rank INTEGER;
 # 0xC1 followed by the event's own hash (the chain takes that hash as given): the one
 # UPDATE the events table allows.
 _SCHEMA_4 = """
+-- One b-tree, keyed like events (a sync receiver writes one more row per sealed blob,
+-- not three): a case's payloads are found through events_by_case.
 CREATE TABLE payloads (
     author  TEXT    NOT NULL,
     seq     INTEGER NOT NULL,
     n       INTEGER NOT NULL CHECK (n >= 0),
     case_id TEXT    NOT NULL,
     data    BLOB    NOT NULL CHECK (typeof(data) = 'blob'),
-    UNIQUE (author, seq, n)
-);
-
-CREATE INDEX payloads_by_case ON payloads (case_id);
+    PRIMARY KEY (author, seq, n)
+) WITHOUT ROWID;
 
 CREATE TABLE erased (
     case_id   TEXT PRIMARY KEY NOT NULL,
