@@ -312,7 +312,7 @@ class Node(AsyncResource):
         await self.sync.committed(events)
 
     def _stored(self, events: list[StoredEvent]) -> None:
-        self.cases.notice(events)  # erasures (and receipts) follow from what arrived
+        self.cases.steward.notice(events)  # erasures (and receipts) follow from what arrived
         self._publish_cases(events, "sync")
 
     def _publish_cases(self, events: list[StoredEvent], source: str) -> None:

@@ -130,7 +130,7 @@ async def every_case(
 @CASE_OPS.op("case_show", "show one case in full", _ID)
 async def _show(book: CaseBook, args: Args) -> object:
     state = await book.state(await book.resolve_id(args.text("id")))
-    return {**book.view(state), "erasure": await book.erasure_status(state)}
+    return {**book.view(state), "erasure": await book.steward.erasure_status(state)}
 
 
 @CASE_OPS.op(
@@ -143,8 +143,8 @@ async def _show(book: CaseBook, args: Args) -> object:
 )  # fmt: skip
 async def _erase(book: CaseBook, args: Args) -> object:
     case_id = await book.resolve_id(args.text("id"))
-    state = await book.erase(case_id, op=args.text("operator"), reason=args.text("reason"))
-    return {**book.view(state), "erasure": await book.erasure_status(state)}
+    state = await book.steward.erase(case_id, op=args.text("operator"), reason=args.text("reason"))
+    return {**book.view(state), "erasure": await book.steward.erasure_status(state)}
 
 
 @CASE_OPS.op(
@@ -163,7 +163,7 @@ async def _erase(book: CaseBook, args: Args) -> object:
 async def _export(book: CaseBook, args: Args) -> object:
     scope = {k: args[k] for k in ("since", "site", "status", "category", "urgency") if args[k]}
     query = query_from({**scope, "sort": "opened"})
-    return await book.export(
+    return await book.steward.export(
         op=args.text("operator"),
         fmt=args.text("format"),
         out=Path(args.text("out")),
@@ -176,7 +176,7 @@ async def _export(book: CaseBook, args: Args) -> object:
 @CASE_OPS.op("case_history", "who did what to a case and when, from its signed events", _ID)
 async def _history(book: CaseBook, args: Args) -> object:
     case_id = await book.resolve_id(args.text("id"))
-    return {"id": case_id, "events": await book.history(case_id)}
+    return {"id": case_id, "events": await book.steward.history(case_id)}
 
 
 Edit = Callable[["CaseBook", str, Args], Awaitable[Any]]

@@ -103,7 +103,7 @@ async def test_an_old_store_migrates_reads_and_erases_with_chains_intact(tmp_pat
         view = book.view(await book.state(case_id))
         assert view["name"] == NAME  # the old inline form still reads
         assert view["notes"][0]["text"] == "古い記録"
-        state = await book.erase(case_id, op="佐藤", reason="本人の申出")
+        state = await book.steward.erase(case_id, op="佐藤", reason="本人の申出")
         assert book.view(state)["readable"] is False
         stored = {(e.author, e.seq): e for e in await store.events_for_case(case_id)}
         assert all(is_redacted(stored[e.author, e.seq].body) for e in events)
@@ -112,7 +112,7 @@ async def test_an_old_store_migrates_reads_and_erases_with_chains_intact(tmp_pat
             assert await verified_copy(store, hq, keys) == len(stored)
             hq_book = CaseBook(hq, kits["本部"], directory=known, wall_ms=lambda: next(clock))
             assert hq_book.view(await hq_book.state(case_id))["readable"] is False
-            history = await hq_book.history(case_id)
+            history = await hq_book.steward.history(case_id)
             assert [r["action"] for r in history] == [
                 "opened", "note added", "erased", "erasure applied"
             ]  # fmt: skip

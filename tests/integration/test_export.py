@@ -135,7 +135,7 @@ async def test_every_export_is_a_signed_event_and_roles_are_checked(
     assert "name" in fact.personal
     assert json.loads(fact.scope) == {"site": "市役所", "status": "new"}
     with pytest.raises(UsageError, match="absolute"):
-        await hq.book.export(
+        await hq.book.steward.export(
             op="x", fmt="csv", out=Path("rel.csv"), query=CaseQuery(), personal=False, scope={}
         )
 

@@ -43,8 +43,8 @@ async def test_cases_past_retention_are_erased_with_a_receipt(tmp_path: Path) ->
         now[0] += 20 * DAY
         await book.set_status(recent, op="鈴木", status="closed")
         now[0] += 11 * DAY  # old: resolved 31 days ago; recent: closed 11 days ago
-        assert await book.retention_pass() == [old]
-        assert await book.retention_pass() == []  # once
+        assert await book.steward.retention_pass() == [old]
+        assert await book.steward.retention_pass() == []  # once
         state = await book.state(old)
         assert book.personal(state) is None
         assert [e.op for e in state.erasures] == ["retention ([records] erase_after_days)"]
@@ -53,7 +53,7 @@ async def test_cases_past_retention_are_erased_with_a_receipt(tmp_path: Path) ->
         for kept in (recent, open_):
             assert book.personal(await book.state(kept)) is not None
         now[0] += 20 * DAY
-        assert await book.retention_pass() == [recent]
+        assert await book.steward.retention_pass() == [recent]
 
 
 def test_retention_is_off_by_default_and_checked() -> None:
