@@ -28,8 +28,10 @@ from meshdesk.cases.events import (
     is_ref,
 )
 from meshdesk.cases.export import COLUMNS, PAGE, open_writer, rows_of
+from meshdesk.cases.fold import Event, fold
 from meshdesk.cases.history import history
 from meshdesk.cases.hlc import make_hlc, to_datetime
+from meshdesk.cases.listing import parse_since
 from meshdesk.cases.model import Personal
 from meshdesk.cases.state import CaseState
 from meshdesk.config import RecordSettings
@@ -68,6 +70,24 @@ def _inline_sealed(events: Iterable[StoredEvent]) -> list[tuple[str, int]]:
                for n in names):  # fmt: skip
             out.append((event.author, event.seq))
     return out
+
+
+def _matches(state: CaseState, scope: Mapping[str, object]) -> bool:
+    """Whether an export with filters ``scope`` selected a case in ``state``."""
+    if not state.opened or state.created_hlc is None:
+        return False
+    values = {"site": state.site, "status": state.status, "category": state.category,
+              "urgency": state.urgency}  # fmt: skip
+    for key, wanted in scope.items():
+        if key == "since":
+            try:
+                if state.created_hlc < parse_since(str(wanted)):
+                    return False
+            except UsageError:
+                return False
+        elif key not in values or str(values[key]) != str(wanted):
+            return False
+    return True
 
 
 def _iso(hlc: int) -> str:
@@ -358,4 +378,24 @@ class Steward:
         if not stored:
             raise UsageError(f"no case {case_id!r} on this node")
         names = {str(info.node_id): info.name for info in await self._directory()}
-        return history(stored, names)
+        return history([*stored, *await self._exports_of(stored)], names)
+
+    async def _exports_of(self, stored: list[StoredEvent]) -> list[StoredEvent]:
+        """Exports that took this case: made after it was opened, with filters the
+        case matched then (its events up to the export's time folded)."""
+        events = []
+        for e in stored:
+            if not is_redacted(e.body):
+                with contextlib.suppress(SyncError):
+                    events.append(Event.from_stored(e))
+        out = []
+        for fact in await self._store.exports():
+            then = [e for e in events if e.hlc <= fact.hlc]
+            try:
+                payload = decode_body(fact.kind, fact.body)
+                scope = json.loads(payload.scope) if isinstance(payload, Exported) else None
+            except (SyncError, ValueError):
+                continue
+            if isinstance(scope, dict) and then and _matches(fold(then), scope):
+                out.append(fact)
+        return out

@@ -294,6 +294,8 @@ END;
 
 -- Erasure events (kind 30) whose case is not erased here yet: found at start-up.
 CREATE INDEX events_erasures ON events (case_id) WHERE kind = 30;
+-- Export records (kind 32), for a case's trail.
+CREATE INDEX events_exports ON events (hlc) WHERE kind = 32;
 """
 
 #: The forward migrations this meshdesk knows, oldest first.

@@ -829,6 +829,16 @@ class Store(AsyncResource):
             rows = await db.execute_fetchall("SELECT case_id, erased_at FROM erased")
         return {case_id: int(at) for case_id, at in rows}
 
+    async def exports(self) -> list[StoredEvent]:
+        """Every export record (kind 32, any node), oldest first."""
+        if self._schema_version < PAYLOADS_VERSION:
+            return []
+        async with self._session("read exports from") as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE kind = 32 ORDER BY hlc"
+            )
+        return _events(rows)
+
     async def pending_erasures(self) -> list[str]:
         """Cases holding an erasure event (kind 30) that this node has not applied:
         authorised or not, the case book decides."""

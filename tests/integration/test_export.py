@@ -134,6 +134,15 @@ async def test_every_export_is_a_signed_event_and_roles_are_checked(
     assert (fact.op, fact.format, fact.rows, fact.file) == ("本部 鈴木", "csv", 3, "cases.csv")
     assert "name" in fact.personal
     assert json.loads(fact.scope) == {"site": "市役所", "status": "new"}
+    # Each case's trail names the exports that took it (their filters matched it then).
+    await hq.export("json", urgency="immediate")
+    page = await hq.store.index.page(CaseQuery(sort="opened"))
+    assert page is not None
+    trails = [await hq.book.steward.history(row.case_id) for row in page.rows]
+    exported = [[r for r in trail if r["action"] == "exported"] for trail in trails]
+    assert sorted(len(rows) for rows in exported) == [1, 1, 2]
+    assert all(rows[0]["op"] == "本部 鈴木" for rows in exported)
+    assert "3 cases to cases.csv (csv, personal: name" in str(exported[0][0]["detail"])
     with pytest.raises(UsageError, match="absolute"):
         await hq.book.steward.export(
             op="x", fmt="csv", out=Path("rel.csv"), query=CaseQuery(), personal=False, scope={}
