@@ -78,8 +78,7 @@ class FakeNode(FakeCalls, FakeInvites):
     """A node in memory: cases, peers, sync counters, calls and an event bus."""
 
     #: Registry operations the fake does not serve (a test checks all others are).
-    #: ``case_export`` writes a file on the node's disk: the fake has neither.
-    NOT_OFFERED = frozenset({"digest", "reload_revocations", "case_export"})
+    NOT_OFFERED = frozenset({"digest", "reload_revocations"})
 
     def __init__(
         self,
@@ -95,6 +94,8 @@ class FakeNode(FakeCalls, FakeInvites):
         self.departments = list(departments)
         self.now_ms = now_ms
         self.cases: dict[str, dict[str, Any]] = {}
+        #: Every `case_export` request, in order (no file is written).
+        self.exports: list[dict[str, Any]] = []
         self.peer_list: list[dict[str, Any]] = []
         #: What ``status`` says of this node's clock (see meshdesk.clock.ClockView).
         self.clock: dict[str, Any] = {
@@ -135,6 +136,7 @@ class FakeNode(FakeCalls, FakeInvites):
             "case_erase": self._case_erase,
             "case_withdraw": self._case_withdraw,
             "case_history": self._case_history,
+            "case_export": self._case_export,
             **self.call_handlers(),
             **self.invite_handlers(),
         }
@@ -541,6 +543,15 @@ class FakeNode(FakeCalls, FakeInvites):
             "here": True,
         }
         return self._saved(case, args, 30)
+
+    def _case_export(self, args: Args) -> dict[str, Any]:
+        """Counts what a node would write (the fake writes no file) and keeps the
+        request in :attr:`exports`."""
+        wanted = {k: args[k] for k in ("status", "urgency", "site", "category") if args[k]}
+        rows = sum(1 for c in self.cases.values() if all(c.get(k) == v for k, v in wanted.items()))
+        self.exports.append({key: args[key] for key in args})
+        return {"path": args.text("out"), "format": args.text("format"), "rows": rows,
+                "personal": args.flag("personal"), "readable": rows}  # fmt: skip
 
     def _case_history(self, args: Args) -> dict[str, Any]:
         case = self._find(args)

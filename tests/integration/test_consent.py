@@ -110,3 +110,19 @@ async def test_consent_changes_reseal_on_receipt(
         r["action"] for r in (await call("welfare", "case_history", {"id": case_id}))["events"]
     }
     assert {"consent added", "consent withdrawn", "keys granted"} <= kinds
+
+    # An export at a centre (open fields only there) is a signed event that reaches HQ,
+    # where the case's trail names it.
+    out = five["relay"].path / "cases.csv"
+    with pytest.raises(MeshdeskError, match="export_roles"):
+        await call("relay", "case_export", {"operator": "受付", "format": "csv",
+                                            "out": str(out), "personal": True})  # fmt: skip
+    done = await call("relay", "case_export", {"operator": "受付", "format": "csv",
+                                               "out": str(out), "site": "第一小学校"})  # fmt: skip
+    assert done["rows"] == 1
+
+    async def hq_knows_the_export() -> bool:
+        trail = await call("本部", "case_history", {"id": case_id})
+        return any(r["action"] == "exported" and r["name"] == "relay" for r in trail["events"])
+
+    await async_wait_until(hq_knows_the_export, 15)

@@ -1,4 +1,5 @@
-"""Stewardship from the case form: erase a citizen's data (two steps), read the trail.
+"""Stewardship in the console: erase a citizen's data (two steps), read a case's trail,
+export the queue's cases (``x`` on the queue: a file for Excel or partners).
 
 Erasing cannot be undone on any node, so it is a deliberate two-step flow (as ODK
 Central's purge is): Ctrl+E on a case opens :class:`EraseScreen`, which says what
@@ -9,6 +10,7 @@ signed events (``case_history``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on
@@ -16,12 +18,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from meshdesk.tui.console import plain
 from meshdesk.tui.i18n import N_, tr
 
-__all__ = ["EraseScreen", "HistoryScreen", "history_lines"]
+__all__ = ["EraseScreen", "ExportScreen", "HistoryScreen", "default_export_path", "history_lines"]
 
 
 class EraseScreen(ModalScreen[str | None]):
@@ -119,3 +121,65 @@ _ACTIONS = (
     N_("exported"),
     N_("consent withdrawn"),
 )
+
+
+#: Formats ``case_export`` writes (``meshdesk.cases.export.FORMATS``), and their suffixes.
+_FORMATS = (("CSV (Excel)", "csv"), ("Excel (.xlsx)", "xlsx"), ("JSON lines", "json"),
+            ("HXL (CSV)", "hxl"))  # fmt: skip
+
+
+def default_export_path(fmt: str, today: str) -> str:
+    """Where an export goes unless staff say otherwise: the home folder, dated."""
+    suffix = {"hxl": "csv", "json": "jsonl"}.get(fmt, fmt)
+    return str(Path.home() / f"meshdesk-cases-{today}.{suffix}")
+
+
+class ExportScreen(ModalScreen[dict[str, Any] | None]):
+    """Export the queue's cases (its urgency and status filters) to a file: dismissed
+    with the ``case_export`` arguments, or None."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", N_("Cancel"))]
+
+    def __init__(self, filters: dict[str, str], today: str) -> None:
+        super().__init__()
+        self.filters = filters
+        self.today = today
+
+    def compose(self) -> ComposeResult:
+        shown = ", ".join(f"{k}: {v}" for k, v in self.filters.items()) or tr("all cases")
+        with Vertical(id="export"):
+            yield Label(plain(tr("Export cases")), classes="panel-title")
+            yield Static(plain(tr("Cases: {which}").format(which=shown)))
+            yield Select(_FORMATS, value="csv", allow_blank=False, id="export-format")
+            yield Input(value=default_export_path("csv", self.today), id="export-out")
+            yield Checkbox(tr("Include personal data (HQ only; recorded)"), id="export-personal")
+            with Horizontal(classes="row"):
+                yield Button(tr("Export"), id="export-confirm", variant="primary")
+                yield Button(tr("Cancel"), id="export-cancel")
+
+    @on(Select.Changed, "#export-format")
+    def _format(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.query_one("#export-out", Input).value = default_export_path(
+                event.value, self.today
+            )
+
+    @on(Button.Pressed, "#export-confirm")
+    def _confirm(self) -> None:
+        out = self.query_one("#export-out", Input).value.strip()
+        if not out:
+            self.notify(tr("Give the file to write."), severity="error", markup=False)
+            return
+        fmt = self.query_one("#export-format", Select).value
+        self.dismiss(
+            {
+                **self.filters,
+                "format": fmt if isinstance(fmt, str) else "csv",
+                "out": str(Path(out).expanduser().absolute()),
+                "personal": self.query_one("#export-personal", Checkbox).value,
+            }
+        )
+
+    @on(Button.Pressed, "#export-cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
