@@ -519,7 +519,13 @@ class Store(AsyncResource):
         async with self._session("append events to") as db:
             stored = await self._stored_hashes(db, batch)
             rows, tips = plan_append(batch, self._heads, stored, received_at)
-            if rows or checkpoints:
+            # Payloads of events stored before without them (a peer that had erased the
+            # case, or withheld them) are kept too: plan_append found their hashes equal,
+            # so their bodies, which name the payloads, are the stored ones.
+            late = [] if self._schema_version < PAYLOADS_VERSION else [
+                e for e in batch if e.payloads and e.seq <= self._heads.get(e.author, (0,))[0]
+            ]  # fmt: skip
+            if rows or checkpoints or late:
                 async with self._transaction(db):
                     indexed = self._schema_version >= _INDEX_VERSION
                     if rows:
@@ -531,6 +537,8 @@ class Store(AsyncResource):
                             )
                         if indexed:
                             await self._index_new(db, [StoredEvent(*row[:8]) for row in rows])
+                    if late:
+                        await insert_payloads(db, late)
                     if checkpoints and indexed:
                         await db.executemany(
                             "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig, rank) "

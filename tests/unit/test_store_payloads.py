@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -53,3 +54,20 @@ async def test_payloads_are_kept_read_back_and_never_stored_again_once_erased(
     assert blob("one") not in data
     assert blob("late") not in data
     assert blob("other") in data
+
+
+async def test_a_payload_missing_here_is_kept_when_its_event_comes_again(tmp_path: Path) -> None:
+    """A peer that withheld a payload (or had erased the case) sent the event without
+    it; the same event from another peer brings it, and it is kept then."""
+    writer = ChainWriter("A", Ed25519PrivateKey.generate(), None)
+    event_with(writer, CASE, "one", 1)
+    events, cp = writer.commit()
+    async with Store.open(tmp_path / "store.db", create=True) as store:
+        bare = [dataclasses.replace(e, payloads=()) for e in events]
+        assert await store.append_run(bare, cp, received_at=1) == 1
+        assert (await store.events_after("A", 0, 10))[0].payloads == ()
+        assert await store.append_run(events, cp, received_at=2) == 0  # nothing new
+        assert (await store.events_after("A", 0, 10))[0].payloads == (blob("one"),)
+        await store.erase_case(CASE, [], erased_at=3)
+        await store.append_run(events, cp, received_at=4)  # erased: never again
+        assert (await store.events_after("A", 0, 10))[0].payloads == ()
