@@ -31,7 +31,7 @@ from meshdesk.identity import NodeInfo, Role
 from meshdesk.net import tls
 from meshdesk.net.channel import Channel
 from meshdesk.node import Node
-from meshdesk.store import StoredEvent
+from meshdesk.store import StoredEvent, unpack_payloads
 from meshdesk.sync.driver import is_sync_frame
 from meshdesk.wire import DEFAULT_LIMITS, Frame, SyncEvents, WireLimits
 
@@ -101,19 +101,14 @@ def read_events(home: NodeHome) -> list[StoredEvent]:
     db = sqlite3.connect(home.store_path)
     try:
         rows = db.execute(
-            "SELECT author, seq, hlc, case_id, kind, body, prev_hash, hash FROM events"
+            "SELECT author, seq, hlc, case_id, kind, body, prev_hash, hash, payloads FROM events"
             " ORDER BY author, seq"
         ).fetchall()
-        blobs: dict[tuple[str, int], list[bytes]] = {}
-        for author, seq, data in db.execute(
-            "SELECT author, seq, data FROM payloads ORDER BY author, seq, n"
-        ):
-            blobs.setdefault((author, seq), []).append(bytes(data))
     finally:
         db.close()
     return [
-        StoredEvent(a, s, h, c, k, bytes(b), bytes(p), bytes(d), tuple(blobs.get((a, s), ())))
-        for a, s, h, c, k, b, p, d in rows
+        StoredEvent(a, s, h, c, k, bytes(b), bytes(p), bytes(d), unpack_payloads(blobs))
+        for a, s, h, c, k, b, p, d, blobs in rows
     ]
 
 

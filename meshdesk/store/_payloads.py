@@ -1,97 +1,76 @@
 """Sealed payloads kept beside the chain, and erasure (schema version 4).
 
-An event's body names each sealed blob it carries by SHA-256; the blobs are rows of
-``payloads`` keyed by ``(author, seq, n)``, so reading a run or a case joins them back
-(``StoredEvent.payloads``) and an erasure deletes them without touching a hash. A case
-in ``erased`` never gets a payload again (a trigger ignores the insert). Queries only:
-the :class:`~meshdesk.store.Store` owns the connection and the transaction.
+An event's body names each sealed blob it carries by SHA-256; the blobs sit in the
+event's row, in the column ``payloads`` (a msgpack list; NULL: none), which is not
+part of the hash. So a run is stored and read as one row per event as before, and
+an erasure sets the column to NULL without touching a hash. A case in ``erased``
+never gets a payload again (a trigger clears any that arrive). Queries only: the
+:class:`~meshdesk.store.Store` owns the connection and the transaction.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import aiosqlite
+import msgpack
 
+from meshdesk.errors import StoreError
 from meshdesk.store.records import StoredEvent
 
 __all__ = [
     "PAYLOADS_VERSION",
     "REDACTABLE",
-    "attach_author",
-    "attach_case",
+    "REDACTED",
     "erase_rows",
-    "insert_payloads",
+    "late_payloads",
+    "pack_payloads",
+    "unpack_payloads",
 ]
 
-#: Schema version that brought ``payloads`` and ``erased``.
+#: Schema version that brought ``events.payloads`` and ``erased``.
 PAYLOADS_VERSION = 4
 #: Kinds whose old bodies held sealed blobs inline (``events.SEALED_KINDS``).
 REDACTABLE = (1, 3, 8, 9)
 #: First byte of a redacted body (``events.REDACTED``); the event's hash follows.
 REDACTED = b"\xc1"
+_MAX = 4
+_BLOB_MAX = 64 * 1024
 
 
-async def insert_payloads(db: aiosqlite.Connection, events: Sequence[StoredEvent]) -> None:
-    """Keep the payloads of newly stored events (those of erased cases are ignored)."""
-    rows = [
-        (e.author, e.seq, n, e.case_id, blob)
-        for e in events
-        if e.case_id is not None
-        for n, blob in enumerate(e.payloads)
-    ]
-    if rows:
-        await db.executemany(
-            "INSERT OR IGNORE INTO payloads (author, seq, n, case_id, data) VALUES (?, ?, ?, ?, ?)",
-            rows,
-        )
+def pack_payloads(blobs: Sequence[bytes]) -> bytes | None:
+    """The column's value for an event's blobs (None: it has none)."""
+    return bytes(msgpack.packb(list(blobs), use_bin_type=True)) if blobs else None
 
 
-def _attach(
-    events: list[StoredEvent], found: dict[tuple[str, int], list[tuple[int, bytes]]]
-) -> list[StoredEvent]:
-    if not found:
-        return events
-    out = []
-    for event in events:
-        blobs = found.get((event.author, event.seq))
-        if blobs:
-            event = dataclasses.replace(event, payloads=tuple(b for _, b in sorted(blobs)))
-        out.append(event)
-    return out
+def unpack_payloads(value: bytes | memoryview | None) -> tuple[bytes, ...]:
+    """The blobs of a stored ``events.payloads`` value (None: none).
+
+    Raises:
+        StoreError: the value is not what :func:`pack_payloads` writes (damage).
+    """
+    if value is None:
+        return ()
+    try:
+        blobs = msgpack.unpackb(
+            bytes(value), raw=False, max_bin_len=_BLOB_MAX, max_array_len=_MAX, max_str_len=0,
+            max_map_len=0, max_ext_len=0,
+        )  # fmt: skip
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise StoreError(f"a stored payload list is damaged: {exc}") from exc
+    if not isinstance(blobs, list) or not all(isinstance(b, bytes) for b in blobs):
+        raise StoreError("a stored payload list is damaged")
+    return tuple(blobs)
 
 
-async def attach_case(
-    db: aiosqlite.Connection, case_id: str, events: list[StoredEvent]
-) -> list[StoredEvent]:
-    """``events`` of one case with the payloads stored for them."""
-    rows = await db.execute_fetchall(
-        "SELECT p.author, p.seq, p.n, p.data FROM events AS e"
-        " JOIN payloads AS p ON p.author = e.author AND p.seq = e.seq"
-        " WHERE e.case_id = ?",
-        (case_id,),
+async def late_payloads(db: aiosqlite.Connection, events: Sequence[StoredEvent]) -> None:
+    """Payloads of events stored before without them (the trigger refuses them for
+    an erased case, and they never replace payloads already there)."""
+    await db.executemany(
+        "UPDATE events SET payloads = ? WHERE author = ? AND seq = ? AND payloads IS NULL"
+        " AND case_id NOT IN (SELECT case_id FROM erased)",
+        [(pack_payloads(e.payloads), e.author, e.seq) for e in events],
     )
-    found: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
-    for author, seq, n, data in rows:
-        found.setdefault((author, seq), []).append((n, bytes(data)))
-    return _attach(events, found)
-
-
-async def attach_author(
-    db: aiosqlite.Connection, author: str, events: list[StoredEvent]
-) -> list[StoredEvent]:
-    """Consecutive ``events`` of one author with the payloads stored for them."""
-    if not events:
-        return events
-    rows = await db.execute_fetchall(
-        "SELECT seq, n, data FROM payloads WHERE author = ? AND seq BETWEEN ? AND ?",
-        (author, events[0].seq, events[-1].seq),
-    )
-    found: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
-    for seq, n, data in rows:
-        found.setdefault((author, seq), []).append((n, bytes(data)))
-    return _attach(events, found)
 
 
 async def erase_rows(
@@ -101,18 +80,17 @@ async def erase_rows(
     erased_at: int,
 ) -> int:
     """Erase a case's sealed data inside the caller's transaction; returns how many
-    payloads and redacted bodies went.
+    events lost payloads or had their body redacted.
 
-    The case goes into ``erased`` first (the trigger that allows a redaction asks
-    for it), then its payloads are deleted and the listed old events' bodies
+    The case goes into ``erased`` first (the triggers that allow these updates ask
+    for it), then its events' payloads are cleared and the listed old events' bodies
     replaced by their redaction. With ``secure_delete`` on, SQLite zeroes what it frees.
     """
     await db.execute(
         "INSERT OR IGNORE INTO erased (case_id, erased_at) VALUES (?, ?)", (case_id, erased_at)
     )
     cursor = await db.execute(
-        "DELETE FROM payloads WHERE (author, seq) IN"
-        " (SELECT author, seq FROM events WHERE case_id = ?)",
+        "UPDATE events SET payloads = NULL WHERE case_id = ? AND payloads IS NOT NULL",
         (case_id,),
     )
     dropped = max(cursor.rowcount, 0)

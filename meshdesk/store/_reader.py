@@ -28,7 +28,7 @@ from meshdesk.store._caseindex import (
     indexed_cases,
     summary_of,
 )
-from meshdesk.store._payloads import attach_case
+from meshdesk.store._payloads import unpack_payloads
 from meshdesk.store.records import CaseSummary, StoredEvent
 
 __all__ = ["CaseReader"]
@@ -142,16 +142,20 @@ class CaseReader:
         """All events of one case, ordered by (hlc, author, seq)."""
         async with self._session("read") as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE case_id = ? ORDER BY hlc, author, seq",
+                f"SELECT {_EVENT_COLUMNS}{', payloads' if self.payloads else ''} FROM events"
+                " WHERE case_id = ? ORDER BY hlc, author, seq",
                 (case_id,),
             )
-            events = [
-                StoredEvent(author, seq, hlc, cid, kind, bytes(body), bytes(prev), bytes(digest))
-                for author, seq, hlc, cid, kind, body, prev, digest in rows
-            ]
-            if self.payloads:
-                events = await attach_case(db, case_id, events)
-        return events
+        out = []
+        for row in rows:
+            author, seq, hlc, cid, kind, body, prev, digest = row[:8]
+            blobs = unpack_payloads(bytes(row[8]) if len(row) > 8 and row[8] is not None else None)
+            out.append(
+                StoredEvent(
+                    author, seq, hlc, cid, kind, bytes(body), bytes(prev), bytes(digest), blobs
+                )
+            )
+        return out
 
     async def retention_due(self, before_hlc: int, origin: str | None, limit: int) -> list[str]:
         """Resolved or closed cases not changed since ``before_hlc`` and not erased

@@ -243,34 +243,19 @@ ALTER TABLE checkpoints ADD COLUMN rank INTEGER;
 
 # Version 4: citizen data stewardship (docs/ARCHITECTURE.md, "Erasure"). Sealed blobs
 # (personal blocks, notes, key grants) live beside the chain: an event's body names
-# each by its SHA-256, the blob sits here keyed by its event, so an erasure can drop it
-# while every chain still verifies. `erased` lists the cases this node has erased: their
-# payloads are never stored again. Events written before this version hold their blob
-# inline; for an erased case (only) the store may replace such a body by its redaction,
-# 0xC1 followed by the event's own hash (the chain takes that hash as given): the one
-# UPDATE the events table allows.
+# each by its SHA-256 and the blobs sit in the row's `payloads` column (a msgpack list,
+# not hashed), so an erasure can clear them while every chain still verifies. `erased`
+# lists the cases this node has erased: their payloads are never kept again. Events
+# written before this version hold their blob inline; for an erased case (only) the
+# store may replace such a body by its redaction, 0xC1 followed by the event's own
+# hash (the chain takes that hash as given). These are the only UPDATEs allowed.
 _SCHEMA_4 = """
--- One b-tree, keyed like events (a sync receiver writes one more row per sealed blob,
--- not three): a case's payloads are found through events_by_case.
-CREATE TABLE payloads (
-    author  TEXT    NOT NULL,
-    seq     INTEGER NOT NULL,
-    n       INTEGER NOT NULL CHECK (n >= 0),
-    case_id TEXT    NOT NULL,
-    data    BLOB    NOT NULL CHECK (typeof(data) = 'blob'),
-    PRIMARY KEY (author, seq, n)
-) WITHOUT ROWID;
+ALTER TABLE events ADD COLUMN payloads BLOB;
 
 CREATE TABLE erased (
     case_id   TEXT PRIMARY KEY NOT NULL,
     erased_at INTEGER NOT NULL
 ) WITHOUT ROWID;
-
-CREATE TRIGGER payloads_not_erased BEFORE INSERT ON payloads
-WHEN EXISTS (SELECT 1 FROM erased WHERE case_id = NEW.case_id)
-BEGIN
-    SELECT RAISE(IGNORE);
-END;
 
 CREATE TRIGGER erased_no_delete BEFORE DELETE ON erased
 BEGIN
@@ -284,12 +269,34 @@ WHEN NOT (
     AND NEW.case_id IS OLD.case_id AND NEW.kind = OLD.kind
     AND NEW.prev_hash = OLD.prev_hash AND NEW.hash = OLD.hash
     AND NEW.received_at = OLD.received_at
-    AND typeof(NEW.body) = 'blob' AND length(NEW.body) = 33
-    AND substr(NEW.body, 1, 1) = x'c1' AND substr(NEW.body, 2) = OLD.hash
-    AND EXISTS (SELECT 1 FROM erased WHERE case_id = OLD.case_id)
+    AND (
+        -- an erasure: payloads cleared, an old body kept or redacted
+        (
+            EXISTS (SELECT 1 FROM erased WHERE case_id = OLD.case_id)
+            AND NEW.payloads IS NULL
+            AND (
+                NEW.body = OLD.body
+                OR (typeof(NEW.body) = 'blob' AND length(NEW.body) = 33
+                    AND substr(NEW.body, 1, 1) = x'c1' AND substr(NEW.body, 2) = OLD.hash)
+            )
+        )
+        -- payloads arriving late for an event stored without them
+        OR (
+            OLD.payloads IS NULL AND NEW.body = OLD.body
+            AND NOT EXISTS (SELECT 1 FROM erased WHERE case_id = OLD.case_id)
+        )
+    )
 )
 BEGIN
     SELECT RAISE(ABORT, 'events are append-only: UPDATE refused');
+END;
+
+-- A payload of an erased case that arrives (a peer that has not erased yet) is
+-- dropped as it is stored.
+CREATE TRIGGER events_erased_payloads AFTER INSERT ON events
+WHEN NEW.payloads IS NOT NULL AND EXISTS (SELECT 1 FROM erased WHERE case_id = NEW.case_id)
+BEGIN
+    UPDATE events SET payloads = NULL WHERE author = NEW.author AND seq = NEW.seq;
 END;
 
 -- Erasure events (kind 30) whose case is not erased here yet: found at start-up.

@@ -22,10 +22,10 @@ from meshdesk.store._caseindex import Indexed, chunks, indexed_cases, upsert_sum
 from meshdesk.store._chain import INT64_MAX, Heads, check_event, check_int64, plan_append
 from meshdesk.store._payloads import (
     PAYLOADS_VERSION,
-    attach_author,
-    attach_case,
     erase_rows,
-    insert_payloads,
+    late_payloads,
+    pack_payloads,
+    unpack_payloads,
 )
 from meshdesk.store._reader import CaseReader
 from meshdesk.store._schema import (
@@ -55,6 +55,11 @@ log = logging.getLogger(__name__)
 _EVENT_COLUMNS = "author, seq, hlc, case_id, kind, body, prev_hash, hash"
 _INSERT_EVENT = (
     f"INSERT INTO events ({_EVENT_COLUMNS}, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: Schema 4 keeps each event's detached sealed blobs in its row (``_payloads``).
+_INSERT_WITH_PAYLOADS = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}, received_at, payloads)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ISSUED_COLUMNS = "node_id, name, site, role, departments, serial, cert_pem, issued_at"
 
@@ -207,6 +212,12 @@ class Store(AsyncResource):
     def keeps_case_index(self) -> bool:
         """Whether this store was given a case indexer (see the class docstring)."""
         return self._indexer is not None
+
+    @property
+    def _read_columns(self) -> str:
+        """The event columns reads return: with the payloads from schema 4 on."""
+        extra = ", payloads" if self._schema_version >= PAYLOADS_VERSION else ""
+        return _EVENT_COLUMNS + extra
 
     @property
     def schema_version(self) -> int:
@@ -528,17 +539,18 @@ class Store(AsyncResource):
             if rows or checkpoints or late:
                 async with self._transaction(db):
                     indexed = self._schema_version >= _INDEX_VERSION
-                    if rows:
+                    if rows and self._schema_version >= PAYLOADS_VERSION:
+                        blobs = {(e.author, e.seq): e.payloads for e in batch if e.payloads}
+                        await db.executemany(
+                            _INSERT_WITH_PAYLOADS,
+                            [(*r, pack_payloads(blobs.get((r[0], r[1]), ()))) for r in rows],
+                        )
+                    elif rows:
                         await db.executemany(_INSERT_EVENT, rows)
-                        if self._schema_version >= PAYLOADS_VERSION:
-                            by_key = {(e.author, e.seq): e for e in batch if e.payloads}
-                            await insert_payloads(
-                                db, [by_key[r[0], r[1]] for r in rows if (r[0], r[1]) in by_key]
-                            )
-                        if indexed:
-                            await self._index_new(db, [StoredEvent(*row[:8]) for row in rows])
+                    if rows and indexed:
+                        await self._index_new(db, [StoredEvent(*row[:8]) for row in rows])
                     if late:
-                        await insert_payloads(db, late)
+                        await late_payloads(db, late)
                     if checkpoints and indexed:
                         await db.executemany(
                             "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig, rank) "
@@ -758,26 +770,21 @@ class Store(AsyncResource):
             raise ValueError(f"limit must be at least 1, got {limit}")
         async with self._session("read") as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_EVENT_COLUMNS} FROM events"
+                f"SELECT {self._read_columns} FROM events"
                 " WHERE author = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (author, after_seq, limit),
             )
-            events = _events(rows)
-            if self._schema_version >= PAYLOADS_VERSION:
-                events = await attach_author(db, author, events)
-        return events
+        return _events(rows)
 
     async def events_for_case(self, case_id: str) -> list[StoredEvent]:
         """All events of one case, ordered by (hlc, author, seq)."""
         async with self._session("read") as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE case_id = ? ORDER BY hlc, author, seq",
+                f"SELECT {self._read_columns} FROM events WHERE case_id = ?"
+                " ORDER BY hlc, author, seq",
                 (case_id,),
             )
-            events = _events(rows)
-            if self._schema_version >= PAYLOADS_VERSION:
-                events = await attach_case(db, case_id, events)
-        return events
+        return _events(rows)
 
     # -- erasure -------------------------------------------------------------------
 
@@ -1078,10 +1085,17 @@ async def _load_heads(db: aiosqlite.Connection) -> Heads:
 
 
 def _events(rows: Iterable[Any]) -> list[StoredEvent]:
-    return [
-        StoredEvent(author, seq, hlc, case_id, kind, bytes(body), bytes(prev), bytes(digest))
-        for author, seq, hlc, case_id, kind, body, prev, digest in rows
-    ]
+    """Events from rows of the event columns, with the payloads column or without."""
+    out = []
+    for row in rows:
+        author, seq, hlc, case_id, kind, body, prev, digest = row[:8]
+        blobs = unpack_payloads(None if len(row) < 9 or row[8] is None else bytes(row[8]))
+        out.append(
+            StoredEvent(
+                author, seq, hlc, case_id, kind, bytes(body), bytes(prev), bytes(digest), blobs
+            )
+        )
+    return out
 
 
 def _issued(row: Any) -> IssuedNode:

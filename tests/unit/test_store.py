@@ -390,7 +390,7 @@ async def test_database_refuses_update_delete_and_broken_links(store: Store, db_
         with pytest.raises(sqlite3.IntegrityError, match="append-only: DELETE"):
             conn.execute("DELETE FROM events")
         with pytest.raises(sqlite3.IntegrityError, match="hash chain"):
-            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)", row)
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
 
 

@@ -35,7 +35,6 @@ TABLES = {
     "case_index_todo",
     "case_terms",
     "case_search",
-    "payloads",
     "erased",
     "search_todo",
 }
