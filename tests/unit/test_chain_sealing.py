@@ -216,3 +216,15 @@ def test_a_redacted_old_body_still_verifies_and_a_forged_one_does_not() -> None:
     not_sealed[1] = dataclasses.replace(not_sealed[1], body=b"\xc1" + events[1].hash)
     with pytest.raises(SyncError, match="never held data"):
         verify_run(AUTHOR, None, not_sealed, cp, key.public_key())
+
+
+def test_too_many_payloads_are_refused() -> None:
+    key = Ed25519PrivateKey.generate()
+    blobs = tuple(bytes([i]) * 40 for i in range(5))
+    body = msgpack.packb([hashlib.sha256(b).digest() for b in blobs])
+    writer = ChainWriter(AUTHOR, key, None)
+    writer.append(hlc=1, case_id="c1", kind=3, body=body, payloads=blobs)
+    events, cp = writer.commit()
+    with pytest.raises(SyncError, match="too many payloads"):
+        verify_run(AUTHOR, None, [dataclasses.replace(u, payloads=blobs) for u in unsigned(events)],
+                   cp, key.public_key())  # fmt: skip
