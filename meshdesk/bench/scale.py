@@ -304,7 +304,7 @@ async def _case_new(home: NodeHome, folder: Path, rounds: int, figures: _Figures
 
 async def _console(home: NodeHome, progress: Progress) -> list[float]:
     """Keystroke → repainted queue, the console attached to the running node."""
-    from meshdesk.bench.tui import SIZE, time_keystrokes, typed_keys
+    from meshdesk.bench.tui import SIZE, stamp_rows, time_keystrokes, typed_keys
     from meshdesk.tui import MeshdeskApp
     from meshdesk.tui.client import SocketNode
     from meshdesk.tui.widgets import CaseTable
@@ -318,15 +318,7 @@ async def _console(home: NodeHome, progress: Progress) -> list[float]:
             await pilot.pause(0.01)
             if len(app.desk.window) and app.desk.window.matched is not None:
                 break
-        table = app.screen.query_one(CaseTable)
-        stamp: list[float] = []
-        set_rows = table.set_rows
-
-        def timed(rows: Sequence[Any], **kwargs: Any) -> None:
-            set_rows(rows, **kwargs)
-            stamp.append(time.perf_counter())
-
-        table.set_rows = timed  # type: ignore[method-assign]
+        stamp = stamp_rows(app.screen.query_one(CaseTable))
         await pilot.press("slash")
         await pilot.pause(0.2)
         samples: list[float] = []

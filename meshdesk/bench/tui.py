@@ -37,6 +37,7 @@ __all__ = [
     "handle",
     "make_views",
     "run_tui_bench",
+    "stamp_rows",
     "time_keystrokes",
     "typed_keys",
 ]
@@ -100,6 +101,20 @@ def typed_keys(queries: Sequence[str]) -> list[str]:
     return keys
 
 
+def stamp_rows(table: Any) -> list[float]:
+    """Wrap ``table.set_rows`` (a ``CaseTable``): the returned list gets the time
+    (``perf_counter``) of every call, after the rows are set."""
+    stamp: list[float] = []
+    set_rows = table.set_rows
+
+    def timed(rows: Sequence[Any], **kwargs: Any) -> None:
+        set_rows(rows, **kwargs)
+        stamp.append(time.perf_counter())
+
+    table.set_rows = timed
+    return stamp
+
+
 async def time_keystrokes(
     app: Any, pilot: Any, keys: list[str], filtered: Callable[[], float | None]
 ) -> list[float]:
@@ -146,15 +161,7 @@ async def _ours(config: TuiBenchConfig, views: list[dict[str, Any]]) -> list[flo
             await pilot.pause(0.01)
             if len(app.desk.window) and app.desk.counts.get("total") == len(views):
                 break
-        table = app.screen.query_one(CaseTable)
-        stamp: list[float] = []
-        set_rows = table.set_rows
-
-        def timed(rows: Sequence[Any], **kwargs: Any) -> None:
-            set_rows(rows, **kwargs)
-            stamp.append(time.perf_counter())
-
-        table.set_rows = timed  # type: ignore[method-assign]
+        stamp = stamp_rows(app.screen.query_one(CaseTable))
         await pilot.press("slash")
         await pilot.pause(0.1)
 
