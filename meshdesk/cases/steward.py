@@ -33,7 +33,7 @@ from meshdesk.cases.history import history
 from meshdesk.cases.hlc import make_hlc, to_datetime
 from meshdesk.cases.listing import parse_since
 from meshdesk.cases.model import Personal
-from meshdesk.cases.state import CaseState
+from meshdesk.cases.state import CaseState, Erasure
 from meshdesk.config import RecordSettings
 from meshdesk.errors import AuthError, MeshdeskError, SyncError, UsageError
 from meshdesk.identity import NodeInfo, Role
@@ -165,6 +165,11 @@ class Steward:
             for info in await self._directory()
         )
 
+    async def _valid_erasures(self, state: CaseState) -> list[Erasure]:
+        """The case's erasures written by a node that may erase it (others are
+        ignored: stored, since they are signed, but never applied or counted)."""
+        return [e for e in state.erasures if await self.may_erase(e.author, state)]
+
     async def erase(self, case_id: str, *, op: str, reason: str) -> CaseState:
         """Erase the citizen's data of a case on every node (crypto-shredding): a
         signed CASE_ERASED, applied here at once and by every node that receives it.
@@ -179,7 +184,7 @@ class Steward:
                 f"only an HQ node or the case's origin ({state.origin or 'unknown here'}) "
                 f"may erase case {case_id}; ask HQ to do it"
             )
-        if state.erasures:
+        if await self._valid_erasures(state):
             raise UsageError(f"case {case_id} is erased already (see `case history`)")
         await self._book.edit(case_id, op, lambda w, s: w.erase(s, reason, wall_ms=self._wall_ms()))
         await self.apply_erasure(case_id)
@@ -235,7 +240,7 @@ class Steward:
 
     async def _apply_erasure(self, case_id: str) -> bool:
         state = await self._book.state(case_id)
-        valid = [e for e in state.erasures if await self.may_erase(e.author, state)]
+        valid = await self._valid_erasures(state)
         if not valid:
             for e in state.erasures:
                 log.warning(
@@ -278,7 +283,7 @@ class Steward:
         erased = []
         for case_id in await self._store.index.retention_due(before, origin, limit):
             state = await self._book.state(case_id)
-            if state.erasures or not await self.may_erase(self._me, state):
+            if await self._valid_erasures(state) or not await self.may_erase(self._me, state):
                 continue
             reason = f"retention: personal data kept {days} days after the case was {state.status}"
             log.info("retention: erasing case %s (%s)", case_id, reason)
@@ -289,7 +294,7 @@ class Steward:
     async def erasure_status(self, state: CaseState) -> dict[str, object] | None:
         """Where the case's erasure stands: which nodes sent a receipt, which are
         awaited (with when each was last heard of), as HQ shows it. None: not erased."""
-        if not state.erasures:
+        if not await self._valid_erasures(state):
             return None
         done = {r.author for r in state.receipts}
         nodes = sorted(await self._directory(), key=lambda i: (i.name, str(i.node_id)))

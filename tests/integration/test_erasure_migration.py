@@ -140,3 +140,46 @@ def _check_no_secrets(paths: list[Path], *blobs: bytes) -> None:
     for path in paths:
         data = path.read_bytes() + _wal(path)
         assert [s[:8] for s in secrets if s in data] == [], path
+
+
+async def test_an_erasure_by_a_node_that_may_not_erase_is_ignored(tmp_path: Path) -> None:
+    """A desk's signed CASE_ERASED (written past the check, as a hostile node could)
+    is kept, since it is signed, but no node applies or counts it; HQ still erases."""
+    specs = [
+        HomeSpec("本部", Role.HQ, "市役所"),
+        HomeSpec("shelter", Role.CENTER, "第一小学校"),
+        HomeSpec("welfare", Role.DESK, "市役所", ("福祉課",)),
+    ]
+    homes = (await build_deployment(tmp_path, "権限市", specs, now=NOW)).homes
+    kits = {name: home.load_identity(now=NOW) for name, home in homes.items()}
+    keys = {str(k.info.node_id): k.key.public_key() for k in kits.values()}
+
+    async def known() -> list[NodeInfo]:
+        return [kit.info for kit in kits.values()]
+
+    clock = iter(range(T0, T0 + 10_000_000, 1000))
+    async with contextlib.AsyncExitStack() as stack:
+        books, stores = {}, {}
+        for name, home in homes.items():
+            store = stores[name] = await stack.enter_async_context(case_store(home.store_path))
+            books[name] = CaseBook(store, kits[name], directory=known, wall_ms=lambda: next(clock))
+        opened = await books["shelter"].open_case(
+            op="佐藤", category="housing", urgency="high", personal=Personal(name=NAME)
+        )
+        case_id = opened.id
+        await verified_copy(books["shelter"]._store, books["welfare"]._store, keys)
+        await books["welfare"].edit(
+            case_id, "田中", lambda w, s: w.erase(s, "勝手に", wall_ms=next(clock))
+        )
+        for name in ("shelter", "welfare"):
+            await verified_copy(books[name]._store, books["本部"]._store, keys)
+        hq = books["本部"]
+        assert await hq.steward.apply_erasure(case_id) is False
+        state = await hq.state(case_id)
+        assert hq.view(state)["name"] == NAME
+        assert await hq.steward.erasure_status(state) is None
+        done = await hq.steward.erase(case_id, op="本部", reason="本人の申出")
+        assert hq.personal(done) is None
+        status = await hq.steward.erasure_status(done)
+        assert status is not None
+        assert status["erased"] == 1
