@@ -32,6 +32,7 @@ __all__ = [
     "Endpoint",
     "NetworkSettings",
     "NodeSettings",
+    "RecordSettings",
     "Timings",
     "WebSettings",
     "config_text",
@@ -240,6 +241,35 @@ class WebSettings:
                 raise ValueError(f"{name}: must be a finite number > 0, got {_num(value)}")
 
 
+#: Roles a node can have (``identity.Role`` values), for ``[records] export_roles``.
+_ROLES = ("hq", "center", "desk")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSettings:
+    """Citizen data stewardship: retention of personal data, who may export it."""
+
+    #: Erase a case's personal data this many days after it was resolved or closed.
+    erase_after_days: int = 0
+    #: Seconds between looks for cases past their retention.
+    retention_check: float = 3600.0
+    #: Roles whose nodes may export personal fields (``--personal``).
+    export_roles: tuple[str, ...] = ("hq",)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.erase_after_days <= 36500:
+            raise ValueError(
+                f"erase_after_days: must be 0 (off) to 36500, got {self.erase_after_days}"
+            )
+        if not math.isfinite(self.retention_check) or self.retention_check <= 0:
+            raise ValueError(
+                f"retention_check: must be a finite number > 0, got {_num(self.retention_check)}"
+            )
+        for role in self.export_roles:
+            if role not in _ROLES:
+                raise ValueError(f"export_roles: {role!r} is not a role ({', '.join(_ROLES)})")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole node configuration, one field per TOML table."""
@@ -249,6 +279,7 @@ class Config:
     timings: Timings = field(default_factory=Timings)
     calls: CallSettings = field(default_factory=CallSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    records: RecordSettings = field(default_factory=RecordSettings)
 
     def with_overrides(
         self,
@@ -294,6 +325,7 @@ _TABLES: dict[str, type[Any]] = {
     "timings": Timings,
     "calls": CallSettings,
     "web": WebSettings,
+    "records": RecordSettings,
 }
 
 
@@ -584,6 +616,20 @@ Seconds an invitation waits to be opened on a phone, then to be admitted.""",
         "address_check": """\
 Seconds between looks at this laptop's IP addresses: the page's certificate
 names them and is renewed when they change.""",
+    },
+    "records": {
+        "": """\
+Citizen data stewardship. Erasing a case drops its personal data (the sealed
+blocks and keys) on every node; the case's open facts and history stay.""",
+        "erase_after_days": """\
+Erase a case's personal data this many days after it was resolved or closed
+(counted from its last change), through the same signed erasure as
+`meshdesk case erase`, with receipts. 0 (the default) never erases by itself.
+Only an HQ node, or the case's origin for its own cases, erases.""",
+        "retention_check": "Seconds between looks for cases past that time.",
+        "export_roles": """\
+Roles whose nodes may export personal fields (`meshdesk export --personal`):
+any of "hq", "center", "desk". Only cases this node can read are exported.""",
     },
 }
 

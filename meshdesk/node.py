@@ -141,6 +141,7 @@ class Node(AsyncResource):
             directory=self.directory.nodes,
             wall_ms=self._record_ms,
             rng=self._rng,
+            records=self.config.records,
         )
         await self._stack.enter_async_context(self.cases)  # it keeps the search terms
         self.sync = await self._stack.enter_async_context(
@@ -311,6 +312,7 @@ class Node(AsyncResource):
         await self.sync.committed(events)
 
     def _stored(self, events: list[StoredEvent]) -> None:
+        self.cases.steward.notice(events)  # erasures (and receipts) follow from what arrived
         self._publish_cases(events, "sync")
 
     def _publish_cases(self, events: list[StoredEvent], source: str) -> None:

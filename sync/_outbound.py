@@ -266,13 +266,20 @@ class Outbound:
 
         for event in events:
             size = _EVENT_OVERHEAD + len(event.body) + 4 * len(event.case_id or "")
+            size += sum(len(blob) + 5 for blob in event.payloads)
             if event.seq in refs:
                 size += _CHECKPOINT_OVERHEAD
             while cur and (len(cur) >= cfg.frame_events or total + size > cfg.frame_bytes):
                 flush(boundary or len(cur))
             cur.append(
                 WireEvent(
-                    event.seq, event.hlc, event.case_id, event.kind, event.body, event.prev_hash
+                    event.seq,
+                    event.hlc,
+                    event.case_id,
+                    event.kind,
+                    event.body,
+                    event.prev_hash,
+                    event.payloads,
                 )
             )
             sizes.append(size)

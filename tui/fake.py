@@ -94,6 +94,8 @@ class FakeNode(FakeCalls, FakeInvites):
         self.departments = list(departments)
         self.now_ms = now_ms
         self.cases: dict[str, dict[str, Any]] = {}
+        #: Every `case_export` request, in order (no file is written).
+        self.exports: list[dict[str, Any]] = []
         self.peer_list: list[dict[str, Any]] = []
         #: What ``status`` says of this node's clock (see meshdesk.clock.ClockView).
         self.clock: dict[str, Any] = {
@@ -131,6 +133,10 @@ class FakeNode(FakeCalls, FakeInvites):
             "case_consent": self._case_consent,
             "case_set": self._case_set,
             "case_settle": self._case_settle,
+            "case_erase": self._case_erase,
+            "case_withdraw": self._case_withdraw,
+            "case_history": self._case_history,
+            "case_export": self._case_export,
             **self.call_handlers(),
             **self.invite_handlers(),
         }
@@ -497,6 +503,14 @@ class FakeNode(FakeCalls, FakeInvites):
             case["consent"].append(department)
         return self._saved(case, args, 7)
 
+    def _case_withdraw(self, args: Args) -> dict[str, Any]:
+        case = self._find(args)
+        department = args.text("department")
+        if department not in case["consent"]:
+            raise UsageError(f"{department} is not in the case's consent")
+        case["consent"].remove(department)
+        return self._saved(case, args, 33)
+
     def _case_set(self, args: Args) -> dict[str, Any]:
         case = self._find(args)
         field, value = args.text("field"), args.text("value")
@@ -510,6 +524,45 @@ class FakeNode(FakeCalls, FakeInvites):
         case[field] = value
         case["conflicts"] = [c for c in case["conflicts"] if c["field"] != field]
         return self._saved(case, args, 3)
+
+    def _case_erase(self, args: Args) -> dict[str, Any]:
+        """As a node: personal fields and note texts gone, one receipt (this node's)."""
+        case = self._find(args)
+        if case.get("erasure"):
+            raise UsageError(f"case {case['id']} is erased already (see `case history`)")
+        for key in ("name", "phone", "shelter", "personal"):
+            case[key] = None
+        case["readable"] = False
+        for note in case["notes"]:
+            note.update(text=None, sealed=True)
+        case["erasure"] = {
+            "line": f"erased on 1 of 1 nodes ({args.text('reason')})",
+            "erased": 1,
+            "nodes": 1,
+            "waiting": [],
+            "here": True,
+        }
+        return self._saved(case, args, 30)
+
+    def _case_export(self, args: Args) -> dict[str, Any]:
+        """Counts what a node would write (the fake writes no file) and keeps the
+        request in :attr:`exports`."""
+        wanted = {k: args[k] for k in ("status", "urgency", "site", "category") if args[k]}
+        rows = sum(1 for c in self.cases.values() if all(c.get(k) == v for k, v in wanted.items()))
+        self.exports.append({key: args[key] for key in args})
+        return {"path": args.text("out"), "format": args.text("format"), "rows": rows,
+                "personal": args.flag("personal"), "readable": rows}  # fmt: skip
+
+    def _case_history(self, args: Args) -> dict[str, Any]:
+        case = self._find(args)
+        return {
+            "id": case["id"],
+            "events": [
+                {"at": h["at"], "node": h["node"], "name": self.name, "op": h["op"],
+                 "action": f"kind {h['kind']}", "detail": ""}
+                for h in case["history"]
+            ],
+        }  # fmt: skip
 
     def _case_settle(self, args: Args) -> dict[str, Any]:
         case = self._find(args)

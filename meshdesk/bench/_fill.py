@@ -102,10 +102,11 @@ class FillStats:
 
 
 def event_bytes(event: StoredEvent) -> int:
-    """Size of a stored event: body + author + case id + seq, hlc, kind (8 B each) +
-    prev_hash and hash (32 B each)."""
+    """Size of a stored event: body + its detached sealed payloads + author + case id +
+    seq, hlc, kind (8 B each) + prev_hash and hash (32 B each)."""
     case = len(event.case_id.encode()) if event.case_id is not None else 0
-    return len(event.body) + len(event.author.encode()) + case + 3 * 8 + 2 * 32
+    payloads = sum(len(blob) for blob in event.payloads)
+    return len(event.body) + payloads + len(event.author.encode()) + case + 3 * 8 + 2 * 32
 
 
 def seal_blocks(recipients: Sequence[tuple[str, bytes]], jobs: Sequence[tuple[str, str, bytes]]
@@ -189,7 +190,7 @@ class _Sink:
 
     def add(self, case_id: str, hlc: int, payload: Payload) -> StoredEvent:
         event = self.chain.append(hlc=hlc, case_id=case_id, kind=payload.KIND,
-                                  body=payload.encode())  # fmt: skip
+                                  body=payload.encode(), payloads=payload.detached())  # fmt: skip
         self.pending += 1
         self.written += 1
         return event
@@ -198,7 +199,7 @@ class _Sink:
         if self.pending and (force or self.pending >= self.batch):
             events, checkpoint = self.chain.commit()
             await self.store.append_run(events, checkpoint, received_at=self.received_at)
-            self.body_sum += sum(len(e.body) for e in events)
+            self.body_sum += sum(len(e.body) + sum(map(len, e.payloads)) for e in events)
             self.size_sum += sum(event_bytes(e) for e in events)
             self.checkpoints += 1
             self.pending = 0

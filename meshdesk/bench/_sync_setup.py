@@ -31,7 +31,7 @@ from meshdesk.identity import NodeInfo, Role
 from meshdesk.net import tls
 from meshdesk.net.channel import Channel
 from meshdesk.node import Node
-from meshdesk.store import StoredEvent
+from meshdesk.store import StoredEvent, unpack_payloads
 from meshdesk.sync.driver import is_sync_frame
 from meshdesk.wire import DEFAULT_LIMITS, Frame, SyncEvents, WireLimits
 
@@ -101,13 +101,14 @@ def read_events(home: NodeHome) -> list[StoredEvent]:
     db = sqlite3.connect(home.store_path)
     try:
         rows = db.execute(
-            "SELECT author, seq, hlc, case_id, kind, body, prev_hash, hash FROM events"
+            "SELECT author, seq, hlc, case_id, kind, body, prev_hash, hash, payloads FROM events"
             " ORDER BY author, seq"
         ).fetchall()
     finally:
         db.close()
     return [
-        StoredEvent(a, s, h, c, k, bytes(b), bytes(p), bytes(d)) for a, s, h, c, k, b, p, d in rows
+        StoredEvent(a, s, h, c, k, bytes(b), bytes(p), bytes(d), unpack_payloads(blobs))
+        for a, s, h, c, k, b, p, d, blobs in rows
     ]
 
 

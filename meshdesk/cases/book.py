@@ -21,7 +21,12 @@ import msgpack
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk.cases.chain import ChainWriter, new_chain_author
-from meshdesk.cases.events import CaseOpened
+from meshdesk.cases.events import (
+    CaseOpened,
+    Exported,
+    is_redacted,
+    is_ref,
+)
 from meshdesk.cases.fold import CaseWriter, Draft, Event, fold
 from meshdesk.cases.hlc import Clock, make_hlc, to_datetime
 from meshdesk.cases.listing import CaseLister, conflict_views
@@ -29,6 +34,8 @@ from meshdesk.cases.model import Category, Personal, Status, Urgency
 from meshdesk.cases.sealing import audience, grant, open_sealed, recipients_of, seal
 from meshdesk.cases.search import SearchKey
 from meshdesk.cases.state import CaseState
+from meshdesk.cases.steward import AUTO_OP, Steward
+from meshdesk.config import RecordSettings
 from meshdesk.errors import AuthError, MeshdeskError, StoreError, SyncError, UsageError
 from meshdesk.identity import NodeInfo, NodeKit
 from meshdesk.store import Store, StoredEvent
@@ -81,6 +88,7 @@ class CaseBook(AsyncResource):
         directory: Directory,
         wall_ms: Callable[[], int],
         rng: random.Random | None = None,
+        records: RecordSettings | None = None,
     ) -> None:
         if not store.keeps_case_index:
             raise ValueError("a case book needs a store that keeps the case index (case_store)")
@@ -98,12 +106,24 @@ class CaseBook(AsyncResource):
         #: Pages of the case index (``case_list``), and the search terms.
         self.listing = CaseLister(store, self, None if key is None else SearchKey.of(key))
         self._search: asyncio.Task[None] | None = None
+        #: Erasure, retention, exports, the audit trail (:mod:`.steward`).
+        self.steward = Steward(
+            self,
+            store,
+            me=self._me,
+            role=kit.info.role,
+            directory=directory,
+            wall_ms=wall_ms,
+            records=records or RecordSettings(),
+        )
 
     async def __aenter__(self) -> CaseBook:
+        await self.steward.start()
         self._search = asyncio.create_task(self.listing.run(), name="search terms")
         return self
 
     async def aclose(self) -> None:
+        await self.steward.aclose()
         task, self._search = self._search, None
         if task is not None:
             task.cancel()
@@ -141,7 +161,9 @@ class CaseBook(AsyncResource):
         if not stored:
             raise UsageError(f"no case {case_id!r} on this node")
         try:
-            return fold(Event.from_stored(e) for e in stored)
+            return fold(Event.from_stored(e) for e in stored if not is_redacted(e.body))
+        except ValueError:  # every event redacted: nothing left to fold (cannot happen
+            raise StoreError(f"case {case_id} holds nothing readable") from None  # today)
         except SyncError as exc:
             raise StoreError(f"case {case_id} holds an event this node cannot read: {exc}") from exc
 
@@ -151,7 +173,13 @@ class CaseBook(AsyncResource):
         chain = await self._writer()
         before = chain.head
         for draft in drafts:
-            chain.append(hlc=draft.hlc, case_id=draft.case_id, kind=draft.kind, body=draft.body)
+            chain.append(
+                hlc=draft.hlc,
+                case_id=draft.case_id,
+                kind=draft.kind,
+                body=draft.body,
+                payloads=draft.payloads,
+            )
         events, checkpoint = chain.commit()
         try:
             await self._store.append_run(events, checkpoint, received_at=self._wall_ms())
@@ -160,6 +188,7 @@ class CaseBook(AsyncResource):
             raise
         if self.on_commit is not None:
             await self.on_commit(events)
+        self.steward.committed(events)
 
     def _case_writer(self, op: str) -> CaseWriter:
         if not op.strip():
@@ -215,7 +244,7 @@ class CaseBook(AsyncResource):
         await self._commit(drafts)
         return await self.state(draft.case_id)
 
-    async def _edit(
+    async def edit(
         self, case_id: str, op: str, make: Callable[[CaseWriter, CaseState], Draft]
     ) -> CaseState:
         writer = self._case_writer(op)
@@ -231,30 +260,31 @@ class CaseBook(AsyncResource):
         state = await self.state(case_id)
         if state.origin is None:
             raise UsageError(f"case {case_id} is incomplete here; its opening has not arrived")
+        await self.steward.refuse_erased(case_id)
         sealed = await self._seal(
             case_id, "note", text.encode(), state.consent, origin=state.origin
         )
-        return await self._edit(
+        return await self.edit(
             case_id, op, lambda w, s: w.add_note(s, sealed, wall_ms=self._wall_ms())
         )
 
     async def refer(self, case_id: str, *, op: str, department: str, reason: str = "") -> CaseState:
-        return await self._edit(
+        return await self.edit(
             case_id, op, lambda w, s: w.refer(s, department, reason, wall_ms=self._wall_ms())
         )
 
     async def set_status(self, case_id: str, *, op: str, status: str) -> CaseState:
-        return await self._edit(
+        return await self.edit(
             case_id, op, lambda w, s: w.set_status(s, status, wall_ms=self._wall_ms())
         )
 
     async def set_field(self, case_id: str, *, op: str, field: str, value: str) -> CaseState:
-        return await self._edit(
+        return await self.edit(
             case_id, op, lambda w, s: w.set_field(s, field, value, wall_ms=self._wall_ms())
         )
 
     async def resolve_conflict(self, case_id: str, *, op: str, field: str, value: str) -> CaseState:
-        return await self._edit(
+        return await self.edit(
             case_id, op, lambda w, s: w.resolve_conflict(s, field, value, wall_ms=self._wall_ms())
         )
 
@@ -271,7 +301,7 @@ class CaseBook(AsyncResource):
         """Record a call about the case: who took part, when, for how long (never media)."""
         started, ended = make_hlc(started_ms), make_hlc(max(ended_ms, started_ms))
         duration_s = max(0, round((ended_ms - started_ms) / 1000))
-        return await self._edit(
+        return await self.edit(
             case_id,
             op,
             lambda w, s: w.log_call(
@@ -287,15 +317,38 @@ class CaseBook(AsyncResource):
 
     async def add_consent(self, case_id: str, *, op: str, department: str) -> CaseState:
         """Add a department to the consent and, if this node can, re-seal for it."""
-        state = await self._edit(
+        state = await self.edit(
             case_id, op, lambda w, s: w.add_consent(s, department, wall_ms=self._wall_ms())
         )
         grants = await self._grants_for(state)
         if grants is not None:
-            state = await self._edit(
+            state = await self.edit(
                 case_id, op, lambda w, s: w.grant_keys(s, grants, wall_ms=self._wall_ms())
             )
         return state
+
+    async def withdraw_consent(self, case_id: str, *, op: str, department: str) -> CaseState:
+        """Take a department out of the consent: notes and personal blocks written
+        from now on are sealed without it (what it read before stays read)."""
+        return await self.edit(
+            case_id, op, lambda w, s: w.withdraw_consent(s, department, wall_ms=self._wall_ms())
+        )
+
+    async def auto_grant(self, case_id: str) -> bool:
+        """A consent change arrived: if this node is in the audience and a member
+        lacks the key, grant it now (KEY_GRANT), so the new department can read the
+        case without anyone acting. Returns whether a grant was written."""
+        if self.steward.is_erased(case_id):
+            return False
+        state = await self.state(case_id)
+        grants = await self._grants_for(state)
+        if grants is None:
+            return False
+        log.info("case %s: granted the data key to its new audience", case_id)
+        await self.edit(
+            case_id, AUTO_OP, lambda w, s: w.grant_keys(s, grants, wall_ms=self._wall_ms())
+        )
+        return True
 
     async def _grants_for(self, state: CaseState) -> bytes | None:
         """Sealed blocks re-wrapped for audience members that lack a key; None if we can't."""
@@ -308,7 +361,7 @@ class CaseBook(AsyncResource):
         out: dict[str, Any] = {"notes": {}}
         try:
             blob = self._current_personal(state)
-            if blob is not None:
+            if blob is not None and not is_ref(blob):
                 missing = [r for r in wanted if r.node_id not in _members(blob)]
                 if missing:
                     out["personal"] = grant(
@@ -316,6 +369,8 @@ class CaseBook(AsyncResource):
                     )
             for note in state.notes:
                 note_blob = self._note_blob(state, note.note_id, note.sealed)
+                if is_ref(note_blob):
+                    continue  # its blob is not here (erased): nothing to grant
                 missing = [r for r in wanted if r.node_id not in _members(note_blob)]
                 if missing:
                     out["notes"][note.note_id] = grant(
@@ -326,6 +381,23 @@ class CaseBook(AsyncResource):
         if "personal" not in out and not out["notes"]:
             return None
         return bytes(msgpack.packb(out, use_bin_type=True))
+
+    # -- node facts ----------------------------------------------------------------
+
+    async def record_fact(self, payload: Exported) -> None:
+        """A node fact (no case: an export): one signed event on this node's chain."""
+        chain = await self._writer()
+        before = chain.head
+        hlc = self._clock.now(self._wall_ms())
+        chain.append(hlc=hlc, case_id=None, kind=payload.KIND, body=payload.encode())
+        events, checkpoint = chain.commit()
+        try:
+            await self._store.append_run(events, checkpoint, received_at=self._wall_ms())
+        except MeshdeskError:
+            chain.rollback(before)
+            raise
+        if self.on_commit is not None:
+            await self.on_commit(events)
 
     # -- views ---------------------------------------------------------------------
 

@@ -43,6 +43,9 @@ from meshdesk.store.records import ZERO_HASH, Checkpoint, StoredEvent
 
 __all__ = [
     "CHAIN_CONTEXT",
+    "PAYLOADS_MAX",
+    "PAYLOAD_BYTES_MAX",
+    "REDACTABLE_KINDS",
     "ChainWriter",
     "Checkpoint",
     "EventFields",
@@ -119,6 +122,8 @@ class EventFields(Protocol):
     def body(self) -> bytes: ...
     @property
     def prev_hash(self) -> bytes: ...
+    @property
+    def payloads(self) -> tuple[bytes, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +136,39 @@ class UnsignedEvent:
     kind: int
     body: bytes
     prev_hash: bytes
+    payloads: tuple[bytes, ...] = ()
+
+
+#: Kinds whose old bodies held a sealed blob inline (``events.SEALED_KINDS``): only
+#: those may arrive redacted.
+REDACTABLE_KINDS = frozenset({1, 3, 8, 9})
+#: Detached payloads one event may carry, and the bytes of each.
+PAYLOADS_MAX = 4
+PAYLOAD_BYTES_MAX = 64 * 1024
+_REDACTED = b"\xc1"
+
+
+def _checked_hash(author: str, event: EventFields) -> bytes:
+    """The event's hash: computed from its fields, or, for a redacted old body
+    (``0xC1`` + hash, see ``events.REDACTED``), the hash it names — then the
+    successor's ``prev_hash`` and the signed checkpoint vouch for it."""
+    body = event.body
+    if len(body) == 33 and body[:1] == _REDACTED:
+        if event.kind not in REDACTABLE_KINDS:
+            raise SyncError(f"author {author}: seq {event.seq} is redacted but never held data")
+        if event.payloads:
+            raise SyncError(f"author {author}: seq {event.seq} is redacted yet carries payloads")
+        return body[1:]
+    if len(event.payloads) > PAYLOADS_MAX:
+        raise SyncError(f"author {author}: seq {event.seq} carries too many payloads")
+    for blob in event.payloads:
+        if not 0 < len(blob) <= PAYLOAD_BYTES_MAX or hashlib.sha256(blob).digest() not in body:
+            raise SyncError(
+                f"author {author}: seq {event.seq} carries a payload its body does not name"
+            )
+    return event_hash(
+        author, event.seq, event.hlc, event.case_id, event.kind, body, event.prev_hash
+    )
 
 
 def verify_run(
@@ -163,9 +201,7 @@ def verify_run(
             raise SyncError(f"author {author}: expected seq {seq + 1}, got {event.seq}")
         if event.prev_hash != digest:
             raise SyncError(f"author {author}: seq {event.seq} does not continue the chain")
-        digest = event_hash(
-            author, event.seq, event.hlc, event.case_id, event.kind, event.body, event.prev_hash
-        )
+        digest = _checked_hash(author, event)
         seq = event.seq
         verified.append(
             StoredEvent(
@@ -177,6 +213,7 @@ def verify_run(
                 event.body,
                 event.prev_hash,
                 digest,
+                tuple(event.payloads),
             )
         )
     if checkpoint.seq != seq or checkpoint.hash != digest:
@@ -205,11 +242,23 @@ class ChainWriter:
         """The head including events not yet committed."""
         return self._seq, self._hash
 
-    def append(self, *, hlc: int, case_id: str | None, kind: int, body: bytes) -> StoredEvent:
+    def append(
+        self,
+        *,
+        hlc: int,
+        case_id: str | None,
+        kind: int,
+        body: bytes,
+        payloads: tuple[bytes, ...] = (),
+    ) -> StoredEvent:
+        """Append one event; ``payloads`` are the detached sealed blobs its body
+        references (stored beside it, never hashed)."""
         kind = int(kind)  # an IntEnum member is stored and hashed as the plain number
         seq = self._seq + 1
         digest = event_hash(self.author, seq, hlc, case_id, kind, body, self._hash)
-        event = StoredEvent(self.author, seq, hlc, case_id, kind, body, self._hash, digest)
+        event = StoredEvent(
+            self.author, seq, hlc, case_id, kind, body, self._hash, digest, payloads
+        )
         self._pending.append(event)
         self._seq, self._hash = seq, digest
         return event

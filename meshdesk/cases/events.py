@@ -9,12 +9,20 @@ Unknown keys are refused too: a body has exactly one meaning, and a new field ne
 a new kind rather than being silently dropped by older nodes.
 
 Sealed material (citizen details, notes, key grants) is opaque bytes here; the
-sealing module produces and opens it.
+sealing module produces and opens it. It is never inside a body written today: a body
+names each sealed blob by its SHA-256 (a 32-byte *reference*, :func:`sealed_ref`) and
+the blobs travel and rest beside the chain (``StoredEvent.payloads``, the store's
+``payloads`` table), so an erasure can drop them while every chain still verifies
+(docs/ARCHITECTURE.md, "Erasure"). Bodies written before that carry the blob inline
+(any length but 32: a sealed block is always longer); on erasure the store replaces
+such a body by a *redaction* (:data:`REDACTED`, then the event's hash).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -22,7 +30,7 @@ from typing import Any, ClassVar, NamedTuple, TypeAlias, get_args
 
 import msgpack
 
-from meshdesk.cases.chain import author_node
+from meshdesk.cases.chain import REDACTABLE_KINDS, author_node
 from meshdesk.cases.hlc import HLC_MAX
 from meshdesk.cases.ids import is_valid_id
 from meshdesk.cases.model import CaseField, Category, ReferralState, Status, Urgency, check_text
@@ -35,13 +43,20 @@ __all__ = [
     "LIST_MAX",
     "OP_MAX",
     "PAYLOAD_TYPES",
+    "REDACTED",
+    "REF_SIZE",
+    "SEALED_KINDS",
     "SEALED_MAX",
     "SEEN_MAX",
     "CallLogged",
+    "CaseErased",
     "CaseOpened",
     "ConsentAdded",
+    "ConsentWithdrawn",
+    "ErasureReceipt",
     "EventKind",
     "EventRef",
+    "Exported",
     "FieldSet",
     "KeyGranted",
     "NoteAdded",
@@ -50,6 +65,9 @@ __all__ = [
     "ReferralAdded",
     "ReferralStateSet",
     "decode_body",
+    "is_redacted",
+    "is_ref",
+    "sealed_ref",
 ]
 
 
@@ -65,6 +83,11 @@ class EventKind(enum.IntEnum):
     CALL_LOGGED = 7
     PERSONAL_SET = 8
     KEY_GRANT = 9
+    # 30-39: stewardship (issue 15): erasure, receipts, exports, consent withdrawal.
+    CASE_ERASED = 30
+    ERASURE_RECEIPT = 31
+    EXPORTED = 32
+    CONSENT_WITHDRAWN = 33
 
 
 class EventRef(NamedTuple):
@@ -87,6 +110,11 @@ LIST_MAX = 64
 #: Bytes of a whole body: the largest payload is one sealed blob plus small fields.
 BODY_MAX = SEALED_MAX + 8 * 1024
 _SEQ_MAX = (1 << 63) - 1
+#: Bytes of a reference to a detached sealed blob (its SHA-256).
+REF_SIZE = 32
+#: First byte of a redacted body (msgpack never uses 0xC1, so no body starts with
+#: it); the event's 32-byte hash follows, which the chain then takes as given.
+REDACTED = b"\xc1"
 _DURATION_MAX = 7 * 24 * 3600
 _UNPACK_LIMITS: dict[str, Any] = {
     "max_str_len": 4 * _REASON_MAX,
@@ -188,16 +216,58 @@ def _wire(value: object) -> object:
     return value
 
 
+def is_ref(value: bytes) -> bool:
+    """Whether a sealed field holds a reference (today's bodies), not the blob itself."""
+    return len(value) == REF_SIZE
+
+
+def sealed_ref(blob: bytes) -> bytes:
+    """The reference a body keeps for a sealed blob: its SHA-256 (a reference stays)."""
+    return blob if is_ref(blob) else hashlib.sha256(blob).digest()
+
+
+def is_redacted(body: bytes) -> bool:
+    """Whether ``body`` is the redaction of an old body that held a sealed blob inline."""
+    return len(body) == 1 + REF_SIZE and body[:1] == REDACTED
+
+
 class _Payload:
     """Shared behaviour of the payload dataclasses below."""
 
     __slots__ = ()
     KIND: ClassVar[EventKind]
+    #: Fields holding a sealed blob: the body keeps only their references.
+    SEALED: ClassVar[tuple[str, ...]] = ()
 
     def encode(self) -> bytes:
-        """The event ``body``: a msgpack map of every field, in declared order."""
+        """The event ``body``: a msgpack map of every field, in declared order; each
+        sealed blob is replaced by its reference (:meth:`detached` gives the blobs)."""
         data = {f.name: _wire(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        for name in self.SEALED:
+            value = data[name]
+            if isinstance(value, bytes):
+                data[name] = sealed_ref(value)
         return msgpack.packb(data, use_bin_type=True)
+
+    def detached(self) -> tuple[bytes, ...]:
+        """The sealed blobs this payload holds (not references): they are stored and
+        sent beside the event, and dropped by an erasure."""
+        out = []
+        for name in self.SEALED:
+            value = getattr(self, name)
+            if isinstance(value, bytes) and not is_ref(value):
+                out.append(value)
+        return tuple(out)
+
+    def attach(self, blobs: Mapping[bytes, bytes]) -> Any:
+        """This payload with each reference replaced by its blob from ``blobs``
+        (by SHA-256); a reference whose blob is gone (erased) stays a reference."""
+        changes = {}
+        for name in self.SEALED:
+            value = getattr(self, name)
+            if isinstance(value, bytes) and is_ref(value) and value in blobs:
+                changes[name] = blobs[value]
+        return dataclasses.replace(self, **changes) if changes else self  # type: ignore[type-var]
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +275,7 @@ class CaseOpened(_Payload):
     """A case is created; the author is its origin node."""
 
     KIND: ClassVar[EventKind] = EventKind.CASE_OPENED
+    SEALED: ClassVar[tuple[str, ...]] = ("sealed",)
     op: str
     site: str
     category: Category
@@ -269,6 +340,7 @@ class NoteAdded(_Payload):
     """A free-text note, sealed like the personal block."""
 
     KIND: ClassVar[EventKind] = EventKind.NOTE_ADDED
+    SEALED: ClassVar[tuple[str, ...]] = ("sealed",)
     op: str
     note_id: str
     sealed: bytes
@@ -327,6 +399,21 @@ class ConsentAdded(_Payload):
 
 
 @dataclass(frozen=True, slots=True)
+class ConsentWithdrawn(_Payload):
+    """The citizen no longer shares the case with ``department``: later notes and
+    personal blocks are not sealed to it (what it could read stays read). Per
+    department the newer of an addition and a withdrawal (fold order) wins."""
+
+    KIND: ClassVar[EventKind] = EventKind.CONSENT_WITHDRAWN
+    op: str
+    department: str
+
+    def __post_init__(self) -> None:
+        check_text("op", self.op, OP_MAX)
+        _label("department", self.department)
+
+
+@dataclass(frozen=True, slots=True)
 class CallLogged(_Payload):
     """Who took part in a call about the case and for how long (never the media)."""
 
@@ -356,6 +443,7 @@ class PersonalSet(_Payload):
     """A new sealed personal block replaces those listed in ``seen``."""
 
     KIND: ClassVar[EventKind] = EventKind.PERSONAL_SET
+    SEALED: ClassVar[tuple[str, ...]] = ("sealed",)
     op: str
     sealed: bytes
     seen: tuple[EventRef, ...] = ()
@@ -371,12 +459,75 @@ class KeyGranted(_Payload):
     """The case's data key re-sealed for nodes that joined its audience."""
 
     KIND: ClassVar[EventKind] = EventKind.KEY_GRANT
+    SEALED: ClassVar[tuple[str, ...]] = ("grants",)
     op: str
     grants: bytes
 
     def __post_init__(self) -> None:
         check_text("op", self.op, OP_MAX)
         _blob("grants", self.grants)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseErased(_Payload):
+    """The citizen's data is erased: every node drops the case's sealed payloads.
+
+    Valid from an HQ node or the case's origin only (the case book checks the
+    author's certificate before it applies one); the open metadata stays.
+    """
+
+    KIND: ClassVar[EventKind] = EventKind.CASE_ERASED
+    op: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        check_text("op", self.op, OP_MAX)
+        check_text("reason", self.reason, _REASON_MAX, multiline=True)
+        if not self.reason.strip():
+            raise UsageError("say why the data is erased: the reason must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReceipt(_Payload):
+    """The author's node applied the case's erasure: ``dropped`` payloads are gone."""
+
+    KIND: ClassVar[EventKind] = EventKind.ERASURE_RECEIPT
+    op: str
+    dropped: int
+
+    def __post_init__(self) -> None:
+        check_text("op", self.op, OP_MAX)
+        d = self.dropped
+        if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= _SEQ_MAX:
+            raise UsageError(f"dropped must be a count, got {d!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Exported(_Payload):
+    """Cases were exported to a file: who, in which format, which personal fields,
+    which filters (``scope``, JSON), how many rows. A node fact (no case id)."""
+
+    KIND: ClassVar[EventKind] = EventKind.EXPORTED
+    op: str
+    format: str
+    personal: tuple[str, ...]
+    scope: str
+    rows: int
+    file: str
+
+    def __post_init__(self) -> None:
+        check_text("op", self.op, OP_MAX)
+        check_text("format", self.format, 8)
+        object.__setattr__(self, "personal", tuple(self.personal))
+        if len(self.personal) > 32:
+            raise UsageError("personal lists too many fields")
+        for name in self.personal:
+            check_text("personal field", name, 32)
+        check_text("scope", self.scope, _REASON_MAX)
+        check_text("file", self.file, 255)
+        r = self.rows
+        if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= _SEQ_MAX:
+            raise UsageError(f"rows must be a count, got {r!r}")
 
 
 Payload: TypeAlias = (
@@ -389,9 +540,16 @@ Payload: TypeAlias = (
     | CallLogged
     | PersonalSet
     | KeyGranted
+    | CaseErased
+    | ErasureReceipt
+    | Exported
+    | ConsentWithdrawn
 )
 
 PAYLOAD_TYPES: Mapping[EventKind, type[Payload]] = {cls.KIND: cls for cls in get_args(Payload)}
+#: Kinds whose bodies hold sealed blobs (inline when written before references).
+SEALED_KINDS = frozenset(kind for kind, cls in PAYLOAD_TYPES.items() if cls.SEALED)
+assert SEALED_KINDS == REDACTABLE_KINDS, "chain.REDACTABLE_KINDS must name the sealed kinds"
 
 
 # -- decoding ----------------------------------------------------------------------------

@@ -32,8 +32,11 @@ from meshdesk.cases.chain import author_node
 from meshdesk.cases.events import (
     OP_MAX,
     CallLogged,
+    CaseErased,
     CaseOpened,
     ConsentAdded,
+    ConsentWithdrawn,
+    ErasureReceipt,
     EventKind,
     EventRef,
     FieldSet,
@@ -44,6 +47,7 @@ from meshdesk.cases.events import (
     ReferralAdded,
     ReferralStateSet,
     decode_body,
+    sealed_ref,
 )
 from meshdesk.cases.hlc import Clock, hlc_wall_ms
 from meshdesk.cases.ids import is_valid_id, new_id
@@ -64,9 +68,11 @@ from meshdesk.cases.state import (
     Candidate,
     CaseState,
     Conflict,
+    Erasure,
     Grant,
     HistoryEntry,
     Note,
+    Receipt,
     Referral,
 )
 from meshdesk.errors import SyncError, UsageError
@@ -112,7 +118,11 @@ class Event:
             author_node(stored.author)
         except ValueError as exc:
             raise SyncError(f"event {stored.seq}: {exc}") from None
-        payload = decode_body(stored.kind, stored.body)
+        payload: Payload = decode_body(stored.kind, stored.body)
+        if stored.payloads:
+            # The detached sealed blobs the body references (see events.py): the
+            # fold then holds the blobs themselves, as the case book needs them.
+            payload = payload.attach({sealed_ref(blob): blob for blob in stored.payloads})
         return cls(case_id, stored.author, stored.seq, stored.hlc, payload)
 
 
@@ -177,6 +187,8 @@ def fold(events: Iterable[Event]) -> CaseState:
     added: dict[str, Event] = {}
     calls: list[CallEntry] = []
     grants: list[Grant] = []
+    erasures: list[Erasure] = []
+    receipts: list[Receipt] = []
     for e in ordered:
         p = e.payload
         if isinstance(p, CaseOpened):
@@ -203,6 +215,8 @@ def fold(events: Iterable[Event]) -> CaseState:
             registers[referral_register(p.referral_id)].append(_Write(p.state, e, p.seen))
         elif isinstance(p, ConsentAdded):
             consent.add(p.department)
+        elif isinstance(p, ConsentWithdrawn):
+            consent.discard(p.department)
         elif isinstance(p, CallLogged):
             calls.append(
                 CallEntry(
@@ -216,8 +230,13 @@ def fold(events: Iterable[Event]) -> CaseState:
                     p.op,
                 )
             )
-        else:
+        elif isinstance(p, KeyGranted):
             grants.append(Grant(p.grants, e.node, e.hlc, p.op))
+        elif isinstance(p, CaseErased):
+            erasures.append(Erasure(e.node, e.hlc, p.op, p.reason))
+        elif isinstance(p, ErasureReceipt):
+            receipts.append(Receipt(e.node, e.hlc, p.op, p.dropped))
+        # An export is a node fact; one filed under a case changes nothing of it.
 
     values: dict[str, Value] = {}
     heads: dict[str, tuple[EventRef, ...]] = {}
@@ -257,6 +276,8 @@ def fold(events: Iterable[Event]) -> CaseState:
         conflicts=tuple(conflicts),
         history=tuple(HistoryEntry(e.hlc, e.node, e.payload.op, e.kind) for e in ordered),
         registers=heads,
+        erasures=tuple(erasures),
+        receipts=tuple(receipts),
     )
 
 
@@ -288,6 +309,11 @@ class Draft:
     @property
     def body(self) -> bytes:
         return self.payload.encode()
+
+    @property
+    def payloads(self) -> tuple[bytes, ...]:
+        """The sealed blobs the body references: stored and sent beside the event."""
+        return self.payload.detached()
 
     def event(self, author: str, seq: int) -> Event:
         """The draft as the fold sees it once ``author`` stored it as ``seq``."""
@@ -462,6 +488,14 @@ class CaseWriter:
             raise UsageError(f"consent for {payload.department} is recorded already")
         return self._next(state, payload, wall_ms)
 
+    def withdraw_consent(self, state: CaseState, department: str, *, wall_ms: int) -> Draft:
+        """Record that the citizen no longer shares the case with ``department``."""
+        self._editable(state)
+        payload = ConsentWithdrawn(self.op, _clean(department))
+        if payload.department not in state.consent:
+            raise UsageError(f"{payload.department} is not in the case's consent")
+        return self._next(state, payload, wall_ms)
+
     def log_call(
         self,
         state: CaseState,
@@ -489,3 +523,12 @@ class CaseWriter:
         """Record the data key re-sealed for new audience members."""
         self._editable(state)
         return self._next(state, KeyGranted(self.op, grants), wall_ms)
+
+    def erase(self, state: CaseState, reason: str, *, wall_ms: int) -> Draft:
+        """Ask every node to drop the case's sealed data (the book checks who may)."""
+        self._editable(state)
+        return self._next(state, CaseErased(self.op, _clean(reason)), wall_ms)
+
+    def receipt(self, state: CaseState, dropped: int, *, wall_ms: int) -> Draft:
+        """Say that this node applied the case's erasure (any state: also incomplete)."""
+        return self._next(state, ErasureReceipt(self.op, dropped), wall_ms)

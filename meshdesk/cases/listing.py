@@ -119,6 +119,13 @@ class CaseLister:
         )
         self._cache_size = cache_size
 
+    def forget(self, case_id: str) -> int:
+        """Drop what was decrypted of a case (its erasure); returns how many entries."""
+        keys = [key for key in self._cache if key[0] == case_id]
+        for key in keys:
+            del self._cache[key]
+        return len(keys)
+
     # -- personal fields, lazily -----------------------------------------------------
 
     async def _read(self, summary: CaseSummary) -> _Readable:

@@ -21,9 +21,11 @@ __all__ = [
     "Candidate",
     "CaseState",
     "Conflict",
+    "Erasure",
     "Grant",
     "HistoryEntry",
     "Note",
+    "Receipt",
     "Referral",
 ]
 
@@ -105,6 +107,26 @@ class Grant:
     op: str
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """A CASE_ERASED: who asked for the citizen's data to be erased, and why."""
+
+    author: str
+    hlc: int
+    op: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """An ERASURE_RECEIPT: node ``author`` dropped the case's sealed payloads."""
+
+    author: str
+    hlc: int
+    op: str
+    dropped: int
+
+
 _REGISTER_NAME = re.compile(r"category|urgency|status|department|personal|referral:[0-9a-f-]{36}")
 
 
@@ -138,6 +160,10 @@ class CaseState:
     conflicts: tuple[Conflict, ...]
     history: tuple[HistoryEntry, ...]
     registers: Mapping[str, tuple[EventRef, ...]]
+    #: Erasures asked for (valid or not: the case book checks their authors).
+    erasures: tuple[Erasure, ...] = ()
+    #: Nodes that applied an erasure (one receipt per node counts).
+    receipts: tuple[Receipt, ...] = ()
 
     @property
     def last_hlc(self) -> int:

@@ -23,6 +23,7 @@ through the fold.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -33,12 +34,14 @@ import msgpack
 from meshdesk.cases.events import (
     CaseOpened,
     ConsentAdded,
+    ConsentWithdrawn,
     EventKind,
     EventRef,
     FieldSet,
     PersonalSet,
     ReferralAdded,
     ReferralStateSet,
+    is_redacted,
 )
 from meshdesk.cases.fold import Event, fold
 from meshdesk.cases.model import CaseField, ReferralState, Status, Urgency, referral_register
@@ -66,7 +69,16 @@ _NEW = str(Status.NEW)
 _NEW_RANK = STATUS_RANK[_NEW]
 
 #: Kinds that never touch a register nor the consent: their bodies are not read.
-_INERT = frozenset({EventKind.NOTE_ADDED, EventKind.KEY_GRANT, EventKind.CALL_LOGGED})
+_INERT = frozenset(
+    {
+        EventKind.NOTE_ADDED,
+        EventKind.KEY_GRANT,
+        EventKind.CALL_LOGGED,
+        EventKind.CASE_ERASED,
+        EventKind.ERASURE_RECEIPT,
+        EventKind.EXPORTED,
+    }
+)
 
 
 def personal_digest(sealed: bytes | None) -> bytes | None:
@@ -77,6 +89,10 @@ def personal_digest(sealed: bytes | None) -> bytes | None:
 def _decode(events: Iterable[StoredEvent]) -> list[Event]:
     out = []
     for stored in events:
+        if is_redacted(stored.body):
+            continue  # an old body whose sealed blob an erasure dropped: nothing to read
+        if stored.payloads:  # the row names sealed blocks by reference, however read
+            stored = dataclasses.replace(stored, payloads=())
         try:
             out.append(Event.from_stored(stored))
         except SyncError as exc:
@@ -221,6 +237,8 @@ def _linear(
                 heads[referral_register(q.referral_id)] = e.ref
         elif isinstance(q, ConsentAdded):
             consent.add(q.department)
+        elif isinstance(q, ConsentWithdrawn):
+            consent.discard(q.department)
         else:
             return None  # a second opening
     urgency, status = str(values["urgency"]), str(values["status"])

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from meshdesk import control
@@ -23,6 +24,7 @@ from meshdesk.cases.book import CaseBook
 from meshdesk.cases.summary import case_store
 from meshdesk.cli._output import print_fields
 from meshdesk.directory import Directory
+from meshdesk.errors import MeshdeskError
 from meshdesk.home import NodeHome
 from meshdesk.ops import CASE_OPS, OPS, Kind, OpSpec, Param
 from meshdesk.ops.cases import MAX_PAGE
@@ -72,18 +74,24 @@ def add_case_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     case = commands.add_parser("case", help="create, list, show and edit consultation cases")
     actions = case.add_subparsers(dest="case_command", metavar="ACTION", required=True)
     for spec in CASE_OPS:
-        p = actions.add_parser(spec.name.removeprefix("case_"), help=spec.help)
-        p.add_argument("--home", metavar="DIR", help="node home (default: $MESHDESK_HOME, ...)")
-        p.add_argument("--json", action="store_true", help="print JSON")
-        p.add_argument(
-            "--operator",
-            metavar="NAME",
-            help=f"who is doing this (default: ${OPERATOR_ENV}, else the login name)",
-        )
-        for param in spec.params:
-            if param.name != _OPERATOR:
-                _add_param(p, param)
-        p.set_defaults(handler=run_case_command, case_op=spec)
+        _op_parser(actions.add_parser(spec.name.removeprefix("case_"), help=spec.help), spec)
+    # ``meshdesk export`` is ``meshdesk case export`` (the issue's spelling, and shorter).
+    export = OPS.spec("case_export")
+    _op_parser(commands.add_parser("export", help=export.help), export)
+
+
+def _op_parser(p: argparse.ArgumentParser, spec: OpSpec[Any]) -> None:
+    p.add_argument("--home", metavar="DIR", help="node home (default: $MESHDESK_HOME, ...)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--operator",
+        metavar="NAME",
+        help=f"who is doing this (default: ${OPERATOR_ENV}, else the login name)",
+    )
+    for param in spec.params:
+        if param.name != _OPERATOR:
+            _add_param(p, param)
+    p.set_defaults(handler=run_case_command, case_op=spec)
 
 
 def case_payload(spec: OpSpec[Any], args: argparse.Namespace, env: Env) -> dict[str, Any]:
@@ -95,6 +103,8 @@ def case_payload(spec: OpSpec[Any], args: argparse.Namespace, env: Env) -> dict[
     }
     if any(p.name == _OPERATOR for p in spec.params):
         payload[_OPERATOR] = args.operator or env.get(OPERATOR_ENV) or getpass.getuser()
+    if isinstance(payload.get("out"), str):  # the node may run elsewhere in the tree
+        payload["out"] = str(Path(payload["out"]).expanduser().resolve())
     return payload
 
 
@@ -134,12 +144,54 @@ def run_case_command(args: argparse.Namespace, env: Env) -> int:
     payload = case_payload(spec, args, env)
     if spec.name == "case_list":
         return asyncio.run(_list(home, payload, as_json=args.json))
-    result = asyncio.run(_run_one(home, spec.name, payload))
+    if spec.name == "case_export":
+        result = asyncio.run(_export(home, payload))
+    else:
+        result = asyncio.run(_run_one(home, spec.name, payload))
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
+    elif spec.name == "case_export":
+        personal = ", with personal fields" if result["personal"] else ""
+        print(f"Exported {result['rows']} cases{personal} to {result['path']}.")
+    elif spec.name == "case_history":
+        for row in result["events"]:
+            who = f"{row['name'] or row['node'][:7]} {row['op']}".strip()
+            print(f"{row['at']}  {row['action']:<16}  {who}  {row['detail']}".rstrip())
     elif isinstance(result, dict):
         _print_case(result)
     return 0
+
+
+#: Longest an export through the running node may take (a million cases: minutes).
+EXPORT_WAIT = 3600.0
+
+
+async def _export(home: NodeHome, payload: dict[str, Any]) -> Any:
+    """``export``: through the running node (its log lines about the export shown as
+    progress on stderr), else on the store itself."""
+    socket = home.control_socket
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            events = await stack.enter_async_context(control.subscribe(socket, ["log"]))
+        except control.NodeNotRunning:
+            async with _offline(home) as call:
+                return await call("case_export", payload)
+
+        async def show() -> None:
+            async for event in events:
+                message = str(event.data.get("message", ""))
+                if message.startswith("export to "):
+                    print(message, file=sys.stderr, flush=True)
+
+        shower = asyncio.create_task(show())
+        stack.push_async_callback(_cancelled, shower)
+        return await control.call(socket, "case_export", payload, wait=EXPORT_WAIT)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, MeshdeskError):
+        await task
 
 
 async def _list(home: NodeHome, payload: dict[str, Any], *, as_json: bool) -> int:
@@ -213,6 +265,8 @@ def _print_case(c: dict[str, Any]) -> None:
     else:
         fields.append(("personal", "sealed (this node is not in the case's audience)"))
     print_fields(fields)
+    if c.get("erasure"):
+        print(f"  ERASED: {c['erasure']['line']}")
     for conflict in c.get("conflicts", []):
         values = " / ".join(f"{v['value']} ({v['op']} {v['at']})" for v in conflict["candidates"])
         print(f"  CONFLICT on {conflict['field']}: {values}")

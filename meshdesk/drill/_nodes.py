@@ -147,7 +147,11 @@ class SimNode(Replica):
         """Append drafts to our chain and commit them as one signed batch."""
         for draft in drafts:
             self.chain.append(
-                hlc=draft.hlc, case_id=draft.case_id, kind=draft.kind, body=draft.body
+                hlc=draft.hlc,
+                case_id=draft.case_id,
+                kind=draft.kind,
+                body=draft.body,
+                payloads=draft.payloads,
             )
         events, checkpoint = self.chain.commit()
         self.commit(events, checkpoint)

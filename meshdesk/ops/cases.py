@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from meshdesk.cases.export import FORMATS as EXPORT_FORMATS
 from meshdesk.cases.listing import query_from
 from meshdesk.cases.model import CaseField, Category, Personal, Status, Urgency
 from meshdesk.ops._registry import Topic
@@ -127,7 +129,54 @@ async def every_case(
 
 @CASE_OPS.op("case_show", "show one case in full", _ID)
 async def _show(book: CaseBook, args: Args) -> object:
-    return book.view(await book.state(await book.resolve_id(args.text("id"))))
+    state = await book.state(await book.resolve_id(args.text("id")))
+    return {**book.view(state), "erasure": await book.steward.erasure_status(state)}
+
+
+@CASE_OPS.op(
+    "case_erase",
+    "erase the citizen's data of a case on every node (HQ or the case's origin only)",
+    _ID,
+    _OPERATOR,
+    text("reason", "why: the citizen's request, retention… (kept in the signed event)",
+         required=True),
+)  # fmt: skip
+async def _erase(book: CaseBook, args: Args) -> object:
+    case_id = await book.resolve_id(args.text("id"))
+    state = await book.steward.erase(case_id, op=args.text("operator"), reason=args.text("reason"))
+    return {**book.view(state), "erasure": await book.steward.erasure_status(state)}
+
+
+@CASE_OPS.op(
+    "case_export",
+    "export cases to a file: csv (Excel), xlsx, json (lines) or hxl (partners)",
+    _OPERATOR,
+    choice("format", EXPORT_FORMATS, required=True),
+    text("out", "the file to write (absolute path)", required=True, metavar="FILE"),
+    text("since", "only cases opened since (YYYY-MM-DD or an ISO time)", metavar="WHEN"),
+    text("site", "only cases of this site"),
+    choice("status", Status),
+    choice("category", Category),
+    choice("urgency", Urgency),
+    flag("personal", "include the citizens' details (HQ nodes by default; readable cases)"),
+)
+async def _export(book: CaseBook, args: Args) -> object:
+    scope = {k: args[k] for k in ("since", "site", "status", "category", "urgency") if args[k]}
+    query = query_from({**scope, "sort": "opened"})
+    return await book.steward.export(
+        op=args.text("operator"),
+        fmt=args.text("format"),
+        out=Path(args.text("out")),
+        query=query,
+        personal=args.flag("personal"),
+        scope=scope,
+    )
+
+
+@CASE_OPS.op("case_history", "who did what to a case and when, from its signed events", _ID)
+async def _history(book: CaseBook, args: Args) -> object:
+    case_id = await book.resolve_id(args.text("id"))
+    return {"id": case_id, "events": await book.steward.history(case_id)}
 
 
 Edit = Callable[["CaseBook", str, Args], Awaitable[Any]]
@@ -184,6 +233,17 @@ async def _resolve(book: CaseBook, case_id: str, args: Args) -> object:
 )
 async def _consent(book: CaseBook, case_id: str, args: Args) -> object:
     return await book.add_consent(
+        case_id, op=args.text("operator"), department=args.text("department")
+    )
+
+
+@_edit(
+    "case_withdraw",
+    "withdraw a department from the consent: later notes are not sealed to it",
+    text("department", required=True),
+)
+async def _withdraw(book: CaseBook, case_id: str, args: Args) -> object:
+    return await book.withdraw_consent(
         case_id, op=args.text("operator"), department=args.text("department")
     )
 

@@ -14,6 +14,7 @@ registry of kits it issued and the CA's revocation list here.
 from __future__ import annotations
 
 from meshdesk.store._caseindex import SORTS, CasePage, CaseQuery, Word
+from meshdesk.store._payloads import unpack_payloads
 from meshdesk.store._schema import MIGRATIONS, SCHEMA_VERSION, Migration, MigrationStep
 from meshdesk.store._store import Store, StoreState
 from meshdesk.store.records import (
@@ -48,4 +49,5 @@ __all__ = [
     "StoredEvent",
     "Word",
     "digest_of",
+    "unpack_payloads",
 ]

@@ -28,6 +28,7 @@ from meshdesk.store._caseindex import (
     indexed_cases,
     summary_of,
 )
+from meshdesk.store._payloads import unpack_payloads
 from meshdesk.store.records import CaseSummary, StoredEvent
 
 __all__ = ["CaseReader"]
@@ -46,6 +47,8 @@ class CaseReader:
         self._busy_timeout = busy_timeout
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        #: Whether the database keeps detached payloads (schema 4; the store sets it).
+        self.payloads = False
         #: Cases holding a search word's rarest term above which the word is tested
         #: row by row instead of listing its cases first (tests lower it).
         self.dense = DENSE
@@ -139,13 +142,35 @@ class CaseReader:
         """All events of one case, ordered by (hlc, author, seq)."""
         async with self._session("read") as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE case_id = ? ORDER BY hlc, author, seq",
+                f"SELECT {_EVENT_COLUMNS}{', payloads' if self.payloads else ''} FROM events"
+                " WHERE case_id = ? ORDER BY hlc, author, seq",
                 (case_id,),
             )
-        return [
-            StoredEvent(author, seq, hlc, cid, kind, bytes(body), bytes(prev), bytes(digest))
-            for author, seq, hlc, cid, kind, body, prev, digest in rows
-        ]
+        out = []
+        for row in rows:
+            author, seq, hlc, cid, kind, body, prev, digest = row[:8]
+            blobs = unpack_payloads(bytes(row[8]) if len(row) > 8 and row[8] is not None else None)
+            out.append(
+                StoredEvent(
+                    author, seq, hlc, cid, kind, bytes(body), bytes(prev), bytes(digest), blobs
+                )
+            )
+        return out
+
+    async def retention_due(self, before_hlc: int, origin: str | None, limit: int) -> list[str]:
+        """Resolved or closed cases not changed since ``before_hlc`` and not erased
+        here (of ``origin`` only, unless None), oldest change first."""
+        if not self.payloads:
+            return []
+        mine = "" if origin is None else " AND origin = ?"
+        async with self._session("read the case index of") as db:
+            rows = await db.execute_fetchall(
+                "SELECT case_id FROM case_index WHERE status IN ('resolved', 'closed')"
+                f" AND updated_hlc < ?{mine} AND case_id NOT IN (SELECT case_id FROM erased)"
+                " ORDER BY updated_hlc LIMIT ?",
+                (before_hlc, *(() if origin is None else (origin,)), limit),
+            )
+        return [case_id for (case_id,) in rows]
 
     async def search_todo(self, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` cases whose search terms must be (re)made: ``(key, id)``."""

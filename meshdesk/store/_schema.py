@@ -241,8 +241,77 @@ CREATE TABLE search_todo (case_key INTEGER PRIMARY KEY);
 ALTER TABLE checkpoints ADD COLUMN rank INTEGER;
 """
 
+# Version 4: citizen data stewardship (docs/ARCHITECTURE.md, "Erasure"). Sealed blobs
+# (personal blocks, notes, key grants) live beside the chain: an event's body names
+# each by its SHA-256 and the blobs sit in the row's `payloads` column (a msgpack list,
+# not hashed), so an erasure can clear them while every chain still verifies. `erased`
+# lists the cases this node has erased: their payloads are never kept again. Events
+# written before this version hold their blob inline; for an erased case (only) the
+# store may replace such a body by its redaction, 0xC1 followed by the event's own
+# hash (the chain takes that hash as given). These are the only UPDATEs allowed.
+_SCHEMA_4 = """
+ALTER TABLE events ADD COLUMN payloads BLOB;
+
+CREATE TABLE erased (
+    case_id   TEXT PRIMARY KEY NOT NULL,
+    erased_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TRIGGER erased_no_delete BEFORE DELETE ON erased
+BEGIN
+    SELECT RAISE(ABORT, 'an erasure is never undone');
+END;
+
+DROP TRIGGER events_no_update;
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+WHEN NOT (
+    NEW.author = OLD.author AND NEW.seq = OLD.seq AND NEW.hlc = OLD.hlc
+    AND NEW.case_id IS OLD.case_id AND NEW.kind = OLD.kind
+    AND NEW.prev_hash = OLD.prev_hash AND NEW.hash = OLD.hash
+    AND NEW.received_at = OLD.received_at
+    AND (
+        -- an erasure: payloads cleared, an old body kept or redacted
+        (
+            EXISTS (SELECT 1 FROM erased WHERE case_id = OLD.case_id)
+            AND NEW.payloads IS NULL
+            AND (
+                NEW.body = OLD.body
+                OR (typeof(NEW.body) = 'blob' AND length(NEW.body) = 33
+                    AND substr(NEW.body, 1, 1) = x'c1' AND substr(NEW.body, 2) = OLD.hash)
+            )
+        )
+        -- payloads arriving late for an event stored without them
+        OR (
+            OLD.payloads IS NULL AND NEW.body = OLD.body
+            AND NOT EXISTS (SELECT 1 FROM erased WHERE case_id = OLD.case_id)
+        )
+    )
+)
+BEGIN
+    SELECT RAISE(ABORT, 'events are append-only: UPDATE refused');
+END;
+
+-- A payload of an erased case that arrives (a peer that has not erased yet) is
+-- dropped as it is stored.
+CREATE TRIGGER events_erased_payloads AFTER INSERT ON events
+WHEN NEW.payloads IS NOT NULL AND EXISTS (SELECT 1 FROM erased WHERE case_id = NEW.case_id)
+BEGIN
+    UPDATE events SET payloads = NULL WHERE author = NEW.author AND seq = NEW.seq;
+END;
+
+-- Erasure events (kind 30) whose case is not erased here yet: found at start-up.
+CREATE INDEX events_erasures ON events (case_id) WHERE kind = 30;
+-- Export records (kind 32), for a case's trail.
+CREATE INDEX events_exports ON events (hlc) WHERE kind = 32;
+"""
+
 #: The forward migrations this meshdesk knows, oldest first.
-MIGRATIONS: tuple[Migration, ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3))
+MIGRATIONS: tuple[Migration, ...] = (
+    (1, _SCHEMA_1),
+    (2, _SCHEMA_2),
+    (3, _SCHEMA_3),
+    (4, _SCHEMA_4),
+)
 
 _HEADER_SIZE = 100
 _MAGIC = b"SQLite format 3\x00"

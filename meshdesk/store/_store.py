@@ -20,6 +20,13 @@ from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import StoreError, StoreFull
 from meshdesk.store._caseindex import Indexed, chunks, indexed_cases, upsert_summaries
 from meshdesk.store._chain import INT64_MAX, Heads, check_event, check_int64, plan_append
+from meshdesk.store._payloads import (
+    PAYLOADS_VERSION,
+    erase_rows,
+    late_payloads,
+    pack_payloads,
+    unpack_payloads,
+)
 from meshdesk.store._reader import CaseReader
 from meshdesk.store._schema import (
     MIGRATIONS,
@@ -48,6 +55,11 @@ log = logging.getLogger(__name__)
 _EVENT_COLUMNS = "author, seq, hlc, case_id, kind, body, prev_hash, hash"
 _INSERT_EVENT = (
     f"INSERT INTO events ({_EVENT_COLUMNS}, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: Schema 4 keeps each event's detached sealed blobs in its row (``_payloads``).
+_INSERT_WITH_PAYLOADS = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}, received_at, payloads)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ISSUED_COLUMNS = "node_id, name, site, role, departments, serial, cert_pem, issued_at"
 
@@ -202,6 +214,12 @@ class Store(AsyncResource):
         return self._indexer is not None
 
     @property
+    def _read_columns(self) -> str:
+        """The event columns reads return: with the payloads from schema 4 on."""
+        extra = ", payloads" if self._schema_version >= PAYLOADS_VERSION else ""
+        return _EVENT_COLUMNS + extra
+
+    @property
     def schema_version(self) -> int:
         """Schema version of the open database (0 before :meth:`start`)."""
         return self._schema_version
@@ -241,6 +259,7 @@ class Store(AsyncResource):
             self._state = StoreState.CLOSED
             raise
         self._db, self._schema_version, self._heads = db, version, heads
+        reader.payloads = version >= PAYLOADS_VERSION
         self._reader = reader
         self._state = StoreState.RUNNING
         if self._quick_check and self._deferred:
@@ -341,6 +360,9 @@ class Store(AsyncResource):
             raise StoreError(f"database {self._path} cannot use write-ahead logging ({mode})")
         await db.execute("PRAGMA synchronous = FULL")
         await db.execute("PRAGMA foreign_keys = ON")
+        # What a delete or an erasure frees is overwritten with zeros, not left in
+        # free pages for someone who copies the file (docs/ARCHITECTURE.md, Erasure).
+        await db.execute("PRAGMA secure_delete = ON")
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -508,13 +530,27 @@ class Store(AsyncResource):
         async with self._session("append events to") as db:
             stored = await self._stored_hashes(db, batch)
             rows, tips = plan_append(batch, self._heads, stored, received_at)
-            if rows or checkpoints:
+            # Payloads of events stored before without them (a peer that had erased the
+            # case, or withheld them) are kept too: plan_append found their hashes equal,
+            # so their bodies, which name the payloads, are the stored ones.
+            late = [] if self._schema_version < PAYLOADS_VERSION else [
+                e for e in batch if e.payloads and e.seq <= self._heads.get(e.author, (0,))[0]
+            ]  # fmt: skip
+            if rows or checkpoints or late:
                 async with self._transaction(db):
                     indexed = self._schema_version >= _INDEX_VERSION
-                    if rows:
+                    if rows and self._schema_version >= PAYLOADS_VERSION:
+                        blobs = {(e.author, e.seq): e.payloads for e in batch if e.payloads}
+                        await db.executemany(
+                            _INSERT_WITH_PAYLOADS,
+                            [(*r, pack_payloads(blobs.get((r[0], r[1]), ()))) for r in rows],
+                        )
+                    elif rows:
                         await db.executemany(_INSERT_EVENT, rows)
-                        if indexed:
-                            await self._index_new(db, [StoredEvent(*row[:8]) for row in rows])
+                    if rows and indexed:
+                        await self._index_new(db, [StoredEvent(*row[:8]) for row in rows])
+                    if late:
+                        await late_payloads(db, late)
                     if checkpoints and indexed:
                         await db.executemany(
                             "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig, rank) "
@@ -734,7 +770,7 @@ class Store(AsyncResource):
             raise ValueError(f"limit must be at least 1, got {limit}")
         async with self._session("read") as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_EVENT_COLUMNS} FROM events"
+                f"SELECT {self._read_columns} FROM events"
                 " WHERE author = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (author, after_seq, limit),
             )
@@ -744,10 +780,91 @@ class Store(AsyncResource):
         """All events of one case, ordered by (hlc, author, seq)."""
         async with self._session("read") as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE case_id = ? ORDER BY hlc, author, seq",
+                f"SELECT {self._read_columns} FROM events WHERE case_id = ?"
+                " ORDER BY hlc, author, seq",
                 (case_id,),
             )
         return _events(rows)
+
+    # -- erasure -------------------------------------------------------------------
+
+    async def erase_case(
+        self, case_id: str, redact: Sequence[tuple[str, int]], erased_at: int
+    ) -> int:
+        """Drop a case's sealed data for good; returns how many payloads and old
+        bodies went (0 when it was erased before).
+
+        One durable transaction: the case is marked erased (its payloads are never
+        stored again), its payloads deleted, the listed old events (``(author, seq)``
+        of bodies that hold a sealed blob inline) redacted, its search terms deleted
+        and its index row folded again. Then the WAL is checkpointed and truncated,
+        so the freed bytes (zeroed: ``secure_delete``) leave the ``-wal`` file too.
+        """
+        check_int64("erased_at", erased_at)
+        if self._schema_version < PAYLOADS_VERSION:
+            raise StoreError(f"database {self._path} predates erasure (schema 4)")
+        async with self._session("erase a case in") as db, self._transaction(db):
+            dropped = await erase_rows(db, case_id, redact, erased_at)
+            rows = await db.execute_fetchall(
+                "SELECT s.case_key, s.terms FROM case_search AS s"
+                " JOIN case_index AS c USING (case_key) WHERE c.case_id = ?",
+                (case_id,),
+            )
+            for key, terms in rows:
+                await db.executemany(
+                    "DELETE FROM case_terms WHERE term = ? AND case_key = ?",
+                    [(term, key) for term in _unpack_terms(bytes(terms))],
+                )
+                await db.execute("DELETE FROM case_search WHERE case_key = ?", (key,))
+            if self._indexer is not None and redact:
+                before = await indexed_cases(db, [case_id])
+                await self._write_summaries(db, await _case_events(db, [case_id]), before)
+        await self.checkpoint_wal()
+        return dropped
+
+    async def checkpoint_wal(self, attempts: int = 50) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes; True when
+        done. A reader in the middle of a read holds it back: retried briefly, then
+        left to the next erasure (or closing, which checkpoints too), and logged."""
+        for _ in range(attempts):
+            async with self._session("checkpoint") as db:
+                rows = await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy = next(iter(rows))[0]
+            if not busy:
+                return True
+            await asyncio.sleep(0.02)
+        log.warning("store %s: the WAL could not be truncated now (readers busy)", self._path)
+        return False
+
+    async def erased_cases(self) -> dict[str, int]:
+        """Cases erased on this node: ``case_id -> erased_at`` (ms)."""
+        if self._schema_version < PAYLOADS_VERSION:
+            return {}
+        async with self._session("read erasures from") as db:
+            rows = await db.execute_fetchall("SELECT case_id, erased_at FROM erased")
+        return {case_id: int(at) for case_id, at in rows}
+
+    async def exports(self) -> list[StoredEvent]:
+        """Every export record (kind 32, any node), oldest first."""
+        if self._schema_version < PAYLOADS_VERSION:
+            return []
+        async with self._session("read exports from") as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE kind = 32 ORDER BY hlc"
+            )
+        return _events(rows)
+
+    async def pending_erasures(self) -> list[str]:
+        """Cases holding an erasure event (kind 30) that this node has not applied:
+        authorised or not, the case book decides."""
+        if self._schema_version < PAYLOADS_VERSION:
+            return []
+        async with self._session("read erasures from") as db:
+            rows = await db.execute_fetchall(
+                "SELECT DISTINCT case_id FROM events WHERE kind = 30 AND case_id NOT IN"
+                " (SELECT case_id FROM erased) ORDER BY case_id"
+            )
+        return [case_id for (case_id,) in rows]
 
     async def newest_hlc_of(self, node_id: str) -> int:
         """The highest HLC among the events of every chain of ``node_id`` (0: none).
@@ -968,10 +1085,17 @@ async def _load_heads(db: aiosqlite.Connection) -> Heads:
 
 
 def _events(rows: Iterable[Any]) -> list[StoredEvent]:
-    return [
-        StoredEvent(author, seq, hlc, case_id, kind, bytes(body), bytes(prev), bytes(digest))
-        for author, seq, hlc, case_id, kind, body, prev, digest in rows
-    ]
+    """Events from rows of the event columns, with the payloads column or without."""
+    out = []
+    for row in rows:
+        author, seq, hlc, case_id, kind, body, prev, digest = row[:8]
+        blobs = unpack_payloads(None if len(row) < 9 or row[8] is None else bytes(row[8]))
+        out.append(
+            StoredEvent(
+                author, seq, hlc, case_id, kind, bytes(body), bytes(prev), bytes(digest), blobs
+            )
+        )
+    return out
 
 
 def _issued(row: Any) -> IssuedNode:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
@@ -53,6 +53,10 @@ class StoredEvent:
         prev_hash: ``hash`` of the author's event at ``seq - 1``;
             :data:`ZERO_HASH` for seq 1.
         hash: 32-byte hash of this event.
+        payloads: The detached sealed blobs the body references by SHA-256 (kept in
+            the store's ``payloads`` table, sent with the event, dropped by an
+            erasure). Not part of the hash, nor of equality: an event is the same
+            event with or without them.
     """
 
     author: str
@@ -63,6 +67,7 @@ class StoredEvent:
     body: bytes
     prev_hash: bytes
     hash: bytes
+    payloads: tuple[bytes, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

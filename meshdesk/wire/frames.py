@@ -256,6 +256,9 @@ class WireEvent:
     kind: _Int64
     body: Annotated[bytes, MaxLen(_BODY_MAX)]
     prev_hash: _Hash
+    #: The sealed blobs the body names by SHA-256, kept beside the chain (not hashed):
+    #: a sender that erased the case sends none, a receiver that did stores none.
+    payloads: Annotated[tuple[Annotated[bytes, MaxLen(64 * 1024)], ...], MaxLen(4)] = ()
 
 
 @dataclass(frozen=True, slots=True)

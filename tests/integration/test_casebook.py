@@ -55,7 +55,8 @@ async def replicate(src: Store, dst: Store, keys: dict[str, Ed25519PublicKey]) -
         for checkpoint in await src.checkpoints(author, after):
             run = [e for e in events if head_seq(head) < e.seq <= checkpoint.seq]
             unsigned = [
-                UnsignedEvent(e.seq, e.hlc, e.case_id, e.kind, e.body, e.prev_hash) for e in run
+                UnsignedEvent(e.seq, e.hlc, e.case_id, e.kind, e.body, e.prev_hash, e.payloads)
+                for e in run
             ]
             verified = verify_run(author, head, unsigned, checkpoint, keys[author_node(author)])
             copied += await dst.append_run(verified, checkpoint, received_at=1)

@@ -137,3 +137,31 @@ def test_list_pages_as_a_table_and_streams_json_lines(
     code, _, err = run(capsys, "case", "list", "--home", str(hq), "--since", "someday")
     assert code != 0
     assert "since" in err
+
+
+def test_erase_history_and_export_from_the_command_line(
+    hq: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = new_case(capsys, hq)
+    case_id = str(case["id"])
+    out_file = tmp_path / "cases.csv"
+    code, out, err = run(capsys, "export", "--home", str(hq), "--format", "csv",
+                         "--out", str(out_file), "--personal", "--operator", "本部")  # fmt: skip
+    assert code == 0, err
+    assert f"Exported 1 cases, with personal fields to {out_file}" in out
+    assert "山田 花子" in out_file.read_text(encoding="utf-8-sig")
+    code, out, err = run(capsys, "case", "erase", case_id[-12:], "--home", str(hq),
+                         "--reason", "本人の申出", "--operator", "本部")  # fmt: skip
+    assert code == 0, err
+    assert "ERASED: erased on 1 of 1 nodes" in out
+    code, out, err = run(capsys, "case", "erase", case_id[-12:], "--home", str(hq),
+                         "--reason", "again", "--operator", "本部")  # fmt: skip
+    assert code != 0
+    assert "erased already" in err
+    assert "Traceback" not in err
+    code, out, err = run(capsys, "case", "history", case_id[-12:], "--home", str(hq))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [line.split()[1] for line in lines[:2]] == ["opened", "note"]
+    assert any("erased" in line and "本人の申出" in line for line in lines)
+    assert any("exported" in line and "cases.csv" in line for line in lines)

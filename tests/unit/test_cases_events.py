@@ -14,13 +14,18 @@ from meshdesk.cases.events import (
     BODY_MAX,
     OP_MAX,
     PAYLOAD_TYPES,
+    REF_SIZE,
     SEALED_MAX,
     SEEN_MAX,
     CallLogged,
+    CaseErased,
     CaseOpened,
     ConsentAdded,
+    ConsentWithdrawn,
+    ErasureReceipt,
     EventKind,
     EventRef,
+    Exported,
     FieldSet,
     KeyGranted,
     NoteAdded,
@@ -29,6 +34,8 @@ from meshdesk.cases.events import (
     ReferralAdded,
     ReferralStateSet,
     decode_body,
+    is_redacted,
+    sealed_ref,
 )
 from meshdesk.cases.hlc import HLC_MAX, make_hlc
 from meshdesk.cases.model import CaseField, Category, ReferralState, Urgency
@@ -74,7 +81,16 @@ EXAMPLES: dict[EventKind, list[Payload]] = {
         CallLogged("田中", ID2, (A,), T0, None, 0),
     ],
     EventKind.PERSONAL_SET: [PersonalSet("田中", b"\x01" * 100, (EventRef(A, 1),))],
-    EventKind.KEY_GRANT: [KeyGranted("田中", b"grants")],
+    EventKind.KEY_GRANT: [KeyGranted("田中", b"\x07wrapped keys")],
+    EventKind.CASE_ERASED: [
+        CaseErased("本部 山田", "本人から利用停止の申出 (request to stop use)")
+    ],
+    EventKind.ERASURE_RECEIPT: [ErasureReceipt("meshdesk (automatic)", 3)],
+    EventKind.CONSENT_WITHDRAWN: [ConsentWithdrawn("田中", "子育て支援課")],
+    EventKind.EXPORTED: [
+        Exported("本部 鈴木", "xlsx", ("name", "phone"), '{"site": "第一小学校"}', 120, "a.xlsx"),
+        Exported("本部", "hxl", (), "{}", 0, "partners.csv"),
+    ],
 }
 ALL_EXAMPLES = [p for examples in EXAMPLES.values() for p in examples]
 
@@ -97,19 +113,57 @@ def test_kind_numbers_are_the_contract() -> None:
         "CALL_LOGGED": 7,
         "PERSONAL_SET": 8,
         "KEY_GRANT": 9,
+        "CASE_ERASED": 30,
+        "ERASURE_RECEIPT": 31,
+        "EXPORTED": 32,
+        "CONSENT_WITHDRAWN": 33,
     }
 
 
 @pytest.mark.parametrize("payload", ALL_EXAMPLES, ids=lambda p: type(p).__name__)
 def test_round_trip(payload: Payload) -> None:
     body = payload.encode()
-    decoded = decode_body(payload.KIND, body)
+    decoded = decode_body(payload.KIND, body).attach(
+        {sealed_ref(blob): blob for blob in payload.detached()}
+    )
     assert decoded == payload
     assert type(decoded) is type(payload)
     assert decoded.encode() == body
     raw = msgpack.unpackb(body)
     assert list(raw) == [f.name for f in dataclasses.fields(payload)]
     assert raw["op"] == payload.op
+
+
+@pytest.mark.parametrize("payload", ALL_EXAMPLES, ids=lambda p: type(p).__name__)
+def test_sealed_blobs_leave_the_body_as_references(payload: Payload) -> None:
+    """A body names each sealed blob by SHA-256; the blob travels beside it, so an
+    erasure can drop it without changing the body (or any hash)."""
+    body = payload.encode()
+    blobs = payload.detached()
+    assert len(blobs) == len(payload.SEALED) - sum(
+        getattr(payload, name) is None for name in payload.SEALED
+    )
+    for blob in blobs:
+        assert blob not in body
+        assert sealed_ref(blob) in body
+    decoded = decode_body(payload.KIND, body)
+    assert decoded.detached() == ()  # references only, nothing personal
+    assert decoded.encode() == body  # a reference stays a reference
+    for name in payload.SEALED:
+        value = getattr(decoded, name)
+        assert value is None or len(value) == REF_SIZE
+    # A blob that is gone (erased) leaves the reference in place.
+    assert decoded.attach({}) == decoded
+
+
+def test_redacted_bodies_are_recognised() -> None:
+    assert is_redacted(b"\xc1" + bytes(32))
+    assert not is_redacted(b"\xc1" + bytes(31))
+    assert not is_redacted(EXAMPLES[EventKind.NOTE_ADDED][0].encode())
+    with pytest.raises(SyncError):
+        decode_body(EventKind.NOTE_ADDED, b"\xc1" + bytes(32))
+    with pytest.raises(UsageError, match="reason"):
+        CaseErased("op", "  ")
 
 
 def test_body_shape_is_plain_msgpack() -> None:
@@ -245,7 +299,9 @@ def _valid_or_sync_error(kind: int, body: bytes) -> None:
     except SyncError:
         return
     assert kind == payload.KIND
-    assert decode_body(kind, payload.encode()) == payload
+    # A blob held inline (an old body) is written back as a reference, beside it.
+    again = decode_body(kind, payload.encode())
+    assert again.attach({sealed_ref(b): b for b in payload.detached()}) == payload
 
 
 @FUZZ

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 
 import msgpack
 import pytest
@@ -174,3 +175,56 @@ def test_audience_is_origin_hq_and_consented_departments() -> None:
         str(hq.node_id),
         str(welfare.node_id),
     }
+
+
+def test_payloads_ride_beside_the_chain_and_must_be_named_by_the_body() -> None:
+    """A detached sealed blob is not hashed: its SHA-256 in the body binds it, so a
+    run verifies with or without it, and a blob the body does not name is refused."""
+    key = Ed25519PrivateKey.generate()
+    blob = b"sealed personal block" * 4
+    writer = ChainWriter(AUTHOR, key, None)
+    body = msgpack.packb({"op": "x", "sealed": hashlib.sha256(blob).digest()})
+    writer.append(hlc=1, case_id="c1", kind=3, body=body, payloads=(blob,))
+    events, cp = writer.commit()
+    assert events[0].payloads == (blob,)
+    with_blob = [dataclasses.replace(u, payloads=(blob,)) for u in unsigned(events)]
+    verified = verify_run(AUTHOR, None, with_blob, cp, key.public_key())
+    assert verified[0].payloads == (blob,)
+    assert verify_run(AUTHOR, None, unsigned(events), cp, key.public_key())[0].payloads == ()
+    stranger = [dataclasses.replace(u, payloads=(b"another blob",)) for u in unsigned(events)]
+    with pytest.raises(SyncError, match="does not name"):
+        verify_run(AUTHOR, None, stranger, cp, key.public_key())
+
+
+def test_a_redacted_old_body_still_verifies_and_a_forged_one_does_not() -> None:
+    """An erasure replaces an old body holding a sealed blob inline by 0xC1 + its
+    hash: the chain then takes that hash, vouched for by the successor and the
+    signed checkpoint; a wrong hash breaks the chain."""
+    key = Ed25519PrivateKey.generate()
+    writer = ChainWriter(AUTHOR, key, None)
+    writer.append(hlc=1, case_id="c1", kind=1, body=b"\x81\xa6sealed\xc4\x05inline")
+    writer.append(hlc=2, case_id="c1", kind=2, body=b"\x80")
+    events, cp = writer.commit()
+    redacted = unsigned(events)
+    redacted[0] = dataclasses.replace(redacted[0], body=b"\xc1" + events[0].hash)
+    assert verify_run(AUTHOR, None, redacted, cp, key.public_key())[0].hash == events[0].hash
+    forged = list(redacted)
+    forged[0] = dataclasses.replace(forged[0], body=b"\xc1" + bytes(32))
+    with pytest.raises(SyncError):
+        verify_run(AUTHOR, None, forged, cp, key.public_key())
+    not_sealed = unsigned(events)
+    not_sealed[1] = dataclasses.replace(not_sealed[1], body=b"\xc1" + events[1].hash)
+    with pytest.raises(SyncError, match="never held data"):
+        verify_run(AUTHOR, None, not_sealed, cp, key.public_key())
+
+
+def test_too_many_payloads_are_refused() -> None:
+    key = Ed25519PrivateKey.generate()
+    blobs = tuple(bytes([i]) * 40 for i in range(5))
+    body = msgpack.packb([hashlib.sha256(b).digest() for b in blobs])
+    writer = ChainWriter(AUTHOR, key, None)
+    writer.append(hlc=1, case_id="c1", kind=3, body=body, payloads=blobs)
+    events, cp = writer.commit()
+    with pytest.raises(SyncError, match="too many payloads"):
+        verify_run(AUTHOR, None, [dataclasses.replace(u, payloads=blobs) for u in unsigned(events)],
+                   cp, key.public_key())  # fmt: skip

@@ -23,6 +23,7 @@ from meshdesk.config import (
     Endpoint,
     NetworkSettings,
     NodeSettings,
+    RecordSettings,
     Timings,
     WebSettings,
     config_text,
@@ -319,13 +320,13 @@ def test_unknown_sub_table_is_an_unknown_key(tmp_path: Path) -> None:
 
 def test_unknown_table(tmp_path: Path) -> None:
     assert _error(tmp_path, "[sync]\nbatch = 10\n") == (
-        "unknown table 'sync' (known tables: calls, network, node, timings, web)"
+        "unknown table 'sync' (known tables: calls, network, node, records, timings, web)"
     )
 
 
 def test_top_level_key_is_rejected(tmp_path: Path) -> None:
     assert _error(tmp_path, 'language = "en"\n') == (
-        "unknown key 'language' (known tables: calls, network, node, timings, web)"
+        "unknown key 'language' (known tables: calls, network, node, records, timings, web)"
     )
 
 
@@ -453,6 +454,7 @@ EVERY_KEY = Config(
         invite_ttl=30.5,
         address_check=2.0,
     ),
+    records=RecordSettings(erase_after_days=90, retention_check=60.0, export_roles=("hq", "desk")),
 )
 
 
@@ -491,7 +493,7 @@ def test_a_written_key_keeps_its_comment_and_notes_the_default() -> None:
     assert "keeps its default" in text
     # EVERY_KEY changes every key, so each has its "Default:" line; the defaults none.
     keys = [line for line in lines if line and line[0] not in "#["]
-    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 25
+    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 28
     assert config_text(Config()) == default_config_text()
     assert "Default:" not in default_config_text()
 

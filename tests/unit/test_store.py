@@ -383,14 +383,14 @@ async def test_cancelled_append_is_all_or_nothing(store: Store, steps: int) -> N
 async def test_database_refuses_update_delete_and_broken_links(store: Store, db_path: Path) -> None:
     await store.append_events(chain("node-a", 2), NOW)
     gap = chain("node-a", 1, start=4)[0]
-    row = (*(getattr(gap, f.name) for f in dataclasses.fields(gap)), NOW)
+    row = (*[getattr(gap, f.name) for f in dataclasses.fields(gap)][:8], NOW)
     with raw(db_path) as conn:
         with pytest.raises(sqlite3.IntegrityError, match="append-only: UPDATE"):
             conn.execute("UPDATE events SET body = x'00' WHERE seq = 1")
         with pytest.raises(sqlite3.IntegrityError, match="append-only: DELETE"):
             conn.execute("DELETE FROM events")
         with pytest.raises(sqlite3.IntegrityError, match="hash chain"):
-            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)", row)
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
 
 

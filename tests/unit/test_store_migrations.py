@@ -35,6 +35,7 @@ TABLES = {
     "case_index_todo",
     "case_terms",
     "case_search",
+    "erased",
     "search_todo",
 }
 SIDE_FILES = ("-wal", "-shm", "-journal")

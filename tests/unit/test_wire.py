@@ -109,6 +109,7 @@ EXAMPLES: dict[FrameKind, Frame] = {
                 kind=3,
                 body=msgpack.packb({"op": "田中", "note": SHELTER}),
                 prev_hash=bytes(32),
+                payloads=(b"\x00sealed block", b"\xff" * (64 * 1024)),
             ),
             WireEvent(
                 seq=42, hlc=2**63 - 1, case_id=None, kind=0, body=b"", prev_hash=b"\x01" * 32
@@ -577,3 +578,18 @@ def test_decoder_is_poisoned_after_an_error(poison: bytes) -> None:
         with pytest.raises(WireError, match="decoder closed after an earlier error"):
             decoder.feed(pack_frame(Ping(1, 1)))
     assert decoder.buffered == 0
+
+
+def test_an_event_carries_at_most_four_payloads_of_64_kib() -> None:
+    """Detached sealed blobs are bounded like bodies: a hostile peer cannot send more."""
+
+    def frame(payloads: tuple[bytes, ...]) -> SyncEvents:
+        event = WireEvent(seq=1, hlc=1, case_id=None, kind=3, body=b"", prev_hash=bytes(32),
+                          payloads=payloads)  # fmt: skip
+        return SyncEvents(round=1, offset=0, author="n-1", events=(event,), checkpoints=())
+
+    assert decode(encode(frame((b"x",) * 4))) == frame((b"x",) * 4)
+    with pytest.raises(WireError):
+        encode(frame((b"x",) * 5))
+    with pytest.raises(WireError):
+        encode(frame((b"x" * (64 * 1024 + 1),)))

@@ -17,6 +17,7 @@ from meshdesk.tui.i18n import N_, Lang, tr
 from meshdesk.tui.index import label
 from meshdesk.tui.screens._base import ConsoleScreen
 from meshdesk.tui.screens.citizen import invite_citizen
+from meshdesk.tui.screens.steward import EraseScreen, HistoryScreen
 from meshdesk.tui.widgets.conflict import ConflictView
 
 __all__ = ["CaseFormScreen", "case_details"]
@@ -63,6 +64,8 @@ class CaseFormScreen(ConsoleScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", N_("Save")),
         Binding("ctrl+o", "invite_citizen", N_("Invite citizen (QR)")),
+        Binding("ctrl+e", "erase", N_("Erase personal data…")),
+        Binding("ctrl+t", "history", N_("History")),
         Binding("escape", "close", N_("Back")),
     ]
 
@@ -147,7 +150,10 @@ class CaseFormScreen(ConsoleScreen):
         self.case = case
         lang = self.desk.lang
         self.title = tr("Case") + " " + case["id"][-8:]
-        self.query_one("#details", Static).update(plain(case_details(case, lang)))
+        details = case_details(case, lang)
+        if case.get("erasure"):
+            details += "\n" + tr("Erased: {line}").format(line=case["erasure"]["line"])
+        self.query_one("#details", Static).update(plain(details))
         sealed = tr("(sealed)")
         notes = [
             f"{n['at']}  {n['by']}: {n['text'] if not n['sealed'] else sealed}"
@@ -222,6 +228,28 @@ class CaseFormScreen(ConsoleScreen):
             self.notify(tr("Save the case first."), severity="warning", markup=False)
             return
         await invite_citizen(self, self.desk, case_id=self.case_id, call_id=None)
+
+    @work(exclusive=True, group="form-action")
+    async def action_erase(self) -> None:
+        """Erase the citizen's data on every node, after the confirmation screen."""
+        if self.case_id is None or self.case is None:
+            return
+        if self.case.get("erasure"):
+            self.notify(str(self.case["erasure"]["line"]), markup=False)
+            return
+        name = self.case.get("name")
+        reason = await self.app.push_screen_wait(EraseScreen(self.case_id, name))
+        if reason:
+            self.edit("erase", {"reason": reason})
+
+    @work(exclusive=True, group="form-action")
+    async def action_history(self) -> None:
+        """Who did what to this case and when, from its signed events."""
+        if self.case_id is None:
+            return
+        trail = await attempt(self, self.desk.api.case("history", {"id": self.case_id}))
+        if isinstance(trail, dict):
+            self.app.push_screen(HistoryScreen(self.case_id, list(trail["events"])))
 
     @work(exclusive=True, group="form-action")
     async def create(self, args: dict[str, Any]) -> None:

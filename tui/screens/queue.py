@@ -8,6 +8,7 @@ repaints at once whatever the count costs.
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from textual import on, work
@@ -20,6 +21,7 @@ from meshdesk.tui.console import attempt, plain
 from meshdesk.tui.i18n import N_, tr
 from meshdesk.tui.index import COUNT_CAP, SORT_KEYS, QueueQuery, label
 from meshdesk.tui.screens._base import ConsoleScreen
+from meshdesk.tui.screens.steward import ExportScreen
 from meshdesk.tui.widgets import CaseTable
 from meshdesk.tui.widgets.case_table import header_text
 
@@ -42,6 +44,7 @@ class QueueScreen(ConsoleScreen):
         Binding("o", "cycle_sort", N_("Sort")),
         Binding("r", "reverse", N_("Reverse")),
         Binding("enter", "open", N_("Open")),
+        Binding("x", "export", N_("Export…")),
         Binding("escape", "leave_search", N_("To table"), show=False),
     ]
 
@@ -215,6 +218,25 @@ class QueueScreen(ConsoleScreen):
 
     def action_open(self) -> None:
         self.table.action_open()
+
+    @work(exclusive=True, group="queue-export")
+    async def action_export(self) -> None:
+        """Export the cases the urgency and status filters select (the node writes the
+        file and records the export); the search words do not narrow an export."""
+        filters = {k: v for k, v in (("urgency", self.urgency), ("status", self.status)) if v}
+        today = time.strftime("%Y%m%d", time.localtime(self.desk.now_ms() / 1000))
+        args = await self.app.push_screen_wait(ExportScreen(filters, today))
+        if not args:
+            return
+        self.notify(tr("Exporting…"), markup=False)
+        done = await attempt(
+            self, self.desk.api.case("export", {"operator": self.desk.operator, **args})
+        )
+        if isinstance(done, dict):
+            self.notify(
+                tr("Exported {rows} cases to {path}").format(rows=done["rows"], path=done["path"]),
+                markup=False,
+            )
 
     def action_cycle_urgency(self) -> None:
         options = ["", *map(str, Urgency)]
