@@ -1,5 +1,5 @@
-"""A running node: its parts (store, directory, listener, links, calls, web port,
-discovery, control socket) wired together.
+"""A running node: its parts (store, directory, notices, listener, links, calls, web
+port, discovery, control socket) wired together.
 
 :class:`Node` is an async context manager. Entering it starts every part and
 returns when the node is reachable; leaving it shuts down in reverse order: control
@@ -38,7 +38,8 @@ from meshdesk.net.interfaces import select_interfaces
 from meshdesk.net.link import PROTOCOL_VERSION, Link
 from meshdesk.net.mesh import LinkManager, PeerEvent
 from meshdesk.net.tls import TlsListener, connect
-from meshdesk.ops import CALL_OPS, CASE_OPS, INVITE_OPS, NODE_OPS, OPS, Dispatcher
+from meshdesk.notices import NoticeBoard
+from meshdesk.ops import CALL_OPS, CASE_OPS, INVITE_OPS, NODE_OPS, NOTICE_OPS, OPS, Dispatcher
 from meshdesk.store import Store, StoredEvent
 from meshdesk.sync.driver import SyncService, is_sync_frame
 from meshdesk.web import start_web
@@ -143,6 +144,9 @@ class Node(AsyncResource):
             rng=self._rng,
         )
         await self._stack.enter_async_context(self.cases)  # it keeps the search terms
+        self.notices = await self._stack.enter_async_context(NoticeBoard(self.store, self.cases,
+            kit, directory=self.directory.nodes, wall_ms=self._record_ms, config=self.config.node,
+            seen=lambda n: self.manager.last_seen(n), publish=self.events.publish))  # fmt: skip
         self.sync = await self._stack.enter_async_context(
             SyncService(
                 self.store,
@@ -312,6 +316,7 @@ class Node(AsyncResource):
 
     def _stored(self, events: list[StoredEvent]) -> None:
         self._publish_cases(events, "sync")
+        self.notices.received(events)
 
     def _publish_cases(self, events: list[StoredEvent], source: str) -> None:
         case_ids = sorted({e.case_id for e in events if e.case_id is not None})
@@ -341,4 +346,5 @@ class Node(AsyncResource):
             CASE_OPS.bind(self.cases),
             CALL_OPS.bind(self.calls),
             INVITE_OPS.bind(self.citizens),
+            NOTICE_OPS.bind(self.notices),
         )

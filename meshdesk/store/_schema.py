@@ -241,8 +241,21 @@ CREATE TABLE search_todo (case_key INTEGER PRIMARY KEY);
 ALTER TABLE checkpoints ADD COLUMN rank INTEGER;
 """
 
+# Version 4 (issue 16): events that belong to no case (announcements, messages and
+# their receipts, meshdesk/notices) are read by kind at start-up; a partial index
+# keeps that a lookup however many case events the store holds. Self-contained: it
+# only adds an index over the events table of version 1.
+_SCHEMA_4 = """
+CREATE INDEX events_without_case ON events (kind, author, seq) WHERE case_id IS NULL;
+"""
+
 #: The forward migrations this meshdesk knows, oldest first.
-MIGRATIONS: tuple[Migration, ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3))
+MIGRATIONS: tuple[Migration, ...] = (
+    (1, _SCHEMA_1),
+    (2, _SCHEMA_2),
+    (3, _SCHEMA_3),
+    (4, _SCHEMA_4),
+)
 
 _HEADER_SIZE = 100
 _MAGIC = b"SQLite format 3\x00"
