@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,12 @@ from meshdesk.cli._output import print_fields
 from meshdesk.config import load_config
 from meshdesk.directory import Directory
 from meshdesk.home import NodeHome
+from meshdesk.identity import NodeKit
 from meshdesk.notices import NoticeBoard
 from meshdesk.ops import NOTICE_OPS, OPS, OpSpec
+from meshdesk.store import Store
 
-__all__ = ["add_notice_parsers", "notice_session"]
+__all__ = ["Session", "add_notice_parsers", "notice_session"]
 
 Env = Mapping[str, str]
 Call = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -80,8 +83,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A node's parts opened on its store (no node runs)."""
+
+    board: NoticeBoard
+    book: CaseBook
+    store: Store
+    kit: NodeKit
+    directory: Directory
+
+
 @contextlib.asynccontextmanager
-async def notice_session(home: NodeHome) -> AsyncIterator[tuple[NoticeBoard, CaseBook]]:
+async def notice_session(home: NodeHome) -> AsyncIterator[Session]:
     """A notice board on the store itself (no node runs), loaded."""
     now = dt.datetime.now(dt.UTC)
     kit = home.load_identity(now=now)
@@ -99,15 +113,15 @@ async def notice_session(home: NodeHome) -> AsyncIterator[tuple[NoticeBoard, Cas
             config=None if config is None else config.node,
         )
         await board.load()
-        yield board, book
+        yield Session(board, book, store, kit, directory)
 
 
 async def _call(home: NodeHome, name: str, payload: dict[str, Any]) -> Any:
     live = await control.try_call(home.control_socket, name, payload)
     if live is not None:
         return live
-    async with notice_session(home) as (board, _):
-        return await OPS.serve(NOTICE_OPS.bind(board), complete=False).run(name, payload)
+    async with notice_session(home) as session:
+        return await OPS.serve(NOTICE_OPS.bind(session.board), complete=False).run(name, payload)
 
 
 def _run(args: argparse.Namespace, env: Env) -> int:
@@ -211,8 +225,8 @@ def _export(args: argparse.Namespace, env: Env) -> int:
     home.require_provisioned()
 
     async def work() -> Path:
-        async with notice_session(home) as (board, _):
-            return await export_cap(board, args.id, Path(args.out))
+        async with notice_session(home) as session:
+            return await export_cap(session.board, args.id, Path(args.out))
 
     out = asyncio.run(work())
     print(json.dumps({"written": str(out)}) if args.json else f"Wrote {out} (CAP 1.2).")

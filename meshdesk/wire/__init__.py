@@ -12,6 +12,8 @@ from meshdesk.wire._limits import DEFAULT_LIMITS, WireLimits
 from meshdesk.wire._schema import MaxLen, Range
 from meshdesk.wire.frames import (
     AuthorHead,
+    BundleHeader,
+    BundleSeal,
     CallAnswer,
     CallDecline,
     CallDegrade,
@@ -53,6 +55,8 @@ __all__ = [
     "DEFAULT_LIMITS",
     "WIRE_VERSION",
     "AuthorHead",
+    "BundleHeader",
+    "BundleSeal",
     "CallAnswer",
     "CallDecline",
     "CallDegrade",
