@@ -23,6 +23,7 @@ from meshdesk.tui.messages import (
     LogLine,
     NodeBack,
     NodeLost,
+    NoticesChanged,
     PeerChanged,
     SyncProgress,
 )
@@ -58,6 +59,8 @@ def to_message(event: Event) -> Message | None:
             invite = data.get("invite")
             if isinstance(invite, dict) and isinstance(invite.get("invite_id"), str):
                 return CitizenChanged(str(data.get("change", "")), dict(invite))
+        case "notice":
+            return NoticesChanged()
         case "lagged":
             # We missed events: reload the cases; the periodic refresh covers the rest.
             return CasesChanged(set(), everything=True)

@@ -18,6 +18,7 @@ __all__ = [
     "LogLine",
     "NodeBack",
     "NodeLost",
+    "NoticesChanged",
     "PeerChanged",
     "SyncProgress",
 ]
@@ -88,6 +89,10 @@ class CitizenChanged(Message):
         super().__init__()
         self.change = change
         self.invite = invite
+
+
+class NoticesChanged(Message):
+    """An announcement, message or receipt arrived or was written (a ``notice`` event)."""
 
 
 class LogLine(Message):

@@ -14,6 +14,7 @@ from meshdesk.tui.screens import (
     CallScreen,
     CaseFormScreen,
     DashboardScreen,
+    NoticesScreen,
     QueueScreen,
     SyncScreen,
 )
@@ -370,3 +371,47 @@ async def test_unknown_backlog_and_odd_shapes_from_the_node_do_not_crash(fake: F
         await pilot.press("f1", "f4")
         await pilot.pause(0.2)  # something that does not happen: the odd rows crash nothing
         assert app.is_running
+
+
+async def test_a_severe_announcement_stays_on_every_screen_until_acknowledged(
+    fake: FakeNode,
+) -> None:
+    app = app_for(fake, "ja")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        fake.receive_announcement("給水は14時に体育館で", severity="severe")
+        banner = app.screen.query_one(Banner)
+        await settle(pilot, lambda: banner.shown, "the announcement banner")
+        assert "給水は14時に体育館で" in str(banner.render())
+        await pilot.press("f2")  # another screen shows it too
+        await settle(pilot, lambda: app.screen.query_one(Banner).shown, "banner on the queue")
+        await pilot.press("f7")
+        await settle(pilot, lambda: isinstance(app.screen, NoticesScreen), "the notices screen")
+        table = app.screen.query_one("#announcements", DataTable)
+        await settle(pilot, lambda: table.row_count == 1, "the announcement listed")
+        await pilot.press("a")
+        await settle(pilot, lambda: not app.screen.query_one(Banner).shown, "banner gone")
+        assert [a["acknowledged"] for a in fake.announcements.values()] == [True]
+
+
+async def test_a_message_arrives_is_read_and_one_is_sent(fake: FakeNode) -> None:
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        fake.receive_message("佐藤さんの薬が足りません")
+        await pilot.press("f7")
+        messages = app.screen.query_one("#messages", DataTable)
+        await settle(pilot, lambda: messages.row_count == 1, "the message listed")
+        messages.focus()
+        await pilot.press("r")
+        await settle(
+            pilot, lambda: all(m["read_here"] for m in fake.messages.values()), "marked read"
+        )
+        await pilot.press("m")
+        await settle(pilot, lambda: app.screen.query("#text"), "the message form")
+        app.screen.query_one("#to", Input).value = "本部"
+        app.screen.query_one("#text", Input).value = "了解しました"
+        await pilot.press("ctrl+s")
+        await settle(pilot, lambda: len(fake.messages) == 2, "the message sent")
+        sent = [m for m in fake.messages.values() if m["outgoing"]]
+        assert [(m["to"], m["text"], m["op"]) for m in sent] == [("本部", "了解しました", "suzuki")]
