@@ -178,3 +178,29 @@ def test_a_report_sets_sync_cost_beside_the_scenarios_it_compares(tmp_path: Path
         assert row["bytes_sent_per_node_mean"] > 0
         assert row["events_received_per_node_mean"] > 0
     assert "Sync cost by mesh size" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        (
+            "ja",
+            ("訓練報告: smoke", "本部到達時間 95%(秒)", "失効端末の書き込みで受け入れられたもの"),
+        ),
+        ("en", ("Drill report: smoke", "Time to reach HQ, 95th percentile (s)", "Records lost")),
+    ],
+)
+def test_the_report_reads_in_the_organisers_language(
+    tmp_path: Path, lang: str, words: tuple[str, ...]
+) -> None:
+    run_drill(SCENARIOS / "smoke.toml", tmp_path, lang=lang)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    for word in words:
+        assert word in md
+        assert word in page
+    assert f"<html lang='{lang}'>" in page
+    for key in ("reach_hq_p95_s", "refused_writes_accepted", "lost_records"):
+        assert key not in md  # human labels, not JSON keys
+        assert key not in page
+    assert "reach_hq_p95_s" in json.loads((tmp_path / "report.json").read_text())  # keys kept
