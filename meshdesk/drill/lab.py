@@ -61,7 +61,7 @@ from meshdesk.drill._labfleet import Fleet, LabFleet, lab_problems
 from meshdesk.drill._labops import ControlNode
 from meshdesk.drill.labmetrics import NodeView, Snapshot, final_check, observe, quiet
 from meshdesk.drill.metrics import CaseRecord, Progress, Recorder
-from meshdesk.drill.model import LinkQuality, Power, Revoke, Scenario, edge
+from meshdesk.drill.model import Announce, BundleTrip, LinkQuality, Power, Revoke, Scenario, edge
 from meshdesk.drill.world import (
     RESOLVE_AFTER_S,
     CutOff,
@@ -321,6 +321,10 @@ class LabDrill:
                 await self.fleet.clear_impairments()
             case Reassess():
                 raise DrillError("a lab-mode world planned a sim-mode re-assessment")
+            case Announce() | BundleTrip():
+                note = "announcements and USB bundle trips are played in sim mode only (for now)"
+                if note not in self.rec.notes:
+                    self.rec.notes.append(note)
 
     def _running(self, names: Iterable[str]) -> list[ControlNode]:
         return [node for node in (self.fleet.nodes[n] for n in names) if node.alive]

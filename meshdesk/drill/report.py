@@ -111,6 +111,7 @@ _JA: dict[str, str] = {
     "posted at s": "発信(秒)",
     "delivered after s": "配達まで(秒)",
     "read after s": "既読まで(秒)",
+    "HQ knew of the reading after s": "本部が既読を知るまで(秒)",
     "not delivered": "未配達",
     "not read": "未読",
     "USB bundle trips": "USB運搬",
@@ -258,12 +259,16 @@ def _announcement_rows(report: Mapping[str, Any], t: Any) -> list[tuple[str, ...
                     else t("not delivered"),
                     _fmt(reach["read_after_s"]) if reach["read_after_s"] is not None
                     else t("not read"),
+                    _fmt(reach["read_known_at_hq_after_s"]),
                 )
             )  # fmt: skip
     return rows
 
 
-_ANNOUNCE_TITLES = ("announcement", "posted at s", "site", "delivered after s", "read after s")
+_ANNOUNCE_TITLES = (
+    "announcement", "posted at s", "site", "delivered after s", "read after s",
+    "HQ knew of the reading after s",
+)  # fmt: skip
 _TRIP_TITLES = ("courier", "from", "to", "left at s", "arrived at s", "records carried",
                 "new at arrival")  # fmt: skip
 
