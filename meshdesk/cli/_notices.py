@@ -250,5 +250,6 @@ def _import(args: argparse.Namespace, env: Env) -> int:
 
 def _no_options(spec: OpSpec[Any], args: argparse.Namespace) -> argparse.Namespace:
     """Only ``--operator`` of the command line (the rest comes from the file)."""
-    blank = {p.name: None for p in spec.params}
-    return argparse.Namespace(**blank, operator=args.operator)
+    blank: dict[str, object] = {p.name: None for p in spec.params}
+    blank["operator"] = args.operator
+    return argparse.Namespace(**blank)
