@@ -55,6 +55,8 @@ class FakeNotices:
                 "messages": [dict(m) for m in reversed(self.messages.values())]
             },
             "message_read": self._message_read,
+            "bundle_export": self._bundle_export,
+            "bundle_import": self._bundle_import,
         }
 
     def _banner(self) -> list[dict[str, Any]]:
@@ -149,6 +151,30 @@ class FakeNotices:
         }  # fmt: skip
         self._changed(notice_id)
         return dict(self.messages[notice_id])
+
+    @staticmethod
+    def _absolute(args: Args, key: str) -> str:
+        path = args.text(key)
+        if not path.startswith("/"):
+            raise UsageError(f"{key} must be an absolute path (the node may run elsewhere)")
+        return path
+
+    def _bundle_export(self, args: Args) -> dict[str, Any]:
+        """What a node says after writing a bundle (nothing is written here)."""
+        events = 2 * len(getattr(self, "cases", {})) + len(self.announcements)
+        return {
+            "file": self._absolute(args, "out"), "runs": events, "events": events,
+            "authors": 1, "certificates": 1, "bytes": 570 * events, "seconds": 0.0,
+        }  # fmt: skip
+
+    def _bundle_import(self, args: Args) -> dict[str, Any]:
+        """A bundle from another site: one announcement arrives with it."""
+        self._absolute(args, "file")
+        self.receive_announcement("USBで届いたお知らせ", by="避難所2")
+        return {
+            "creator": "避難所2", "created_at": _iso(self.now_ms()), "runs": 1, "events": 1,
+            "new_events": 1, "seconds": 0.0,
+        }  # fmt: skip
 
     def _message_read(self, args: Args) -> dict[str, Any]:
         m = self._find_notice(self.messages, args.text("id"))

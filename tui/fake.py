@@ -79,7 +79,7 @@ class FakeNode(FakeCalls, FakeInvites, FakeNotices):
     """A node in memory: cases, peers, sync counters, calls and an event bus."""
 
     #: Registry operations the fake does not serve (a test checks all others are).
-    NOT_OFFERED = frozenset({"digest", "reload_revocations", "bundle_export", "bundle_import"})
+    NOT_OFFERED = frozenset({"digest", "reload_revocations"})
 
     def __init__(
         self,

@@ -415,3 +415,17 @@ async def test_a_message_arrives_is_read_and_one_is_sent(fake: FakeNode) -> None
         await settle(pilot, lambda: len(fake.messages) == 2, "the message sent")
         sent = [m for m in fake.messages.values() if m["outgoing"]]
         assert [(m["to"], m["text"], m["op"]) for m in sent] == [("本部", "了解しました", "suzuki")]
+
+
+async def test_a_bundle_is_imported_from_the_notices_screen(fake: FakeNode) -> None:
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        await pilot.press("f7")
+        await settle(pilot, lambda: isinstance(app.screen, NoticesScreen), "the notices screen")
+        await pilot.press("i")
+        await settle(pilot, lambda: app.screen.query("#file"), "the file form")
+        app.screen.query_one("#file", Input).value = "/media/usb/meshdesk.bundle"
+        await pilot.press("ctrl+s")
+        await settle(pilot, lambda: len(app.desk.announcements) == 1, "what came on the stick")
+        assert app.desk.announcements[0]["from"] == "避難所2"
