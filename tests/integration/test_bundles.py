@@ -25,6 +25,7 @@ from meshdesk.cases.model import Personal
 from meshdesk.cli import main
 from meshdesk.cli._notices import Session, notice_session
 from meshdesk.deploy import HomeSpec, build_deployment
+from meshdesk.errors import UsageError
 from meshdesk.home import NodeHome
 from meshdesk.identity import Role
 from meshdesk.node import Node
@@ -195,3 +196,27 @@ async def test_a_bundle_imported_by_a_running_node_goes_on_to_its_links(
                 return opened.id in await node.store.case_ids()
 
             await async_wait_until(arrived, 15)
+
+
+async def test_since_and_for_leave_out_what_the_target_has(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    city = await build_deployment(
+        tmp_path / "city",
+        "運搬市",
+        [HomeSpec("本部", Role.HQ, site="市役所"), HomeSpec("避難所", Role.CENTER, site="体育館")],
+        now=now,
+    )
+    async with _node(city.homes["本部"]) as (s, bundles):
+        await s.book.open_case(
+            op="佐藤", category="supplies", urgency="normal", personal=Personal(name="一")
+        )
+        hq = str(city.nodes["本部"].node_id)
+        later = int((now + dt.timedelta(hours=1)).timestamp() * 1000)
+        nothing_new = await bundles.export(tmp_path / "a.bundle", since_ms=later)
+        assert (nothing_new["authors"], nothing_new["events"]) == (0, 0)
+        everything = await bundles.export(tmp_path / "b.bundle", since_ms=0)
+        assert (everything["authors"], everything["events"]) == (1, 1)
+        assert (await bundles.export(tmp_path / "c.bundle", for_node=hq))["events"] == 0
+        assert await bundles.node_id("本部") == hq
+        with pytest.raises(UsageError, match="names 0 nodes"):
+            await bundles.node_id("どこにもない")

@@ -193,3 +193,16 @@ def test_cap_export_is_valid_cap_1_2_and_reads_back() -> None:
 def test_hostile_cap_is_refused_with_one_line(data: bytes, error: str) -> None:
     with pytest.raises(UsageError, match=error):
         parse_cap(data)
+
+
+def test_a_severe_announcement_is_sent_first_like_an_immediate_case() -> None:
+    from meshdesk.cases.summary import ANNOUNCEMENT_KIND, run_rank
+    from meshdesk.store import StoredEvent
+
+    assert int(NoticeKind.ANNOUNCEMENT) == ANNOUNCEMENT_KIND
+
+    def event(payload: Announcement) -> StoredEvent:
+        return StoredEvent("A", 1, 1, None, int(payload.KIND), payload.encode(), b"\0" * 32, b"")
+
+    assert run_rank([event(_announcement())]) == 0
+    assert run_rank([event(_announcement(severity="info"))]) == run_rank([])
