@@ -52,23 +52,34 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Pair:
-    """Two provisioned homes of one fresh deployment: ``a`` is its HQ."""
+    """Provisioned homes of one fresh deployment: ``a`` is its HQ, ``b`` a desk, and
+    ``spares`` more desks (``c``, ``d``, ...) when asked for."""
 
     a: NodeHome
     b: NodeHome
+    spares: tuple[NodeHome, ...] = ()
 
 
-async def make_pair(root: Path, now: dt.datetime) -> Pair:
-    """Create a deployment in ``root/a`` and provision ``root/b`` from a kit it issued."""
+async def make_pair(root: Path, now: dt.datetime, *, spares: int = 0) -> Pair:
+    """Create a deployment in ``root/a`` and provision ``root/b`` (and ``spares`` more
+    desks) from kits it issued."""
+    names = [chr(ord("c") + i) for i in range(spares)]
     specs = [HomeSpec("a", Role.HQ, site="hq"), HomeSpec("b", Role.DESK, site="s")]
+    specs += [HomeSpec(name, Role.DESK, site="s") for name in names]
     deployment = await build_deployment(root, "bench", specs, now=now)
-    return Pair(deployment.homes["a"], deployment.homes["b"])
+    homes = deployment.homes
+    return Pair(homes["a"], homes["b"], tuple(homes[name] for name in names))
 
 
 def node_config(home: NodeHome, peers: list[str]) -> Config:
-    """Listen on loopback, mDNS off, ``peers`` as static peers; default timings."""
+    """Listen on loopback (links and the web port; no HTTP redirect), mDNS off,
+    ``peers`` as static peers; default timings."""
     return load_config(home.config_path).with_overrides(
-        listen="127.0.0.1:0", static_peers=peers, mdns=False
+        listen="127.0.0.1:0",
+        static_peers=peers,
+        mdns=False,
+        web_listen="127.0.0.1:0",
+        web_redirect="127.0.0.1:0",
     )
 
 

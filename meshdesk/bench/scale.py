@@ -40,21 +40,21 @@ import os
 import platform
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meshdesk import control
 from meshdesk.bench._fill import CaseMix, fill_cases
+from meshdesk.bench._process import node_process, wait_ready
 from meshdesk.bench._stats import require_at_least
 from meshdesk.bench._sync_setup import make_pair, node_config
 from meshdesk.cases.search import SearchKey
-from meshdesk.errors import MeshdeskError, UsageError
+from meshdesk.errors import UsageError
 from meshdesk.home import NodeHome
 from meshdesk.stats import percentile
 
@@ -174,40 +174,6 @@ async def _prepare(folder: Path, config: ScaleBenchConfig, progress: Progress) -
 
 
 # -- the node process ----------------------------------------------------------------------
-
-
-def _meshdesk() -> list[str]:
-    script = Path(sys.executable).parent / "meshdesk"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "meshdesk"]
-
-
-@contextlib.contextmanager
-def _node(home: NodeHome, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    argv = [*_meshdesk(), "run", "--home", str(home.path), "--listen", "127.0.0.1:0", "--no-mdns"]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-async def _ready(home: NodeHome, proc: subprocess.Popen[bytes], start: float) -> float:
-    deadline = start + _READY_TIMEOUT
-    while time.perf_counter() < deadline:
-        if proc.poll() is not None:
-            raise MeshdeskError(f"the node stopped before it was ready (exit {proc.returncode})")
-        with contextlib.suppress(MeshdeskError):
-            await control.call(home.control_socket, "status", wait=1.0)
-            return time.perf_counter() - start
-        await asyncio.sleep(0.01)
-    raise MeshdeskError(f"the node was not ready within {_READY_TIMEOUT:g} s")
 
 
 def _rss_mib(pid: int) -> tuple[float, float]:
@@ -383,8 +349,8 @@ async def _join(hq: NodeHome, desk: NodeHome, folder: Path, progress: Progress
     progress(f"a desk joins the HQ and catches up on {total:,} events")
     pages: list[float] = []
     start = time.perf_counter()
-    with _node(desk, folder / "desk.log") as proc:
-        await _ready(desk, proc, start)
+    with node_process(desk, folder / "desk.log") as proc:
+        await wait_ready(desk, proc, start, _READY_TIMEOUT)
         held, moved, checked = 0, time.perf_counter(), 0.0
         while held < total and time.perf_counter() - moved < _JOIN_STALL:
             ask = functools.partial(control.call, hq.control_socket, "case_list", {"limit": PAGE})
@@ -416,8 +382,10 @@ async def _measure(home: NodeHome, folder: Path, config: ScaleBenchConfig,
     log = folder / "node.log"
     progress(f"starting the node (log: {log})")
     start = time.perf_counter()
-    with _node(home, log) as proc:
-        figures.values["node_ready_s"] = round(await _ready(home, proc, start), 3)
+    with node_process(home, log) as proc:
+        figures.values["node_ready_s"] = round(
+            await wait_ready(home, proc, start, _READY_TIMEOUT), 3
+        )
         progress(f"node ready in {figures.values['node_ready_s']:.2f} s")
         uri = f"file:{home.store_path}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:

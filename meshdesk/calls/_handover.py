@@ -63,8 +63,8 @@ class GuestDesk(Protocol):
         """Keep an invitation ready for a phone of ``call_id``; its URL (None: no web port)."""
         ...
 
-    def backup_ready(self, guest_id: str, url: str) -> None:
-        """Tell that phone where it reconnects if this desk goes."""
+    def backup_ready(self, guest_id: str, url: str | None) -> None:
+        """Tell that phone where it reconnects if this desk goes (None: nowhere now)."""
         ...
 
 
@@ -176,6 +176,18 @@ class HostingCore(CallCore):
         call.standby_guests.add(frame.guest_id)
         ready = CallGuestReady(call.call_id, frame.guest_id, url[:512])
         self._spawn(self._send_quietly(sender, ready), "guest standby")
+
+    def _drop(self, call: Call, part: Participant, state: PartState, reason: str) -> None:
+        super()._drop(call, part, state, reason)
+        if call.host != self._my_id:
+            return
+        # A node that kept phones ready left: they have nowhere to go until the next
+        # successor keeps them ready (the next ranking announces it).
+        for guest, keeper in list(call.standby_sent.items()):
+            if keeper == part.node_id:
+                del call.standby_sent[guest]
+                if self.guest_desk is not None:
+                    self.guest_desk.backup_ready(guest, None)
 
     async def _send_quietly(self, node_id: str, frame: CallGuestReady) -> None:
         await self._send(node_id, frame)
@@ -335,7 +347,11 @@ class HostingCore(CallCore):
                 else "this node"
             )
             log.info("call %s: %s hosts now (%s)", call.call_id, who, frame.reason)
-            await self._follow(call, frame.host, relayed=frame.relayed, old=call.host)
+            # A host that hands over announces it itself and stays (a successor); a
+            # host the new one took over from is gone, whatever this node saw of it.
+            old = call.host
+            gone = sender != old and old not in frame.successors and old != self._my_id
+            await self._follow(call, frame.host, relayed=frame.relayed, old=old, gone=gone)
         elif not frame.relayed and call.host != self._my_id:
             if call.relayed:
                 log.info("call %s: back to a full mesh (%s)", call.call_id, frame.reason)
@@ -346,14 +362,17 @@ class HostingCore(CallCore):
             await self._mesh_up(call)
         self._publish(call)
 
-    async def _follow(self, call: Call, new: str, *, relayed: bool, old: str) -> None:
+    async def _follow(
+        self, call: Call, new: str, *, relayed: bool, old: str, gone: bool = False
+    ) -> None:
         """Take ``new`` as the host: a star through it (legs only to it, which it
-        offers), or a full mesh (legs to everyone)."""
-        gone = call.participants.get(old)
-        if gone is not None and gone.leg is not None:
-            call.handover_mark = gone.leg.last_media_at
-            leg, gone.leg = gone.leg, None
-            self._spawn(self._retire(leg), f"retire leg {gone.name}")
+        offers), or a full mesh (legs to everyone). ``gone``: the old host is not in
+        the call any more (the new host took over from it), so no leg goes to it."""
+        was = call.participants.get(old)
+        if was is not None and was.leg is not None:
+            call.handover_mark = was.leg.last_media_at
+            leg, was.leg = was.leg, None
+            self._spawn(self._retire(leg), f"retire leg {was.name}")
         if old == self._my_id:
             forwarder = self._forwarders.pop(call.call_id, None)
             if forwarder is not None:
@@ -362,6 +381,8 @@ class HostingCore(CallCore):
             call.fitness = None
         call.host = new
         call.meshed = False
+        if gone and was is not None:
+            self._drop(call, was, PartState.DROPPED, "gone: the new host took over from it")
         if new == self._my_id:
             call.handover_mark = None
             await self._become_host(call, relayed)

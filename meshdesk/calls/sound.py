@@ -42,12 +42,21 @@ from meshdesk.errors import CallError
 
 __all__ = [
     "CHANNELS",
+    "EC_SINK",
+    "EC_SOURCE",
+    "FRAME_SAMPLES",
+    "PACTL_TIMEOUT",
     "RATE",
     "EchoCancel",
     "MicTrack",
     "Route",
     "SoundDesk",
+    "Which",
     "alsa_playback_pcms",
+    "capture_argv",
+    "defaults",
+    "find_echo_cancel",
+    "pactl",
     "pulse_server",
 ]
 

@@ -124,10 +124,11 @@ class CaseLister:
     async def _read(self, summary: CaseSummary) -> _Readable:
         """What a page shows of a case beyond its row: the citizen's details where this
         node may read them, and a conflicted case's candidates (cached by what they
-        depend on, so a changed case is a new key and never stale)."""
+        depend on, so a changed case is a new key and never stale: its event count
+        grows with every event stored, even one older than its newest)."""
         if summary.personal is None and not summary.conflicts:
             return _NOTHING
-        key = (summary.case_id, summary.personal or b"", summary.grants, summary.updated_hlc)
+        key = (summary.case_id, summary.personal or b"", summary.grants, summary.events)
         hit = self._cache.get(key)
         if hit is None:
             state = await self._book.state(summary.case_id)

@@ -168,8 +168,9 @@ class CitizenDesk:
                  invite.code)  # fmt: skip
         return url_of(host, self.port, invite.token)
 
-    def backup_ready(self, guest_id: str, url: str) -> None:
-        """Tell the phone of ``guest_id`` where it reconnects if this desk goes."""
+    def backup_ready(self, guest_id: str, url: str | None) -> None:
+        """Tell the phone of ``guest_id`` where it reconnects if this desk goes (None:
+        the node that kept it ready left; nowhere until another one does)."""
         for invite in self.book.all():
             ready = invite.guest_id == guest_id and invite.state is InviteState.ADMITTED
             if ready and invite.backup_url != url:

@@ -254,3 +254,22 @@ async def test_lists_show_a_conflict_with_its_candidates(sites: dict[str, Site])
     assert conflict["field"] == "urgency"
     assert {c["value"] for c in conflict["candidates"]} == {"high", "low"}
     assert page == await sites["本部"].book.listing.page(CaseQuery(conflicts=True))  # cached
+
+
+async def test_a_listed_case_shows_a_conflict_made_by_an_older_write_arriving_late(
+    sites: dict[str, Site],
+) -> None:
+    state = await sites["shelter"].book.open_case(
+        op="佐藤", category="housing", urgency="normal", personal=CITIZEN
+    )
+    await spread(sites, "shelter")
+    # The shelter writes first (an older HLC) but is cut off; HQ writes after it.
+    await sites["shelter"].book.set_field(state.id, op="佐藤", field="urgency", value="high")
+    await sites["本部"].book.set_field(state.id, op="本部長", field="urgency", value="low")
+    listing = sites["本部"].book.listing
+    before = await listing.page(CaseQuery())
+    assert before["cases"][0]["conflicts"] == []  # type: ignore[index]
+    await spread(sites, "shelter")  # the older write arrives: the newest time stays HQ's
+    page = await listing.page(CaseQuery())
+    (conflict,) = page["cases"][0]["conflicts"]  # type: ignore[index]
+    assert {c["value"] for c in conflict["candidates"]} == {"high", "low"}

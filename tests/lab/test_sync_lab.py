@@ -223,6 +223,9 @@ def test_partition_heals_to_identical_states_with_visible_conflicts(
 def test_a_node_killed_mid_sync_reopens_and_resumes_without_duplicates(
     lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil
 ) -> None:
+    # More than one sync window (2,048 events), so that b commits the cases in several
+    # groups and can be killed between two of them.
+    cases = 3000
     city = deployment(tmp_path / "city", "City", hq_spec("b"), member("a"))
     lab = lab_factory(2)
     a = start_node(lab, "h1", "a", city.homes["a"], wait_until=wait_until)
@@ -231,19 +234,26 @@ def test_a_node_killed_mid_sync_reopens_and_resumes_without_duplicates(
 
     lab.cut("h1")
     wait_until(not_linked([b], "a"), timeout=MARKED_DOWN_WITHIN + 1, message="b marks a down")
-    ids = create_cases(a, 500)
-    assert len(set(ids)) == 500
+    ids = create_cases(a, cases)
+    assert len(set(ids)) == cases
 
     lab.restore("h1")
     seen: list[int] = []
 
     def partly_synced() -> bool:
-        seen.append(len(b.cases()))
-        return 0 < seen[-1] < 500
+        # The index's counts: one control call, no listing (a page-by-page CLI
+        # listing takes longer than the whole sync).
+        seen.append(int(b.call("case_counts")["total"]))
+        return 0 < seen[-1] < cases
 
-    wait_until(partly_synced, timeout=SETTLE, interval=0.01, message="b holds some of a's cases")
+    try:
+        wait_until(partly_synced, timeout=SETTLE, interval=0.01)
+    except AssertionError:
+        pytest.fail(
+            f"b never held some but not all of a's cases (counts seen: {sorted(set(seen))})"
+        )
     b.kill9()
-    print(f"killed b holding {seen[-1]} of 500 cases (polled counts {seen[-5:]})")
+    print(f"killed b holding {seen[-1]} of {cases} cases (polled counts {seen[-5:]})")
 
     restarted = time.monotonic()
     b = start_node(lab, "h2", "b", city.homes["b"], wait_until=wait_until)
@@ -254,7 +264,7 @@ def test_a_node_killed_mid_sync_reopens_and_resumes_without_duplicates(
 
     def caught_up() -> bool:
         last[:] = b.cases()
-        return len(last) == 500 and {c["id"] for c in last} == set(ids)
+        return len(last) == cases and {c["id"] for c in last} == set(ids)
 
     try:
         wait_until(caught_up, timeout=RESUMED_WITHIN)
@@ -262,7 +272,7 @@ def test_a_node_killed_mid_sync_reopens_and_resumes_without_duplicates(
         held = {c["id"] for c in last}
         missing = sorted(ids.index(i) for i in set(ids) - held)
         pytest.fail(
-            f"restarted b does not hold exactly a's 500 cases {RESUMED_WITHIN:g} s after its"
+            f"restarted b does not hold exactly a's {cases} cases {RESUMED_WITHIN:g} s after its"
             f" restart: it lists {len(last)} ({len(held)} distinct), {len(held - set(ids))}"
             f" unknown to a; missing (by a's creation order) {_ranges(missing)};"
             f" store counts a {a.call('status')['store']}, b {b.call('status')['store']}",
@@ -270,7 +280,7 @@ def test_a_node_killed_mid_sync_reopens_and_resumes_without_duplicates(
         )
     print(f"b caught up {time.monotonic() - restarted:.2f} s after its restart")
     listed = [c["id"] for c in b.cases()]
-    assert len(listed) == len(set(listed)) == 500
+    assert len(listed) == len(set(listed)) == cases
     log = b.log_text().lower()
     assert "error" not in log, b.log_text()[-3000:]
     assert "traceback" not in log, b.log_text()[-3000:]

@@ -148,6 +148,15 @@ def test_citizen_joins_from_a_browser_and_a_department_is_pulled_in(
             message="the phone receives the department's video through the desk",
         )
 
+        # The department leaves first: had the desk left first, the phone would go on
+        # through the department's laptop (tests/lab/test_handover_lab.py).
+        dept.call("call_hangup", {"call_id": call["call_id"]})
+        wait_until(
+            lambda: [p["state"] for p in _only_call(desk)["participants"]
+                     if p["node_id"] == dept_id] == ["left"],
+            timeout=10.0,
+            message="the department left the desk's call",
+        )  # fmt: skip
         desk.call("call_hangup", {"call_id": call["call_id"]})
         phone.locator("#notice-text[data-key='ended']").wait_for(timeout=UI_WITHIN_MS)
         assert "終わりました" in phone.locator("#notice-text").inner_text()

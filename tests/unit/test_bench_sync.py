@@ -26,6 +26,7 @@ POSITIVE = (
     "event_bytes",
     "cold_seconds",
     "cold_events_per_s",
+    "cold_apart_events_per_s",
     "cold_wire_bytes",
     "cold_wire_bytes_per_event",
     "cold_wire_ratio",
@@ -38,7 +39,13 @@ POSITIVE = (
     "floor_sqlite_events_per_s",
     "floor_verify_events_per_s",
 )
-TARGETS = ("cold_events_per_s", "cold_wire_bytes_per_event", "delta_round_trips", "delta_bytes")
+TARGETS = (
+    "cold_events_per_s",
+    "cold_apart_events_per_s",
+    "cold_wire_bytes_per_event",
+    "delta_round_trips",
+    "delta_bytes",
+)
 
 
 def run(argv: Sequence[str]) -> int:
@@ -67,12 +74,15 @@ def test_tiny_sync_run_reports_every_figure_as_json(capsys: pytest.CaptureFixtur
         assert value > 0, key
     assert result["cold_converged"] is True
     assert result["cold_events_stored"] == 400
+    assert result["cold_apart_converged"] is True  # node a as a process of its own
+    assert result["cold_apart_events_stored"] == 400
     assert result["delta_converged"] is True
     assert set(result["targets_met"]) == set(TARGETS)
     assert all(isinstance(v, bool) for v in result["targets_met"].values())
 
     progress = err.splitlines()
     assert any(line.startswith("bench sync: cold:") for line in progress)
+    assert any(line.startswith("bench sync: cold, apart:") for line in progress)
     assert any(line.startswith("bench sync: delta:") for line in progress)
 
 

@@ -173,6 +173,34 @@ async def test_a_higher_epoch_names_the_new_host_and_a_lower_one_is_ignored(
     assert calls.calls()[0]["host"] == ids["y"]
 
 
+def _state_of(calls: CallManager, name: str) -> str:
+    parts = {p["name"]: p["state"] for p in calls.calls()[0]["participants"]}
+    return str(parts[name])
+
+
+async def test_a_host_taken_over_from_is_gone_here_too_but_one_that_hands_over_stays(
+    star: Star,
+) -> None:
+    from test_calls import CALL_ID
+
+    calls, ids, links = star.calls, star.ids, star.links
+    roster = CallRoster(
+        CALL_ID, ids["host"], tuple(CallMember(n, "connected") for n in ids.values())
+    )
+    await calls.on_frame(links[ids["host"]], roster)
+    # The host handed over by itself: it names itself among the successors and stays.
+    handed = CallHost(CALL_ID, ids["x"], 1, True, (ids["y"], ids["host"]), "struggling")
+    await calls.on_frame(links[ids["host"]], handed)
+    assert calls.calls()[0]["host"] == ids["x"]
+    assert _state_of(calls, "host") != "dropped"
+    # y takes over from x, which vanished before this node noticed: no leg to x any more.
+    took = CallHost(CALL_ID, ids["y"], 2, True, (ids["host"],), "x vanished")
+    await calls.on_frame(links[ids["y"]], took)
+    assert calls.calls()[0]["host"] == ids["y"]
+    assert _state_of(calls, "x") == "dropped"
+    assert _state_of(calls, "host") != "dropped"
+
+
 def test_a_host_that_falls_back_to_audio_only_forwards_no_video() -> None:
     from aiortc.contrib.media import MediaRelay
 

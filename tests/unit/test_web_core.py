@@ -294,6 +294,22 @@ def test_a_phone_with_a_successor_moves_there_when_the_desk_leaves() -> None:
     assert "moved" not in [e["kind"] for e in gone.events]
 
 
+def test_a_phone_whose_successor_left_ends_with_the_desk() -> None:
+    desk, _, _ = _desk()
+    desk.new(case_id=None, call_id=None)
+    invite = desk.book.all()[0]
+    desk.book.open(invite, 0.0)
+    desk.admit(desk.lobby(invite))
+    invite.call_id = "CALL"
+    desk.backup_ready(invite.guest_id, "https://192.168.1.30:7443/j/" + "s" * 32)
+    desk.backup_ready(invite.guest_id, None)  # the department's laptop left the call
+    assert [e.get("url") for e in invite.events if e["kind"] == "standby"][-1] is None
+    desk.on_call({"call_id": "CALL", "state": "ended", "reason": "hung up", "participants": []})
+    kinds = [e["kind"] for e in invite.events]
+    assert "moved" not in kinds
+    assert kinds[-1] == "ended"
+
+
 def test_a_successor_keeps_the_phone_ready_and_admits_it_once_it_hosts() -> None:
     desk, _, published = _desk()
     token = "t" * 32
