@@ -92,7 +92,7 @@ async def _boards(root: Path, clock: list[int]) -> AsyncIterator[dict[str, Notic
         "告知市",
         [
             HomeSpec("本部", Role.HQ, site="市役所"),
-            HomeSpec("避難所1", Role.CENTER, site="第一小学校"),
+            HomeSpec("避難所1", Role.CENTER, site="第一小学校", departments=("福祉",)),
         ],
         now=now,
     )
@@ -206,3 +206,24 @@ def test_a_severe_announcement_is_sent_first_like_an_immediate_case() -> None:
 
     assert run_rank([event(_announcement())]) == 0
     assert run_rank([event(_announcement(severity="info"))]) == run_rank([])
+
+
+async def test_a_message_to_a_department_is_sealed_to_its_nodes_and_read_there(
+    tmp_path: Path,
+) -> None:
+    clock = [1_800_000_000_000]
+    async with _boards(tmp_path, clock) as boards:
+        hq, shelter = boards["本部"], boards["避難所1"]
+        sent = await hq.send(op="山田", text="佐藤さんの件、福祉で対応を", to_dept="福祉")
+        assert [r["name"] for r in sent["recipients"]] == ["避難所1"]
+        (event,) = await STORES[hq].events_of_kinds([int(NoticeKind.MESSAGE)])
+        assert "佐藤".encode() not in event.body  # sealed at rest
+        shelter.received([event])
+        await shelter.acknowledge_deliveries()
+        (got,) = await shelter.messages()
+        assert got["text"] == "佐藤さんの件、福祉で対応を"
+        assert got["to"] == "dept:福祉"
+        read = await shelter.mark_read(got["id"], op="田中")
+        assert read["read_here"] is True
+        with pytest.raises(UsageError, match="no node in this node's directory serves"):
+            await hq.send(op="山田", text="x", to_dept="土木")
