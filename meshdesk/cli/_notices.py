@@ -219,16 +219,14 @@ def _print_message(m: dict[str, Any]) -> None:
 
 
 def _export(args: argparse.Namespace, env: Env) -> int:
-    from meshdesk.notices.cap import export_cap
+    from meshdesk.notices.cap import write_cap
 
     home = NodeHome.resolve(args.home, env)
     home.require_provisioned()
-
-    async def work() -> Path:
-        async with notice_session(home) as session:
-            return await export_cap(session.board, args.id, Path(args.out))
-
-    out = asyncio.run(work())
+    # The running node's view when there is one: a second writer beside it (this
+    # process acknowledging deliveries) would be out of step with its store.
+    view = asyncio.run(_call(home, "announce_show", {"id": args.id}))
+    out = write_cap(view, Path(args.out))
     print(json.dumps({"written": str(out)}) if args.json else f"Wrote {out} (CAP 1.2).")
     return 0
 

@@ -19,15 +19,12 @@ from __future__ import annotations
 import datetime as dt
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from meshdesk._fs import write_private
 from meshdesk.errors import UsageError
 
-if TYPE_CHECKING:
-    from meshdesk.notices.board import NoticeBoard
-
-__all__ = ["CAP_MAX", "CAP_NS", "cap_xml", "export_cap", "parse_cap", "read_cap"]
+__all__ = ["CAP_MAX", "CAP_NS", "cap_xml", "parse_cap", "read_cap", "write_cap"]
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 #: Bytes of a CAP file we read.
@@ -95,10 +92,17 @@ def cap_xml(view: dict[str, Any], *, sender: str) -> bytes:
     return bytes(ET.tostring(alert, encoding="utf-8", xml_declaration=True))
 
 
-async def export_cap(board: NoticeBoard, text: str, out: Path) -> Path:
-    view = await board.announcement_view(text, detail=False)
+def write_cap(view: dict[str, Any], out: Path) -> Path:
+    """Write the CAP alert of an announcement's view to ``out`` (atomically, 0600).
+
+    Raises:
+        UsageError: ``out`` cannot be written.
+    """
     data = cap_xml(view, sender=f"{view['from_node']}@meshdesk")
-    write_private(out, data, overwrite=True)
+    try:
+        write_private(out, data, overwrite=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
 
 

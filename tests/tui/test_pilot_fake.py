@@ -429,3 +429,26 @@ async def test_a_bundle_is_imported_from_the_notices_screen(fake: FakeNode) -> N
         await pilot.press("ctrl+s")
         await settle(pilot, lambda: len(app.desk.announcements) == 1, "what came on the stick")
         assert app.desk.announcements[0]["from"] == "避難所2"
+
+
+async def test_hq_posts_an_announcement_from_the_notices_screen(fake: FakeNode) -> None:
+    app = app_for(fake, "ja")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        await pilot.press("f7")
+        await settle(pilot, lambda: isinstance(app.screen, NoticesScreen), "the notices screen")
+        await pilot.press("n")
+        await settle(pilot, lambda: app.screen.query("#title"), "the announcement form")
+        app.screen.query_one("#title", Input).value = "給水は14時に体育館で"
+        app.screen.query_one("#severity", Select).value = "severe"
+        app.screen.query_one("#to", Input).value = "site:第一小学校"
+        await pilot.press("ctrl+s")
+        await settle(pilot, lambda: len(app.desk.announcements) == 1, "the announcement listed")
+        (posted,) = fake.announcements.values()
+        assert (posted["title_ja"], posted["severity"], posted["op"]) == (
+            "給水は14時に体育館で",
+            "severe",
+            "suzuki",
+        )
+        # Our own severe announcement puts no banner on our own screens.
+        assert not app.screen.query_one(Banner).shown
