@@ -163,6 +163,8 @@ class NoticeBoard(AsyncResource):
         self._tracks: dict[str, _Track] = {}
         #: Receipts that arrived before their notice (another author's chain).
         self._orphans: list[tuple[str, StoredEvent, Receipt]] = []
+        #: Announcements from nodes whose role may not post (logged once each).
+        self._refused: set[str] = set()
         self._loaded = False
         #: Called with the notice ids that changed (the node publishes them).
         self.on_change: Callable[[list[str]], None] | None = None
@@ -367,15 +369,26 @@ class NoticeBoard(AsyncResource):
 
     async def announcements(self, *, include_expired: bool = False) -> list[dict[str, Any]]:
         """What this node shows: announcements addressed here or written here (HQ:
-        every one it holds), newest first; expired ones only when asked."""
+        every one it holds), newest first; expired ones only when asked. One from a
+        node whose role may not post (``[node] announce_roles``: a desk posting to
+        everyone) is not shown, and logged once."""
         me = self._kit.info
         hq = str(me.role) == "hq"
+        roles = {str(n.node_id): str(n.role) for n in await self._directory()}
         out = []
         for notice_id, track in sorted(self._tracks.items(), key=lambda kv: -kv[1].hlc):
             a = track.payload
             if not isinstance(a, Announcement):
                 continue
             if not (hq or track.author == self._me or addressed(a, me)):
+                continue
+            if roles.get(track.author) not in self._announce_roles:
+                if notice_id not in self._refused:
+                    self._refused.add(notice_id)
+                    log.warning(
+                        "not showing announcement %s: its node %s (role %s) may not post",
+                        notice_id, track.author, roles.get(track.author, "unknown"),
+                    )  # fmt: skip
                 continue
             if self.expired(a) and not include_expired:
                 continue

@@ -16,6 +16,7 @@ import pytest
 from lxml import etree
 
 from meshdesk.cases.book import CaseBook
+from meshdesk.cases.ids import new_id
 from meshdesk.cases.summary import case_store
 from meshdesk.config import NodeSettings
 from meshdesk.deploy import HomeSpec, build_deployment
@@ -29,6 +30,7 @@ from meshdesk.notices import (
     NoticeKind,
     Receipt,
     ReceiptState,
+    Severity,
     decode_notice,
     parse_targets,
 )
@@ -227,3 +229,21 @@ async def test_a_message_to_a_department_is_sealed_to_its_nodes_and_read_there(
         assert read["read_here"] is True
         with pytest.raises(UsageError, match="no node in this node's directory serves"):
             await hq.send(op="山田", text="x", to_dept="土木")
+
+
+async def test_an_announcement_from_a_role_that_may_not_post_is_not_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = [1_800_000_000_000]
+    async with _boards(tmp_path, clock) as boards:
+        hq, shelter = boards["本部"], boards["避難所1"]
+        rogue = Announcement(
+            notice_id=new_id(clock[0]), op="x", severity=Severity.SEVERE, title_ja="偽の避難指示",
+            title_en=None, body_ja=None, body_en=None,
+        )  # fmt: skip
+        # The shelter's chain carries it (a centre whose config let it post).
+        (event,) = await BOOKS[shelter].record([(int(rogue.KIND), rogue.encode())])
+        hq.received([event])
+        assert await hq.announcements() == []
+        assert await hq.banner() == []
+        assert "may not post" in caplog.text
