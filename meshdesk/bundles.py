@@ -15,8 +15,8 @@ Import reads and checks the whole file before it stores anything: the magic, eve
 frame's limits, the deployment, the creator's certificate (against our CA and
 revocation list), the seal, then every run exactly as sync does
 (:func:`meshdesk.sync.driver.verify_received`: the author's certificate, the hash
-chain, the signed checkpoint). One failure refuses the whole bundle with one line,
-and nothing is stored. Then the runs are stored by group commit
+chain, the signed checkpoint), and what the store would refuse (a gap, a fork). One
+failure refuses the whole bundle with one line, and nothing is stored. Then the runs are stored by group commit
 (``Store.append_runs``, ``synchronous=FULL``) and only after that it says
 "imported". Runs already held change nothing, so importing twice is harmless.
 """
@@ -304,11 +304,15 @@ class Bundles:
                 return None
             return keys[node] if node in keys else await self._directory.author_key(author)
 
+        heads = await self._store.heads()
+        reach = {author: head[0] for author, head in heads.items()}  # seqs held or coming
         for run in runs:
             try:
-                checked.append((await verify_received(run, key_of), run.checkpoint))
+                verified = await verify_received(run, key_of)
+                await self._fits(run.author, verified, heads, reach)
             except SyncError as exc:
                 raise BundleError(f"bundle {path.name} refused, nothing imported: {exc}") from None
+            checked.append((verified, run.checkpoint))
             done += len(run.events)
             self._tell("checking", done, total)
         new = 0
@@ -337,6 +341,32 @@ class Bundles:
         )
         log.info("imported bundle %s from %s: %d new events", path, header.creator_name, new)
         return result
+
+    async def _fits(
+        self,
+        author: str,
+        events: list[StoredEvent],
+        heads: dict[str, tuple[int, bytes]],
+        reach: dict[str, int],
+    ) -> None:
+        """What the store would refuse, found before anything is stored: a run that
+        leaves a gap after what we hold (or what the bundle brought before it), or
+        one that forks our chain of that author. Chains are hash-linked, so one
+        stored hash (the last seq both hold) tells a fork.
+
+        Raises:
+            SyncError: a gap or a fork.
+        """
+        first, last = events[0].seq, events[-1].seq
+        if first > reach.get(author, 0) + 1:
+            raise SyncError(f"author {author}: the bundle skips seqs before {first}")
+        reach[author] = max(reach.get(author, 0), last)
+        held = heads.get(author, (0, b""))[0]
+        if first <= held:
+            both = min(last, held)
+            (ours,) = await self._store.events_after(author, both - 1, 1)
+            if ours.hash != events[both - first].hash:
+                raise SyncError(f"author {author}: the bundle forks our chain at seq {both}")
 
     def _keys(self, header: BundleHeader, certs: Sequence[bytes]) -> dict[str, Ed25519PublicKey]:
         """Signing keys of the bundle's certificates that verify now; the seal must

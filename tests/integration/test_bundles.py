@@ -21,6 +21,7 @@ from loopback import loopback_config
 from waits import AsyncWaitUntil
 
 from meshdesk.bundles import BundleError, Bundles
+from meshdesk.cases.chain import ChainWriter
 from meshdesk.cases.model import Personal
 from meshdesk.cli import main
 from meshdesk.cli._notices import Session, notice_session
@@ -220,3 +221,46 @@ async def test_since_and_for_leave_out_what_the_target_has(tmp_path: Path) -> No
         assert await bundles.node_id("本部") == hq
         with pytest.raises(UsageError, match="names 0 nodes"):
             await bundles.node_id("どこにもない")
+
+
+async def test_a_bundle_that_forks_a_chain_or_leaves_a_gap_is_refused_whole(
+    tmp_path: Path,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    city = await build_deployment(
+        tmp_path / "city",
+        "運搬市",
+        [
+            HomeSpec("本部", Role.HQ, site="市役所"),
+            HomeSpec("避難所", Role.CENTER, site="体育館"),
+            HomeSpec("分所", Role.CENTER, site="公民館"),
+        ],
+        now=now,
+    )
+    hq, shelter = city.homes["本部"], city.homes["避難所"]
+    key = hq.load_identity(now=now).key
+    author = f"{city.nodes['本部'].node_id}/AAAAAAAA"
+
+    async def chain(home: NodeHome, bodies: list[bytes], received: list[int]) -> None:
+        """The same chain name signed twice over (only a stolen key could do this)."""
+        writer = ChainWriter(author, key, None)
+        async with _node(home) as (s, _):
+            for body, at in zip(bodies, received, strict=True):
+                writer.append(hlc=1, case_id=None, kind=99, body=body)
+                events, checkpoint = writer.commit()
+                await s.store.append_run(events, checkpoint, received_at=at)
+
+    await chain(hq, [b"a", b"b"], [1000, 5000])
+    await chain(shelter, [b"a", b"X"], [1000, 1000])
+    async with _node(hq) as (_, bundles):
+        await bundles.export(tmp_path / "fork.bundle")
+        await bundles.export(tmp_path / "gap.bundle", since_ms=2000)  # only seq 2
+    before = await _digest(shelter)
+    async with _node(shelter) as (_, bundles):
+        with pytest.raises(BundleError, match="forks our chain at seq 2"):
+            await bundles.import_file(tmp_path / "fork.bundle")
+    assert await _digest(shelter) == before
+    # A third node that never held the chain: seq 2 alone would leave a gap.
+    async with _node(city.homes["分所"]) as (_, bundles):
+        with pytest.raises(BundleError, match="skips seqs before 2"):
+            await bundles.import_file(tmp_path / "gap.bundle")
