@@ -16,8 +16,9 @@ frame's limits, the deployment, the creator's certificate (against our CA and
 revocation list), the seal, then every run exactly as sync does
 (:func:`meshdesk.sync.driver.verify_received`: the author's certificate, the hash
 chain, the signed checkpoint), and what the store would refuse (a gap, a fork). One
-failure refuses the whole bundle with one line, and nothing is stored. Then the runs are stored by group commit
-(``Store.append_runs``, ``synchronous=FULL``) and only after that it says
+failure refuses the whole bundle with one line, and nothing is stored. Then the
+runs are stored by group commit (``Store.append_runs``, ``synchronous=FULL``) and
+only after that it says
 "imported". Runs already held change nothing, so importing twice is harmless.
 """
 
