@@ -19,6 +19,7 @@ from meshdesk.tui.bridge import run_bridge
 from meshdesk.tui.console import Console, attempt, translate_bindings
 from meshdesk.tui.i18n import N_, Lang, set_language, tr
 from meshdesk.tui.messages import (
+    BundleProgress,
     CallChanged,
     CasesChanged,
     CitizenChanged,
@@ -98,6 +99,7 @@ class MeshdeskApp(App[None]):
         self._reload_all = False
         self._loading = False
         self._notices_seen = False
+        self._bundle_shown: tuple[str, int] = ("", -1)
         self.sub_title = api.where
 
     # -- start -----------------------------------------------------------------------
@@ -267,6 +269,23 @@ class MeshdeskApp(App[None]):
                 timeout=30,
                 markup=False,
             )
+
+    def on_bundle_progress(self, message: BundleProgress) -> None:
+        """A large bundle's progress, a notice per tenth of each phase."""
+        tenth = message.done * 10 // max(message.total, 1)
+        if message.total < 1 or (message.doing, tenth) == self._bundle_shown:
+            return
+        self._bundle_shown = (message.doing, tenth)
+        phase = {
+            "reading": N_("reading"), "checking": N_("checking"), "storing": N_("storing"),
+            "writing": N_("writing"),
+        }.get(message.doing, message.doing)  # fmt: skip
+        self.notify(
+            tr("USB bundle: {phase} {percent}%").format(phase=tr(phase), percent=tenth * 10),
+            title=tr("USB bundle"),
+            timeout=3,
+            markup=False,
+        )
 
     def on_notices_changed(self, message: NoticesChanged) -> None:
         self._reload_notices()

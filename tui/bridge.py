@@ -17,6 +17,7 @@ from textual.message import Message
 from meshdesk.errors import MeshdeskError
 from meshdesk.tui.api import ConnectionLost, Event, NodeApi
 from meshdesk.tui.messages import (
+    BundleProgress,
     CallChanged,
     CasesChanged,
     CitizenChanged,
@@ -61,6 +62,10 @@ def to_message(event: Event) -> Message | None:
                 return CitizenChanged(str(data.get("change", "")), dict(invite))
         case "notice":
             return NoticesChanged()
+        case "bundle":
+            doing, done, total = data.get("doing"), data.get("done"), data.get("total")
+            if isinstance(doing, str) and isinstance(done, int) and isinstance(total, int):
+                return BundleProgress(doing, done, total)
         case "lagged":
             # We missed events: reload the cases; the periodic refresh covers the rest.
             return CasesChanged(set(), everything=True)

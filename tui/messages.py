@@ -12,6 +12,7 @@ from typing import Any
 from textual.message import Message
 
 __all__ = [
+    "BundleProgress",
     "CallChanged",
     "CasesChanged",
     "CitizenChanged",
@@ -89,6 +90,17 @@ class CitizenChanged(Message):
         super().__init__()
         self.change = change
         self.invite = invite
+
+
+class BundleProgress(Message):
+    """A USB bundle the node exports or imports moved on (``doing``: reading,
+    checking, storing, writing; ``done`` of ``total`` bytes or events)."""
+
+    def __init__(self, doing: str, done: int, total: int) -> None:
+        super().__init__()
+        self.doing = doing
+        self.done = done
+        self.total = total
 
 
 class NoticesChanged(Message):

@@ -452,3 +452,16 @@ async def test_hq_posts_an_announcement_from_the_notices_screen(fake: FakeNode) 
         )
         # Our own severe announcement puts no banner on our own screens.
         assert not app.screen.query_one(Banner).shown
+
+
+async def test_a_large_bundles_progress_is_shown_by_tenths(fake: FakeNode) -> None:
+    app = app_for(fake, "ja")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        for done in (0, 50_000, 51_000, 100_000):
+            fake.publish("bundle", {"doing": "storing", "done": done, "total": 100_000})
+        await settle(
+            pilot,
+            lambda: sum("USB運搬: 保存中" in str(n.message) for n in app._notifications) == 3,
+            "0 %, 50 % and 100 % (51 % is the same tenth as 50 %)",
+        )
