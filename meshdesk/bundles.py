@@ -6,7 +6,8 @@ with its limits — :mod:`meshdesk.wire`):
 1. :class:`~meshdesk.wire.BundleHeader`: deployment, creator, time, counts;
 2. the deployment's revocation list (``Revocations``) if the creator has one, and
    every node certificate it knows (``Certificates``, 256 per frame);
-3. the events, exactly as stored — sealed data stays sealed — as ``SyncEvents``
+3. ``BundleHeads``: what the creator holds (so that a bundle back to it can leave
+   that out), then the events, exactly as stored — sealed data stays sealed — as ``SyncEvents``
    frames, each author's chain in order with its signed checkpoints;
 4. :class:`~meshdesk.wire.BundleSeal`: the creator's Ed25519 signature over the
    SHA-256 of every byte before it.
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import struct
@@ -48,7 +50,9 @@ from meshdesk.store import Checkpoint, Store, StoredEvent
 from meshdesk.sync.driver import verify_received
 from meshdesk.sync.messages import Run
 from meshdesk.wire import (
+    AuthorHead,
     BundleHeader,
+    BundleHeads,
     BundleSeal,
     Certificates,
     CheckpointRef,
@@ -74,6 +78,8 @@ log = logging.getLogger(__name__)
 MAGIC = b"MESHDESK-BUNDLE\n"
 _VERSION = 1
 _SEAL_CONTEXT = b"meshdesk-bundle-v1\0"
+#: ``meta`` key (+ node id): the heads that node's last imported bundle carried.
+_HEADS_KEY = "bundle-heads:"
 _PREFIX = struct.Struct(">I")
 #: Bytes of a bundle file we read (it is held in memory while it is checked).
 BUNDLE_MAX = 2 * 1024**3
@@ -175,9 +181,25 @@ class Bundles:
         return str(found[0].node_id)
 
     async def _plan(self, skip_node: str | None, since_ms: int | None) -> dict[str, int]:
-        """Per author, the seq after which its events go into the bundle."""
+        """Per author, the seq after which its events go into the bundle: for a
+        target (``skip_node``), none of its own chains and, of others, only what it
+        did not hold when it last sent us a bundle (the heads that bundle carried)."""
         heads = await self._store.heads()
         start = {a: 0 for a in heads if skip_node is None or author_node(a) != skip_node}
+        known = await self._known_heads(skip_node) if skip_node is not None else {}
+        for author, (seq, digest) in known.items():
+            if author not in start or seq < 1:
+                continue
+            our_seq, our_hash = heads[author]
+            if seq > our_seq or (seq == our_seq and digest == our_hash):
+                del start[author]  # it holds all we hold of that chain
+                continue
+            if seq == our_seq:
+                continue  # another chain under that name: send it all (it will refuse)
+            (ours,) = await self._store.events_after(author, seq - 1, 1)
+            if ours.hash == digest:  # the same chain (else: send it all)
+                upto = [c.seq for c in await self._store.checkpoints(author) if c.seq <= seq]
+                start[author] = upto[-1] if upto else 0
         if since_ms is not None:
             first = dict(await self._store.events_since(since_ms))
             for author in list(start):
@@ -187,15 +209,28 @@ class Bundles:
                 # From the checkpoint before the first new event: runs stay whole.
                 cuts = await self._store.checkpoints(author)
                 before = [c.seq for c in cuts if c.seq < first[author]]
-                start[author] = before[-1] if before else 0
+                start[author] = max(start[author], before[-1] if before else 0)
         return start
+
+    async def _known_heads(self, node_id: str) -> dict[str, tuple[int, bytes]]:
+        """What ``node_id`` held when it wrote the last bundle we imported from it."""
+        raw = await self._store.get_meta(_HEADS_KEY + node_id)
+        if raw is None:
+            return {}
+        try:
+            data = json.loads(raw)
+            return {a: (int(seq), bytes.fromhex(h)) for a, (seq, h) in data.items()}
+        except (ValueError, TypeError, AttributeError):
+            log.warning("ignored unreadable bundle heads of %s", node_id)
+            return {}
 
     async def export(
         self, out: Path, *, for_node: str | None = None, since_ms: int | None = None
     ) -> dict[str, Any]:
-        """Write what the target may lack: every chain (``for_node``: but its own;
-        ``since_ms``: only chains with events received since), certificates and the
-        revocation list; atomically (a temporary file, fsync, rename)."""
+        """Write what the target may lack: every chain (``for_node``: what that node
+        may lack, see :meth:`_plan`; ``since_ms``: only chains with events received
+        since), certificates, the revocation list and our heads; atomically (a
+        temporary file, fsync, rename)."""
         began = time.monotonic()
         plan = await self._plan(for_node, since_ms)
         heads = await self._store.heads()
@@ -237,6 +272,9 @@ class Bundles:
                 ders = sorted(certs.values())
                 for i in range(0, len(ders), 256):
                     put(Certificates(certs=tuple(ders[i : i + 256])))
+                held = [AuthorHead(a, q, h) for a, (q, h) in sorted(heads.items())]
+                for i in range(0, len(held), 4096):
+                    put(BundleHeads(heads=tuple(held[i : i + 4096])))
                 for author, after in sorted(plan.items()):
                     async for frame in self._author_frames(author, after):
                         put(frame)
@@ -289,7 +327,7 @@ class Bundles:
     async def import_file(self, path: Path) -> ImportResult:
         """Check the whole bundle, then store it durably (see the module)."""
         began = time.monotonic()
-        header, revocations, certs, frames = await asyncio.to_thread(self._read, path)
+        header, revocations, certs, frames, held = await asyncio.to_thread(self._read, path)
         if revocations is not None:
             await self._directory.apply_revocations(revocations.crl)
         keys = self._keys(header, certs)
@@ -330,6 +368,9 @@ class Bundles:
             stored += [run for run, count in zip(group, counts, strict=True) if count]
             self._tell("storing", sum(len(e) for e, _ in stored), total)
         await self._directory.take_certificates(tuple(certs), source=None)
+        if held:  # what the creator holds: a later bundle for it leaves that out
+            known = {h.author: [h.seq, h.hash.hex()] for h in held}
+            await self._store.set_meta(_HEADS_KEY + header.creator, json.dumps(known).encode())
         if stored and self._imported is not None:
             await self._imported(stored)
         result = ImportResult(
@@ -382,7 +423,7 @@ class Bundles:
 
     def _read(
         self, path: Path
-    ) -> tuple[BundleHeader, Revocations | None, list[bytes], list[SyncEvents]]:
+    ) -> tuple[BundleHeader, Revocations | None, list[bytes], list[SyncEvents], list[AuthorHead]]:
         name = path.name
         try:
             size = path.stat().st_size
@@ -396,7 +437,7 @@ class Bundles:
 
     def _parse(
         self, file: IO[bytes], size: int, name: str
-    ) -> tuple[BundleHeader, Revocations | None, list[bytes], list[SyncEvents]]:
+    ) -> tuple[BundleHeader, Revocations | None, list[bytes], list[SyncEvents], list[AuthorHead]]:
         def refuse(why: str) -> BundleError:
             return BundleError(f"bundle {name} refused, nothing imported: {why}")
 
@@ -407,6 +448,7 @@ class Bundles:
         revocations: Revocations | None = None
         certs: list[bytes] = []
         frames: list[SyncEvents] = []
+        creator_heads: list[AuthorHead] = []
         seal: BundleSeal | None = None
         read = len(MAGIC)
         for prefix, body in _records(file):
@@ -436,6 +478,8 @@ class Bundles:
                     revocations = frame
                 case Certificates():
                     certs.extend(frame.certs)
+                case BundleHeads():
+                    creator_heads.extend(frame.heads)
                 case SyncEvents():
                     frames.append(frame)
                 case _:
@@ -451,7 +495,7 @@ class Bundles:
             creator.verify(seal.sig, _SEAL_CONTEXT + digest.digest())
         except InvalidSignature:
             raise refuse("its seal does not match its contents (altered or damaged)") from None
-        return header, revocations, certs, frames
+        return header, revocations, certs, frames, creator_heads
 
 
 def _records(file: IO[bytes]) -> Iterator[tuple[bytes, bytes]]:

@@ -39,7 +39,10 @@ def add_bundle_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     export = actions.add_parser("export", help="write what another node may lack to a file")
     export.add_argument("--out", required=True, metavar="FILE", help="bundle file to write")
     target = export.add_mutually_exclusive_group()
-    target.add_argument("--for", dest="for_node", metavar="NODE", help="leave out its own records")
+    target.add_argument(
+        "--for", dest="for_node", metavar="NODE",
+        help="only what NODE may lack (not its own, nor what its last bundle said it held)",
+    )  # fmt: skip
     target.add_argument("--all", action="store_true", help="everything this node holds (default)")
     export.add_argument("--since", metavar="ISO", help="only chains with records received since")
     imp = actions.add_parser("import", help="check a bundle whole, then store it")

@@ -47,7 +47,7 @@ def _since(text_: str | None) -> int | None:
     "bundle_export",
     "write what another node may lack (cases, announcements, messages, receipts) to a file",
     text("out", "the bundle file to write (absolute path)", required=True),
-    text("for", "the node it is for (id, start of id, or name): its own records are left out"),
+    text("for", "the node it is for (id, its start, or name): only what it may lack"),
     text("since", "only chains with records received since (ISO date or time, UTC)"),
 )
 async def _export(bundles: Bundles, args: Args) -> object:

@@ -13,6 +13,7 @@ from meshdesk.wire._schema import MaxLen, Range
 from meshdesk.wire.frames import (
     AuthorHead,
     BundleHeader,
+    BundleHeads,
     BundleSeal,
     CallAnswer,
     CallDecline,
@@ -56,6 +57,7 @@ __all__ = [
     "WIRE_VERSION",
     "AuthorHead",
     "BundleHeader",
+    "BundleHeads",
     "BundleSeal",
     "CallAnswer",
     "CallDecline",

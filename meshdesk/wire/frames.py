@@ -20,6 +20,7 @@ from meshdesk.wire._schema import MaxLen, Range
 __all__ = [
     "AuthorHead",
     "BundleHeader",
+    "BundleHeads",
     "BundleSeal",
     "CallAnswer",
     "CallDecline",
@@ -93,6 +94,7 @@ class FrameKind(IntEnum):
     # 70-79: USB bundles (meshdesk.bundles): files, never sent on a link
     BUNDLE_HEADER = 70
     BUNDLE_SEAL = 71
+    BUNDLE_HEADS = 72
 
 
 _NodeId = Annotated[str, MaxLen(64)]
@@ -480,6 +482,16 @@ class BundleHeader:
     certificates: _Millis
 
 
+@frame(FrameKind.BUNDLE_HEADS)
+@dataclass(frozen=True, slots=True)
+class BundleHeads:
+    """What the bundle's creator held when it wrote the bundle (every author's head,
+    4096 per frame): a node that imports it later writes bundles for the creator
+    without what it already has (``bundle export --for``)."""
+
+    heads: Annotated[tuple[AuthorHead, ...], MaxLen(4096)]
+
+
 @frame(FrameKind.BUNDLE_SEAL)
 @dataclass(frozen=True, slots=True)
 class BundleSeal:
@@ -517,6 +529,7 @@ Frame: TypeAlias = (
     | CallGuestStandby
     | CallGuestReady
     | BundleHeader
+    | BundleHeads
     | BundleSeal
 )
 

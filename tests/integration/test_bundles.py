@@ -93,6 +93,12 @@ async def test_two_nodes_that_never_link_converge_by_bundles_both_ways(
         await bundles.import_file(tmp_path / "to-hq-2.bundle")
         view = await s.board.announcement_view(posted["id"], detail=True)
         assert len(await s.store.case_ids()) == 2 * CASES
+        # The shelter's last bundle said what it holds: a bundle for it now carries
+        # nothing (what it lacks), one for everyone everything.
+        shelter_id = str(city.nodes["避難所"].node_id)
+        assert (await bundles.export(tmp_path / "x.bundle", for_node=shelter_id))["events"] == 0
+        everything = await bundles.export(tmp_path / "y.bundle")
+        assert everything["events"] == len(await s.store.event_hashes())
     (row,) = view["sites"]["体育館"]
     assert row["delivered_at"] is not None
     assert row["read_by"] == "田中"

@@ -19,6 +19,7 @@ from meshdesk.wire import (
     WIRE_VERSION,
     AuthorHead,
     BundleHeader,
+    BundleHeads,
     BundleSeal,
     CallAnswer,
     CallDecline,
@@ -171,6 +172,7 @@ EXAMPLES: dict[FrameKind, Frame] = {
         certificates=4,
     ),
     FrameKind.BUNDLE_SEAL: BundleSeal(sig=b"s" * 64),
+    FrameKind.BUNDLE_HEADS: BundleHeads(heads=(AuthorHead("n-1", 3, b"h" * 32),)),
 }
 
 
