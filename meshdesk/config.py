@@ -47,6 +47,7 @@ DEFAULT_WEB_PORT = 7443
 
 Language = Literal["ja", "en"]
 _LANGUAGES: tuple[str, ...] = get_args(Language)
+_ROLES = ("hq", "center", "desk")
 _IFNAME_MAX = 15  # IFNAMSIZ - 1 on Linux, in bytes
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")  # "_" as resolvers allow
 
@@ -114,10 +115,16 @@ class Endpoint:
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
     language: Language = "ja"
+    #: Roles whose operators may post announcements from this node (meshdesk.notices).
+    announce_roles: tuple[str, ...] = ("hq",)
 
     def __post_init__(self) -> None:
         if self.language not in _LANGUAGES:
             raise ValueError(f"language: must be one of 'ja', 'en', got {self.language!r}")
+        object.__setattr__(self, "announce_roles", tuple(dict.fromkeys(self.announce_roles)))
+        for role in self.announce_roles:
+            if role not in _ROLES:
+                raise ValueError(f"announce_roles: {role!r} is not one of hq, center, desk")
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,6 +559,9 @@ _KEEPS_NOTED = """\
 _HELP: dict[str, dict[str, str]] = {
     "node": {
         "language": 'Language of the operator console: "ja" (Japanese) or "en" (English).',
+        "announce_roles": """\
+Roles of node ("hq", "center", "desk") whose operators may post announcements
+to other sites from this node. Every node shows what it receives either way.""",
     },
     "network": {
         "interfaces": """\

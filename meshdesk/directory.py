@@ -149,6 +149,15 @@ class Directory:
         self._verified[der] = (info, cert.not_valid_after_utc, key)
         return info, key
 
+    def check_certificate(self, der: bytes) -> tuple[NodeInfo, Ed25519PublicKey | None]:
+        """Verify a certificate against the CA and the revocation list now, keeping
+        nothing (a USB bundle's certificates are checked before anything is imported).
+
+        Raises:
+            AuthError: as ``trust.verify_peer``.
+        """
+        return self._check(der, self._now())
+
     async def author_key(self, author: str) -> Ed25519PublicKey | None:
         """The signing key of chain ``author`` (``NODE-ID/EPOCH``, see
         :mod:`meshdesk.cases.chain`) from its node's certificate, if that verifies now."""

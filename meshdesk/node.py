@@ -1,12 +1,7 @@
-"""A running node: its parts (store, directory, listener, links, calls, web port,
-discovery, control socket) wired together.
-
-:class:`Node` is an async context manager. Entering it starts every part and
-returns when the node is reachable; leaving it shuts down in reverse order: control
-socket, mDNS goodbye, web port, calls, link goodbyes, listener, store. Each part's
-own job lives with it: the directory and its gossip in :mod:`meshdesk.directory`,
-citizens' phones in :mod:`meshdesk.web`, control operations in :mod:`meshdesk.ops`.
-"""
+"""A running node: its parts (store, directory, notices, bundles, listener, links,
+calls, web port, discovery, control socket) wired together. :class:`Node` is an async
+context manager: entering starts every part and returns when the node is reachable;
+leaving shuts down in reverse order. Each part's own job lives with it."""
 
 from __future__ import annotations
 
@@ -20,7 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Self
 
+from meshdesk import ops
 from meshdesk._lifecycle import AsyncResource, cancel_and_wait, running
+from meshdesk.bundles import Bundles
 from meshdesk.bus import BusLogHandler, EventBus
 from meshdesk.calls import CallManager, is_call_frame
 from meshdesk.cases.book import CaseBook
@@ -38,7 +35,7 @@ from meshdesk.net.interfaces import select_interfaces
 from meshdesk.net.link import PROTOCOL_VERSION, Link
 from meshdesk.net.mesh import LinkManager, PeerEvent
 from meshdesk.net.tls import TlsListener, connect
-from meshdesk.ops import CALL_OPS, CASE_OPS, INVITE_OPS, NODE_OPS, OPS, Dispatcher
+from meshdesk.notices import NoticeBoard
 from meshdesk.store import Store, StoredEvent
 from meshdesk.sync.driver import SyncService, is_sync_frame
 from meshdesk.web import start_web
@@ -144,6 +141,9 @@ class Node(AsyncResource):
             records=self.config.records,
         )
         await self._stack.enter_async_context(self.cases)  # it keeps the search terms
+        self.notices = await self._stack.enter_async_context(NoticeBoard(self.store, self.cases,
+            kit, directory=self.directory.nodes, wall_ms=self._record_ms, config=self.config.node,
+            seen=lambda n: self.manager.last_seen(n), publish=self.events.publish))  # fmt: skip
         self.sync = await self._stack.enter_async_context(
             SyncService(
                 self.store,
@@ -153,6 +153,8 @@ class Node(AsyncResource):
         )
         self.cases.on_commit = self._committed
         self.sync.on_stored = self._stored
+        self.bundles = Bundles(self.store, self.directory, kit, imported=self.sync.imported,
+                               publish=self.events.publish)  # fmt: skip
         self.sync.on_offence = lambda link, what: self.manager.offence(link.peer_id, what)
         network = self.config.network
         interfaces = select_interfaces(network.interfaces) if network.mdns else []
@@ -314,6 +316,7 @@ class Node(AsyncResource):
     def _stored(self, events: list[StoredEvent]) -> None:
         self.cases.steward.notice(events)  # erasures (and receipts) follow from what arrived
         self._publish_cases(events, "sync")
+        self.notices.received(events)
 
     def _publish_cases(self, events: list[StoredEvent], source: str) -> None:
         case_ids = sorted({e.case_id for e in events if e.case_id is not None})
@@ -336,11 +339,13 @@ class Node(AsyncResource):
     def uptime_s(self) -> float:
         return time.monotonic() - self._started
 
-    def serve_ops(self) -> Dispatcher:
+    def serve_ops(self) -> ops.Dispatcher:
         """Every control operation (:data:`meshdesk.ops.OPS`) over this node's parts."""
-        return OPS.serve(
-            NODE_OPS.bind(self),
-            CASE_OPS.bind(self.cases),
-            CALL_OPS.bind(self.calls),
-            INVITE_OPS.bind(self.citizens),
+        return ops.OPS.serve(
+            ops.NODE_OPS.bind(self),
+            ops.CASE_OPS.bind(self.cases),
+            ops.CALL_OPS.bind(self.calls),
+            ops.INVITE_OPS.bind(self.citizens),
+            ops.NOTICE_OPS.bind(self.notices),
+            ops.BUNDLE_OPS.bind(self.bundles),
         )

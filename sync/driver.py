@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -31,7 +31,7 @@ from meshdesk.cases.chain import verify_run
 from meshdesk.cases.summary import run_rank
 from meshdesk.errors import ChannelClosed, MeshdeskError, StoreError, StoreFull, SyncError
 from meshdesk.net.link import Link
-from meshdesk.store import Store, StoredEvent
+from meshdesk.store import Checkpoint, Store, StoredEvent
 from meshdesk.sync.core import SyncCore
 from meshdesk.sync.messages import (
     SYNC_FRAME_TYPES,
@@ -55,7 +55,14 @@ from meshdesk.sync.messages import (
 )
 from meshdesk.wire import Frame
 
-__all__ = ["SyncService", "is_sync_frame", "urgency_rank"]
+__all__ = [
+    "KeyOf",
+    "SyncService",
+    "UnknownAuthor",
+    "is_sync_frame",
+    "urgency_rank",
+    "verify_received",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,29 @@ def urgency_rank(events: Iterable[StoredEvent]) -> int:
     return run_rank(events)
 
 
-@dataclass
+class UnknownAuthor(SyncError):
+    """No certificate that verifies now names the run's author (unknown, revoked or
+    expired): the run is refused, without blaming whoever passed it on."""
+
+
+async def verify_received(run: Run, key_of: KeyOf) -> list[StoredEvent]:
+    """The one check every run from elsewhere passes before it is stored — from a
+    link (:class:`SyncService`) or from a USB bundle (:mod:`meshdesk.bundles`): the
+    author's signing key from a certificate that verifies now, then the hash chain
+    from the run's own start and the signed checkpoint that ends it (``verify_run``).
+
+    Raises:
+        UnknownAuthor: no valid certificate for the author.
+        SyncError: the run fails verification.
+    """
+    key = await key_of(run.author)
+    if key is None:
+        raise UnknownAuthor(f"no verified certificate for author {run.author} (yet)")
+    first = run.events[0]
+    return verify_run(run.author, (first.seq - 1, first.prev_hash), run.events, run.checkpoint, key)
+
+
+@dataclass(slots=True)
 class _Queued:
     """A verified run waiting for the next group commit."""
 
@@ -245,6 +274,18 @@ class SyncService(AsyncResource):
             if peer.link is not except_link:
                 await self._feed(peer, LocalAdded(runs))
 
+    async def imported(self, runs: Sequence[tuple[list[StoredEvent], Checkpoint]]) -> None:
+        """Runs stored from elsewhere than a link (a USB bundle): told to the node
+        (``on_stored``) and announced to every link, like runs stored from a peer."""
+        added = []
+        for events, checkpoint in runs:
+            self.stored_events += len(events)
+            if self.on_stored is not None:
+                self.on_stored(events)
+            added.append(LocalRun(checkpoint, urgency_rank(events)))
+        if added:
+            await self.local_added(tuple(added))
+
     async def committed(self, events: list[StoredEvent]) -> None:
         """Our own commit (CaseBook.on_commit): announce its batch to every link."""
         if not events:
@@ -292,15 +333,10 @@ class SyncService(AsyncResource):
     async def _verify(self, peer: _Peer, run: Run) -> Rejected | None:
         """Verify a run and queue it for the next group commit; its answer comes then."""
         author, checkpoint = run.author, run.checkpoint
-        key = await self._key_of(author)
-        if key is None:
-            reason = f"no verified certificate for author {author} (yet)"
-            return Rejected(author, checkpoint.seq, reason)
-        first = run.events[0]
         try:
-            verified = verify_run(
-                author, (first.seq - 1, first.prev_hash), run.events, checkpoint, key
-            )
+            verified = await verify_received(run, self._key_of)
+        except UnknownAuthor as exc:
+            return Rejected(author, checkpoint.seq, str(exc))
         except SyncError as exc:
             log.warning("refused a run of %s from %s: %s", author, peer.link, exc)
             self._offence(peer, f"a run that fails verification: {exc}")

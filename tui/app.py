@@ -19,12 +19,14 @@ from meshdesk.tui.bridge import run_bridge
 from meshdesk.tui.console import Console, attempt, translate_bindings
 from meshdesk.tui.i18n import N_, Lang, set_language, tr
 from meshdesk.tui.messages import (
+    BundleProgress,
     CallChanged,
     CasesChanged,
     CitizenChanged,
     LogLine,
     NodeBack,
     NodeLost,
+    NoticesChanged,
     PeerChanged,
     SyncProgress,
 )
@@ -34,9 +36,11 @@ from meshdesk.tui.screens import (
     DashboardScreen,
     HelpScreen,
     LogScreen,
+    NoticesScreen,
     QueueScreen,
     SyncScreen,
 )
+from meshdesk.tui.screens.notices import load_notices
 from meshdesk.tui.widgets import CaseTable
 from meshdesk.tui.widgets.conflict import ConflictView
 
@@ -53,6 +57,7 @@ SCREENS_BY_KEY: dict[str, tuple[str, str]] = {
     "calls": ("f3", N_("Calls")),
     "sync": ("f4", N_("Sync")),
     "log": ("f5", N_("Log")),
+    "notices": ("f7", N_("Notices")),
 }
 
 
@@ -93,6 +98,8 @@ class MeshdeskApp(App[None]):
         self._pending: set[str] = set()
         self._reload_all = False
         self._loading = False
+        self._notices_seen = False
+        self._bundle_shown: tuple[str, int] = ("", -1)
         self.sub_title = api.where
 
     # -- start -----------------------------------------------------------------------
@@ -104,6 +111,7 @@ class MeshdeskApp(App[None]):
         self.install_screen(CallScreen(c), "calls")
         self.install_screen(SyncScreen(c), "sync")
         self.install_screen(LogScreen(c), "log")
+        self.install_screen(NoticesScreen(c), "notices")
         self.push_screen("dashboard")
         self._bridge()
         self.poll()
@@ -136,6 +144,31 @@ class MeshdeskApp(App[None]):
             invites = await self._optional(c.api.request("invite_list", {}))
             c.citizens = {i["invite_id"]: i for i in invites}
             c.publish("citizens")
+            await self._notices(c)
+        except ConnectionLost as exc:
+            self._lost(str(exc))
+        except MeshdeskError as exc:
+            self.notify(str(exc), severity="error", title=tr("Not done"), markup=False)
+
+    async def _notices(self, c: Console) -> None:
+        """Announcements and messages; a new severe announcement rings once."""
+        before = {a.get("id") for a in c.announcements}
+        try:
+            await load_notices(c)
+        except MeshdeskError as exc:
+            if "unknown operation" not in str(exc) or isinstance(exc, ConnectionLost):
+                raise
+            return  # an older node: no notices
+        if self._notices_seen and any(
+            a.get("id") not in before and a.get("severity") == "severe" for a in c.announcements
+        ):
+            self.bell()
+        self._notices_seen = True
+
+    @work(exclusive=True, group="notices")
+    async def _reload_notices(self) -> None:
+        try:
+            await self._notices(self.desk)
         except ConnectionLost as exc:
             self._lost(str(exc))
         except MeshdeskError as exc:
@@ -237,6 +270,26 @@ class MeshdeskApp(App[None]):
                 markup=False,
             )
 
+    def on_bundle_progress(self, message: BundleProgress) -> None:
+        """A large bundle's progress, a notice per tenth of each phase."""
+        tenth = message.done * 10 // max(message.total, 1)
+        if message.total < 1 or (message.doing, tenth) == self._bundle_shown:
+            return
+        self._bundle_shown = (message.doing, tenth)
+        phase = {
+            "reading": N_("reading"), "checking": N_("checking"), "storing": N_("storing"),
+            "writing": N_("writing"),
+        }.get(message.doing, message.doing)  # fmt: skip
+        self.notify(
+            tr("USB bundle: {phase} {percent}%").format(phase=tr(phase), percent=tenth * 10),
+            title=tr("USB bundle"),
+            timeout=3,
+            markup=False,
+        )
+
+    def on_notices_changed(self, message: NoticesChanged) -> None:
+        self._reload_notices()
+
     def on_log_line(self, message: LogLine) -> None:
         self.desk.log.append((message.ts_ms, message.level, message.text))
         self.desk.publish("log")
@@ -267,7 +320,9 @@ class MeshdeskApp(App[None]):
         """(where, key, what) for every binding of the app and its screens."""
         rows: list[tuple[str, str, str]] = []
         owners: list[tuple[str, Iterable[BindingType]]] = [(tr("Everywhere"), self.BINDINGS)]
-        for cls in (DashboardScreen, QueueScreen, CaseFormScreen, CallScreen, SyncScreen):
+        for cls in (
+            DashboardScreen, QueueScreen, CaseFormScreen, CallScreen, SyncScreen, NoticesScreen
+        ):  # fmt: skip
             owners.append((tr(cls.TITLE), cls.__dict__.get("BINDINGS", [])))
         owners.append((tr("Conflict"), ConflictView.BINDINGS))
         owners.append((tr("Cases"), CaseTable.BINDINGS))

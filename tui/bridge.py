@@ -17,12 +17,14 @@ from textual.message import Message
 from meshdesk.errors import MeshdeskError
 from meshdesk.tui.api import ConnectionLost, Event, NodeApi
 from meshdesk.tui.messages import (
+    BundleProgress,
     CallChanged,
     CasesChanged,
     CitizenChanged,
     LogLine,
     NodeBack,
     NodeLost,
+    NoticesChanged,
     PeerChanged,
     SyncProgress,
 )
@@ -58,6 +60,12 @@ def to_message(event: Event) -> Message | None:
             invite = data.get("invite")
             if isinstance(invite, dict) and isinstance(invite.get("invite_id"), str):
                 return CitizenChanged(str(data.get("change", "")), dict(invite))
+        case "notice":
+            return NoticesChanged()
+        case "bundle":
+            doing, done, total = data.get("doing"), data.get("done"), data.get("total")
+            if isinstance(doing, str) and isinstance(done, int) and isinstance(total, int):
+                return BundleProgress(doing, done, total)
         case "lagged":
             # We missed events: reload the cases; the periodic refresh covers the rest.
             return CasesChanged(set(), everything=True)

@@ -28,6 +28,8 @@ __all__ = [
     "ago",
     "attempt",
     "clock_warning",
+    "notice_banner",
+    "notice_title",
     "plain",
     "plain_row",
     "span",
@@ -58,10 +60,14 @@ class Console:
     #: Invitations for citizens' phones by id (see meshdesk.web), from invite_list.
     citizens: dict[str, dict[str, Any]] = field(default_factory=dict)
     directory: list[dict[str, Any]] = field(default_factory=list)
+    #: Announcements this node shows, newest first (``announce_list``), and messages
+    #: to and from it (``message_list``); see meshdesk.notices.
+    announcements: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
     log: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     connected: bool = False
     #: Published with the part that changed: peers, cases, counts, sync, calls, citizens,
-    #: log, status, connection.
+    #: notices, log, status, connection.
     changed: Signal[str] | None = None
 
     def publish(self, part: str) -> None:
@@ -130,6 +136,33 @@ def clock_warning(status: Mapping[str, Any]) -> str | None:
         else tr("⚠ This node's clock is {amount} behind {reference}'s: set the date and time")
     )
     return text.format(amount=span(skew), reference=reference)
+
+
+def notice_title(console: Console, a: dict[str, Any]) -> str:
+    """The announcement's title in the console's language, else the other one."""
+    first, second = ("title_ja", "title_en") if console.lang == "ja" else ("title_en", "title_ja")
+    return str(a.get(first) or a.get(second) or "")
+
+
+def notice_banner(console: Console) -> str | None:
+    """The banner for severe announcements from elsewhere that nobody here read."""
+    me = console.status.get("node_id")
+    open_ = [
+        a
+        for a in console.announcements
+        if a.get("severity") == "severe"
+        and not a.get("acknowledged")
+        and not a.get("expired")
+        and a.get("from_node") != me
+    ]
+    if not open_:
+        return None
+    text = tr("⚠ Announcement from {sender}: {title} (F7, a to acknowledge)").format(
+        sender=open_[0].get("from"), title=notice_title(console, open_[0])
+    )
+    if len(open_) > 1:
+        text += tr(" and {n} more").format(n=len(open_) - 1)
+    return text
 
 
 def translate_bindings(node: DOMNode) -> None:

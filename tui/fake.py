@@ -23,6 +23,7 @@ from meshdesk.errors import UsageError
 from meshdesk.ops import OPS, Args
 from meshdesk.tui._fake_calls import FakeCalls
 from meshdesk.tui._fake_invites import FakeInvites
+from meshdesk.tui._fake_notices import FakeNotices
 from meshdesk.tui.api import ConnectionLost, Event, call_op, case_op
 
 __all__ = ["FIXED_MS", "FakeNode"]
@@ -74,7 +75,7 @@ def _texts(case: dict[str, Any]) -> list[str]:
     return out
 
 
-class FakeNode(FakeCalls, FakeInvites):
+class FakeNode(FakeCalls, FakeInvites, FakeNotices):
     """A node in memory: cases, peers, sync counters, calls and an event bus."""
 
     #: Registry operations the fake does not serve (a test checks all others are).
@@ -111,6 +112,8 @@ class FakeNode(FakeCalls, FakeInvites):
         ]
         self.calls_by_id: dict[str, dict[str, Any]] = {}
         self.invites: dict[str, dict[str, Any]] = {}
+        self.announcements: dict[str, dict[str, Any]] = {}
+        self.messages: dict[str, dict[str, Any]] = {}
         self.running = True
         self.requests: list[tuple[str, str]] = []
         self._subscribers: list[tuple[asyncio.Queue[Event | None], Collection[str] | None]] = []
@@ -139,6 +142,7 @@ class FakeNode(FakeCalls, FakeInvites):
             "case_export": self._case_export,
             **self.call_handlers(),
             **self.invite_handlers(),
+            **self.notice_handlers(),
         }
 
     @property

@@ -12,12 +12,14 @@ from typing import Any
 from textual.message import Message
 
 __all__ = [
+    "BundleProgress",
     "CallChanged",
     "CasesChanged",
     "CitizenChanged",
     "LogLine",
     "NodeBack",
     "NodeLost",
+    "NoticesChanged",
     "PeerChanged",
     "SyncProgress",
 ]
@@ -88,6 +90,21 @@ class CitizenChanged(Message):
         super().__init__()
         self.change = change
         self.invite = invite
+
+
+class BundleProgress(Message):
+    """A USB bundle the node exports or imports moved on (``doing``: reading,
+    checking, storing, writing; ``done`` of ``total`` bytes or events)."""
+
+    def __init__(self, doing: str, done: int, total: int) -> None:
+        super().__init__()
+        self.doing = doing
+        self.done = done
+        self.total = total
+
+
+class NoticesChanged(Message):
+    """An announcement, message or receipt arrived or was written (a ``notice`` event)."""
 
 
 class LogLine(Message):

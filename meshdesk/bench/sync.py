@@ -62,7 +62,15 @@ from meshdesk.cases.chain import checkpoint_message
 from meshdesk.home import NodeHome
 from meshdesk.store import StoredEvent
 
-__all__ = ["SyncBenchConfig", "SyncBenchResult", "add_parser", "handle", "run_sync_bench"]
+__all__ = [
+    "SyncBenchConfig",
+    "SyncBenchResult",
+    "SyncRun",
+    "add_parser",
+    "handle",
+    "run_sync_bench",
+    "sync_pair",
+]
 
 Progress = Callable[[str], None]
 
@@ -302,7 +310,7 @@ async def _quiet(meter: WireMeter, seconds: float, limit: float) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Sync:
+class SyncRun:
     converged: bool
     stored: int
     seconds: float
@@ -315,7 +323,7 @@ class _Sync:
     connections: int
 
 
-async def _sync(a: NodeHome, b: NodeHome, expect: int, held: int, stall: float) -> _Sync:
+async def sync_pair(a: NodeHome, b: NodeHome, expect: int, held: int, stall: float) -> SyncRun:
     """Start ``a``, then ``b`` dialling it; wait until ``b`` (holding ``held`` events)
     stored all ``expect`` or made no progress for ``stall`` s, then until the link is
     quiet. ``seconds`` runs from the first sync frame to the last event stored."""
@@ -340,7 +348,7 @@ async def _sync(a: NodeHome, b: NodeHome, expect: int, held: int, stall: float) 
     if total != held + count:  # a bug in the bench or in sync, not a user error
         raise RuntimeError(f"b holds {total} events, expected {held + count}")
     first = meter.records[0].at
-    return _Sync(
+    return SyncRun(
         converged=count >= expect - held,
         stored=count,
         seconds=done - first,
@@ -404,7 +412,7 @@ async def _run(config: SyncBenchConfig, folder: Path, progress: Progress) -> Syn
     fill = await fill_cases(cold.a, events=n, batch_events=config.batch, now=now,
                             progress=progress, mix=CaseMix(terms=True))  # fmt: skip
     progress(f"cold: written in {fill.seconds:.1f} s; syncing to the empty node b")
-    c = await _sync(cold.a, cold.b, n, 0, config.stall)
+    c = await sync_pair(cold.a, cold.b, n, 0, config.stall)
     progress(
         f"cold: {c.stored:,} of {n:,} events in {c.seconds:.2f} s"
         f" ({rate(c.stored, c.seconds):,.0f} events/s)"
@@ -434,7 +442,7 @@ async def _run(config: SyncBenchConfig, folder: Path, progress: Progress) -> Syn
     copy_store(delta.a, delta.b)
     await fill_cases(delta.a, events=1, batch_events=1, now=now, seed=7)
     progress("delta: syncing one new event")
-    d = await _sync(delta.a, delta.b, d_events + 1, d_events, config.stall)
+    d = await sync_pair(delta.a, delta.b, d_events + 1, d_events, config.stall)
     progress(f"delta: {d.depth} one-way trips, {sum(r.size for r in d.records)} B")
     return SyncBenchResult(
         config=config,

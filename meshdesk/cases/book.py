@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -170,16 +170,27 @@ class CaseBook(AsyncResource):
     # -- writing -------------------------------------------------------------------
 
     async def _commit(self, drafts: list[Draft]) -> None:
+        await self._sign_and_store(
+            [(d.hlc, d.case_id, d.kind, d.body, d.payloads) for d in drafts]
+        )
+
+    async def record(self, entries: Sequence[tuple[int, bytes]]) -> list[StoredEvent]:
+        """Append events that belong to no case (``(kind, body)``: announcements,
+        messages, receipts — :mod:`meshdesk.notices`) to this node's chain: stamped,
+        signed and durably stored like a case edit, then handed to sync."""
+        await self._writer()
+        wall = self._wall_ms()
+        return await self._sign_and_store(
+            [(self._clock.now(wall), None, kind, body, ()) for kind, body in entries]
+        )
+
+    async def _sign_and_store(
+        self, items: list[tuple[int, str | None, int, bytes, tuple[bytes, ...]]]
+    ) -> list[StoredEvent]:
         chain = await self._writer()
         before = chain.head
-        for draft in drafts:
-            chain.append(
-                hlc=draft.hlc,
-                case_id=draft.case_id,
-                kind=draft.kind,
-                body=draft.body,
-                payloads=draft.payloads,
-            )
+        for hlc, case_id, kind, body, payloads in items:
+            chain.append(hlc=hlc, case_id=case_id, kind=kind, body=body, payloads=payloads)
         events, checkpoint = chain.commit()
         try:
             await self._store.append_run(events, checkpoint, received_at=self._wall_ms())
@@ -189,6 +200,7 @@ class CaseBook(AsyncResource):
         if self.on_commit is not None:
             await self.on_commit(events)
         self.steward.committed(events)
+        return events
 
     def _case_writer(self, op: str) -> CaseWriter:
         if not op.strip():

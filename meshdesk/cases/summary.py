@@ -50,6 +50,7 @@ from meshdesk.store import Store
 from meshdesk.store.records import CaseSummary, StoredEvent
 
 __all__ = [
+    "ANNOUNCEMENT_KIND",
     "BACKGROUND_CHECK_ABOVE",
     "UNKNOWN_RANK",
     "CaseIndexing",
@@ -289,14 +290,32 @@ def _empty(case_id: str, oldest: int, updated: int, count: int, grants: int) -> 
     )
 
 
+#: ``meshdesk.notices.events.NoticeKind.ANNOUNCEMENT`` (not imported: notices build on
+#: cases; a test checks the two agree).
+ANNOUNCEMENT_KIND = 20
+
+
+def _severe(body: bytes) -> bool:
+    try:
+        obj = msgpack.unpackb(body, raw=False, max_bin_len=1 << 20)
+    except (ValueError, msgpack.UnpackException):
+        return False
+    return isinstance(obj, dict) and obj.get("severity") == "severe"
+
+
 def run_rank(events: Iterable[StoredEvent]) -> int:
-    """The most urgent urgency an event of a signed batch sets (0 = immediate).
+    """The most urgent urgency an event of a signed batch sets (0 = immediate); a
+    batch with a severe announcement ranks 0 too.
 
     Orders sending only (``LocalRun.rank``); a batch that sets no urgency ranks as
     normal. Reads only openings and urgency writes, without full validation.
     """
     best = URGENCY_RANK[str(Urgency.NORMAL)]
     for event in events:
+        if event.kind == ANNOUNCEMENT_KIND and event.case_id is None:
+            if _severe(event.body):
+                return 0  # a severe announcement goes first, like an immediate case
+            continue
         if event.kind != EventKind.CASE_OPENED and event.kind != EventKind.FIELD_SET:
             continue
         try:

@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from meshdesk._version import __version__
 from meshdesk.bench import add_bench_parser
 from meshdesk.cli import _commands, _demo, _run
+from meshdesk.cli._bundle import add_bundle_parser
 from meshdesk.cli._call import add_call_parser
 from meshdesk.cli._cases import add_case_parser
 from meshdesk.cli._console import add_tui_parser
 from meshdesk.cli._drill import add_drill_parser
 from meshdesk.cli._invite import add_invite_parser
+from meshdesk.cli._notices import add_notice_parsers
 from meshdesk.cli._sync import add_sync_parser
 from meshdesk.errors import MeshdeskError
 
@@ -162,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_tui_parser(commands)
     add_call_parser(commands)
     add_invite_parser(commands)
+    add_notice_parsers(commands)
+    add_bundle_parser(commands)
     add_sync_parser(commands)
     add_bench_parser(commands)
     add_drill_parser(commands)

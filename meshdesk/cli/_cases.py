@@ -29,7 +29,7 @@ from meshdesk.home import NodeHome
 from meshdesk.ops import CASE_OPS, OPS, Kind, OpSpec, Param
 from meshdesk.ops.cases import MAX_PAGE
 
-__all__ = ["add_case_parser", "case_payload", "run_case_command"]
+__all__ = ["add_case_parser", "add_param", "case_payload", "run_case_command"]
 
 Env = Mapping[str, str]
 
@@ -40,7 +40,7 @@ TEXT_PAGE = 50
 _OPERATOR = "operator"
 
 
-def _add_param(parser: argparse.ArgumentParser, param: Param) -> None:
+def add_param(parser: argparse.ArgumentParser, param: Param) -> None:
     """One argument of an operation as a command-line option (or positional)."""
     hint = {
         Kind.CHOICE: param.describe(),
@@ -90,7 +90,7 @@ def _op_parser(p: argparse.ArgumentParser, spec: OpSpec[Any]) -> None:
     )
     for param in spec.params:
         if param.name != _OPERATOR:
-            _add_param(p, param)
+            add_param(p, param)
     p.set_defaults(handler=run_case_command, case_op=spec)
 
 

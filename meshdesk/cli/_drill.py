@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import meshdesk
+from meshdesk.config import Config, load_config
+from meshdesk.drill.report import LANGS
 from meshdesk.drill.run import MODES, run_drill
 from meshdesk.drill.sim import Progress
-from meshdesk.errors import UsageError
+from meshdesk.errors import MeshdeskError, UsageError
+from meshdesk.home import NodeHome
 
 __all__ = ["add_drill_parser", "find_scenario"]
 
@@ -65,6 +68,18 @@ class _Printer:
             self._stream.write("\n")
 
 
+def _node_language(env: Env) -> str:
+    """The report's default language: this machine's node's (``[node] language``),
+    else the default of a new node (Japanese)."""
+    try:
+        home = NodeHome.resolve(None, env)
+        if home.config_path.exists():
+            return load_config(home.config_path).node.language
+    except MeshdeskError:
+        pass  # no readable node here: the default
+    return Config().node.language
+
+
 def _term_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -82,6 +97,7 @@ def _drill(args: argparse.Namespace, env: Env) -> int:
             mode=args.mode,
             seed=args.seed,
             progress=None if args.quiet else printer,
+            lang=args.lang or _node_language(env),
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -122,6 +138,9 @@ def add_drill_parser(commands: Any) -> None:
         ),
     )
     drill.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    drill.add_argument(
+        "--lang", choices=LANGS, help="language of report.md and .html (default: the node's)"
+    )
     drill.add_argument("--quiet", action="store_true", help="no live progress")
     drill.add_argument("--json", action="store_true", help="print the report as JSON")
     drill.set_defaults(handler=_drill)

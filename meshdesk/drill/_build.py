@@ -11,6 +11,8 @@ from meshdesk.drill._lines import KeyLines, line_of
 from meshdesk.drill.model import (
     ROLES,
     Action,
+    Announce,
+    BundleTrip,
     Call,
     CallJoin,
     Consultations,
@@ -116,6 +118,8 @@ _ACTIONS = {
     "call_join": {"call", "department", "site"},
     "courier": {"node", "site", "stay"},
     "revoke": {"node", "reason"},
+    "announce": {"title", "severity", "to", "read_after"},
+    "bundle": {"courier", "from", "to", "travel"},
 }
 _DEFAULT_CATEGORIES = (
     ("welfare_eldercare", 3.0),
@@ -470,4 +474,27 @@ def _timeline(
                 p.fail((*path, "node"), "an HQ node cannot be revoked in a drill (HQ revokes)")
             elif node is not None:
                 out.append(Revoke(at, node, reason, line))
+        elif action == "announce":
+            title = p.get(entry, path, "title", str)
+            severity = p.get(entry, path, "severity", str, "info")
+            to = p.get(entry, path, "to", list, [])
+            read_after = p.duration(entry, path, "read_after", 60.0)
+            if severity not in ("info", "warning", "severe"):
+                p.fail((*path, "severity"), "'severity' is one of info, warning, severe")
+            unknown = [s for s in to if s not in sites]
+            if unknown:
+                p.fail((*path, "to"), f"unknown sites {unknown!r}")
+            if not any(n.role == "hq" for n in nodes.values()):
+                p.fail(path, "only HQ posts announcements, and this scenario has no HQ")
+            elif title and read_after is not None and not unknown:
+                out.append(Announce(at, title, str(severity), tuple(to), read_after, line))
+        elif action == "bundle":
+            courier = p.get(entry, path, "courier", str, "staff")
+            ends = [p.get(entry, path, k, str) for k in ("from", "to")]
+            for key, site in zip(("from", "to"), ends, strict=True):
+                if site is not None and site not in sites:
+                    p.fail((*path, key), f"unknown site {site!r}")
+            travel = p.duration(entry, path, "travel", 0.0)
+            if travel is not None and all(s in sites for s in ends):
+                out.append(BundleTrip(at, str(courier), str(ends[0]), str(ends[1]), travel, line))
     return out

@@ -23,6 +23,12 @@ from meshdesk.ops.cases import every_case
 __all__ = [
     "URGENCY",
     "ControlNode",
+    "acknowledge",
+    "announce",
+    "announcement_ids",
+    "announcement_reach",
+    "bundle_export",
+    "bundle_import",
     "hang_up",
     "invite",
     "linked_peers",
@@ -147,3 +153,42 @@ async def hang_up(caller: ControlNode, call_id: str) -> None:
 async def reload_revocations(node: ControlNode) -> None:
     """The node re-reads its home's revocation list (after ``deployment revoke``)."""
     await node.call("reload_revocations")
+
+
+async def announce(hq: ControlNode, *, title: str, severity: str, sites: tuple[str, ...]) -> str:
+    """``announce_new`` (a drill announcement: CAP ``Exercise``); its id."""
+    args: dict[str, Any] = {
+        "operator": _operator(hq), "title": title, "severity": severity, "exercise": True,
+        "lang": "en" if title.isascii() else "ja", "to": [f"site:{s}" for s in sites],
+    }  # fmt: skip
+    view = await hq.call("announce_new", args)
+    return str(view["id"])
+
+
+async def announcement_ids(node: ControlNode) -> set[str]:
+    """Ids of the announcements the node shows (``announce_list``)."""
+    listed = await node.call("announce_list", {})
+    return {str(a["id"]) for a in listed["announcements"]}
+
+
+async def announcement_reach(hq: ControlNode, notice_id: str) -> Mapping[str, Any]:
+    """``announce_show`` at HQ: per site, who has it and who read it."""
+    view: Mapping[str, Any] = await hq.call("announce_show", {"id": notice_id})
+    return view
+
+
+async def acknowledge(node: ControlNode, notice_id: str) -> None:
+    """``announce_ack`` by the node's operator (a signed read receipt)."""
+    await node.call("announce_ack", {"id": notice_id, "operator": _operator(node)})
+
+
+async def bundle_export(node: ControlNode, path: str) -> int:
+    """``bundle_export`` of everything the node holds to ``path``; events written."""
+    result = await node.call("bundle_export", {"out": path})
+    return int(result["events"])
+
+
+async def bundle_import(node: ControlNode, path: str) -> int:
+    """``bundle_import`` of ``path``; events that were new to the node."""
+    result = await node.call("bundle_import", {"file": path})
+    return int(result["new_events"])

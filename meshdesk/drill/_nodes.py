@@ -130,6 +130,18 @@ class SimNode(Replica):
             raise SyncError(f"author {run.author} is revoked")
         return self.directory.verify(run)
 
+    def verify(self, run: Run) -> list[StoredEvent]:
+        """The check a run from elsewhere passes here (a link's, or a USB bundle's)."""
+        return self._verify(run)
+
+    def record(self, kind: int, body: bytes, wall_ms: int) -> list[StoredEvent]:
+        """Append one event that belongs to no case (a notice) and commit it."""
+        hlc = self.writer.clock.now(wall_ms)
+        self.chain.append(hlc=hlc, case_id=None, kind=kind, body=body)
+        events, checkpoint = self.chain.commit()
+        self.commit(events, checkpoint)
+        return events
+
     def store_run(self, events: Sequence[StoredEvent], checkpoint: Checkpoint) -> LocalRun | None:
         before = len(self.store.events.get(checkpoint.author, ()))
         added = super().store_run(events, checkpoint)

@@ -49,7 +49,9 @@ import functools
 import heapq
 import itertools
 import logging
+import os
 import random
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -58,10 +60,11 @@ from meshdesk.drill import _labops as ops
 from meshdesk.drill._labcalls import LabCalls
 from meshdesk.drill._labconflicts import LabConflicts
 from meshdesk.drill._labfleet import Fleet, LabFleet, lab_problems
+from meshdesk.drill._labnotices import LabNotices
 from meshdesk.drill._labops import ControlNode
 from meshdesk.drill.labmetrics import NodeView, Snapshot, final_check, observe, quiet
 from meshdesk.drill.metrics import CaseRecord, Progress, Recorder
-from meshdesk.drill.model import LinkQuality, Power, Revoke, Scenario, edge
+from meshdesk.drill.model import Announce, BundleTrip, LinkQuality, Power, Revoke, Scenario, edge
 from meshdesk.drill.world import (
     RESOLVE_AFTER_S,
     CutOff,
@@ -104,13 +107,18 @@ class LabDrill:
         seed: int,
         fleet: Fleet,
         progress: Callable[[Progress], None] | None = None,
+        bundles: Path | None = None,
     ) -> None:
+        """``bundles``: where USB bundle trips leave their files (default: a temp folder)."""
         self.sc = scenario
         self.world = World(scenario, seed, "lab")
+        if bundles is None:
+            bundles = Path(tempfile.gettempdir()) / f"meshdesk-drill-bundles-{os.getpid()}"
         self.fleet = fleet
         self.rec = Recorder(scenario.sites)
         self.calls = LabCalls(self.rec)
         self.conflicts = LabConflicts(self.rec, random.Random(f"conflicts-{seed}"))
+        self.notices = LabNotices(self.rec, bundles, self.after)
         self.last = Snapshot(0.0)
         self.draining = False
         # The engine's own steps (call hang-ups, conflict resolutions): (t, order, step).
@@ -248,6 +256,8 @@ class LabDrill:
             self._observe(snap, "drain" if self.draining else "drill")
             for case_id in await self.conflicts.check(snap.t, self._hq()):
                 self.after(snap.t + RESOLVE_AFTER_S, functools.partial(self._resolve, case_id))
+            running = {s: self._running(self.world.members(s)) for s in self.sc.sites}
+            await self.notices.check(snap.t, self._first(n.name for n in self.sc.hq_nodes), running)
             await asyncio.sleep(POLL_S)
 
     async def _view(self, node: ControlNode) -> NodeView | None:
@@ -321,6 +331,14 @@ class LabDrill:
                 await self.fleet.clear_impairments()
             case Reassess():
                 raise DrillError("a lab-mode world planned a sim-mode re-assessment")
+            case Announce() as plan:
+                poster = self._first(n.name for n in self.sc.hq_nodes)
+                others = sorted({n.site for n in self.sc.nodes if n.role != "hq"})
+                await self.notices.announce(plan, poster, others, self.now())
+            case BundleTrip() as trip:
+                target = functools.partial(self._first, self.world.members(trip.target))
+                source = self._first(self.world.members(trip.source))
+                await self.notices.depart(trip, source, target, self.now())
 
     def _running(self, names: Iterable[str]) -> list[ControlNode]:
         return [node for node in (self.fleet.nodes[n] for n in names) if node.alive]
@@ -410,7 +428,9 @@ def play_lab(
             LAB_NODE_WARN,
         )
     log_dir.mkdir(parents=True, exist_ok=True)
-    drill = LabDrill(scenario, seed, LabFleet(scenario, log_dir), progress)
+    drill = LabDrill(
+        scenario, seed, LabFleet(scenario, log_dir), progress, log_dir.parent / "bundles"
+    )
     try:
         return asyncio.run(drill.run())
     except control.NodeNotRunning as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from meshdesk.stats import percentile
 from meshdesk.store.records import digest_of
@@ -116,6 +117,11 @@ class Recorder:
     sync_bytes: dict[str, int] = field(default_factory=dict)
     #: Events each node stored from its peers (its backlog, as it was delivered).
     events_received: dict[str, int] = field(default_factory=dict)
+    #: Announcements (sim mode): notice id -> title, severity, posted_s and per
+    #: addressed site delivered_s, read_s, read_known_at_hq_s (None: not yet).
+    announcements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: USB bundle trips: courier, from, to, left_s, arrived_s, events, new_events.
+    bundle_trips: list[dict[str, Any]] = field(default_factory=list)
 
     def case_created(self, record: CaseRecord) -> None:
         self.cases[record.case_id] = record
@@ -155,6 +161,35 @@ def _reach(records: Sequence[CaseRecord]) -> dict[str, float | int | None]:
         "reach_hq_max_s": _r(max(times) if times else None),
         "not_reached": sum(1 for r in records if r.reached_s is None),
     }
+
+
+def _after(then: float | None, start: float) -> float | None:
+    return None if then is None else _r(then - start)
+
+
+def _announcements(rec: Recorder) -> list[dict[str, object]]:
+    """Per announcement and addressed site: seconds from posting until the site had
+    it, until an operator there read it, and until HQ held that read receipt."""
+    out: list[dict[str, object]] = []
+    for notice_id, a in rec.announcements.items():
+        posted = float(a["posted_s"])
+        out.append(
+            {
+                "id": notice_id,
+                "title": a["title"],
+                "severity": a["severity"],
+                "posted_at_s": _r(posted),
+                "sites": {
+                    site: {
+                        "delivered_after_s": _after(reach["delivered_s"], posted),
+                        "read_after_s": _after(reach["read_s"], posted),
+                        "read_known_at_hq_after_s": _after(reach["read_known_at_hq_s"], posted),
+                    }
+                    for site, reach in a["sites"].items()
+                },
+            }
+        )
+    return out
 
 
 def sync_cost(rec: Recorder, nodes: int) -> dict[str, object] | None:
@@ -248,5 +283,10 @@ def summarise(
         ],
         "notes": list(rec.notes),
         "sync_cost": sync_cost(rec, nodes),
+        "announcements": _announcements(rec),
+        "bundle_trips": [
+            {**trip, "left_s": _r(trip["left_s"]), "arrived_s": _r(trip["arrived_s"])}
+            for trip in rec.bundle_trips
+        ],
         "sites": sites,
     }

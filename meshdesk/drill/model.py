@@ -11,6 +11,8 @@ from meshdesk.errors import DrillError
 __all__ = [
     "ROLES",
     "Action",
+    "Announce",
+    "BundleTrip",
     "Call",
     "CallJoin",
     "Consultations",
@@ -161,7 +163,36 @@ class Revoke:
     line: int = 0
 
 
-Action = LinkChange | LinkQuality | Power | Consultations | Call | CallJoin | Courier | Revoke
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """HQ posts an announcement to ``sites`` (empty: every site); at each addressed
+    site an operator reads it ``read_after`` seconds after the site's node has it."""
+
+    at: float
+    title: str
+    severity: str
+    sites: tuple[str, ...]
+    read_after: float
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BundleTrip:
+    """``courier`` (a person, not a node) carries a USB bundle of everything a node of
+    ``source`` holds at ``at`` to ``target``, where it is imported ``travel`` s later."""
+
+    at: float
+    courier: str
+    source: str
+    target: str
+    travel: float
+    line: int = 0
+
+
+Action = (
+    LinkChange | LinkQuality | Power | Consultations | Call | CallJoin | Courier | Revoke
+    | Announce | BundleTrip
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ def write_results(
     out: Path,
     wall_s: float,
     compared: Sequence[Mapping[str, object]] = (),
+    lang: str = "en",
 ) -> dict[str, object]:
     """Summarise ``rec``, write the report into ``out``; raise if the drill failed.
 
@@ -46,7 +47,7 @@ def write_results(
     if compared and own is not None:
         rows = [*compared, own]
         report["sync_cost_by_size"] = sorted(rows, key=lambda r: int(str(r["nodes"])))
-    write_report(report, reach_times(rec), out)
+    write_report(report, reach_times(rec), out, lang=lang)
     if not report["ok"]:
         state = "converged" if report["converged"] else "did not converge"
         raise DrillFailed(
@@ -64,8 +65,10 @@ def run_drill(
     seed: int | None = None,
     progress: Callable[[Progress], None] | None = None,
     factory: NodeFactory | None = None,
+    lang: str = "en",
 ) -> dict[str, object]:
-    """Play the scenario at ``scenario_path`` and write its report into ``out``.
+    """Play the scenario at ``scenario_path`` and write its report into ``out``
+    (``report.md``/``report.html`` in ``lang``, ``ja`` or ``en``).
 
     Returns:
         The report (as written to ``report.json``).
@@ -99,4 +102,5 @@ def run_drill(
         out=out,
         wall_s=time.perf_counter() - start,
         compared=compared,
+        lang=lang,
     )

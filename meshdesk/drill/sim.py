@@ -36,8 +36,9 @@ from meshdesk.cases.model import CaseField, Urgency
 from meshdesk.cases.state import CaseState
 from meshdesk.drill._nodes import Directory, SimNode
 from meshdesk.drill.metrics import CaseRecord, Progress, Recorder, digest_of
-from meshdesk.drill.model import LinkQuality, Power, Revoke, Scenario, edge
+from meshdesk.drill.model import Announce, BundleTrip, LinkQuality, Power, Revoke, Scenario, edge
 from meshdesk.drill.simcalls import CallTracker
+from meshdesk.drill.simnotices import NoticeTracker
 from meshdesk.drill.world import (
     RESOLVE_AFTER_S,
     CutOff,
@@ -113,6 +114,10 @@ class Simulation:
         self._order = itertools.count()
         self._progress = progress
         self.calls = CallTracker(self.rec, self._path)
+        self.notices = NoticeTracker(
+            self.rec, self.nodes, record=self._record, at=lambda t, fn: self.at(t, fn, drain=True),
+            now=lambda: self.t, wall_ms=self._wall, seed=seed,
+        )  # fmt: skip
 
     # -- scheduling ----------------------------------------------------------------------
 
@@ -289,6 +294,10 @@ class Simulation:
                 self.draining = True
                 for link in self.links.values():
                     link.loss = link.latency = 0.0
+            case Announce():
+                self.notices.announce(action)
+            case BundleTrip():
+                self.notices.depart(action)
             case CutOff():
                 raise DrillError("a sim-mode world planned a lab-mode conflict pair")
 
@@ -345,7 +354,14 @@ class Simulation:
             return  # the drawn value is what the case already holds: nothing to write
         self._write(node, [draft])
 
+    def _record(self, node: SimNode, kind: int, body: bytes) -> None:
+        """A notice event written on ``node``'s chain (counted like every record)."""
+        for event in node.record(kind, body, self._wall()):
+            self.rec.events_created += 1
+            self._event_times[(event.author, event.seq)] = self.t
+
     def _stored(self, node: SimNode, events: Sequence[StoredEvent]) -> None:
+        self.notices.stored(node, events)
         if not node.index_all:
             return
         touched = set()

@@ -64,6 +64,8 @@ from typing import Literal
 
 from meshdesk.drill.model import (
     Action,
+    Announce,
+    BundleTrip,
     Call,
     CallJoin,
     Consultations,
@@ -194,6 +196,7 @@ class Heal:
 #: Everything a world plans; engines ``match`` on it.
 Planned = (
     Topology | LinkQuality | Power | OpenCase | Reassess | PlaceCall | JoinCall | Revoke | CutOff
+    | Announce | BundleTrip
     | Heal
 )  # fmt: skip
 
@@ -375,6 +378,8 @@ class World:
             case Revoke(node=name):
                 self._revoked[name] = t
                 out.append(item)
+            case Announce() | BundleTrip():
+                out.append(item)  # what nodes hold decides the rest: the engine's
 
     def _power(self, t: float, name: str, on: bool, out: list[Planned]) -> None:
         if (name in self._powered) == on:

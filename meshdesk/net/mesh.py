@@ -303,6 +303,11 @@ class LinkManager(AsyncResource):
 
     # -- outputs ---------------------------------------------------------------------
 
+    def last_seen(self, node_id: str) -> int | None:
+        """Wall-clock ms of the last frame or sighting of a peer (None: never)."""
+        record = self._peers.get(node_id)
+        return None if record is None else record.last_seen_ms
+
     def peers(self) -> list[PeerRecord]:
         for node_id, record in self._peers.items():
             if record.state is PeerState.QUARANTINED and not self._quarantined(node_id):

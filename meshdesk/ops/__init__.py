@@ -2,7 +2,8 @@
 
 :data:`OPS` holds every operation a node serves on its control socket, by topic:
 node (:mod:`meshdesk.ops.node`), case (:mod:`meshdesk.ops.cases`), call
-(:mod:`meshdesk.ops.calls`) and invite (:mod:`meshdesk.ops.invites`). The node
+(:mod:`meshdesk.ops.calls`), invite (:mod:`meshdesk.ops.invites`), notice
+(:mod:`meshdesk.ops.notices`) and bundle (:mod:`meshdesk.ops.bundles`). The node
 serves it over its parts, the CLI runs the case topic on a store when no node
 runs and builds ``meshdesk case …`` from it, and the console's fake node checks
 every request through it too. Arguments are checked against the operation's
@@ -27,16 +28,20 @@ from meshdesk.ops._schema import (
     text,
     texts,
 )
+from meshdesk.ops.bundles import BUNDLE_OPS
 from meshdesk.ops.calls import CALL_OPS
 from meshdesk.ops.cases import CASE_OPS
 from meshdesk.ops.invites import INVITE_OPS
 from meshdesk.ops.node import NODE_OPS, NodeParts
+from meshdesk.ops.notices import NOTICE_OPS
 
 __all__ = [
+    "BUNDLE_OPS",
     "CALL_OPS",
     "CASE_OPS",
     "INVITE_OPS",
     "NODE_OPS",
+    "NOTICE_OPS",
     "OPS",
     "Args",
     "Binding",
@@ -57,4 +62,4 @@ __all__ = [
 ]
 
 #: Every operation of the control socket.
-OPS = Registry(NODE_OPS, CASE_OPS, CALL_OPS, INVITE_OPS)
+OPS = Registry(NODE_OPS, CASE_OPS, CALL_OPS, INVITE_OPS, NOTICE_OPS, BUNDLE_OPS)

@@ -305,12 +305,21 @@ CREATE INDEX events_erasures ON events (case_id) WHERE kind = 30;
 CREATE INDEX events_exports ON events (hlc) WHERE kind = 32;
 """
 
+# Version 5 (issue 16): events that belong to no case (announcements, messages and
+# their receipts, meshdesk/notices) are read by kind at start-up; a partial index
+# keeps that a lookup however many case events the store holds. Self-contained: it
+# only adds an index over the events table of version 1.
+_SCHEMA_5 = """
+CREATE INDEX events_without_case ON events (kind, author, seq) WHERE case_id IS NULL;
+"""
+
 #: The forward migrations this meshdesk knows, oldest first.
 MIGRATIONS: tuple[Migration, ...] = (
     (1, _SCHEMA_1),
     (2, _SCHEMA_2),
     (3, _SCHEMA_3),
     (4, _SCHEMA_4),
+    (5, _SCHEMA_5),
 )
 
 _HEADER_SIZE = 100

@@ -776,6 +776,30 @@ class Store(AsyncResource):
             )
         return _events(rows)
 
+    async def events_of_kinds(self, kinds: Sequence[int]) -> list[StoredEvent]:
+        """Every stored event that belongs to no case and has one of ``kinds``
+        (announcements, messages, receipts), by ``(hlc, author, seq)``."""
+        if not kinds:
+            return []
+        marks = ", ".join("?" * len(kinds))
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_EVENT_COLUMNS} FROM events"
+                f" WHERE case_id IS NULL AND kind IN ({marks}) ORDER BY hlc, author, seq",
+                [int(k) for k in kinds],
+            )
+        return _events(rows)
+
+    async def events_since(self, received_after: int) -> list[tuple[str, int]]:
+        """``(author, seq)`` of the first event of each chain received after the
+        given time (ms), for bundles of "what arrived since"."""
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall(
+                "SELECT author, min(seq) FROM events WHERE received_at > ? GROUP BY author",
+                (received_after,),
+            )
+        return [(author, seq) for author, seq in rows]
+
     async def events_for_case(self, case_id: str) -> list[StoredEvent]:
         """All events of one case, ordered by (hlc, author, seq)."""
         async with self._session("read") as db:

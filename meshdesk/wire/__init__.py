@@ -12,6 +12,9 @@ from meshdesk.wire._limits import DEFAULT_LIMITS, WireLimits
 from meshdesk.wire._schema import MaxLen, Range
 from meshdesk.wire.frames import (
     AuthorHead,
+    BundleHeader,
+    BundleHeads,
+    BundleSeal,
     CallAnswer,
     CallDecline,
     CallDegrade,
@@ -53,6 +56,9 @@ __all__ = [
     "DEFAULT_LIMITS",
     "WIRE_VERSION",
     "AuthorHead",
+    "BundleHeader",
+    "BundleHeads",
+    "BundleSeal",
     "CallAnswer",
     "CallDecline",
     "CallDegrade",

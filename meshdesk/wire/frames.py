@@ -19,6 +19,9 @@ from meshdesk.wire._schema import MaxLen, Range
 
 __all__ = [
     "AuthorHead",
+    "BundleHeader",
+    "BundleHeads",
+    "BundleSeal",
     "CallAnswer",
     "CallDecline",
     "CallDegrade",
@@ -58,7 +61,8 @@ __all__ = [
 
 class FrameKind(IntEnum):
     """Frame kind on the wire. Blocks: 1-19 link control, 20-39 sync, 40-59 calls,
-    60+ control. A number, once released, is never reused for another frame."""
+    60-69 control, 70-79 USB bundle files. A number, once released, is never reused
+    for another frame."""
 
     HELLO = 1
     PING = 2
@@ -87,6 +91,10 @@ class FrameKind(IntEnum):
     CALL_HOST = 48
     CALL_GUEST_STANDBY = 49
     CALL_GUEST_READY = 50
+    # 70-79: USB bundles (meshdesk.bundles): files, never sent on a link
+    BUNDLE_HEADER = 70
+    BUNDLE_SEAL = 71
+    BUNDLE_HEADS = 72
 
 
 _NodeId = Annotated[str, MaxLen(64)]
@@ -457,6 +465,45 @@ class CallGuestReady:
     url: Annotated[str, MaxLen(512)]
 
 
+# -- USB bundle files (meshdesk.bundles; never sent on a link) ----------------------------
+
+
+@frame(FrameKind.BUNDLE_HEADER)
+@dataclass(frozen=True, slots=True)
+class BundleHeader:
+    """First frame of a bundle file: whose it is and what it holds. Untrusted until
+    the file's :class:`BundleSeal` verifies with the creator's certificate."""
+
+    version: _U16
+    deployment: _NodeId
+    creator: _NodeId
+    creator_name: Annotated[str, MaxLen(128)]
+    created_ms: _Millis
+    runs: _Millis
+    events: _Millis
+    authors: _Millis
+    certificates: _Millis
+
+
+@frame(FrameKind.BUNDLE_HEADS)
+@dataclass(frozen=True, slots=True)
+class BundleHeads:
+    """What the bundle's creator held when it wrote the bundle (every author's head,
+    4096 per frame): a node that imports it later writes bundles for the creator
+    without what it already has (``bundle export --for``)."""
+
+    heads: Annotated[tuple[AuthorHead, ...], MaxLen(4096)]
+
+
+@frame(FrameKind.BUNDLE_SEAL)
+@dataclass(frozen=True, slots=True)
+class BundleSeal:
+    """Last frame of a bundle file: the creator's Ed25519 signature over the SHA-256
+    of every byte before this frame's length prefix."""
+
+    sig: Annotated[bytes, MaxLen(128)]
+
+
 #: Every frame class; ``match`` on it and mypy checks that all kinds are handled.
 Frame: TypeAlias = (
     Hello
@@ -484,6 +531,9 @@ Frame: TypeAlias = (
     | CallHost
     | CallGuestStandby
     | CallGuestReady
+    | BundleHeader
+    | BundleHeads
+    | BundleSeal
 )
 
 

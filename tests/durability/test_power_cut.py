@@ -169,3 +169,49 @@ async def test_acknowledged_cases_survive_a_power_cut(
     async with Store.open(store_path) as store:
         assert sorted(await store.case_ids()) == sorted(acknowledged)
     assert await _verify_chains(store_path, home) == ROWS * 2  # opening + summary note
+
+
+async def test_a_bundle_said_imported_survives_a_power_cut(
+    power_fs: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A shelter that never linked records cases and writes them to a stick.
+    home = NodeHome(tmp_path / "hq")
+    created = ["deployment", "create", "--home", str(home.path), "--name", "停電市"]
+    assert await asyncio.to_thread(main, created) == 0
+    kit = tmp_path / "shelter.kit"
+    issue = ["deployment", "issue", "--home", str(home.path), "--name", "避難所", "--site",
+             "体育館", "--role", "center", "--out", str(kit)]  # fmt: skip
+    assert await asyncio.to_thread(main, issue) == 0
+    shelter = tmp_path / "shelter"
+    assert await asyncio.to_thread(main, ["init", "--home", str(shelter), "--kit", str(kit)]) == 0
+    for i in range(ROWS):
+        new = ["case", "new", "--home", str(shelter), "--category", "supplies", "--urgency",
+               "normal", "--name", f"避難者 {i}", "--operator", "佐藤", "--json"]  # fmt: skip
+        assert await asyncio.to_thread(main, new) == 0
+    stick = tmp_path / "stick.bundle"
+    export = ["bundle", "export", "--home", str(shelter), "--out", str(stick)]
+    assert await asyncio.to_thread(main, export) == 0
+    capsys.readouterr()
+
+    # HQ's node imports it; once the CLI said "imported", the power goes.
+    store_path = _store_on(power_fs, home)
+    log = (tmp_path / "node.log").open("wb")
+    node = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshdesk", "run", "--home", str(home.path),
+        "--listen", "127.0.0.1:0", "--no-mdns",
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await _wait_for_node(home, node)
+        imported = ["bundle", "import", str(stick), "--home", str(home.path), "--json"]
+        assert await asyncio.to_thread(main, imported) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["new_events"] == ROWS
+    finally:
+        node.send_signal(signal.SIGKILL)
+        await node.wait()
+        log.close()
+    power_fs.cut()
+
+    async with Store.open(store_path) as store:
+        assert len(await store.case_ids()) == ROWS

@@ -232,7 +232,7 @@ async def test_the_node_serves_every_registered_operation(mesh: Mesh) -> None:
     sock = mesh.homes["本部"].control_socket
     with pytest.raises(MeshdeskError, match="unknown argument 'id' for status"):
         await control.call(sock, "status", {"id": "x"})
-    with pytest.raises(MeshdeskError, match=r"^unknown operation 'case' \(known: call_answer, "):
+    with pytest.raises(MeshdeskError, match=r"^unknown operation 'case' \(known: announce_ack, "):
         await control.call(sock, "case", {"op": "list", "args": {}})
     # A call op refuses a bad argument before the call manager sees it.
     with pytest.raises(MeshdeskError, match=r"^audio_only must be true or false$"):

@@ -98,3 +98,23 @@ def test_stolen_laptop_in_lab_mode_is_refused_everywhere(tmp_path: Path) -> None
     assert report["sites"]["mobile"]["cases_created"] > 0
     assert report["sites"]["mobile"]["not_reached"] == 0
     _lab_gone(report)
+
+
+def test_an_announcement_and_records_go_by_usb_stick_in_lab_mode(tmp_path: Path) -> None:
+    scenario = Path(__file__).parents[1] / "data" / "drills" / "stick-quick.toml"
+    report = _drill(str(scenario), tmp_path / "report")
+    assert report["lost_records"] == 0
+    assert report["converged"] is True
+    (announcement,) = report["announcements"]
+    school = announcement["sites"]["school"]
+    # Posted at 30 s; the school (cut off) has it only once the stick arrived (1 + 1
+    # min), read 40 s later; HQ knows of the reading once the stick is back (4 + 1
+    # min). Lab times are polled: ± one poll (20 scenario s here).
+    assert 90 <= school["delivered_after_s"] <= 90 + 40
+    assert school["read_after_s"] == school["delivered_after_s"] + 40
+    assert 270 - 40 <= school["read_known_at_hq_after_s"] <= 270 + 60
+    assert announcement["sites"]["centre"]["delivered_after_s"] < 60
+    trips = report["bundle_trips"]
+    assert [(t["from"], t["to"]) for t in trips] == [("hq", "school"), ("school", "hq")]
+    assert all(t["new_events"] > 0 for t in trips)
+    _lab_gone(report)

@@ -14,6 +14,7 @@ from meshdesk.tui.screens import (
     CallScreen,
     CaseFormScreen,
     DashboardScreen,
+    NoticesScreen,
     QueueScreen,
     SyncScreen,
 )
@@ -370,3 +371,97 @@ async def test_unknown_backlog_and_odd_shapes_from_the_node_do_not_crash(fake: F
         await pilot.press("f1", "f4")
         await pilot.pause(0.2)  # something that does not happen: the odd rows crash nothing
         assert app.is_running
+
+
+async def test_a_severe_announcement_stays_on_every_screen_until_acknowledged(
+    fake: FakeNode,
+) -> None:
+    app = app_for(fake, "ja")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        fake.receive_announcement("給水は14時に体育館で", severity="severe")
+        banner = app.screen.query_one(Banner)
+        await settle(pilot, lambda: banner.shown, "the announcement banner")
+        assert "給水は14時に体育館で" in str(banner.render())
+        await pilot.press("f2")  # another screen shows it too
+        await settle(pilot, lambda: app.screen.query_one(Banner).shown, "banner on the queue")
+        await pilot.press("f7")
+        await settle(pilot, lambda: isinstance(app.screen, NoticesScreen), "the notices screen")
+        table = app.screen.query_one("#announcements", DataTable)
+        await settle(pilot, lambda: table.row_count == 1, "the announcement listed")
+        await pilot.press("a")
+        await settle(pilot, lambda: not app.screen.query_one(Banner).shown, "banner gone")
+        assert [a["acknowledged"] for a in fake.announcements.values()] == [True]
+
+
+async def test_a_message_arrives_is_read_and_one_is_sent(fake: FakeNode) -> None:
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        fake.receive_message("佐藤さんの薬が足りません")
+        await pilot.press("f7")
+        messages = app.screen.query_one("#messages", DataTable)
+        await settle(pilot, lambda: messages.row_count == 1, "the message listed")
+        messages.focus()
+        await pilot.press("r")
+        await settle(
+            pilot, lambda: all(m["read_here"] for m in fake.messages.values()), "marked read"
+        )
+        await pilot.press("m")
+        await settle(pilot, lambda: app.screen.query("#text"), "the message form")
+        app.screen.query_one("#to", Input).value = "本部"
+        app.screen.query_one("#text", Input).value = "了解しました"
+        await pilot.press("ctrl+s")
+        await settle(pilot, lambda: len(fake.messages) == 2, "the message sent")
+        sent = [m for m in fake.messages.values() if m["outgoing"]]
+        assert [(m["to"], m["text"], m["op"]) for m in sent] == [("本部", "了解しました", "suzuki")]
+
+
+async def test_a_bundle_is_imported_from_the_notices_screen(fake: FakeNode) -> None:
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        await pilot.press("f7")
+        await settle(pilot, lambda: isinstance(app.screen, NoticesScreen), "the notices screen")
+        await pilot.press("i")
+        await settle(pilot, lambda: app.screen.query("#file"), "the file form")
+        app.screen.query_one("#file", Input).value = "/media/usb/meshdesk.bundle"
+        await pilot.press("ctrl+s")
+        await settle(pilot, lambda: len(app.desk.announcements) == 1, "what came on the stick")
+        assert app.desk.announcements[0]["from"] == "避難所2"
+
+
+async def test_hq_posts_an_announcement_from_the_notices_screen(fake: FakeNode) -> None:
+    app = app_for(fake, "ja")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        await pilot.press("f7")
+        await settle(pilot, lambda: isinstance(app.screen, NoticesScreen), "the notices screen")
+        await pilot.press("n")
+        await settle(pilot, lambda: app.screen.query("#title"), "the announcement form")
+        app.screen.query_one("#title", Input).value = "給水は14時に体育館で"
+        app.screen.query_one("#severity", Select).value = "severe"
+        app.screen.query_one("#to", Input).value = "site:第一小学校"
+        await pilot.press("ctrl+s")
+        await settle(pilot, lambda: len(app.desk.announcements) == 1, "the announcement listed")
+        (posted,) = fake.announcements.values()
+        assert (posted["title_ja"], posted["severity"], posted["op"]) == (
+            "給水は14時に体育館で",
+            "severe",
+            "suzuki",
+        )
+        # Our own severe announcement puts no banner on our own screens.
+        assert not app.screen.query_one(Banner).shown
+
+
+async def test_a_large_bundles_progress_is_shown_by_tenths(fake: FakeNode) -> None:
+    app = app_for(fake, "ja")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.desk.connected, "connected")
+        for done in (0, 50_000, 51_000, 100_000):
+            fake.publish("bundle", {"doing": "storing", "done": done, "total": 100_000})
+        await settle(
+            pilot,
+            lambda: sum("USB運搬: 保存中" in str(n.message) for n in app._notifications) == 3,
+            "0 %, 50 % and 100 % (51 % is the same tenth as 50 %)",
+        )

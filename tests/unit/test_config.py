@@ -416,7 +416,7 @@ def test_write_default_config_missing_directory(tmp_path: Path) -> None:
 
 #: A config that differs from the defaults in every key, with Japanese and escapes.
 EVERY_KEY = Config(
-    node=NodeSettings(language="en"),
+    node=NodeSettings(language="en", announce_roles=("hq", "center")),
     network=NetworkSettings(
         interfaces=("wlan0", "無線0", 'eth"\\0'),
         listen=Endpoint("::", 0),
@@ -493,7 +493,7 @@ def test_a_written_key_keeps_its_comment_and_notes_the_default() -> None:
     assert "keeps its default" in text
     # EVERY_KEY changes every key, so each has its "Default:" line; the defaults none.
     keys = [line for line in lines if line and line[0] not in "#["]
-    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 28
+    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 30
     assert config_text(Config()) == default_config_text()
     assert "Default:" not in default_config_text()
 
@@ -728,3 +728,9 @@ def test_a_home_writes_its_config_where_it_reads_it(tmp_path: Path) -> None:
     changed = dataclasses.replace(EVERY_KEY, node=NodeSettings("ja"))
     home.write_config(changed)  # replaces the file
     assert load_config(home.config_path) == changed
+
+
+def test_announce_roles_are_roles(tmp_path: Path) -> None:
+    assert _error(tmp_path, '[node]\nannounce_roles = ["mayor"]\n') == (
+        "node.announce_roles: 'mayor' is not one of hq, center, desk"
+    )

@@ -178,3 +178,57 @@ def test_a_report_sets_sync_cost_beside_the_scenarios_it_compares(tmp_path: Path
         assert row["bytes_sent_per_node_mean"] > 0
         assert row["events_received_per_node_mean"] > 0
     assert "Sync cost by mesh size" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        (
+            "ja",
+            ("訓練報告: smoke", "本部到達時間 95%(秒)", "失効端末の書き込みで受け入れられたもの"),
+        ),
+        ("en", ("Drill report: smoke", "Time to reach HQ, 95th percentile (s)", "Records lost")),
+    ],
+)
+def test_the_report_reads_in_the_organisers_language(
+    tmp_path: Path, lang: str, words: tuple[str, ...]
+) -> None:
+    run_drill(SCENARIOS / "smoke.toml", tmp_path, lang=lang)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    for word in words:
+        assert word in md
+        assert word in page
+    assert f"<html lang='{lang}'>" in page
+    for key in ("reach_hq_p95_s", "refused_writes_accepted", "lost_records"):
+        assert key not in md  # human labels, not JSON keys
+        assert key not in page
+    assert "reach_hq_p95_s" in json.loads((tmp_path / "report.json").read_text())  # keys kept
+
+
+def test_valley_stick_carries_an_announcement_and_its_reading_by_usb_stick(
+    tmp_path: Path,
+) -> None:
+    report = run_drill(SCENARIOS / "valley-stick.toml", tmp_path, lang="en")
+    assert report["lost_records"] == 0
+    assert report["converged"] is True
+    (announcement,) = report["announcements"]  # type: ignore[misc]
+    valley = announcement["sites"]["centre-valley"]
+    school = announcement["sites"]["school-mountain"]
+    # Over the mesh within the step; on the mountain only when the stick arrives (after
+    # 10 min on the road, 20 min walking) and its reading only with the stick back.
+    assert valley["delivered_after_s"] <= 1
+    assert school["delivered_after_s"] == 600 - 300 + 1200
+    assert school["read_after_s"] == school["delivered_after_s"] + 120
+    assert school["read_known_at_hq_after_s"] == 3600 - 300
+    trips = report["bundle_trips"]
+    assert [(t["from"], t["to"]) for t in trips] == [  # type: ignore[union-attr]
+        ("hq", "school-mountain"),
+        ("school-mountain", "hq"),
+        ("school-mountain", "hq"),
+        ("hq", "school-mountain"),
+    ]
+    assert all(t["new_events"] > 0 for t in trips)  # type: ignore[union-attr]
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "## Announcements" in md
+    assert "## USB bundle trips" in md

@@ -222,7 +222,7 @@ def test_every_operation_has_help_and_a_known_error_class() -> None:
     for spec in OPS:
         assert spec.help, spec.name
         assert issubclass(spec.error, MeshdeskError)
-        assert spec.topic in ("node", "case", "call", "invite")
+        assert spec.topic in ("node", "case", "call", "invite", "notice", "bundle")
     assert {s.error for s in OPS if s.topic == "call"} == {CallError}
     assert {s.error for s in OPS if s.topic != "call"} == {UsageError}
     assert [s.name for s in OPS if s.streams] == ["subscribe"]

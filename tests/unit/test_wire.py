@@ -18,6 +18,9 @@ from meshdesk.wire import (
     DEFAULT_LIMITS,
     WIRE_VERSION,
     AuthorHead,
+    BundleHeader,
+    BundleHeads,
+    BundleSeal,
     CallAnswer,
     CallDecline,
     CallDegrade,
@@ -158,6 +161,19 @@ EXAMPLES: dict[FrameKind, Frame] = {
         successors=("n-3", "n-4"),
         reason="the host n-1 left",
     ),
+    FrameKind.BUNDLE_HEADER: BundleHeader(
+        version=1,
+        deployment="d-1",
+        creator="n-1",
+        creator_name="避難所",
+        created_ms=1_800_000_000_000,
+        runs=2,
+        events=3,
+        authors=1,
+        certificates=4,
+    ),
+    FrameKind.BUNDLE_SEAL: BundleSeal(sig=b"s" * 64),
+    FrameKind.BUNDLE_HEADS: BundleHeads(heads=(AuthorHead("n-1", 3, b"h" * 32),)),
 }
 
 

@@ -8,6 +8,7 @@ from meshdesk.tui.screens.dashboard import DashboardScreen
 from meshdesk.tui.screens.form import CaseFormScreen
 from meshdesk.tui.screens.help import HelpScreen
 from meshdesk.tui.screens.log import LogScreen
+from meshdesk.tui.screens.notices import NoticesScreen
 from meshdesk.tui.screens.queue import QueueScreen
 from meshdesk.tui.screens.sync import SyncScreen
 
@@ -17,6 +18,7 @@ __all__ = [
     "DashboardScreen",
     "HelpScreen",
     "LogScreen",
+    "NoticesScreen",
     "PickScreen",
     "QrScreen",
     "QueueScreen",

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from meshdesk.tui.console import Console, clock_warning, translate_bindings
+from meshdesk.tui.console import Console, clock_warning, notice_banner, translate_bindings
 from meshdesk.tui.i18n import tr
 from meshdesk.tui.widgets import Banner
 
@@ -49,7 +49,7 @@ class ConsoleScreen(Screen[Any]):
         self._update(None)
 
     def _changed(self, part: str) -> None:
-        if part in ("connection", "status"):
+        if part in ("connection", "status", "notices"):
             self._show_banner()
         if self.is_current:
             self._update(part)
@@ -70,7 +70,7 @@ class ConsoleScreen(Screen[Any]):
     def _show_banner(self) -> None:
         banner = self.query_one(Banner)
         if self.desk.connected:
-            warning = clock_warning(self.desk.status)
+            warning = notice_banner(self.desk) or clock_warning(self.desk.status)
             if warning is None:
                 banner.hide()
             else:
