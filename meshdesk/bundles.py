@@ -522,7 +522,8 @@ def _events_frame(
         offset=events[0].seq,
         author=author,
         events=tuple(
-            WireEvent(e.seq, e.hlc, e.case_id, e.kind, e.body, e.prev_hash) for e in events
+            WireEvent(e.seq, e.hlc, e.case_id, e.kind, e.body, e.prev_hash, e.payloads)
+            for e in events
         ),
         checkpoints=tuple(
             CheckpointRef(c.seq, c.hash, c.sig)

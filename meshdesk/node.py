@@ -132,14 +132,9 @@ class Node(AsyncResource):
         self._store = await self._stack.enter_async_context(case_store(self.home.store_path))
         self._directory = await Directory.open(self.store, kit, now=self._now)
         await self.directory.seed()
-        self.cases = CaseBook(
-            self.store,
-            kit,
-            directory=self.directory.nodes,
-            wall_ms=self._record_ms,
-            rng=self._rng,
-            records=self.config.records,
-        )
+        self.cases = CaseBook(self.store, kit, directory=self.directory.nodes,
+                              wall_ms=self._record_ms, rng=self._rng,
+                              records=self.config.records)  # fmt: skip
         await self._stack.enter_async_context(self.cases)  # it keeps the search terms
         self.notices = await self._stack.enter_async_context(NoticeBoard(self.store, self.cases,
             kit, directory=self.directory.nodes, wall_ms=self._record_ms, config=self.config.node,

@@ -170,9 +170,7 @@ class CaseBook(AsyncResource):
     # -- writing -------------------------------------------------------------------
 
     async def _commit(self, drafts: list[Draft]) -> None:
-        await self._sign_and_store(
-            [(d.hlc, d.case_id, d.kind, d.body, d.payloads) for d in drafts]
-        )
+        await self._sign_and_store([(d.hlc, d.case_id, d.kind, d.body, d.payloads) for d in drafts])
 
     async def record(self, entries: Sequence[tuple[int, bytes]]) -> list[StoredEvent]:
         """Append events that belong to no case (``(kind, body)``: announcements,

@@ -11,7 +11,9 @@ line, and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -48,6 +50,13 @@ async def _node(home: NodeHome) -> AsyncIterator[tuple[Session, Bundles]]:
 async def _digest(home: NodeHome) -> str:
     async with _node(home) as (s, _):
         return digest_of(await s.store.event_hashes())
+
+
+def _with_payloads(home: NodeHome) -> int:
+    """Events of the (closed) store that keep sealed blobs beside their body."""
+    with contextlib.closing(sqlite3.connect(home.store_path)) as db:
+        row = db.execute("SELECT count(*) FROM events WHERE payloads IS NOT NULL").fetchone()
+        return int(row[0])
 
 
 async def _record(home: NodeHome, label: str) -> None:
@@ -105,6 +114,8 @@ async def test_two_nodes_that_never_link_converge_by_bundles_both_ways(
     assert view["not_delivered"] == []
     digest = await _digest(hq)
     assert digest == await _digest(shelter)
+    # The sealed blobs kept beside the chain (personal blocks) came on the stick too.
+    assert _with_payloads(hq) == _with_payloads(shelter) >= 2 * CASES
 
     # Importing again changes nothing.
     again = ["bundle", "import", str(tmp_path / "to-shelter.bundle"), "--home", str(shelter.path)]

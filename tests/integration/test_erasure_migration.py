@@ -34,7 +34,7 @@ from meshdesk.cases.sealing import audience, seal
 from meshdesk.cases.summary import CaseIndexing, case_store
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.identity import NodeInfo, Role
-from meshdesk.store import MIGRATIONS, Store
+from meshdesk.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 NOW = dt.datetime.now(dt.UTC)
 T0 = 1_795_300_000_000
@@ -98,7 +98,7 @@ async def test_an_old_store_migrates_reads_and_erases_with_chains_intact(tmp_pat
 
     clock = iter(range(T0 + 10_000, T0 + 10_000_000, 1000))
     async with case_store(old) as store:
-        assert store.schema_version == 4
+        assert store.schema_version == SCHEMA_VERSION  # migrated to the newest
         book = CaseBook(store, shelter, directory=known, wall_ms=lambda: next(clock))
         view = book.view(await book.state(case_id))
         assert view["name"] == NAME  # the old inline form still reads
