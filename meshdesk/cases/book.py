@@ -396,18 +396,7 @@ class CaseBook(AsyncResource):
 
     async def record_fact(self, payload: Exported) -> None:
         """A node fact (no case: an export): one signed event on this node's chain."""
-        chain = await self._writer()
-        before = chain.head
-        hlc = self._clock.now(self._wall_ms())
-        chain.append(hlc=hlc, case_id=None, kind=payload.KIND, body=payload.encode())
-        events, checkpoint = chain.commit()
-        try:
-            await self._store.append_run(events, checkpoint, received_at=self._wall_ms())
-        except MeshdeskError:
-            chain.rollback(before)
-            raise
-        if self.on_commit is not None:
-            await self.on_commit(events)
+        await self.record([(payload.KIND, payload.encode())])
 
     # -- views ---------------------------------------------------------------------
 
