@@ -123,6 +123,20 @@ _JA: dict[str, str] = {
     "arrived at s": "到着(秒)",
     "records carried": "運んだ記録",
     "new at arrival": "到着先で新規",
+    # charts
+    "scenario time (min)": "想定時刻（分）",
+    "events HQ lacks": "本部に未着の操作",
+    "Backlog per site (events held at the site that HQ does not hold yet)": (
+        "拠点ごとの未送信（拠点にあって本部にまだない操作）"
+    ),
+    "no backlog at any sample": "どの時点にも未送信はありません",
+    "Linked to HQ (green) — gaps are outages, power loss, or no courier": (
+        "本部との接続（緑）— 切れ目は回線断・停電・運搬者なし"
+    ),
+    "seconds from creation until the case is stored at HQ": "受付から本部に保存されるまで（秒）",
+    "cases": "相談件数",
+    "Time until each case reached HQ": "各相談が本部に届くまでの時間",
+    "p95 {value} s": "95パーセンタイル {value} 秒",
 }
 
 
@@ -443,7 +457,7 @@ def write_report(
     t = _translator(lang)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        charts = draw_charts(report, reach_times, out)
+        charts = draw_charts(report, reach_times, out, t)
         (out / "report.json").write_text(
             json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
         )

@@ -232,3 +232,25 @@ def test_valley_stick_carries_an_announcement_and_its_reading_by_usb_stick(
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "## Announcements" in md
     assert "## USB bundle trips" in md
+
+
+def test_charts_draw_japanese_site_names_and_labels(tmp_path: Path) -> None:
+    from matplotlib import font_manager  # the charts import matplotlib only to draw
+    from tiers import require
+
+    from meshdesk.drill.charts import CHARTS, draw_charts
+
+    files = [f for f in font_manager.findSystemFonts() if "NotoSansCJK" in Path(f).name]
+    require([] if files else ["no Noto Sans CJK (Debian fonts-noto-cjk)"], tier="fonts")
+    report = {
+        "sites": {
+            "第一小学校": {"backlog": [[0, 3], [600, 0]], "linked_to_hq": [[0, 0], [300, 1]]},
+            "Hall 2": {"backlog": [[0, 1], [600, 0]], "linked_to_hq": [[0, 1], [600, 1]]},
+        },
+        "reach_hq_p95_s": 4.0,
+    }
+    # A missing glyph is a warning, and warnings fail tests here: every name and label
+    # must find its glyphs.
+    drawn = draw_charts(report, [1.0, 2.0, 4.0], tmp_path, lambda text, **v: "拠点ごとの未送信")
+    assert drawn == list(CHARTS)
+    assert all((tmp_path / name).stat().st_size > 1000 for name in drawn)
