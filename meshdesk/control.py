@@ -105,7 +105,7 @@ class ControlServer(AsyncResource):
             log.info("removing stale control socket %s", self._path)
             self._path.unlink()
         self._server = await asyncio.start_unix_server(
-            self._serve_client, path=str(self._path), limit=MAX_LINE
+            self._accept, path=str(self._path), limit=MAX_LINE
         )
         os.chmod(self._path, 0o600)
 
@@ -123,12 +123,25 @@ class ControlServer(AsyncResource):
         with contextlib.suppress(FileNotFoundError):
             self._path.unlink()
 
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A client connected: its task is known at once (a connection accepted as the
+        node stops is cancelled with the others), and its socket is closed however the
+        task ends — even cancelled before it first ran."""
+        if self._server is None:
+            writer.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._serve_client(reader, writer))
+        self._clients.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._clients.discard(finished)
+            writer.close()
+
+        task.add_done_callback(done)
+
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._clients.add(task)
         try:
             while True:
                 try:
@@ -154,7 +167,6 @@ class ControlServer(AsyncResource):
         except ConnectionError as exc:
             log.debug("control client went away: %s", exc)
         finally:
-            self._clients.discard(task)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()

@@ -153,6 +153,24 @@ async def test_close_is_idempotent_and_removes_the_socket(tmp_path: Path) -> Non
     assert not (tmp_path / "control.sock").exists()
 
 
+@pytest.mark.parametrize("turns", range(1, 6))
+async def test_clients_connected_as_the_node_stops_are_hung_up(tmp_path: Path, turns: int) -> None:
+    """Whenever a client was accepted (its handler not started yet, or waiting for a
+    line), stopping the server hangs it up at once and leaves no socket open. (One
+    still in the kernel's backlog, never accepted, waits for its own timeout.)"""
+    srv = control.ControlServer(tmp_path / "control.sock", ops())
+    await srv.start()
+    clients = [await asyncio.open_unix_connection(str(srv.path)) for _ in range(8)]
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    await srv.aclose()
+    for reader, writer in clients:
+        async with asyncio.timeout(5):  # not the server's idle timeout
+            assert await reader.read() == b""
+        writer.close()
+        await writer.wait_closed()
+
+
 @pytest.fixture
 async def bus_server(tmp_path: Path) -> AsyncIterator[tuple[control.ControlServer, EventBus]]:
     bus = EventBus()
