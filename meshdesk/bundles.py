@@ -312,12 +312,14 @@ class Bundles:
             if not batch:
                 break
             for event in batch:
-                full = len(pending) >= _FRAME_EVENTS or size + len(event.body) > _FRAME_BYTES
+                # The sealed blobs beside the body travel in the frame too.
+                cost = len(event.body) + sum(len(blob) + 5 for blob in event.payloads) + 200
+                full = len(pending) >= _FRAME_EVENTS or size + cost > _FRAME_BYTES
                 if pending and full:
                     yield _events_frame(author, pending, checkpoints)
                     pending, size = [], 0
                 pending.append(event)
-                size += len(event.body) + 200
+                size += cost
             seq = batch[-1].seq
         if pending:
             yield _events_frame(author, pending, checkpoints)
