@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import aiosqlite
 
+from meshdesk.store._sql import chunks, insert_rows
 from meshdesk.store.records import CaseSummary
 
 __all__ = [
@@ -50,15 +51,11 @@ _COLUMNS = (
     " urgency_rank, status, status_rank, department, consent, referrals, conflicts,"
     " conflicted, personal, grants"
 )
-_UPSERT = (
-    f"INSERT INTO case_index ({_COLUMNS})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (case_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
+_UPSERT = f"INSERT INTO case_index ({_COLUMNS})"
+_UPSERT_TAIL = " ON CONFLICT (case_id) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:]
 )
 _SELECTED = ", ".join("c." + name.strip() for name in _COLUMNS.split(","))
-#: Most SQL variables one statement takes here (SQLite allows 32,766).
-CHUNK = 500
 #: A search word whose rarest term more cases hold is matched row by row in the
 #: order's index instead of listing its cases first (see ``_name_sql``).
 DENSE = 10_000
@@ -186,11 +183,6 @@ def _summary(row: Sequence[Any]) -> CaseSummary:
     )
 
 
-def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 class Indexed(NamedTuple):
     """What an index row held before a change (to see what the change changes)."""
 
@@ -225,17 +217,18 @@ async def upsert_summaries(
 
     ``before`` is :func:`indexed_cases` of the same cases, read in this transaction.
     """
-    await db.executemany(_UPSERT, [summary_row(s) for s in summaries])
+    await insert_rows(db, _UPSERT, [summary_row(s) for s in summaries], _UPSERT_TAIL)
     counts: Counter[tuple[int, int]] = Counter()
     for s in summaries:
         old = before.get(s.case_id)
         if old is not None:
             counts[(old.urgency_rank, old.status_rank)] -= 1
         counts[(s.urgency_rank, s.status_rank)] += 1
-    await db.executemany(
-        "INSERT INTO case_counts (urgency_rank, status_rank, n) VALUES (?, ?, ?)"
-        " ON CONFLICT (urgency_rank, status_rank) DO UPDATE SET n = n + excluded.n",
+    await insert_rows(
+        db,
+        "INSERT INTO case_counts (urgency_rank, status_rank, n)",
         [(u, st, n) for (u, st), n in counts.items() if n],
+        " ON CONFLICT (urgency_rank, status_rank) DO UPDATE SET n = n + excluded.n",
     )
     changed = [
         s.case_id

@@ -18,7 +18,7 @@ import aiosqlite
 
 from meshdesk._lifecycle import AsyncResource
 from meshdesk.errors import StoreError, StoreFull
-from meshdesk.store._caseindex import Indexed, chunks, indexed_cases, upsert_summaries
+from meshdesk.store._caseindex import Indexed, indexed_cases, upsert_summaries
 from meshdesk.store._chain import INT64_MAX, Heads, check_event, check_int64, plan_append
 from meshdesk.store._payloads import (
     PAYLOADS_VERSION,
@@ -37,6 +37,7 @@ from meshdesk.store._schema import (
     not_meshdesk_error,
     prepare_file,
 )
+from meshdesk.store._sql import chunks, insert_rows
 from meshdesk.store.records import (
     ZERO_HASH,
     CaseIndexer,
@@ -53,14 +54,9 @@ __all__ = ["Store", "StoreState"]
 log = logging.getLogger(__name__)
 
 _EVENT_COLUMNS = "author, seq, hlc, case_id, kind, body, prev_hash, hash"
-_INSERT_EVENT = (
-    f"INSERT INTO events ({_EVENT_COLUMNS}, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}, received_at)"
 #: Schema 4 keeps each event's detached sealed blobs in its row (``_payloads``).
-_INSERT_WITH_PAYLOADS = (
-    f"INSERT INTO events ({_EVENT_COLUMNS}, received_at, payloads)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_WITH_PAYLOADS = f"INSERT INTO events ({_EVENT_COLUMNS}, received_at, payloads)"
 _ISSUED_COLUMNS = "node_id, name, site, role, departments, serial, cert_pem, issued_at"
 
 # Each author's head through the primary key: a skip-scan from author to author, so
@@ -541,20 +537,21 @@ class Store(AsyncResource):
                     indexed = self._schema_version >= _INDEX_VERSION
                     if rows and self._schema_version >= PAYLOADS_VERSION:
                         blobs = {(e.author, e.seq): e.payloads for e in batch if e.payloads}
-                        await db.executemany(
+                        await insert_rows(
+                            db,
                             _INSERT_WITH_PAYLOADS,
                             [(*r, pack_payloads(blobs.get((r[0], r[1]), ()))) for r in rows],
                         )
                     elif rows:
-                        await db.executemany(_INSERT_EVENT, rows)
+                        await insert_rows(db, _INSERT_EVENT, rows)
                     if rows and indexed:
                         await self._index_new(db, [StoredEvent(*row[:8]) for row in rows])
                     if late:
                         await late_payloads(db, late)
                     if checkpoints and indexed:
-                        await db.executemany(
-                            "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig, rank) "
-                            "VALUES (?, ?, ?, ?, ?)",
+                        await insert_rows(
+                            db,
+                            "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig, rank)",
                             [(c.author, c.seq, c.hash, c.sig, r) for c, r in checkpoints],
                         )
                     elif checkpoints:  # a database of an older schema (tests of migrations)
@@ -577,8 +574,9 @@ class Store(AsyncResource):
         if not touched:
             return
         if self._indexer is None:
-            await db.executemany(
-                "INSERT OR IGNORE INTO case_index_todo (case_id) VALUES (?)",
+            await insert_rows(
+                db,
+                "INSERT OR IGNORE INTO case_index_todo (case_id)",
                 [(case_id,) for case_id in touched],
             )
             return
