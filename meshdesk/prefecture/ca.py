@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -71,7 +72,7 @@ SERVER_VALIDITY = dt.timedelta(days=365 * 20)
 
 _ORG_PREFIX = "meshdesk prefecture "
 _OU_PREFIX = "credential "
-_CODE = re.compile(r"\d{5,6}")
+_CODE = re.compile(r"[0-9]{5,6}")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
 
 
@@ -84,7 +85,8 @@ def municipality_code(text: str) -> str:
     Raises:
         UsageError: not five or six digits, or a wrong check digit.
     """
-    code = text.strip()
+    # Full-width digits (１３１０１６), as Japanese input methods type them, are digits.
+    code = unicodedata.normalize("NFKC", text).strip()
     if not _CODE.fullmatch(code):
         raise UsageError(
             f"{text!r} is not a municipality code: give the six digits "
