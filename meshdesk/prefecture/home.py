@@ -168,12 +168,16 @@ class PrefectureHome:
     def load_roster(self) -> Roster:
         """The hub's roster, every signature checked against the prefecture CA.
 
-        This is what the hub's consumer reads for :meth:`Roster.admitted`.
+        This is what the hub's consumer reads for :meth:`Roster.admitted`. It needs
+        ``ca.crt`` and ``roster.json`` only: a hub machine gets copies of those two,
+        never the CA key.
 
         Raises:
             HomeError: missing or unreadable.
             AuthError: damaged or tampered.
         """
+        if not self.ca_cert_path.exists():
+            self._require()
         data = self._read(self.roster_path, secret=False, limit=MAX_ROSTER_BYTES)
         return Roster.load(data, self.load_ca_cert(), source=str(self.roster_path))
 
