@@ -4,12 +4,28 @@ The hub's NATS servers accept city HQs' leaf nodes over TLS with
 ``verify_and_map``: the server checks the client certificate against the
 prefecture CA, then looks its subject up among the ``authorization`` users. A
 city whose credential was revoked is simply absent from those users, so after a
-configuration reload (``nats-server --signal reload``) its leaf node is refused
-however valid its certificate's signature.
+configuration reload (``nats-server --signal reload``, or SIGHUP) its leaf node
+is refused however valid its certificate's signature.
 
-The generator of the hub's configuration (:mod:`meshdesk.hub`) nests these
-blocks where they belong (``leafnodes { tls {…} authorization {…} }``, or the
-top level for client connections).
+Where the blocks go (checked against nats-server 2.15 by
+tests/integration/test_prefecture_nats.py)::
+
+    authorization { users = [...] }     # render_authorization: at the TOP level
+    leafnodes {
+      listen: "0.0.0.0:7422"
+      tls { ... verify_and_map: true }  # render_tls
+    }
+
+The users belong at the top level, not inside ``leafnodes {}``: nats-server
+refuses to reload leaf node users ("config reload not supported for LeafNode:
+field Users"), while top-level users reload and leaf nodes are checked against
+them. A reload refuses the revoked city's *new* connections; a leaf connection
+opened before the revocation stays up until it next reconnects (a WAN cut, a
+restart of either side), which is why the hub's consumer also drops whatever a
+city not :meth:`~meshdesk.prefecture.roster.Roster.admitted` sends. Client
+connections (not leaf nodes) are closed by the reload itself.
+
+The generator of the hub's configuration (:mod:`meshdesk.hub`) places these blocks.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The rendered hub trust against a real ``nats-server`` on 127.0.0.1.
 
-One hub server runs with the TLS block (``verify_and_map``) and the authorization
-block rendered from the prefecture's roster. An admitted city's certificate logs
-in; after the city is revoked and the server reloads its configuration, the same
-(validly signed) certificate is refused, and its open connection is closed. This
-also proves that the subjects we render are the strings NATS maps certificates to.
+One hub server runs with the TLS block (``verify_and_map``) on its client and
+leaf node ports and the authorization block rendered from the prefecture's
+roster at the top level. An admitted city's certificate logs in (as a client, and
+as a city's leaf node server); after the city is revoked and the server reloads
+its configuration, the same (validly signed) certificate is refused. This also
+proves that the subjects we render are the strings NATS maps certificates to.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 import signal
 import ssl
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,19 +44,51 @@ class Hub:
     conf: Path
     proc: asyncio.subprocess.Process
     port: int
+    leaf_port: int
+    http_port: int
 
     def write_config(self) -> None:
         files = self.home.server_files("hub1")
+        tls = {"cert_file": files.cert_path, "key_file": files.key_path, "ca_file": files.ca_path}
         text = (
             f'server_name: "hub1"\nlisten: "127.0.0.1:{self.port}"\n'
-            + render_tls(cert_file=files.cert_path, key_file=files.key_path, ca_file=files.ca_path)
+            f'http: "127.0.0.1:{self.http_port}"\n'
+            + render_tls(**tls)
             + render_authorization(self.home.load_roster(), now=NOW)
+            + f'leafnodes {{\n  listen: "127.0.0.1:{self.leaf_port}"\n'
+            + render_tls(**tls, indent=2)
+            + "}\n"
         )
         write_private(self.conf, text.encode("utf-8"), overwrite=True)
+
+    def leaf_names(self) -> list[str]:
+        """Names of the leaf node servers connected now (the hub's monitoring port)."""
+        url = f"http://127.0.0.1:{self.http_port}/leafz"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return [leaf["name"] for leaf in json.load(response).get("leafs", [])]
 
     def reload(self) -> None:
         self.write_config()
         self.proc.send_signal(signal.SIGHUP)
+
+
+async def _start(conf: Path, log: Path | None = None) -> asyncio.subprocess.Process:
+    assert NATS_SERVER is not None
+    out = asyncio.subprocess.DEVNULL if log is None else log.open("wb")
+    try:
+        return await asyncio.create_subprocess_exec(
+            NATS_SERVER, "-c", str(conf), stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+    finally:
+        if log is not None:
+            out.close()  # type: ignore[union-attr]
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            await asyncio.wait_for(proc.wait(), timeout=10)
 
 
 async def _free_port() -> int:
@@ -72,12 +106,9 @@ async def hub(tmp_path: Path, async_wait_until: AsyncWaitUntil) -> AsyncIterator
     home.init("静岡県", now=NOW)
     home.issue_server("hub1", [], now=NOW)
     conf = tmp_path / "hub1.conf"
-    hub = Hub(home, conf, None, await _free_port())  # type: ignore[arg-type]
+    hub = Hub(home, conf, None, await _free_port(), await _free_port(), await _free_port())  # type: ignore[arg-type]
     hub.write_config()
-    proc = await asyncio.create_subprocess_exec(
-        NATS_SERVER, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = await _start(conf)
     hub.proc = proc
 
     async def listening() -> bool:
@@ -94,10 +125,7 @@ async def hub(tmp_path: Path, async_wait_until: AsyncWaitUntil) -> AsyncIterator
         await async_wait_until(listening, timeout=20, message="nats-server listens")
         yield hub
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            with contextlib.suppress(ProcessLookupError):
-                await asyncio.wait_for(proc.wait(), timeout=10)
+        await _stop(proc)
 
 
 @dataclass
@@ -201,3 +229,53 @@ async def test_admitted_city_logs_in_and_a_revoked_one_is_refused_after_reload(
     finally:
         for session in sessions:
             await session.aclose()
+
+
+async def test_revoked_city_leaf_node_is_refused_when_it_reconnects(
+    hub: Hub, tmp_path: Path, async_wait_until: AsyncWaitUntil
+) -> None:
+    """A city HQ's leaf node server: admitted, then revoked; after the reload its
+    next connection (a WAN cut, a restart) is refused by the hub."""
+    cred = hub.home.issue_city("221007", name="静岡市", urls=[], out=tmp_path / "c.cred", now=NOW)
+    folder = tmp_path / "city"
+    _client_context(cred, folder)
+    write_private(folder / "ca.crt", cert_pem(cred.ca_cert), overwrite=True)
+    conf = folder / "leaf.conf"
+    conf.write_text(
+        'server_name: "city221007"\nlisten: "127.0.0.1:-1"\n'
+        f'leafnodes {{ remotes = [ {{ url: "tls://127.0.0.1:{hub.leaf_port}"\n'
+        f'  tls {{ cert_file: "{folder}/city.crt", key_file: "{folder}/city.key",'
+        f' ca_file: "{folder}/ca.crt" }} }} ] }}\n',
+        "utf-8",
+    )
+    hub.reload()
+
+    def leaf_log_says(text: str, log: Path) -> bool:
+        return text in log.read_text("utf-8", "replace")
+
+    async def linked() -> bool:
+        return "city221007" in await asyncio.to_thread(hub.leaf_names)
+
+    first_log = folder / "first.log"
+    leaf = await _start(conf, first_log)
+    try:
+        await async_wait_until(linked, timeout=20, message="the city's leaf node linked")
+    finally:
+        await _stop(leaf)
+    await async_wait_until(
+        lambda: asyncio.to_thread(lambda: not hub.leaf_names()), timeout=20, message="leaf gone"
+    )
+
+    hub.home.revoke_city("221007", reason="stolen laptop", now=NOW)
+    hub.reload()
+    second_log = folder / "second.log"
+    leaf = await _start(conf, second_log)
+    try:
+        await async_wait_until(
+            lambda: leaf_log_says("Authorization Violation", second_log),
+            timeout=20,
+            message="the revoked city's leaf node refused",
+        )
+        assert "city221007" not in await asyncio.to_thread(hub.leaf_names)
+    finally:
+        await _stop(leaf)
