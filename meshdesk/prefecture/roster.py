@@ -146,12 +146,7 @@ class Roster:
             for e in self.entries
         )
         revoked = [(e.serial, e.revoked_at) for e in entries if e.revoked_at is not None]
-        crl = RevocationList.build(
-            ca,
-            [(serial, at) for serial, at in revoked if at is not None],
-            number=self.revocations.number + 1,
-            now=now,
-        )
+        crl = RevocationList.build(ca, revoked, number=self.revocations.number + 1, now=now)
         return Roster(self.ca_cert, entries, crl)
 
     # -- bytes ---------------------------------------------------------------------

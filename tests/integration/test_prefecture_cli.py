@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -13,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from meshdesk.cli import main
+from meshdesk.errors import AuthError
+from meshdesk.home import NodeHome
+from meshdesk.identity.certs import cert_pem, private_key_pem
+from meshdesk.prefecture import HubCredential, load_city_hub
 
 
 @dataclass
@@ -133,6 +138,15 @@ def test_join_pins_the_prefecture_ca_and_revocation_unmaps_the_city(
     assert rejoined["pinned_now"] is False
     assert (hub / "prefecture-ca.crt").read_bytes() == pinned
 
+    # What the city's leaf node loads: the new credential, checked against the pin.
+    loaded = load_city_hub(NodeHome(setup.hq), now=dt.datetime.now(dt.UTC))
+    assert loaded.cert == HubCredential.read(again, now=dt.datetime.now(dt.UTC)).cert
+    assert loaded.urls == ("tls://127.0.0.1:7422",)
+    assert len(loaded.servers) == 1
+    (hub / "city.crt").write_bytes(cred.read_bytes())  # not a certificate any more
+    with pytest.raises(AuthError, match=r"city\.crt is damaged"):
+        load_city_hub(NodeHome(setup.hq), now=dt.datetime.now(dt.UTC))
+
 
 def test_join_refuses_another_prefecture_tampering_and_non_hq(
     cli: Cli, setup: Setup, tmp_path: Path
@@ -179,3 +193,11 @@ def test_join_refuses_another_prefecture_tampering_and_non_hq(
     fails(_issue(cli, setup, "221008", tmp_path / "x.cred"), 2, "wrong check digit")
     fails(_issue(cli, setup, "221007", cred), 2, "exists")
     fails(cli("prefecture", "list", "--home", str(tmp_path / "nowhere")), 4, "no prefecture CA")
+
+    # Files swapped behind the HQ's back: the leaf node's loader checks the pin again.
+    now = dt.datetime.now(dt.UTC)
+    alien = HubCredential.read(foreign, now=now)
+    (setup.hq / "hub" / "city.crt").write_bytes(cert_pem(alien.cert))
+    (setup.hq / "hub" / "city.key").write_bytes(private_key_pem(alien.key))
+    with pytest.raises(AuthError, match="not signed by the prefecture CA"):
+        load_city_hub(NodeHome(setup.hq), now=now)
