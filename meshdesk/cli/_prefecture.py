@@ -29,6 +29,7 @@ from pathlib import Path
 
 from meshdesk.cli._output import print_fields
 from meshdesk.home import NodeHome
+from meshdesk.identity import read_passphrase
 from meshdesk.prefecture import (
     PrefectureHome,
     join_hub,
@@ -85,6 +86,11 @@ def add_prefecture_parser(commands: argparse._SubParsersAction[argparse.Argument
     city.add_argument(
         "--replace", action="store_true", help="revoke the city's current credential first"
     )
+    city.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="file whose first line is a passphrase protecting the credential",
+    )
     city.set_defaults(handler=_issue_city)
 
     revoke = actions.add_parser("revoke", help="revoke a city: the hub stops taking its feed")
@@ -121,9 +127,20 @@ def add_hub_join_parser(hub_actions: argparse._SubParsersAction[argparse.Argumen
         action="store_true",
         help="the prefecture CA fingerprint has been checked: do not ask (scripts)",
     )
+    join.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="file whose first line is the credential's passphrase (if it is protected)",
+    )
     join.add_argument("--home", metavar="DIR", help="node home (default: $MESHDESK_HOME)")
     join.add_argument("--json", action="store_true", help="print one JSON object")
     join.set_defaults(handler=_join)
+
+
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    if args.passphrase_file is None:
+        return None
+    return read_passphrase(Path(args.passphrase_file))
 
 
 def _home(args: argparse.Namespace, env: Env) -> PrefectureHome:
@@ -167,7 +184,13 @@ def _issue_city(args: argparse.Namespace, env: Env) -> int:
     home = _home(args, env)
     out = Path(args.out)
     cred = home.issue_city(
-        args.code, name=args.name, urls=args.hub, out=out, replace=args.replace, now=_now()
+        args.code,
+        name=args.name,
+        urls=args.hub,
+        out=out,
+        replace=args.replace,
+        passphrase=_passphrase(args),
+        now=_now(),
     )
     result = {
         "city_code": cred.city_code,
@@ -176,12 +199,14 @@ def _issue_city(args: argparse.Namespace, env: Env) -> int:
         "prefecture_id": str(cred.prefecture_id),
         "servers": len(cred.servers),
         "credential": str(out),
+        "protected": args.passphrase_file is not None,
     }
     if args.json:
         _emit(result)
         return 0
     print(f"Wrote the hub credential of {cred.city_name} ({cred.city_code}) to {out}.")
-    print("It holds the city's private key: hand it over on a USB stick, not by e-mail.")
+    print("It holds the city's private key: hand it over on a USB stick, not by e-mail", end="")
+    print(" (the passphrase separately)." if args.passphrase_file else ".")
     print_fields(
         [
             ("city", f"{cred.city_code} {cred.city_name}"),
@@ -252,7 +277,7 @@ def _authorization(args: argparse.Namespace, env: Env) -> int:
 
 def _join(args: argparse.Namespace, env: Env) -> int:
     home = NodeHome.resolve(args.home, env)
-    plan = plan_join(home, Path(args.credential), now=_now())
+    plan = plan_join(home, Path(args.credential), passphrase=_passphrase(args), now=_now())
     cred = plan.credential
     confirmed = args.yes
     if plan.pins and not confirmed and not args.json:

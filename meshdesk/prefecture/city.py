@@ -106,18 +106,20 @@ def _require_hq(home: NodeHome, now: dt.datetime) -> None:
         )
 
 
-def plan_join(home: NodeHome, path: Path, *, now: dt.datetime) -> JoinPlan:
+def plan_join(
+    home: NodeHome, path: Path, *, passphrase: bytes | None = None, now: dt.datetime
+) -> JoinPlan:
     """Read a credential and check it against this HQ's pin (if any).
 
     Raises:
         HomeError: not a provisioned node home.
         UsageError: not an HQ node, or the credential is for another city than
             the one this HQ joined as.
-        AuthError: a damaged or tampered credential, or one not signed by the pinned
-            prefecture CA.
+        AuthError: a damaged or tampered credential, a wrong passphrase, or a
+            credential not signed by the pinned prefecture CA.
     """
     _require_hq(home, now)
-    credential = HubCredential.read(path, now=now)
+    credential = HubCredential.read(path, passphrase=passphrase, now=now)
     files = CityHubFiles.of(home)
     pinned = files.pinned_ca()
     if pinned is not None and pinned != credential.ca_cert:

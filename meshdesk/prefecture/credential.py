@@ -2,14 +2,15 @@
 
 It carries everything the city's NATS leaf node needs to reach the hub: the
 city's private key and client certificate, the prefecture CA certificate (what
-the city pins), the hub servers' certificates and the hub's URLs. The file is
-text: a few human lines (untrusted: shown, never believed) and an armored JSON
-payload::
+the city pins), the hub servers' certificates and the hub's URLs. The file has
+the kits' format (:class:`meshdesk.identity.armor.Armor`): a few human lines
+(untrusted: shown, never believed) and an armored msgpack payload, sealed under a
+passphrase when one is given::
 
     meshdesk hub credential for city 131016 (千代田区)
     prefecture 東京都, CA fingerprint QSEVK6R-…
     -----BEGIN MESHDESK HUB CREDENTIAL-----
-    eyJ2ZXJzaW9uIjogMSwg…
+    hqF2AapwcmVmZWN0dXJl…
     -----END MESHDESK HUB CREDENTIAL-----
 
 Like a kit it holds a private key: it travels by hand (USB stick) and is
@@ -21,20 +22,17 @@ and server certificates); whether that CA is the *right* one is the city's pin
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshdesk.errors import AuthError
-from meshdesk.identity.certs import cert_pem, load_certificate, load_p256_key, private_key_pem
+from meshdesk.identity.armor import Armor
 from meshdesk.identity.nodeid import NodeId
 from meshdesk.prefecture.ca import (
     CityCert,
@@ -50,9 +48,13 @@ MAX_CREDENTIAL_BYTES = 256 * 1024
 _MAX_SERVERS = 32
 _MAX_URLS = 32
 _MAX_TEXT = 256
-_ARMOR = "MESHDESK HUB CREDENTIAL"
-_BLOCK = re.compile(
-    rf"-----BEGIN {_ARMOR}-----\s*\n(?P<body>[A-Za-z0-9+/=\s]+?)\n-----END {_ARMOR}-----"
+_ARMOR = Armor(
+    noun="hub credential",
+    title="meshdesk hub credential",
+    label="MESHDESK HUB CREDENTIAL",
+    version=CREDENTIAL_VERSION,
+    max_bytes=MAX_CREDENTIAL_BYTES,
+    error=AuthError,
 )
 _URL = re.compile(r"(tls|nats-leaf|nats)://[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
 
@@ -128,78 +130,79 @@ class HubCredential:
 
     # -- file form -----------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        payload = {
-            "version": CREDENTIAL_VERSION,
+    def to_bytes(self, passphrase: bytes | None = None) -> bytes:
+        """The credential file, sealed under ``passphrase`` when one is given."""
+        der = serialization.Encoding.DER
+        fields = {
             "prefecture": self.prefecture,
             "city_name": self.city_name,
-            "key": private_key_pem(self.key).decode("ascii"),
-            "cert": cert_pem(self.cert).decode("ascii"),
-            "ca": cert_pem(self.ca_cert).decode("ascii"),
-            "servers": [cert_pem(s).decode("ascii") for s in self.servers],
+            "key": self.key.private_bytes(
+                der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+            "cert": self.cert.public_bytes(der),
+            "ca": self.ca_cert.public_bytes(der),
+            "servers": [s.public_bytes(der) for s in self.servers],
             "urls": list(self.urls),
         }
-        body = base64.encodebytes(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
         header = (
             f"meshdesk hub credential for city {self.city_code} ({self.city_name})\n"
             f"prefecture {self.prefecture}, CA fingerprint {self.prefecture_id}\n"
-            "Import on the city HQ: meshdesk hub join THIS-FILE; then delete this file.\n"
+            "Keep it secret: it holds the city's hub key. Import it on the city HQ with\n"
+            "'meshdesk hub join FILE', then delete it.\n"
         )
-        return (
-            header
-            + f"-----BEGIN {_ARMOR}-----\n"
-            + body.decode("ascii")
-            + f"-----END {_ARMOR}-----\n"
-        ).encode("utf-8")
+        return _ARMOR.dump(header, fields, passphrase)
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, *, now: dt.datetime, source: str = "hub credential"
+        cls,
+        data: bytes,
+        *,
+        passphrase: bytes | None = None,
+        now: dt.datetime,
+        source: str = "hub credential",
     ) -> HubCredential:
-        """Parse and check a credential file's bytes.
+        """Parse, unseal and check a credential file's bytes.
 
         Raises:
-            AuthError: too big, damaged, tampered, or its parts do not belong together.
+            AuthError: too big, damaged, tampered, a wrong or missing passphrase, or
+                parts that do not belong together.
         """
-        if len(data) > MAX_CREDENTIAL_BYTES:
-            raise AuthError(
-                f"{source} is larger than {MAX_CREDENTIAL_BYTES} bytes: not a credential"
-            )
-        text = data.decode("utf-8", "replace")
-        match = _BLOCK.search(text)
-        if match is None:
-            raise AuthError(f"{source} is not a meshdesk hub credential (no {_ARMOR} block)")
+        obj = _ARMOR.load(data, passphrase=passphrase, source=source)
+        servers = _ARMOR.field(obj, "servers", list, source)
+        urls = _ARMOR.field(obj, "urls", list, source)
+        if len(servers) > _MAX_SERVERS or not all(isinstance(c, bytes) for c in servers):
+            raise AuthError(f"{source} is damaged (bad hub server list)")
+        if len(urls) > _MAX_URLS or not all(isinstance(u, str) for u in urls):
+            raise AuthError(f"{source} is damaged (bad hub URL list)")
+        texts = {k: _ARMOR.field(obj, k, str, source) for k in ("prefecture", "city_name")}
+        if any(not v or len(v) > _MAX_TEXT for v in texts.values()):
+            raise AuthError(f"{source} is damaged (bad names)")
         try:
-            raw = base64.b64decode("".join(match["body"].split()), validate=True)
-            obj = json.loads(raw.decode("utf-8"))
-        except (binascii.Error, ValueError) as exc:
-            raise AuthError(f"{source} is damaged (was it edited or cut short?): {exc}") from exc
-        if not isinstance(obj, dict) or obj.get("version") != CREDENTIAL_VERSION:
-            raise AuthError(f"{source} is not a version {CREDENTIAL_VERSION} hub credential")
-        servers = _list(obj, "servers", _MAX_SERVERS, source)
-        urls = _list(obj, "urls", _MAX_URLS, source)
+            key = serialization.load_der_private_key(
+                _ARMOR.field(obj, "key", bytes, source), password=None
+            )
+            cert = x509.load_der_x509_certificate(_ARMOR.field(obj, "cert", bytes, source))
+            ca_cert = x509.load_der_x509_certificate(_ARMOR.field(obj, "ca", bytes, source))
+            server_certs = tuple(x509.load_der_x509_certificate(c) for c in servers)
+        except (ValueError, TypeError) as exc:
+            raise AuthError(f"{source} is damaged (bad key or certificate)") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise AuthError(f"{source} does not hold an ECDSA P-256 key")
         return cls.assemble(
-            prefecture=_text(obj, "prefecture", source),
-            city_name=_text(obj, "city_name", source),
-            key=load_p256_key(_pem(obj, "key", source), f"{source}: the city key", AuthError),
-            cert=load_certificate(
-                _pem(obj, "cert", source), f"{source}: the city certificate", AuthError
-            ),
-            ca_cert=load_certificate(
-                _pem(obj, "ca", source), f"{source}: the prefecture CA certificate", AuthError
-            ),
-            servers=tuple(
-                load_certificate(
-                    s.encode("ascii"), f"{source}: a hub server certificate", AuthError
-                )
-                for s in servers
-            ),
+            prefecture=texts["prefecture"],
+            city_name=texts["city_name"],
+            key=key,
+            cert=cert,
+            ca_cert=ca_cert,
+            servers=server_certs,
             urls=tuple(urls),
             now=now,
         )
 
     @classmethod
-    def read(cls, path: Path, *, now: dt.datetime) -> HubCredential:
+    def read(
+        cls, path: Path, *, passphrase: bytes | None = None, now: dt.datetime
+    ) -> HubCredential:
         """Read a credential file.
 
         Raises:
@@ -210,29 +213,4 @@ class HubCredential:
                 data = fh.read(MAX_CREDENTIAL_BYTES + 1)
         except OSError as exc:
             raise AuthError(f"cannot read the hub credential {path}: {exc.strerror}") from exc
-        return cls.from_bytes(data, now=now, source=f"hub credential {path}")
-
-
-def _text(obj: dict[str, Any], key: str, source: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
-        raise AuthError(f"{source} has a bad {key!r}")
-    return value
-
-
-def _pem(obj: dict[str, Any], key: str, source: str) -> bytes:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value.isascii() or len(value) > 16 * 1024:
-        raise AuthError(f"{source} has a bad {key!r}")
-    return value.encode("ascii")
-
-
-def _list(obj: dict[str, Any], key: str, limit: int, source: str) -> list[str]:
-    value = obj.get(key)
-    if (
-        not isinstance(value, list)
-        or len(value) > limit
-        or not all(isinstance(v, str) and v.isascii() and len(v) <= 16 * 1024 for v in value)
-    ):
-        raise AuthError(f"{source} has a bad {key!r} list")
-    return value
+        return cls.from_bytes(data, passphrase=passphrase, now=now, source=f"hub credential {path}")

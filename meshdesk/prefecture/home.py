@@ -240,9 +240,11 @@ class PrefectureHome:
         urls: Sequence[str],
         out: Path,
         replace: bool = False,
+        passphrase: bytes | None = None,
         now: dt.datetime,
     ) -> HubCredential:
-        """Admit a city: write its hub credential to ``out`` and list it in the roster.
+        """Admit a city: write its hub credential to ``out`` (sealed under
+        ``passphrase`` when given) and list it in the roster.
 
         Raises:
             UsageError: a bad code, name or URL; the city holds a credential already
@@ -277,7 +279,7 @@ class PrefectureHome:
             now=now,
         )
         # The file first: if the roster cannot be saved, the credential admits nobody.
-        self._write(out, credential.to_bytes(), overwrite=False)
+        self._write(out, credential.to_bytes(passphrase), overwrite=False)
         if current:
             roster = roster.revoke(
                 [e.serial for e in current], ca, reason="replaced by a new credential", now=now

@@ -164,6 +164,17 @@ def test_join_refuses_another_prefecture_tampering_and_non_hq(
     fails(cli("hub", "join", str(foreign), "--home", str(setup.hq), "--yes"), 6, "pinned")
     assert _digest(setup.hq / "hub") == before
 
+    # A protected credential: the join needs its passphrase.
+    secret = tmp_path / "pass.txt"
+    secret.write_text("浜名湖\n", "utf-8")
+    sealed = tmp_path / "sealed.cred"
+    made = ok(_issue(cli, setup, "221007", sealed, "--replace", "--passphrase-file", str(secret)))
+    assert made.json()["protected"] is True
+    join = ("hub", "join", str(sealed), "--home", str(setup.hq), "--yes")
+    fails(cli(*join), 6, "--passphrase-file")
+    ok(cli(*join, "--passphrase-file", str(secret)))
+    before = _digest(setup.hq / "hub")
+
     # Same prefecture, another city: this HQ joined as 221007.
     hamamatsu = tmp_path / "221309.cred"
     ok(_issue(cli, setup, "221309", hamamatsu))

@@ -255,6 +255,21 @@ def test_credential_round_trip(home: PrefectureHome, tmp_path: Path) -> None:
     assert loaded.urls == (HUB,)
 
 
+def test_credential_sealed_under_a_passphrase(home: PrefectureHome, tmp_path: Path) -> None:
+    out = tmp_path / "221007.cred"
+    issued = home.issue_city(
+        "221007", name="静岡市", urls=[HUB], out=out, passphrase=b"hamana-ko", now=NOW
+    )
+    text = out.read_text("utf-8")
+    assert "-----BEGIN MESHDESK ENCRYPTED HUB CREDENTIAL-----" in text
+    assert "protected by a passphrase" in text
+    assert HubCredential.read(out, passphrase=b"hamana-ko", now=NOW).cert == issued.cert
+    with pytest.raises(AuthError, match="wrong passphrase"):
+        HubCredential.read(out, passphrase=b"fuji", now=NOW)
+    with pytest.raises(AuthError, match="protected by a passphrase"):
+        HubCredential.read(out, now=NOW)
+
+
 def test_tampered_credentials_give_a_clear_error(home: PrefectureHome, tmp_path: Path) -> None:
     out = tmp_path / "221007.cred"
     cred = _admit(home, "221007", out)
@@ -299,7 +314,7 @@ def test_tampered_credentials_give_a_clear_error(home: PrefectureHome, tmp_path:
         )
     big = tmp_path / "big.cred"
     big.write_bytes(b"x" * (300 * 1024))
-    with pytest.raises(AuthError, match="larger than"):
+    with pytest.raises(AuthError, match="too large"):
         HubCredential.read(big, now=NOW)
     with pytest.raises(AuthError, match="cannot read"):
         HubCredential.read(tmp_path / "missing.cred", now=NOW)
