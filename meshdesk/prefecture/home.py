@@ -165,12 +165,13 @@ class PrefectureHome:
             self._read(self.ca_cert_path, secret=False), f"{self.ca_cert_path}", AuthError
         )
 
-    def load_roster(self) -> Roster:
+    def load_roster(self, *, min_crl: int = 0) -> Roster:
         """The hub's roster, every signature checked against the prefecture CA.
 
         This is what the hub's consumer reads for :meth:`Roster.admitted`. It needs
         ``ca.crt`` and ``roster.json`` only: a hub machine gets copies of those two,
-        never the CA key.
+        never the CA key. ``min_crl``: the highest revocation list number the
+        caller has seen; an older roster (a copy put back) is refused.
 
         Raises:
             HomeError: missing or unreadable.
@@ -179,7 +180,7 @@ class PrefectureHome:
         if not self.ca_cert_path.exists():
             self._require()
         data = self._read(self.roster_path, secret=False, limit=MAX_ROSTER_BYTES)
-        return Roster.load(data, self.load_ca_cert(), source=str(self.roster_path))
+        return Roster.load(data, self.load_ca_cert(), min_crl=min_crl, source=str(self.roster_path))
 
     def _save_roster(self, roster: Roster) -> None:
         self._write(self.roster_path, roster.to_bytes(), overwrite=True)
