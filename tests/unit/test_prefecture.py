@@ -347,6 +347,9 @@ def test_home_issue_replace_and_revoke(home: PrefectureHome, tmp_path: Path) -> 
     assert [s for _, s in admitted_users(roster)] == [second.info.subject]
     roster = home.revoke_city("221007", reason="test", now=NOW)
     assert not home.load_roster().admitted("221007")
+    assert home.load_roster(min_crl=roster.revocations.number).revocations.number == 3
+    with pytest.raises(AuthError, match="older than #4"):
+        home.load_roster(min_crl=4)
     assert f'{{user: "{NO_CITY_USER}"}}' in render_authorization(roster)
     with pytest.raises(UsageError, match="revoked already"):
         home.revoke_city("221007", reason="again", now=NOW)
