@@ -23,7 +23,11 @@ them. A reload refuses the revoked city's *new* connections; a leaf connection
 opened before the revocation stays up until it next reconnects (a WAN cut, a
 restart of either side), which is why the hub's consumer also drops whatever a
 city not :meth:`~meshdesk.prefecture.roster.Roster.admitted` sends. Client
-connections (not leaf nodes) are closed by the reload itself.
+connections (not leaf nodes) are closed by the reload itself. (``pinned_certs``
+in the leaf node TLS block would not help: nats-server refuses to reload it too.)
+To cut such a link at once, restart the hub server holding it (its ``/leafz``
+lists it by name): in the three-server cluster the others keep serving, and the
+city's reconnection is refused everywhere.
 
 The generator of the hub's configuration (:mod:`meshdesk.hub`) places these blocks.
 """
