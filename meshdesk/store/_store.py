@@ -520,23 +520,19 @@ class Store(AsyncResource):
         ranks = None if rank is None else [rank]
         return (await self.append_runs([(events, checkpoint)], received_at, ranks=ranks))[0]
 
-    def fold_run(self, events: Sequence[StoredEvent]) -> dict[str, CaseSummary]:
-        """Index rows of the cases ``events`` touch, as if these were all their events.
+    def fold_run(self, events: Sequence[StoredEvent]) -> tuple[int | None, dict[str, CaseSummary]]:
+        """A run's sending rank and the index rows of the cases it touches, as if
+        these were all their events; ``(None, {})`` for a store without an indexer.
 
         Pure (no database): sync calls it as it verifies a run, while the previous
         group commit is being written, and hands the rows to :meth:`append_runs`,
         which uses a row only for a case new to the index that no other run of the
         group touches — any other case is folded in the transaction, from all of its
-        stored events. Empty for a store without an indexer.
+        stored events.
         """
-        indexer = self._indexer
-        if indexer is None:
-            return {}
-        touched: dict[str, list[StoredEvent]] = {}
-        for event in events:
-            if event.case_id is not None:
-                touched.setdefault(event.case_id, []).append(event)
-        return {case_id: indexer.summarise(case_id, mine) for case_id, mine in touched.items()}
+        if self._indexer is None:
+            return None, {}
+        return self._indexer.fold_run(events)
 
     async def append_runs(
         self,
