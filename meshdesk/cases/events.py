@@ -658,6 +658,7 @@ def decode_body(kind: int, body: bytes) -> Payload:
         unknown = sorted(repr(key) for key in set(obj) - names)
         raise SyncError(f"{event_kind.name} body has unknown keys {', '.join(unknown):.200}")
     try:  # the schema lists the fields in declaration order: positional arguments
-        return PAYLOAD_TYPES[event_kind](*[convert(name, obj[name]) for name, convert in schema])
+        values: list[Any] = [convert(name, obj[name]) for name, convert in schema]
+        return PAYLOAD_TYPES[event_kind](*values)
     except (SyncError, UsageError) as exc:
         raise SyncError(f"{event_kind.name} body: {exc}") from exc
