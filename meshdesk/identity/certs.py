@@ -33,6 +33,7 @@ __all__ = [
     "load_p256_key",
     "new_p256_key",
     "private_key_pem",
+    "self_signed_ca",
     "signature_hash",
 ]
 
@@ -61,6 +62,38 @@ def key_usage(*, sign: bool, certs: bool) -> x509.KeyUsage:
 def signature_hash(key: SigningKey) -> hashes.SHA256 | None:
     """The hash ``CertificateBuilder.sign`` needs: none for Ed25519, SHA-256 for ECDSA."""
     return None if isinstance(key, Ed25519PrivateKey) else hashes.SHA256()
+
+
+def self_signed_ca(
+    key: SigningKey,
+    common_name: str,
+    organization: str,
+    *,
+    now: dt.datetime,
+    validity: dt.timedelta,
+    path_length: int,
+) -> x509.Certificate:
+    """The root certificate of one of our CAs: self-signed, backdated, allowed to
+    sign certificates and CRLs down ``path_length`` more levels."""
+    name = x509.Name(
+        [
+            x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, organization),
+        ]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(key_usage(sign=False, certs=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, signature_hash(key))
+    )
 
 
 def new_p256_key() -> ec.EllipticCurvePrivateKey:

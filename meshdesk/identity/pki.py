@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshdesk.errors import AuthError
-from meshdesk.identity.certs import BACKDATE, key_usage, private_key_pem
+from meshdesk.identity.certs import BACKDATE, key_usage, private_key_pem, self_signed_ca
 from meshdesk.identity.nodeid import NodeId
 
 __all__ = [
@@ -217,24 +217,13 @@ class CertificateAuthority:
     def create(cls, deployment: str, *, now: dt.datetime) -> CertificateAuthority:
         deployment = check_label("deployment name", deployment)
         key = Ed25519PrivateKey.generate()
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COMMON_NAME, f"{deployment} CA"[:_LABEL_MAX]),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, deployment),
-            ]
-        )
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(now + CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(key_usage(sign=False, certs=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, algorithm=None)
+        cert = self_signed_ca(
+            key,
+            f"{deployment} CA"[:_LABEL_MAX],
+            deployment,
+            now=now,
+            validity=CA_VALIDITY,
+            path_length=0,
         )
         return cls(key=key, cert=cert)
 

@@ -33,6 +33,7 @@ from meshdesk.identity.certs import (
     load_p256_key,
     new_p256_key,
     private_key_pem,
+    self_signed_ca,
 )
 
 __all__ = [
@@ -86,24 +87,13 @@ class WebCA:
     @classmethod
     def create(cls, deployment: str, *, now: dt.datetime) -> WebCA:
         key = new_p256_key()
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COMMON_NAME, f"{deployment} web CA"[:64]),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, deployment[:64]),
-            ]
-        )
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(now + WEB_CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-            .add_extension(key_usage(sign=False, certs=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, hashes.SHA256())
+        cert = self_signed_ca(
+            key,
+            f"{deployment} web CA"[:64],
+            deployment[:64],
+            now=now,
+            validity=WEB_CA_VALIDITY,
+            path_length=1,
         )
         return cls(key=key, cert=cert)
 

@@ -49,6 +49,7 @@ from meshdesk.identity.certs import (
     key_usage,
     new_p256_key,
     private_key_pem,
+    self_signed_ca,
 )
 from meshdesk.identity.nodeid import NodeId
 from meshdesk.identity.pki import check_label
@@ -220,24 +221,13 @@ class PrefectureCA:
         """
         name = check_label("prefecture name", name)
         key = new_p256_key()
-        subject = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COMMON_NAME, f"{name} hub CA"[:64]),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
-            ]
-        )
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(now + PREFECTURE_CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(key_usage(sign=False, certs=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, hashes.SHA256())
+        cert = self_signed_ca(
+            key,
+            f"{name} hub CA"[:64],
+            name,
+            now=now,
+            validity=PREFECTURE_CA_VALIDITY,
+            path_length=0,
         )
         return cls(key=key, cert=cert)
 
