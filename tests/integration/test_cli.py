@@ -7,59 +7,25 @@ console script to prove the real entry point behaves the same.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from clirun import Cli, cli_runner, fails, ok
 
 from meshdesk import __version__
-from meshdesk.cli import main
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> object:
-        return json.loads(self.out)
-
-
-CliRunner = Callable[..., Run]
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     monkeypatch.delenv("MESHDESK_HOME", raising=False)
-
-    def run(*argv: str) -> Run:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
-
-
-def ok(run: Run) -> Run:
-    assert run.code == 0, run.err
-    return run
-
-
-def fails(run: Run, code: int, message: str) -> None:
-    assert run.code == code, (run.code, run.out, run.err)
-    lines = run.err.strip().splitlines()
-    assert len(lines) == 1, run.err  # exactly one line, never a traceback
-    assert lines[0].startswith("meshdesk: error: ")
-    assert message in lines[0], lines[0]
+    return cli_runner(capsys)
 
 
 @dataclass
@@ -70,7 +36,7 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path, cli: CliRunner) -> Deployment:
+def deployment(tmp_path: Path, cli: Cli) -> Deployment:
     hq = tmp_path / "hq"
     created = ok(cli("deployment", "create", "--home", str(hq), "--name", "秋田市", "--json"))
     data = created.json()
@@ -78,7 +44,7 @@ def deployment(tmp_path: Path, cli: CliRunner) -> Deployment:
     return Deployment(tmp_path, hq, data["deployment_id"])
 
 
-def issue(cli: CliRunner, dep: Deployment, name: str, *extra: str) -> Path:
+def issue(cli: Cli, dep: Deployment, name: str, *extra: str) -> Path:
     kit = dep.root / f"{name}.kit"
     ok(
         cli(
@@ -96,13 +62,13 @@ def sha(path: Path) -> str:
 # -- happy paths ------------------------------------------------------------------
 
 
-def test_version(cli: CliRunner) -> None:
+def test_version(cli: Cli) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli("--version")
     assert exit_info.value.code == 0
 
 
-def test_create_issue_init_status(cli: CliRunner, deployment: Deployment) -> None:
+def test_create_issue_init_status(cli: Cli, deployment: Deployment) -> None:
     kit = issue(cli, deployment, "第一小学校", "--dept", "welfare", "--dept", "福祉課")
     assert stat.S_IMODE(kit.stat().st_mode) == 0o600
     home = deployment.root / "school"
@@ -135,7 +101,7 @@ def test_create_issue_init_status(cli: CliRunner, deployment: Deployment) -> Non
     assert "第一小学校" in text
 
 
-def test_hq_status_counts_issued_kits(cli: CliRunner, deployment: Deployment) -> None:
+def test_hq_status_counts_issued_kits(cli: Cli, deployment: Deployment) -> None:
     issue(cli, deployment, "a")
     issue(cli, deployment, "b")
     status = ok(cli("status", "--home", str(deployment.hq), "--json")).json()
@@ -146,7 +112,7 @@ def test_hq_status_counts_issued_kits(cli: CliRunner, deployment: Deployment) ->
 
 
 def test_home_from_environment(
-    cli: CliRunner, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MESHDESK_HOME", str(deployment.hq))
     status = ok(cli("status", "--json")).json()
@@ -154,7 +120,7 @@ def test_home_from_environment(
     assert status["home"] == str(deployment.hq)
 
 
-def test_passphrase_protected_kit(cli: CliRunner, deployment: Deployment) -> None:
+def test_passphrase_protected_kit(cli: Cli, deployment: Deployment) -> None:
     secret = deployment.root / "pw.txt"
     secret.write_text("合言葉 for the shelter\n", encoding="utf-8")
     kit = issue(cli, deployment, "gym", "--passphrase-file", str(secret))
@@ -172,7 +138,7 @@ def test_passphrase_protected_kit(cli: CliRunner, deployment: Deployment) -> Non
     ok(cli("init", "--home", str(home), "--kit", str(kit), "--passphrase-file", str(secret)))
 
 
-def test_revoke_by_name_and_list(cli: CliRunner, deployment: Deployment) -> None:
+def test_revoke_by_name_and_list(cli: Cli, deployment: Deployment) -> None:
     issue(cli, deployment, "lost laptop")
     issue(cli, deployment, "kept laptop")
     revoked = ok(
@@ -197,13 +163,13 @@ def test_revoke_by_name_and_list(cli: CliRunner, deployment: Deployment) -> None
     assert status["store"]["revocation_list"] == 2
 
 
-def test_qr_code_is_printed(cli: CliRunner, deployment: Deployment) -> None:
+def test_qr_code_is_printed(cli: Cli, deployment: Deployment) -> None:
     out = ok(cli("status", "--home", str(deployment.hq), "--qr")).out
     assert "█" in out or "▀" in out or "▄" in out
     assert "QR code of" in out
 
 
-def test_demo_in_a_folder(cli: CliRunner, tmp_path: Path) -> None:
+def test_demo_in_a_folder(cli: Cli, tmp_path: Path) -> None:
     out = ok(cli("demo", "--dir", str(tmp_path / "demo"), "--provision-only")).out
     assert out.count("fingerprint (node id)") == 2
     assert out.count("-- meshdesk status") == 3
@@ -212,7 +178,7 @@ def test_demo_in_a_folder(cli: CliRunner, tmp_path: Path) -> None:
 
 
 def test_demo_without_a_terminal_runs_links_syncs_reports_and_stops(
-    cli: CliRunner, tmp_path: Path
+    cli: Cli, tmp_path: Path
 ) -> None:
     root = tmp_path / "demo"
     out = ok(cli("demo", "--dir", str(root), "--loopback")).out
@@ -229,15 +195,15 @@ def test_demo_without_a_terminal_runs_links_syncs_reports_and_stops(
 # -- every expected failure is one line ----------------------------------------------
 
 
-def test_missing_home(cli: CliRunner, tmp_path: Path) -> None:
+def test_missing_home(cli: Cli, tmp_path: Path) -> None:
     fails(cli("status", "--home", str(tmp_path / "nowhere")), 4, "no meshdesk home")
 
 
-def test_home_without_node(cli: CliRunner, tmp_path: Path) -> None:
+def test_home_without_node(cli: Cli, tmp_path: Path) -> None:
     fails(cli("status", "--home", str(tmp_path)), 4, "holds no node identity")
 
 
-def test_create_twice_refuses(cli: CliRunner, deployment: Deployment) -> None:
+def test_create_twice_refuses(cli: Cli, deployment: Deployment) -> None:
     fails(
         cli("deployment", "create", "--home", str(deployment.hq), "--name", "x"),
         4,
@@ -245,7 +211,7 @@ def test_create_twice_refuses(cli: CliRunner, deployment: Deployment) -> None:
     )
 
 
-def test_issue_needs_the_ca(cli: CliRunner, deployment: Deployment) -> None:
+def test_issue_needs_the_ca(cli: Cli, deployment: Deployment) -> None:
     kit = issue(cli, deployment, "centre")
     home = deployment.root / "centre"
     ok(cli("init", "--home", str(home), "--kit", str(kit)))
@@ -259,9 +225,7 @@ def test_issue_needs_the_ca(cli: CliRunner, deployment: Deployment) -> None:
     )  # fmt: skip
 
 
-def test_issue_refuses_existing_out_and_duplicate_name(
-    cli: CliRunner, deployment: Deployment
-) -> None:
+def test_issue_refuses_existing_out_and_duplicate_name(cli: Cli, deployment: Deployment) -> None:
     kit = issue(cli, deployment, "one")
     before = sha(kit)
     base = ("deployment", "issue", "--home", str(deployment.hq), "--site", "s", "--role", "desk")
@@ -271,14 +235,14 @@ def test_issue_refuses_existing_out_and_duplicate_name(
     fails(cli(*base, "--name", "", "--out", str(kit) + "3"), 2, "must not be empty")
 
 
-def test_truncated_kit(cli: CliRunner, deployment: Deployment) -> None:
+def test_truncated_kit(cli: Cli, deployment: Deployment) -> None:
     kit = issue(cli, deployment, "centre")
     kit.write_bytes(kit.read_bytes()[:300])
     fails(cli("init", "--home", str(deployment.root / "c"), "--kit", str(kit)), 5, "truncated")
     assert not (deployment.root / "c" / "identity" / "node.key").exists()
 
 
-def test_wrong_file_as_kit(cli: CliRunner, tmp_path: Path) -> None:
+def test_wrong_file_as_kit(cli: Cli, tmp_path: Path) -> None:
     junk = tmp_path / "photo.jpg"
     junk.write_bytes(os.urandom(2000))
     fails(cli("init", "--home", str(tmp_path / "h"), "--kit", str(junk)), 5, "not a meshdesk")
@@ -287,7 +251,7 @@ def test_wrong_file_as_kit(cli: CliRunner, tmp_path: Path) -> None:
     )
 
 
-def test_kit_of_another_deployment(cli: CliRunner, deployment: Deployment, tmp_path: Path) -> None:
+def test_kit_of_another_deployment(cli: Cli, deployment: Deployment, tmp_path: Path) -> None:
     other_hq = tmp_path / "other-hq"
     ok(cli("deployment", "create", "--home", str(other_hq), "--name", "Other City"))
     foreign = tmp_path / "foreign.kit"
@@ -314,7 +278,7 @@ def test_kit_of_another_deployment(cli: CliRunner, deployment: Deployment, tmp_p
     )
 
 
-def test_a_short_name_is_not_read_as_an_id_prefix(cli: CliRunner, deployment: Deployment) -> None:
+def test_a_short_name_is_not_read_as_an_id_prefix(cli: Cli, deployment: Deployment) -> None:
     hq_id = ok(cli("status", "--home", str(deployment.hq), "--json")).json()["node_id"]  # type: ignore[index]
     name = hq_id[0].lower()  # a one-letter name that is also the HQ id's first character
     issue(cli, deployment, name)
@@ -323,7 +287,7 @@ def test_a_short_name_is_not_read_as_an_id_prefix(cli: CliRunner, deployment: De
     fails(cli("deployment", "revoke", "--home", str(deployment.hq), "ZZ"), 2, "at least 4")
 
 
-def test_revoke_errors(cli: CliRunner, deployment: Deployment) -> None:
+def test_revoke_errors(cli: Cli, deployment: Deployment) -> None:
     fails(cli("deployment", "revoke", "--home", str(deployment.hq), "ghost"), 2, "no node")
     fails(
         cli("deployment", "revoke", "--home", str(deployment.hq), "HQ"), 2, "cannot revoke itself"
@@ -333,7 +297,7 @@ def test_revoke_errors(cli: CliRunner, deployment: Deployment) -> None:
     fails(cli("deployment", "revoke", "--home", str(deployment.hq), "x"), 2, "revoked already")
 
 
-def test_corrupt_database_is_reported_and_untouched(cli: CliRunner, deployment: Deployment) -> None:
+def test_corrupt_database_is_reported_and_untouched(cli: Cli, deployment: Deployment) -> None:
     db = deployment.hq / "store.db"
     db.write_bytes(b"this is not a database" * 100)
     before = sha(db)
@@ -341,7 +305,7 @@ def test_corrupt_database_is_reported_and_untouched(cli: CliRunner, deployment: 
     assert sha(db) == before
 
 
-def test_newer_database_is_reported_and_untouched(cli: CliRunner, deployment: Deployment) -> None:
+def test_newer_database_is_reported_and_untouched(cli: Cli, deployment: Deployment) -> None:
     db = deployment.hq / "store.db"
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA user_version = 999")
@@ -351,7 +315,7 @@ def test_newer_database_is_reported_and_untouched(cli: CliRunner, deployment: De
     assert sha(db) == before
 
 
-def test_bad_config(cli: CliRunner, deployment: Deployment) -> None:
+def test_bad_config(cli: Cli, deployment: Deployment) -> None:
     config = deployment.hq / "config.toml"
     config.write_text("[network]\nlisen = '0.0.0.0:1'\n")
     fails(cli("status", "--home", str(deployment.hq)), 3, "network.lisen")
@@ -361,20 +325,20 @@ def test_bad_config(cli: CliRunner, deployment: Deployment) -> None:
     fails(cli("status", "--home", str(deployment.hq)), 3, "invalid TOML")
 
 
-def test_key_readable_by_others_is_refused(cli: CliRunner, deployment: Deployment) -> None:
+def test_key_readable_by_others_is_refused(cli: Cli, deployment: Deployment) -> None:
     key = deployment.hq / "identity" / "node.key"
     key.chmod(0o644)
     fails(cli("status", "--home", str(deployment.hq)), 4, "chmod 600")
 
 
-def test_damaged_identity_file(cli: CliRunner, deployment: Deployment) -> None:
+def test_damaged_identity_file(cli: Cli, deployment: Deployment) -> None:
     (deployment.hq / "identity" / "node.crt").write_text("garbage")
     fails(cli("status", "--home", str(deployment.hq)), 5, "damaged")
     (deployment.hq / "identity" / "node.crt").unlink()
     fails(cli("status", "--home", str(deployment.hq)), 4, "missing")
 
 
-def test_unreadable_passphrase_file(cli: CliRunner, deployment: Deployment) -> None:
+def test_unreadable_passphrase_file(cli: Cli, deployment: Deployment) -> None:
     fails(
         cli(
             "deployment", "issue", "--home", str(deployment.hq), "--name", "n", "--site", "s",

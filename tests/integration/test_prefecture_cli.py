@@ -4,61 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from clirun import Cli, Run, cli_runner, fails, ok
 
-from meshdesk.cli import main
 from meshdesk.errors import AuthError
 from meshdesk.home import NodeHome
 from meshdesk.identity.certs import cert_pem, private_key_pem
 from meshdesk.prefecture import HubCredential, load_city_hub
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> dict[str, object]:
-        obj = json.loads(self.out)
-        assert isinstance(obj, dict)
-        return obj
-
-
-Cli = Callable[..., Run]
-
-
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     monkeypatch.delenv("MESHDESK_HOME", raising=False)
     monkeypatch.delenv("MESHDESK_PREFECTURE_HOME", raising=False)
-
-    def run(*argv: str) -> Run:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
-
-
-def ok(run: Run) -> Run:
-    assert run.code == 0, run.err
-    return run
-
-
-def fails(run: Run, code: int, message: str) -> None:
-    assert run.code == code, (run.code, run.out, run.err)
-    lines = run.err.strip().splitlines()
-    assert len(lines) == 1, run.err
-    assert lines[0].startswith("meshdesk: error: ")
-    assert message in lines[0], lines[0]
+    return cli_runner(capsys)
 
 
 @dataclass
