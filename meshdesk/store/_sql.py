@@ -11,6 +11,7 @@ multi-row ``VALUES`` statement is one step for up to :data:`ROWS_PER_STATEMENT` 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -56,4 +57,4 @@ def insert_rows(
     one = "(" + ", ".join("?" * width) + ")"
     for part in chunks(rows, per):
         values = ", ".join([one] * len(part))
-        db.execute(f"{head} VALUES {values}{tail}", [v for row in part for v in row])
+        db.execute(f"{head} VALUES {values}{tail}", list(itertools.chain.from_iterable(part)))
