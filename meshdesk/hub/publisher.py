@@ -1,0 +1,202 @@
+"""The city HQ's side of the feed: stored events become records on the city's stream.
+
+The publisher reads the HQ's store in the order it took events in
+(:meth:`~meshdesk.store.Store.events_in_order`): what it reads is committed, so
+nothing is published before it is durable. Each record goes to the city's stream on
+the HQ's own leaf node with ``Nats-Msg-Id`` = the event hash; once JetStream has
+acknowledged every record of a batch (the leaf syncs each write to disk first), the
+batch's last position is stored in the store's meta table. After any failure — the
+leaf restarted, the connection lost, the node stopped mid-batch — it starts again
+from the stored position, and the records of the unacknowledged tail are published
+again: the stream's duplicate window, and the hub projection's key on the event
+hash, make the second copy a no-op. The wide-area link is not on this path at all:
+the hub's stream sources the city's stream whenever the link is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from meshdesk.cases.summary import summarise
+from meshdesk.errors import MeshdeskError
+from meshdesk.hub.feed import FeedRecord, encode_record, records_of, shares_with_prefecture
+from meshdesk.hub.natsconf import city_stream, city_subject
+from meshdesk.store import CaseSummary, Store, StoredEvent
+
+__all__ = ["POSITION_KEY", "FeedPublisher", "PublisherStats", "SealedOf"]
+
+log = logging.getLogger("meshdesk.hub.publisher")
+
+#: The store meta key of the last position whose record JetStream acknowledged.
+POSITION_KEY = "hub.feed.position"
+#: Seconds of the city stream's duplicate window: a republished tail within it is
+#: dropped by JetStream (beyond it, by the hub projection's key on the event hash).
+DUPLICATE_WINDOW = 24 * 3600.0
+#: Seconds to wait for JetStream's acknowledgements of one batch.
+ACK_TIMEOUT = 30.0
+
+SealedOf = Callable[[str], Awaitable[bytes | None]]
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    """What the publisher did, for status and tests."""
+
+    position: int = 0
+    published: int = 0
+    batches: int = 0
+    failures: int = 0
+
+
+def _pack(position: int) -> bytes:
+    return position.to_bytes(8, "big")
+
+
+def _unpack(value: bytes | None) -> int:
+    return 0 if value is None or len(value) != 8 else int.from_bytes(value, "big")
+
+
+class FeedPublisher:
+    """Publishes a city's feed from ``store`` to the leaf node at ``url``.
+
+    Args:
+        store: The HQ's store.
+        city: The city's feed name.
+        url: The leaf node's client URL.
+        sealed_of: The displayed sealed personal block of a case (the case book's
+            fold), asked only for cases whose consent lists the prefecture.
+        batch: Events read and published per batch.
+        poll_interval: Seconds between looks for new events when none are waiting.
+        retry_delay: Seconds after a failure before starting again.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        city: str,
+        url: str,
+        sealed_of: SealedOf,
+        *,
+        batch: int = 500,
+        poll_interval: float = 1.0,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._city = city
+        self._url = url
+        self._sealed_of = sealed_of
+        self._batch = batch
+        self._poll = poll_interval
+        self._retry = retry_delay
+        self.stats = PublisherStats()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for new events now (the node stored some)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish forever; failures are logged and retried from the stored position."""
+        while True:
+            try:
+                await self._session()
+            except (MeshdeskError, NatsError, OSError, TimeoutError) as exc:
+                self.stats.failures += 1
+                log.warning("hub feed of %s paused: %s; retrying", self._city, exc or type(exc))
+            await asyncio.sleep(self._retry)
+
+    async def _session(self) -> None:
+        nc = await nats.connect(
+            self._url,
+            name=f"meshdesk-feed-{self._city}",
+            allow_reconnect=False,  # a lost leaf ends the session: we resume from disk
+            connect_timeout=5,
+            error_cb=_quiet,
+        )
+        try:
+            js = nc.jetstream()
+            await self._ensure_stream(nc)
+            position = _unpack(await self._store.get_meta(POSITION_KEY))
+            self.stats.position = position
+            subject, stream = city_subject(self._city), city_stream(self._city)
+            while True:
+                batch = await self._store.events_in_order(position, self._batch)
+                if not batch:
+                    self._wake.clear()
+                    try:
+                        async with asyncio.timeout(self._poll):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
+                    if nc.is_closed or not nc.is_connected:
+                        raise ConnectionError("the leaf node went away")
+                    continue
+                records = await self.records(batch)
+                async with asyncio.timeout(ACK_TIMEOUT):
+                    futures = [
+                        await js.publish_async(
+                            subject,
+                            encode_record(r),
+                            stream=stream,
+                            headers={"Nats-Msg-Id": r.msg_id},
+                        )
+                        for r in records
+                    ]
+                    await asyncio.gather(*futures)
+                position = batch[-1][0]
+                await self._store.set_meta(POSITION_KEY, _pack(position))
+                self.stats.position = position
+                self.stats.published += len(records)
+                self.stats.batches += 1
+        finally:
+            await nc.close()
+
+    async def _ensure_stream(self, nc: Client) -> None:
+        js = nc.jetstream()
+        config = StreamConfig(
+            name=city_stream(self._city),
+            subjects=[city_subject(self._city)],
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW,
+        )
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)  # made by an older version: bring it in line
+
+    async def records(self, batch: Sequence[tuple[int, StoredEvent]]) -> list[FeedRecord]:
+        """The feed records of a batch read from the store."""
+        summaries: dict[str, CaseSummary] = {}
+        for _, event in batch:
+            case_id = event.case_id
+            if case_id is None or case_id in summaries:
+                continue
+            found = await self._store.index.summary(case_id)
+            if found is None:  # not indexed yet (queued at start-up): fold it here
+                found = summarise(case_id, await self._store.index.case_events(case_id))
+            summaries[case_id] = found
+        consented = [c for c, s in summaries.items() if shares_with_prefecture(s)]
+        erased: set[str] = set()
+        personal: dict[str, bytes] = {}
+        if consented:
+            erased = set(await self._store.erased_cases())
+            for case_id in consented:
+                if case_id not in erased:
+                    sealed = await self._sealed_of(case_id)
+                    if sealed is not None:
+                        personal[case_id] = sealed
+        return records_of(self._city, batch, summaries, personal, erased)
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py's error callback: one debug line (the session's end says the rest)."""
+    log.debug("nats client: %s", exc)
