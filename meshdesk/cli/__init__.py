@@ -20,6 +20,7 @@ from meshdesk.cli._call import add_call_parser
 from meshdesk.cli._cases import add_case_parser
 from meshdesk.cli._console import add_tui_parser
 from meshdesk.cli._drill import add_drill_parser
+from meshdesk.cli._hub import add_hub_parser
 from meshdesk.cli._invite import add_invite_parser
 from meshdesk.cli._notices import add_notice_parsers
 from meshdesk.cli._sync import add_sync_parser
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_notice_parsers(commands)
     add_bundle_parser(commands)
     add_sync_parser(commands)
+    add_hub_parser(commands)
     add_bench_parser(commands)
     add_drill_parser(commands)
 

@@ -43,15 +43,20 @@ from meshdesk.hub.feed import FeedRecord, RecordKind, decode_record
 from meshdesk.hub.natsconf import HUB_STREAM, city_stream, city_subject
 from meshdesk.hub.schema import SCHEMA, VIEWS
 
-__all__ = ["HubError", "Projection", "ProjectionStats", "apply_batch", "ensure_hub_stream"]
+__all__ = [
+    "Message",
+    "Projection",
+    "ProjectionStats",
+    "apply_batch",
+    "decode_messages",
+    "ensure_hub_stream",
+    "ensure_schema",
+    "stored_position",
+]
 
 log = logging.getLogger("meshdesk.hub.projection")
 
 POSITION = "stream_seq"
-
-
-class HubError(MeshdeskError):
-    """The hub's database or NATS refused what the projection needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,9 @@ class Message:
 
 @dataclass(slots=True)
 class ProjectionStats:
+    """What the projection did: position in the hub stream, records applied, copies
+    dropped, messages refused."""
+
     position: int = 0
     applied: int = 0
     duplicates: int = 0
