@@ -242,7 +242,7 @@ def _int(value: object, what: str) -> int:
 def _text(value: object, what: str, *, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
-    _need(isinstance(value, str), f"{what} must be text")
+    _need(isinstance(value, str) and "\x00" not in value, f"{what} must be text")
     assert isinstance(value, str)
     return value
 

@@ -16,7 +16,7 @@ from tiers import require
 
 from meshdesk.errors import ConfigError
 from meshdesk.hub.server import nats_server_binary
-from meshdesk.hub.testbed import HubBed, postgres_bin, start_hub_bed
+from meshdesk.hub.testbed import HubBed, Postgres, postgres_bin, start_hub_bed
 
 CITIES = ("alpha", "beta")
 
@@ -37,3 +37,15 @@ async def hub_bed(tmp_path: Path) -> AsyncIterator[HubBed]:
     require(hub_problems(), tier="hub")
     async with contextlib.AsyncExitStack() as stack:
         yield await start_hub_bed(stack, tmp_path / "hub", CITIES)
+
+
+@pytest.fixture
+async def postgres() -> AsyncIterator[Postgres]:
+    """A throw-away PostgreSQL alone (no NATS)."""
+    require(hub_problems(), tier="hub")
+    server = Postgres()
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.stop()
