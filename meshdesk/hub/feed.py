@@ -1,8 +1,12 @@
 """What leaves a city for the prefecture hub: feed records, and their codec.
 
-A city HQ turns each stored event into at most one :class:`FeedRecord`; the record's
-message id is the event's hash (hex), so a record published twice (a cut, a restart)
-is the same message, and JetStream and the hub's projection drop the second copy.
+A city HQ turns each stored event into at most one :class:`FeedRecord`, which carries
+the event's hash. Records travel in feed messages of up to a few hundred records
+(:func:`messages_of`; one JetStream write, one disk sync, per message) whose
+``Nats-Msg-Id`` is the hash (hex) of the newest event in it: published again after
+a cut or a restart, the same stretch is the same message and JetStream drops it; a
+stretch cut differently overlaps, and the hub's projection, keyed on each record's
+event hash, drops the records it already holds.
 
 What a record holds (issue 17, point 2):
 
@@ -44,13 +48,17 @@ from meshdesk.store.records import CaseSummary, StoredEvent
 
 __all__ = [
     "FEED_VERSION",
+    "MESSAGE_MAX",
+    "MESSAGE_RECORDS",
     "OPEN_COLUMNS",
     "PREFECTURE",
     "RECORD_MAX",
     "FeedRecord",
     "RecordKind",
+    "decode_message",
     "decode_record",
     "encode_record",
+    "messages_of",
     "records_of",
     "shares_with_prefecture",
 ]
@@ -67,6 +75,9 @@ _ANNOUNCEMENT_KEYS = frozenset(
 )
 #: Bytes of one encoded record: a sealed block plus metadata, or an announcement.
 RECORD_MAX = SEALED_MAX + 64 * 1024
+#: Bytes and records of one feed message (NATS refuses payloads over 1 MiB).
+MESSAGE_MAX = 960 * 1024
+MESSAGE_RECORDS = 2000
 _TEXT_MAX = 16 * 1024
 _UNPACK_LIMITS: dict[str, Any] = {
     "max_str_len": _TEXT_MAX,
@@ -203,6 +214,28 @@ def _announcement(event: StoredEvent) -> dict[str, Any] | None:
     }
 
 
+def messages_of(records: Sequence[FeedRecord], most: int) -> list[tuple[str, bytes]]:
+    """Records packed into feed messages, in order: ``(message id, payload)``.
+
+    A message holds up to ``most`` records (at most :data:`MESSAGE_RECORDS`) and
+    :data:`MESSAGE_MAX` bytes; its id is its last record's (the hash of the newest
+    event in it), so publishing the same stretch again repeats the id.
+    """
+    out: list[tuple[str, bytes]] = []
+    parts: list[bytes] = []
+    size = 0
+    most = max(1, min(most, MESSAGE_RECORDS))
+    encoded = [encode_record(r) for r in records]
+    for i, (record, data) in enumerate(zip(records, encoded, strict=True)):
+        parts.append(data)
+        size += len(data)
+        last = i + 1 == len(records)
+        if last or len(parts) >= most or size + len(encoded[i + 1]) > MESSAGE_MAX:
+            out.append((record.msg_id, b"".join(parts)))
+            parts, size = [], 0
+    return out
+
+
 # -- codec -----------------------------------------------------------------------------
 
 
@@ -259,6 +292,33 @@ def decode_record(data: bytes) -> FeedRecord:
         obj: Any = msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise WireError(f"feed record: not valid msgpack: {exc}") from exc
+    return _record(obj)
+
+
+def decode_message(data: bytes) -> list[FeedRecord]:
+    """The records of one feed message, each checked as :func:`decode_record` does.
+
+    Raises:
+        WireError: too large, empty, or any record in it is refused (then none is
+            applied).
+    """
+    _need(isinstance(data, bytes) and 0 < len(data) <= MESSAGE_MAX,
+          f"a message holds 1 to {MESSAGE_MAX} bytes")  # fmt: skip
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=True, max_buffer_size=MESSAGE_MAX, **_UNPACK_LIMITS
+    )
+    unpacker.feed(data)
+    out: list[FeedRecord] = []
+    try:
+        for obj in unpacker:
+            _need(len(out) < MESSAGE_RECORDS, f"more than {MESSAGE_RECORDS} records")
+            out.append(_record(obj))
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise WireError(f"feed message: not valid msgpack: {exc}") from exc
+    return out
+
+
+def _record(obj: Any) -> FeedRecord:
     _need(isinstance(obj, dict), "not a map")
     _need(obj.get("v") == FEED_VERSION, f"unknown version {obj.get('v')!r}")
     _need(set(obj) == _KEYS, "not exactly the record's keys")

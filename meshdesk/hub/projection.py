@@ -39,7 +39,7 @@ from nats.js.errors import NotFoundError
 
 from meshdesk.cases.hlc import to_datetime
 from meshdesk.errors import MeshdeskError, WireError
-from meshdesk.hub.feed import FeedRecord, RecordKind, decode_record
+from meshdesk.hub.feed import FeedRecord, RecordKind, decode_message
 from meshdesk.hub.natsconf import HUB_STREAM, city_stream, city_subject
 from meshdesk.hub.schema import SCHEMA, VIEWS
 
@@ -88,14 +88,15 @@ def decode_messages(messages: Iterable[Message], stats: ProjectionStats) -> list
     out = []
     for message in messages:
         try:
-            record = decode_record(message.data)
-            if message.subject != city_subject(record.city):
-                raise WireError(f"record of {record.city!r} on subject {message.subject!r}")
+            records = decode_message(message.data)
+            for record in records:
+                if message.subject != city_subject(record.city):
+                    raise WireError(f"record of {record.city!r} on subject {message.subject!r}")
         except WireError as exc:
             stats.refused += 1
             log.warning("hub stream #%d refused: %s", message.stream_seq, exc)
             continue
-        out.append(record)
+        out.extend(records)
     return out
 
 
@@ -339,7 +340,7 @@ class Projection:
         nats_urls: The hub servers' client URLs.
         dsn: The PostgreSQL database.
         cities: Cities whose streams the hub stream must source (added if missing).
-        batch: Messages per transaction.
+        batch: Messages (of up to a few hundred records each) per transaction.
         retry_delay: Seconds after a failure before starting again.
     """
 
@@ -349,7 +350,7 @@ class Projection:
         dsn: str,
         cities: Sequence[str] = (),
         *,
-        batch: int = 1000,
+        batch: int = 16,
         retry_delay: float = 1.0,
         replicas: int = 3,
     ) -> None:

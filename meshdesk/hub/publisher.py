@@ -3,9 +3,11 @@
 The publisher reads the HQ's store in the order it took events in
 (:meth:`~meshdesk.store.Store.events_in_order`): what it reads is committed, so
 nothing is published before it is durable. Each record goes to the city's stream on
-the HQ's own leaf node with ``Nats-Msg-Id`` = the event hash; once JetStream has
-acknowledged every record of a batch (the leaf syncs each write to disk first), the
-batch's last position is stored in the store's meta table. After any failure — the
+the HQ's own leaf node, in feed messages of a few hundred records whose
+``Nats-Msg-Id`` is the hash of the newest event in them
+(:func:`~meshdesk.hub.feed.messages_of`); once JetStream has acknowledged every
+message of a batch (the leaf syncs each write to disk first), the batch's last
+position is stored in the store's meta table. After any failure — the
 leaf restarted, the connection lost, the node stopped mid-batch — it starts again
 from the stored position, and the records of the unacknowledged tail are published
 again: the stream's duplicate window, and the hub projection's key on the event
@@ -28,7 +30,7 @@ from nats.js.errors import BadRequestError
 
 from meshdesk.cases.summary import summarise
 from meshdesk.errors import MeshdeskError
-from meshdesk.hub.feed import FeedRecord, encode_record, records_of, shares_with_prefecture
+from meshdesk.hub.feed import FeedRecord, messages_of, records_of, shares_with_prefecture
 from meshdesk.hub.natsconf import city_stream, city_subject
 from meshdesk.store import CaseSummary, Store, StoredEvent
 
@@ -74,7 +76,8 @@ class FeedPublisher:
         url: The leaf node's client URL.
         sealed_of: The displayed sealed personal block of a case (the case book's
             fold), asked only for cases whose consent lists the prefecture.
-        batch: Events read and published per batch.
+        batch: Events read per batch (their records go in messages of up to
+            ``per_message`` records, all published before one wait for the acks).
         poll_interval: Seconds between looks for new events when none are waiting.
         retry_delay: Seconds after a failure before starting again.
     """
@@ -87,6 +90,7 @@ class FeedPublisher:
         sealed_of: SealedOf,
         *,
         batch: int = 500,
+        per_message: int = 250,
         poll_interval: float = 1.0,
         retry_delay: float = 1.0,
     ) -> None:
@@ -95,6 +99,7 @@ class FeedPublisher:
         self._url = url
         self._sealed_of = sealed_of
         self._batch = batch
+        self._per_message = per_message
         self._poll = poll_interval
         self._retry = retry_delay
         self.stats = PublisherStats()
@@ -144,12 +149,9 @@ class FeedPublisher:
                 async with asyncio.timeout(ACK_TIMEOUT):
                     futures = [
                         await js.publish_async(
-                            subject,
-                            encode_record(r),
-                            stream=stream,
-                            headers={"Nats-Msg-Id": r.msg_id},
+                            subject, payload, stream=stream, headers={"Nats-Msg-Id": msg_id}
                         )
-                        for r in records
+                        for msg_id, payload in messages_of(records, self._per_message)
                     ]
                     await asyncio.gather(*futures)
                 position = batch[-1][0]

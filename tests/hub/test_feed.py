@@ -20,13 +20,16 @@ from meshdesk.cases.hlc import make_hlc
 from meshdesk.cases.ids import new_id
 from meshdesk.errors import WireError
 from meshdesk.hub.feed import (
+    MESSAGE_MAX,
     OPEN_COLUMNS,
     PREFECTURE,
     RECORD_MAX,
     FeedRecord,
     RecordKind,
+    decode_message,
     decode_record,
     encode_record,
+    messages_of,
     records_of,
 )
 from meshdesk.notices.events import Announcement, NoticeKind, Severity
@@ -205,3 +208,29 @@ def test_any_bytes_decode_or_raise_wire_error(data: bytes) -> None:
     except WireError:
         return
     assert isinstance(record, FeedRecord)
+
+
+def test_messages_pack_records_in_order_and_round_trip() -> None:
+    rnd = random.Random(4)
+    case_ids = [new_id(WALL, rnd) for _ in range(7)]
+    batch = [(i + 1, event(i + 1, c, EventKind.FIELD_SET)) for i, c in enumerate(case_ids)]
+    records = records_of("city-a", batch, {c: summary(c, ()) for c in case_ids}, {})
+    packed = messages_of(records, 3)
+    assert [len(decode_message(payload)) for _, payload in packed] == [3, 3, 1]
+    assert [msg_id for msg_id, _ in packed] == [records[i].msg_id for i in (2, 5, 6)]
+    assert [r for _, p in packed for r in decode_message(p)] == records
+    assert messages_of(records, 3) == packed  # the same stretch: the same ids
+
+
+def test_a_message_with_one_bad_record_is_refused_whole() -> None:
+    good = msgpack.packb(_valid(), use_bin_type=True)
+    bad = msgpack.packb({**_valid(), "x": "plaintext"}, use_bin_type=True)
+    assert len(decode_message(good + good)) == 2
+    with pytest.raises(WireError, match="personal must be sealed"):
+        decode_message(good + bad)
+    with pytest.raises(WireError, match="msgpack"):
+        decode_message(good + b"\xc1")
+    with pytest.raises(WireError, match="bytes"):
+        decode_message(b"")
+    with pytest.raises(WireError, match="bytes"):
+        decode_message(good * (MESSAGE_MAX // len(good) + 1))

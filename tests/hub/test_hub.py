@@ -97,7 +97,7 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     bed = hub_bed
     alpha = await start_city(stack, tmp_path, "alpha", bed)
     beta = await start_city(stack, tmp_path, "beta", bed)
-    projection = Projection(bed.client_urls, bed.postgres.dsn, ["alpha", "beta"], batch=40,
+    projection = Projection(bed.client_urls, bed.postgres.dsn, ["alpha", "beta"], batch=4,
                             retry_delay=0.3)  # fmt: skip
     task = asyncio.create_task(projection.run())
     stack.push_async_callback(cancel_and_wait, task)

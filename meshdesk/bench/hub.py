@@ -1,0 +1,279 @@
+"""``meshdesk bench hub``: a city HQ's feed into the prefecture's PostgreSQL, beside a
+direct ``COPY`` of the same rows, and the catch-up after a wide-area cut.
+
+One city HQ (in-process node, its supervised leaf node), a 3-server JetStream hub
+and a throw-away PostgreSQL, all on 127.0.0.1 (:mod:`meshdesk.hub.testbed`):
+
+- **feed** (``hub_events_per_s``): the HQ holds ``--cases`` cases (2 events each)
+  written before its feed starts; from the node's start until PostgreSQL holds a
+  row for every record (store → leaf stream → hub stream → projection).
+- **baseline** (``raw_copy_rows_per_s``): asyncpg ``copy_records_to_table`` of the
+  same rows (the ``hub_events`` and ``hub_cases`` rows the feed wrote) into empty
+  tables of the same shape.
+- **catch-up** (``catchup_s``): every hub server is stopped (the cut), ``--cut-cases``
+  new cases are written on the HQ meanwhile — this is how the cut's length is
+  simulated: 10,000 cases is what a city takes in over a long cut — and the HQ
+  publishes them to its own leaf; then the hub servers start again and the clock
+  runs until PostgreSQL holds every record.
+
+Targets (issue 17): hub ≥ 0.2 × raw COPY, catch-up ≤ 60 s. Progress goes to stderr;
+stdout carries only the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from meshdesk._lifecycle import cancel_and_wait
+from meshdesk.bench._fill import CaseMix, fill_cases
+from meshdesk.bench._stats import Row, format_table, rate, require_at_least
+from meshdesk.config import Endpoint, HubSettings, load_config
+from meshdesk.deploy import HomeSpec, build_deployment
+from meshdesk.home import NodeHome
+from meshdesk.hub.city import hub_folder, hub_tls
+from meshdesk.hub.projection import Projection, ensure_schema
+from meshdesk.hub.testbed import HubBed, free_port, start_hub_bed
+from meshdesk.identity import Role
+from meshdesk.node import Node
+
+__all__ = ["HubBenchConfig", "HubBenchResult", "add_parser", "handle", "run_hub_bench"]
+
+Progress = Callable[[str], None]
+CITY = "bench"
+
+
+@dataclass(frozen=True, slots=True)
+class HubBenchConfig:
+    """``cases`` fed with the link up, ``cut_cases`` written during the cut."""
+
+    cases: int = 10_000
+    cut_cases: int = 10_000
+    stall: float = 120.0
+
+    def __post_init__(self) -> None:
+        require_at_least("--cases", self.cases)
+        require_at_least("--cut-cases", self.cut_cases)
+
+
+@dataclass(frozen=True, slots=True)
+class HubBenchResult:
+    config: HubBenchConfig
+    feed_records: int
+    feed_seconds: float
+    copy_rows: int
+    copy_seconds: float
+    cut_records: int
+    catchup_seconds: float
+    duplicates_dropped: int
+    complete: bool
+
+    @property
+    def hub_events_per_s(self) -> float:
+        return rate(self.feed_records, self.feed_seconds)
+
+    @property
+    def raw_copy_rows_per_s(self) -> float:
+        return rate(self.copy_rows, self.copy_seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        ratio = self.hub_events_per_s / max(self.raw_copy_rows_per_s, 1e-9)
+        return {
+            "cases": self.config.cases,
+            "feed_records": self.feed_records,
+            "feed_seconds": round(self.feed_seconds, 3),
+            "hub_events_per_s": round(self.hub_events_per_s),
+            "copy_rows": self.copy_rows,
+            "raw_copy_rows_per_s": round(self.raw_copy_rows_per_s),
+            "hub_over_copy": round(ratio, 3),
+            "cut_cases": self.config.cut_cases,
+            "cut_records": self.cut_records,
+            "cut_simulated_by": "cases written on the HQ while every hub server was down",
+            "catchup_s": round(self.catchup_seconds, 2),
+            "duplicates_dropped": self.duplicates_dropped,
+            "complete": self.complete,
+            "target_met": ratio >= 0.2 and self.catchup_seconds <= 60 and self.complete,
+        }
+
+    def format_table(self) -> str:
+        j = self.to_json()
+        rows = [Row("rows into PostgreSQL (rows/s)", self.hub_events_per_s,
+                    self.raw_copy_rows_per_s)]  # fmt: skip
+        notes = [
+            f"feed: {self.feed_records:,} records ({self.config.cases:,} cases) in"
+            f" {self.feed_seconds:.2f} s, HQ store to PostgreSQL rows;"
+            f" COPY: {self.copy_rows:,} rows in {self.copy_seconds:.2f} s.",
+            f"catch-up after a cut ({self.config.cut_cases:,} cases written on the HQ while"
+            f" every hub server was down): {self.catchup_seconds:.2f} s"
+            f" for {self.cut_records:,} records.",
+            "targets: hub >= 0.2 x COPY, catch-up <= 60 s: "
+            + ("met" if j["target_met"] else "NOT met"),
+        ]
+        return format_table("bench hub: city HQ to PostgreSQL vs raw COPY", rows,
+                            headers=("hub feed", "raw COPY"), notes=notes)  # fmt: skip
+
+
+def _stderr(line: str) -> None:
+    print(f"bench hub: {line}", file=sys.stderr, flush=True)
+
+
+async def _count(db: asyncpg.Connection) -> int:
+    try:
+        return int(await db.fetchval("SELECT count(*) FROM hub_events"))
+    except asyncpg.UndefinedTableError:
+        return 0
+
+
+async def _wait_for(db: asyncpg.Connection, total: int, stall: float, progress: Progress) -> bool:
+    """Until ``hub_events`` holds ``total`` rows; False when nothing moved for ``stall`` s."""
+    last, moved, said = -1, time.monotonic(), 0.0
+    while True:
+        now_count = await _count(db)
+        if now_count >= total:
+            return True
+        if now_count != last:
+            last, moved = now_count, time.monotonic()
+        if time.monotonic() - moved > stall:
+            return False
+        if time.monotonic() - said > 5:
+            said = time.monotonic()
+            progress(f"  {now_count:,} of {total:,} records in PostgreSQL")
+        await asyncio.sleep(0.05)
+
+
+async def _copy(db: asyncpg.Connection) -> tuple[int, float]:
+    """COPY the feed's rows into empty tables of the same shape: rows, seconds."""
+    events = await db.fetch("SELECT * FROM hub_events")
+    cases = await db.fetch("SELECT * FROM hub_cases")
+    await db.execute("CREATE TABLE bench_events (LIKE hub_events INCLUDING ALL)")
+    await db.execute("CREATE TABLE bench_cases (LIKE hub_cases INCLUDING ALL)")
+    began = time.perf_counter()
+    await db.copy_records_to_table("bench_events", records=[tuple(r) for r in events])
+    await db.copy_records_to_table("bench_cases", records=[tuple(r) for r in cases])
+    return len(events), time.perf_counter() - began
+
+
+def _configure(home: NodeHome, bed: HubBed) -> Any:
+    folder = hub_folder(home)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    issued, mine = bed.pki.cities[CITY], hub_tls(home)
+    for source, target in ((issued.cert, mine.cert), (issued.key, mine.key), (issued.ca, mine.ca)):
+        shutil.copy(source, target)
+    hub = HubSettings(enabled=True, city=CITY, hub_urls=tuple(bed.leaf_urls),
+                      leaf_listen=Endpoint("127.0.0.1", free_port()), batch=1000,
+                      poll_interval=0.1, restart_delay=0.5)  # fmt: skip
+    base = load_config(home.config_path).with_overrides(
+        listen="127.0.0.1:0", mdns=False, web_listen="127.0.0.1:0", web_redirect="127.0.0.1:0"
+    )
+    return replace(base, hub=hub)
+
+
+async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubBenchResult:
+    now = dt.datetime.now(dt.UTC)
+    async with contextlib.AsyncExitStack() as stack:
+        progress("starting PostgreSQL and a 3-server JetStream hub on 127.0.0.1")
+        bed = await start_hub_bed(stack, folder / "hub", [CITY])
+        city = await build_deployment(folder / "city", "bench", [HomeSpec("hq", Role.HQ)], now=now)
+        home = city.homes["hq"]
+        progress(f"writing {config.cases:,} cases on the HQ")
+        await fill_cases(home, events=2 * config.cases, batch_events=100, now=now,
+                         mix=CaseMix(varied=True))  # fmt: skip
+        projection = Projection(bed.client_urls, bed.postgres.dsn, [CITY], batch=16,
+                                retry_delay=0.3)  # fmt: skip
+        task = asyncio.create_task(projection.run(), name="hub projection")
+        stack.push_async_callback(cancel_and_wait, task)
+        db = await asyncpg.connect(bed.postgres.dsn)
+        stack.push_async_callback(db.close)
+        await ensure_schema(db)
+        progress("feed: starting the HQ node with its leaf node")
+        records = 2 * config.cases
+        began = time.perf_counter()
+        node = await stack.enter_async_context(Node(home, _configure(home, bed)))
+        complete = await _wait_for(db, records, config.stall, progress)
+        feed_s = time.perf_counter() - began
+        progress(f"feed: {records:,} records in {feed_s:.2f} s")
+        copy_rows, copy_s = await _copy(db)
+        progress(f"COPY: {copy_rows:,} rows in {copy_s:.2f} s")
+
+        progress("cut: stopping every hub server")
+        for server in bed.servers:
+            await server.stop()
+        await node.aclose()
+        progress(f"cut: writing {config.cut_cases:,} cases on the HQ")
+        later = dt.datetime.now(dt.UTC)
+        await fill_cases(home, events=2 * config.cut_cases, batch_events=100, now=later,
+                         seed=2027, mix=CaseMix(varied=True))  # fmt: skip
+        node = await stack.enter_async_context(Node(home, _configure(home, bed)))
+        feed = node.hub
+        assert feed is not None
+        last = (await node.store.counts()).events
+        while True:  # the HQ publishes to its own leaf node meanwhile
+            if feed.publisher.stats.position >= last:
+                break
+            await asyncio.sleep(0.05)
+        total = records + 2 * config.cut_cases
+        progress("cut ends: starting the hub servers")
+        began = time.perf_counter()
+        await asyncio.gather(*(s.start() for s in bed.servers))
+        complete = await _wait_for(db, total, config.stall, progress) and complete
+        catchup_s = time.perf_counter() - began
+        progress(f"catch-up: {2 * config.cut_cases:,} records in {catchup_s:.2f} s")
+        return HubBenchResult(
+            config=config,
+            feed_records=records,
+            feed_seconds=feed_s,
+            copy_rows=copy_rows,
+            copy_seconds=copy_s,
+            cut_records=2 * config.cut_cases,
+            catchup_seconds=catchup_s,
+            duplicates_dropped=projection.stats.duplicates,
+            complete=complete and await _count(db) == total,
+        )
+
+
+def run_hub_bench(config: HubBenchConfig, progress: Progress = _stderr) -> HubBenchResult:
+    """Run in a temporary folder; blocking (own event loop)."""
+    with tempfile.TemporaryDirectory(prefix="meshdesk-bench-hub-") as tmp:
+        return asyncio.run(_run(config, Path(tmp), progress))
+
+
+def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hub`` to the ``bench`` sub-commands."""
+    parser = benches.add_parser(
+        "hub",
+        help="city HQ to PostgreSQL beside a raw COPY, and the catch-up after a cut",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    defaults = HubBenchConfig()
+    parser.add_argument(
+        "--cases", type=int, default=defaults.cases, metavar="N",
+        help=f"cases (2 events each) fed with the link up (default: {defaults.cases})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cut-cases", type=int, default=defaults.cut_cases, metavar="N",
+        help=f"cases written during the cut (default: {defaults.cut_cases})",
+    )  # fmt: skip
+    parser.add_argument("--stall", type=float, default=defaults.stall, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    result = run_hub_bench(
+        HubBenchConfig(cases=args.cases, cut_cases=args.cut_cases, stall=args.stall)
+    )
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.format_table())
+    return 0
