@@ -6,7 +6,8 @@ and a throw-away PostgreSQL, all on 127.0.0.1 (:mod:`meshdesk.hub.testbed`):
 
 - **feed** (``hub_events_per_s``): the HQ holds ``--cases`` cases (2 events each)
   written before its feed starts; from the node's start until PostgreSQL holds a
-  row for every record (store → leaf stream → hub stream → projection).
+  row for every record (store → leaf stream → hub stream → ``meshdesk hub run``,
+  a process of its own as at the prefecture).
 - **baseline** (``raw_copy_rows_per_s``): asyncpg ``copy_records_to_table`` of the
   same rows (the ``hub_events`` and ``hub_cases`` rows the feed wrote) into empty
   tables of the same shape.
@@ -28,6 +29,7 @@ import contextlib
 import datetime as dt
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -38,14 +40,13 @@ from typing import Any
 
 import asyncpg
 
-from meshdesk._lifecycle import cancel_and_wait
 from meshdesk.bench._fill import CaseMix, fill_cases
 from meshdesk.bench._stats import Row, format_table, rate, require_at_least
 from meshdesk.config import Endpoint, HubSettings, load_config
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.home import NodeHome
 from meshdesk.hub.city import hub_folder, hub_tls
-from meshdesk.hub.projection import Projection, ensure_schema
+from meshdesk.hub.projection import ensure_schema
 from meshdesk.hub.testbed import HubBed, free_port, start_hub_bed
 from meshdesk.identity import Role
 from meshdesk.node import Node
@@ -78,7 +79,6 @@ class HubBenchResult:
     copy_seconds: float
     cut_records: int
     catchup_seconds: float
-    duplicates_dropped: int
     complete: bool
 
     @property
@@ -103,7 +103,6 @@ class HubBenchResult:
             "cut_records": self.cut_records,
             "cut_simulated_by": "cases written on the HQ while every hub server was down",
             "catchup_s": round(self.catchup_seconds, 2),
-            "duplicates_dropped": self.duplicates_dropped,
             "complete": self.complete,
             "target_met": ratio >= 0.2 and self.catchup_seconds <= 60 and self.complete,
         }
@@ -181,6 +180,27 @@ def _configure(home: NodeHome, bed: HubBed) -> Any:
     return replace(base, hub=hub)
 
 
+async def _start_projection(stack: contextlib.AsyncExitStack, bed: HubBed) -> None:
+    """``meshdesk hub run`` in a process of its own, as the prefecture runs it."""
+    argv = [sys.executable, "-m", "meshdesk", "hub", "run", "--postgres", bed.postgres.dsn,
+            "--city", CITY, *(a for url in bed.client_urls for a in ("--nats", url))]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
+    )
+
+    async def stop() -> None:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(10):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+    stack.push_async_callback(stop)
+
+
 async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubBenchResult:
     now = dt.datetime.now(dt.UTC)
     async with contextlib.AsyncExitStack() as stack:
@@ -191,10 +211,7 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
         progress(f"writing {config.cases:,} cases on the HQ")
         await fill_cases(home, events=2 * config.cases, batch_events=100, now=now,
                          mix=CaseMix(varied=True))  # fmt: skip
-        projection = Projection(bed.client_urls, bed.postgres.dsn, [CITY], batch=16,
-                                retry_delay=0.3)  # fmt: skip
-        task = asyncio.create_task(projection.run(), name="hub projection")
-        stack.push_async_callback(cancel_and_wait, task)
+        await _start_projection(stack, bed)
         db = await asyncpg.connect(bed.postgres.dsn)
         stack.push_async_callback(db.close)
         await ensure_schema(db)
@@ -239,7 +256,6 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
             copy_seconds=copy_s,
             cut_records=2 * config.cut_cases,
             catchup_seconds=catchup_s,
-            duplicates_dropped=projection.stats.duplicates,
             complete=complete and await _count(db) == total,
         )
 

@@ -165,6 +165,7 @@ def records_of(
         KeyError: a case event whose case has no summary (a caller's bug).
     """
     out: list[FeedRecord] = []
+    fields: dict[str, dict[str, str | None]] = {}  # a case's fields, once per batch
     for pos, event in batch:
 
         def record(
@@ -188,7 +189,8 @@ def records_of(
             record(
                 RecordKind.ERASURE if erasure else RecordKind.CASE,
                 case_id=event.case_id,
-                fields=_case_fields(summary),
+                fields=fields.get(event.case_id)
+                or fields.setdefault(event.case_id, _case_fields(summary)),
                 counts={"events": summary.events, "referrals": len(summary.referrals)},
                 personal=sealed,
             )

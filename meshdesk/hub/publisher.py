@@ -32,7 +32,7 @@ from meshdesk.cases.summary import summarise
 from meshdesk.errors import MeshdeskError
 from meshdesk.hub.feed import FeedRecord, messages_of, records_of, shares_with_prefecture
 from meshdesk.hub.natsconf import city_stream, city_subject
-from meshdesk.store import CaseSummary, Store, StoredEvent
+from meshdesk.store import Store, StoredEvent
 
 __all__ = ["POSITION_KEY", "FeedPublisher", "PublisherStats", "SealedOf"]
 
@@ -177,15 +177,12 @@ class FeedPublisher:
 
     async def records(self, batch: Sequence[tuple[int, StoredEvent]]) -> list[FeedRecord]:
         """The feed records of a batch read from the store."""
-        summaries: dict[str, CaseSummary] = {}
-        for _, event in batch:
-            case_id = event.case_id
-            if case_id is None or case_id in summaries:
-                continue
-            found = await self._store.index.summary(case_id)
-            if found is None:  # not indexed yet (queued at start-up): fold it here
-                found = summarise(case_id, await self._store.index.case_events(case_id))
-            summaries[case_id] = found
+        wanted = list(dict.fromkeys(e.case_id for _, e in batch if e.case_id is not None))
+        summaries = await self._store.index.summaries(wanted)
+        for case_id in wanted:
+            if case_id not in summaries:  # not indexed yet (queued at start-up): fold it
+                events = await self._store.index.case_events(case_id)
+                summaries[case_id] = summarise(case_id, events)
         consented = [c for c, s in summaries.items() if shares_with_prefecture(s)]
         erased: set[str] = set()
         personal: dict[str, bytes] = {}
