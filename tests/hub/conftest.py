@@ -33,6 +33,12 @@ def hub_problems() -> list[str]:
 
 
 @pytest.fixture
+def hub_tools() -> None:
+    """This machine has nats-server and PostgreSQL (skip or fail as tiers say)."""
+    require(hub_problems(), tier="hub")
+
+
+@pytest.fixture
 async def hub_bed(tmp_path: Path) -> AsyncIterator[HubBed]:
     require(hub_problems(), tier="hub")
     async with contextlib.AsyncExitStack() as stack:
