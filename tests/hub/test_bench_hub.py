@@ -3,8 +3,9 @@ measured (never asserting a time)."""
 
 from __future__ import annotations
 
-from meshdesk.bench.hub import HubBenchConfig, run_hub_bench
 import pytest
+
+from meshdesk.bench.hub import HubBenchConfig, run_hub_bench
 
 
 @pytest.mark.usefixtures("hub_tools")
