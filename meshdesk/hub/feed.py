@@ -16,9 +16,9 @@ What a record holds (issue 17, point 2):
   id, times, site, category, urgency, status, department, consent, referrals) and
   counts (events, referrals). Never a personal field in plaintext.
 - The case's sealed personal block, *still sealed*, only when the citizen's consent
-  lists the prefecture: the consent label :data:`PREFECTURE` (a "department" the
-  citizen agrees to share with, as any other: ``meshdesk case consent ID prefecture``).
-  Checked here again, whatever the caller passed.
+  lists the prefecture: the consent label :data:`PREFECTURE`, a "department" the
+  citizen agrees to share with like any other (``meshdesk case consent ID
+  --department prefecture``). Checked here again, whatever the caller passed.
 - ``ERASURE``: an erasure event (kind 30) always follows; the hub drops the case's
   sealed block and never takes one for it again. The open metadata stays, as on the
   city's nodes.
