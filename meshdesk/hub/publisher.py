@@ -44,7 +44,7 @@ POSITION_KEY = "hub.feed.position"
 #: dropped by JetStream (beyond it, by the hub projection's key on the event hash).
 DUPLICATE_WINDOW = 24 * 3600.0
 #: Seconds to wait for JetStream's acknowledgements of one batch.
-ACK_TIMEOUT = 30.0
+ACK_TIMEOUT = 10.0
 
 SealedOf = Callable[[str], Awaitable[bytes | None]]
 

@@ -144,6 +144,7 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
                            message="hub records never matched the cities' events")  # fmt: skip
 
     assert alpha.hub.leaf.starts >= 2  # restarted after the kill
+    assert alpha.hub.publisher.stats.failures >= 1  # ... and the publisher resumed
     # The views equal what both HQs hold.
     for city, node in (("alpha", alpha), ("beta", beta)):
         summaries = [await node.store.index.summary(c) for c in await node.store.case_ids()]
