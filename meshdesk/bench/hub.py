@@ -95,31 +95,43 @@ class HubBenchResult:
     def raw_copy_rows_per_s(self) -> float:
         return rate(self.copy_rows, self.copy_seconds)
 
+    @property
+    def city_publish_per_s(self) -> float:
+        return rate(self.feed_records, self.publish_seconds)
+
     def to_json(self) -> dict[str, Any]:
-        ratio = self.hub_events_per_s / max(self.raw_copy_rows_per_s, 1e-9)
+        copy = max(self.raw_copy_rows_per_s, 1e-9)
+        ratio = self.hub_events_per_s / copy
+        # The pipeline runs as fast as its slower side: the verdict takes that one.
+        through = min(self.hub_events_per_s, self.city_publish_per_s) / copy
         return {
             "cases": self.config.cases,
             "feed_records": self.feed_records,
             "feed_seconds": round(self.feed_seconds, 3),
             "feed_measured": "from the first record in PostgreSQL to the last",
             "first_record_s": round(self.first_record_seconds, 2),
-            "city_publish_per_s": round(rate(self.feed_records, self.publish_seconds)),
+            "city_publish_per_s": round(self.city_publish_per_s),
             "hub_events_per_s": round(self.hub_events_per_s),
             "copy_rows": self.copy_rows,
             "raw_copy_rows_per_s": round(self.raw_copy_rows_per_s),
             "hub_over_copy": round(ratio, 3),
+            "slower_side_over_copy": round(through, 3),
             "cut_cases": self.config.cut_cases,
             "cut_records": self.cut_records,
             "cut_simulated_by": "cases written on the HQ while every hub server was down",
             "catchup_s": round(self.catchup_seconds, 2),
             "complete": self.complete,
-            "target_met": ratio >= 0.2 and self.catchup_seconds <= 60 and self.complete,
+            "target_met": through >= 0.2 and self.catchup_seconds <= 60 and self.complete,
         }
 
     def format_table(self) -> str:
         j = self.to_json()
-        rows = [Row("rows into PostgreSQL (rows/s)", self.hub_events_per_s,
-                    self.raw_copy_rows_per_s)]  # fmt: skip
+        rows = [
+            Row("hub side: rows into PostgreSQL (/s)", self.hub_events_per_s,
+                self.raw_copy_rows_per_s),
+            Row("city side: records acked by leaf (/s)", self.city_publish_per_s,
+                self.raw_copy_rows_per_s),
+        ]  # fmt: skip
         notes = [
             f"feed: {self.feed_records:,} records ({self.config.cases:,} cases) in"
             f" {self.feed_seconds:.2f} s from the first row in PostgreSQL to the last"
@@ -129,7 +141,7 @@ class HubBenchResult:
             f"catch-up after a cut ({self.config.cut_cases:,} cases written on the HQ while"
             f" every hub server was down): {self.catchup_seconds:.2f} s"
             f" for {self.cut_records:,} records.",
-            "targets: hub >= 0.2 x COPY, catch-up <= 60 s: "
+            "targets: the slower side >= 0.2 x COPY, catch-up <= 60 s: "
             + ("met" if j["target_met"] else "NOT met"),
         ]
         return format_table("bench hub: city HQ to PostgreSQL vs raw COPY", rows,
@@ -247,9 +259,12 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
         records = 2 * config.cases
         began = time.perf_counter()
         node = await stack.enter_async_context(Node(home, _configure(home, bed)))
+        progress(f"feed: node up after {time.perf_counter() - began:.2f} s")
         publish = asyncio.create_task(_published(node, began))
         complete, first = await _wait_for(db, records, config.stall, progress)
         publish_s = await publish
+        progress(f"feed: the HQ's leaf acknowledged every record {publish_s:.2f} s after"
+                 " the node started")  # fmt: skip
         done = time.perf_counter()
         feed_s, first_s = done - first, first - began
         progress(f"feed: first record {first_s:.2f} s after the node started; {records:,}"

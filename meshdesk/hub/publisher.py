@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -104,6 +105,7 @@ class FeedPublisher:
         self._retry = retry_delay
         self.stats = PublisherStats()
         self._wake = asyncio.Event()
+        self._unacked: list[asyncio.Future[Any]] = []
 
     def wake(self) -> None:
         """Look for new events now (the node stored some)."""
@@ -133,9 +135,18 @@ class FeedPublisher:
             position = _unpack(await self._store.get_meta(POSITION_KEY))
             self.stats.position = position
             subject, stream = city_subject(self._city), city_stream(self._city)
+            read_from = position
+            # One batch in flight: the next is read and built while JetStream
+            # acknowledges the last; a position is stored only once all of its
+            # messages, and those of every batch before it, are acknowledged.
+            flight: tuple[int, int, list[asyncio.Future[Any]]] | None = None
             while True:
-                batch = await self._store.events_in_order(position, self._batch)
+                batch = await self._store.events_in_order(read_from, self._batch)
                 if not batch:
+                    if flight is not None:
+                        await self._landed(flight)
+                        flight = None
+                        continue
                     self._wake.clear()
                     try:
                         async with asyncio.timeout(self._poll):
@@ -146,21 +157,34 @@ class FeedPublisher:
                         raise ConnectionError("the leaf node went away")
                     continue
                 records = await self.records(batch)
-                async with asyncio.timeout(ACK_TIMEOUT):
-                    futures = [
-                        await js.publish_async(
-                            subject, payload, stream=stream, headers={"Nats-Msg-Id": msg_id}
-                        )
-                        for msg_id, payload in messages_of(records, self._per_message)
-                    ]
-                    await asyncio.gather(*futures)
-                position = batch[-1][0]
-                await self._store.set_meta(POSITION_KEY, _pack(position))
-                self.stats.position = position
-                self.stats.published += len(records)
-                self.stats.batches += 1
+                futures = [
+                    await js.publish_async(
+                        subject, payload, stream=stream, headers={"Nats-Msg-Id": msg_id}
+                    )
+                    for msg_id, payload in messages_of(records, self._per_message)
+                ]
+                self._unacked.extend(futures)
+                if flight is not None:
+                    await self._landed(flight)
+                flight = (batch[-1][0], len(records), futures)
+                read_from = batch[-1][0]
         finally:
+            for future in self._unacked:  # never acknowledged: published again next time
+                future.cancel()
+            self._unacked.clear()
             await nc.close()
+
+    async def _landed(self, flight: tuple[int, int, list[asyncio.Future[Any]]]) -> None:
+        """Wait for a batch's acknowledgements, then store its position durably."""
+        position, count, futures = flight
+        async with asyncio.timeout(ACK_TIMEOUT):
+            await asyncio.gather(*futures)
+        done = set(futures)
+        self._unacked = [f for f in self._unacked if f not in done]
+        await self._store.set_meta(POSITION_KEY, _pack(position))
+        self.stats.position = position
+        self.stats.published += count
+        self.stats.batches += 1
 
     async def _ensure_stream(self, nc: Client) -> None:
         js = nc.jetstream()
