@@ -26,7 +26,7 @@ from meshdesk._fs import write_private
 from meshdesk._lifecycle import AsyncResource, cancel_and_wait
 from meshdesk.errors import ConfigError
 
-__all__ = ["NatsServer", "nats_server_binary"]
+__all__ = ["NatsServer", "nats_log_level", "nats_server_binary"]
 
 log = logging.getLogger("meshdesk.hub.nats")
 
@@ -52,13 +52,22 @@ def nats_server_binary() -> Path:
     return Path(found)
 
 
-def _level(line: str) -> int:
-    """The server's own errors are mostly about its peers (a hub server or the
-    wide-area link down: normal here), so they are warnings of ours."""
-    if "[ERR]" in line or "[FTL]" in line:
-        return logging.WARNING
-    if "[WRN]" in line:
-        return logging.INFO
+#: Words of a server error that a person must see: trust, not reachability.
+_TRUST = ("TLS", "certificate", "x509", "authorization", "Authorization", "permission")
+
+
+def nats_log_level(line: str) -> int:
+    """A level of ours for a line of the server's.
+
+    Most of its errors are about reaching its peers — a hub server down, the
+    wide-area link cut, which is normal here and retried every second — so they
+    are info lines; errors of trust (a certificate refused) are warnings, fatal
+    ones errors.
+    """
+    if "[FTL]" in line:
+        return logging.ERROR
+    if "[ERR]" in line:
+        return logging.WARNING if any(word in line for word in _TRUST) else logging.INFO
     return logging.DEBUG
 
 
@@ -198,7 +207,7 @@ class NatsServer(AsyncResource):
                 assert process.stdout is not None
                 async for raw in process.stdout:
                     line = raw.decode(errors="replace").rstrip()
-                    log.log(_level(line), "nats %s: %s", self.name, line)
+                    log.log(nats_log_level(line), "nats %s: %s", self.name, line)
                 code = await process.wait()
             except asyncio.CancelledError:
                 await self._end_process(kill=False)

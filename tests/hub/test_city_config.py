@@ -14,6 +14,7 @@ from meshdesk.config import HubSettings, config_text, load_config
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import ConfigError
 from meshdesk.hub.natsconf import TlsFiles, hub_server_config, leaf_config
+from meshdesk.hub.server import nats_log_level
 from meshdesk.identity import Role
 from meshdesk.node import Node
 
@@ -69,3 +70,16 @@ async def test_an_hq_without_its_hub_credential_runs_without_the_feed(
             assert node.hub is None
     assert "city.crt" in caplog.text
     assert "get the city's hub credential" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("line", "level"),
+    [
+        ("[1] 2026/12/06 [ERR] Error trying to connect as leafnode: connection refused", 20),
+        ("[1] 2026/12/06 [ERR] TLS leafnode handshake error: x509: certificate signed by", 30),
+        ("[1] 2026/12/06 [FTL] Error listening on port", 40),
+        ("[1] 2026/12/06 [INF] Server is ready", 10),
+    ],
+)
+def test_a_cut_is_not_a_warning_but_a_refused_certificate_is(line: str, level: int) -> None:
+    assert nats_log_level(line) == level
