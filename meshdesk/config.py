@@ -287,9 +287,9 @@ class HubSettings:
     """The city HQ's feed to the prefecture hub (meshdesk.hub; off by default)."""
 
     enabled: bool = False
-    #: The city's name on the feed: its stream, subject and JetStream domain.
+    #: The city's name on the feed ("": the municipality code of its hub credential).
     city: str = ""
-    #: The hub servers' leaf ports, as "tls://HOST:PORT".
+    #: The hub servers' leaf ports, as "tls://HOST:PORT" (empty: the credential's).
     hub_urls: tuple[str, ...] = ()
     #: Where the HQ's own leaf node takes clients (this node only: loopback).
     leaf_listen: Endpoint = Endpoint("127.0.0.1", 7422)
@@ -305,8 +305,6 @@ class HubSettings:
             raise ValueError(
                 f"city: {self.city!r} must be 1 to 32 of a-z, 0-9 and _ (not at either end)"
             )
-        if self.enabled and not self.city:
-            raise ValueError("city: name the city when the hub feed is enabled")
         for url in self.hub_urls:
             if not _HUB_URL.fullmatch(url):
                 raise ValueError(f"hub_urls: expected tls://HOST:PORT, got {url!r}")
@@ -689,15 +687,16 @@ any of "hq", "center", "desk". Only cases this node can read are exported.""",
 When the wide-area network returns, the city HQ feeds the prefecture hub (NATS
 JetStream, then PostgreSQL) with what the prefecture may see: open metadata,
 announcements, erasures, and a case's personal block, still sealed, only when the
-citizen consented to "prefecture". The HQ runs a nats-server leaf node for it; the
-hub credential is read from hub/city.crt, hub/city.key and hub/prefecture-ca.crt in
-the node home. See docs/ARCHITECTURE.md, "Prefecture hub".""",
+citizen consented to "prefecture". The HQ runs a nats-server leaf node for it with
+the hub credential that `meshdesk hub join FILE` wrote into the node home's hub/
+folder. See docs/ARCHITECTURE.md, "Prefecture hub".""",
         "enabled": "Run the leaf node and publish the feed (HQ nodes only).",
         "city": """\
-The city's name on the feed, agreed with the prefecture: 1 to 32 of a-z, 0-9, _.""",
+The city's name on the feed: 1 to 32 of a-z, 0-9, _. Empty: the municipality code
+of the hub credential (`meshdesk hub join`), as the prefecture expects.""",
         "hub_urls": """\
-The hub servers' leaf ports, e.g. ["tls://hub1.pref.example:7422"]. The leaf node
-tries them in turn; an empty list keeps the feed on this HQ until one is given.""",
+The hub servers' leaf ports, e.g. ["tls://hub1.pref.example:7422"], tried in turn.
+Empty: the URLs in the hub credential.""",
         "leaf_listen": """\
 Where the leaf node takes clients, as "HOST:PORT": keep it on the loopback.""",
         "batch": "Events read from the store and published to the leaf node per batch.",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -31,7 +31,7 @@ from meshdesk.cases.chain import verify_run
 from meshdesk.cases.summary import run_rank
 from meshdesk.errors import ChannelClosed, MeshdeskError, StoreError, StoreFull, SyncError
 from meshdesk.net.link import Link
-from meshdesk.store import Checkpoint, Store, StoredEvent
+from meshdesk.store import CaseSummary, Checkpoint, Store, StoredEvent
 from meshdesk.sync.core import SyncCore
 from meshdesk.sync.messages import (
     SYNC_FRAME_TYPES,
@@ -117,6 +117,9 @@ class _Queued:
     verified: list[StoredEvent]
     #: Sending priority of the run (ranked once: stored with its checkpoint, announced).
     rank: int
+    #: Index rows of the run's cases (``Store.fold_run``), worked out while the
+    #: previous group commit is being written rather than inside the next one.
+    folded: Mapping[str, CaseSummary]
 
 
 @dataclass
@@ -325,6 +328,9 @@ class SyncService(AsyncResource):
                     rejected = await self._verify(peer, run)
                     if rejected is not None:
                         queue.extend(peer.core.handle(rejected))
+                    # A frame holds several runs: let the group commit take its next
+                    # step between them, or it waits for the whole frame each time.
+                    await asyncio.sleep(0)
                 case ReportPeer(author=author, reason=reason, hostile=hostile):
                     log.warning("sync with %s: %s (author %s)", peer.link, reason, author or "-")
                     if hostile:
@@ -341,7 +347,10 @@ class SyncService(AsyncResource):
             log.warning("refused a run of %s from %s: %s", author, peer.link, exc)
             self._offence(peer, f"a run that fails verification: {exc}")
             return Rejected(author, checkpoint.seq, str(exc))
-        self._queue.append(_Queued(peer, run, verified, urgency_rank(verified)))
+        queued = _Queued(
+            peer, run, verified, urgency_rank(verified), self._store.fold_run(verified)
+        )
+        self._queue.append(queued)
         self._queued.set()
         return None
 
@@ -378,6 +387,7 @@ class SyncService(AsyncResource):
                     [(q.verified, q.run.checkpoint) for q in group],
                     received_at,
                     ranks=[q.rank for q in group],
+                    folded=[q.folded for q in group],
                 )
             )
         except StoreFull as exc:

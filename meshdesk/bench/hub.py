@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import shutil
 import signal
 import sys
 import tempfile
@@ -49,7 +48,6 @@ from meshdesk.bench._stats import Row, format_table, rate, require_at_least
 from meshdesk.config import Endpoint, HubSettings, load_config
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.home import NodeHome
-from meshdesk.hub.city import hub_folder, hub_tls
 from meshdesk.hub.projection import ensure_schema
 from meshdesk.hub.testbed import HubBed, free_port, start_hub_bed
 from meshdesk.identity import Role
@@ -58,7 +56,7 @@ from meshdesk.node import Node
 __all__ = ["HubBenchConfig", "HubBenchResult", "add_parser", "handle", "run_hub_bench"]
 
 Progress = Callable[[str], None]
-CITY = "bench"
+CITY = "221007"  # a municipality code, as the prefecture issues credentials by
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,15 +192,10 @@ async def _copy(db: asyncpg.Connection) -> tuple[int, float]:
     return len(events), time.perf_counter() - began
 
 
-def _configure(home: NodeHome, bed: HubBed) -> Any:
-    folder = hub_folder(home)
-    folder.mkdir(mode=0o700, exist_ok=True)
-    issued, mine = bed.pki.cities[CITY], hub_tls(home)
-    for source, target in ((issued.cert, mine.cert), (issued.key, mine.key), (issued.ca, mine.ca)):
-        shutil.copy(source, target)
-    hub = HubSettings(enabled=True, city=CITY, hub_urls=tuple(bed.leaf_urls),
-                      leaf_listen=Endpoint("127.0.0.1", free_port()), batch=1000,
-                      poll_interval=0.1, restart_delay=0.5)  # fmt: skip
+def _configure(home: NodeHome) -> Any:
+    """The HQ's config: the feed on (city and hub URLs from its joined credential)."""
+    hub = HubSettings(enabled=True, leaf_listen=Endpoint("127.0.0.1", free_port()),
+                      batch=1000, poll_interval=0.1, restart_delay=0.5)  # fmt: skip
     base = load_config(home.config_path).with_overrides(
         listen="127.0.0.1:0", mdns=False, web_listen="127.0.0.1:0", web_redirect="127.0.0.1:0"
     )
@@ -248,6 +241,7 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
         bed = await start_hub_bed(stack, folder / "hub", [CITY])
         city = await build_deployment(folder / "city", "bench", [HomeSpec("hq", Role.HQ)], now=now)
         home = city.homes["hq"]
+        bed.join(home, CITY)  # `meshdesk hub join`, the fingerprint confirmed
         progress(f"writing {config.cases:,} cases on the HQ")
         await fill_cases(home, events=2 * config.cases, batch_events=100, now=now,
                          mix=CaseMix(varied=True))  # fmt: skip
@@ -258,7 +252,7 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
         progress("feed: starting the HQ node with its leaf node")
         records = 2 * config.cases
         began = time.perf_counter()
-        node = await stack.enter_async_context(Node(home, _configure(home, bed)))
+        node = await stack.enter_async_context(Node(home, _configure(home)))
         progress(f"feed: node up after {time.perf_counter() - began:.2f} s")
         publish = asyncio.create_task(_published(node, began))
         complete, first = await _wait_for(db, records, config.stall, progress)
@@ -280,7 +274,7 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
         later = dt.datetime.now(dt.UTC)
         await fill_cases(home, events=2 * config.cut_cases, batch_events=100, now=later,
                          seed=2027, mix=CaseMix(varied=True))  # fmt: skip
-        node = await stack.enter_async_context(Node(home, _configure(home, bed)))
+        node = await stack.enter_async_context(Node(home, _configure(home)))
         feed = node.hub
         assert feed is not None
         last = (await node.store.counts()).events

@@ -105,8 +105,11 @@ class Event:
         return author_node(self.author)
 
     @classmethod
-    def from_stored(cls, stored: StoredEvent) -> Event:
+    def from_stored(cls, stored: StoredEvent, *, attach: bool = True) -> Event:
         """Decode a stored event's body.
+
+        ``attach=False`` leaves the detached sealed blobs out: the body names them by
+        reference (the case index reads only open metadata).
 
         Raises:
             SyncError: no or bad case id, unknown kind, or a malformed body.
@@ -119,7 +122,7 @@ class Event:
         except ValueError as exc:
             raise SyncError(f"event {stored.seq}: {exc}") from None
         payload: Payload = decode_body(stored.kind, stored.body)
-        if stored.payloads:
+        if attach and stored.payloads:
             # The detached sealed blobs the body references (see events.py): the
             # fold then holds the blobs themselves, as the case book needs them.
             payload = payload.attach({sealed_ref(blob): blob for blob in stored.payloads})

@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import logging
 import re
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -336,17 +337,26 @@ class CaseLister:
         await self._store.set_search_terms(entries)
         return len(todo)
 
-    async def run(self, idle: float = 1.0, pause: float = 0.05) -> None:
+    async def run(self, idle: float = 1.0, pause: float = 0.05, *, yield_for: float = 5.0) -> None:
         """Keep the search terms up to date until cancelled (the node runs this).
 
         A backlog (a node that just received a million cases) is worked off in small
         batches with a ``pause`` between them, so replication and the console keep
-        most of the processor: decrypting a name costs ≈ 0.3 ms.
+        most of the processor: decrypting a name costs ≈ 0.3 ms. While runs are being
+        stored (a catch-up), it waits for a quiet moment, but never longer than
+        ``yield_for`` seconds between two batches: terms lag a catch-up, never
+        stop.
         """
         backlog = await self._store.index.search_backlog()
         if backlog:
             log.info("search: making the terms of %d cases in the background", backlog)
+        waited = 0.0
         while True:
+            if waited < yield_for and time.monotonic() - self._store.appended_at < idle:
+                waited += pause
+                await asyncio.sleep(pause)
+                continue
+            waited = 0.0
             try:
                 done = await self.index_search(BACKGROUND_BATCH)
             except MeshdeskError as exc:  # a full disk, say: try again later

@@ -23,7 +23,6 @@ through the fold.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -69,16 +68,18 @@ STATUS_RANK = {str(s): i for i, s in enumerate(Status)}
 _NEW = str(Status.NEW)
 _NEW_RANK = STATUS_RANK[_NEW]
 
+_KEY_GRANT = int(EventKind.KEY_GRANT)
 #: Kinds that never touch a register nor the consent: their bodies are not read.
 _INERT = frozenset(
-    {
+    int(kind)
+    for kind in (
         EventKind.NOTE_ADDED,
         EventKind.KEY_GRANT,
         EventKind.CALL_LOGGED,
         EventKind.CASE_ERASED,
         EventKind.ERASURE_RECEIPT,
         EventKind.EXPORTED,
-    }
+    )
 )
 
 
@@ -92,10 +93,8 @@ def _decode(events: Iterable[StoredEvent]) -> list[Event]:
     for stored in events:
         if is_redacted(stored.body):
             continue  # an old body whose sealed blob an erasure dropped: nothing to read
-        if stored.payloads:  # the row names sealed blocks by reference, however read
-            stored = dataclasses.replace(stored, payloads=())
-        try:
-            out.append(Event.from_stored(stored))
+        try:  # the row names sealed blocks by reference, however read
+            out.append(Event.from_stored(stored, attach=False))
         except SyncError as exc:
             log.warning(
                 "case %s: event %s#%d left out of the case index: %s",
@@ -115,13 +114,22 @@ def summarise(case_id: str, events: Sequence[StoredEvent]) -> CaseSummary:
     """
     if not events:
         raise ValueError(f"case {case_id}: a summary needs at least one event")
-    if any(e.case_id != case_id for e in events):
-        raise ValueError(f"case {case_id}: summarise got events of another case")
-    updated = max(e.hlc for e in events)
-    oldest = min(e.hlc for e in events)
-    grants = sum(1 for e in events if e.kind == EventKind.KEY_GRANT)
-    # Inert events touch no field of the row: only the others are decoded.
-    decoded = _decode(e for e in events if e.kind not in _INERT)
+    updated = oldest = events[0].hlc
+    grants = 0
+    live = []  # inert events touch no field of the row: only the others are decoded
+    for e in events:  # one pass: a catch-up summarises every case it receives
+        if e.case_id != case_id:
+            raise ValueError(f"case {case_id}: summarise got events of another case")
+        hlc, kind = e.hlc, e.kind
+        if hlc > updated:
+            updated = hlc
+        if hlc < oldest:
+            oldest = hlc
+        if kind == _KEY_GRANT:
+            grants += 1
+        if kind not in _INERT:
+            live.append(e)
+    decoded = _decode(live)
     if not decoded:
         return _empty(case_id, oldest, updated, len(events), grants)
     if len(decoded) == 1 and isinstance(decoded[0].payload, CaseOpened):

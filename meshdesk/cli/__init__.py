@@ -23,6 +23,7 @@ from meshdesk.cli._drill import add_drill_parser
 from meshdesk.cli._hub import add_hub_parser
 from meshdesk.cli._invite import add_invite_parser
 from meshdesk.cli._notices import add_notice_parsers
+from meshdesk.cli._prefecture import add_hub_join_parser, add_prefecture_parser
 from meshdesk.cli._sync import add_sync_parser
 from meshdesk.errors import MeshdeskError
 
@@ -168,9 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_notice_parsers(commands)
     add_bundle_parser(commands)
     add_sync_parser(commands)
-    add_hub_parser(commands)
+    add_hub_join_parser(add_hub_parser(commands))  # run (the prefecture), join (a city HQ)
     add_bench_parser(commands)
     add_drill_parser(commands)
+    add_prefecture_parser(commands)
 
     demo = commands.add_parser(
         "demo",

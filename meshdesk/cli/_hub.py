@@ -23,9 +23,15 @@ __all__ = ["add_hub_parser"]
 PROGRESS_EVERY = 5.0
 
 
-def add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    hub = commands.add_parser("hub", help="the prefecture hub (NATS JetStream to PostgreSQL)")
-    actions = hub.add_subparsers(dest="hub_command", metavar="ACTION", required=True)
+def add_hub_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add ``hub`` with its ``run`` action; returns its actions (``join`` is added
+    by :mod:`meshdesk.cli._prefecture`)."""
+    hub = commands.add_parser(
+        "hub", help="the prefecture hub: run its projection (prefecture), join it (city HQ)"
+    )
+    actions = hub.add_subparsers(dest="hub_action", metavar="ACTION", required=True)
     run = actions.add_parser("run", help="keep PostgreSQL in step with the hub stream")
     run.add_argument(
         "--nats",
@@ -46,6 +52,7 @@ def add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     run.add_argument("--replicas", type=int, default=3, help="hub stream replicas (default 3)")
     run.set_defaults(handler=run_hub)
+    return actions
 
 
 def run_hub(args: argparse.Namespace, env: Mapping[str, str]) -> int:

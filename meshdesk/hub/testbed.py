@@ -1,5 +1,8 @@
 """A prefecture hub on one machine, for tests and ``meshdesk bench hub``: a
-3-server JetStream cluster and a throw-away PostgreSQL, all on 127.0.0.1.
+prefecture home (its CA, server certificates, the cities' hub credentials:
+:mod:`meshdesk.prefecture`), a 3-server JetStream cluster and a throw-away
+PostgreSQL, all on 127.0.0.1. :meth:`HubBed.join` runs a city HQ's side of the
+join ceremony (``meshdesk hub join``) with the credential issued for it.
 
 PostgreSQL is Debian's (``postgresql``): ``initdb`` and ``pg_ctl`` run into a
 temporary folder of their own, as the ``postgres`` user when we are root (the
@@ -22,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshdesk.errors import ConfigError
-from meshdesk.hub.devpki import DevPki, make_dev_pki
-from meshdesk.hub.natsconf import hub_server_config
+from meshdesk.home import NodeHome
+from meshdesk.hub.natsconf import TlsFiles, hub_server_config
 from meshdesk.hub.server import NatsServer
+from meshdesk.prefecture.city import join_hub, plan_join
+from meshdesk.prefecture.home import PrefectureHome
 
 __all__ = ["HubBed", "Postgres", "free_port", "postgres_bin", "start_hub_bed"]
 
@@ -112,9 +117,11 @@ def _has_user(name: str) -> bool:
 
 @dataclass
 class HubBed:
-    """The running hub: its servers, their URLs, the credentials, the database."""
+    """The running hub: its prefecture home, servers and their URLs, each city's
+    credential file, the database."""
 
-    pki: DevPki
+    prefecture: PrefectureHome
+    credentials: dict[str, Path]
     servers: list[NatsServer]
     leaf_ports: list[int]
     postgres: Postgres
@@ -127,23 +134,41 @@ class HubBed:
     def leaf_urls(self) -> list[str]:
         return [f"tls://{HOST}:{port}" for port in self.leaf_ports]
 
+    def join(self, home: NodeHome, city: str) -> None:
+        """The city HQ ``home`` joins the hub with the credential issued for ``city``
+        (the fingerprint confirmed, as its operator would)."""
+        now = dt.datetime.now(dt.UTC)
+        join_hub(home, plan_join(home, self.credentials[city], now=now), confirmed=True)
+
 
 async def start_hub_bed(
     stack: contextlib.AsyncExitStack, root: Path, cities: Sequence[str], *, size: int = 3
 ) -> HubBed:
-    """Start PostgreSQL and a ``size``-server hub cluster under ``root`` (stopped by ``stack``)."""
-    pki = make_dev_pki(root / "pki", cities, now=dt.datetime.now(dt.UTC))
+    """Start PostgreSQL and a ``size``-server hub cluster under ``root`` (stopped by
+    ``stack``), with a prefecture CA that issued each hub server's certificate and a
+    hub credential for each of ``cities`` (municipality codes)."""
+    now = dt.datetime.now(dt.UTC)
+    prefecture = PrefectureHome(root / "prefecture")
+    prefecture.init("テスト県", now=now)
     postgres = Postgres()
     stack.push_async_callback(postgres.stop)
     ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
     servers = []
     for i, (port, cluster, leaf) in enumerate(ports):
         name = f"hub-{i + 1}"
+        files = prefecture.issue_server(name, [HOST], now=now)
+        tls = TlsFiles(files.cert_path, files.key_path, files.ca_path)
         text = hub_server_config(name=name, host=HOST, port=port, cluster_port=cluster,
                                  leaf_port=leaf, routes=[p[1] for p in ports],
-                                 store_dir=root / name / "jetstream", tls=pki.hub)  # fmt: skip
+                                 store_dir=root / name / "jetstream", tls=tls)  # fmt: skip
         server = NatsServer(name, root / name, text, host=HOST, port=port, restart_delay=0.5)
         stack.push_async_callback(server.aclose)
         servers.append(server)
+    leaf_urls = [f"tls://{HOST}:{p[2]}" for p in ports]
+    credentials = {}
+    for city in cities:
+        out = root / f"{city}.cred"
+        prefecture.issue_city(city, name=f"市{city}", urls=leaf_urls, out=out, now=now)
+        credentials[city] = out
     await asyncio.gather(postgres.start(), *(s.start() for s in servers))
-    return HubBed(pki, servers, [p[2] for p in ports], postgres)
+    return HubBed(prefecture, credentials, servers, [p[2] for p in ports], postgres)

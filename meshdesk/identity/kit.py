@@ -18,24 +18,17 @@ damaged file are both detected before anything is used.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import msgpack
 from cryptography import x509
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from meshdesk.errors import AuthError, KitError
+from meshdesk.identity.armor import Armor
 from meshdesk.identity.nodeid import NodeId
 from meshdesk.identity.pki import NodeInfo, deployment_id, verify_node_cert
 from meshdesk.identity.webpki import WebSubCA
@@ -43,13 +36,15 @@ from meshdesk.identity.webpki import WebSubCA
 __all__ = ["KIT_VERSION", "NodeKit", "read_passphrase"]
 
 KIT_VERSION = 1
-_PLAIN = "MESHDESK KIT"
-_SEALED = "MESHDESK ENCRYPTED KIT"
-_AAD = b"meshdesk-kit-v1"
 _MAX_KIT_BYTES = 64 * 1024
-_SCRYPT_N = 2**15
-_SCRYPT_R = 8
-_SCRYPT_P = 1
+_ARMOR = Armor(
+    noun="kit",
+    title="meshdesk node kit",
+    label="MESHDESK KIT",
+    version=KIT_VERSION,
+    max_bytes=_MAX_KIT_BYTES,
+    error=KitError,
+)
 
 
 def read_passphrase(path: Path) -> bytes:
@@ -66,36 +61,6 @@ def read_passphrase(path: Path) -> bytes:
     if not first.strip():
         raise KitError(f"passphrase file {path} is empty")
     return first
-
-
-def _derive(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
-
-
-def _unpack(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        obj = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=4096,
-            max_bin_len=_MAX_KIT_BYTES,
-            max_array_len=64,
-            max_map_len=64,
-            max_ext_len=0,
-        )
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise KitError(f"{what} is damaged (not a valid kit payload)") from exc
-    if not isinstance(obj, dict):
-        raise KitError(f"{what} is damaged (payload is not a map)")
-    return obj
-
-
-def _field(obj: dict[str, Any], key: str, kind: type, what: str) -> Any:
-    value = obj.get(key)
-    if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
-        raise KitError(f"{what} is damaged (field {key!r} missing or of the wrong type)")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,57 +122,23 @@ class NodeKit:
 
     def to_bytes(self, passphrase: bytes | None = None) -> bytes:
         """Serialise the kit, sealed under ``passphrase`` when one is given."""
-        payload = msgpack.packb(
-            {
-                "v": KIT_VERSION,
-                "key": self.key.private_bytes(
-                    serialization.Encoding.Raw,
-                    serialization.PrivateFormat.Raw,
-                    serialization.NoEncryption(),
-                ),
-                "cert": self.cert.public_bytes(serialization.Encoding.DER),
-                "ca": self.ca_cert.public_bytes(serialization.Encoding.DER),
-                **(
-                    {
-                        "seal": self.sealing_key.private_bytes(
-                            serialization.Encoding.Raw,
-                            serialization.PrivateFormat.Raw,
-                            serialization.NoEncryption(),
-                        )
-                    }
-                    if self.sealing_key is not None
-                    else {}
-                ),
-                **({"web": self.web.to_der()} if self.web is not None else {}),
-            }
-        )
-        label = _PLAIN
-        if passphrase is not None:
-            salt, nonce = os.urandom(16), os.urandom(12)
-            key = _derive(passphrase, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
-            payload = msgpack.packb(
-                {
-                    "v": KIT_VERSION,
-                    "kdf": "scrypt",
-                    "n": _SCRYPT_N,
-                    "r": _SCRYPT_R,
-                    "p": _SCRYPT_P,
-                    "salt": salt,
-                    "nonce": nonce,
-                    "ct": ChaCha20Poly1305(key).encrypt(nonce, payload, _AAD),
-                }
-            )
-            label = _SEALED
-        body = base64.encodebytes(payload).decode("ascii")
+        raw = (serialization.Encoding.Raw, serialization.PrivateFormat.Raw)
+        fields: dict[str, object] = {
+            "key": self.key.private_bytes(*raw, serialization.NoEncryption()),
+            "cert": self.cert.public_bytes(serialization.Encoding.DER),
+            "ca": self.ca_cert.public_bytes(serialization.Encoding.DER),
+        }
+        if self.sealing_key is not None:
+            fields["seal"] = self.sealing_key.private_bytes(*raw, serialization.NoEncryption())
+        if self.web is not None:
+            fields["web"] = self.web.to_der()
         info = self.info
         header = (
             "meshdesk node kit — keep this file secret, it contains a private key\n"
             f"deployment: {info.deployment} ({self.deployment_id})\n"
             f"node: {info.name} ({info.node_id}) site: {info.site} role: {info.role}\n"
         )
-        if passphrase is not None:
-            header += "protected by a passphrase\n"
-        return f"{header}-----BEGIN {label}-----\n{body}-----END {label}-----\n".encode()
+        return _ARMOR.dump(header, fields, passphrase)
 
     # -- reading -------------------------------------------------------------------
 
@@ -220,35 +151,13 @@ class NodeKit:
         Raises:
             KitError: truncated, damaged, tampered, wrong or missing passphrase.
         """
-        if len(data) > _MAX_KIT_BYTES:
-            raise KitError(f"{source} is too large to be a node kit ({len(data)} bytes)")
+        obj = _ARMOR.load(data, passphrase=passphrase, source=source)
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise KitError(f"{source} is not a meshdesk node kit (not text)") from exc
-        sealed = f"-----BEGIN {_SEALED}-----" in text
-        label = _SEALED if sealed else _PLAIN
-        begin, end = f"-----BEGIN {label}-----", f"-----END {label}-----"
-        if begin not in text:
-            raise KitError(f"{source} is not a meshdesk node kit (no '{begin}' line)")
-        if end not in text:
-            raise KitError(f"{source} is truncated (no '{end}' line)")
-        armored = text.split(begin, 1)[1].split(end, 1)[0]
-        try:
-            payload = base64.b64decode("".join(armored.split()), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise KitError(f"{source} is damaged (bad base64)") from exc
-        obj = _unpack(payload, source)
-        if obj.get("v") != KIT_VERSION:
-            raise KitError(f"{source} has kit version {obj.get('v')!r}; expected {KIT_VERSION}")
-        if sealed:
-            obj = cls._unseal(obj, passphrase, source)
-        try:
-            key = Ed25519PrivateKey.from_private_bytes(_field(obj, "key", bytes, source))
-            cert = x509.load_der_x509_certificate(_field(obj, "cert", bytes, source))
-            ca_cert = x509.load_der_x509_certificate(_field(obj, "ca", bytes, source))
+            key = Ed25519PrivateKey.from_private_bytes(_ARMOR.field(obj, "key", bytes, source))
+            cert = x509.load_der_x509_certificate(_ARMOR.field(obj, "cert", bytes, source))
+            ca_cert = x509.load_der_x509_certificate(_ARMOR.field(obj, "ca", bytes, source))
             sealing = (
-                X25519PrivateKey.from_private_bytes(_field(obj, "seal", bytes, source))
+                X25519PrivateKey.from_private_bytes(_ARMOR.field(obj, "seal", bytes, source))
                 if "seal" in obj
                 else None
             )
@@ -256,32 +165,10 @@ class NodeKit:
             raise KitError(f"{source} is damaged (bad key or certificate)") from exc
         web = None
         if "web" in obj:
-            parts = _field(obj, "web", dict, source)
-            der = (_field(parts, k, bytes, source) for k in ("key", "cert", "ca"))
+            parts = _ARMOR.field(obj, "web", dict, source)
+            der = (_ARMOR.field(parts, k, bytes, source) for k in ("key", "cert", "ca"))
             web = WebSubCA.from_der(*der)
         return cls.assemble(key, cert, ca_cert, sealing_key=sealing, web=web, now=now)
-
-    @staticmethod
-    def _unseal(obj: dict[str, Any], passphrase: bytes | None, source: str) -> dict[str, Any]:
-        if passphrase is None:
-            raise KitError(f"{source} is protected by a passphrase; pass --passphrase-file FILE")
-        if obj.get("kdf") != "scrypt":
-            raise KitError(f"{source} uses an unknown key derivation {obj.get('kdf')!r}")
-        n, r, p = (_field(obj, k, int, source) for k in ("n", "r", "p"))
-        # Bounds keep a hostile kit from making scrypt eat all memory or CPU.
-        if not (2**10 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 16 and 1 <= p <= 4):
-            raise KitError(f"{source} asks for unreasonable scrypt parameters")
-        key = _derive(passphrase, _field(obj, "salt", bytes, source), n, r, p)
-        try:
-            plain = ChaCha20Poly1305(key).decrypt(
-                _field(obj, "nonce", bytes, source), _field(obj, "ct", bytes, source), _AAD
-            )
-        except (InvalidTag, ValueError) as exc:
-            raise KitError(f"wrong passphrase for {source} (or the kit is damaged)") from exc
-        inner = _unpack(plain, source)
-        if inner.get("v") != KIT_VERSION:
-            raise KitError(f"{source} has kit version {inner.get('v')!r}; expected {KIT_VERSION}")
-        return inner
 
     @classmethod
     def read(cls, path: Path, *, passphrase: bytes | None, now: dt.datetime) -> NodeKit:

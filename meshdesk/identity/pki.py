@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshdesk.errors import AuthError
+from meshdesk.identity.certs import BACKDATE, key_usage, private_key_pem
 from meshdesk.identity.nodeid import NodeId
 
 __all__ = [
@@ -54,8 +55,6 @@ __all__ = [
 
 CA_VALIDITY = dt.timedelta(days=365 * 30)
 NODE_VALIDITY = dt.timedelta(days=365 * 20)
-#: Laptops in a shelter may have a wrong clock; accept certificates from a day early.
-_BACKDATE = dt.timedelta(days=1)
 _LABEL_MAX = 64
 
 #: Certificate extension holding the node's X25519 public key for sealed personal
@@ -71,21 +70,6 @@ class Role(enum.StrEnum):
     CENTER = "center"
     HQ = "hq"
     DESK = "desk"
-
-
-def _key_usage(*, sign: bool, certs: bool) -> x509.KeyUsage:
-    """Node keys sign (TLS, events); the CA key signs certificates and CRLs only."""
-    return x509.KeyUsage(
-        digital_signature=sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=certs,
-        crl_sign=certs,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def check_label(kind: str, value: str) -> str:
@@ -245,10 +229,10 @@ class CertificateAuthority:
             .issuer_name(name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
+            .not_valid_before(now - BACKDATE)
             .not_valid_after(now + CA_VALIDITY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(sign=False, certs=True), critical=True)
+            .add_extension(key_usage(sign=False, certs=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, algorithm=None)
         )
@@ -296,10 +280,10 @@ class CertificateAuthority:
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
+            .not_valid_before(now - BACKDATE)
             .not_valid_after(now + NODE_VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(sign=True, certs=False), critical=True)
+            .add_extension(key_usage(sign=True, certs=False), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -322,8 +306,4 @@ class CertificateAuthority:
         return builder.sign(self.key, algorithm=None)
 
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return private_key_pem(self.key)

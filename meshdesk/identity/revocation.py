@@ -1,5 +1,8 @@
 """CA-signed revocation lists (standard X.509 CRLs).
 
+Used by two CAs: the deployment CA (Ed25519) revokes nodes, and the prefecture
+CA (ECDSA P-256, :mod:`meshdesk.prefecture`) revokes cities' hub credentials.
+
 HQ withdraws trust from a lost or stolen laptop by revoking its certificate. The
 list is an ordinary X.509 CRL signed by the deployment CA, so it can be checked
 by OpenSSL during the TLS handshake as well as by meshdesk, and its CRL number
@@ -11,19 +14,39 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshdesk.errors import AuthError
-from meshdesk.identity.pki import CertificateAuthority, deployment_id
+from meshdesk.identity.certs import SigningKey, signature_hash
+from meshdesk.identity.pki import deployment_id
 
-__all__ = ["RevocationList"]
+__all__ = ["RevocationList", "RevokingCA"]
 
 #: A CRL past its next-update date is refused by OpenSSL; ours never expire, they
 #: are superseded by a higher CRL number.
 _CRL_VALIDITY = dt.timedelta(days=365 * 30)
+
+
+class RevokingCA(Protocol):
+    """A CA that can sign a revocation list: its key and its certificate."""
+
+    @property
+    def key(self) -> SigningKey: ...
+
+    @property
+    def cert(self) -> x509.Certificate: ...
+
+
+def _issuer(ca_cert: x509.Certificate) -> str:
+    key = ca_cert.public_key()
+    if isinstance(key, Ed25519PublicKey):
+        return f"the CA of deployment {deployment_id(ca_cert)}"
+    return f"the CA {ca_cert.subject.rfc4514_string()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +60,7 @@ class RevocationList:
     @classmethod
     def build(
         cls,
-        ca: CertificateAuthority,
+        ca: RevokingCA,
         entries: Iterable[tuple[int, dt.datetime]],
         *,
         number: int,
@@ -65,7 +88,7 @@ class RevocationList:
                 .revocation_date(revoked_at)
                 .build()
             )
-        crl = builder.sign(ca.key, algorithm=None)
+        crl = builder.sign(ca.key, algorithm=signature_hash(ca.key))
         return cls(
             number=number,
             serials=frozenset(serials),
@@ -77,17 +100,18 @@ class RevocationList:
         """Parse and verify a list from a peer or the store.
 
         Raises:
-            AuthError: not a CRL, not signed by this deployment's CA, or no CRL number.
+            AuthError: not a CRL, not signed by ``ca_cert`` (the deployment's CA, or
+                the prefecture's), or no CRL number.
         """
         try:
             crl = x509.load_der_x509_crl(der)
         except ValueError as exc:
             raise AuthError("revocation list is not a valid X.509 CRL") from exc
         ca_key = ca_cert.public_key()
-        if not isinstance(ca_key, Ed25519PublicKey) or not crl.is_signature_valid(ca_key):
-            raise AuthError(
-                f"revocation list is not signed by the CA of deployment {deployment_id(ca_cert)}"
-            )
+        if not isinstance(
+            ca_key, Ed25519PublicKey | ec.EllipticCurvePublicKey
+        ) or not crl.is_signature_valid(ca_key):
+            raise AuthError(f"revocation list is not signed by {_issuer(ca_cert)}")
         try:
             number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
         except x509.ExtensionNotFound as exc:

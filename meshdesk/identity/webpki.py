@@ -20,12 +20,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshdesk.errors import KitError
+from meshdesk.identity.certs import (
+    BACKDATE,
+    is_signed_by,
+    key_usage,
+    load_certificate,
+    load_p256_key,
+    new_p256_key,
+    private_key_pem,
+)
 
 __all__ = [
     "LEAF_VALIDITY",
@@ -39,7 +47,6 @@ WEB_CA_VALIDITY = dt.timedelta(days=365 * 30)
 SUBCA_VALIDITY = dt.timedelta(days=365 * 20)
 #: A leaf is renewed long before this; short enough that a copied one soon dies.
 LEAF_VALIDITY = dt.timedelta(days=30)
-_BACKDATE = dt.timedelta(days=1)
 
 #: What a node's web sub-CA may vouch for: private, link-local and loopback
 #: addresses, and mDNS ``.local`` names. Nothing a public site could use.
@@ -56,32 +63,6 @@ PRIVATE_RANGES: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
 )
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _ca_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def leaf_addresses(addresses: Iterable[str]) -> list[str]:
     """The addresses a leaf may name: valid IPs inside :data:`PRIVATE_RANGES`, sorted."""
     kept: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
@@ -95,23 +76,6 @@ def leaf_addresses(addresses: Iterable[str]) -> list[str]:
     return [str(ip) for ip in sorted(kept, key=lambda ip: (ip.version, int(ip)))]
 
 
-def _load_ec_key(pem: bytes, what: str) -> ec.EllipticCurvePrivateKey:
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise KitError(f"{what} is damaged: {exc}") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise KitError(f"{what} does not hold an ECDSA P-256 key")
-    return key
-
-
-def _load_cert(pem: bytes, what: str) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(pem)
-    except ValueError as exc:
-        raise KitError(f"{what} is damaged: {exc}") from exc
-
-
 @dataclass(frozen=True, slots=True)
 class WebCA:
     """The deployment's web CA (ECDSA P-256): only on the HQ that created it."""
@@ -121,7 +85,7 @@ class WebCA:
 
     @classmethod
     def create(cls, deployment: str, *, now: dt.datetime) -> WebCA:
-        key = _new_key()
+        key = new_p256_key()
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.COMMON_NAME, f"{deployment} web CA"[:64]),
@@ -134,10 +98,10 @@ class WebCA:
             .issuer_name(name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
+            .not_valid_before(now - BACKDATE)
             .not_valid_after(now + WEB_CA_VALIDITY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-            .add_extension(_ca_usage(), critical=True)
+            .add_extension(key_usage(sign=False, certs=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
@@ -145,21 +109,21 @@ class WebCA:
 
     @classmethod
     def from_pem(cls, key_pem: bytes, cert_pem: bytes) -> WebCA:
-        key = _load_ec_key(key_pem, "the web CA key")
-        cert = _load_cert(cert_pem, "the web CA certificate")
+        key = load_p256_key(key_pem, "the web CA key", KitError)
+        cert = load_certificate(cert_pem, "the web CA certificate", KitError)
         if cert.public_key() != key.public_key():
             raise KitError("the web CA key does not belong to its certificate")
         return cls(key=key, cert=cert)
 
     def key_pem(self) -> bytes:
-        return _key_pem(self.key)
+        return private_key_pem(self.key)
 
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     def issue_subca(self, node_name: str, node_id: str, *, now: dt.datetime) -> WebSubCA:
         """A web sub-CA for one node, name-constrained to private ranges."""
-        key = _new_key()
+        key = new_p256_key()
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.COMMON_NAME, f"{node_name} web"[:64]),
@@ -175,10 +139,10 @@ class WebCA:
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
+            .not_valid_before(now - BACKDATE)
             .not_valid_after(now + SUBCA_VALIDITY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_ca_usage(), critical=True)
+            .add_extension(key_usage(sign=False, certs=True), critical=True)
             .add_extension(
                 x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None),
                 critical=True,
@@ -222,21 +186,16 @@ class WebSubCA:
         root_key = root.public_key()
         if not isinstance(root_key, ec.EllipticCurvePublicKey):
             raise KitError("the web CA certificate does not hold an ECDSA key")
-        try:
-            assert cert.signature_hash_algorithm is not None
-            root_key.verify(
-                cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm)
-            )
-        except (InvalidSignature, AssertionError) as exc:
-            raise KitError("the web sub-CA certificate is not signed by the web CA") from exc
+        if not is_signed_by(cert, root):
+            raise KitError("the web sub-CA certificate is not signed by the web CA")
         return cls(key=key, cert=cert, root=root)
 
     @classmethod
     def from_pem(cls, key_pem: bytes, cert_pem: bytes, root_pem: bytes) -> WebSubCA:
         return cls.assemble(
-            _load_ec_key(key_pem, "the web sub-CA key"),
-            _load_cert(cert_pem, "the web sub-CA certificate"),
-            _load_cert(root_pem, "the web CA certificate"),
+            load_p256_key(key_pem, "the web sub-CA key", KitError),
+            load_certificate(cert_pem, "the web sub-CA certificate", KitError),
+            load_certificate(root_pem, "the web CA certificate", KitError),
         )
 
     @classmethod
@@ -263,7 +222,7 @@ class WebSubCA:
         }
 
     def key_pem(self) -> bytes:
-        return _key_pem(self.key)
+        return private_key_pem(self.key)
 
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
@@ -282,7 +241,7 @@ class WebSubCA:
         names = leaf_addresses(addresses)
         if not names:
             raise ValueError("no private IP address to put in the web certificate")
-        key = _new_key()
+        key = new_p256_key()
         sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(a)) for a in names]
         cert = (
             x509.CertificateBuilder()
@@ -292,7 +251,7 @@ class WebSubCA:
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
+            .not_valid_before(now - BACKDATE)
             .not_valid_after(now + LEAF_VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)

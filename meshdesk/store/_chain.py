@@ -7,7 +7,6 @@ why the whole batch must be refused.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from meshdesk.errors import StoreError
 from meshdesk.store.records import ZERO_HASH, StoredEvent
@@ -27,13 +26,31 @@ def check_int64(name: str, value: object) -> None:
 
 def check_event(event: StoredEvent) -> None:
     """Refuse shapes SQLite would reject with a less helpful message."""
-    where = f"event {event.author!r}#{event.seq!r}"
-    if not isinstance(event.author, str) or not event.author:
+    author, seq, hlc, kind = event.author, event.seq, event.hlc, event.kind
+    if (
+        type(author) is str
+        and author
+        and type(seq) is int
+        and 1 <= seq <= INT64_MAX
+        and type(hlc) is int
+        and INT64_MIN <= hlc <= INT64_MAX
+        and type(kind) is int
+        and INT64_MIN <= kind <= INT64_MAX
+        and (event.case_id is None or type(event.case_id) is str)
+        and type(event.body) is bytes
+        and type(event.prev_hash) is bytes
+        and len(event.prev_hash) == 32
+        and type(event.hash) is bytes
+        and len(event.hash) == 32
+    ):
+        return  # the common case, checked without building messages
+    where = f"event {author!r}#{seq!r}"
+    if not isinstance(author, str) or not author:
         raise StoreError(f"{where}: author must be a non-empty string")
-    if type(event.seq) is not int or not 1 <= event.seq <= INT64_MAX:
+    if type(seq) is not int or not 1 <= seq <= INT64_MAX:
         raise StoreError(f"{where}: seq must be a positive 64-bit integer")
-    check_int64(f"{where}: hlc", event.hlc)
-    check_int64(f"{where}: kind", event.kind)
+    check_int64(f"{where}: hlc", hlc)
+    check_int64(f"{where}: kind", kind)
     if event.case_id is not None and not isinstance(event.case_id, str):
         raise StoreError(f"{where}: case_id must be a string or None")
     if not isinstance(event.body, bytes):
@@ -41,22 +58,23 @@ def check_event(event: StoredEvent) -> None:
     for name, digest in (("prev_hash", event.prev_hash), ("hash", event.hash)):
         if not isinstance(digest, bytes) or len(digest) != 32:
             raise StoreError(f"{where}: {name} must be 32 bytes")
+    # isinstance passed where the fast path wanted exact types (a str or bytes
+    # subclass): SQLite binds those like their base types.
 
 
 def plan_append(
     batch: Sequence[StoredEvent],
     heads: Heads,
     stored: dict[tuple[str, int], bytes],
-    received_at: int,
-) -> tuple[list[tuple[Any, ...]], Heads]:
+) -> tuple[list[StoredEvent], Heads]:
     """Decide which events of a sorted batch to insert; raise on any violation.
 
     Returns:
-        The rows to insert and each touched author's new head.
+        The events to insert, in order, and each touched author's new head.
     """
     tips: Heads = {}
     in_batch: dict[tuple[str, int], bytes] = {}
-    rows: list[tuple[Any, ...]] = []
+    new: list[StoredEvent] = []
     for event in batch:
         author, seq = event.author, event.seq
         head_seq, head_hash = tips.get(author) or heads.get(author, (0, ZERO_HASH))
@@ -76,17 +94,5 @@ def plan_append(
             )
         tips[author] = (seq, event.hash)
         in_batch[(author, seq)] = event.hash
-        rows.append(
-            (
-                author,
-                seq,
-                event.hlc,
-                event.case_id,
-                event.kind,
-                event.body,
-                event.prev_hash,
-                event.hash,
-                received_at,
-            )
-        )
-    return rows, tips
+        new.append(event)
+    return new, tips

@@ -10,7 +10,9 @@ import logging
 import os
 import sqlite3
 import struct
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -156,6 +158,9 @@ class Store(AsyncResource):
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._heads: Heads = {}
+        #: ``time.monotonic()`` of the last append that stored something (0: none
+        #: yet): background work yields while replication is storing runs.
+        self.appended_at = 0.0
         self._needs_recovery = False
         self._schema_version = 0
         self._indexer = indexer
@@ -467,12 +472,31 @@ class Store(AsyncResource):
         ranks = None if rank is None else [rank]
         return (await self.append_runs([(events, checkpoint)], received_at, ranks=ranks))[0]
 
+    def fold_run(self, events: Sequence[StoredEvent]) -> dict[str, CaseSummary]:
+        """Index rows of the cases ``events`` touch, as if these were all their events.
+
+        Pure (no database): sync calls it as it verifies a run, while the previous
+        group commit is being written, and hands the rows to :meth:`append_runs`,
+        which uses a row only for a case new to the index that no other run of the
+        group touches — any other case is folded in the transaction, from all of its
+        stored events. Empty for a store without an indexer.
+        """
+        indexer = self._indexer
+        if indexer is None:
+            return {}
+        touched: dict[str, list[StoredEvent]] = {}
+        for event in events:
+            if event.case_id is not None:
+                touched.setdefault(event.case_id, []).append(event)
+        return {case_id: indexer.summarise(case_id, mine) for case_id, mine in touched.items()}
+
     async def append_runs(
         self,
         runs: Sequence[tuple[Sequence[StoredEvent], Checkpoint]],
         received_at: int,
         *,
         ranks: Sequence[int] | None = None,
+        folded: Sequence[Mapping[str, CaseSummary]] | None = None,
     ) -> list[int]:
         """Store several verified runs in ONE transaction: one commit, one fsync.
 
@@ -480,6 +504,8 @@ class Store(AsyncResource):
         a commit is being synced wait and go together in the next one. Runs may
         repeat each other (two peers relaying the same chain) or continue each other
         (the same author, consecutive batches); order them as they continue.
+        ``ranks`` and ``folded`` (:meth:`fold_run` of each run) are what the caller
+        worked out beforehand.
 
         Returns:
             For each run, how many of its events were new (an event that two runs
@@ -497,10 +523,20 @@ class Store(AsyncResource):
             if ranks is None
             else ranks  # the caller ranked them already (sync does, once)
         )
+        alone: dict[str, CaseSummary] = {}
+        if folded is not None:
+            runs_of: Counter[str] = Counter(case_id for rows in folded for case_id in rows)
+            alone = {
+                case_id: row
+                for rows in folded
+                for case_id, row in rows.items()
+                if runs_of[case_id] == 1
+            }
         inserted = await self._append(
             [e for events, _ in runs for e in events],
             received_at,
             [(c, rank) for (_, c), rank in zip(runs, kept, strict=True)],
+            alone,
         )
         counts = []
         for events, _ in runs:
@@ -514,8 +550,13 @@ class Store(AsyncResource):
         events: Sequence[StoredEvent],
         received_at: int,
         checkpoints: Sequence[tuple[Checkpoint, int | None]],
+        folded: Mapping[str, CaseSummary] | None = None,
     ) -> set[tuple[str, int]]:
-        """Append in one transaction; returns the ``(author, seq)`` of new events."""
+        """Append in one transaction; returns the ``(author, seq)`` of new events.
+
+        ``folded``: index rows of cases whose events are all in ``events`` if the
+        case is new to the index (see :meth:`append_runs`).
+        """
         self._check_running()
         check_int64("received_at", received_at)
         for event in events:
@@ -525,27 +566,26 @@ class Store(AsyncResource):
         batch = sorted(events, key=lambda e: (e.author, e.seq))
         async with self._session("append events to") as db:
             stored = await self._stored_hashes(db, batch)
-            rows, tips = plan_append(batch, self._heads, stored, received_at)
+            new, tips = plan_append(batch, self._heads, stored)
             # Payloads of events stored before without them (a peer that had erased the
             # case, or withheld them) are kept too: plan_append found their hashes equal,
             # so their bodies, which name the payloads, are the stored ones.
             late = [] if self._schema_version < PAYLOADS_VERSION else [
                 e for e in batch if e.payloads and e.seq <= self._heads.get(e.author, (0,))[0]
             ]  # fmt: skip
-            if rows or checkpoints or late:
+            if new or checkpoints or late:
                 async with self._transaction(db):
                     indexed = self._schema_version >= _INDEX_VERSION
-                    if rows and self._schema_version >= PAYLOADS_VERSION:
-                        blobs = {(e.author, e.seq): e.payloads for e in batch if e.payloads}
+                    if new and self._schema_version >= PAYLOADS_VERSION:
                         await insert_rows(
                             db,
                             _INSERT_WITH_PAYLOADS,
-                            [(*r, pack_payloads(blobs.get((r[0], r[1]), ()))) for r in rows],
+                            [(*_row(e, received_at), pack_payloads(e.payloads)) for e in new],
                         )
-                    elif rows:
-                        await insert_rows(db, _INSERT_EVENT, rows)
-                    if rows and indexed:
-                        await self._index_new(db, [StoredEvent(*row[:8]) for row in rows])
+                    elif new:
+                        await insert_rows(db, _INSERT_EVENT, [_row(e, received_at) for e in new])
+                    if new and indexed:
+                        await self._index_new(db, new, folded or {})
                     if late:
                         await late_payloads(db, late)
                     if checkpoints and indexed:
@@ -561,12 +601,19 @@ class Store(AsyncResource):
                             [(c.author, c.seq, c.hash, c.sig) for c, _ in checkpoints],
                         )
                     self._heads.update(tips)
-        return {(row[0], row[1]) for row in rows}
+                self.appended_at = time.monotonic()
+        return {(e.author, e.seq) for e in new}
 
     # -- the case index ------------------------------------------------------------
 
-    async def _index_new(self, db: aiosqlite.Connection, new: Sequence[StoredEvent]) -> None:
-        """Bring the rows of the cases ``new`` touches up to date (same transaction)."""
+    async def _index_new(
+        self,
+        db: aiosqlite.Connection,
+        new: Sequence[StoredEvent],
+        folded: Mapping[str, CaseSummary],
+    ) -> None:
+        """Bring the rows of the cases ``new`` touches up to date (same transaction);
+        ``folded`` as in :meth:`_append`."""
         touched: dict[str, list[StoredEvent]] = {}
         for event in new:
             if event.case_id is not None:
@@ -584,18 +631,24 @@ class Store(AsyncResource):
         # A case new to the index has no older events (a queued one is folded before
         # the store is ready): its events are all in this batch.
         known = [case_id for case_id in touched if case_id in before]
+        ready = [
+            folded[case_id] for case_id in touched if case_id not in before and case_id in folded
+        ]
+        for row in ready:
+            del touched[row.case_id]
         touched.update(await _case_events(db, known))
-        await self._write_summaries(db, touched, before)
+        await self._write_summaries(db, touched, before, ready)
 
     async def _write_summaries(
         self,
         db: aiosqlite.Connection,
         cases: dict[str, list[StoredEvent]],
         before: dict[str, Indexed],
+        ready: Sequence[CaseSummary] = (),
     ) -> None:
         indexer = self._indexer
         assert indexer is not None
-        summaries: list[CaseSummary] = []
+        summaries: list[CaseSummary] = list(ready)
         for case_id, events in cases.items():
             summaries.append(indexer.summarise(case_id, events))
         await upsert_summaries(db, summaries, before)
@@ -1122,6 +1175,11 @@ async def _case_events(
 async def _load_heads(db: aiosqlite.Connection) -> Heads:
     rows = await db.execute_fetchall(_HEADS_QUERY)
     return {author: (seq, bytes(digest)) for author, seq, digest in rows}
+
+
+def _row(e: StoredEvent, received_at: int) -> tuple[Any, ...]:
+    """The values of :data:`_INSERT_EVENT` for an event."""
+    return (e.author, e.seq, e.hlc, e.case_id, e.kind, e.body, e.prev_hash, e.hash, received_at)
 
 
 def _events(rows: Iterable[Any]) -> list[StoredEvent]:

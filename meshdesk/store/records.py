@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "ZERO_HASH",
@@ -134,9 +134,11 @@ class StoreCounts:
     revoked_nodes: int
 
 
-@dataclass(frozen=True, slots=True)
-class CaseSummary:
+class CaseSummary(NamedTuple):
     """One case's row of the case index: its open metadata, folded from its events.
+
+    A named tuple rather than a frozen dataclass: a catch-up makes one per case
+    received, and a tuple is made in a quarter of the time.
 
     A pure function of the case's stored events (``meshdesk.cases.summary`` makes it),
     so every replica holding the same events has the same row, and the index can be

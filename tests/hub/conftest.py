@@ -18,7 +18,7 @@ from meshdesk.errors import ConfigError
 from meshdesk.hub.server import nats_server_binary
 from meshdesk.hub.testbed import HubBed, Postgres, postgres_bin, start_hub_bed
 
-CITIES = ("alpha", "beta")
+CITIES = ("221007", "131016")  # municipality codes (静岡市, 千代田区)
 
 
 def hub_problems() -> list[str]:

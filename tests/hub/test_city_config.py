@@ -23,7 +23,6 @@ from meshdesk.node import Node
     ("toml", "message"),
     [
         ('[hub]\ncity = "Sendai City"\n', "hub.city"),
-        ("[hub]\nenabled = true\n", "name the city"),
         ('[hub]\nhub_urls = ["nats://hub:7422"]\n', "tls://HOST:PORT"),
         ("[hub]\nbatch = 0\n", "batch"),
         ("[hub]\npoll_interval = 0.0\n", "poll_interval"),
@@ -64,12 +63,12 @@ async def test_an_hq_without_its_hub_credential_runs_without_the_feed(
     city = await build_deployment(tmp_path, "City", [HomeSpec("hq", Role.HQ)],
                                   now=dt.datetime.now(dt.UTC))  # fmt: skip
     home = city.homes["hq"]
-    config = replace(loopback_config(home, []), hub=HubSettings(enabled=True, city="natori"))
+    config = replace(loopback_config(home, []), hub=HubSettings(enabled=True))
     with caplog.at_level(logging.ERROR, logger="meshdesk.hub"):
         async with Node(home, config) as node:
             assert node.hub is None
-    assert "city.crt" in caplog.text
-    assert "get the city's hub credential" in caplog.text
+    assert "has not joined a prefecture hub" in caplog.text
+    assert "meshdesk hub join FILE" in caplog.text
 
 
 @pytest.mark.parametrize(

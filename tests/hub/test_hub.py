@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import shutil
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -29,7 +28,6 @@ from meshdesk._lifecycle import cancel_and_wait
 from meshdesk.cases.model import Personal
 from meshdesk.config import Endpoint, HubSettings
 from meshdesk.deploy import HomeSpec, build_deployment
-from meshdesk.hub.city import hub_folder, hub_tls
 from meshdesk.hub.feed import PREFECTURE
 from meshdesk.hub.projection import Projection
 from meshdesk.hub.testbed import HubBed, free_port
@@ -48,14 +46,9 @@ async def start_city(stack: contextlib.AsyncExitStack, root: Path, city: str, be
         now=dt.datetime.now(dt.UTC),
     )  # fmt: skip
     home = deployment.homes["本部"]
-    folder = hub_folder(home)
-    folder.mkdir(mode=0o700)
-    issued, mine = bed.pki.cities[city], hub_tls(home)
-    for source, target in ((issued.cert, mine.cert), (issued.key, mine.key), (issued.ca, mine.ca)):
-        shutil.copy(source, target)
-    hub = HubSettings(enabled=True, city=city, hub_urls=tuple(bed.leaf_urls),
-                      leaf_listen=Endpoint("127.0.0.1", free_port()), batch=50,
-                      poll_interval=0.1, restart_delay=0.3)  # fmt: skip
+    bed.join(home, city)  # `meshdesk hub join`: city name and hub URLs come with it
+    hub = HubSettings(enabled=True, leaf_listen=Endpoint("127.0.0.1", free_port()),
+                      batch=50, poll_interval=0.1, restart_delay=0.3)  # fmt: skip
     config = replace(loopback_config(home, []), hub=hub)
     return await stack.enter_async_context(Node(home, config))
 
@@ -95,9 +88,10 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     async_wait_until: AsyncWaitUntil,
 ) -> None:
     bed = hub_bed
-    alpha = await start_city(stack, tmp_path, "alpha", bed)
-    beta = await start_city(stack, tmp_path, "beta", bed)
-    projection = Projection(bed.client_urls, bed.postgres.dsn, ["alpha", "beta"], batch=4,
+    city_a, city_b = bed.credentials  # municipality codes the prefecture admitted
+    alpha = await start_city(stack, tmp_path, city_a, bed)
+    beta = await start_city(stack, tmp_path, city_b, bed)
+    projection = Projection(bed.client_urls, bed.postgres.dsn, [city_a, city_b], batch=4,
                             retry_delay=0.3)  # fmt: skip
     task = asyncio.create_task(projection.run())
     stack.push_async_callback(cancel_and_wait, task)
@@ -138,7 +132,7 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     await async_wait_until(lambda: _at_least(hub_cases, total), timeout=90,
                            message="the hub never caught up")  # fmt: skip
     expected = {}
-    for city, node in (("alpha", alpha), ("beta", beta)):
+    for city, node in ((city_a, alpha), (city_b, beta)):
         expected[city] = feedable(await node.store.events_in_order(0, 100_000))
     await async_wait_until(lambda: _records_equal(db, expected), timeout=60,
                            message="hub records never matched the cities' events")  # fmt: skip
@@ -146,7 +140,7 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     assert alpha.hub.leaf.starts >= 2  # restarted after the kill
     assert alpha.hub.publisher.stats.failures >= 1  # ... and the publisher resumed
     # The views equal what both HQs hold.
-    for city, node in (("alpha", alpha), ("beta", beta)):
+    for city, node in ((city_a, alpha), (city_b, beta)):
         summaries = [await node.store.index.summary(c) for c in await node.store.case_ids()]
         held = {s.case_id: s for s in summaries if s is not None}
         rows = await db.fetch("SELECT * FROM hub_cases WHERE city = $1", city)
@@ -180,13 +174,13 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     # for the erased one, and never the name in plaintext anywhere.
     personal = await db.fetch("SELECT city, case_id, sealed FROM hub_personal")
     consented = set()
-    for city, node in (("alpha", alpha), ("beta", beta)):
+    for city, node in ((city_a, alpha), (city_b, beta)):
         for case_id in await node.store.case_ids():
             s = await node.store.index.summary(case_id)
             if s is not None and PREFECTURE in s.consent:
                 consented.add((city, case_id))
-    assert {(r["city"], r["case_id"]) for r in personal} == consented - {("alpha", erased)}
-    assert ("beta", beta_more[1]) in consented  # consent given during the cut
+    assert {(r["city"], r["case_id"]) for r in personal} == consented - {(city_a, erased)}
+    assert (city_b, beta_more[1]) in consented  # consent given during the cut
     for row in personal:
         assert NAME.encode() not in bytes(row["sealed"])
     assert await db.fetchval("SELECT erased FROM hub_cases WHERE case_id = $1", erased)
@@ -195,7 +189,7 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     assert NAME not in dump
     assert "090-0000-0000" not in dump
     notices = await db.fetch("SELECT city, title_ja FROM hub_announcements")
-    assert [(r["city"], r["title_ja"]) for r in notices] == [("beta", "給水")]
+    assert [(r["city"], r["title_ja"]) for r in notices] == [(city_b, "給水")]
 
 
 async def _at_least(count: object, n: int) -> bool:

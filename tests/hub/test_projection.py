@@ -60,7 +60,7 @@ def case_record(
 async def test_duplicates_and_old_records_change_nothing(db: asyncpg.Connection) -> None:
     case_id = new_id(1_780_000_000_000, random.Random(5))
     opened = summary(case_id, (PREFECTURE,))
-    resolved = CaseSummary(**{**_fields(opened), "status": "resolved", "events": 4})
+    resolved = opened._replace(status="resolved", events=4)
     newer = case_record(case_id, 2, resolved)
     older = case_record(case_id, 1, opened)
     stats = ProjectionStats()
@@ -117,7 +117,3 @@ async def test_hostile_messages_change_nothing_but_the_position(
     assert await db.fetchval("SELECT count(*) FROM hub_cases") == 0
     assert await db.fetchval("SELECT count(*) FROM hub_cities") == 0
     assert await stored_position(db) == 2
-
-
-def _fields(s: CaseSummary) -> dict[str, object]:
-    return {name: getattr(s, name) for name in CaseSummary.__slots__}  # type: ignore[attr-defined]

@@ -3,13 +3,17 @@ and nothing personal in the store file or its WAL."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import AsyncWaitUntil
 
 from meshdesk.cases.book import CaseBook
 from meshdesk.cases.model import Personal
@@ -208,3 +212,52 @@ async def test_the_index_survives_reopening_and_counts_are_cheap(tmp_path: Path)
         assert [r.urgency for r in page.rows] == ["low"]
         assert (await store.counts()).cases == 1
         assert (await store.counts()).events == 1
+
+
+async def test_search_terms_wait_for_a_catch_up_but_never_for_long(
+    desk: Desk, async_wait_until: AsyncWaitUntil
+) -> None:
+    """Background search yields while runs are being stored (their commits need the
+    processor), and works off its backlog once they stop — or after ``yield_for``
+    even if they never do."""
+    await desk.op("case_new", operator="佐藤", category="medical", urgency="high",
+                  name="木村 一")  # fmt: skip
+    assert await desk.store.index.search_backlog() == 1
+    syncing = True
+
+    async def drained() -> bool:
+        return await desk.store.index.search_backlog() == 0
+
+    async def catch_up() -> None:  # a sync storing a run every few milliseconds
+        while syncing:
+            desk.store.appended_at = time.monotonic()
+            await asyncio.sleep(0.005)
+
+    sync = asyncio.create_task(catch_up())
+    search = asyncio.create_task(desk.book.listing.run(idle=0.2, pause=0.01, yield_for=60))
+    try:
+        for _ in range(30):  # many turns of the search loop, each one yielding
+            await asyncio.sleep(0.01)
+        assert await desk.store.index.search_backlog() == 1
+        syncing = False
+        await sync
+        await async_wait_until(drained, 10)
+    finally:
+        search.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await search
+    # A catch-up that never ends still lets search through after yield_for.
+    await desk.op("case_new", operator="佐藤", category="housing", urgency="low",
+                  name="森 二郎")  # fmt: skip
+    syncing = True
+    sync = asyncio.create_task(catch_up())
+    search = asyncio.create_task(desk.book.listing.run(idle=0.2, pause=0.01, yield_for=0.1))
+    try:
+        await async_wait_until(drained, 10)
+        assert not sync.done()
+    finally:
+        syncing = False
+        search.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await search
+        await sync

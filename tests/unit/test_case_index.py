@@ -32,7 +32,7 @@ from meshdesk.cases.summary import (
     personal_digest,
     summarise,
 )
-from meshdesk.store import ZERO_HASH, CaseQuery, CaseSummary, Store, StoredEvent
+from meshdesk.store import ZERO_HASH, CaseQuery, CaseSummary, Checkpoint, Store, StoredEvent
 
 #: A body no decoder accepts (not a msgpack map).
 GARBAGE = b"\xc1"
@@ -160,6 +160,18 @@ async def rows_of(store: Store) -> dict[str, CaseSummary]:
     return {row.case_id: row for row in page.rows}
 
 
+def runs_of(batch: Sequence[StoredEvent]) -> list[tuple[list[StoredEvent], Checkpoint]]:
+    """A batch as runs of one author each, ended by a checkpoint (signature unchecked
+    by the store)."""
+    runs: list[list[StoredEvent]] = []
+    for event in batch:
+        if runs and runs[-1][-1].author == event.author:
+            runs[-1].append(event)
+        else:
+            runs.append([event])
+    return [(r, Checkpoint(r[-1].author, r[-1].seq, r[-1].hash, bytes(64))) for r in runs]
+
+
 def epoch_authors(case: int) -> list[str]:
     """Chains of their own per case (``NODE-ID/EPOCH``), so cases share a store."""
     return [f"{author}/CASE{'ABC'[case]}AA{'XYZ'[i]}" for i, author in enumerate(AUTHORS)]
@@ -198,6 +210,15 @@ def test_incremental_index_equals_rebuilt_and_fresh(
             incremental = await rows_of(store)
             await store.rebuild_case_index()
             rebuilt = await rows_of(store)
+        # As sync stores them: runs with checkpoints, grouped, each folded beforehand
+        # (a case that two runs of a group touch, or one already indexed, is folded
+        # again in the transaction).
+        async with case_store(folder / "c.db", create=True) as synced:
+            for batch in steps:
+                runs = runs_of(batch)
+                folded = [synced.fold_run(events) for events, _ in runs]
+                await synced.append_runs(runs, received_at=1, folded=folded)
+            assert await rows_of(synced) == incremental
         async with case_store(folder / "b.db", create=True) as fresh:
             await fresh.append_events([e for c in all_chains.values() for e in c], received_at=1)
             at_once = await rows_of(fresh)
@@ -240,3 +261,26 @@ def _one_case() -> Scenario:
     sim.write(sim.writer.set_field(state, "urgency", "low", wall_ms=1_700_000_002_000))
     events = tuple(sim.events.values())
     return Scenario((events,), (events,))
+
+
+async def test_a_run_folded_beforehand_is_refolded_for_a_case_already_indexed(
+    tmp_path: Path,
+) -> None:
+    """Sync folds each run as it verifies it (``fold_run``); the store takes that row
+    only for a case new to the index that no other run of the group touches."""
+    flat = [e for chain in chains([_one_case()]).values() for e in chain]
+    case_id = str(flat[0].case_id)
+    async with case_store(tmp_path / "s.db", create=True) as store:
+        first = runs_of(flat[:1])
+        await store.append_runs(first, received_at=1, folded=[store.fold_run(flat[:1])])
+        # The next events of the same case, folded on their own, as a run is.
+        rest = runs_of(flat[1:])
+        await store.append_runs(rest, received_at=1, folded=[store.fold_run(flat[1:])])
+        # One case in two runs of one group: neither run's own fold is the case.
+        async with case_store(tmp_path / "t.db", create=True) as other:
+            split = runs_of(flat[:2]) + runs_of(flat[2:])
+            await other.append_runs(
+                split, received_at=1, folded=[other.fold_run(r) for r, _ in split]
+            )
+            assert await rows_of(other) == {case_id: reference(case_id, flat)}
+        assert await rows_of(store) == {case_id: reference(case_id, flat)}
