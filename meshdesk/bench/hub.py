@@ -216,7 +216,8 @@ async def _published(node: Node, began: float) -> float:
 async def _start_projection(stack: contextlib.AsyncExitStack, bed: HubBed) -> None:
     """``meshdesk hub run`` in a process of its own, as the prefecture runs it."""
     argv = [sys.executable, "-m", "meshdesk", "hub", "run", "--postgres", bed.postgres.dsn,
-            "--city", CITY, *(a for url in bed.client_urls for a in ("--nats", url))]  # fmt: skip
+            "--city", CITY, "--prefecture-home", str(bed.prefecture.path),
+            *(a for url in bed.client_urls for a in ("--nats", url))]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
     )

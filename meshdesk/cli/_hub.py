@@ -14,8 +14,10 @@ from collections.abc import Mapping
 
 from meshdesk._lifecycle import cancel_and_wait
 from meshdesk.errors import UsageError
+from meshdesk.hub.gate import RosterGate
 from meshdesk.hub.natsconf import CITY_NAME
 from meshdesk.hub.projection import Projection
+from meshdesk.prefecture.home import PREFECTURE_HOME_ENV, PrefectureHome
 
 __all__ = ["add_hub_parser"]
 
@@ -51,6 +53,12 @@ def add_hub_parser(
         help="a city whose stream the hub stream must source (repeat; kept once added)",
     )
     run.add_argument("--replicas", type=int, default=3, help="hub stream replicas (default 3)")
+    run.add_argument(
+        "--prefecture-home",
+        metavar="DIR",
+        help="the prefecture home whose roster.json (and ca.crt) says which cities are"
+        " admitted (default: $MESHDESK_PREFECTURE_HOME); records of others are dropped",
+    )
     run.set_defaults(handler=run_hub)
     return actions
 
@@ -61,7 +69,18 @@ def run_hub(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             raise UsageError(f"--city {city!r}: 1 to 32 of a-z, 0-9 and _ (not at either end)")
     if not 1 <= args.replicas <= 5:
         raise UsageError("--replicas must be 1 to 5")
-    projection = Projection(args.nats, args.postgres, args.city, replicas=args.replicas)
+    gate = None
+    where = args.prefecture_home or env.get(PREFECTURE_HOME_ENV)
+    if where:
+        gate = RosterGate(PrefectureHome.resolve(where, env))
+    else:
+        print(
+            "hub: no prefecture home (--prefecture-home): records of every city the hub"
+            " servers let in are taken; revocations reach the feed only through them",
+            file=sys.stderr,
+        )
+    projection = Projection(args.nats, args.postgres, args.city, replicas=args.replicas,
+                            admitted=gate)  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(projection))
     return 0

@@ -11,8 +11,10 @@ and consumes again from the message after it. Every write is idempotent besides:
   position (:attr:`~meshdesk.hub.feed.FeedRecord.pos`), so order does not matter;
 - an erasure drops the case's sealed block and keeps any from coming back.
 
-A message that does not decode, or that names a city other than its subject's,
-is logged and skipped: it changes nothing but the position.
+A message that does not decode, that names a city other than its subject's, or
+that comes from a city the prefecture's roster does not admit (revoked: the
+hub's second gate, :mod:`meshdesk.hub.gate`), is logged and skipped: it changes
+nothing but the position.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,8 +85,14 @@ def _ts(iso: str | None) -> dt.datetime | None:
     return None if iso is None else dt.datetime.fromisoformat(iso)
 
 
-def decode_messages(messages: Iterable[Message], stats: ProjectionStats) -> list[FeedRecord]:
-    """The records of the messages that decode and name their subject's city."""
+Admitted = Callable[[str], bool]
+
+
+def decode_messages(
+    messages: Iterable[Message], stats: ProjectionStats, admitted: Admitted | None = None
+) -> list[FeedRecord]:
+    """The records of the messages that decode, name their subject's city, and come
+    from a city ``admitted`` admits (None: every city)."""
     out = []
     for message in messages:
         try:
@@ -92,6 +100,8 @@ def decode_messages(messages: Iterable[Message], stats: ProjectionStats) -> list
             for record in records:
                 if message.subject != city_subject(record.city):
                     raise WireError(f"record of {record.city!r} on subject {message.subject!r}")
+                if admitted is not None and not admitted(record.city):
+                    raise WireError(f"city {record.city} is not admitted (revoked or unknown)")
         except WireError as exc:
             stats.refused += 1
             log.warning("hub stream #%d refused: %s", message.stream_seq, exc)
@@ -119,11 +129,13 @@ async def apply_batch(
     stats: ProjectionStats,
     *,
     now: dt.datetime,
+    admitted: Admitted | None = None,
 ) -> None:
-    """Apply messages of the hub stream and store the last one's position: one transaction."""
+    """Apply messages of the hub stream and store the last one's position: one
+    transaction. Messages of cities ``admitted`` refuses change nothing else."""
     if not messages:
         return
-    records = decode_messages(messages, stats)
+    records = decode_messages(messages, stats, admitted)
     last = messages[-1].stream_seq
     async with conn.transaction():
         fresh = await _take_events(conn, records, last)
@@ -340,6 +352,8 @@ class Projection:
         nats_urls: The hub servers' client URLs.
         dsn: The PostgreSQL database.
         cities: Cities whose streams the hub stream must source (added if missing).
+        admitted: Whether a city may feed the hub (the prefecture roster's
+            :class:`~meshdesk.hub.gate.RosterGate`); None takes every city.
         batch: Messages (of up to a few hundred records each) per transaction.
         retry_delay: Seconds after a failure before starting again.
     """
@@ -353,6 +367,7 @@ class Projection:
         batch: int = 16,
         retry_delay: float = 1.0,
         replicas: int = 3,
+        admitted: Admitted | None = None,
     ) -> None:
         self._urls = list(nats_urls)
         self._dsn = dsn
@@ -360,6 +375,7 @@ class Projection:
         self._batch = batch
         self._retry = retry_delay
         self._replicas = replicas
+        self._admitted = admitted
         self.stats = ProjectionStats()
 
     async def run(self) -> None:
@@ -395,7 +411,8 @@ class Projection:
             while True:
                 messages = await _next_batch(sub, self._batch)
                 messages = [m for m in messages if m.stream_seq > self.stats.position]
-                await apply_batch(conn, messages, self.stats, now=dt.datetime.now(dt.UTC))
+                await apply_batch(conn, messages, self.stats, now=dt.datetime.now(dt.UTC),
+                                  admitted=self._admitted)  # fmt: skip
         finally:
             if nc is not None:
                 await nc.close()

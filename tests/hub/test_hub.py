@@ -29,6 +29,7 @@ from meshdesk.cases.model import Personal
 from meshdesk.config import Endpoint, HubSettings
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.hub.feed import PREFECTURE
+from meshdesk.hub.gate import RosterGate
 from meshdesk.hub.projection import Projection
 from meshdesk.hub.testbed import HubBed, free_port
 from meshdesk.identity import Role
@@ -92,7 +93,8 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     alpha = await start_city(stack, tmp_path, city_a, bed)
     beta = await start_city(stack, tmp_path, city_b, bed)
     projection = Projection(bed.client_urls, bed.postgres.dsn, [city_a, city_b], batch=4,
-                            retry_delay=0.3)  # fmt: skip
+                            retry_delay=0.3,
+                            admitted=RosterGate(bed.prefecture, check_every=0.0))  # fmt: skip
     task = asyncio.create_task(projection.run())
     stack.push_async_callback(cancel_and_wait, task)
     db = await asyncpg.connect(bed.postgres.dsn)
@@ -190,6 +192,19 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     assert "090-0000-0000" not in dump
     notices = await db.fetch("SELECT city, title_ja FROM hub_announcements")
     assert [(r["city"], r["title_ja"]) for r in notices] == [(city_b, "給水")]
+
+    # The prefecture revokes city b: its link is still open (until it reconnects),
+    # but the projection's roster gate drops whatever it sends from now on.
+    bed.prefecture.revoke_city(city_b, reason="認証情報の紛失", now=dt.datetime.now(dt.UTC))
+    held_b = await db.fetchval("SELECT count(*) FROM hub_cases WHERE city = $1", city_b)
+    refused = projection.stats.refused
+    await open_cases(beta, 2)
+    await async_wait_until(lambda: projection.stats.refused > refused, timeout=60,
+                           message="city b's records after its revocation never came")  # fmt: skip
+    await open_cases(alpha, 2)
+    await async_wait_until(lambda: _at_least(hub_cases, total + 2), timeout=60,
+                           message="city a's feed stopped too")  # fmt: skip
+    assert await db.fetchval("SELECT count(*) FROM hub_cases WHERE city = $1", city_b) == held_b
 
 
 async def _at_least(count: object, n: int) -> bool:

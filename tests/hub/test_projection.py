@@ -117,3 +117,17 @@ async def test_hostile_messages_change_nothing_but_the_position(
     assert await db.fetchval("SELECT count(*) FROM hub_cases") == 0
     assert await db.fetchval("SELECT count(*) FROM hub_cities") == 0
     assert await stored_position(db) == 2
+
+
+async def test_records_of_a_city_the_roster_does_not_admit_are_dropped(
+    db: asyncpg.Connection,
+) -> None:
+    case_id = new_id(1_780_000_000_000, random.Random(9))
+    record = case_record(case_id, 1, summary(case_id, (PREFECTURE,)))
+    stats = ProjectionStats()
+    await apply_batch(db, messages([record], 1), stats, now=NOW, admitted=lambda city: False)
+    assert stats.refused == 1
+    assert await db.fetchval("SELECT count(*) FROM hub_events") == 0
+    assert await stored_position(db) == 1
+    await apply_batch(db, messages([record], 2), stats, now=NOW, admitted=lambda c: c == "alpha")
+    assert await db.fetchval("SELECT count(*) FROM hub_cases") == 1
