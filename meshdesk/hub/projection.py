@@ -386,6 +386,8 @@ class Projection:
                 log.warning("hub projection paused: %s; retrying", exc or type(exc).__name__)
             except asyncpg.PostgresError as exc:
                 log.warning("hub projection paused: PostgreSQL: %s; retrying", exc)
+            except Exception:  # a bug: said loudly; the position is in the database
+                log.exception("hub projection failed unexpectedly; retrying")
             await asyncio.sleep(self._retry)
 
     async def _session(self) -> None:

@@ -119,6 +119,9 @@ class FeedPublisher:
             except (MeshdeskError, NatsError, OSError, TimeoutError) as exc:
                 self.stats.failures += 1
                 log.warning("hub feed of %s paused: %s; retrying", self._city, exc or type(exc))
+            except Exception:  # a bug: said loudly, and the feed goes on from disk
+                self.stats.failures += 1
+                log.exception("hub feed of %s failed unexpectedly; retrying", self._city)
             await asyncio.sleep(self._retry)
 
     async def _session(self) -> None:
