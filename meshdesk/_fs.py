@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
+
+import platformdirs
 
 __all__ = ["ensure_private_dir", "write_private"]
 
@@ -45,3 +48,15 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def resolve_home(
+    arg: str | os.PathLike[str] | None, env: Mapping[str, str], variable: str, app: str
+) -> Path:
+    """A home folder: the command's ``--home`` first, then the environment
+    ``variable``, then the user data folder named ``app``."""
+    if arg is not None and str(arg) != "":
+        return Path(arg).expanduser().absolute()
+    if env.get(variable):
+        return Path(env[variable]).expanduser().absolute()
+    return Path(platformdirs.user_data_dir(app, appauthor=False))

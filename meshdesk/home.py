@@ -31,13 +31,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from meshdesk._fs import ensure_private_dir, write_private
+from meshdesk._fs import ensure_private_dir, resolve_home, write_private
 from meshdesk.config import Config, write_config
 from meshdesk.errors import HomeError, KitError
 from meshdesk.identity.kit import NodeKit
@@ -70,11 +69,7 @@ class NodeHome:
     @classmethod
     def resolve(cls, arg: str | os.PathLike[str] | None, env: Mapping[str, str]) -> NodeHome:
         """``--home`` first, then ``$MESHDESK_HOME``, then the user data folder."""
-        if arg is not None and str(arg) != "":
-            return cls(Path(arg).expanduser().absolute())
-        if env.get(HOME_ENV):
-            return cls(Path(env[HOME_ENV]).expanduser().absolute())
-        return cls(Path(platformdirs.user_data_dir("meshdesk", appauthor=False)))
+        return cls(resolve_home(arg, env, HOME_ENV, "meshdesk"))
 
     # -- paths ---------------------------------------------------------------------
 

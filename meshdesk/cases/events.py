@@ -657,8 +657,8 @@ def decode_body(kind: int, body: bytes) -> Payload:
             raise SyncError(f"{event_kind.name} body lacks {', '.join(missing)}")
         unknown = sorted(repr(key) for key in set(obj) - names)
         raise SyncError(f"{event_kind.name} body has unknown keys {', '.join(unknown):.200}")
-    try:
-        values: dict[str, Any] = {name: convert(name, obj[name]) for name, convert in schema}
-        return PAYLOAD_TYPES[event_kind](**values)
+    try:  # the schema lists the fields in declaration order: positional arguments
+        values: list[Any] = [convert(name, obj[name]) for name, convert in schema]
+        return PAYLOAD_TYPES[event_kind](*values)
     except (SyncError, UsageError) as exc:
         raise SyncError(f"{event_kind.name} body: {exc}") from exc

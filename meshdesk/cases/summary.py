@@ -54,6 +54,7 @@ __all__ = [
     "UNKNOWN_RANK",
     "CaseIndexing",
     "case_store",
+    "fold_run",
     "personal_digest",
     "run_rank",
     "summarise",
@@ -69,6 +70,7 @@ _NEW = str(Status.NEW)
 _NEW_RANK = STATUS_RANK[_NEW]
 
 _KEY_GRANT = int(EventKind.KEY_GRANT)
+_NORMAL_RANK = URGENCY_RANK[str(Urgency.NORMAL)]
 #: Kinds that never touch a register nor the consent: their bodies are not read.
 _INERT = frozenset(
     int(kind)
@@ -112,6 +114,38 @@ def summarise(case_id: str, events: Sequence[StoredEvent]) -> CaseSummary:
     Raises:
         ValueError: no events, or an event of another case (a caller's bug).
     """
+    return _summarise(case_id, events)[0]
+
+
+def fold_run(events: Sequence[StoredEvent]) -> tuple[int, dict[str, CaseSummary]]:
+    """A verified run's sending rank (:func:`run_rank`) and the index rows of the
+    cases it touches as if these were all their events, each body decoded once (sync
+    works both out for every run of a catch-up). A body that does not decode sets no
+    urgency here (``run_rank`` reads it without full validation)."""
+    best = _NORMAL_RANK
+    cases: dict[str, list[StoredEvent]] = {}
+    for event in events:
+        if event.case_id is not None:
+            cases.setdefault(event.case_id, []).append(event)
+        elif event.kind == ANNOUNCEMENT_KIND and _severe(event.body):
+            best = 0  # a severe announcement goes first, like an immediate case
+    rows: dict[str, CaseSummary] = {}
+    for case_id, mine in cases.items():
+        rows[case_id], decoded = _summarise(case_id, mine)
+        for d in decoded:
+            p = d.payload
+            if isinstance(p, CaseOpened):
+                rank = URGENCY_RANK[str(p.urgency)]
+            elif isinstance(p, FieldSet) and p.field is CaseField.URGENCY:
+                rank = URGENCY_RANK.get(p.value, _NORMAL_RANK)
+            else:
+                continue
+            best = min(best, rank)
+    return best, rows
+
+
+def _summarise(case_id: str, events: Sequence[StoredEvent]) -> tuple[CaseSummary, list[Event]]:
+    """:func:`summarise`, and the events it decoded."""
     if not events:
         raise ValueError(f"case {case_id}: a summary needs at least one event")
     updated = oldest = events[0].hlc
@@ -131,17 +165,17 @@ def summarise(case_id: str, events: Sequence[StoredEvent]) -> CaseSummary:
             live.append(e)
     decoded = _decode(live)
     if not decoded:
-        return _empty(case_id, oldest, updated, len(events), grants)
+        return _empty(case_id, oldest, updated, len(events), grants), decoded
     if len(decoded) == 1 and isinstance(decoded[0].payload, CaseOpened):
-        return _opened(case_id, decoded[0], updated, len(events), grants)  # most cases
+        return _opened(case_id, decoded[0], updated, len(events), grants), decoded  # most
     decoded.sort(key=lambda e: (e.hlc, e.author, e.seq))
     linear = _linear(case_id, decoded, updated, len(events), grants)
     if linear is not None:
-        return linear
+        return linear, decoded
     state = fold(decoded)
     urgency = "" if state.urgency is None else str(state.urgency)
     status = "" if state.status is None else str(state.status)
-    return CaseSummary(
+    summary = CaseSummary(
         case_id=case_id,
         opened=state.opened,
         created_hlc=state.created_hlc if state.created_hlc is not None else oldest,
@@ -161,6 +195,7 @@ def summarise(case_id: str, events: Sequence[StoredEvent]) -> CaseSummary:
         personal=personal_digest(state.personal_sealed),
         grants=grants,
     )
+    return summary, decoded
 
 
 def _opened(case_id: str, opening: Event, updated: int, count: int, grants: int) -> CaseSummary:
@@ -350,6 +385,9 @@ class CaseIndexing:
 
     def rank(self, events: Sequence[StoredEvent]) -> int:
         return run_rank(events)
+
+    def fold_run(self, events: Sequence[StoredEvent]) -> tuple[int, dict[str, CaseSummary]]:
+        return fold_run(events)
 
 
 #: Above this size a home's database is checked for damage in the background (a check

@@ -25,10 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
 from cryptography import x509
 
-from meshdesk._fs import ensure_private_dir, write_private
+from meshdesk._fs import ensure_private_dir, resolve_home, write_private
 from meshdesk.errors import AuthError, HomeError, UsageError
 from meshdesk.identity.certs import cert_pem, load_certificate, load_p256_key, private_key_pem
 from meshdesk.identity.pki import check_label
@@ -60,11 +59,8 @@ class PrefectureHome:
 
     @classmethod
     def resolve(cls, arg: str | os.PathLike[str] | None, env: Mapping[str, str]) -> PrefectureHome:
-        if arg is not None and str(arg) != "":
-            return cls(Path(arg).expanduser().absolute())
-        if env.get(PREFECTURE_HOME_ENV):
-            return cls(Path(env[PREFECTURE_HOME_ENV]).expanduser().absolute())
-        return cls(Path(platformdirs.user_data_dir("meshdesk-prefecture", appauthor=False)))
+        """``--home`` first, then ``$MESHDESK_PREFECTURE_HOME``, then the user data folder."""
+        return cls(resolve_home(arg, env, PREFECTURE_HOME_ENV, "meshdesk-prefecture"))
 
     @property
     def ca_key_path(self) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -194,12 +195,12 @@ class Indexed(NamedTuple):
     status_rank: int
 
 
-async def indexed_cases(db: aiosqlite.Connection, case_ids: Sequence[str]) -> dict[str, Indexed]:
-    """The rows of those cases already in the index, by id."""
+def indexed_cases(db: sqlite3.Connection, case_ids: Sequence[str]) -> dict[str, Indexed]:
+    """The rows of those cases already in the index, by id (in a write job)."""
     found: dict[str, Indexed] = {}
     for part in chunks(case_ids):
         marks = ", ".join("?" * len(part))
-        rows = await db.execute_fetchall(
+        rows = db.execute(
             "SELECT case_id, case_key, personal, grants, urgency_rank, status_rank"
             f" FROM case_index WHERE case_id IN ({marks})",
             tuple(part),
@@ -210,22 +211,22 @@ async def indexed_cases(db: aiosqlite.Connection, case_ids: Sequence[str]) -> di
     return found
 
 
-async def upsert_summaries(
-    db: aiosqlite.Connection, summaries: Sequence[CaseSummary], before: dict[str, Indexed]
+def upsert_summaries(
+    db: sqlite3.Connection, summaries: Sequence[CaseSummary], before: dict[str, Indexed]
 ) -> None:
     """Write rows, keep the urgency × status counts, and queue for search every case
-    whose personal block or key grants changed.
+    whose personal block or key grants changed (in a write job).
 
     ``before`` is :func:`indexed_cases` of the same cases, read in this transaction.
     """
-    await insert_rows(db, _UPSERT, [summary_row(s) for s in summaries], _UPSERT_TAIL)
+    insert_rows(db, _UPSERT, [summary_row(s) for s in summaries], _UPSERT_TAIL)
     counts: Counter[tuple[int, int]] = Counter()
     for s in summaries:
         old = before.get(s.case_id)
         if old is not None:
             counts[(old.urgency_rank, old.status_rank)] -= 1
         counts[(s.urgency_rank, s.status_rank)] += 1
-    await insert_rows(
+    insert_rows(
         db,
         "INSERT INTO case_counts (urgency_rank, status_rank, n)",
         [(u, st, n) for (u, st), n in counts.items() if n],
@@ -242,7 +243,7 @@ async def upsert_summaries(
     ]
     for part in chunks(changed):
         marks = ", ".join("?" * len(part))
-        await db.execute(
+        db.execute(
             "INSERT OR IGNORE INTO search_todo (case_key)"
             f" SELECT case_key FROM case_index WHERE case_id IN ({marks})",
             tuple(part),

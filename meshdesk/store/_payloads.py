@@ -10,6 +10,7 @@ never gets a payload again (a trigger clears any that arrive). Queries only: the
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 import aiosqlite
@@ -63,10 +64,10 @@ def unpack_payloads(value: bytes | memoryview | None) -> tuple[bytes, ...]:
     return tuple(blobs)
 
 
-async def late_payloads(db: aiosqlite.Connection, events: Sequence[StoredEvent]) -> None:
+def late_payloads(db: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
     """Payloads of events stored before without them (the trigger refuses them for
-    an erased case, and they never replace payloads already there)."""
-    await db.executemany(
+    an erased case, and they never replace payloads already there); in a write job."""
+    db.executemany(
         "UPDATE events SET payloads = ? WHERE author = ? AND seq = ? AND payloads IS NULL"
         " AND case_id NOT IN (SELECT case_id FROM erased)",
         [(pack_payloads(e.payloads), e.author, e.seq) for e in events],

@@ -25,11 +25,11 @@ from meshdesk.store._caseindex import (
     case_counts,
     count_cases,
     fetch_page,
-    indexed_cases,
     summaries_of,
     summary_of,
 )
 from meshdesk.store._payloads import unpack_payloads
+from meshdesk.store._sql import chunks
 from meshdesk.store.records import CaseSummary, StoredEvent
 
 __all__ = ["CaseReader"]
@@ -109,9 +109,16 @@ class CaseReader:
 
     async def keys(self, case_ids: Sequence[str]) -> dict[str, int]:
         """The index keys (``case_key``) of cases, by id (cases not indexed left out)."""
+        found: dict[str, int] = {}
         async with self._session("read the case index of") as db:
-            found = await indexed_cases(db, case_ids)
-        return {case_id: row.case_key for case_id, row in found.items()}
+            for part in chunks(case_ids):
+                rows = await db.execute_fetchall(
+                    "SELECT case_id, case_key FROM case_index"
+                    f" WHERE case_id IN ({', '.join('?' * len(part))})",
+                    tuple(part),
+                )
+                found.update((case_id, key) for case_id, key in rows)
+        return found
 
     async def find_ids(self, start: str, limit: int = 2) -> list[str]:
         """Ids of cases whose id, or its last group, starts with ``start``."""

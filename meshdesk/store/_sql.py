@@ -1,11 +1,11 @@
 """SQL helpers of the store: statements over many rows.
 
-The store runs its SQL on aiosqlite's thread while the event loop thread decodes and
-verifies what arrives. ``executemany`` steps each row with the GIL released and then
-takes it back; when the loop thread is busy, each of those takes waits up to the
-interpreter's switch interval (5 ms), so a sync commit of a few hundred rows could
-take seconds. A multi-row ``VALUES`` statement is one step for up to
-:data:`ROWS_PER_STATEMENT` rows: the GIL is taken back once per statement.
+The store's write transactions run on a thread of their own while the event loop
+thread decodes and verifies what arrives (``Store._in_thread``). SQLite releases the
+GIL while it steps a statement; taking it back waits, while the loop thread is busy,
+up to the interpreter's switch interval. ``executemany`` steps each row and takes the
+GIL back each time, so a sync commit of a few hundred rows could take seconds; a
+multi-row ``VALUES`` statement is one step for up to :data:`ROWS_PER_STATEMENT` rows.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import contextlib
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-import aiosqlite
 
 #: Most ids an ``IN (...)`` list holds in one statement.
 CHUNK = 500
@@ -37,8 +35,8 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[i : i + size]
 
 
-async def insert_rows(
-    db: aiosqlite.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = ""
+def insert_rows(
+    db: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = ""
 ) -> None:
     """``{head} VALUES (…), (…) {tail}`` over ``rows``, in as few statements as the
     variable limit allows. Rows are inserted in order, each seeing the ones before it
@@ -58,4 +56,4 @@ async def insert_rows(
     one = "(" + ", ".join("?" * width) + ")"
     for part in chunks(rows, per):
         values = ", ".join([one] * len(part))
-        await db.execute(f"{head} VALUES {values}{tail}", [v for row in part for v in row])
+        db.execute(f"{head} VALUES {values}{tail}", [v for row in part for v in row])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
 import json
@@ -12,9 +13,9 @@ import sqlite3
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 
@@ -53,6 +54,7 @@ from meshdesk.store.records import (
 
 __all__ = ["Store", "StoreState"]
 
+_T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 _EVENT_COLUMNS = "author, seq, hlc, case_id, kind, body, prev_hash, hash"
@@ -156,6 +158,10 @@ class Store(AsyncResource):
         self._state = StoreState.NEW
         self._starting = False
         self._db: aiosqlite.Connection | None = None
+        #: The same SQLite connection as ``_db``, for write jobs (:meth:`_in_thread`).
+        self._raw: sqlite3.Connection | None = None
+        self._jobs: concurrent.futures.ThreadPoolExecutor | None = None
+        self._job: asyncio.Future[Any] | None = None
         self._lock = asyncio.Lock()
         self._heads: Heads = {}
         #: ``time.monotonic()`` of the last append that stored something (0: none
@@ -295,10 +301,14 @@ class Store(AsyncResource):
             return
         try:
             async with self._lock:  # let the operation in flight finish
-                pass
+                await self._finish_job()
         finally:
             with contextlib.suppress(sqlite3.Error):
                 await db.close()
+            jobs, self._jobs = self._jobs, None
+            if jobs is not None:
+                jobs.shutdown(wait=False)
+            self._raw = None
 
     def _defer_check(self) -> bool:
         """Whether the file is large enough to be checked in the background (blocking)."""
@@ -332,10 +342,10 @@ class Store(AsyncResource):
         quick_check = self._quick_check and not self._deferred
         try:
             # timeout= is SQLite's busy timeout; isolation_level=None leaves BEGIN and
-            # COMMIT to us, so a batch is exactly one transaction.
-            db = await aiosqlite.connect(
-                self._path, timeout=self._busy_timeout, isolation_level=None
-            )
+            # COMMIT to us, so a batch is exactly one transaction. The connection is
+            # ours too (check_same_thread=False): write jobs run on it in a thread of
+            # their own while no aiosqlite operation is in flight (_in_thread).
+            db = await aiosqlite.Connection(self._connect, iter_chunk_size=64)
         except sqlite3.Error as exc:
             raise self._error("open", exc) from exc
         try:
@@ -353,6 +363,16 @@ class Store(AsyncResource):
                 raise self._error("open", exc) from exc
             raise
         return db, version, heads
+
+    def _connect(self) -> sqlite3.Connection:
+        raw = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        self._raw = raw
+        return raw
 
     async def _configure(self, db: aiosqlite.Connection) -> None:
         rows = await db.execute_fetchall("PRAGMA journal_mode = WAL")
@@ -420,8 +440,36 @@ class Store(AsyncResource):
             raise
         self._needs_recovery = False
 
+    async def _in_thread(self, job: Callable[..., _T], *args: Any) -> _T:
+        """Run ``job(connection, *args)`` on the store's writer thread; call inside
+        :meth:`_session`, which keeps every other use of the connection out.
+
+        A write transaction runs as one job: its statements follow each other
+        without a round trip through the event loop per statement, which a busy
+        loop (a catch-up verifying runs) would delay each time. A caller cancelled
+        meanwhile leaves the job to finish; the next operation waits for it.
+        """
+        raw = self._raw
+        assert raw is not None
+        if self._jobs is None:
+            self._jobs = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="store-writer"
+            )
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._jobs, job, raw, *args)
+        self._job = future
+        result: _T = await asyncio.shield(future)
+        return result
+
+    async def _finish_job(self) -> None:
+        """Wait for a job whose caller was cancelled (its outcome is the recovery's)."""
+        job, self._job = self._job, None
+        if job is not None and not job.done():
+            await asyncio.wait([job])
+
     async def _recover(self, db: aiosqlite.Connection) -> None:
         """Repair state after an operation was cancelled halfway through."""
+        await self._finish_job()
         await db.execute_fetchall("SELECT 1")  # waits for the cancelled work to finish
         if db.in_transaction:
             await db.execute("ROLLBACK")
@@ -472,23 +520,19 @@ class Store(AsyncResource):
         ranks = None if rank is None else [rank]
         return (await self.append_runs([(events, checkpoint)], received_at, ranks=ranks))[0]
 
-    def fold_run(self, events: Sequence[StoredEvent]) -> dict[str, CaseSummary]:
-        """Index rows of the cases ``events`` touch, as if these were all their events.
+    def fold_run(self, events: Sequence[StoredEvent]) -> tuple[int | None, dict[str, CaseSummary]]:
+        """A run's sending rank and the index rows of the cases it touches, as if
+        these were all their events; ``(None, {})`` for a store without an indexer.
 
         Pure (no database): sync calls it as it verifies a run, while the previous
         group commit is being written, and hands the rows to :meth:`append_runs`,
         which uses a row only for a case new to the index that no other run of the
         group touches — any other case is folded in the transaction, from all of its
-        stored events. Empty for a store without an indexer.
+        stored events.
         """
-        indexer = self._indexer
-        if indexer is None:
-            return {}
-        touched: dict[str, list[StoredEvent]] = {}
-        for event in events:
-            if event.case_id is not None:
-                touched.setdefault(event.case_id, []).append(event)
-        return {case_id: indexer.summarise(case_id, mine) for case_id, mine in touched.items()}
+        if self._indexer is None:
+            return None, {}
+        return self._indexer.fold_run(events)
 
     async def append_runs(
         self,
@@ -564,51 +608,81 @@ class Store(AsyncResource):
         if not events:
             return set()
         batch = sorted(events, key=lambda e: (e.author, e.seq))
-        async with self._session("append events to") as db:
-            stored = await self._stored_hashes(db, batch)
-            new, tips = plan_append(batch, self._heads, stored)
-            # Payloads of events stored before without them (a peer that had erased the
-            # case, or withheld them) are kept too: plan_append found their hashes equal,
-            # so their bodies, which name the payloads, are the stored ones.
-            late = [] if self._schema_version < PAYLOADS_VERSION else [
-                e for e in batch if e.payloads and e.seq <= self._heads.get(e.author, (0,))[0]
-            ]  # fmt: skip
-            if new or checkpoints or late:
-                async with self._transaction(db):
-                    indexed = self._schema_version >= _INDEX_VERSION
-                    if new and self._schema_version >= PAYLOADS_VERSION:
-                        await insert_rows(
-                            db,
-                            _INSERT_WITH_PAYLOADS,
-                            [(*_row(e, received_at), pack_payloads(e.payloads)) for e in new],
-                        )
-                    elif new:
-                        await insert_rows(db, _INSERT_EVENT, [_row(e, received_at) for e in new])
-                    if new and indexed:
-                        await self._index_new(db, new, folded or {})
-                    if late:
-                        await late_payloads(db, late)
-                    if checkpoints and indexed:
-                        await insert_rows(
-                            db,
-                            "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig, rank)",
-                            [(c.author, c.seq, c.hash, c.sig, r) for c, r in checkpoints],
-                        )
-                    elif checkpoints:  # a database of an older schema (tests of migrations)
-                        await db.executemany(
-                            "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig) "
-                            "VALUES (?, ?, ?, ?)",
-                            [(c.author, c.seq, c.hash, c.sig) for c, _ in checkpoints],
-                        )
-                    self._heads.update(tips)
+        async with self._session("append events to"):
+            self._needs_recovery = True  # until the job is known to have finished
+            try:
+                new, tips = await self._in_thread(
+                    self._append_job, batch, received_at, checkpoints, folded or {}
+                )
+            except StoreError:  # refused before its transaction began: nothing to repair
+                self._needs_recovery = False
+                raise
+            self._needs_recovery = False
+            if tips:
+                self._heads.update(tips)
+            if new or checkpoints:
                 self.appended_at = time.monotonic()
         return {(e.author, e.seq) for e in new}
 
+    def _append_job(
+        self,
+        db: sqlite3.Connection,
+        batch: Sequence[StoredEvent],
+        received_at: int,
+        checkpoints: Sequence[tuple[Checkpoint, int | None]],
+        folded: Mapping[str, CaseSummary],
+    ) -> tuple[list[StoredEvent], Heads]:
+        """:meth:`_append`'s transaction, as one job on the writer thread; returns
+        the new events and the new heads (empty when nothing was stored)."""
+        stored = _stored_hashes(db, batch, self._heads)
+        new, tips = plan_append(batch, self._heads, stored)
+        # Payloads of events stored before without them (a peer that had erased the
+        # case, or withheld them) are kept too: plan_append found their hashes equal,
+        # so their bodies, which name the payloads, are the stored ones.
+        late = [] if self._schema_version < PAYLOADS_VERSION else [
+            e for e in batch if e.payloads and e.seq <= self._heads.get(e.author, (0,))[0]
+        ]  # fmt: skip
+        if not (new or checkpoints or late):
+            return [], {}
+        indexed = self._schema_version >= _INDEX_VERSION
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if new and self._schema_version >= PAYLOADS_VERSION:
+                insert_rows(
+                    db,
+                    _INSERT_WITH_PAYLOADS,
+                    [(*_row(e, received_at), pack_payloads(e.payloads)) for e in new],
+                )
+            elif new:
+                insert_rows(db, _INSERT_EVENT, [_row(e, received_at) for e in new])
+            if new and indexed:
+                self._index_new(db, new, folded)
+            if late:
+                late_payloads(db, late)
+            if checkpoints and indexed:
+                insert_rows(
+                    db,
+                    "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig, rank)",
+                    [(c.author, c.seq, c.hash, c.sig, r) for c, r in checkpoints],
+                )
+            elif checkpoints:  # a database of an older schema (tests of migrations)
+                db.executemany(
+                    "INSERT OR IGNORE INTO checkpoints (author, seq, hash, sig) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(c.author, c.seq, c.hash, c.sig) for c, _ in checkpoints],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return new, tips
+
     # -- the case index ------------------------------------------------------------
 
-    async def _index_new(
+    def _index_new(
         self,
-        db: aiosqlite.Connection,
+        db: sqlite3.Connection,
         new: Sequence[StoredEvent],
         folded: Mapping[str, CaseSummary],
     ) -> None:
@@ -621,13 +695,13 @@ class Store(AsyncResource):
         if not touched:
             return
         if self._indexer is None:
-            await insert_rows(
+            insert_rows(
                 db,
                 "INSERT OR IGNORE INTO case_index_todo (case_id)",
                 [(case_id,) for case_id in touched],
             )
             return
-        before = await indexed_cases(db, list(touched))
+        before = indexed_cases(db, list(touched))
         # A case new to the index has no older events (a queued one is folded before
         # the store is ready): its events are all in this batch.
         known = [case_id for case_id in touched if case_id in before]
@@ -636,12 +710,17 @@ class Store(AsyncResource):
         ]
         for row in ready:
             del touched[row.case_id]
-        touched.update(await _case_events(db, known))
-        await self._write_summaries(db, touched, before, ready)
+        touched.update(_case_events(db, known))
+        self._write_summaries(db, touched, before, ready)
 
-    async def _write_summaries(
+    def _refold(self, db: sqlite3.Connection, case_ids: Sequence[str]) -> None:
+        """Fold the rows of these cases again from all of their events (a write job,
+        inside the caller's transaction)."""
+        self._write_summaries(db, _case_events(db, case_ids), indexed_cases(db, case_ids))
+
+    def _write_summaries(
         self,
-        db: aiosqlite.Connection,
+        db: sqlite3.Connection,
         cases: dict[str, list[StoredEvent]],
         before: dict[str, Indexed],
         ready: Sequence[CaseSummary] = (),
@@ -651,7 +730,7 @@ class Store(AsyncResource):
         summaries: list[CaseSummary] = list(ready)
         for case_id, events in cases.items():
             summaries.append(indexer.summarise(case_id, events))
-        await upsert_summaries(db, summaries, before)
+        upsert_summaries(db, summaries, before)
 
     async def index_queued(self, progress_every: int = 20_000) -> int:
         """Fold every case queued for the index (``case_index_todo``); returns how many.
@@ -678,8 +757,7 @@ class Store(AsyncResource):
                 if not case_ids:
                     break
                 async with self._transaction(db):
-                    before = await indexed_cases(db, case_ids)
-                    await self._write_summaries(db, await _case_events(db, case_ids), before)
+                    await self._in_thread(self._refold, case_ids)
                     for part in chunks(case_ids):
                         await db.execute(
                             "DELETE FROM case_index_todo"
@@ -791,25 +869,6 @@ class Store(AsyncResource):
             rows = await db.execute_fetchall("SELECT node_id, der FROM certificates")
         return {node_id: bytes(der) for node_id, der in rows}
 
-    async def _stored_hashes(
-        self, db: aiosqlite.Connection, batch: Sequence[StoredEvent]
-    ) -> dict[tuple[str, int], bytes]:
-        """Hashes of stored events at the seqs of ``batch`` that are not new."""
-        ranges: dict[str, tuple[int, int]] = {}
-        for event in batch:
-            head_seq = self._heads.get(event.author, (0, ZERO_HASH))[0]
-            if event.seq <= head_seq:
-                low, high = ranges.get(event.author, (event.seq, event.seq))
-                ranges[event.author] = (min(low, event.seq), max(high, event.seq))
-        stored: dict[tuple[str, int], bytes] = {}
-        for author, (low, high) in ranges.items():
-            rows = await db.execute_fetchall(
-                "SELECT seq, hash FROM events WHERE author = ? AND seq BETWEEN ? AND ?",
-                (author, low, high),
-            )
-            stored.update(((author, seq), digest) for seq, digest in rows)
-        return stored
-
     async def heads(self) -> dict[str, tuple[int, bytes]]:
         """Every author's latest event: ``author -> (seq, hash)``."""
         async with self._session("read"):
@@ -910,8 +969,7 @@ class Store(AsyncResource):
                 )
                 await db.execute("DELETE FROM case_search WHERE case_key = ?", (key,))
             if self._indexer is not None and redact:
-                before = await indexed_cases(db, [case_id])
-                await self._write_summaries(db, await _case_events(db, [case_id]), before)
+                await self._in_thread(self._refold, [case_id])
         await self.checkpoint_wal()
         return dropped
 
@@ -1156,13 +1214,30 @@ def _unpack_terms(blob: bytes) -> tuple[int, ...]:
     return struct.unpack(f">{len(blob) // 8}q", blob)
 
 
-async def _case_events(
-    db: aiosqlite.Connection, case_ids: Sequence[str]
-) -> dict[str, list[StoredEvent]]:
-    """Every stored event of the given cases, by case."""
+def _stored_hashes(
+    db: sqlite3.Connection, batch: Sequence[StoredEvent], heads: Heads
+) -> dict[tuple[str, int], bytes]:
+    """Hashes of stored events at the seqs of ``batch`` that are not new (a write job)."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for event in batch:
+        if event.seq <= heads.get(event.author, (0, ZERO_HASH))[0]:
+            low, high = ranges.get(event.author, (event.seq, event.seq))
+            ranges[event.author] = (min(low, event.seq), max(high, event.seq))
+    stored: dict[tuple[str, int], bytes] = {}
+    for author, (low, high) in ranges.items():
+        rows = db.execute(
+            "SELECT seq, hash FROM events WHERE author = ? AND seq BETWEEN ? AND ?",
+            (author, low, high),
+        )
+        stored.update(((author, seq), digest) for seq, digest in rows)
+    return stored
+
+
+def _case_events(db: sqlite3.Connection, case_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
+    """Every stored event of the given cases, by case (a write job)."""
     out: dict[str, list[StoredEvent]] = {case_id: [] for case_id in case_ids}
     for part in chunks(case_ids):
-        rows = await db.execute_fetchall(
+        rows = db.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE case_id IN ({', '.join('?' * len(part))})",
             tuple(part),
         )

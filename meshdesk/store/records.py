@@ -196,3 +196,8 @@ class CaseIndexer(Protocol):
     def rank(self, events: Sequence[StoredEvent]) -> int:
         """Sending priority of a signed batch (0 = most urgent), see ``LocalRun``."""
         ...
+
+    def fold_run(self, events: Sequence[StoredEvent]) -> tuple[int, dict[str, CaseSummary]]:
+        """A run's :meth:`rank` and the rows of its cases as if these were all their
+        events (``Store.fold_run``), each body decoded once."""
+        ...

@@ -29,7 +29,9 @@ from meshdesk.cases.summary import (
     UNKNOWN_RANK,
     URGENCY_RANK,
     case_store,
+    fold_run,
     personal_digest,
+    run_rank,
     summarise,
 )
 from meshdesk.store import ZERO_HASH, CaseQuery, CaseSummary, Checkpoint, Store, StoredEvent
@@ -107,6 +109,11 @@ def test_summary_is_the_fold_of_the_events(scenario: Scenario, data: st.DataObje
                 )
             )
         assert summarise(case_id, rows) == reference(case_id, rows)
+        # As sync works out each run: the rank it is sent by and the same row, from
+        # one decoding (a body that does not decode sets no urgency in either).
+        rank, folded = fold_run(rows)
+        assert folded == {case_id: reference(case_id, rows)}
+        assert rank == run_rank(rows)
 
 
 def test_summary_refuses_events_of_another_case() -> None:
@@ -216,7 +223,7 @@ def test_incremental_index_equals_rebuilt_and_fresh(
         async with case_store(folder / "c.db", create=True) as synced:
             for batch in steps:
                 runs = runs_of(batch)
-                folded = [synced.fold_run(events) for events, _ in runs]
+                folded = [synced.fold_run(events)[1] for events, _ in runs]
                 await synced.append_runs(runs, received_at=1, folded=folded)
             assert await rows_of(synced) == incremental
         async with case_store(folder / "b.db", create=True) as fresh:
@@ -272,15 +279,15 @@ async def test_a_run_folded_beforehand_is_refolded_for_a_case_already_indexed(
     case_id = str(flat[0].case_id)
     async with case_store(tmp_path / "s.db", create=True) as store:
         first = runs_of(flat[:1])
-        await store.append_runs(first, received_at=1, folded=[store.fold_run(flat[:1])])
+        await store.append_runs(first, received_at=1, folded=[store.fold_run(flat[:1])[1]])
         # The next events of the same case, folded on their own, as a run is.
         rest = runs_of(flat[1:])
-        await store.append_runs(rest, received_at=1, folded=[store.fold_run(flat[1:])])
+        await store.append_runs(rest, received_at=1, folded=[store.fold_run(flat[1:])[1]])
         # One case in two runs of one group: neither run's own fold is the case.
         async with case_store(tmp_path / "t.db", create=True) as other:
             split = runs_of(flat[:2]) + runs_of(flat[2:])
             await other.append_runs(
-                split, received_at=1, folded=[other.fold_run(r) for r, _ in split]
+                split, received_at=1, folded=[other.fold_run(r)[1] for r, _ in split]
             )
             assert await rows_of(other) == {case_id: reference(case_id, flat)}
         assert await rows_of(store) == {case_id: reference(case_id, flat)}
