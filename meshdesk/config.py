@@ -30,6 +30,7 @@ __all__ = [
     "CallSettings",
     "Config",
     "Endpoint",
+    "HubSettings",
     "NetworkSettings",
     "NodeSettings",
     "RecordSettings",
@@ -277,6 +278,44 @@ class RecordSettings:
                 raise ValueError(f"export_roles: {role!r} is not a role ({', '.join(_ROLES)})")
 
 
+_CITY = re.compile(r"[a-z0-9](?:[a-z0-9_]{0,30}[a-z0-9])?")
+_HUB_URL = re.compile(r"tls://[^\s/]+:\d{1,5}")
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """The city HQ's feed to the prefecture hub (meshdesk.hub; off by default)."""
+
+    enabled: bool = False
+    #: The city's name on the feed ("": the municipality code of its hub credential).
+    city: str = ""
+    #: The hub servers' leaf ports, as "tls://HOST:PORT" (empty: the credential's).
+    hub_urls: tuple[str, ...] = ()
+    #: Where the HQ's own leaf node takes clients (this node only: loopback).
+    leaf_listen: Endpoint = Endpoint("127.0.0.1", 7422)
+    #: Events read from the store and published per batch.
+    batch: int = 500
+    #: Seconds between looks for new events to publish.
+    poll_interval: float = 1.0
+    #: Seconds before a leaf node that died is started again.
+    restart_delay: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.city and not _CITY.fullmatch(self.city):
+            raise ValueError(
+                f"city: {self.city!r} must be 1 to 32 of a-z, 0-9 and _ (not at either end)"
+            )
+        for url in self.hub_urls:
+            if not _HUB_URL.fullmatch(url):
+                raise ValueError(f"hub_urls: expected tls://HOST:PORT, got {url!r}")
+        if not 1 <= self.batch <= 10_000:
+            raise ValueError(f"batch: must be 1 to 10000, got {self.batch}")
+        for name in ("poll_interval", "restart_delay"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}: must be a finite number > 0, got {_num(value)}")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole node configuration, one field per TOML table."""
@@ -287,6 +326,7 @@ class Config:
     calls: CallSettings = field(default_factory=CallSettings)
     web: WebSettings = field(default_factory=WebSettings)
     records: RecordSettings = field(default_factory=RecordSettings)
+    hub: HubSettings = field(default_factory=HubSettings)
 
     def with_overrides(
         self,
@@ -333,6 +373,7 @@ _TABLES: dict[str, type[Any]] = {
     "calls": CallSettings,
     "web": WebSettings,
     "records": RecordSettings,
+    "hub": HubSettings,
 }
 
 
@@ -640,6 +681,27 @@ Only an HQ node, or the case's origin for its own cases, erases.""",
         "export_roles": """\
 Roles whose nodes may export personal fields (`meshdesk export --personal`):
 any of "hq", "center", "desk". Only cases this node can read are exported.""",
+    },
+    "hub": {
+        "": """\
+When the wide-area network returns, the city HQ feeds the prefecture hub (NATS
+JetStream, then PostgreSQL) with what the prefecture may see: open metadata,
+announcements, erasures, and a case's personal block, still sealed, only when the
+citizen consented to "prefecture". The HQ runs a nats-server leaf node for it with
+the hub credential that `meshdesk hub join FILE` wrote into the node home's hub/
+folder. See docs/ARCHITECTURE.md, "Prefecture hub".""",
+        "enabled": "Run the leaf node and publish the feed (HQ nodes only).",
+        "city": """\
+The city's name on the feed: 1 to 32 of a-z, 0-9, _. Empty: the municipality code
+of the hub credential (`meshdesk hub join`), as the prefecture expects.""",
+        "hub_urls": """\
+The hub servers' leaf ports, e.g. ["tls://hub1.pref.example:7422"], tried in turn.
+Empty: the URLs in the hub credential.""",
+        "leaf_listen": """\
+Where the leaf node takes clients, as "HOST:PORT": keep it on the loopback.""",
+        "batch": "Events read from the store and published to the leaf node per batch.",
+        "poll_interval": "Seconds between looks for newly stored events to publish.",
+        "restart_delay": "Seconds before a leaf node that died is started again.",
     },
 }
 

@@ -28,6 +28,7 @@ from meshdesk.control import ControlServer
 from meshdesk.directory import Directory, is_directory_frame
 from meshdesk.errors import ChannelClosed, StoreFull
 from meshdesk.home import NodeHome
+from meshdesk.hub.city import start_city_feed
 from meshdesk.identity import NodeKit
 from meshdesk.net.channel import Channel, PeerAddress
 from meshdesk.net.discovery import Sighting, ZeroconfDiscovery
@@ -151,6 +152,7 @@ class Node(AsyncResource):
         self.bundles = Bundles(self.store, self.directory, kit, imported=self.sync.imported,
                                publish=self.events.publish)  # fmt: skip
         self.sync.on_offence = lambda link, what: self.manager.offence(link.peer_id, what)
+        self.hub = await start_city_feed(self._stack, self)  # the prefecture feed ([hub])
         network = self.config.network
         interfaces = select_interfaces(network.interfaces) if network.mdns else []
         if network.mdns and not interfaces:

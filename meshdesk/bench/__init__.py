@@ -16,7 +16,7 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from meshdesk.bench import bundle, call, discovery, handover, scale, store, sync, tui, web
+from meshdesk.bench import bundle, call, discovery, handover, hub, scale, store, sync, tui, web
 
 __all__ = ["add_bench_parser"]
 
@@ -32,6 +32,7 @@ _BENCHES: tuple[Callable[[_SubParsers], None], ...] = (
     web.add_parser,
     scale.add_parser,
     bundle.add_parser,
+    hub.add_parser,
 )
 
 

@@ -20,6 +20,7 @@ from meshdesk.cli._call import add_call_parser
 from meshdesk.cli._cases import add_case_parser
 from meshdesk.cli._console import add_tui_parser
 from meshdesk.cli._drill import add_drill_parser
+from meshdesk.cli._hub import add_hub_parser
 from meshdesk.cli._invite import add_invite_parser
 from meshdesk.cli._notices import add_notice_parsers
 from meshdesk.cli._prefecture import add_hub_join_parser, add_prefecture_parser
@@ -168,12 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_notice_parsers(commands)
     add_bundle_parser(commands)
     add_sync_parser(commands)
+    add_hub_join_parser(add_hub_parser(commands))  # run (the prefecture), join (a city HQ)
     add_bench_parser(commands)
     add_drill_parser(commands)
     add_prefecture_parser(commands)
-    hub = commands.add_parser("hub", help="the prefecture hub: join it (city HQ)")
-    hub_actions = hub.add_subparsers(dest="hub_action", metavar="ACTION", required=True)
-    add_hub_join_parser(hub_actions)
 
     demo = commands.add_parser(
         "demo",

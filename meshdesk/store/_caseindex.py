@@ -35,6 +35,7 @@ __all__ = [
     "count_cases",
     "fetch_page",
     "indexed_cases",
+    "summaries_of",
     "summary_of",
     "upsert_summaries",
 ]
@@ -390,6 +391,19 @@ async def summary_of(db: aiosqlite.Connection, case_id: str) -> CaseSummary | No
         f"SELECT {_COLUMNS} FROM case_index WHERE case_id = ?", (case_id,)
     )
     return next((_summary(r) for r in rows), None)
+
+
+async def summaries_of(db: aiosqlite.Connection, case_ids: Sequence[str]) -> list[CaseSummary]:
+    """The index rows of the given cases that have one (any order)."""
+    out: list[CaseSummary] = []
+    for start in range(0, len(case_ids), 500):  # SQLite's bound-parameter limit
+        chunk = case_ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows = await db.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM case_index WHERE case_id IN ({marks})", tuple(chunk)
+        )
+        out.extend(_summary(r) for r in rows)
+    return out
 
 
 async def count_cases(

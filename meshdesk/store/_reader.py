@@ -25,6 +25,7 @@ from meshdesk.store._caseindex import (
     case_counts,
     count_cases,
     fetch_page,
+    summaries_of,
     summary_of,
 )
 from meshdesk.store._payloads import unpack_payloads
@@ -100,6 +101,11 @@ class CaseReader:
         """The index row of one case, or None."""
         async with self._session("read the case index of") as db:
             return await summary_of(db, case_id)
+
+    async def summaries(self, case_ids: Sequence[str]) -> dict[str, CaseSummary]:
+        """The index rows of the given cases, by case id (a case without one is left out)."""
+        async with self._session("read the case index of") as db:
+            return {s.case_id: s for s in await summaries_of(db, case_ids)}
 
     async def keys(self, case_ids: Sequence[str]) -> dict[str, int]:
         """The index keys (``case_key``) of cases, by id (cases not indexed left out)."""

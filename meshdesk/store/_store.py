@@ -886,6 +886,24 @@ class Store(AsyncResource):
             )
         return _events(rows)
 
+    async def events_in_order(self, after: int, limit: int) -> list[tuple[int, StoredEvent]]:
+        """Up to ``limit`` events stored after local position ``after``, with their
+        positions: the order this store took them in (the rowid of the append-only
+        ``events`` table; 0 is before the first). Bodies only, no payloads: what the
+        prefecture feed reads (:mod:`meshdesk.hub.publisher`)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        async with self._session("read") as db:
+            rows = await db.execute_fetchall(
+                f"SELECT rowid, {_EVENT_COLUMNS} FROM events WHERE rowid > ? ORDER BY rowid"
+                " LIMIT ?",
+                (after, limit),
+            )
+        return [
+            (int(row[0]), event)
+            for row, event in zip(rows, _events(r[1:] for r in rows), strict=True)
+        ]
+
     async def events_of_kinds(self, kinds: Sequence[int]) -> list[StoredEvent]:
         """Every stored event that belongs to no case and has one of ``kinds``
         (announcements, messages, receipts), by ``(hlc, author, seq)``."""

@@ -21,6 +21,7 @@ from meshdesk.config import (
     CallSettings,
     Config,
     Endpoint,
+    HubSettings,
     NetworkSettings,
     NodeSettings,
     RecordSettings,
@@ -320,13 +321,13 @@ def test_unknown_sub_table_is_an_unknown_key(tmp_path: Path) -> None:
 
 def test_unknown_table(tmp_path: Path) -> None:
     assert _error(tmp_path, "[sync]\nbatch = 10\n") == (
-        "unknown table 'sync' (known tables: calls, network, node, records, timings, web)"
+        "unknown table 'sync' (known tables: calls, hub, network, node, records, timings, web)"
     )
 
 
 def test_top_level_key_is_rejected(tmp_path: Path) -> None:
     assert _error(tmp_path, 'language = "en"\n') == (
-        "unknown key 'language' (known tables: calls, network, node, records, timings, web)"
+        "unknown key 'language' (known tables: calls, hub, network, node, records, timings, web)"
     )
 
 
@@ -455,6 +456,15 @@ EVERY_KEY = Config(
         address_check=2.0,
     ),
     records=RecordSettings(erase_after_days=90, retention_check=60.0, export_roles=("hq", "desk")),
+    hub=HubSettings(
+        enabled=True,
+        city="sendai_city",
+        hub_urls=("tls://hub1.pref.example:7422", "tls://[fd00::1]:7422"),
+        leaf_listen=Endpoint("127.0.0.1", 17422),
+        batch=100,
+        poll_interval=0.25,
+        restart_delay=0.5,
+    ),
 )
 
 
@@ -493,7 +503,7 @@ def test_a_written_key_keeps_its_comment_and_notes_the_default() -> None:
     assert "keeps its default" in text
     # EVERY_KEY changes every key, so each has its "Default:" line; the defaults none.
     keys = [line for line in lines if line and line[0] not in "#["]
-    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 29
+    assert sum(line.startswith("# Default: ") for line in lines) == len(keys) == 36
     assert config_text(Config()) == default_config_text()
     assert "Default:" not in default_config_text()
 

@@ -1,0 +1,340 @@
+"""``meshdesk bench hub``: a city HQ's feed into the prefecture's PostgreSQL, beside a
+direct ``COPY`` of the same rows, and the catch-up after a wide-area cut.
+
+One city HQ (in-process node, its supervised leaf node), a 3-server JetStream hub
+and a throw-away PostgreSQL, all on 127.0.0.1 (:mod:`meshdesk.hub.testbed`):
+
+- **feed** (``hub_events_per_s``): the HQ holds ``--cases`` cases (2 events each)
+  written before its feed starts; the rate is timed from the first row in
+  PostgreSQL to the last (``first_record_s``, from the node's start to the first
+  row, is the leaf link and the stream source setting up), every record going
+  store → leaf stream → hub stream → ``meshdesk hub run`` (a process of its own,
+  as at the prefecture). Records wait in the city's stream while the link comes up,
+  so this is the hub side's rate; ``city_publish_per_s`` (the HQ's store to its
+  leaf's acknowledgements, from the node's start) is the city side's, beside it.
+- **baseline** (``raw_copy_rows_per_s``): asyncpg ``copy_records_to_table`` of the
+  same rows (the ``hub_events`` and ``hub_cases`` rows the feed wrote) into empty
+  tables of the same shape.
+- **catch-up** (``catchup_s``): every hub server is stopped (the cut), ``--cut-cases``
+  new cases are written on the HQ meanwhile — this is how the cut's length is
+  simulated: 10,000 cases is what a city takes in over a long cut — and the HQ
+  publishes them to its own leaf; then the hub servers start again and the clock
+  runs until PostgreSQL holds every record.
+
+Targets (issue 17): hub ≥ 0.2 × raw COPY, catch-up ≤ 60 s. Progress goes to stderr;
+stdout carries only the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from meshdesk.bench._fill import CaseMix, fill_cases
+from meshdesk.bench._stats import Row, format_table, rate, require_at_least
+from meshdesk.config import Endpoint, HubSettings, load_config
+from meshdesk.deploy import HomeSpec, build_deployment
+from meshdesk.home import NodeHome
+from meshdesk.hub.projection import ensure_schema
+from meshdesk.hub.testbed import HubBed, free_port, start_hub_bed
+from meshdesk.identity import Role
+from meshdesk.node import Node
+
+__all__ = ["HubBenchConfig", "HubBenchResult", "add_parser", "handle", "run_hub_bench"]
+
+Progress = Callable[[str], None]
+CITY = "221007"  # a municipality code, as the prefecture issues credentials by
+
+
+@dataclass(frozen=True, slots=True)
+class HubBenchConfig:
+    """``cases`` fed with the link up, ``cut_cases`` written during the cut."""
+
+    cases: int = 10_000
+    cut_cases: int = 10_000
+    stall: float = 120.0
+
+    def __post_init__(self) -> None:
+        require_at_least("--cases", self.cases)
+        require_at_least("--cut-cases", self.cut_cases)
+
+
+@dataclass(frozen=True, slots=True)
+class HubBenchResult:
+    config: HubBenchConfig
+    feed_records: int
+    feed_seconds: float
+    first_record_seconds: float
+    publish_seconds: float
+    copy_rows: int
+    copy_seconds: float
+    cut_records: int
+    catchup_seconds: float
+    complete: bool
+
+    @property
+    def hub_events_per_s(self) -> float:
+        return rate(self.feed_records, self.feed_seconds)
+
+    @property
+    def raw_copy_rows_per_s(self) -> float:
+        return rate(self.copy_rows, self.copy_seconds)
+
+    @property
+    def city_publish_per_s(self) -> float:
+        return rate(self.feed_records, self.publish_seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        copy = max(self.raw_copy_rows_per_s, 1e-9)
+        ratio = self.hub_events_per_s / copy
+        # The pipeline runs as fast as its slower side: the verdict takes that one.
+        through = min(self.hub_events_per_s, self.city_publish_per_s) / copy
+        return {
+            "cases": self.config.cases,
+            "feed_records": self.feed_records,
+            "feed_seconds": round(self.feed_seconds, 3),
+            "feed_measured": "from the first record in PostgreSQL to the last",
+            "first_record_s": round(self.first_record_seconds, 2),
+            "city_publish_per_s": round(self.city_publish_per_s),
+            "hub_events_per_s": round(self.hub_events_per_s),
+            "copy_rows": self.copy_rows,
+            "raw_copy_rows_per_s": round(self.raw_copy_rows_per_s),
+            "hub_over_copy": round(ratio, 3),
+            "slower_side_over_copy": round(through, 3),
+            "cut_cases": self.config.cut_cases,
+            "cut_records": self.cut_records,
+            "cut_simulated_by": "cases written on the HQ while every hub server was down",
+            "catchup_s": round(self.catchup_seconds, 2),
+            "complete": self.complete,
+            "target_met": through >= 0.2 and self.catchup_seconds <= 60 and self.complete,
+        }
+
+    def format_table(self) -> str:
+        j = self.to_json()
+        rows = [
+            Row("hub side: rows into PostgreSQL (/s)", self.hub_events_per_s,
+                self.raw_copy_rows_per_s),
+            Row("city side: records acked by leaf (/s)", self.city_publish_per_s,
+                self.raw_copy_rows_per_s),
+        ]  # fmt: skip
+        notes = [
+            f"feed: {self.feed_records:,} records ({self.config.cases:,} cases) in"
+            f" {self.feed_seconds:.2f} s from the first row in PostgreSQL to the last"
+            f" (the first came {self.first_record_seconds:.2f} s after the HQ node"
+            " started: leaf link and stream source setting up);"
+            f" COPY: {self.copy_rows:,} rows in {self.copy_seconds:.2f} s.",
+            f"catch-up after a cut ({self.config.cut_cases:,} cases written on the HQ while"
+            f" every hub server was down): {self.catchup_seconds:.2f} s"
+            f" for {self.cut_records:,} records.",
+            "targets: the slower side >= 0.2 x COPY, catch-up <= 60 s: "
+            + ("met" if j["target_met"] else "NOT met"),
+        ]
+        return format_table("bench hub: city HQ to PostgreSQL vs raw COPY", rows,
+                            headers=("hub feed", "raw COPY"), notes=notes)  # fmt: skip
+
+
+def _stderr(line: str) -> None:
+    print(f"bench hub: {line}", file=sys.stderr, flush=True)
+
+
+async def _count(db: asyncpg.Connection) -> int:
+    try:
+        return int(await db.fetchval("SELECT count(*) FROM hub_events"))
+    except asyncpg.UndefinedTableError:
+        return 0
+
+
+async def _wait_for(
+    db: asyncpg.Connection, total: int, stall: float, progress: Progress
+) -> tuple[bool, float]:
+    """Until ``hub_events`` holds ``total`` rows: (done, when the first new row came,
+    ``perf_counter``); not done when nothing moved for ``stall`` seconds."""
+    start = await _count(db)
+    last, moved, said, first = start, time.monotonic(), 0.0, 0.0
+    while True:
+        now_count = await _count(db)
+        if now_count > start and not first:
+            first = time.perf_counter()
+        if now_count >= total:
+            return True, first or time.perf_counter()
+        if now_count != last:
+            last, moved = now_count, time.monotonic()
+        if time.monotonic() - moved > stall:
+            return False, first
+        if time.monotonic() - said > 5:
+            said = time.monotonic()
+            progress(f"  {now_count:,} of {total:,} records in PostgreSQL")
+        await asyncio.sleep(0.02)
+
+
+async def _copy(db: asyncpg.Connection) -> tuple[int, float]:
+    """COPY the feed's rows into empty tables of the same shape: rows, seconds."""
+    events = await db.fetch("SELECT * FROM hub_events")
+    cases = await db.fetch("SELECT * FROM hub_cases")
+    await db.execute("CREATE TABLE bench_events (LIKE hub_events INCLUDING ALL)")
+    await db.execute("CREATE TABLE bench_cases (LIKE hub_cases INCLUDING ALL)")
+    began = time.perf_counter()
+    await db.copy_records_to_table("bench_events", records=[tuple(r) for r in events])
+    await db.copy_records_to_table("bench_cases", records=[tuple(r) for r in cases])
+    return len(events), time.perf_counter() - began
+
+
+def _configure(home: NodeHome) -> Any:
+    """The HQ's config: the feed on (city and hub URLs from its joined credential)."""
+    hub = HubSettings(enabled=True, leaf_listen=Endpoint("127.0.0.1", free_port()),
+                      batch=1000, poll_interval=0.1, restart_delay=0.5)  # fmt: skip
+    base = load_config(home.config_path).with_overrides(
+        listen="127.0.0.1:0", mdns=False, web_listen="127.0.0.1:0", web_redirect="127.0.0.1:0"
+    )
+    return replace(base, hub=hub)
+
+
+async def _published(node: Node, began: float) -> float:
+    """Seconds from ``began`` until the HQ's leaf acknowledged every stored event."""
+    feed = node.hub
+    assert feed is not None
+    last = (await node.store.counts()).events
+    while True:
+        if feed.publisher.stats.position >= last:
+            return time.perf_counter() - began
+        await asyncio.sleep(0.01)
+
+
+async def _start_projection(stack: contextlib.AsyncExitStack, bed: HubBed) -> None:
+    """``meshdesk hub run`` in a process of its own, as the prefecture runs it."""
+    argv = [sys.executable, "-m", "meshdesk", "hub", "run", "--postgres", bed.postgres.dsn,
+            "--city", CITY, "--prefecture-home", str(bed.prefecture.path),
+            *(a for url in bed.client_urls for a in ("--nats", url))]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
+    )
+
+    async def stop() -> None:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(10):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+    stack.push_async_callback(stop)
+
+
+async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubBenchResult:
+    now = dt.datetime.now(dt.UTC)
+    async with contextlib.AsyncExitStack() as stack:
+        progress("starting PostgreSQL and a 3-server JetStream hub on 127.0.0.1")
+        bed = await start_hub_bed(stack, folder / "hub", [CITY])
+        city = await build_deployment(folder / "city", "bench", [HomeSpec("hq", Role.HQ)], now=now)
+        home = city.homes["hq"]
+        bed.join(home, CITY)  # `meshdesk hub join`, the fingerprint confirmed
+        progress(f"writing {config.cases:,} cases on the HQ")
+        await fill_cases(home, events=2 * config.cases, batch_events=100, now=now,
+                         mix=CaseMix(varied=True))  # fmt: skip
+        await _start_projection(stack, bed)
+        db = await asyncpg.connect(bed.postgres.dsn)
+        stack.push_async_callback(db.close)
+        await ensure_schema(db)
+        progress("feed: starting the HQ node with its leaf node")
+        records = 2 * config.cases
+        began = time.perf_counter()
+        node = await stack.enter_async_context(Node(home, _configure(home)))
+        progress(f"feed: node up after {time.perf_counter() - began:.2f} s")
+        publish = asyncio.create_task(_published(node, began))
+        complete, first = await _wait_for(db, records, config.stall, progress)
+        publish_s = await publish
+        progress(f"feed: the HQ's leaf acknowledged every record {publish_s:.2f} s after"
+                 " the node started")  # fmt: skip
+        done = time.perf_counter()
+        feed_s, first_s = done - first, first - began
+        progress(f"feed: first record {first_s:.2f} s after the node started; {records:,}"
+                 f" records in {done - began:.2f} s")  # fmt: skip
+        copy_rows, copy_s = await _copy(db)
+        progress(f"COPY: {copy_rows:,} rows in {copy_s:.2f} s")
+
+        progress("cut: stopping every hub server")
+        for server in bed.servers:
+            await server.stop()
+        await node.aclose()
+        progress(f"cut: writing {config.cut_cases:,} cases on the HQ")
+        later = dt.datetime.now(dt.UTC)
+        await fill_cases(home, events=2 * config.cut_cases, batch_events=100, now=later,
+                         seed=2027, mix=CaseMix(varied=True))  # fmt: skip
+        node = await stack.enter_async_context(Node(home, _configure(home)))
+        feed = node.hub
+        assert feed is not None
+        last = (await node.store.counts()).events
+        while True:  # the HQ publishes to its own leaf node meanwhile
+            if feed.publisher.stats.position >= last:
+                break
+            await asyncio.sleep(0.05)
+        total = records + 2 * config.cut_cases
+        progress("cut ends: starting the hub servers")
+        began = time.perf_counter()
+        await asyncio.gather(*(s.start() for s in bed.servers))
+        caught_up, _ = await _wait_for(db, total, config.stall, progress)
+        complete = caught_up and complete
+        catchup_s = time.perf_counter() - began
+        progress(f"catch-up: {2 * config.cut_cases:,} records in {catchup_s:.2f} s")
+        return HubBenchResult(
+            config=config,
+            feed_records=records,
+            feed_seconds=feed_s,
+            first_record_seconds=first_s,
+            publish_seconds=publish_s,
+            copy_rows=copy_rows,
+            copy_seconds=copy_s,
+            cut_records=2 * config.cut_cases,
+            catchup_seconds=catchup_s,
+            complete=complete and await _count(db) == total,
+        )
+
+
+def run_hub_bench(config: HubBenchConfig, progress: Progress = _stderr) -> HubBenchResult:
+    """Run in a temporary folder; blocking (own event loop)."""
+    with tempfile.TemporaryDirectory(prefix="meshdesk-bench-hub-") as tmp:
+        return asyncio.run(_run(config, Path(tmp), progress))
+
+
+def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hub`` to the ``bench`` sub-commands."""
+    parser = benches.add_parser(
+        "hub",
+        help="city HQ to PostgreSQL beside a raw COPY, and the catch-up after a cut",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    defaults = HubBenchConfig()
+    parser.add_argument(
+        "--cases", type=int, default=defaults.cases, metavar="N",
+        help=f"cases (2 events each) fed with the link up (default: {defaults.cases})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cut-cases", type=int, default=defaults.cut_cases, metavar="N",
+        help=f"cases written during the cut (default: {defaults.cut_cases})",
+    )  # fmt: skip
+    parser.add_argument("--stall", type=float, default=defaults.stall, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    result = run_hub_bench(
+        HubBenchConfig(cases=args.cases, cut_cases=args.cut_cases, stall=args.stall)
+    )
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.format_table())
+    return 0

@@ -1,0 +1,151 @@
+"""Configuration files of the ``nats-server`` processes: a city's leaf node and a
+prefecture hub server. Pure text from plain values; the supervisor
+(:mod:`meshdesk.hub.server`) writes them into the process's folder at each start.
+
+Topology (docs/ARCHITECTURE.md, "Prefecture hub"): each city HQ runs one leaf node
+with JetStream in a domain of its own (the city's name) and the city's feed stream
+on it, so publishing never waits for the wide-area network; its leaf connection
+goes out over TLS to the hub servers. The hub is a JetStream cluster (domain
+``hub``) whose stream sources every city's stream through ``$JS.<city>.API``: after
+a cut the source resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CITY_NAME",
+    "HUB_DOMAIN",
+    "HUB_STREAM",
+    "TlsFiles",
+    "city_stream",
+    "city_subject",
+    "hub_server_config",
+    "leaf_config",
+]
+
+#: A city's feed name: also its JetStream domain, stream and subject token.
+CITY_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_]{0,30}[a-z0-9])?")
+HUB_DOMAIN = "hub"
+#: The hub's stream: every city's records, sourced from the cities' streams.
+HUB_STREAM = "MESHDESK_HUB"
+
+
+def city_stream(city: str) -> str:
+    """The name of a city's feed stream (on its leaf node)."""
+    return f"MESHDESK_CITY_{city}"
+
+
+def city_subject(city: str) -> str:
+    """The subject a city publishes its records on."""
+    return f"meshdesk.feed.{city}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files of one side of the leaf connection: its certificate and key, and
+    the prefecture CA that the other side's certificate must chain to."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def _s(value: object) -> str:
+    return json.dumps(str(value))
+
+
+def _tls(files: TlsFiles, *, verify: bool) -> list[str]:
+    lines = [
+        "  tls {",
+        f"    cert_file: {_s(files.cert)}",
+        f"    key_file: {_s(files.key)}",
+        f"    ca_file: {_s(files.ca)}",
+    ]
+    if verify:
+        lines.append("    verify: true  # a leaf must show a certificate of the prefecture CA")
+    return [*lines, "  }"]
+
+
+_HEADER = "# Written by meshdesk (meshdesk.hub.natsconf) at every start: edits are lost.\n"
+
+
+def leaf_config(
+    *,
+    city: str,
+    host: str,
+    port: int,
+    store_dir: Path,
+    hub_urls: Sequence[str],
+    tls: TlsFiles,
+    reconnect_s: float = 1.0,
+) -> str:
+    """A city HQ's leaf node: clients on ``host:port`` (the HQ itself), JetStream in
+    the city's domain with every write synced to disk before it is acknowledged,
+    and a leaf connection over TLS to any of ``hub_urls``."""
+    urls = ", ".join(_s(u) for u in hub_urls)
+    lines = [
+        _HEADER,
+        f"server_name: {_s('city-' + city)}",
+        f"host: {_s(host)}",
+        f"port: {port}",
+        "jetstream {",
+        f"  store_dir: {_s(store_dir)}",
+        f"  domain: {_s(city)}",
+        '  sync_interval: "always"  # durable before acknowledged',
+        "}",
+        "leafnodes {",
+        f"  reconnect: {max(1, round(reconnect_s))}",
+        "  remotes: [",
+        "    {",
+        f"      urls: [{urls}]",
+        *("    " + line for line in _tls(tls, verify=False)),
+        "    }",
+        "  ]",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def hub_server_config(
+    *,
+    name: str,
+    host: str,
+    port: int,
+    cluster_port: int,
+    leaf_port: int,
+    routes: Sequence[int],
+    store_dir: Path,
+    tls: TlsFiles,
+) -> str:
+    """One server of the prefecture's JetStream cluster (domain ``hub``): clients
+    on ``port``, routes to the other servers' ``routes`` ports, and city leaf nodes
+    over TLS with client certificates on ``leaf_port``."""
+    route_urls = ", ".join(_s(f"nats-route://{host}:{p}") for p in routes)
+    lines = [
+        _HEADER,
+        f"server_name: {_s(name)}",
+        f"host: {_s(host)}",
+        f"port: {port}",
+        "jetstream {",
+        f"  store_dir: {_s(store_dir)}",
+        f"  domain: {_s(HUB_DOMAIN)}",
+        "}",
+        "cluster {",
+        f"  name: {_s(HUB_DOMAIN)}",
+        f"  host: {_s(host)}",
+        f"  port: {cluster_port}",
+        f"  routes: [{route_urls}]",
+        "}",
+        "leafnodes {",
+        f"  host: {_s(host)}",
+        f"  port: {leaf_port}",
+        *_tls(tls, verify=True),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,228 @@
+"""The city HQ's side of the feed: stored events become records on the city's stream.
+
+The publisher reads the HQ's store in the order it took events in
+(:meth:`~meshdesk.store.Store.events_in_order`): what it reads is committed, so
+nothing is published before it is durable. Each record goes to the city's stream on
+the HQ's own leaf node, in feed messages of a few hundred records whose
+``Nats-Msg-Id`` is the hash of the newest event in them
+(:func:`~meshdesk.hub.feed.messages_of`); once JetStream has acknowledged every
+message of a batch (the leaf syncs each write to disk first), the batch's last
+position is stored in the store's meta table. After any failure — the
+leaf restarted, the connection lost, the node stopped mid-batch — it starts again
+from the stored position, and the records of the unacknowledged tail are published
+again: the stream's duplicate window, and the hub projection's key on the event
+hash, make the second copy a no-op. The wide-area link is not on this path at all:
+the hub's stream sources the city's stream whenever the link is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from meshdesk.cases.summary import summarise
+from meshdesk.errors import MeshdeskError
+from meshdesk.hub.feed import FeedRecord, messages_of, records_of, shares_with_prefecture
+from meshdesk.hub.natsconf import city_stream, city_subject
+from meshdesk.store import Store, StoredEvent
+
+__all__ = ["POSITION_KEY", "FeedPublisher", "PublisherStats", "SealedOf"]
+
+log = logging.getLogger("meshdesk.hub.publisher")
+
+#: The store meta key of the last position whose record JetStream acknowledged.
+POSITION_KEY = "hub.feed.position"
+#: Seconds of the city stream's duplicate window: a republished tail within it is
+#: dropped by JetStream (beyond it, by the hub projection's key on the event hash).
+DUPLICATE_WINDOW = 24 * 3600.0
+#: Seconds to wait for JetStream's acknowledgements of one batch.
+ACK_TIMEOUT = 10.0
+
+SealedOf = Callable[[str], Awaitable[bytes | None]]
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    """What the publisher did, for status and tests."""
+
+    position: int = 0
+    published: int = 0
+    batches: int = 0
+    failures: int = 0
+
+
+def _pack(position: int) -> bytes:
+    return position.to_bytes(8, "big")
+
+
+def _unpack(value: bytes | None) -> int:
+    return 0 if value is None or len(value) != 8 else int.from_bytes(value, "big")
+
+
+class FeedPublisher:
+    """Publishes a city's feed from ``store`` to the leaf node at ``url``.
+
+    Args:
+        store: The HQ's store.
+        city: The city's feed name.
+        url: The leaf node's client URL.
+        sealed_of: The displayed sealed personal block of a case (the case book's
+            fold), asked only for cases whose consent lists the prefecture.
+        batch: Events read per batch (their records go in messages of up to
+            ``per_message`` records, all published before one wait for the acks).
+        poll_interval: Seconds between looks for new events when none are waiting.
+        retry_delay: Seconds after a failure before starting again.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        city: str,
+        url: str,
+        sealed_of: SealedOf,
+        *,
+        batch: int = 500,
+        per_message: int = 250,
+        poll_interval: float = 1.0,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._city = city
+        self._url = url
+        self._sealed_of = sealed_of
+        self._batch = batch
+        self._per_message = per_message
+        self._poll = poll_interval
+        self._retry = retry_delay
+        self.stats = PublisherStats()
+        self._wake = asyncio.Event()
+        self._unacked: list[asyncio.Future[Any]] = []
+
+    def wake(self) -> None:
+        """Look for new events now (the node stored some)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish forever; failures are logged and retried from the stored position."""
+        while True:
+            try:
+                await self._session()
+            except (MeshdeskError, NatsError, OSError, TimeoutError) as exc:
+                self.stats.failures += 1
+                log.warning("hub feed of %s paused: %s; retrying", self._city, exc or type(exc))
+            except Exception:  # a bug: said loudly, and the feed goes on from disk
+                self.stats.failures += 1
+                log.exception("hub feed of %s failed unexpectedly; retrying", self._city)
+            await asyncio.sleep(self._retry)
+
+    async def _session(self) -> None:
+        nc = await nats.connect(
+            self._url,
+            name=f"meshdesk-feed-{self._city}",
+            allow_reconnect=False,  # a lost leaf ends the session: we resume from disk
+            connect_timeout=5,
+            error_cb=_quiet,
+        )
+        try:
+            js = nc.jetstream()
+            await self._ensure_stream(nc)
+            position = _unpack(await self._store.get_meta(POSITION_KEY))
+            self.stats.position = position
+            subject, stream = city_subject(self._city), city_stream(self._city)
+            read_from = position
+            # One batch in flight: the next is read and built while JetStream
+            # acknowledges the last; a position is stored only once all of its
+            # messages, and those of every batch before it, are acknowledged.
+            flight: tuple[int, int, list[asyncio.Future[Any]]] | None = None
+            while True:
+                batch = await self._store.events_in_order(read_from, self._batch)
+                if not batch:
+                    if flight is not None:
+                        await self._landed(flight)
+                        flight = None
+                        continue
+                    self._wake.clear()
+                    try:
+                        async with asyncio.timeout(self._poll):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
+                    if nc.is_closed or not nc.is_connected:
+                        raise ConnectionError("the leaf node went away")
+                    continue
+                records = await self.records(batch)
+                futures = [
+                    await js.publish_async(
+                        subject, payload, stream=stream, headers={"Nats-Msg-Id": msg_id}
+                    )
+                    for msg_id, payload in messages_of(records, self._per_message)
+                ]
+                self._unacked.extend(futures)
+                if flight is not None:
+                    await self._landed(flight)
+                flight = (batch[-1][0], len(records), futures)
+                read_from = batch[-1][0]
+        finally:
+            for future in self._unacked:  # never acknowledged: published again next time
+                future.cancel()
+            self._unacked.clear()
+            await nc.close()
+
+    async def _landed(self, flight: tuple[int, int, list[asyncio.Future[Any]]]) -> None:
+        """Wait for a batch's acknowledgements, then store its position durably."""
+        position, count, futures = flight
+        async with asyncio.timeout(ACK_TIMEOUT):
+            await asyncio.gather(*futures)
+        done = set(futures)
+        self._unacked = [f for f in self._unacked if f not in done]
+        await self._store.set_meta(POSITION_KEY, _pack(position))
+        self.stats.position = position
+        self.stats.published += count
+        self.stats.batches += 1
+
+    async def _ensure_stream(self, nc: Client) -> None:
+        js = nc.jetstream()
+        config = StreamConfig(
+            name=city_stream(self._city),
+            subjects=[city_subject(self._city)],
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW,
+        )
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)  # made by an older version: bring it in line
+
+    async def records(self, batch: Sequence[tuple[int, StoredEvent]]) -> list[FeedRecord]:
+        """The feed records of a batch read from the store."""
+        wanted = list(dict.fromkeys(e.case_id for _, e in batch if e.case_id is not None))
+        summaries = await self._store.index.summaries(wanted)
+        for case_id in wanted:
+            if case_id not in summaries:  # not indexed yet (queued at start-up): fold it
+                events = await self._store.index.case_events(case_id)
+                summaries[case_id] = summarise(case_id, events)
+        consented = [c for c, s in summaries.items() if shares_with_prefecture(s)]
+        erased: set[str] = set()
+        personal: dict[str, bytes] = {}
+        if consented:
+            erased = set(await self._store.erased_cases())
+            for case_id in consented:
+                if case_id not in erased:
+                    sealed = await self._sealed_of(case_id)
+                    if sealed is not None:
+                        personal[case_id] = sealed
+        return records_of(self._city, batch, summaries, personal, erased)
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py's error callback: one debug line (the session's end says the rest)."""
+    log.debug("nats client: %s", exc)

@@ -1,0 +1,174 @@
+"""A prefecture hub on one machine, for tests and ``meshdesk bench hub``: a
+prefecture home (its CA, server certificates, the cities' hub credentials:
+:mod:`meshdesk.prefecture`), a 3-server JetStream cluster and a throw-away
+PostgreSQL, all on 127.0.0.1. :meth:`HubBed.join` runs a city HQ's side of the
+join ceremony (``meshdesk hub join``) with the credential issued for it.
+
+PostgreSQL is Debian's (``postgresql``): ``initdb`` and ``pg_ctl`` run into a
+temporary folder of their own, as the ``postgres`` user when we are root (the
+server refuses to run as root), on a free port, with trust authentication on the
+loopback only. Everything stops, and the folders go, when the exit stack unwinds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import pwd
+import shutil
+import socket
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshdesk.errors import ConfigError
+from meshdesk.home import NodeHome
+from meshdesk.hub.natsconf import TlsFiles, hub_server_config
+from meshdesk.hub.server import NatsServer
+from meshdesk.prefecture.city import join_hub, plan_join
+from meshdesk.prefecture.home import PrefectureHome
+
+__all__ = ["HubBed", "Postgres", "free_port", "postgres_bin", "start_hub_bed"]
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (on the loopback)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def postgres_bin() -> Path | None:
+    """The folder of Debian's PostgreSQL programs (newest version), or None."""
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if versions:
+        return versions[-1].parent
+    found = shutil.which("initdb")
+    return None if found is None else Path(found).resolve().parent
+
+
+class Postgres:
+    """A throw-away PostgreSQL server on the loopback."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="meshdesk-pg-"))
+        self._bin = postgres_bin()
+        self._user: pwd.struct_passwd | None = None
+        if os.geteuid() == 0:
+            self._user = pwd.getpwnam("postgres" if _has_user("postgres") else "nobody")
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://hub@{HOST}:{self.port}/postgres"
+
+    async def _run(self, *argv: str) -> None:
+        assert self._bin is not None
+        process = await asyncio.create_subprocess_exec(
+            str(self._bin / argv[0]),
+            *argv[1:],
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            user=None if self._user is None else self._user.pw_uid,
+            group=None if self._user is None else self._user.pw_gid,
+            cwd=self.folder,
+        )
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            text = out.decode(errors="replace").strip().splitlines()[-3:]
+            raise ConfigError(f"PostgreSQL {argv[0]} failed: {' / '.join(text)}")
+
+    async def start(self) -> None:
+        if self._bin is None:
+            raise ConfigError("PostgreSQL is not installed (Debian package postgresql)")
+        if self._user is not None:
+            os.chown(self.folder, self._user.pw_uid, self._user.pw_gid)
+        data = self.folder / "data"
+        await self._run("initdb", "-D", str(data), "-U", "hub", "--auth=trust", "-E", "UTF8",
+                        "--no-sync", "--locale=C")  # fmt: skip
+        options = f"-h {HOST} -p {self.port} -k {self.folder} -c fsync=on"
+        await self._run("pg_ctl", "-D", str(data), "-o", options, "-l",
+                        str(self.folder / "log"), "-w", "-t", "60", "start")  # fmt: skip
+
+    async def stop(self) -> None:
+        if (self.folder / "data" / "postmaster.pid").exists():
+            with contextlib.suppress(ConfigError):
+                await self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w",
+                                "stop")  # fmt: skip
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@dataclass
+class HubBed:
+    """The running hub: its prefecture home, servers and their URLs, each city's
+    credential file, the database."""
+
+    prefecture: PrefectureHome
+    credentials: dict[str, Path]
+    servers: list[NatsServer]
+    leaf_ports: list[int]
+    postgres: Postgres
+
+    @property
+    def client_urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    @property
+    def leaf_urls(self) -> list[str]:
+        return [f"tls://{HOST}:{port}" for port in self.leaf_ports]
+
+    def join(self, home: NodeHome, city: str) -> None:
+        """The city HQ ``home`` joins the hub with the credential issued for ``city``
+        (the fingerprint confirmed, as its operator would)."""
+        now = dt.datetime.now(dt.UTC)
+        join_hub(home, plan_join(home, self.credentials[city], now=now), confirmed=True)
+
+
+async def start_hub_bed(
+    stack: contextlib.AsyncExitStack, root: Path, cities: Sequence[str], *, size: int = 3
+) -> HubBed:
+    """Start PostgreSQL and a ``size``-server hub cluster under ``root`` (stopped by
+    ``stack``), with a prefecture CA that issued each hub server's certificate and a
+    hub credential for each of ``cities`` (municipality codes)."""
+    now = dt.datetime.now(dt.UTC)
+    prefecture = PrefectureHome(root / "prefecture")
+    prefecture.init("テスト県", now=now)
+    postgres = Postgres()
+    stack.push_async_callback(postgres.stop)
+    ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+    servers = []
+    for i, (port, cluster, leaf) in enumerate(ports):
+        name = f"hub-{i + 1}"
+        files = prefecture.issue_server(name, [HOST], now=now)
+        tls = TlsFiles(files.cert_path, files.key_path, files.ca_path)
+        text = hub_server_config(name=name, host=HOST, port=port, cluster_port=cluster,
+                                 leaf_port=leaf, routes=[p[1] for p in ports],
+                                 store_dir=root / name / "jetstream", tls=tls)  # fmt: skip
+        server = NatsServer(name, root / name, text, host=HOST, port=port, restart_delay=0.5)
+        stack.push_async_callback(server.aclose)
+        servers.append(server)
+    leaf_urls = [f"tls://{HOST}:{p[2]}" for p in ports]
+    credentials = {}
+    for city in cities:
+        out = root / f"{city}.cred"
+        prefecture.issue_city(city, name=f"市{city}", urls=leaf_urls, out=out, now=now)
+        credentials[city] = out
+    await asyncio.gather(postgres.start(), *(s.start() for s in servers))
+    return HubBed(prefecture, credentials, servers, [p[2] for p in ports], postgres)

@@ -1,0 +1,23 @@
+"""``meshdesk bench hub`` runs end to end at a small size and reports what it
+measured (never asserting a time)."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshdesk.bench.hub import HubBenchConfig, run_hub_bench
+
+
+@pytest.mark.usefixtures("hub_tools")
+def test_bench_hub_small() -> None:
+    lines: list[str] = []
+    result = run_hub_bench(HubBenchConfig(cases=40, cut_cases=30, stall=60), lines.append)
+    report = result.to_json()
+    assert report["complete"] is True
+    assert report["feed_records"] == 80
+    assert report["cut_records"] == 60
+    assert report["hub_events_per_s"] > 0
+    assert report["raw_copy_rows_per_s"] > 0
+    assert "while every hub server was down" in report["cut_simulated_by"]
+    assert "bench hub: city HQ to PostgreSQL vs raw COPY" in result.format_table()
+    assert any("cut ends" in line for line in lines)

@@ -1,0 +1,84 @@
+"""The city side's ``[hub]`` settings and how a node takes them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from loopback import loopback_config
+
+from meshdesk.config import HubSettings, config_text, load_config
+from meshdesk.deploy import HomeSpec, build_deployment
+from meshdesk.errors import ConfigError
+from meshdesk.hub.natsconf import TlsFiles, hub_server_config, leaf_config
+from meshdesk.hub.server import nats_log_level
+from meshdesk.identity import Role
+from meshdesk.node import Node
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[hub]\ncity = "Sendai City"\n', "hub.city"),
+        ('[hub]\nhub_urls = ["nats://hub:7422"]\n', "tls://HOST:PORT"),
+        ("[hub]\nbatch = 0\n", "batch"),
+        ("[hub]\npoll_interval = 0.0\n", "poll_interval"),
+    ],
+)
+def test_bad_hub_settings_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_hub_is_off_by_default_and_round_trips(tmp_path: Path) -> None:
+    assert load_config(tmp_path / "missing.toml").hub == HubSettings()
+    assert not HubSettings().enabled
+    path = tmp_path / "config.toml"
+    hub = HubSettings(enabled=True, city="natori", hub_urls=("tls://127.0.0.1:7422",))
+    path.write_text(config_text(replace(load_config(path), hub=hub)), encoding="utf-8")
+    assert load_config(path).hub == hub
+
+
+def test_generated_nats_configs_name_their_parts(tmp_path: Path) -> None:
+    tls = TlsFiles(tmp_path / "a.crt", tmp_path / "a.key", tmp_path / "ca.crt")
+    leaf = leaf_config(city="natori", host="127.0.0.1", port=7422, store_dir=tmp_path / "js",
+                       hub_urls=["tls://127.0.0.1:1", "tls://127.0.0.1:2"], tls=tls)  # fmt: skip
+    assert 'domain: "natori"' in leaf
+    assert 'sync_interval: "always"' in leaf
+    assert 'urls: ["tls://127.0.0.1:1", "tls://127.0.0.1:2"]' in leaf
+    hub = hub_server_config(name="hub-1", host="127.0.0.1", port=1, cluster_port=2, leaf_port=3,
+                            routes=[2, 5], store_dir=tmp_path / "js", tls=tls)  # fmt: skip
+    assert "verify: true" in hub
+    assert 'domain: "hub"' in hub
+
+
+async def test_an_hq_without_its_hub_credential_runs_without_the_feed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    city = await build_deployment(tmp_path, "City", [HomeSpec("hq", Role.HQ)],
+                                  now=dt.datetime.now(dt.UTC))  # fmt: skip
+    home = city.homes["hq"]
+    config = replace(loopback_config(home, []), hub=HubSettings(enabled=True))
+    with caplog.at_level(logging.ERROR, logger="meshdesk.hub"):
+        async with Node(home, config) as node:
+            assert node.hub is None
+    assert "has not joined a prefecture hub" in caplog.text
+    assert "meshdesk hub join FILE" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("line", "level"),
+    [
+        ("[1] 2026/12/06 [ERR] Error trying to connect as leafnode: connection refused", 20),
+        ("[1] 2026/12/06 [ERR] TLS leafnode handshake error: x509: certificate signed by", 30),
+        ("[1] 2026/12/06 [FTL] Error listening on port", 40),
+        ("[1] 2026/12/06 [INF] Server is ready", 10),
+    ],
+)
+def test_a_cut_is_not_a_warning_but_a_refused_certificate_is(line: str, level: int) -> None:
+    assert nats_log_level(line) == level
