@@ -365,6 +365,10 @@ class CallManager(HostingCore):
                 self._publish(call)
             case CallDecline(reason=reason):
                 self._drop(call, part, PartState.LEFT, f"declined: {reason}")
+            case CallLeave(reason=reason) if part.state is PartState.DROPPED:
+                # Taken for gone (a new host said so) before its own word came: it left.
+                part.state = PartState.LEFT
+                self._publish(call)
             case CallLeave(reason=reason):
                 self._drop(call, part, PartState.LEFT, f"left: {reason}")
             case CallRoster(members=members):

@@ -398,3 +398,27 @@ async def test_the_hosts_roster_rules_a_relayed_call_and_its_leaving_ends_it(
     (ended,) = calls.calls()
     assert ended["state"] == "ended"
     assert "the host peer left" in ended["reason"]
+
+
+async def test_a_member_taken_for_gone_that_then_says_it_left_is_shown_as_left(
+    manager: tuple[CallManager, dict[str, FakeLink]],
+) -> None:
+    """A new host may announce the old one gone before the old host's own leave
+    arrives (a busy link): its word, when it comes, says what happened."""
+    calls, links = manager
+    host = links[str(PEER.node_id)]
+    await calls.on_frame(host, _offer(PEER, members=GROUP))
+    members = (
+        CallMember(str(PEER.node_id), "connected"),
+        CallMember(str(ME.node_id), "connecting"),
+        CallMember(str(OTHER.node_id), "dropped"),
+        CallMember(str(X.node_id), "connected"),
+        CallMember(str(Y.node_id), "connecting"),
+    )
+    await calls.on_frame(host, CallRoster(CALL_ID, str(PEER.node_id), members))
+    states = {p["node_id"]: p["state"] for p in calls.calls()[0]["participants"]}
+    assert states[str(OTHER.node_id)] == "dropped"
+    await calls.on_frame(links[str(OTHER.node_id)], CallLeave(CALL_ID, "hung up"))
+    states = {p["node_id"]: p["state"] for p in calls.calls()[0]["participants"]}
+    assert states[str(OTHER.node_id)] == "left"
+    assert calls.calls()[0]["state"] == "ringing"  # the call goes on
