@@ -170,6 +170,17 @@ class NatsServer(AsyncResource):
             await cancel_and_wait(self._task)
             self._task = None
 
+    def reload(self, config_text: str) -> None:
+        """Write a new configuration and have the running server reload it (SIGHUP,
+        as ``nats-server --signal reload`` does); later starts use it too. A
+        server that is down reads it when it next starts."""
+        self._config_text = config_text
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(self.config_path, config_text.encode(), overwrite=True)
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGHUP)
+
     def kill_now(self) -> None:
         """SIGKILL the running process; the supervisor starts it again (a crash)."""
         if self._process is not None and self._process.returncode is None:

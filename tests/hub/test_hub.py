@@ -93,7 +93,7 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     alpha = await start_city(stack, tmp_path, city_a, bed)
     beta = await start_city(stack, tmp_path, city_b, bed)
     projection = Projection(bed.client_urls, bed.postgres.dsn, [city_a, city_b], batch=4,
-                            retry_delay=0.3,
+                            retry_delay=0.3, tls=bed.projection_tls(),
                             admitted=RosterGate(bed.prefecture, check_every=0.0))  # fmt: skip
     task = asyncio.create_task(projection.run())
     stack.push_async_callback(cancel_and_wait, task)
