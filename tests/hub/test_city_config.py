@@ -51,7 +51,7 @@ def test_generated_nats_configs_name_their_parts(tmp_path: Path) -> None:
     assert 'domain: "natori"' in leaf
     assert 'sync_interval: "always"' in leaf
     assert 'urls: ["tls://127.0.0.1:1", "tls://127.0.0.1:2"]' in leaf
-    users = "authorization {\n  users = [{user: \"CN=x\"}]\n}\n"
+    users = 'authorization {\n  users = [{user: "CN=x"}]\n}\n'
     hub = hub_server_config(name="hub-1", host="127.0.0.1", port=1, cluster_port=2, leaf_port=3,
                             routes=[2, 5], store_dir=tmp_path / "js", tls=tls,
                             authorization=users, http_port=4)  # fmt: skip
