@@ -6,7 +6,8 @@ NATS servers and ``meshdesk hub run`` run in h3, PostgreSQL (Debian's) in the
 root namespace, reached through its Unix socket (a file, so from any namespace;
 nothing here uses a network outside the lab). A WAN cut is city a's cable pulled
 (``lab cut``): its HQ keeps recording, the hub keeps taking city b's feed, and
-when the cable is back city a's backlog arrives. Lean on purpose: the
+when the cable is back city a's backlog arrives; then a hub server is killed and
+both feeds go on through the other two. Lean on purpose: the
 in-process e2e test (tests/hub/test_hub.py) covers erasures, consent, a killed hub
 server and revocation.
 """
@@ -29,7 +30,7 @@ from meshdesk.hub.feed import PREFECTURE
 from meshdesk.hub.natsconf import TlsFiles, hub_server_config
 from meshdesk.hub.server import nats_server_binary
 from meshdesk.hub.testbed import PROJECTION, Postgres, postgres_bin
-from meshdesk.lab import Lab
+from meshdesk.lab import Lab, LabProcess
 from meshdesk.prefecture.city import join_hub, plan_join
 from meshdesk.prefecture.home import PrefectureHome
 from meshdesk.prefecture.nats import render_authorization
@@ -51,7 +52,7 @@ def _hub_tools() -> None:
     require(problems, tier="hub")
 
 
-def _start_hub(lab: Lab, root: Path, prefecture: PrefectureHome, dsn: str) -> None:
+def _start_hub(lab: Lab, root: Path, prefecture: PrefectureHome, dsn: str) -> list[LabProcess]:
     """Three hub servers and the projection in h3, admitting the roster's cities."""
     now = dt.datetime.now(dt.UTC)
     addr = lab.addresses()[HUB_HOST]
@@ -59,6 +60,7 @@ def _start_hub(lab: Lab, root: Path, prefecture: PrefectureHome, dsn: str) -> No
     root.mkdir(mode=0o700)
     users = render_authorization(prefecture.load_roster(), now=now,
                                  clients=prefecture.client_subjects())  # fmt: skip
+    servers = []
     for i, (port, cluster, leaf) in enumerate(ports):
         name = f"hub-{i + 1}"
         files = prefecture.server_files(name)
@@ -69,11 +71,12 @@ def _start_hub(lab: Lab, root: Path, prefecture: PrefectureHome, dsn: str) -> No
         )  # fmt: skip
         conf = root / f"{name}.conf"
         conf.write_text(text, encoding="utf-8")
-        lab.popen(HUB_HOST, [str(nats_server_binary()), "-c", str(conf)], name=name)
+        servers.append(lab.popen(HUB_HOST, [str(nats_server_binary()), "-c", str(conf)], name=name))
     argv = [MESHDESK, "hub", "run", "--postgres", dsn, "--prefecture-home", str(prefecture.path),
             *(a for city in CITIES for a in ("--city", city)),
             *(a for p in ports for a in ("--nats", f"nats://{addr}:{p[0]}"))]  # fmt: skip
     lab.popen(HUB_HOST, argv, name="projection")
+    return servers
 
 
 def _start_city(
@@ -126,7 +129,7 @@ def test_city_hqs_in_namespaces_feed_the_hub_through_a_cable_cut(
     try:
         asyncio.run(pg.start())
         dsn = f"postgresql://hub@/postgres?host={pg.folder}&port={pg.port}"
-        _start_hub(lab, tmp_path / "hub", prefecture, dsn)
+        servers = _start_hub(lab, tmp_path / "hub", prefecture, dsn)
         city_a, city_b = CITIES
         alpha = _start_city(lab, tmp_path, "h1", city_a, creds[city_a], wait_until)
         beta = _start_city(lab, tmp_path, "h2", city_b, creds[city_b], wait_until)
@@ -149,12 +152,16 @@ def test_city_hqs_in_namespaces_feed_the_hub_through_a_cable_cut(
         assert _hub_case_ids(pg)[city_a] == before
         assert alpha.proc.poll() is None
 
-        # The cable is back: city a's backlog arrives, every case once.
+        # The cable is back: city a's backlog arrives; a hub server is killed.
         lab.restore("h1")
-        wait_until(lambda: hub_holds(city_a, alpha), timeout=90,
-                   message="city a's backlog never reached the hub")  # fmt: skip
+        wait_until(lambda: len(_hub_case_ids(pg)[city_a]) > len(before), timeout=90,
+                   message="city a's backlog never started to flow")  # fmt: skip
+        servers[1].kill(timeout=10)  # a hub server dies: the other two carry on
+        more += create_cases(alpha, 3)
+        create_cases(beta, 2)
+        wait_until(lambda: hub_holds(city_a, alpha) and hub_holds(city_b, beta), timeout=90,
+                   message="the feeds never caught up after the cut and the kill")  # fmt: skip
         assert set(more) <= _hub_case_ids(pg)[city_a]
-        assert hub_holds(city_b, beta)
     finally:
         lab.stop_processes()
         asyncio.run(pg.stop())
