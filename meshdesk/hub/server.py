@@ -54,6 +54,8 @@ def nats_server_binary() -> Path:
 
 #: Words of a server error that a person must see: trust, not reachability.
 _TRUST = ("TLS", "certificate", "x509", "authorization", "Authorization", "permission")
+#: Ends of a TLS handshake error where the peer just went away: no trust involved.
+_CLOSED = (": EOF", "connection reset by peer")
 
 
 def nats_log_level(line: str) -> int:
@@ -67,6 +69,8 @@ def nats_log_level(line: str) -> int:
     if "[FTL]" in line:
         return logging.ERROR
     if "[ERR]" in line:
+        if "TLS handshake error" in line and line.rstrip().endswith(_CLOSED):
+            return logging.INFO  # closed before a certificate was shown (a readiness probe)
         return logging.WARNING if any(word in line for word in _TRUST) else logging.INFO
     return logging.DEBUG
 

@@ -88,6 +88,17 @@ async def test_an_hq_without_its_hub_credential_runs_without_the_feed(
     [
         ("[1] 2026/12/06 [ERR] Error trying to connect as leafnode: connection refused", 20),
         ("[1] 2026/12/06 [ERR] TLS leafnode handshake error: x509: certificate signed by", 30),
+        ("[1] 2026/12/06 [ERR] 127.0.0.1:1 - cid:5 - TLS handshake error: EOF", 20),
+        (
+            "[1] 2026/12/06 [ERR] 127.0.0.1:1 - cid:5 - TLS handshake error: read tcp"
+            " 127.0.0.1:2->127.0.0.1:1: read: connection reset by peer",
+            20,
+        ),
+        (
+            "[1] 2026/12/06 [ERR] 127.0.0.1:1 - cid:5 - TLS handshake error: remote error:"
+            " tls: bad certificate",
+            30,
+        ),
         ("[1] 2026/12/06 [FTL] Error listening on port", 40),
         ("[1] 2026/12/06 [INF] Server is ready", 10),
     ],
