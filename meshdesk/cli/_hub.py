@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import Mapping
 
@@ -16,7 +17,7 @@ from meshdesk._lifecycle import cancel_and_wait
 from meshdesk.errors import UsageError
 from meshdesk.hub.gate import RosterGate
 from meshdesk.hub.natsconf import CITY_NAME
-from meshdesk.hub.projection import Projection
+from meshdesk.hub.projection import Projection, hub_client_tls
 from meshdesk.prefecture.home import PREFECTURE_HOME_ENV, PrefectureHome
 
 __all__ = ["add_hub_parser"]
@@ -57,7 +58,15 @@ def add_hub_parser(
         "--prefecture-home",
         metavar="DIR",
         help="the prefecture home whose roster.json (and ca.crt) says which cities are"
-        " admitted (default: $MESHDESK_PREFECTURE_HOME); records of others are dropped",
+        " admitted (default: $MESHDESK_PREFECTURE_HOME); records of others are dropped;"
+        " its client certificate is the projection's identity on the hub servers",
+    )
+    run.add_argument(
+        "--client",
+        default="projection",
+        metavar="NAME",
+        help="the hub client certificate in the prefecture home to connect with"
+        " (meshdesk prefecture issue-client; default: projection)",
     )
     run.set_defaults(handler=run_hub)
     return actions
@@ -70,20 +79,38 @@ def run_hub(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if not 1 <= args.replicas <= 5:
         raise UsageError("--replicas must be 1 to 5")
     gate = None
+    tls = None
     where = args.prefecture_home or env.get(PREFECTURE_HOME_ENV)
     if where:
-        gate = RosterGate(PrefectureHome.resolve(where, env))
+        home = PrefectureHome.resolve(where, env)
+        gate = RosterGate(home)
+        files = home.client_files(args.client)
+        if not files.key_path.exists():
+            raise UsageError(
+                f"the prefecture home {home.path} holds no hub client {args.client!r}: issue"
+                f" one with 'meshdesk prefecture issue-client {args.client}', render the hub"
+                " servers' authorization again and reload them"
+            )
+        tls = hub_client_tls(files.cert_path, files.key_path, files.ca_path)
     else:
         print(
-            "hub: no prefecture home (--prefecture-home): records of every city the hub"
-            " servers let in are taken; revocations reach the feed only through them",
+            "hub: no prefecture home (--prefecture-home): connecting without a client"
+            " certificate, and records of every city the hub servers let in are taken",
             file=sys.stderr,
         )
     projection = Projection(args.nats, args.postgres, args.city, replicas=args.replicas,
-                            admitted=gate)  # fmt: skip
+                            admitted=gate, tls=tls)  # fmt: skip
+    logging.getLogger("asyncio").addFilter(_ssl_eof_noise)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(projection))
     return 0
+
+
+def _ssl_eof_noise(record: logging.LogRecord) -> bool:
+    """Drop asyncio's "returning true from eof_received() has no effect when using
+    ssl": said when a TLS connection to a hub server closes (nats-py's streams over
+    TLS), harmless, and a worry to an operator reading it. Everything else passes."""
+    return "eof_received() has no effect when using ssl" not in record.getMessage()
 
 
 async def _run(projection: Projection) -> None:

@@ -5,6 +5,7 @@ Prefecture side, in the prefecture home (``--home``, else
 
     meshdesk prefecture init --name 静岡県
     meshdesk prefecture issue-server hub1 --host hub1.pref.example --host 10.0.0.11
+    meshdesk prefecture issue-client projection   # meshdesk hub run's identity
     meshdesk prefecture issue-city 221007 --name 静岡市 --hub tls://hub1.pref.example:7422 -o FILE
     meshdesk prefecture revoke 221007 --reason "laptop stolen"
     meshdesk prefecture list
@@ -72,6 +73,15 @@ def add_prefecture_parser(commands: argparse._SubParsersAction[argparse.Argument
     )
     server.set_defaults(handler=_issue_server)
 
+    client = actions.add_parser(
+        "issue-client", help="a client certificate for meshdesk hub run (the projection)"
+    )
+    client.add_argument(
+        "client", metavar="NAME", nargs="?", default="projection",
+        help="client name (default: projection, which meshdesk hub run uses)",
+    )  # fmt: skip
+    client.set_defaults(handler=_issue_client)
+
     city = actions.add_parser("issue-city", help="admit a city: write its hub credential file")
     city.add_argument("code", metavar="CODE", help="municipality code, e.g. 221007")
     city.add_argument("--name", required=True, help="the city's name, e.g. 静岡市")
@@ -107,7 +117,7 @@ def add_prefecture_parser(commands: argparse._SubParsersAction[argparse.Argument
     authz.add_argument("--account", metavar="NAME", help="bind the city users to this account")
     authz.set_defaults(handler=_authorization)
 
-    for action in (init, server, city, revoke, listing, authz):
+    for action in (init, server, client, city, revoke, listing, authz):
         action.add_argument(
             "--home",
             metavar="DIR",
@@ -177,6 +187,25 @@ def _issue_server(args: argparse.Namespace, env: Env) -> int:
         ]
     )
     print("Issue server certificates before city credentials: each credential carries them.")
+    return 0
+
+
+def _issue_client(args: argparse.Namespace, env: Env) -> int:
+    home = _home(args, env)
+    files = home.issue_client(args.client, now=_now())
+    result = {k: str(v) for k, v in dataclasses.asdict(files).items()}
+    if args.json:
+        _emit(result)
+        return 0
+    print(f"Signed a client certificate for the hub client {files.name}:")
+    print_fields(
+        [
+            ("certificate", result["cert_path"]),
+            ("key", result["key_path"]),
+            ("prefecture CA", result["ca_path"]),
+        ]
+    )
+    print("Render the hub servers' authorization again (it admits this client) and reload them.")
     return 0
 
 
@@ -267,7 +296,9 @@ def _list(args: argparse.Namespace, env: Env) -> int:
 
 def _authorization(args: argparse.Namespace, env: Env) -> int:
     home = _home(args, env)
-    text = render_authorization(home.load_roster(), now=_now(), account=args.account)
+    text = render_authorization(
+        home.load_roster(), now=_now(), account=args.account, clients=home.client_subjects()
+    )
     if args.json:
         _emit({"authorization": text})
     else:

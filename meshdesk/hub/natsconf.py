@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshdesk.prefecture.nats import render_tls
+
 __all__ = [
     "CITY_NAME",
     "HUB_DOMAIN",
@@ -60,16 +62,14 @@ def _s(value: object) -> str:
     return json.dumps(str(value))
 
 
-def _tls(files: TlsFiles, *, verify: bool) -> list[str]:
-    lines = [
+def _tls(files: TlsFiles) -> list[str]:
+    return [
         "  tls {",
         f"    cert_file: {_s(files.cert)}",
         f"    key_file: {_s(files.key)}",
         f"    ca_file: {_s(files.ca)}",
+        "  }",
     ]
-    if verify:
-        lines.append("    verify: true  # a leaf must show a certificate of the prefecture CA")
-    return [*lines, "  }"]
 
 
 _HEADER = "# Written by meshdesk (meshdesk.hub.natsconf) at every start: edits are lost.\n"
@@ -104,7 +104,7 @@ def leaf_config(
         "  remotes: [",
         "    {",
         f"      urls: [{urls}]",
-        *("    " + line for line in _tls(tls, verify=False)),
+        *("    " + line for line in _tls(tls)),
         "    }",
         "  ]",
         "}",
@@ -122,16 +122,35 @@ def hub_server_config(
     routes: Sequence[int],
     store_dir: Path,
     tls: TlsFiles,
+    authorization: str,
+    http_port: int | None = None,
 ) -> str:
-    """One server of the prefecture's JetStream cluster (domain ``hub``): clients
-    on ``port``, routes to the other servers' ``routes`` ports, and city leaf nodes
-    over TLS with client certificates on ``leaf_port``."""
+    """One server of the prefecture's JetStream cluster (domain ``hub``).
+
+    Every connection is TLS with a certificate of the prefecture CA: clients on
+    ``port`` and city leaf nodes on ``leaf_port`` with ``verify_and_map`` (their
+    certificate's subject must be one of ``authorization``'s users: the block
+    :func:`meshdesk.prefecture.nats.render_authorization` renders from the
+    roster, at the top level), routes to the other servers' ``routes`` ports
+    with ``verify`` (the hub servers' own certificates). A revoked city is absent
+    from the users: after a reload (:meth:`meshdesk.hub.server.NatsServer.reload`)
+    its leaf node is refused when it next connects. ``http_port``: the monitoring
+    endpoint (``/leafz``), on ``host``.
+    """
     route_urls = ", ".join(_s(f"nats-route://{host}:{p}") for p in routes)
+
+    def tls_block(verify_and_map: bool = True, indent: int = 0) -> str:
+        return render_tls(cert_file=tls.cert, key_file=tls.key, ca_file=tls.ca,
+                          verify_and_map=verify_and_map, indent=indent).rstrip("\n")  # fmt: skip
+
     lines = [
         _HEADER,
         f"server_name: {_s(name)}",
         f"host: {_s(host)}",
         f"port: {port}",
+        *([f"http: {_s(f'{host}:{http_port}')}"] if http_port is not None else []),
+        tls_block(),
+        authorization.rstrip("\n"),
         "jetstream {",
         f"  store_dir: {_s(store_dir)}",
         f"  domain: {_s(HUB_DOMAIN)}",
@@ -141,11 +160,12 @@ def hub_server_config(
         f"  host: {_s(host)}",
         f"  port: {cluster_port}",
         f"  routes: [{route_urls}]",
+        tls_block(verify_and_map=False, indent=2),
         "}",
         "leafnodes {",
         f"  host: {_s(host)}",
         f"  port: {leaf_port}",
-        *_tls(tls, verify=True),
+        tls_block(indent=2),
         "}",
     ]
     return "\n".join(lines) + "\n"

@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -40,7 +42,7 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from meshdesk.cases.hlc import to_datetime
-from meshdesk.errors import MeshdeskError, WireError
+from meshdesk.errors import ConfigError, MeshdeskError, WireError
 from meshdesk.hub.feed import FeedRecord, RecordKind, decode_message
 from meshdesk.hub.natsconf import HUB_STREAM, city_stream, city_subject
 from meshdesk.hub.schema import SCHEMA, VIEWS
@@ -53,6 +55,7 @@ __all__ = [
     "decode_messages",
     "ensure_hub_stream",
     "ensure_schema",
+    "hub_client_tls",
     "stored_position",
 ]
 
@@ -345,6 +348,22 @@ async def ensure_hub_stream(js: Any, cities: Sequence[str], replicas: int = 3) -
         await js.update_stream(config)
 
 
+def hub_client_tls(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
+    """The TLS context of a prefecture hub client: its certificate and key (from
+    ``meshdesk prefecture issue-client``), the hub servers checked against the
+    prefecture CA ``ca``.
+
+    Raises:
+        ConfigError: a file that cannot be read or does not fit.
+    """
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"hub client certificate {cert}: {exc}") from exc
+    return context
+
+
 class Projection:
     """Consumes the hub stream into PostgreSQL until cancelled.
 
@@ -354,6 +373,8 @@ class Projection:
         cities: Cities whose streams the hub stream must source (added if missing).
         admitted: Whether a city may feed the hub (the prefecture roster's
             :class:`~meshdesk.hub.gate.RosterGate`); None takes every city.
+        tls: The projection's client identity on the hub servers (its prefecture
+            client certificate: :func:`hub_client_tls`); None connects without.
         batch: Messages (of up to a few hundred records each) per transaction.
         retry_delay: Seconds after a failure before starting again.
     """
@@ -368,8 +389,10 @@ class Projection:
         retry_delay: float = 1.0,
         replicas: int = 3,
         admitted: Admitted | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._urls = list(nats_urls)
+        self._tls = tls
         self._dsn = dsn
         self._cities = list(cities)
         self._batch = batch
@@ -396,7 +419,8 @@ class Projection:
         try:
             await ensure_schema(conn)
             nc = await nats.connect(self._urls, connect_timeout=5, max_reconnect_attempts=-1,
-                                    reconnect_time_wait=0.5, error_cb=_quiet)  # fmt: skip
+                                    reconnect_time_wait=0.5, error_cb=_quiet,
+                                    tls=self._tls)  # fmt: skip
             js = nc.jetstream(timeout=10)
             await ensure_hub_stream(js, self._cities, self._replicas)
             position = await stored_position(conn)

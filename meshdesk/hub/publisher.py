@@ -13,6 +13,12 @@ from the stored position, and the records of the unacknowledged tail are publish
 again: the stream's duplicate window, and the hub projection's key on the event
 hash, make the second copy a no-op. The wide-area link is not on this path at all:
 the hub's stream sources the city's stream whenever the link is up.
+
+With the position the publisher also stores the stream sequence of the batch's
+last acknowledgement. A session that finds the city's stream behind that sequence
+(the leaf's JetStream folder wiped or lost: the stream starts again at sequence 1)
+publishes the whole store again from position 0; every message keeps its
+``Nats-Msg-Id``, so the hub takes nothing twice.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ __all__ = ["POSITION_KEY", "FeedPublisher", "PublisherStats", "SealedOf"]
 log = logging.getLogger("meshdesk.hub.publisher")
 
 #: The store meta key of the last position whose record JetStream acknowledged.
+#: Its value: the position (8 bytes, big-endian), then the city stream's sequence
+#: of that batch's last acknowledgement (8 bytes; absent in older stores).
 POSITION_KEY = "hub.feed.position"
 #: Seconds of the city stream's duplicate window: a republished tail within it is
 #: dropped by JetStream (beyond it, by the hub projection's key on the event hash).
@@ -58,14 +66,20 @@ class PublisherStats:
     published: int = 0
     batches: int = 0
     failures: int = 0
+    #: Times the city's stream was found behind what it had acknowledged (wiped).
+    restarts: int = 0
 
 
-def _pack(position: int) -> bytes:
-    return position.to_bytes(8, "big")
+def _pack(position: int, stream_seq: int) -> bytes:
+    return position.to_bytes(8, "big") + stream_seq.to_bytes(8, "big")
 
 
-def _unpack(value: bytes | None) -> int:
-    return 0 if value is None or len(value) != 8 else int.from_bytes(value, "big")
+def _unpack(value: bytes | None) -> tuple[int, int]:
+    """``(position, stream sequence)``; (0, 0) for nothing or a damaged value, the
+    sequence 0 (unknown: not checked) for an older store's 8-byte value."""
+    if value is None or len(value) not in (8, 16):
+        return 0, 0
+    return int.from_bytes(value[:8], "big"), int.from_bytes(value[8:], "big")
 
 
 class FeedPublisher:
@@ -106,6 +120,7 @@ class FeedPublisher:
         self.stats = PublisherStats()
         self._wake = asyncio.Event()
         self._unacked: list[asyncio.Future[Any]] = []
+        self._acked = 0  # the city stream's sequence of the last acknowledgement
 
     def wake(self) -> None:
         """Look for new events now (the node stored some)."""
@@ -135,7 +150,10 @@ class FeedPublisher:
         try:
             js = nc.jetstream()
             await self._ensure_stream(nc)
-            position = _unpack(await self._store.get_meta(POSITION_KEY))
+            position, acked = _unpack(await self._store.get_meta(POSITION_KEY))
+            if acked > 0:
+                position, acked = await self._check_stream(js, position, acked)
+            self._acked = acked
             self.stats.position = position
             subject, stream = city_subject(self._city), city_stream(self._city)
             read_from = position
@@ -177,14 +195,34 @@ class FeedPublisher:
             self._unacked.clear()
             await nc.close()
 
+    async def _check_stream(self, js: Any, position: int, acked: int) -> tuple[int, int]:
+        """Where to publish from: ``(position, acked)``, or from the start when the
+        city's stream ends before what it acknowledged (its folder wiped: it began
+        again at sequence 1)."""
+        info = await js.stream_info(city_stream(self._city))
+        last = int(info.state.last_seq or 0)
+        if last >= acked:
+            return position, acked
+        log.warning(
+            "hub feed of %s: the leaf's stream ends at sequence %d but had acknowledged %d"
+            " (its JetStream folder was wiped?); publishing the store again from the start",
+            self._city,
+            last,
+            acked,
+        )
+        self.stats.restarts += 1
+        await self._store.set_meta(POSITION_KEY, _pack(0, last))
+        return 0, last
+
     async def _landed(self, flight: tuple[int, int, list[asyncio.Future[Any]]]) -> None:
         """Wait for a batch's acknowledgements, then store its position durably."""
         position, count, futures = flight
         async with asyncio.timeout(ACK_TIMEOUT):
-            await asyncio.gather(*futures)
+            acks = await asyncio.gather(*futures)
         done = set(futures)
         self._unacked = [f for f in self._unacked if f not in done]
-        await self._store.set_meta(POSITION_KEY, _pack(position))
+        self._acked = max([self._acked, *(int(a.seq) for a in acks)])
+        await self._store.set_meta(POSITION_KEY, _pack(position, self._acked))
         self.stats.position = position
         self.stats.published += count
         self.stats.batches += 1

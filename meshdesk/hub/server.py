@@ -54,6 +54,8 @@ def nats_server_binary() -> Path:
 
 #: Words of a server error that a person must see: trust, not reachability.
 _TRUST = ("TLS", "certificate", "x509", "authorization", "Authorization", "permission")
+#: Ends of a TLS handshake error where the peer just went away: no trust involved.
+_CLOSED = (": EOF", "connection reset by peer")
 
 
 def nats_log_level(line: str) -> int:
@@ -67,6 +69,8 @@ def nats_log_level(line: str) -> int:
     if "[FTL]" in line:
         return logging.ERROR
     if "[ERR]" in line:
+        if "TLS handshake error" in line and line.rstrip().endswith(_CLOSED):
+            return logging.INFO  # closed before a certificate was shown (a readiness probe)
         return logging.WARNING if any(word in line for word in _TRUST) else logging.INFO
     return logging.DEBUG
 
@@ -169,6 +173,17 @@ class NatsServer(AsyncResource):
             await self._end_process(kill=kill)
             await cancel_and_wait(self._task)
             self._task = None
+
+    def reload(self, config_text: str) -> None:
+        """Write a new configuration and have the running server reload it (SIGHUP,
+        as ``nats-server --signal reload`` does); later starts use it too. A
+        server that is down reads it when it next starts."""
+        self._config_text = config_text
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(self.config_path, config_text.encode(), overwrite=True)
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGHUP)
 
     def kill_now(self) -> None:
         """SIGKILL the running process; the supervisor starts it again (a crash)."""

@@ -1,8 +1,10 @@
 """A prefecture hub on one machine, for tests and ``meshdesk bench hub``: a
-prefecture home (its CA, server certificates, the cities' hub credentials:
-:mod:`meshdesk.prefecture`), a 3-server JetStream cluster and a throw-away
-PostgreSQL, all on 127.0.0.1. :meth:`HubBed.join` runs a city HQ's side of the
-join ceremony (``meshdesk hub join``) with the credential issued for it.
+prefecture home (its CA, server certificates, the cities' hub credentials, the
+projection's client certificate: :mod:`meshdesk.prefecture`), a 3-server
+JetStream cluster whose servers admit the roster's cities (and the projection)
+and nobody else, and a throw-away PostgreSQL, all on 127.0.0.1.
+:meth:`HubBed.join` runs a city HQ's side of the join ceremony (``meshdesk hub
+join``) with the credential issued for it.
 
 PostgreSQL is Debian's (``postgresql``): ``initdb`` and ``pg_ctl`` run into a
 temporary folder of their own, as the ``postgres`` user when we are root (the
@@ -15,21 +17,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
 import pwd
 import shutil
 import socket
+import ssl
 import tempfile
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from meshdesk.errors import ConfigError
 from meshdesk.home import NodeHome
 from meshdesk.hub.natsconf import TlsFiles, hub_server_config
+from meshdesk.hub.projection import hub_client_tls
 from meshdesk.hub.server import NatsServer
 from meshdesk.prefecture.city import join_hub, plan_join
 from meshdesk.prefecture.home import PrefectureHome
+from meshdesk.prefecture.nats import render_authorization
+
+#: The projection's client name in the prefecture home (``issue-client``).
+PROJECTION = "projection"
 
 __all__ = ["HubBed", "Postgres", "free_port", "postgres_bin", "start_hub_bed"]
 
@@ -124,7 +134,10 @@ class HubBed:
     credentials: dict[str, Path]
     servers: list[NatsServer]
     leaf_ports: list[int]
+    http_ports: list[int]
     postgres: Postgres
+    #: Each server's configuration from the prefecture home as it is now.
+    configs: list[Callable[[], str]]
 
     @property
     def client_urls(self) -> list[str]:
@@ -133,6 +146,31 @@ class HubBed:
     @property
     def leaf_urls(self) -> list[str]:
         return [f"tls://{HOST}:{port}" for port in self.leaf_ports]
+
+    def projection_tls(self) -> ssl.SSLContext:
+        """The projection's TLS identity (its prefecture client certificate)."""
+        files = self.prefecture.client_files(PROJECTION)
+        return hub_client_tls(files.cert_path, files.key_path, files.ca_path)
+
+    def reload_trust(self) -> None:
+        """Render every server's configuration from the roster as it is now (a
+        revoked city gone from the users) and have each server reload it."""
+        for server, config in zip(self.servers, self.configs, strict=True):
+            server.reload(config())
+
+    def leaf_names(self) -> set[str]:
+        """Server names of the leaf nodes connected to any running hub server
+        (each server's monitoring ``/leafz``)."""
+        names: set[str] = set()
+        for server, port in zip(self.servers, self.http_ports, strict=True):
+            if server.pid is None:
+                continue
+            try:
+                with urllib.request.urlopen(f"http://{HOST}:{port}/leafz", timeout=5) as reply:
+                    names.update(leaf["name"] for leaf in json.load(reply).get("leafs") or [])
+            except OSError:
+                continue  # starting or stopping: it holds no leaf now
+        return names
 
     def join(self, home: NodeHome, city: str) -> None:
         """The city HQ ``home`` joins the hub with the credential issued for ``city``
@@ -152,23 +190,37 @@ async def start_hub_bed(
     prefecture.init("テスト県", now=now)
     postgres = Postgres()
     stack.push_async_callback(postgres.stop)
-    ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+    prefecture.issue_client(PROJECTION, now=now)
+    ports = [(free_port(), free_port(), free_port(), free_port()) for _ in range(size)]
     servers = []
-    for i, (port, cluster, leaf) in enumerate(ports):
+    configs: list[Callable[[], str]] = []
+    for i, (port, cluster, leaf, http) in enumerate(ports):
         name = f"hub-{i + 1}"
         files = prefecture.issue_server(name, [HOST], now=now)
         tls = TlsFiles(files.cert_path, files.key_path, files.ca_path)
-        text = hub_server_config(name=name, host=HOST, port=port, cluster_port=cluster,
-                                 leaf_port=leaf, routes=[p[1] for p in ports],
-                                 store_dir=root / name / "jetstream", tls=tls)  # fmt: skip
-        server = NatsServer(name, root / name, text, host=HOST, port=port, restart_delay=0.5)
-        stack.push_async_callback(server.aclose)
-        servers.append(server)
+
+        def config(name: str = name, port: int = port, cluster: int = cluster, leaf: int = leaf,
+                   http: int = http, tls: TlsFiles = tls) -> str:  # fmt: skip
+            users = render_authorization(prefecture.load_roster(), now=dt.datetime.now(dt.UTC),
+                                         clients=prefecture.client_subjects())  # fmt: skip
+            return hub_server_config(name=name, host=HOST, port=port, cluster_port=cluster,
+                                     leaf_port=leaf, routes=[p[1] for p in ports],
+                                     store_dir=root / name / "jetstream", tls=tls,
+                                     authorization=users, http_port=http)  # fmt: skip
+
+        configs.append(config)
     leaf_urls = [f"tls://{HOST}:{p[2]}" for p in ports]
     credentials = {}
     for city in cities:
         out = root / f"{city}.cred"
         prefecture.issue_city(city, name=f"市{city}", urls=leaf_urls, out=out, now=now)
         credentials[city] = out
+    for i, (port, *_) in enumerate(ports):
+        name = f"hub-{i + 1}"
+        server = NatsServer(name, root / name, configs[i](), host=HOST, port=port,
+                            restart_delay=0.5)  # fmt: skip
+        stack.push_async_callback(server.aclose)
+        servers.append(server)
     await asyncio.gather(postgres.start(), *(s.start() for s in servers))
-    return HubBed(prefecture, credentials, servers, [p[2] for p in ports], postgres)
+    return HubBed(prefecture, credentials, servers, [p[2] for p in ports],
+                  [p[3] for p in ports], postgres, configs)  # fmt: skip

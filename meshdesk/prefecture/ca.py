@@ -22,6 +22,10 @@ It signs two kinds of certificate:
 * a **server certificate** for each of the hub's NATS servers, with
   ``127.0.0.1`` and the given host names and addresses as SANs, usable for
   client connections, leaf nodes and cluster routes alike.
+* a **hub client certificate** for the prefecture's own services on the hub
+  (``meshdesk hub run``, the projection): client use only, subject
+  ``CN=<name>,OU=hub client,O=meshdesk prefecture …``; the hub servers admit it
+  as an ``authorization`` user beside the cities.
 
 Like the deployment CA's, these certificates are long-lived on purpose; trust is
 withdrawn by revocation (:mod:`meshdesk.prefecture.roster`).
@@ -56,6 +60,7 @@ from meshdesk.identity.pki import check_label
 
 __all__ = [
     "CITY_VALIDITY",
+    "CLIENT_OU",
     "PREFECTURE_CA_VALIDITY",
     "SERVER_VALIDITY",
     "CityCert",
@@ -64,6 +69,7 @@ __all__ = [
     "municipality_code",
     "prefecture_id",
     "verify_city_cert",
+    "verify_client_cert",
     "verify_server_cert",
 ]
 
@@ -72,6 +78,8 @@ CITY_VALIDITY = dt.timedelta(days=365 * 20)
 SERVER_VALIDITY = dt.timedelta(days=365 * 20)
 
 _ORG_PREFIX = "meshdesk prefecture "
+#: The organizational unit of the prefecture's own hub client certificates.
+CLIENT_OU = "hub client"
 _OU_PREFIX = "credential "
 _CODE = re.compile(r"[0-9]{5,6}")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
@@ -193,6 +201,20 @@ def verify_server_cert(cert: x509.Certificate, ca_cert: x509.Certificate) -> str
     """
     _check_issued(cert, ca_cert, "hub server certificate")
     return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def verify_client_cert(cert: x509.Certificate, ca_cert: x509.Certificate) -> str:
+    """Check a hub client certificate against the prefecture CA; returns its
+    subject as NATS maps it (RFC 2253), the hub's ``authorization`` user.
+
+    Raises:
+        AuthError: another CA signed it, it was altered, or it is no hub client's.
+    """
+    _check_issued(cert, ca_cert, "hub client certificate")
+    ous = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if [str(ou.value) for ou in ous] != [CLIENT_OU]:
+        raise AuthError(f"{cert.subject.rfc4514_string()} is not a hub client certificate")
+    return cert.subject.rfc4514_string()
 
 
 def _san(name: str) -> x509.GeneralName:
@@ -348,6 +370,39 @@ class PrefectureCA:
             x509.random_serial_number(),
             usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
             sans=sans,
+            validity=SERVER_VALIDITY,
+            now=now,
+        )
+        return key, cert
+
+    def issue_client(
+        self, name: str, *, now: dt.datetime
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """A key and client certificate for the prefecture's own hub client ``name``
+        (the projection, ``meshdesk hub run``).
+
+        Raises:
+            ValueError: an empty, control-character or non-ASCII name.
+        """
+        label = check_label("client name", name)
+        if not label.isascii():
+            raise ValueError(f"client name {name!r}: ASCII only (NATS maps it byte for byte)")
+        key = new_p256_key()
+        subject = x509.Name(
+            [
+                x509.NameAttribute(
+                    NameOID.ORGANIZATION_NAME, _ORG_PREFIX + str(self.prefecture_id)
+                ),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, CLIENT_OU),
+                x509.NameAttribute(NameOID.COMMON_NAME, label),
+            ]
+        )
+        cert = self._leaf(
+            key,
+            subject,
+            x509.random_serial_number(),
+            usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
+            sans=[],
             validity=SERVER_VALIDITY,
             now=now,
         )

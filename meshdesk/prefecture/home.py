@@ -9,6 +9,9 @@
       servers/              0700
         NAME.crt            a hub NATS server's certificate
         NAME.key            0600  its private key
+      clients/              0700
+        NAME.crt            a hub client's certificate (the projection, meshdesk hub run)
+        NAME.key            0600  its private key
 
 Chosen by ``--home``, else ``$MESHDESK_PREFECTURE_HOME``, else the platform's user
 data folder ``meshdesk-prefecture``; never a city node's home. Every write is
@@ -31,7 +34,12 @@ from meshdesk._fs import ensure_private_dir, resolve_home, write_private
 from meshdesk.errors import AuthError, HomeError, UsageError
 from meshdesk.identity.certs import cert_pem, load_certificate, load_p256_key, private_key_pem
 from meshdesk.identity.pki import check_label
-from meshdesk.prefecture.ca import PrefectureCA, municipality_code, verify_server_cert
+from meshdesk.prefecture.ca import (
+    PrefectureCA,
+    municipality_code,
+    verify_client_cert,
+    verify_server_cert,
+)
 from meshdesk.prefecture.credential import HubCredential, check_hub_url
 from meshdesk.prefecture.roster import MAX_ROSTER_BYTES, CityEntry, Roster
 
@@ -43,7 +51,8 @@ _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 @dataclass(frozen=True, slots=True)
 class ServerFiles:
-    """Where one hub server's TLS files are: what its NATS ``tls {}`` block names."""
+    """Where one hub server's (or hub client's) TLS files are: what its NATS
+    ``tls {}`` block names, or what a client loads."""
 
     name: str
     cert_path: Path
@@ -77,6 +86,10 @@ class PrefectureHome:
     @property
     def servers_dir(self) -> Path:
         return self.path / "servers"
+
+    @property
+    def clients_dir(self) -> Path:
+        return self.path / "clients"
 
     def exists(self) -> bool:
         return self.ca_key_path.exists()
@@ -226,6 +239,58 @@ class PrefectureHome:
             verify_server_cert(cert, ca_cert)
             certs.append(cert)
         return certs
+
+    # -- the prefecture's own hub clients --------------------------------------------
+
+    def client_files(self, name: str) -> ServerFiles:
+        if not _SERVER_NAME.fullmatch(name):
+            raise UsageError(
+                f"client name {name!r}: use letters, digits, '.', '-' or '_' (e.g. projection)"
+            )
+        return ServerFiles(
+            name=name,
+            cert_path=self.clients_dir / f"{name}.crt",
+            key_path=self.clients_dir / f"{name}.key",
+            ca_path=self.ca_cert_path,
+        )
+
+    def issue_client(self, name: str, *, now: dt.datetime) -> ServerFiles:
+        """Sign a client certificate for the prefecture's hub client ``name`` (the
+        projection) and keep it here; the hub servers' authorization admits it.
+
+        Raises:
+            UsageError: a bad name.
+            HomeError: that client has a certificate already, or no write access.
+        """
+        files = self.client_files(name)
+        ca = self.load_ca()
+        if files.key_path.exists():
+            raise HomeError(f"hub client {name} has a certificate already ({files.cert_path})")
+        key, cert = ca.issue_client(name, now=now)
+        try:
+            ensure_private_dir(self.clients_dir)
+        except OSError as exc:
+            raise HomeError(f"cannot create {self.clients_dir}: {exc.strerror or exc}") from exc
+        self._write(files.cert_path, cert_pem(cert), overwrite=True)
+        self._write(files.key_path, private_key_pem(key), overwrite=False)
+        return files
+
+    def client_subjects(self) -> list[str]:
+        """The NATS user (certificate subject) of every hub client issued here, each
+        checked against the CA: what the hub servers' authorization admits beside
+        the cities.
+
+        Raises:
+            AuthError: a certificate the CA did not sign, or no hub client's.
+        """
+        if not self.clients_dir.is_dir():
+            return []
+        ca_cert = self.load_ca_cert()
+        subjects = []
+        for path in sorted(self.clients_dir.glob("*.crt")):
+            cert = load_certificate(self._read(path, secret=False), str(path), AuthError)
+            subjects.append(verify_client_cert(cert, ca_cert))
+        return subjects
 
     # -- cities --------------------------------------------------------------------
 

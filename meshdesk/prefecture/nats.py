@@ -81,6 +81,7 @@ def render_authorization(
     now: dt.datetime | None = None,
     account: str | None = None,
     permissions: Permissions | None = None,
+    clients: Sequence[str] = (),
     indent: int = 0,
 ) -> str:
     """The ``authorization { users = [...] }`` block mapping city certificates to users.
@@ -90,6 +91,9 @@ def render_authorization(
         now: leave out credentials expired at this time (None: keep them).
         account: bind every city user to this NATS account (leaf node users).
         permissions: per-city publish/subscribe allow lists, by municipality code.
+        clients: subjects of the prefecture's own hub clients
+            (:meth:`~meshdesk.prefecture.home.PrefectureHome.client_subjects`: the
+            projection), admitted beside the cities with no account or permissions.
         indent: spaces before each line, to nest the block.
 
     Raises:
@@ -114,7 +118,10 @@ def render_authorization(
         label = " ".join(names.get(code, "").split())
         lines.append(f"{pad}    # {code} {label}".rstrip())
         lines.append(f"{pad}    {{{', '.join(fields)}}}")
-    if not users:
+    for subject in clients:
+        lines.append(f"{pad}    # the prefecture's hub client")
+        lines.append(f"{pad}    {{user: {_quote(subject)}}}")
+    if not users and not clients:
         lines.append(f"{pad}    # no city is admitted: a user no certificate maps to")
         lines.append(f"{pad}    {{user: {_quote(NO_CITY_USER)}}}")
     lines += [f"{pad}  ]", f"{pad}}}"]

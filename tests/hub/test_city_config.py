@@ -51,10 +51,22 @@ def test_generated_nats_configs_name_their_parts(tmp_path: Path) -> None:
     assert 'domain: "natori"' in leaf
     assert 'sync_interval: "always"' in leaf
     assert 'urls: ["tls://127.0.0.1:1", "tls://127.0.0.1:2"]' in leaf
+    users = 'authorization {\n  users = [{user: "CN=x"}]\n}\n'
     hub = hub_server_config(name="hub-1", host="127.0.0.1", port=1, cluster_port=2, leaf_port=3,
-                            routes=[2, 5], store_dir=tmp_path / "js", tls=tls)  # fmt: skip
-    assert "verify: true" in hub
+                            routes=[2, 5], store_dir=tmp_path / "js", tls=tls,
+                            authorization=users, http_port=4)  # fmt: skip
     assert 'domain: "hub"' in hub
+    assert 'http: "127.0.0.1:4"' in hub
+    # Clients and leaf nodes are mapped to the authorization's users; routes are
+    # checked against the CA; the users sit at the top level.
+    top, cluster = hub.split("cluster {")
+    cluster, leafnodes = cluster.split("leafnodes {")
+    assert "verify_and_map: true" in top
+    assert users.strip() in top
+    assert "verify: true" in cluster
+    assert "verify_and_map" not in cluster
+    assert "verify_and_map: true" in leafnodes
+    assert "authorization" not in leafnodes
 
 
 async def test_an_hq_without_its_hub_credential_runs_without_the_feed(
@@ -76,6 +88,17 @@ async def test_an_hq_without_its_hub_credential_runs_without_the_feed(
     [
         ("[1] 2026/12/06 [ERR] Error trying to connect as leafnode: connection refused", 20),
         ("[1] 2026/12/06 [ERR] TLS leafnode handshake error: x509: certificate signed by", 30),
+        ("[1] 2026/12/06 [ERR] 127.0.0.1:1 - cid:5 - TLS handshake error: EOF", 20),
+        (
+            "[1] 2026/12/06 [ERR] 127.0.0.1:1 - cid:5 - TLS handshake error: read tcp"
+            " 127.0.0.1:2->127.0.0.1:1: read: connection reset by peer",
+            20,
+        ),
+        (
+            "[1] 2026/12/06 [ERR] 127.0.0.1:1 - cid:5 - TLS handshake error: remote error:"
+            " tls: bad certificate",
+            30,
+        ),
         ("[1] 2026/12/06 [FTL] Error listening on port", 40),
         ("[1] 2026/12/06 [INF] Server is ready", 10),
     ],

@@ -6,7 +6,11 @@ is cut (every hub server down) the cities keep working: new cases, edits, an
 erasure, an announcement; a city's leaf node is killed and comes back by itself.
 Then the hub returns, and one hub server is killed in the middle of the stream.
 At the end the hub's views equal what both HQs hold, every record is there once,
-and no personal block reached the hub without the citizen's consent.
+and no personal block reached the hub without the citizen's consent. Finally the
+prefecture revokes a city: the projection's roster gate drops what its still-open
+link sends, and once the hub servers reload their authorization (rendered from
+the roster) its leaf node is refused when it reconnects while the other city's
+comes back.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -87,13 +92,14 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     tmp_path: Path,
     stack: contextlib.AsyncExitStack,
     async_wait_until: AsyncWaitUntil,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     bed = hub_bed
     city_a, city_b = bed.credentials  # municipality codes the prefecture admitted
     alpha = await start_city(stack, tmp_path, city_a, bed)
     beta = await start_city(stack, tmp_path, city_b, bed)
     projection = Projection(bed.client_urls, bed.postgres.dsn, [city_a, city_b], batch=4,
-                            retry_delay=0.3,
+                            retry_delay=0.3, tls=bed.projection_tls(),
                             admitted=RosterGate(bed.prefecture, check_every=0.0))  # fmt: skip
     task = asyncio.create_task(projection.run())
     stack.push_async_callback(cancel_and_wait, task)
@@ -205,6 +211,38 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     await async_wait_until(lambda: _at_least(hub_cases, total + 2), timeout=60,
                            message="city a's feed stopped too")  # fmt: skip
     assert await db.fetchval("SELECT count(*) FROM hub_cases WHERE city = $1", city_b) == held_b
+
+    # The hub servers refuse city b's leaf node too: their authorization, rendered
+    # again from the roster and reloaded (SIGHUP), has city b's certificate among
+    # its users no more. Its link, open since before, ends when the leaf next
+    # reconnects (here a crash of each city's leaf): a's is let in, b's refused.
+    leaf_a, leaf_b = f"city-{city_a}", f"city-{city_b}"
+    assert {leaf_a, leaf_b} <= bed.leaf_names()
+    bed.reload_trust()
+    starts = (alpha.hub.leaf.starts, beta.hub.leaf.starts)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="meshdesk.hub.nats"):
+        alpha.hub.leaf.kill_now()
+        beta.hub.leaf.kill_now()
+        await async_wait_until(
+            lambda: alpha.hub.leaf.starts > starts[0] and beta.hub.leaf.starts > starts[1],
+            timeout=30, message="the leaf nodes never restarted",
+        )  # fmt: skip
+        await async_wait_until(lambda: _refused(caplog, city_b), timeout=60,
+                               message="city b's leaf was never refused")  # fmt: skip
+        await open_cases(alpha, 2)
+        await async_wait_until(lambda: _at_least(hub_cases, total + 4), timeout=60,
+                               message="city a's feed stopped after its reconnection")  # fmt: skip
+    assert leaf_a in bed.leaf_names()
+    assert leaf_b not in bed.leaf_names()
+
+
+def _refused(caplog: pytest.LogCaptureFixture, city: str) -> bool:
+    """City ``city``'s leaf node logged that the hub refused its credential."""
+    return any(
+        f"leaf {city}" in r.getMessage() and "Authorization Violation" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 async def _at_least(count: object, n: int) -> bool:

@@ -86,9 +86,16 @@ def test_join_pins_the_prefecture_ca_and_revocation_unmaps_the_city(
     authz = ok(cli("prefecture", "authorization", "--home", str(setup.pref))).out
     assert f'{{user: "{subject}"}}' in authz
 
+    # The projection's identity (meshdesk hub run) is admitted beside the cities.
+    client = ok(cli("prefecture", "issue-client", "--home", str(setup.pref), "--json")).json()
+    assert client["name"] == "projection"
+    assert Path(str(client["cert_path"])).is_file()
+    fails(cli("prefecture", "issue-client", "--home", str(setup.pref)), 4, "already")
+
     ok(cli("prefecture", "revoke", "221007", "--home", str(setup.pref), "--reason", "盗難"))
     authz = ok(cli("prefecture", "authorization", "--home", str(setup.pref))).out
     assert subject not in authz
+    assert "CN=projection,OU=hub client," in authz
     listing = ok(cli("prefecture", "list", "--home", str(setup.pref))).out
     assert "REVOKED" in listing
     assert "盗難" in listing

@@ -359,3 +359,29 @@ def test_home_issue_replace_and_revoke(home: PrefectureHome, tmp_path: Path) -> 
         home.issue_city("131016", name="千代田区", urls=["http://x"], out=tmp_path / "c", now=NOW)
     with pytest.raises(HomeError, match="holds no prefecture CA"):
         PrefectureHome(tmp_path / "none").load_ca()
+
+
+def test_hub_client_is_admitted_beside_the_cities(home: PrefectureHome, tmp_path: Path) -> None:
+    assert home.client_subjects() == []
+    files = home.issue_client("projection", now=NOW)
+    assert os.stat(files.key_path).st_mode & 0o777 == 0o600
+    cert = x509.load_pem_x509_certificate(files.cert_path.read_bytes())
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]  # no server identity
+    (subject,) = home.client_subjects()
+    assert subject.startswith("CN=projection,OU=hub client,O=meshdesk prefecture ")
+    with pytest.raises(HomeError, match="has a certificate already"):
+        home.issue_client("projection", now=NOW)
+    with pytest.raises(UsageError, match="client name"):
+        home.client_files("../x")
+    # No city admitted: the projection alone is the users list (no placeholder).
+    text = render_authorization(home.load_roster(), clients=home.client_subjects())
+    assert f'{{user: "{subject}"}}' in text
+    assert NO_CITY_USER not in text
+    # A certificate of another CA dropped into clients/ is refused, not admitted.
+    other = PrefectureHome(tmp_path / "other")
+    other.init("愛知県", now=NOW)
+    stray = other.issue_client("stray", now=NOW)
+    (home.clients_dir / "stray.crt").write_bytes(stray.cert_path.read_bytes())
+    with pytest.raises(AuthError, match="not signed by the prefecture CA"):
+        home.client_subjects()
