@@ -55,3 +55,10 @@ async def postgres() -> AsyncIterator[Postgres]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[contextlib.AsyncExitStack]:
+    """Resources a hub test starts, stopped in reverse when it ends."""
+    async with contextlib.AsyncExitStack() as s:
+        yield s

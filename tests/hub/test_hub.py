@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,12 +78,6 @@ def feedable(node_events: list[tuple[int, object]]) -> int:
         if getattr(e, "case_id", None) is not None
         or getattr(e, "kind", 0) == NoticeKind.ANNOUNCEMENT
     )
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[contextlib.AsyncExitStack]:
-    async with contextlib.AsyncExitStack() as s:
-        yield s
 
 
 async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import shutil
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,12 +30,6 @@ from meshdesk.identity import Role
 from meshdesk.node import Node
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[contextlib.AsyncExitStack]:
-    async with contextlib.AsyncExitStack() as s:
-        yield s
 
 
 async def test_a_wiped_leaf_stream_is_published_again_and_the_hub_takes_it_once(
