@@ -59,7 +59,12 @@ class TlsFiles:
 
 
 def _s(value: object) -> str:
-    return json.dumps(str(value))
+    """A quoted NATS string. nats-server reads UTF-8 but no ``\\uXXXX`` escape: a
+    home folder named 本部 must stay as it is."""
+    text = str(value)
+    if not text.isprintable():
+        raise ValueError(f"cannot put {text!r} into a NATS configuration")
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _tls(files: TlsFiles) -> list[str]:
