@@ -162,7 +162,7 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
         assert {r["status"]: r["cases"] for r in view} == by_status
         status = await db.fetchrow("SELECT * FROM hub_city_status WHERE city = $1", city)
         assert status["cases"] == len(held)
-        assert status["backlog"] == sum(
+        assert status["open_cases"] == sum(
             s.status not in ("resolved", "closed") for s in held.values()
         )
         assert status["last_contact"] is not None
