@@ -147,10 +147,14 @@ def hub_authorization(
     roster: Roster, clients: Sequence[str], *, now: dt.datetime, account: str | None = None
 ) -> str:
     """The hub servers' ``authorization`` block: the cities ``roster`` admits at
-    ``now`` and the prefecture's hub ``clients`` (certificate subjects), each client
-    held to :func:`hub_client_permissions`."""
+    ``now``, as leaf nodes only (a city's certificate opens no client connection:
+    it could read every city's feed and change the hub's streams), and the
+    prefecture's hub ``clients`` (certificate subjects), as clients only, each held
+    to :func:`hub_client_permissions`."""
     return render_authorization(roster, now=now, account=account, clients=clients,
-                                client_permissions=hub_client_permissions())  # fmt: skip
+                                client_permissions=hub_client_permissions(),
+                                city_connections=["LEAFNODE"],
+                                client_connections=["STANDARD"])  # fmt: skip
 
 
 def hub_server_config(

@@ -83,6 +83,8 @@ def render_authorization(
     permissions: Permissions | None = None,
     clients: Sequence[str] = (),
     client_permissions: Mapping[str, Sequence[str]] | None = None,
+    city_connections: Sequence[str] = (),
+    client_connections: Sequence[str] = (),
     indent: int = 0,
 ) -> str:
     """The ``authorization { users = [...] }`` block mapping city certificates to users.
@@ -97,6 +99,9 @@ def render_authorization(
             projection), admitted beside the cities with no account.
         client_permissions: the publish/subscribe allow lists of every client
             (:func:`meshdesk.hub.natsconf.hub_client_permissions`); None: none.
+        city_connections, client_connections: the kinds of connection
+            (``allowed_connection_types``: ``LEAFNODE``, ``STANDARD``, …) a city's
+            and a client's certificate may open; empty: any.
         indent: spaces before each line, to nest the block.
 
     Raises:
@@ -112,6 +117,8 @@ def render_authorization(
             fields.append(f"account: {_quote(account)}")
         if permissions is not None:
             fields.append(_permissions(permissions(code)))
+        if city_connections:
+            fields.append(_connections(city_connections))
         label = " ".join(names.get(code, "").split())
         lines.append(f"{pad}    # {code} {label}".rstrip())
         lines.append(f"{pad}    {{{', '.join(fields)}}}")
@@ -119,6 +126,8 @@ def render_authorization(
         fields = [f"user: {_quote(subject)}"]
         if client_permissions is not None:
             fields.append(_permissions(client_permissions))
+        if client_connections:
+            fields.append(_connections(client_connections))
         lines.append(f"{pad}    # the prefecture's hub client")
         lines.append(f"{pad}    {{{', '.join(fields)}}}")
     if not users and not clients:
@@ -135,6 +144,10 @@ def _permissions(allow: Mapping[str, Sequence[str]]) -> str:
         if kind in allow
     ]
     return f"permissions: {{{', '.join(parts)}}}"
+
+
+def _connections(kinds: Sequence[str]) -> str:
+    return f"allowed_connection_types: [{', '.join(_quote(k) for k in kinds)}]"
 
 
 def render_tls(
