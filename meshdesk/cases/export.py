@@ -28,12 +28,13 @@ import io
 import json
 import os
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from meshdesk.cases.hlc import to_datetime
+from meshdesk.cases.hlc import hlc_wall_ms
 from meshdesk.cases.model import Category, Personal, Status, Urgency
 from meshdesk.errors import UsageError
 from meshdesk.store import CaseQuery
@@ -91,7 +92,8 @@ COLUMNS: tuple[Column, ...] = (
 
 
 def _iso(hlc: int) -> str:
-    return to_datetime(hlc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """The wall time of ``hlc`` to the second in UTC, as ``2026-12-06T07:45:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(hlc_wall_ms(hlc) // 1000))
 
 
 def _label(enum_type: Any, value: str, lang: str) -> str:
@@ -106,29 +108,33 @@ def row_of(
 ) -> dict[str, Any]:
     """One case as an export row: labels in ``lang`` ("en": the vocabulary's values,
     for JSON), personal fields from ``personal`` (None: left empty)."""
-
-    def label(enum_type: Any, value: str) -> str:
-        return value if lang == "en" else _label(enum_type, value, lang)
-
-    sep = ", " if lang == "en" else "、"
+    category, urgency, status = summary.category, summary.urgency, summary.status
+    if lang == "en":
+        sep = ", "
+    else:
+        sep = "、"
+        category = category and _label(Category, category, lang)
+        urgency = urgency and _label(Urgency, urgency, lang)
+        status = status and _label(Status, status, lang)
     values: dict[str, Any] = {
         "id": summary.case_id,
         "created_at": _iso(summary.created_hlc) if summary.opened else None,
         "updated_at": _iso(summary.updated_hlc),
         "site": summary.site or None,
-        "category": label(Category, summary.category) if summary.category else None,
-        "urgency": label(Urgency, summary.urgency) if summary.urgency else None,
-        "status": label(Status, summary.status) if summary.status else None,
+        "category": category or None,
+        "urgency": urgency or None,
+        "status": status or None,
         "department": summary.department or None,
         "consent": sep.join(summary.consent) or None,
-        "referrals": sep.join(f"{d} ({s})" for d, s in summary.referrals) or None,
+        "referrals": sep.join([f"{d} ({s})" for d, s in summary.referrals]) or None,
     }
     if personal is not None:
         for column in columns:
             if column.personal:
                 value = getattr(personal, column.key)
                 values[column.key] = value.isoformat() if hasattr(value, "isoformat") else value
-    return {c.key: values.get(c.key) for c in columns}
+    get = values.get
+    return {c.key: get(c.key) for c in columns}
 
 
 class ExportWriter(Protocol):

@@ -16,7 +16,7 @@ Nothing here reads a clock: callers pass ``wall_ms``, so tests are deterministic
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from meshdesk.errors import SyncError
 
@@ -37,6 +37,7 @@ __all__ = [
 #: Bits of the logical counter below the wall milliseconds.
 COUNTER_BITS = 16
 _COUNTER_MASK = (1 << COUNTER_BITS) - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Largest HLC: values must fit a signed 64-bit integer (SQLite, msgpack int64).
 HLC_MAX = (1 << 63) - 1
@@ -88,8 +89,7 @@ def split_hlc(hlc: int) -> tuple[int, int]:
 
 def to_datetime(hlc: int) -> datetime:
     """The wall part of ``hlc`` as an aware UTC datetime (the counter is dropped)."""
-    wall = hlc_wall_ms(hlc)
-    return datetime.fromtimestamp(wall // 1000, tz=UTC).replace(microsecond=wall % 1000 * 1000)
+    return _EPOCH + timedelta(milliseconds=hlc >> COUNTER_BITS)
 
 
 def format_hlc(hlc: int) -> str:

@@ -10,8 +10,8 @@ from meshdesk.hub.feed import (
     PREFECTURE,
     FeedRecord,
     RecordKind,
-    decode_record,
-    encode_record,
+    decode_message,
+    encode_message,
     records_of,
 )
 
@@ -19,7 +19,7 @@ __all__ = [
     "PREFECTURE",
     "FeedRecord",
     "RecordKind",
-    "decode_record",
-    "encode_record",
+    "decode_message",
+    "encode_message",
     "records_of",
 ]

@@ -1,7 +1,7 @@
 """What leaves a city for the prefecture hub: feed records, and their codec.
 
 A city HQ turns each stored event into at most one :class:`FeedRecord`, which carries
-the event's hash. Records travel in feed messages of up to a few hundred records
+the event's hash. Records travel in feed messages of up to a thousand records
 (:func:`messages_of`; one JetStream write, one disk sync, per message) whose
 ``Nats-Msg-Id`` is the hash (hex) of the newest event in it: published again after
 a cut or a restart, the same stretch is the same message and JetStream drops it; a
@@ -28,14 +28,22 @@ Other events (operator messages, receipts, node facts) stay in the city.
 
 This module is pure: :func:`records_of` gets the events with their positions and what
 the case index says of their cases; :mod:`meshdesk.hub.publisher` reads the store.
+
+The wire (:func:`encode_message`, version 2) is msgpack arrays, positional: a message
+is ``[2, city, cases, records]``. ``cases`` holds each case of the message once —
+``[case id, open fields in OPEN_COLUMNS order, [events, referrals]]`` — because every
+record of a case in one batch carries the same metadata (the index's, as published);
+a record is ``[kind, position, hash, author, seq, hlc, case id, sealed block,
+announcement]``, its case's fields found in ``cases``. The hub decodes a whole
+message with one C call and checks each value's type and range in one pass
+(:func:`decode_message`): the projection is bound by that check, so it is kept flat.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -56,8 +64,7 @@ __all__ = [
     "FeedRecord",
     "RecordKind",
     "decode_message",
-    "decode_record",
-    "encode_record",
+    "encode_message",
     "messages_of",
     "records_of",
     "shares_with_prefecture",
@@ -65,29 +72,32 @@ __all__ = [
 
 #: The consent label that lets a case's sealed personal block leave the city.
 PREFECTURE = "prefecture"
-FEED_VERSION = 1
+FEED_VERSION = 2
 #: The export's open columns: what the hub may see of a case.
 OPEN_COLUMNS = tuple(c for c in COLUMNS if not c.personal)
-_OPEN_KEYS = frozenset(c.key for c in OPEN_COLUMNS)
-_COUNT_KEYS = frozenset({"events", "referrals"})
-_ANNOUNCEMENT_KEYS = frozenset(
-    {"notice_id", "severity", "title_ja", "title_en", "body_ja", "body_en", "sites", "exercise"}
-)
-#: Bytes of one encoded record: a sealed block plus metadata, or an announcement.
+_OPEN_KEYS = tuple(c.key for c in OPEN_COLUMNS)
+_ANNOUNCEMENT_KEYS = (
+    "notice_id", "severity", "title_ja", "title_en", "body_ja", "body_en", "sites", "exercise"
+)  # fmt: skip
+#: Bytes of one record at most: a sealed block plus metadata, or an announcement.
 RECORD_MAX = SEALED_MAX + 64 * 1024
 #: Bytes and records of one feed message (NATS refuses payloads over 1 MiB).
 MESSAGE_MAX = 960 * 1024
 MESSAGE_RECORDS = 2000
 _TEXT_MAX = 16 * 1024
+_SITES_MAX = 64
 _UNPACK_LIMITS: dict[str, Any] = {
     "max_str_len": _TEXT_MAX,
     "max_bin_len": SEALED_MAX,
-    "max_array_len": 64,
-    "max_map_len": 32,
+    "max_array_len": MESSAGE_RECORDS,
+    "max_map_len": 0,  # the wire has no maps
     "max_ext_len": 0,
 }
 _INT64 = (1 << 63) - 1
-_KEYS = frozenset("vkcpahstifnxm")
+#: Bytes a record's fixed parts take on the wire at most (kinds, integers, hash,
+#: array headers), and each text or byte string's header; for cutting messages.
+_RECORD_FIXED = 96
+_ITEM = 5
 
 
 class RecordKind(enum.IntEnum):
@@ -98,8 +108,12 @@ class RecordKind(enum.IntEnum):
     ANNOUNCEMENT = 3
 
 
-@dataclass(frozen=True, slots=True)
-class FeedRecord:
+_KINDS = {int(k): k for k in RecordKind}
+_NO_FIELDS: Mapping[str, str | None] = {}
+_NO_COUNTS: Mapping[str, int] = {}
+
+
+class FeedRecord(NamedTuple):
     """One event of a city as the prefecture may see it.
 
     Attributes:
@@ -110,7 +124,8 @@ class FeedRecord:
         event_hash: The event's 32-byte hash; its hex is the message id.
         author, seq, hlc: The event's chain, position in it and time stamp.
         case_id: The case (None for an announcement).
-        fields: Open metadata, keyed as the export's JSON (``CASE``, ``ERASURE``).
+        fields: Open metadata, keyed as the export's JSON (``CASE``, ``ERASURE``);
+            records of one case in one message share one mapping: read only.
         counts: ``events`` and ``referrals`` of the case.
         personal: The sealed personal block (consent to :data:`PREFECTURE` only).
         announcement: The announcement's open fields (``ANNOUNCEMENT``).
@@ -124,8 +139,8 @@ class FeedRecord:
     seq: int
     hlc: int
     case_id: str | None = None
-    fields: Mapping[str, str | None] = field(default_factory=dict)
-    counts: Mapping[str, int] = field(default_factory=dict)
+    fields: Mapping[str, str | None] = _NO_FIELDS
+    counts: Mapping[str, int] = _NO_COUNTS
     personal: bytes | None = None
     announcement: Mapping[str, Any] | None = None
 
@@ -138,10 +153,6 @@ class FeedRecord:
 def shares_with_prefecture(summary: CaseSummary) -> bool:
     """Whether the citizen consented to share the case with the prefecture."""
     return PREFECTURE in summary.consent
-
-
-def _case_fields(summary: CaseSummary) -> dict[str, str | None]:
-    return row_of(summary, None, OPEN_COLUMNS, "en")
 
 
 def records_of(
@@ -165,36 +176,32 @@ def records_of(
         KeyError: a case event whose case has no summary (a caller's bug).
     """
     out: list[FeedRecord] = []
-    fields: dict[str, dict[str, str | None]] = {}  # a case's fields, once per batch
+    # A case's fields, counts and shareable sealed block: once per batch.
+    known: dict[str, tuple[Mapping[str, str | None], Mapping[str, int], bytes | None]] = {}
+    case_kind, erasure_kind = RecordKind.CASE, RecordKind.ERASURE
     for pos, event in batch:
-
-        def record(
-            kind: RecordKind, pos: int = pos, event: StoredEvent = event, **parts: Any
-        ) -> FeedRecord:
-            return FeedRecord(kind, city, pos, event.hash, event.author, event.seq,
-                              event.hlc, **parts)  # fmt: skip
-
-        if event.case_id is None:
+        case_id = event.case_id
+        if case_id is None:
             if event.kind == NoticeKind.ANNOUNCEMENT:
                 announcement = _announcement(event)
                 if announcement is not None:
-                    out.append(record(RecordKind.ANNOUNCEMENT, announcement=announcement))
+                    out.append(FeedRecord(RecordKind.ANNOUNCEMENT, city, pos, event.hash,
+                                          event.author, event.seq, event.hlc,
+                                          announcement=announcement))  # fmt: skip
             continue
-        summary = summaries[event.case_id]
+        case = known.get(case_id)
+        if case is None:
+            summary = summaries[case_id]
+            sealed = None
+            if case_id not in erased and shares_with_prefecture(summary):
+                sealed = personal.get(case_id)
+            tally = {"events": summary.events, "referrals": len(summary.referrals)}
+            case = known[case_id] = (row_of(summary, None, OPEN_COLUMNS, "en"), tally, sealed)
+        fields, counts, sealed = case
         erasure = event.kind == EventKind.CASE_ERASED
-        sealed = None
-        if not erasure and event.case_id not in erased and shares_with_prefecture(summary):
-            sealed = personal.get(event.case_id)
-        out.append(
-            record(
-                RecordKind.ERASURE if erasure else RecordKind.CASE,
-                case_id=event.case_id,
-                fields=fields.get(event.case_id)
-                or fields.setdefault(event.case_id, _case_fields(summary)),
-                counts={"events": summary.events, "referrals": len(summary.referrals)},
-                personal=sealed,
-            )
-        )
+        out.append(FeedRecord(erasure_kind if erasure else case_kind, city, pos, event.hash,
+                              event.author, event.seq, event.hlc, case_id, fields, counts,
+                              None if erasure else sealed))  # fmt: skip
     return out
 
 
@@ -216,161 +223,190 @@ def _announcement(event: StoredEvent) -> dict[str, Any] | None:
     }
 
 
+# -- the wire ---------------------------------------------------------------------------
+
+
+def _size(record: FeedRecord, new_case: bool) -> int:
+    """Bytes the record adds to a message at most (its case's fields when ``new_case``)."""
+    size = _RECORD_FIXED + 4 * len(record.author) + len(record.personal or b"")
+    if new_case:
+        size += _RECORD_FIXED + sum(_ITEM + 4 * len(v or "") for v in record.fields.values())
+    if record.announcement is not None:
+        size += sum(_ITEM + 4 * len(str(v)) for v in record.announcement.values())
+    return size
+
+
 def messages_of(records: Sequence[FeedRecord], most: int) -> list[tuple[str, bytes]]:
     """Records packed into feed messages, in order: ``(message id, payload)``.
 
-    A message holds up to ``most`` records (at most :data:`MESSAGE_RECORDS`) and
-    :data:`MESSAGE_MAX` bytes; its id is its last record's (the hash of the newest
-    event in it), so publishing the same stretch again repeats the id.
+    A message holds up to ``most`` records (at most :data:`MESSAGE_RECORDS`) of one
+    city, and at most :data:`MESSAGE_MAX` bytes (counted high: text as 4 bytes a
+    character); a case whose fields differ from those it already has in the message
+    starts a new one. Its id is its last record's (the hash of the newest event in
+    it), so publishing the same stretch again repeats the id.
     """
-    out: list[tuple[str, bytes]] = []
-    parts: list[bytes] = []
-    size = 0
     most = max(1, min(most, MESSAGE_RECORDS))
-    encoded = [encode_record(r) for r in records]
-    for i, (record, data) in enumerate(zip(records, encoded, strict=True)):
-        parts.append(data)
-        size += len(data)
-        last = i + 1 == len(records)
-        if last or len(parts) >= most or size + len(encoded[i + 1]) > MESSAGE_MAX:
-            out.append((record.msg_id, b"".join(parts)))
-            parts, size = [], 0
+    out: list[tuple[str, bytes]] = []
+    start, size = 0, 0
+    cases: dict[str, tuple[Mapping[str, str | None], Mapping[str, int]]] = {}
+    for i, record in enumerate(records):
+        case = None if record.case_id is None else cases.get(record.case_id)
+        differs = case is not None and (
+            (case[0] is not record.fields and case[0] != record.fields)
+            or (case[1] is not record.counts and case[1] != record.counts)
+        )
+        grows = _size(record, case is None and record.case_id is not None)
+        if i > start and (
+            i - start >= most
+            or size + grows > MESSAGE_MAX
+            or record.city != records[start].city
+            or differs
+        ):
+            out.append((records[i - 1].msg_id, encode_message(records[start:i])))
+            start, size, cases = i, 0, {}
+            grows = _size(record, record.case_id is not None)
+        if record.case_id is not None:
+            cases.setdefault(record.case_id, (record.fields, record.counts))
+        size += grows
+    if start < len(records):
+        out.append((records[-1].msg_id, encode_message(records[start:])))
     return out
 
 
-# -- codec -----------------------------------------------------------------------------
-
-
-def encode_record(record: FeedRecord) -> bytes:
-    """A record as msgpack (a map with short keys, versioned)."""
-    return msgpack.packb(
-        {
-            "v": FEED_VERSION,
-            "k": int(record.kind),
-            "c": record.city,
-            "p": record.pos,
-            "h": record.event_hash,
-            "a": record.author,
-            "s": record.seq,
-            "t": record.hlc,
-            "i": record.case_id,
-            "f": dict(record.fields),
-            "n": dict(record.counts),
-            "x": record.personal,
-            "m": None if record.announcement is None else dict(record.announcement),
-        },
-        use_bin_type=True,
-    )
-
-
-def _need(ok: bool, what: str) -> None:
-    if not ok:
-        raise WireError(f"feed record: {what}")
-
-
-def _int(value: object, what: str) -> int:
-    _need(type(value) is int and 0 <= value <= _INT64, f"{what} must be an integer ≥ 0")
-    assert isinstance(value, int)
-    return value
-
-
-def _text(value: object, what: str, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    _need(isinstance(value, str) and "\x00" not in value, f"{what} must be text")
-    assert isinstance(value, str)
-    return value
-
-
-def decode_record(data: bytes) -> FeedRecord:
-    """Decode and check a record from the network.
+def encode_message(records: Sequence[FeedRecord]) -> bytes:
+    """One feed message of ``records`` (version 2 arrays; see the module's doc).
 
     Raises:
-        WireError: too large, not msgpack, an unknown version or kind, or a field of
-            the wrong type; the record is then not applied.
+        ValueError: no records, too many, of more than one city, or a case whose
+            records disagree on its fields (:func:`messages_of` never makes these).
     """
-    _need(isinstance(data, bytes) and len(data) <= RECORD_MAX, f"more than {RECORD_MAX} bytes")
-    try:
-        obj: Any = msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise WireError(f"feed record: not valid msgpack: {exc}") from exc
-    return _record(obj)
+    if not 0 < len(records) <= MESSAGE_RECORDS:
+        raise ValueError(f"a feed message holds 1 to {MESSAGE_RECORDS} records")
+    city = records[0].city
+    cases: dict[str, tuple[Mapping[str, str | None], Mapping[str, int]]] = {}
+    wire_cases: list[list[Any]] = []
+    wire_records: list[list[Any]] = []
+    for r in records:
+        if r.city != city:
+            raise ValueError("a feed message holds records of one city")
+        case_id = r.case_id
+        if case_id is not None:
+            case = cases.get(case_id)
+            if case is None:
+                cases[case_id] = (r.fields, r.counts)
+                counts = [r.counts.get("events", 0), r.counts.get("referrals", 0)]
+                wire_cases.append([case_id, [r.fields.get(k) for k in _OPEN_KEYS], counts])
+            elif case[0] != r.fields or case[1] != r.counts:
+                raise ValueError(f"records of case {case_id} disagree on its fields")
+        a = r.announcement
+        notice = None if a is None else [a[k] for k in _ANNOUNCEMENT_KEYS]
+        wire_records.append([int(r.kind), r.pos, r.event_hash, r.author, r.seq, r.hlc, case_id,
+                             r.personal, notice])  # fmt: skip
+    data: bytes = msgpack.packb([FEED_VERSION, city, wire_cases, wire_records], use_bin_type=True)
+    return data
+
+
+def _bad(what: str) -> WireError:
+    return WireError(f"feed message: {what}")
+
+
+def _text_ok(value: object) -> bool:
+    return type(value) is str and "\x00" not in value
+
+
+def _int_ok(value: object) -> bool:
+    return type(value) is int and 0 <= value <= _INT64
 
 
 def decode_message(data: bytes) -> list[FeedRecord]:
-    """The records of one feed message, each checked as :func:`decode_record` does.
+    """The records of one feed message, each value's type and range checked.
 
     Raises:
-        WireError: too large, empty, or any record in it is refused (then none is
-            applied).
+        WireError: too large or empty, not msgpack, an unknown version, or any record
+            or case in it malformed (then none is applied).
     """
-    _need(isinstance(data, bytes) and 0 < len(data) <= MESSAGE_MAX,
-          f"a message holds 1 to {MESSAGE_MAX} bytes")  # fmt: skip
-    unpacker = msgpack.Unpacker(
-        raw=False, strict_map_key=True, max_buffer_size=MESSAGE_MAX, **_UNPACK_LIMITS
-    )
-    unpacker.feed(data)
-    out: list[FeedRecord] = []
+    if not isinstance(data, bytes) or not 0 < len(data) <= MESSAGE_MAX:
+        raise _bad(f"a message holds 1 to {MESSAGE_MAX} bytes")
     try:
-        for obj in unpacker:
-            _need(len(out) < MESSAGE_RECORDS, f"more than {MESSAGE_RECORDS} records")
-            out.append(_record(obj))
+        obj: Any = msgpack.unpackb(data, raw=False, **_UNPACK_LIMITS)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise WireError(f"feed message: not valid msgpack: {exc}") from exc
+        raise _bad(f"not valid msgpack: {exc}") from exc
+    if type(obj) is not list or len(obj) != 4:
+        raise _bad("not a feed message")
+    version, city, wire_cases, wire_records = obj
+    if version != FEED_VERSION or type(version) is not int:
+        raise _bad(f"unknown version {version!r}")
+    if not _text_ok(city) or not 0 < len(city) <= 64:
+        raise _bad("city must be 1 to 64 characters")
+    if type(wire_cases) is not list or type(wire_records) is not list or not wire_records:
+        raise _bad("no records")
+    cases = _cases(wire_cases)
+    out: list[FeedRecord] = []
+    case_kind, announcement_kind = RecordKind.CASE, RecordKind.ANNOUNCEMENT
+    for entry in wire_records:
+        if type(entry) is not list or len(entry) != 9:
+            raise _bad("a record must be an array of 9")
+        k, pos, event_hash, author, seq, hlc, case_id, personal, announcement = entry
+        kind = _KINDS.get(k) if type(k) is int else None
+        if kind is None:
+            raise _bad(f"unknown kind {k!r}")
+        if not (_int_ok(pos) and _int_ok(seq) and _int_ok(hlc)):
+            raise _bad("position, seq and hlc must be integers ≥ 0")
+        if type(event_hash) is not bytes or len(event_hash) != 32:
+            raise _bad("hash must be 32 bytes")
+        if not _text_ok(author) or not 0 < len(author) <= 256:
+            raise _bad("author must be text")
+        if personal is not None and (type(personal) is not bytes or kind is not case_kind):
+            raise _bad("personal must be sealed bytes, on a case record only")
+        if kind is announcement_kind:
+            if case_id is not None:
+                raise _bad("an announcement with a case id")
+            out.append(FeedRecord(kind, city, pos, event_hash, author, seq, hlc,
+                                  announcement=_announcement_of(announcement)))  # fmt: skip
+            continue
+        if announcement is not None:
+            raise _bad("an announcement on a case record")
+        case = cases.get(case_id) if type(case_id) is str else None
+        if case is None:
+            raise _bad(f"case id {case_id!r} not among the message's cases")
+        out.append(FeedRecord(kind, city, pos, event_hash, author, seq, hlc, case_id, case[0],
+                              case[1], personal))  # fmt: skip
     return out
 
 
-def _record(obj: Any) -> FeedRecord:
-    _need(isinstance(obj, dict), "not a map")
-    _need(obj.get("v") == FEED_VERSION, f"unknown version {obj.get('v')!r}")
-    _need(set(obj) == _KEYS, "not exactly the record's keys")
-    try:
-        kind = RecordKind(obj["k"])
-    except ValueError:
-        raise WireError(f"feed record: unknown kind {obj['k']!r}") from None
-    city = _text(obj["c"], "city")
-    assert city is not None
-    _need(0 < len(city) <= 64, "city must be 1 to 64 characters")
-    event_hash = obj["h"]
-    _need(isinstance(event_hash, bytes) and len(event_hash) == 32, "hash must be 32 bytes")
-    author = _text(obj["a"], "author")
-    assert author is not None
-    case_id = _text(obj["i"], "case id", optional=True)
-    _need((case_id is None) == (kind is RecordKind.ANNOUNCEMENT), "case id and kind disagree")
-    _need(case_id is None or is_valid_id(case_id), "malformed case id")
-    fields, counts = obj["f"], obj["n"]
-    _need(isinstance(fields, dict) and set(fields) <= _OPEN_KEYS, "unknown or personal fields")
-    for key, value in fields.items():
-        _text(value, f"field {key}", optional=True)
-    _need(isinstance(counts, dict) and set(counts) <= _COUNT_KEYS, "unknown counts")
-    for key, value in counts.items():
-        _int(value, f"count {key}")
-    personal = obj["x"]
-    _need(personal is None or isinstance(personal, bytes), "personal must be sealed bytes")
-    _need(personal is None or kind is RecordKind.CASE, "a sealed block on a non-case record")
-    announcement = obj["m"]
-    _need((announcement is not None) == (kind is RecordKind.ANNOUNCEMENT), "announcement")
-    if announcement is not None:
-        _need(isinstance(announcement, dict), "announcement must be a map")
-        _need(set(announcement) == _ANNOUNCEMENT_KEYS, "announcement's keys")
-        for key in ("notice_id", "severity"):
-            _text(announcement[key], key)
-        for key in ("title_ja", "title_en", "body_ja", "body_en"):
-            _text(announcement[key], key, optional=True)
-        sites = announcement["sites"]
-        _need(isinstance(sites, list) and all(isinstance(s, str) for s in sites), "sites")
-        _need(isinstance(announcement["exercise"], bool), "exercise must be true or false")
-    return FeedRecord(
-        kind,
-        city=city,
-        pos=_int(obj["p"], "position"),
-        event_hash=event_hash,
-        author=author,
-        seq=_int(obj["s"], "seq"),
-        hlc=_int(obj["t"], "hlc"),
-        case_id=case_id,
-        fields=fields,
-        counts=counts,
-        personal=personal,
-        announcement=announcement,
-    )
+def _cases(wire_cases: list[Any]) -> dict[str, tuple[dict[str, str | None], dict[str, int]]]:
+    cases: dict[str, tuple[dict[str, str | None], dict[str, int]]] = {}
+    n = len(_OPEN_KEYS)
+    for entry in wire_cases:
+        if type(entry) is not list or len(entry) != 3:
+            raise _bad("a case must be an array of 3")
+        case_id, fields, counts = entry
+        if not is_valid_id(case_id) or case_id in cases:
+            raise _bad(f"malformed or repeated case id {case_id!r}")
+        if type(fields) is not list or len(fields) != n:
+            raise _bad(f"a case's fields must be an array of {n}")
+        for value in fields:
+            if value is not None and not _text_ok(value):
+                raise _bad("a field must be text or nil")
+        if type(counts) is not list or len(counts) != 2 or not all(map(_int_ok, counts)):
+            raise _bad("a case's counts must be 2 integers ≥ 0")
+        cases[case_id] = (dict(zip(_OPEN_KEYS, fields, strict=True)),
+                          {"events": counts[0], "referrals": counts[1]})  # fmt: skip
+    return cases
+
+
+def _announcement_of(value: object) -> dict[str, Any]:
+    if type(value) is not list or len(value) != len(_ANNOUNCEMENT_KEYS):
+        raise _bad(f"an announcement must be an array of {len(_ANNOUNCEMENT_KEYS)}")
+    a = dict(zip(_ANNOUNCEMENT_KEYS, value, strict=True))
+    if not (_text_ok(a["notice_id"]) and _text_ok(a["severity"])):
+        raise _bad("an announcement's id and severity must be text")
+    for key in ("title_ja", "title_en", "body_ja", "body_en"):
+        if a[key] is not None and not _text_ok(a[key]):
+            raise _bad(f"an announcement's {key} must be text")
+    sites = a["sites"]
+    if type(sites) is not list or len(sites) > _SITES_MAX or not all(map(_text_ok, sites)):
+        raise _bad("an announcement's sites must be text")
+    if type(a["exercise"]) is not bool:
+        raise _bad("an announcement's exercise must be true or false")
+    return a

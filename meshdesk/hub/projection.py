@@ -95,16 +95,17 @@ def decode_messages(
     messages: Iterable[Message], stats: ProjectionStats, admitted: Admitted | None = None
 ) -> list[FeedRecord]:
     """The records of the messages that decode, name their subject's city, and come
-    from a city ``admitted`` admits (None: every city)."""
-    out = []
+    from a city ``admitted`` admits (None: every city). A message holds one city's
+    records: the checks are per message."""
+    out: list[FeedRecord] = []
     for message in messages:
         try:
             records = decode_message(message.data)
-            for record in records:
-                if message.subject != city_subject(record.city):
-                    raise WireError(f"record of {record.city!r} on subject {message.subject!r}")
-                if admitted is not None and not admitted(record.city):
-                    raise WireError(f"city {record.city} is not admitted (revoked or unknown)")
+            city = records[0].city
+            if message.subject != city_subject(city):
+                raise WireError(f"records of {city!r} on subject {message.subject!r}")
+            if admitted is not None and not admitted(city):
+                raise WireError(f"city {city} is not admitted (revoked or unknown)")
         except WireError as exc:
             stats.refused += 1
             log.warning("hub stream #%d refused: %s", message.stream_seq, exc)

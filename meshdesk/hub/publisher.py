@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import nats
 from nats.aio.client import Client
@@ -54,6 +56,17 @@ POSITION_KEY = "hub.feed.position"
 DUPLICATE_WINDOW = 24 * 3600.0
 #: Seconds to wait for JetStream's acknowledgements of one batch.
 ACK_TIMEOUT = 10.0
+#: Batches published ahead of their acknowledgements.
+IN_FLIGHT = 3
+
+
+class _Flight(NamedTuple):
+    """A published batch: its last position, its record count, its acknowledgements."""
+
+    position: int
+    records: int
+    futures: list[asyncio.Future[Any]]
+
 
 SealedOf = Callable[[str], Awaitable[bytes | None]]
 
@@ -68,6 +81,9 @@ class PublisherStats:
     failures: int = 0
     #: Times the city's stream was found behind what it had acknowledged (wiped).
     restarts: int = 0
+    #: ``time.perf_counter()`` when the current session began reading the store
+    #: (connected to the leaf, its stream checked); 0 before the first.
+    feeding_since: float = 0.0
 
 
 def _pack(position: int, stream_seq: int) -> bytes:
@@ -105,7 +121,7 @@ class FeedPublisher:
         sealed_of: SealedOf,
         *,
         batch: int = 500,
-        per_message: int = 250,
+        per_message: int = 1000,
         poll_interval: float = 1.0,
         retry_delay: float = 1.0,
     ) -> None:
@@ -121,6 +137,8 @@ class FeedPublisher:
         self._wake = asyncio.Event()
         self._unacked: list[asyncio.Future[Any]] = []
         self._acked = 0  # the city stream's sequence of the last acknowledgement
+        self._landed_at = 0  # the position of the last batch wholly acknowledged
+        self._dirty = asyncio.Event()  # a position landed that is not saved yet
 
     def wake(self) -> None:
         """Look for new events now (the node stored some)."""
@@ -153,47 +171,63 @@ class FeedPublisher:
             position, acked = _unpack(await self._store.get_meta(POSITION_KEY))
             if acked > 0:
                 position, acked = await self._check_stream(js, position, acked)
-            self._acked = acked
+            self._acked, self._landed_at = acked, position
             self.stats.position = position
             subject, stream = city_subject(self._city), city_stream(self._city)
             read_from = position
-            # One batch in flight: the next is read and built while JetStream
-            # acknowledges the last; a position is stored only once all of its
-            # messages, and those of every batch before it, are acknowledged.
-            flight: tuple[int, int, list[asyncio.Future[Any]]] | None = None
-            while True:
-                batch = await self._store.events_in_order(read_from, self._batch)
-                if not batch:
-                    if flight is not None:
-                        await self._landed(flight)
-                        flight = None
+            self.stats.feeding_since = time.perf_counter()
+            # Up to IN_FLIGHT batches are published ahead of their acknowledgements:
+            # the next is read and built while JetStream syncs the last to disk. A
+            # position is saved only once all of its messages, and those of every
+            # batch before it, are acknowledged; saving it (a durable commit) runs
+            # beside the feed, always taking the newest acknowledged position.
+            flights: deque[_Flight] = deque()
+            saver = asyncio.create_task(self._save_positions())
+            try:
+                while True:
+                    if saver.done():
+                        saver.result()  # a failed save ends the session (retried)
+                    batch = await self._store.events_in_order(read_from, self._batch)
+                    if not batch:
+                        if flights:
+                            await self._landed(flights.popleft())
+                            continue
+                        await self._idle(nc)
                         continue
-                    self._wake.clear()
-                    try:
-                        async with asyncio.timeout(self._poll):
-                            await self._wake.wait()
-                    except TimeoutError:
-                        pass
-                    if nc.is_closed or not nc.is_connected:
-                        raise ConnectionError("the leaf node went away")
-                    continue
-                records = await self.records(batch)
-                futures = [
-                    await js.publish_async(
-                        subject, payload, stream=stream, headers={"Nats-Msg-Id": msg_id}
-                    )
-                    for msg_id, payload in messages_of(records, self._per_message)
-                ]
-                self._unacked.extend(futures)
-                if flight is not None:
-                    await self._landed(flight)
-                flight = (batch[-1][0], len(records), futures)
-                read_from = batch[-1][0]
+                    records = await self.records(batch)
+                    futures = [
+                        await js.publish_async(
+                            subject, payload, stream=stream, headers={"Nats-Msg-Id": msg_id}
+                        )
+                        for msg_id, payload in messages_of(records, self._per_message)
+                    ]
+                    self._unacked.extend(futures)
+                    flights.append(_Flight(batch[-1][0], len(records), futures))
+                    read_from = batch[-1][0]
+                    while len(flights) >= IN_FLIGHT:
+                        await self._landed(flights.popleft())
+            finally:
+                saver.cancel()
+                (outcome,) = await asyncio.gather(saver, return_exceptions=True)
+                if not isinstance(outcome, asyncio.CancelledError | None):
+                    log.warning("hub feed of %s: saving its position failed: %s", self._city,
+                                outcome)  # fmt: skip
         finally:
             for future in self._unacked:  # never acknowledged: published again next time
                 future.cancel()
             self._unacked.clear()
             await nc.close()
+
+    async def _idle(self, nc: Client) -> None:
+        """Wait for new events: woken, or the poll interval passed."""
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(self._poll):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        if nc.is_closed or not nc.is_connected:
+            raise ConnectionError("the leaf node went away")
 
     async def _check_stream(self, js: Any, position: int, acked: int) -> tuple[int, int]:
         """Where to publish from: ``(position, acked)``, or from the start when the
@@ -214,18 +248,28 @@ class FeedPublisher:
         await self._store.set_meta(POSITION_KEY, _pack(0, last))
         return 0, last
 
-    async def _landed(self, flight: tuple[int, int, list[asyncio.Future[Any]]]) -> None:
-        """Wait for a batch's acknowledgements, then store its position durably."""
-        position, count, futures = flight
+    async def _landed(self, flight: _Flight) -> None:
+        """Wait for a batch's acknowledgements; its position is then saved (soon)."""
         async with asyncio.timeout(ACK_TIMEOUT):
-            acks = await asyncio.gather(*futures)
-        done = set(futures)
+            acks = await asyncio.gather(*flight.futures)
+        done = set(flight.futures)
         self._unacked = [f for f in self._unacked if f not in done]
         self._acked = max([self._acked, *(int(a.seq) for a in acks)])
-        await self._store.set_meta(POSITION_KEY, _pack(position, self._acked))
-        self.stats.position = position
-        self.stats.published += count
+        self._landed_at = flight.position
+        self._dirty.set()
+        self.stats.published += flight.records
         self.stats.batches += 1
+
+    async def _save_positions(self) -> None:
+        """Save the newest acknowledged position durably, whenever one landed."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            position, acked = self._landed_at, self._acked
+            if position <= self.stats.position:
+                continue
+            await self._store.set_meta(POSITION_KEY, _pack(position, acked))
+            self.stats.position = position
 
     async def _ensure_stream(self, nc: Client) -> None:
         js = nc.jetstream()

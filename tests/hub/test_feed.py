@@ -9,6 +9,8 @@ hostile message gets a ``WireError`` and nothing else.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import pytest
@@ -21,14 +23,13 @@ from meshdesk.cases.ids import new_id
 from meshdesk.errors import WireError
 from meshdesk.hub.feed import (
     MESSAGE_MAX,
+    MESSAGE_RECORDS,
     OPEN_COLUMNS,
     PREFECTURE,
-    RECORD_MAX,
     FeedRecord,
     RecordKind,
     decode_message,
-    decode_record,
-    encode_record,
+    encode_message,
     messages_of,
     records_of,
 )
@@ -121,9 +122,11 @@ def test_nothing_sealed_leaves_without_consent_and_erasures_follow(
         consented = PREFECTURE in summaries[source.case_id].consent
         allowed = consented and source.case_id not in erased and record.kind is RecordKind.CASE
         assert (record.personal is not None) == allowed
-        wire = encode_record(record)
+        wire = encode_message([record])
         assert (SEALED in wire) == allowed
-        assert decode_record(wire) == record
+        assert decode_message(wire) == [record]
+    # A whole batch, packed as the publisher packs it, comes back the same.
+    assert [r for _, p in messages_of(records, 4) for r in decode_message(p)] == records
 
 
 def test_announcements_leave_other_facts_stay() -> None:
@@ -138,7 +141,7 @@ def test_announcements_leave_other_facts_stay() -> None:
     assert record.kind is RecordKind.ANNOUNCEMENT
     assert record.announcement is not None
     assert record.announcement["title_en"] == "Water"
-    assert decode_record(encode_record(record)) == record
+    assert decode_message(encode_message([record])) == [record]
 
 
 def test_fields_follow_the_export_mapping() -> None:
@@ -157,7 +160,8 @@ def test_fields_follow_the_export_mapping() -> None:
     assert not any(c.personal for c in OPEN_COLUMNS)
 
 
-def _valid() -> dict[str, object]:
+def _valid() -> list[Any]:
+    """A good one-record message, decoded to its arrays: [2, city, cases, records]."""
     case_id = new_id(WALL, random.Random(3))
     (record,) = records_of(
         "city-a",
@@ -165,49 +169,75 @@ def _valid() -> dict[str, object]:
         {case_id: summary(case_id, (PREFECTURE,))},
         {case_id: SEALED},
     )
-    obj = msgpack.unpackb(encode_record(record), raw=False)
-    assert isinstance(obj, dict)
+    obj = msgpack.unpackb(encode_message([record]), raw=False)
+    assert isinstance(obj, list)
     return obj
+
+
+def _set(path: tuple[int, ...], value: object) -> Callable[[list[Any]], None]:
+    def change(obj: list[Any]) -> None:
+        for i in path[:-1]:
+            obj = obj[i]
+        obj[path[-1]] = value
+
+    return change
+
+
+CASE, RECORD = (2, 0), (3, 0)  # the first case and the first record of a message
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"v": 2}, "unknown version"),
-        ({"k": 9}, "unknown kind"),
-        ({"h": b"short"}, "hash"),
-        ({"p": -1}, "position"),
-        ({"i": "not-an-id"}, "case id"),
-        ({"f": {"name": "山田"}}, "personal fields"),
-        ({"x": "plaintext"}, "personal must be sealed"),
-        ({"n": {"events": "3"}}, "count"),
-        ({"k": int(RecordKind.ERASURE)}, "non-case record"),
-        ({"m": {"notice_id": "x"}}, "announcement"),
+        (_set((0,), 1), "unknown version"),
+        (_set((1,), ""), "city"),
+        (_set((*RECORD, 0), 9), "unknown kind"),
+        (_set((*RECORD, 0), True), "unknown kind"),
+        (_set((*RECORD, 2), b"short"), "hash"),
+        (_set((*RECORD, 1), -1), "position"),
+        (_set((*RECORD, 5), (1 << 64) - 1), "hlc"),
+        (_set((*CASE, 0), "not-an-id"), "case id"),
+        (_set((*RECORD, 6), new_id(WALL, random.Random(9))), "not among the message's cases"),
+        (_set((*CASE, 1), [*[None] * len(OPEN_COLUMNS), "山田"]), "fields must be an array"),
+        (_set((*CASE, 1), {"name": "山田"}), "msgpack"),  # no maps on the wire at all
+        (_set((*CASE, 1, 3), "第一\x00"), "a field must be text"),
+        (_set((*RECORD, 7), "plaintext"), "personal must be sealed"),
+        (_set((*CASE, 2), ["3", 1]), "counts"),
+        (_set((*RECORD, 0), int(RecordKind.ERASURE)), "on a case record only"),
+        (_set((*RECORD, 8), ["x"] * 8), "announcement on a case record"),
+        (_set((3,), []), "no records"),
     ],
 )
-def test_hostile_records_are_refused(change: dict[str, object], message: str) -> None:
-    data = msgpack.packb({**_valid(), **change}, use_bin_type=True)
+def test_hostile_messages_are_refused(change: Callable[[list[Any]], None], message: str) -> None:
+    obj = _valid()
+    change(obj)
     with pytest.raises(WireError, match=message):
-        decode_record(data)
+        decode_message(msgpack.packb(obj, use_bin_type=True))
 
 
 def test_oversized_and_garbage_are_refused() -> None:
     with pytest.raises(WireError, match="bytes"):
-        decode_record(b"\x80" * (RECORD_MAX + 1))
+        decode_message(b"\x80" * (MESSAGE_MAX + 1))
     with pytest.raises(WireError, match="msgpack"):
-        decode_record(b"\xc1")
-    with pytest.raises(WireError, match="not a map"):
-        decode_record(msgpack.packb([1, 2]))
+        decode_message(b"\xc1")
+    with pytest.raises(WireError, match="msgpack"):
+        decode_message(msgpack.packb(_valid()) + b"\x01")  # trailing bytes
+    with pytest.raises(WireError, match="not a feed message"):
+        decode_message(msgpack.packb([1, 2]))
+    deep = b"\x91" * 5000  # nested arrays beyond the decoder's stack
+    with pytest.raises(WireError, match="msgpack"):
+        decode_message(deep)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_decode_or_raise_wire_error(data: bytes) -> None:
     try:
-        record = decode_record(data)
+        records = decode_message(data)
     except WireError:
         return
-    assert isinstance(record, FeedRecord)
+    assert records
+    assert all(isinstance(r, FeedRecord) for r in records)
 
 
 def test_messages_pack_records_in_order_and_round_trip() -> None:
@@ -223,14 +253,38 @@ def test_messages_pack_records_in_order_and_round_trip() -> None:
 
 
 def test_a_message_with_one_bad_record_is_refused_whole() -> None:
-    good = msgpack.packb(_valid(), use_bin_type=True)
-    bad = msgpack.packb({**_valid(), "x": "plaintext"}, use_bin_type=True)
-    assert len(decode_message(good + good)) == 2
+    obj = _valid()
+    good = obj[3][0]
+    bad = [*good[:7], "plaintext", None]
+    obj[3] = [good, good]
+    assert len(decode_message(msgpack.packb(obj, use_bin_type=True))) == 2
+    obj[3] = [good, bad]
     with pytest.raises(WireError, match="personal must be sealed"):
-        decode_message(good + bad)
-    with pytest.raises(WireError, match="msgpack"):
-        decode_message(good + b"\xc1")
+        decode_message(msgpack.packb(obj, use_bin_type=True))
     with pytest.raises(WireError, match="bytes"):
         decode_message(b"")
-    with pytest.raises(WireError, match="bytes"):
-        decode_message(good * (MESSAGE_MAX // len(good) + 1))
+
+
+def test_messages_are_cut_by_size_city_and_a_case_that_changed() -> None:
+    rnd = random.Random(5)
+    big = b"s" * (60 * 1024)  # a sealed block near the case limit
+    case_ids = [new_id(WALL, rnd) for _ in range(40)]
+    sums = {c: summary(c, (PREFECTURE,)) for c in case_ids}
+    batch = [(i + 1, event(i + 1, c, EventKind.FIELD_SET)) for i, c in enumerate(case_ids)]
+    records = records_of("city-a", batch, sums, {c: big for c in case_ids})
+    packed = messages_of(records, MESSAGE_RECORDS)
+    assert len(packed) > 1  # 40 x 60 KiB does not fit one message
+    assert all(len(p) <= MESSAGE_MAX for _, p in packed)
+    assert [r for _, p in packed for r in decode_message(p)] == records
+
+    one = records[0]
+    other_city = one._replace(city="city-b", pos=2, event_hash=bytes(31) + b"\x02")
+    changed = one._replace(pos=3, event_hash=bytes(31) + b"\x03",
+                           fields={**one.fields, "status": "closed"})  # fmt: skip
+    packed = messages_of([one, other_city, changed], MESSAGE_RECORDS)
+    assert [len(decode_message(p)) for _, p in packed] == [1, 1, 1]
+    assert [r for _, p in packed for r in decode_message(p)] == [one, other_city, changed]
+    with pytest.raises(ValueError, match="one city"):
+        encode_message([one, other_city])
+    with pytest.raises(ValueError, match="disagree"):
+        encode_message([one, changed])

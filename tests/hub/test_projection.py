@@ -14,7 +14,7 @@ from test_feed import SEALED, event, summary
 
 from meshdesk.cases.events import EventKind
 from meshdesk.cases.ids import new_id
-from meshdesk.hub.feed import PREFECTURE, FeedRecord, encode_record, records_of
+from meshdesk.hub.feed import PREFECTURE, FeedRecord, encode_message, records_of
 from meshdesk.hub.natsconf import city_subject
 from meshdesk.hub.projection import (
     Message,
@@ -42,7 +42,7 @@ async def db(postgres: Postgres) -> AsyncIterator[asyncpg.Connection]:
 
 def messages(records: list[FeedRecord], first_seq: int) -> list[Message]:
     return [
-        Message(first_seq + i, city_subject(r.city), encode_record(r))
+        Message(first_seq + i, city_subject(r.city), encode_message([r]))
         for i, r in enumerate(records)
     ]
 
@@ -108,7 +108,7 @@ async def test_hostile_messages_change_nothing_but_the_position(
     stats = ProjectionStats()
     hostile = [
         Message(1, city_subject("alpha"), b"\xc1garbage"),
-        Message(2, city_subject("beta"), encode_record(good)),  # beta claims alpha's record
+        Message(2, city_subject("beta"), encode_message([good])),  # beta claims alpha's record
     ]
     await apply_batch(db, hostile, stats, now=NOW)
     assert stats.refused == 2
