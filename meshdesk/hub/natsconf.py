@@ -31,6 +31,7 @@ __all__ = [
     "city_stream",
     "city_subject",
     "hub_authorization",
+    "hub_city_permissions",
     "hub_client_permissions",
     "hub_server_config",
     "leaf_config",
@@ -143,17 +144,33 @@ def hub_client_permissions() -> dict[str, list[str]]:
     }
 
 
+def hub_city_permissions(city: str) -> dict[str, list[str]]:
+    """What a city's leaf connection carries (for a leaf node, ``publish`` is what
+    it may send into the hub, ``subscribe`` what the hub may send to it): only the
+    hub stream's sourcing of the city's stream. The hub asks the city's JetStream
+    (``$JS.<city>.API``) for a source consumer and answers its flow control; the
+    city sends back the consumer-create reply (``$JSC.R.*``) and the deliveries and
+    heartbeats (``$JS.S.*``). Nothing else: not the hub's JetStream API (a city
+    could read every city's feed or delete the hub's stream), not the projection's
+    inboxes, not another city's subjects."""
+    return {
+        "publish": ["$JS.S.>", "$JSC.R.>"],
+        "subscribe": [f"$JS.{city}.API.>", f"$JS.FC.{city}.>", f"$JS.FC.{city_stream(city)}.>"],
+    }
+
+
 def hub_authorization(
     roster: Roster, clients: Sequence[str], *, now: dt.datetime, account: str | None = None
 ) -> str:
     """The hub servers' ``authorization`` block: the cities ``roster`` admits at
     ``now``, as leaf nodes only (a city's certificate opens no client connection:
-    it could read every city's feed and change the hub's streams), and the
-    prefecture's hub ``clients`` (certificate subjects), as clients only, each held
-    to :func:`hub_client_permissions`."""
+    it could read every city's feed and change the hub's streams), each held to
+    :func:`hub_city_permissions`, and the prefecture's hub ``clients`` (certificate
+    subjects), as clients only, each held to :func:`hub_client_permissions`."""
     return render_authorization(roster, now=now, account=account, clients=clients,
                                 client_permissions=hub_client_permissions(),
                                 city_connections=["LEAFNODE"],
+                                permissions=hub_city_permissions,
                                 client_connections=["STANDARD"])  # fmt: skip
 
 
