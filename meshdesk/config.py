@@ -294,7 +294,7 @@ class HubSettings:
     #: Where the HQ's own leaf node takes clients (this node only: loopback).
     leaf_listen: Endpoint = Endpoint("127.0.0.1", 7422)
     #: Events read from the store and published per batch.
-    batch: int = 500
+    batch: int = 2000
     #: Seconds between looks for new events to publish.
     poll_interval: float = 1.0
     #: Seconds before a leaf node that died is started again.

@@ -202,7 +202,7 @@ async def _copy(db: asyncpg.Connection) -> tuple[int, float]:
 def _configure(home: NodeHome) -> Any:
     """The HQ's config: the feed on (city and hub URLs from its joined credential)."""
     hub = HubSettings(enabled=True, leaf_listen=Endpoint("127.0.0.1", free_port()),
-                      batch=1000, poll_interval=0.1, restart_delay=0.5)  # fmt: skip
+                      poll_interval=0.1, restart_delay=0.5)  # fmt: skip
     base = load_config(home.config_path).with_overrides(
         listen="127.0.0.1:0", mdns=False, web_listen="127.0.0.1:0", web_redirect="127.0.0.1:0"
     )

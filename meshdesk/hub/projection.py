@@ -378,7 +378,7 @@ class Projection:
             :class:`~meshdesk.hub.gate.RosterGate`); None takes every city.
         tls: The projection's client identity on the hub servers (its prefecture
             client certificate: :func:`hub_client_tls`); None connects without.
-        batch: Messages (of up to a few hundred records each) per transaction.
+        batch: Messages (of up to a thousand records each) per transaction.
         retry_delay: Seconds after a failure before starting again.
     """
 
