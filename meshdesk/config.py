@@ -294,7 +294,7 @@ class HubSettings:
     #: Where the HQ's own leaf node takes clients (this node only: loopback).
     leaf_listen: Endpoint = Endpoint("127.0.0.1", 7422)
     #: Events read from the store and published per batch.
-    batch: int = 500
+    batch: int = 2000
     #: Seconds between looks for new events to publish: a fallback, as every stored
     #: run wakes the publisher at once.
     poll_interval: float = 1.0

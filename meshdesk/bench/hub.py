@@ -17,11 +17,14 @@ and a throw-away PostgreSQL, all on 127.0.0.1 (:mod:`meshdesk.hub.testbed`):
 - **baseline** (``raw_copy_rows_per_s``): asyncpg ``copy_records_to_table`` of the
   same rows (the ``hub_events`` and ``hub_cases`` rows the feed wrote) into empty
   tables of the same shape.
-- **catch-up** (``catchup_s``): every hub server is stopped (the cut), ``--cut-cases``
-  new cases are written on the HQ meanwhile — this is how the cut's length is
-  simulated: 10,000 cases is what a city takes in over a long cut — and the HQ
-  publishes them to its own leaf; then the hub servers start again and the clock
-  runs until PostgreSQL holds every record.
+- **catch-up** (``catchup_s``): the HQ's leaf reaches the hub through TCP relays
+  on the loopback (:class:`~meshdesk.hub.wanlink.WanLink`). The link is cut (every
+  relayed connection closed, new ones refused; the hub servers stay up, so their
+  stream sources retry and back off as across a real cut) for ``--cut-seconds``
+  (10 minutes by default); meanwhile ``--cut-cases`` new cases are written on the HQ
+  (its node restarted, as an HQ would be over a long cut) and published to its own
+  leaf. Then the link comes back and the clock runs until PostgreSQL holds every
+  record.
 
 Targets (issue 17): hub ≥ 0.2 × raw COPY, catch-up ≤ 60 s. Progress goes to stderr;
 stdout carries only the result.
@@ -49,9 +52,11 @@ from meshdesk.bench._fill import CaseMix, fill_cases
 from meshdesk.bench._stats import Row, format_table, rate, require_at_least
 from meshdesk.config import Endpoint, HubSettings, load_config
 from meshdesk.deploy import HomeSpec, build_deployment
+from meshdesk.errors import UsageError
 from meshdesk.home import NodeHome
 from meshdesk.hub.projection import ensure_schema
 from meshdesk.hub.testbed import HubBed, free_port, start_hub_bed
+from meshdesk.hub.wanlink import WanLink
 from meshdesk.identity import Role
 from meshdesk.node import Node
 
@@ -67,11 +72,14 @@ class HubBenchConfig:
 
     cases: int = 30_000
     cut_cases: int = 10_000
+    cut_seconds: float = 600.0
     stall: float = 120.0
 
     def __post_init__(self) -> None:
         require_at_least("--cases", self.cases)
         require_at_least("--cut-cases", self.cut_cases)
+        if self.cut_seconds < 0:
+            raise UsageError(f"--cut-seconds must be 0 or more, got {self.cut_seconds}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,10 @@ class HubBenchResult:
     copy_rows: int
     copy_seconds: float
     cut_records: int
+    cut_seconds: float
+    #: Records of the cut that reached PostgreSQL before the link came back (0: the
+    #: cut held).
+    crossed_during_cut: int
     catchup_seconds: float
     complete: bool
 
@@ -120,7 +132,10 @@ class HubBenchResult:
             "slower_side_over_copy": round(through, 3),
             "cut_cases": self.config.cut_cases,
             "cut_records": self.cut_records,
-            "cut_simulated_by": "cases written on the HQ while every hub server was down",
+            "cut_seconds": round(self.cut_seconds, 1),
+            "crossed_during_cut": self.crossed_during_cut,
+            "cut_simulated_by": "the HQ's link to the hub cut (relays closed and refusing),"
+            " hub servers up, cases written on the HQ meanwhile",
             "catchup_s": round(self.catchup_seconds, 2),
             "complete": self.complete,
             "target_met": through >= 0.2 and self.catchup_seconds <= 60 and self.complete,
@@ -143,9 +158,9 @@ class HubBenchResult:
             f"city side: from when the feed began reading the store"
             f" ({self.city_ready_seconds:.2f} s after the HQ node started) to the leaf's"
             " last acknowledgement.",
-            f"catch-up after a cut ({self.config.cut_cases:,} cases written on the HQ while"
-            f" every hub server was down): {self.catchup_seconds:.2f} s"
-            f" for {self.cut_records:,} records.",
+            f"catch-up after a {self.cut_seconds:.0f} s cut of the HQ's link to the hub"
+            f" ({self.config.cut_cases:,} cases written on the HQ meanwhile):"
+            f" {self.catchup_seconds:.2f} s for {self.cut_records:,} records.",
             "targets: the slower side >= 0.2 x COPY, catch-up <= 60 s: "
             + ("met" if j["target_met"] else "NOT met"),
         ]
@@ -199,10 +214,12 @@ async def _copy(db: asyncpg.Connection) -> tuple[int, float]:
     return len(events), time.perf_counter() - began
 
 
-def _configure(home: NodeHome) -> Any:
-    """The HQ's config: the feed on (city and hub URLs from its joined credential)."""
+def _configure(home: NodeHome, wan: WanLink) -> Any:
+    """The HQ's config: the feed on (city from its joined credential), the hub
+    reached through the WAN link's relays."""
     hub = HubSettings(enabled=True, leaf_listen=Endpoint("127.0.0.1", free_port()),
-                      batch=1000, poll_interval=0.1, restart_delay=0.5)  # fmt: skip
+                      hub_urls=tuple(wan.urls), poll_interval=0.1,
+                      restart_delay=0.5)  # fmt: skip
     base = load_config(home.config_path).with_overrides(
         listen="127.0.0.1:0", mdns=False, web_listen="127.0.0.1:0", web_redirect="127.0.0.1:0"
     )
@@ -250,6 +267,9 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
     async with contextlib.AsyncExitStack() as stack:
         progress("starting PostgreSQL and a 3-server JetStream hub on 127.0.0.1")
         bed = await start_hub_bed(stack, folder / "hub", [CITY])
+        wan = WanLink(bed.leaf_ports)
+        await wan.start()
+        stack.push_async_callback(wan.aclose)
         city = await build_deployment(folder / "city", "bench", [HomeSpec("hq", Role.HQ)], now=now)
         home = city.homes["hq"]
         bed.join(home, CITY)  # `meshdesk hub join`, the fingerprint confirmed
@@ -263,7 +283,7 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
         progress("feed: starting the HQ node with its leaf node")
         records = 2 * config.cases
         began = time.perf_counter()
-        node = await stack.enter_async_context(Node(home, _configure(home)))
+        node = await stack.enter_async_context(Node(home, _configure(home, wan)))
         progress(f"feed: node up after {time.perf_counter() - began:.2f} s")
         publish = asyncio.create_task(_published(node, began))
         complete, first = await _wait_for(db, records, config.stall, progress)
@@ -277,15 +297,15 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
         copy_rows, copy_s = await _copy(db)
         progress(f"COPY: {copy_rows:,} rows in {copy_s:.2f} s")
 
-        progress("cut: stopping every hub server")
-        for server in bed.servers:
-            await server.stop()
+        progress("cut: the HQ's link to the hub goes down")
+        wan.cut()
+        cut_at = time.monotonic()
         await node.aclose()
         progress(f"cut: writing {config.cut_cases:,} cases on the HQ")
         later = dt.datetime.now(dt.UTC)
         await fill_cases(home, events=2 * config.cut_cases, batch_events=100, now=later,
                          seed=2027, mix=CaseMix(varied=True))  # fmt: skip
-        node = await stack.enter_async_context(Node(home, _configure(home)))
+        node = await stack.enter_async_context(Node(home, _configure(home, wan)))
         feed = node.hub
         assert feed is not None
         last = (await node.store.counts()).events
@@ -294,9 +314,17 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
                 break
             await asyncio.sleep(0.05)
         total = records + 2 * config.cut_cases
-        progress("cut ends: starting the hub servers")
+        said = 0.0
+        while (left := config.cut_seconds - (time.monotonic() - cut_at)) > 0:
+            if time.monotonic() - said >= 60:
+                said = time.monotonic()
+                progress(f"cut: {left:.0f} s of the cut left")
+            await asyncio.sleep(min(left, 1.0))
+        cut_s = time.monotonic() - cut_at
+        crossed = await _count(db) - records
+        progress(f"cut ends after {cut_s:.0f} s: the link is back")
         began = time.perf_counter()
-        await asyncio.gather(*(s.start() for s in bed.servers))
+        wan.restore()
         caught_up, _ = await _wait_for(db, total, config.stall, progress)
         complete = caught_up and complete
         catchup_s = time.perf_counter() - began
@@ -311,6 +339,8 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
             copy_rows=copy_rows,
             copy_seconds=copy_s,
             cut_records=2 * config.cut_cases,
+            cut_seconds=cut_s,
+            crossed_during_cut=crossed,
             catchup_seconds=catchup_s,
             complete=complete and await _count(db) == total,
         )
@@ -338,6 +368,10 @@ def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--cut-cases", type=int, default=defaults.cut_cases, metavar="N",
         help=f"cases written during the cut (default: {defaults.cut_cases})",
     )  # fmt: skip
+    parser.add_argument(
+        "--cut-seconds", type=float, default=defaults.cut_seconds, metavar="S",
+        help=f"how long the link to the hub stays cut (default: {defaults.cut_seconds:.0f})",
+    )  # fmt: skip
     parser.add_argument("--stall", type=float, default=defaults.stall, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=handle)
@@ -345,7 +379,12 @@ def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def handle(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     result = run_hub_bench(
-        HubBenchConfig(cases=args.cases, cut_cases=args.cut_cases, stall=args.stall)
+        HubBenchConfig(
+            cases=args.cases,
+            cut_cases=args.cut_cases,
+            cut_seconds=args.cut_seconds,
+            stall=args.stall,
+        )
     )
     print(json.dumps(result.to_json(), indent=2) if args.json else result.format_table())
     return 0

@@ -43,6 +43,7 @@ from meshdesk.store.records import CaseSummary
 __all__ = [
     "COLUMNS",
     "FORMATS",
+    "OPEN_COLUMNS",
     "PAGE",
     "Column",
     "ExportWriter",
@@ -91,6 +92,10 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
+#: The open columns (nothing personal): what may leave a city for the prefecture.
+OPEN_COLUMNS = tuple(c for c in COLUMNS if not c.personal)
+
+
 def _iso(hlc: int) -> str:
     """The wall time of ``hlc`` to the second in UTC, as ``2026-12-06T07:45:00Z``."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(hlc_wall_ms(hlc) // 1000))
@@ -128,6 +133,8 @@ def row_of(
         "consent": sep.join(summary.consent) or None,
         "referrals": sep.join([f"{d} ({s})" for d, s in summary.referrals]) or None,
     }
+    if personal is None and columns is OPEN_COLUMNS:
+        return values  # already these columns, in their order
     if personal is not None:
         for column in columns:
             if column.personal:

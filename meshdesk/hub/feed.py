@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from meshdesk.cases.events import SEALED_MAX, EventKind
-from meshdesk.cases.export import COLUMNS, row_of
+from meshdesk.cases.export import OPEN_COLUMNS, row_of
 from meshdesk.cases.ids import is_valid_id
 from meshdesk.errors import SyncError, WireError
 from meshdesk.notices.events import Announcement, NoticeKind, decode_notice
@@ -73,8 +73,6 @@ __all__ = [
 #: The consent label that lets a case's sealed personal block leave the city.
 PREFECTURE = "prefecture"
 FEED_VERSION = 2
-#: The export's open columns: what the hub may see of a case.
-OPEN_COLUMNS = tuple(c for c in COLUMNS if not c.personal)
 _OPEN_KEYS = tuple(c.key for c in OPEN_COLUMNS)
 _ANNOUNCEMENT_KEYS = (
     "notice_id", "severity", "title_ja", "title_en", "body_ja", "body_en", "sites", "exercise"
@@ -94,10 +92,6 @@ _UNPACK_LIMITS: dict[str, Any] = {
     "max_ext_len": 0,
 }
 _INT64 = (1 << 63) - 1
-#: Bytes a record's fixed parts take on the wire at most (kinds, integers, hash,
-#: array headers), and each text or byte string's header; for cutting messages.
-_RECORD_FIXED = 96
-_ITEM = 5
 
 
 class RecordKind(enum.IntEnum):
@@ -116,33 +110,37 @@ _NO_COUNTS: Mapping[str, int] = {}
 class FeedRecord(NamedTuple):
     """One event of a city as the prefecture may see it.
 
+    The first nine fields, in this order, are the record on the wire
+    (:func:`encode_message`; an announcement's mapping goes as an array).
+
     Attributes:
         kind: What it says.
-        city: The city (its feed's name).
         pos: The event's position in the city HQ's store (publishing order); of two
             records of a case, the higher position carries the newer metadata.
         event_hash: The event's 32-byte hash; its hex is the message id.
         author, seq, hlc: The event's chain, position in it and time stamp.
         case_id: The case (None for an announcement).
-        fields: Open metadata, keyed as the export's JSON (``CASE``, ``ERASURE``);
-            records of one case in one message share one mapping: read only.
-        counts: ``events`` and ``referrals`` of the case.
         personal: The sealed personal block (consent to :data:`PREFECTURE` only).
-        announcement: The announcement's open fields (``ANNOUNCEMENT``).
+        announcement: The announcement's open fields (``ANNOUNCEMENT``), else None.
+        city: The city (its feed's name).
+        fields: Open metadata, keyed as the export's JSON (``CASE``, ``ERASURE``;
+            empty for an announcement); records of one case in one message share one
+            mapping: read only.
+        counts: ``events`` and ``referrals`` of the case (empty for an announcement).
     """
 
     kind: RecordKind
-    city: str
     pos: int
     event_hash: bytes
     author: str
     seq: int
     hlc: int
-    case_id: str | None = None
-    fields: Mapping[str, str | None] = _NO_FIELDS
-    counts: Mapping[str, int] = _NO_COUNTS
-    personal: bytes | None = None
-    announcement: Mapping[str, Any] | None = None
+    case_id: str | None
+    personal: bytes | None
+    announcement: Mapping[str, Any] | None
+    city: str
+    fields: Mapping[str, str | None]
+    counts: Mapping[str, int]
 
     @property
     def msg_id(self) -> str:
@@ -185,9 +183,9 @@ def records_of(
             if event.kind == NoticeKind.ANNOUNCEMENT:
                 announcement = _announcement(event)
                 if announcement is not None:
-                    out.append(FeedRecord(RecordKind.ANNOUNCEMENT, city, pos, event.hash,
-                                          event.author, event.seq, event.hlc,
-                                          announcement=announcement))  # fmt: skip
+                    out.append(FeedRecord(RecordKind.ANNOUNCEMENT, pos, event.hash,
+                                          event.author, event.seq, event.hlc, None, None,
+                                          announcement, city, _NO_FIELDS, _NO_COUNTS))  # fmt: skip
             continue
         case = known.get(case_id)
         if case is None:
@@ -199,9 +197,9 @@ def records_of(
             case = known[case_id] = (row_of(summary, None, OPEN_COLUMNS, "en"), tally, sealed)
         fields, counts, sealed = case
         erasure = event.kind == EventKind.CASE_ERASED
-        out.append(FeedRecord(erasure_kind if erasure else case_kind, city, pos, event.hash,
-                              event.author, event.seq, event.hlc, case_id, fields, counts,
-                              None if erasure else sealed))  # fmt: skip
+        out.append(FeedRecord(erasure_kind if erasure else case_kind, pos, event.hash,
+                              event.author, event.seq, event.hlc, case_id,
+                              None if erasure else sealed, None, city, fields, counts))  # fmt: skip
     return out
 
 
@@ -226,51 +224,56 @@ def _announcement(event: StoredEvent) -> dict[str, Any] | None:
 # -- the wire ---------------------------------------------------------------------------
 
 
-def _size(record: FeedRecord, new_case: bool) -> int:
-    """Bytes the record adds to a message at most (its case's fields when ``new_case``)."""
-    size = _RECORD_FIXED + 4 * len(record.author) + len(record.personal or b"")
-    if new_case:
-        size += _RECORD_FIXED + sum(_ITEM + 4 * len(v or "") for v in record.fields.values())
-    if record.announcement is not None:
-        size += sum(_ITEM + 4 * len(str(v)) for v in record.announcement.values())
-    return size
-
-
 def messages_of(records: Sequence[FeedRecord], most: int) -> list[tuple[str, bytes]]:
     """Records packed into feed messages, in order: ``(message id, payload)``.
 
     A message holds up to ``most`` records (at most :data:`MESSAGE_RECORDS`) of one
-    city, and at most :data:`MESSAGE_MAX` bytes (counted high: text as 4 bytes a
-    character); a case whose fields differ from those it already has in the message
-    starts a new one. Its id is its last record's (the hash of the newest event in
-    it), so publishing the same stretch again repeats the id.
+    city; a case whose fields differ from those it already has in the message starts
+    a new one, and a message over :data:`MESSAGE_MAX` bytes is cut in halves until
+    each fits. Its id is its last record's (the hash of the newest event in it):
+    the cuts depend only on the records, so publishing the same stretch again
+    repeats the ids.
     """
     most = max(1, min(most, MESSAGE_RECORDS))
     out: list[tuple[str, bytes]] = []
-    start, size = 0, 0
-    cases: dict[str, tuple[Mapping[str, str | None], Mapping[str, int]]] = {}
-    for i, record in enumerate(records):
-        case = None if record.case_id is None else cases.get(record.case_id)
-        differs = case is not None and (
-            (case[0] is not record.fields and case[0] != record.fields)
-            or (case[1] is not record.counts and case[1] != record.counts)
-        )
-        grows = _size(record, case is None and record.case_id is not None)
+    start = 0
+    cases: dict[str, Mapping[str, str | None]] = {}
+    counts: dict[str, Mapping[str, int]] = {}
+    city = records[0].city if records else ""
+    for i, r in enumerate(records):
+        case_id = r.case_id
         if i > start and (
             i - start >= most
-            or size + grows > MESSAGE_MAX
-            or record.city != records[start].city
-            or differs
+            or r.city != city
+            or (
+                case_id in cases
+                and (
+                    (cases[case_id] is not r.fields and cases[case_id] != r.fields)
+                    or (counts[case_id] is not r.counts and counts[case_id] != r.counts)
+                )
+            )
         ):
-            out.append((records[i - 1].msg_id, encode_message(records[start:i])))
-            start, size, cases = i, 0, {}
-            grows = _size(record, record.case_id is not None)
-        if record.case_id is not None:
-            cases.setdefault(record.case_id, (record.fields, record.counts))
-        size += grows
+            _pack_into(out, records[start:i])
+            start, city = i, r.city
+            cases.clear()
+            counts.clear()
+        if case_id is not None and case_id not in cases:
+            cases[case_id], counts[case_id] = r.fields, r.counts
     if start < len(records):
-        out.append((records[-1].msg_id, encode_message(records[start:])))
+        _pack_into(out, records[start:])
     return out
+
+
+def _pack_into(out: list[tuple[str, bytes]], records: Sequence[FeedRecord]) -> None:
+    data = encode_message(records)
+    if len(data) <= MESSAGE_MAX:
+        out.append((records[-1].msg_id, data))
+    elif len(records) == 1:
+        raise ValueError(f"a feed record of {len(data)} bytes does not fit a message")
+    else:
+        half = len(records) // 2
+        _pack_into(out, records[:half])
+        _pack_into(out, records[half:])
 
 
 def encode_message(records: Sequence[FeedRecord]) -> bytes:
@@ -283,25 +286,30 @@ def encode_message(records: Sequence[FeedRecord]) -> bytes:
     if not 0 < len(records) <= MESSAGE_RECORDS:
         raise ValueError(f"a feed message holds 1 to {MESSAGE_RECORDS} records")
     city = records[0].city
-    cases: dict[str, tuple[Mapping[str, str | None], Mapping[str, int]]] = {}
+    cases: dict[str, FeedRecord] = {}
     wire_cases: list[list[Any]] = []
-    wire_records: list[list[Any]] = []
+    wire_records: list[tuple[Any, ...]] = []
+    append = wire_records.append
     for r in records:
         if r.city != city:
             raise ValueError("a feed message holds records of one city")
         case_id = r.case_id
         if case_id is not None:
-            case = cases.get(case_id)
-            if case is None:
-                cases[case_id] = (r.fields, r.counts)
-                counts = [r.counts.get("events", 0), r.counts.get("referrals", 0)]
-                wire_cases.append([case_id, [r.fields.get(k) for k in _OPEN_KEYS], counts])
-            elif case[0] != r.fields or case[1] != r.counts:
+            first = cases.get(case_id)
+            if first is None:
+                cases[case_id] = r
+                f, n = r.fields, r.counts
+                wire_cases.append([case_id, [f.get(k) for k in _OPEN_KEYS],
+                                   [n.get("events", 0), n.get("referrals", 0)]])  # fmt: skip
+            elif (first.fields is not r.fields and first.fields != r.fields) or (
+                first.counts is not r.counts and first.counts != r.counts
+            ):
                 raise ValueError(f"records of case {case_id} disagree on its fields")
         a = r.announcement
-        notice = None if a is None else [a[k] for k in _ANNOUNCEMENT_KEYS]
-        wire_records.append([int(r.kind), r.pos, r.event_hash, r.author, r.seq, r.hlc, case_id,
-                             r.personal, notice])  # fmt: skip
+        if a is None:
+            append(r[:9])  # the record's wire part (see FeedRecord)
+        else:
+            append((*r[:8], [a[k] for k in _ANNOUNCEMENT_KEYS]))
     data: bytes = msgpack.packb([FEED_VERSION, city, wire_cases, wire_records], use_bin_type=True)
     return data
 
@@ -361,16 +369,17 @@ def decode_message(data: bytes) -> list[FeedRecord]:
         if kind is announcement_kind:
             if case_id is not None:
                 raise _bad("an announcement with a case id")
-            out.append(FeedRecord(kind, city, pos, event_hash, author, seq, hlc,
-                                  announcement=_announcement_of(announcement)))  # fmt: skip
+            out.append(FeedRecord(kind, pos, event_hash, author, seq, hlc, None, None,
+                                  _announcement_of(announcement), city, _NO_FIELDS,
+                                  _NO_COUNTS))  # fmt: skip
             continue
         if announcement is not None:
             raise _bad("an announcement on a case record")
         case = cases.get(case_id) if type(case_id) is str else None
         if case is None:
             raise _bad(f"case id {case_id!r} not among the message's cases")
-        out.append(FeedRecord(kind, city, pos, event_hash, author, seq, hlc, case_id, case[0],
-                              case[1], personal))  # fmt: skip
+        out.append(FeedRecord(kind, pos, event_hash, author, seq, hlc, case_id, personal, None,
+                              city, case[0], case[1]))  # fmt: skip
     return out
 
 

@@ -114,12 +114,35 @@ def decode_messages(
     return out
 
 
+#: Staging tables of this connection: a batch is COPied in (asyncpg encodes COPY
+#: rows cheaply, arrays of parameters dearly), then merged from there; emptied
+#: at every commit.
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS staged_events (
+    event_hash bytea, city text, pos bigint, kind smallint, case_id text, author text,
+    seq bigint, hlc bigint, stream_seq bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS staged_cases (
+    city text, case_id text, pos bigint, created_at timestamptz, updated_at timestamptz,
+    site text, category text, urgency text, status text, department text, consent text,
+    referrals text, events integer, referral_count integer, sealed boolean
+) ON COMMIT DELETE ROWS;
+"""
+_EVENT_COLUMNS = ("event_hash", "city", "pos", "kind", "case_id", "author", "seq", "hlc",
+                  "stream_seq")  # fmt: skip
+_CASE_COLUMNS = ("city", "case_id", "pos", "created_at", "updated_at", "site", "category",
+                 "urgency", "status", "department", "consent", "referrals", "events",
+                 "referral_count")  # fmt: skip
+
+
 async def ensure_schema(conn: asyncpg.Connection) -> None:
-    """Create the tables and views (idempotent)."""
+    """Create the tables and views (idempotent), and this connection's staging
+    tables (:func:`apply_batch` needs them)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(7420017)")  # one creator at a time
         await conn.execute(SCHEMA)
         await conn.execute(VIEWS)
+    await conn.execute(_STAGING)
 
 
 async def stored_position(conn: asyncpg.Connection) -> int:
@@ -163,21 +186,16 @@ async def _take_events(
 ) -> list[FeedRecord]:
     if not records:
         return []
+    await conn.copy_records_to_table(
+        "staged_events",
+        columns=_EVENT_COLUMNS,
+        records=[(r.event_hash, r.city, r.pos, r.kind, r.case_id, r.author, r.seq, r.hlc,
+                  stream_seq) for r in records],
+    )  # fmt: skip
     rows = await conn.fetch(
-        "INSERT INTO hub_events"
-        " (event_hash, city, pos, kind, case_id, author, seq, hlc, stream_seq)"
-        " SELECT * FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::smallint[],"
-        "  $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[])"
-        " ON CONFLICT (event_hash) DO NOTHING RETURNING event_hash",
-        [r.event_hash for r in records],
-        [r.city for r in records],
-        [r.pos for r in records],
-        [int(r.kind) for r in records],
-        [r.case_id for r in records],
-        [r.author for r in records],
-        [r.seq for r in records],
-        [r.hlc for r in records],
-        [stream_seq] * len(records),
+        f"INSERT INTO hub_events ({', '.join(_EVENT_COLUMNS)})"
+        f" SELECT {', '.join(_EVENT_COLUMNS)} FROM staged_events"
+        " ON CONFLICT (event_hash) DO NOTHING RETURNING event_hash"
     )
     new = {bytes(row[0]) for row in rows}
     out, seen = [], set()
@@ -220,42 +238,31 @@ async def _cases(conn: asyncpg.Connection, fresh: list[FeedRecord]) -> None:
     if not latest:
         return
     rows = list(latest.values())
-    f = [r.fields for r in rows]
+    staged = []
+    for r in rows:
+        f, n = r.fields, r.counts
+        created, updated = _ts(f.get("created_at")), _ts(f.get("updated_at"))
+        staged.append((r.city, r.case_id, r.pos, created, updated, f.get("site"),
+                       f.get("category"), f.get("urgency"), f.get("status"), f.get("department"),
+                       f.get("consent"), f.get("referrals"), n.get("events", 0),
+                       n.get("referrals", 0), r.personal is not None))  # fmt: skip
+    await conn.copy_records_to_table("staged_cases", columns=(*_CASE_COLUMNS, "sealed"),
+                                     records=staged)  # fmt: skip
     await conn.execute(
-        "INSERT INTO hub_cases (city, case_id, pos, created_at, updated_at, site, category,"
-        "  urgency, status, department, consent, referrals, events, referral_count)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[],"
-        "  $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
-        "  $11::text[], $12::text[], $13::integer[], $14::integer[])"
+        f"INSERT INTO hub_cases ({', '.join(_CASE_COLUMNS)})"
+        f" SELECT {', '.join(_CASE_COLUMNS)} FROM staged_cases"
         " ON CONFLICT (city, case_id) DO UPDATE SET pos = excluded.pos,"
         "  created_at = excluded.created_at, updated_at = excluded.updated_at,"
         "  site = excluded.site, category = excluded.category, urgency = excluded.urgency,"
         "  status = excluded.status, department = excluded.department,"
         "  consent = excluded.consent, referrals = excluded.referrals,"
         "  events = excluded.events, referral_count = excluded.referral_count"
-        " WHERE hub_cases.pos < excluded.pos",
-        [r.city for r in rows],
-        [r.case_id for r in rows],
-        [r.pos for r in rows],
-        [_ts(x.get("created_at")) for x in f],
-        [_ts(x.get("updated_at")) for x in f],
-        [x.get("site") for x in f],
-        [x.get("category") for x in f],
-        [x.get("urgency") for x in f],
-        [x.get("status") for x in f],
-        [x.get("department") for x in f],
-        [x.get("consent") for x in f],
-        [x.get("referrals") for x in f],
-        [r.counts.get("events", 0) for r in rows],
-        [r.counts.get("referrals", 0) for r in rows],
+        " WHERE hub_cases.pos < excluded.pos"
     )
     await conn.execute(
-        "UPDATE hub_cases AS c SET erased = true FROM hub_erasures AS e,"
-        " unnest($1::text[], $2::text[]) AS u(city, case_id)"
+        "UPDATE hub_cases AS c SET erased = true FROM hub_erasures AS e, staged_cases AS u"
         " WHERE c.city = u.city AND c.case_id = u.case_id"
-        " AND e.city = u.city AND e.case_id = u.case_id AND NOT c.erased",
-        [r.city for r in rows],
-        [r.case_id for r in rows],
+        " AND e.city = u.city AND e.case_id = u.case_id AND NOT c.erased"
     )
     sealed = [r for r in rows if r.personal is not None]
     if sealed:
@@ -272,15 +279,10 @@ async def _cases(conn: asyncpg.Connection, fresh: list[FeedRecord]) -> None:
             [r.pos for r in sealed],
             [r.personal for r in sealed],
         )
-    unsealed = [r for r in rows if r.personal is None]
-    if unsealed:  # consent withdrawn (or never given) as of a newer record: none kept
+    if len(sealed) < len(rows):  # consent withdrawn (or never given) as of a newer record
         await conn.execute(
-            "DELETE FROM hub_personal AS p"
-            " USING unnest($1::text[], $2::text[], $3::bigint[]) AS u(city, case_id, pos)"
-            " WHERE p.city = u.city AND p.case_id = u.case_id AND p.pos < u.pos",
-            [r.city for r in unsealed],
-            [r.case_id for r in unsealed],
-            [r.pos for r in unsealed],
+            "DELETE FROM hub_personal AS p USING staged_cases AS u"
+            " WHERE p.city = u.city AND p.case_id = u.case_id AND p.pos < u.pos AND NOT u.sealed"
         )
 
 
@@ -376,7 +378,7 @@ class Projection:
             :class:`~meshdesk.hub.gate.RosterGate`); None takes every city.
         tls: The projection's client identity on the hub servers (its prefecture
             client certificate: :func:`hub_client_tls`); None connects without.
-        batch: Messages (of up to a few hundred records each) per transaction.
+        batch: Messages (of up to a thousand records each) per transaction.
         retry_delay: Seconds after a failure before starting again.
     """
 

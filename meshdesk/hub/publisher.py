@@ -3,7 +3,7 @@
 The publisher reads the HQ's store in the order it took events in
 (:meth:`~meshdesk.store.Store.events_in_order`): what it reads is committed, so
 nothing is published before it is durable. Each record goes to the city's stream on
-the HQ's own leaf node, in feed messages of a few hundred records whose
+the HQ's own leaf node, in feed messages of up to a thousand records whose
 ``Nats-Msg-Id`` is the hash of the newest event in them
 (:func:`~meshdesk.hub.feed.messages_of`); once JetStream has acknowledged every
 message of a batch (the leaf syncs each write to disk first), the batch's last
@@ -120,7 +120,7 @@ class FeedPublisher:
         url: str,
         sealed_of: SealedOf,
         *,
-        batch: int = 500,
+        batch: int = 2000,
         per_message: int = 1000,
         poll_interval: float = 1.0,
         retry_delay: float = 1.0,

@@ -163,26 +163,16 @@ def _summary(row: Sequence[Any]) -> CaseSummary:
     (case_id, opened, created, updated, events, origin, site, category, urgency,
      urgency_rank, status, status_rank, department, consent, referrals, conflicts,
      _conflicted, personal, grants) = row  # fmt: skip
+    # Positional, in CaseSummary's order (a catch-up or a feed reads one per case).
     return CaseSummary(
-        case_id=case_id,
-        opened=bool(opened),
-        created_hlc=created,
-        updated_hlc=updated,
-        events=events,
-        origin=origin,
-        site=site,
-        category=category,
-        urgency=urgency,
-        urgency_rank=urgency_rank,
-        status=status,
-        status_rank=status_rank,
-        department=department,
-        consent=tuple(json.loads(consent)) if consent != "[]" else (),
-        referrals=tuple((str(d), str(s)) for d, s in json.loads(referrals)),
-        conflicts=tuple(json.loads(conflicts)) if conflicts != "[]" else (),
-        personal=None if personal is None else bytes(personal),
-        grants=grants,
-    )
+        case_id, bool(opened), created, updated, events, origin, site, category, urgency,
+        urgency_rank, status, status_rank, department,
+        tuple(json.loads(consent)) if consent != "[]" else (),
+        tuple([(str(d), str(s)) for d, s in json.loads(referrals)]) if referrals != "[]" else (),
+        tuple(json.loads(conflicts)) if conflicts != "[]" else (),
+        None if personal is None else bytes(personal),
+        grants,
+    )  # fmt: skip
 
 
 class Indexed(NamedTuple):

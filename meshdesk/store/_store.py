@@ -1259,15 +1259,14 @@ def _row(e: StoredEvent, received_at: int) -> tuple[Any, ...]:
 
 def _events(rows: Iterable[Any]) -> list[StoredEvent]:
     """Events from rows of the event columns, with the payloads column or without."""
-    out = []
+    out: list[StoredEvent] = []
+    append = out.append
     for row in rows:
         author, seq, hlc, case_id, kind, body, prev, digest = row[:8]
-        blobs = unpack_payloads(None if len(row) < 9 or row[8] is None else bytes(row[8]))
-        out.append(
-            StoredEvent(
-                author, seq, hlc, case_id, kind, bytes(body), bytes(prev), bytes(digest), blobs
-            )
-        )
+        if type(body) is not bytes or type(prev) is not bytes or type(digest) is not bytes:
+            body, prev, digest = bytes(body), bytes(prev), bytes(digest)  # blobs are bytes
+        blobs = () if len(row) < 9 or row[8] is None else unpack_payloads(row[8])
+        append(StoredEvent(author, seq, hlc, case_id, kind, body, prev, digest, blobs))
     return out
 
 
