@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import TypeVar
 
 from meshdesk.errors import MeshdeskError
 
-__all__ = ["AsyncResource", "cancel_and_wait", "running", "spawn_owned"]
+__all__ = ["AsyncResource", "cancel_and_wait", "running", "spawn_owned", "stop_process"]
 
 _T = TypeVar("_T")
 
@@ -22,6 +23,27 @@ async def cancel_and_wait(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def stop_process(
+    process: asyncio.subprocess.Process,
+    sig: int = signal.SIGTERM,
+    *,
+    within: float = 10.0,
+) -> int:
+    """Send a child process ``sig``, wait up to ``within`` seconds for it to end,
+    then SIGKILL it; returns its exit code. A process that already ended is left
+    as it is."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            process.send_signal(sig)
+        try:
+            async with asyncio.timeout(within):
+                return await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+    return await process.wait()
 
 
 def running(part: _T | None) -> _T:

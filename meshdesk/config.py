@@ -295,7 +295,8 @@ class HubSettings:
     leaf_listen: Endpoint = Endpoint("127.0.0.1", 7422)
     #: Events read from the store and published per batch.
     batch: int = 2000
-    #: Seconds between looks for new events to publish.
+    #: Seconds between looks for new events to publish: a fallback, as every stored
+    #: run wakes the publisher at once.
     poll_interval: float = 1.0
     #: Seconds before a leaf node that died is started again.
     restart_delay: float = 2.0
@@ -700,7 +701,8 @@ Empty: the URLs in the hub credential.""",
         "leaf_listen": """\
 Where the leaf node takes clients, as "HOST:PORT": keep it on the loopback.""",
         "batch": "Events read from the store and published to the leaf node per batch.",
-        "poll_interval": "Seconds between looks for newly stored events to publish.",
+        "poll_interval": "Seconds between looks for newly stored events to publish (a\n"
+        "fallback: each stored run wakes the feed at once).",
         "restart_delay": "Seconds before a leaf node that died is started again.",
     },
 }

@@ -140,19 +140,15 @@ class Node(AsyncResource):
         self.notices = await self._stack.enter_async_context(NoticeBoard(self.store, self.cases,
             kit, directory=self.directory.nodes, wall_ms=self._record_ms, config=self.config.node,
             seen=lambda n: self.manager.last_seen(n), publish=self.events.publish))  # fmt: skip
-        self.sync = await self._stack.enter_async_context(
-            SyncService(
-                self.store,
-                key_of=self.directory.author_key,
-                received_at=lambda: int(self._now().timestamp() * 1000),
-            )
-        )
+        self.sync = await self._stack.enter_async_context(SyncService(self.store,
+            key_of=self.directory.author_key,
+            received_at=lambda: int(self._now().timestamp() * 1000)))  # fmt: skip
+        self.hub = await start_city_feed(self._stack, self)  # the prefecture feed ([hub])
         self.cases.on_commit = self._committed
         self.sync.on_stored = self._stored
         self.bundles = Bundles(self.store, self.directory, kit, imported=self.sync.imported,
                                publish=self.events.publish)  # fmt: skip
         self.sync.on_offence = lambda link, what: self.manager.offence(link.peer_id, what)
-        self.hub = await start_city_feed(self._stack, self)  # the prefecture feed ([hub])
         network = self.config.network
         interfaces = select_interfaces(network.interfaces) if network.mdns else []
         if network.mdns and not interfaces:
@@ -316,6 +312,8 @@ class Node(AsyncResource):
         self.notices.received(events)
 
     def _publish_cases(self, events: list[StoredEvent], source: str) -> None:
+        if self.hub is not None:  # the prefecture feed publishes them now, not at its poll
+            self.hub.stored()
         case_ids = sorted({e.case_id for e in events if e.case_id is not None})
         if case_ids:
             self.events.publish("case", {"case_ids": case_ids, "source": source})

@@ -10,6 +10,9 @@ Prefecture side, in the prefecture home (``--home``, else
     meshdesk prefecture revoke 221007 --reason "laptop stolen"
     meshdesk prefecture list
     meshdesk prefecture authorization      # the NATS users block for the hub servers
+    meshdesk prefecture hub-config hub1 --listen 0.0.0.0:4222 --cluster 0.0.0.0:6222 \
+        --route hub2.pref.example:6222 --route hub3.pref.example:6222 \
+        --leaf 0.0.0.0:7422 --store /var/lib/meshdesk-hub --out /etc/nats/hub1.conf
 
 City side, in the city HQ's node home::
 
@@ -29,14 +32,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from meshdesk.cli._output import print_fields
+from meshdesk.config import Endpoint
+from meshdesk.errors import UsageError
 from meshdesk.home import NodeHome
+from meshdesk.hub.natsconf import hub_authorization
+from meshdesk.hub.serverconf import HubServerPlan, write_hub_server_config
 from meshdesk.identity import read_passphrase
 from meshdesk.prefecture import (
     PrefectureHome,
     join_hub,
     municipality_code,
     plan_join,
-    render_authorization,
 )
 
 __all__ = ["add_hub_join_parser", "add_prefecture_parser"]
@@ -117,7 +123,70 @@ def add_prefecture_parser(commands: argparse._SubParsersAction[argparse.Argument
     authz.add_argument("--account", metavar="NAME", help="bind the city users to this account")
     authz.set_defaults(handler=_authorization)
 
-    for action in (init, server, client, city, revoke, listing, authz):
+    conf = actions.add_parser(
+        "hub-config",
+        help="write one hub server's whole NATS configuration (again after each revoke)",
+    )
+    conf.add_argument("server", metavar="NAME", help="the server, as named to issue-server")
+    conf.add_argument(
+        "--listen",
+        required=True,
+        type=_endpoint,
+        metavar="HOST:PORT",
+        help="where it takes clients (meshdesk hub run), e.g. 0.0.0.0:4222",
+    )
+    conf.add_argument(
+        "--cluster",
+        required=True,
+        type=_endpoint,
+        metavar="HOST:PORT",
+        help="where the other hub servers' routes connect, e.g. 0.0.0.0:6222",
+    )
+    conf.add_argument(
+        "--route",
+        "--routes",
+        action="append",
+        default=[],
+        type=_endpoints,
+        metavar="HOST:PORT",
+        help="the other hub servers' cluster addresses"
+        " (repeatable, or comma-separated), e.g. hub2.pref.example:6222",
+    )
+    conf.add_argument(
+        "--leaf",
+        required=True,
+        type=_endpoint,
+        metavar="HOST:PORT",
+        help="where the city HQs' leaf nodes connect, e.g. 0.0.0.0:7422",
+    )
+    conf.add_argument(
+        "--http",
+        type=_endpoint,
+        metavar="HOST:PORT",
+        help="monitoring endpoint (/leafz), e.g. 127.0.0.1:8222 (default: none)",
+    )
+    conf.add_argument(
+        "--store",
+        required=True,
+        metavar="DIR",
+        help="the JetStream folder on the server (an absolute path)",
+    )
+    conf.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="where the server's certificate, key"
+        " and ca.crt sit on its machine (default: this prefecture home's files)",
+    )
+    conf.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="the configuration file to write (owner-only)",
+    )
+    conf.set_defaults(handler=_hub_config)
+
+    for action in (init, server, client, city, revoke, listing, authz, conf):
         action.add_argument(
             "--home",
             metavar="DIR",
@@ -296,13 +365,63 @@ def _list(args: argparse.Namespace, env: Env) -> int:
 
 def _authorization(args: argparse.Namespace, env: Env) -> int:
     home = _home(args, env)
-    text = render_authorization(
-        home.load_roster(), now=_now(), account=args.account, clients=home.client_subjects()
+    text = hub_authorization(
+        home.load_roster(), home.client_subjects(), now=_now(), account=args.account
     )
     if args.json:
         _emit({"authorization": text})
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _endpoint(text: str) -> Endpoint:
+    try:
+        return Endpoint.parse(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _endpoints(text: str) -> list[Endpoint]:
+    return [_endpoint(part) for part in text.split(",") if part.strip()]
+
+
+def _absolute(option: str, value: str) -> Path:
+    path = Path(value)
+    if not path.is_absolute():
+        raise UsageError(f"{option} {value}: give an absolute path (as on the hub server)")
+    return path
+
+
+def _hub_config(args: argparse.Namespace, env: Env) -> int:
+    home = _home(args, env)
+    routes = tuple(r for group in args.route for r in group)
+    tls_dir = None if args.tls_dir is None else _absolute("--tls-dir", args.tls_dir)
+    plan = HubServerPlan(args.server, args.listen, args.cluster, args.leaf, routes,
+                         _absolute("--store", args.store), http=args.http,
+                         tls_dir=tls_dir)  # fmt: skip
+    out = Path(args.out).absolute()
+    command = ["meshdesk", "prefecture", "hub-config", plan.name, "--home", str(home.path),
+               "--listen", str(plan.listen), "--cluster", str(plan.cluster),
+               *(a for r in routes for a in ("--route", str(r))), "--leaf", str(plan.leaf),
+               *(() if plan.http is None else ("--http", str(plan.http))),
+               "--store", str(plan.store_dir),
+               *(() if tls_dir is None else ("--tls-dir", str(tls_dir))),
+               "--out", str(out)]  # fmt: skip
+    try:
+        write_hub_server_config(home, plan, out, now=_now(), command=command)
+    except ValueError as exc:  # a path or name NATS configuration cannot hold
+        raise UsageError(str(exc)) from None
+    cities = [e.code for e in home.load_roster().active()]
+    result = {"server": plan.name, "config": str(out), "admitted_cities": cities}
+    if args.json:
+        _emit(result)
+        return 0
+    print(f"Wrote the NATS configuration of hub server {plan.name} to {out} (owner-only).")
+    print_fields([("admitted cities", ", ".join(cities) or "none"),
+                  ("start", f"nats-server -c {out}")])  # fmt: skip
+    print("After `meshdesk prefecture revoke` (or issue-city), run this command again and")
+    print("reload the server: nats-server --signal reload (or kill -HUP <pid>).")
     return 0
 
 

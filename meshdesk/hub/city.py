@@ -69,6 +69,12 @@ class CityFeed:
         self.leaf = leaf
         self.publisher = publisher
 
+    def stored(self) -> None:
+        """The node stored events (a local write, or a run from a peer or a bundle):
+        the publisher looks for them now. Its poll (``[hub] poll_interval``) stays as
+        the fallback."""
+        self.publisher.wake()
+
 
 async def start_city_feed(stack: contextlib.AsyncExitStack, node: FeedHost) -> CityFeed | None:
     """Start the hub feed when the node's config enables it on an HQ node (else None);
@@ -92,13 +98,13 @@ async def start_city_feed(stack: contextlib.AsyncExitStack, node: FeedHost) -> C
     urls = hub.hub_urls or credential.urls
     folder = hub_folder(home) / "leaf"
     host, port = hub.leaf_listen.host, hub.leaf_listen.port
-    text = leaf_config(city=city, host=host, port=port, store_dir=folder / "jetstream",
-                       hub_urls=urls, tls=hub_tls(home))  # fmt: skip
     try:
+        text = leaf_config(city=city, host=host, port=port, store_dir=folder / "jetstream",
+                           hub_urls=urls, tls=hub_tls(home))  # fmt: skip
         leaf = NatsServer(f"leaf {city}", folder, text, host=host, port=port,
                           restart_delay=hub.restart_delay)  # fmt: skip
         await stack.enter_async_context(leaf)
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         log.error("no hub feed: %s", exc)
         return None
     publisher = FeedPublisher(

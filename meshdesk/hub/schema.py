@@ -102,13 +102,23 @@ CREATE OR REPLACE VIEW hub_cases_by_urgency AS
     SELECT city, urgency, count(*) AS cases FROM hub_cases GROUP BY city, urgency;
 CREATE OR REPLACE VIEW hub_cases_by_status AS
     SELECT city, status, count(*) AS cases FROM hub_cases GROUP BY city, status;
+-- An older hub named open_cases "backlog"; CREATE OR REPLACE cannot rename a column.
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+               WHERE table_schema = current_schema() AND table_name = 'hub_city_status'
+                 AND column_name = 'backlog') THEN
+        DROP VIEW hub_city_status;
+    END IF;
+END $$;
+-- Per city: last contact, and its open cases (not resolved or closed) as the city
+-- holds them: the work still ahead of it, not records in transit.
 CREATE OR REPLACE VIEW hub_city_status AS
     SELECT c.city, c.last_contact, c.last_event_at, c.records,
-           coalesce(k.cases, 0) AS cases, coalesce(k.backlog, 0) AS backlog,
+           coalesce(k.cases, 0) AS cases, coalesce(k.open_cases, 0) AS open_cases,
            coalesce(k.immediate, 0) AS immediate_open
     FROM hub_cities AS c LEFT JOIN (
         SELECT city, count(*) AS cases,
-               count(*) FILTER (WHERE {_OPEN}) AS backlog,
+               count(*) FILTER (WHERE {_OPEN}) AS open_cases,
                count(*) FILTER (WHERE urgency = 'immediate' AND ({_OPEN})) AS immediate
         FROM hub_cases GROUP BY city
     ) AS k USING (city);

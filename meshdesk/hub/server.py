@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Self
 
 from meshdesk._fs import write_private
-from meshdesk._lifecycle import AsyncResource, cancel_and_wait
+from meshdesk._lifecycle import AsyncResource, cancel_and_wait, stop_process
 from meshdesk.errors import ConfigError
 
 __all__ = ["NatsServer", "nats_log_level", "nats_server_binary"]
@@ -195,15 +195,8 @@ class NatsServer(AsyncResource):
 
     async def _end_process(self, *, kill: bool) -> None:
         process = self._process
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            async with asyncio.timeout(10):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process is not None:
+            await stop_process(process, signal.SIGKILL if kill else signal.SIGTERM)
 
     async def _supervise(self) -> None:
         while self.wanted():

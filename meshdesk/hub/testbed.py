@@ -29,14 +29,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshdesk.config import Endpoint
 from meshdesk.errors import ConfigError
 from meshdesk.home import NodeHome
-from meshdesk.hub.natsconf import TlsFiles, hub_server_config
 from meshdesk.hub.projection import hub_client_tls
 from meshdesk.hub.server import NatsServer
+from meshdesk.hub.serverconf import HubServerPlan, hub_server_text
 from meshdesk.prefecture.city import join_hub, plan_join
 from meshdesk.prefecture.home import PrefectureHome
-from meshdesk.prefecture.nats import render_authorization
 
 #: The projection's client name in the prefecture home (``issue-client``).
 PROJECTION = "projection"
@@ -194,19 +194,16 @@ async def start_hub_bed(
     ports = [(free_port(), free_port(), free_port(), free_port()) for _ in range(size)]
     servers = []
     configs: list[Callable[[], str]] = []
+    routes = tuple(Endpoint(HOST, p[1]) for p in ports)
     for i, (port, cluster, leaf, http) in enumerate(ports):
         name = f"hub-{i + 1}"
-        files = prefecture.issue_server(name, [HOST], now=now)
-        tls = TlsFiles(files.cert_path, files.key_path, files.ca_path)
+        prefecture.issue_server(name, [HOST], now=now)
+        plan = HubServerPlan(name, Endpoint(HOST, port), Endpoint(HOST, cluster),
+                             Endpoint(HOST, leaf), routes, root / name / "jetstream",
+                             http=Endpoint(HOST, http))  # fmt: skip
 
-        def config(name: str = name, port: int = port, cluster: int = cluster, leaf: int = leaf,
-                   http: int = http, tls: TlsFiles = tls) -> str:  # fmt: skip
-            users = render_authorization(prefecture.load_roster(), now=dt.datetime.now(dt.UTC),
-                                         clients=prefecture.client_subjects())  # fmt: skip
-            return hub_server_config(name=name, host=HOST, port=port, cluster_port=cluster,
-                                     leaf_port=leaf, routes=[p[1] for p in ports],
-                                     store_dir=root / name / "jetstream", tls=tls,
-                                     authorization=users, http_port=http)  # fmt: skip
+        def config(plan: HubServerPlan = plan) -> str:
+            return hub_server_text(prefecture, plan, now=dt.datetime.now(dt.UTC))
 
         configs.append(config)
     leaf_urls = [f"tls://{HOST}:{p[2]}" for p in ports]

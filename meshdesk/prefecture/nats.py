@@ -82,6 +82,9 @@ def render_authorization(
     account: str | None = None,
     permissions: Permissions | None = None,
     clients: Sequence[str] = (),
+    client_permissions: Mapping[str, Sequence[str]] | None = None,
+    city_connections: Sequence[str] = (),
+    client_connections: Sequence[str] = (),
     indent: int = 0,
 ) -> str:
     """The ``authorization { users = [...] }`` block mapping city certificates to users.
@@ -93,7 +96,12 @@ def render_authorization(
         permissions: per-city publish/subscribe allow lists, by municipality code.
         clients: subjects of the prefecture's own hub clients
             (:meth:`~meshdesk.prefecture.home.PrefectureHome.client_subjects`: the
-            projection), admitted beside the cities with no account or permissions.
+            projection), admitted beside the cities with no account.
+        client_permissions: the publish/subscribe allow lists of every client
+            (:func:`meshdesk.hub.natsconf.hub_client_permissions`); None: none.
+        city_connections, client_connections: the kinds of connection
+            (``allowed_connection_types``: ``LEAFNODE``, ``STANDARD``, …) a city's
+            and a client's certificate may open; empty: any.
         indent: spaces before each line, to nest the block.
 
     Raises:
@@ -108,24 +116,38 @@ def render_authorization(
         if account is not None:
             fields.append(f"account: {_quote(account)}")
         if permissions is not None:
-            allow = permissions(code)
-            parts = [
-                f"{kind}: {{allow: [{', '.join(_quote(s) for s in allow[kind])}]}}"
-                for kind in ("publish", "subscribe")
-                if kind in allow
-            ]
-            fields.append(f"permissions: {{{', '.join(parts)}}}")
+            fields.append(_permissions(permissions(code)))
+        if city_connections:
+            fields.append(_connections(city_connections))
         label = " ".join(names.get(code, "").split())
         lines.append(f"{pad}    # {code} {label}".rstrip())
         lines.append(f"{pad}    {{{', '.join(fields)}}}")
     for subject in clients:
+        fields = [f"user: {_quote(subject)}"]
+        if client_permissions is not None:
+            fields.append(_permissions(client_permissions))
+        if client_connections:
+            fields.append(_connections(client_connections))
         lines.append(f"{pad}    # the prefecture's hub client")
-        lines.append(f"{pad}    {{user: {_quote(subject)}}}")
+        lines.append(f"{pad}    {{{', '.join(fields)}}}")
     if not users and not clients:
         lines.append(f"{pad}    # no city is admitted: a user no certificate maps to")
         lines.append(f"{pad}    {{user: {_quote(NO_CITY_USER)}}}")
     lines += [f"{pad}  ]", f"{pad}}}"]
     return "\n".join(lines) + "\n"
+
+
+def _permissions(allow: Mapping[str, Sequence[str]]) -> str:
+    parts = [
+        f"{kind}: {{allow: [{', '.join(_quote(s) for s in allow[kind])}]}}"
+        for kind in ("publish", "subscribe")
+        if kind in allow
+    ]
+    return f"permissions: {{{', '.join(parts)}}}"
+
+
+def _connections(kinds: Sequence[str]) -> str:
+    return f"allowed_connection_types: [{', '.join(_quote(k) for k in kinds)}]"
 
 
 def render_tls(

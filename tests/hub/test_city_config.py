@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from loopback import loopback_config
 
-from meshdesk.config import HubSettings, config_text, load_config
+from meshdesk.config import Endpoint, HubSettings, config_text, load_config
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import ConfigError
 from meshdesk.hub.natsconf import TlsFiles, hub_server_config, leaf_config
@@ -52,11 +53,14 @@ def test_generated_nats_configs_name_their_parts(tmp_path: Path) -> None:
     assert 'sync_interval: "always"' in leaf
     assert 'urls: ["tls://127.0.0.1:1", "tls://127.0.0.1:2"]' in leaf
     users = 'authorization {\n  users = [{user: "CN=x"}]\n}\n'
-    hub = hub_server_config(name="hub-1", host="127.0.0.1", port=1, cluster_port=2, leaf_port=3,
-                            routes=[2, 5], store_dir=tmp_path / "js", tls=tls,
-                            authorization=users, http_port=4)  # fmt: skip
+    at = functools.partial(Endpoint, "127.0.0.1")
+    hub = hub_server_config(name="hub-1", listen=at(1), cluster=Endpoint("0.0.0.0", 2),
+                            leaf=at(3), routes=[at(2), Endpoint("hub2.pref.example", 5)],
+                            store_dir=tmp_path / "js", tls=tls, authorization=users,
+                            http=at(4))  # fmt: skip
     assert 'domain: "hub"' in hub
     assert 'http: "127.0.0.1:4"' in hub
+    assert 'routes: ["nats-route://127.0.0.1:2", "nats-route://hub2.pref.example:5"]' in hub
     # Clients and leaf nodes are mapped to the authorization's users; routes are
     # checked against the CA; the users sit at the top level.
     top, cluster = hub.split("cluster {")

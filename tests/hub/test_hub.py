@@ -24,8 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
+import nats
 import pytest
 from loopback import loopback_config
+from nats.js.errors import ServiceUnavailableError
 from waits import AsyncWaitUntil
 
 from meshdesk._lifecycle import cancel_and_wait
@@ -109,6 +111,9 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
     first = await open_cases(alpha, 6) + await open_cases(beta, 6)
     await async_wait_until(lambda: _at_least(hub_cases, len(first)), timeout=60,
                            message="the first cases never reached the hub")  # fmt: skip
+    # A city's leaf link carries the sourcing and nothing else: a client of its leaf
+    # node (anyone on the HQ machine) cannot reach the hub's JetStream API.
+    await _hub_api_out_of_reach(alpha.hub.leaf.url)
 
     # The wide-area link is cut: every hub server goes down.
     for server in bed.servers:
@@ -162,7 +167,7 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
         assert {r["status"]: r["cases"] for r in view} == by_status
         status = await db.fetchrow("SELECT * FROM hub_city_status WHERE city = $1", city)
         assert status["cases"] == len(held)
-        assert status["backlog"] == sum(
+        assert status["open_cases"] == sum(
             s.status not in ("resolved", "closed") for s in held.values()
         )
         assert status["last_contact"] is not None
@@ -228,6 +233,16 @@ async def test_two_cities_feed_the_hub_through_cuts_and_a_killed_server(
                                message="city a's feed stopped after its reconnection")  # fmt: skip
     assert leaf_a in bed.leaf_names()
     assert leaf_b not in bed.leaf_names()
+
+
+async def _hub_api_out_of_reach(leaf_url: str) -> None:
+    nc = await nats.connect(leaf_url, allow_reconnect=False)
+    try:
+        js = nc.jetstream(domain="hub", timeout=3)
+        with pytest.raises((ServiceUnavailableError, nats.errors.TimeoutError)):
+            await js.account_info()
+    finally:
+        await nc.close()
 
 
 def _refused(caplog: pytest.LogCaptureFixture, city: str) -> bool:

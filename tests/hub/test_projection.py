@@ -131,3 +131,24 @@ async def test_records_of_a_city_the_roster_does_not_admit_are_dropped(
     assert await stored_position(db) == 1
     await apply_batch(db, messages([record], 2), stats, now=NOW, admitted=lambda c: c == "alpha")
     assert await db.fetchval("SELECT count(*) FROM hub_cases") == 1
+
+
+async def test_a_hub_made_before_the_rename_gets_open_cases(postgres: Postgres) -> None:
+    """``hub_city_status.backlog`` (an older hub's name) becomes ``open_cases``."""
+    conn = await asyncpg.connect(postgres.dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE hub_cities (city text PRIMARY KEY, records bigint NOT NULL,"
+            " last_contact timestamptz NOT NULL, last_event_at timestamptz);"
+            "CREATE VIEW hub_city_status AS SELECT city, 0::bigint AS backlog FROM hub_cities;"
+        )
+        await ensure_schema(conn)
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'hub_city_status'"
+        )
+        names = {r["column_name"] for r in columns}
+        assert "open_cases" in names
+        assert "backlog" not in names
+    finally:
+        await conn.close()

@@ -84,7 +84,11 @@ def test_join_pins_the_prefecture_ca_and_revocation_unmaps_the_city(
     assert isinstance(cities, list)
     subject = cities[0]["subject"]
     authz = ok(cli("prefecture", "authorization", "--home", str(setup.pref))).out
-    assert f'{{user: "{subject}"}}' in authz
+    # The block the hub servers run (hub-config writes the same): a city as a leaf
+    # node only, carrying only the sourcing of its stream.
+    (line,) = [x for x in authz.splitlines() if f'user: "{subject}"' in x]
+    assert 'allowed_connection_types: ["LEAFNODE"]' in line
+    assert 'publish: {allow: ["$JS.S.>", "$JSC.R.>"]}' in line
 
     # The projection's identity (meshdesk hub run) is admitted beside the cities.
     client = ok(cli("prefecture", "issue-client", "--home", str(setup.pref), "--json")).json()

@@ -27,13 +27,12 @@ from waits import WaitUntil
 from meshdesk.config import Config, Endpoint, HubSettings
 from meshdesk.errors import ConfigError
 from meshdesk.hub.feed import PREFECTURE
-from meshdesk.hub.natsconf import TlsFiles, hub_server_config
 from meshdesk.hub.server import nats_server_binary
+from meshdesk.hub.serverconf import HubServerPlan, write_hub_server_config
 from meshdesk.hub.testbed import PROJECTION, Postgres, postgres_bin
 from meshdesk.lab import Lab, LabProcess
 from meshdesk.prefecture.city import join_hub, plan_join
 from meshdesk.prefecture.home import PrefectureHome
-from meshdesk.prefecture.nats import render_authorization
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
 
@@ -58,19 +57,14 @@ def _start_hub(lab: Lab, root: Path, prefecture: PrefectureHome, dsn: str) -> li
     addr = lab.addresses()[HUB_HOST]
     ports = [(4222 + i, 6222 + i, 7422 + i) for i in range(3)]
     root.mkdir(mode=0o700)
-    users = render_authorization(prefecture.load_roster(), now=now,
-                                 clients=prefecture.client_subjects())  # fmt: skip
+    routes = tuple(Endpoint(addr, p[1]) for p in ports)
     servers = []
     for i, (port, cluster, leaf) in enumerate(ports):
         name = f"hub-{i + 1}"
-        files = prefecture.server_files(name)
-        text = hub_server_config(
-            name=name, host=addr, port=port, cluster_port=cluster, leaf_port=leaf,
-            routes=[p[1] for p in ports], store_dir=root / name, authorization=users,
-            tls=TlsFiles(files.cert_path, files.key_path, files.ca_path),
-        )  # fmt: skip
+        plan = HubServerPlan(name, Endpoint(addr, port), Endpoint(addr, cluster),
+                             Endpoint(addr, leaf), routes, root / name)  # fmt: skip
         conf = root / f"{name}.conf"
-        conf.write_text(text, encoding="utf-8")
+        write_hub_server_config(prefecture, plan, conf, now=now)
         servers.append(lab.popen(HUB_HOST, [str(nats_server_binary()), "-c", str(conf)], name=name))
     argv = [MESHDESK, "hub", "run", "--postgres", dsn, "--prefecture-home", str(prefecture.path),
             *(a for city in CITIES for a in ("--city", city)),
