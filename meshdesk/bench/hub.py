@@ -48,6 +48,7 @@ from typing import Any
 
 import asyncpg
 
+from meshdesk._lifecycle import stop_process
 from meshdesk.bench._fill import CaseMix, fill_cases
 from meshdesk.bench._stats import Row, format_table, rate, require_at_least
 from meshdesk.config import Endpoint, HubSettings, load_config
@@ -249,17 +250,7 @@ async def _start_projection(stack: contextlib.AsyncExitStack, bed: HubBed) -> No
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
     )
 
-    async def stop() -> None:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                async with asyncio.timeout(10):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-    stack.push_async_callback(stop)
+    stack.push_async_callback(stop_process, process, signal.SIGINT)
 
 
 async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubBenchResult:

@@ -187,6 +187,7 @@ class FeedPublisher:
                 while True:
                     if saver.done():
                         saver.result()  # a failed save ends the session (retried)
+                    self._wake.clear()  # before the read: a wake during it is kept
                     batch = await self._store.events_in_order(read_from, self._batch)
                     if not batch:
                         if flights:
@@ -219,8 +220,8 @@ class FeedPublisher:
             await nc.close()
 
     async def _idle(self, nc: Client) -> None:
-        """Wait for new events: woken, or the poll interval passed."""
-        self._wake.clear()
+        """Wait for new events: woken (since the last read began), or the poll
+        interval passed."""
         try:
             async with asyncio.timeout(self._poll):
                 await self._wake.wait()
