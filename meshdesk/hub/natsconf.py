@@ -111,7 +111,7 @@ def leaf_config(
         '  sync_interval: "always"  # durable before acknowledged',
         "}",
         "leafnodes {",
-        f"  reconnect: {max(1, round(reconnect_s))}",
+        f'  reconnect: "{max(1, round(reconnect_s))}s"',
         "  remotes: [",
         "    {",
         f"      urls: [{urls}]",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from meshdesk.config import Endpoint, HubSettings, config_text, load_config
 from meshdesk.deploy import HomeSpec, build_deployment
 from meshdesk.errors import ConfigError
 from meshdesk.hub.natsconf import TlsFiles, hub_server_config, leaf_config
-from meshdesk.hub.server import nats_log_level
+from meshdesk.hub.server import nats_log_level, nats_server_binary
 from meshdesk.identity import Role
 from meshdesk.node import Node
+from meshdesk.prefecture.home import PrefectureHome
 
 
 @pytest.mark.parametrize(
@@ -109,3 +111,35 @@ async def test_an_hq_without_its_hub_credential_runs_without_the_feed(
 )
 def test_a_cut_is_not_a_warning_but_a_refused_certificate_is(line: str, level: int) -> None:
     assert nats_log_level(line) == level
+
+
+@pytest.mark.usefixtures("hub_tools")
+def test_nats_server_reads_the_generated_configs_without_a_warning(tmp_path: Path) -> None:
+    """``nats-server -t`` on each generated file: valid, and nothing it would only
+    tolerate (an integer where it wants a duration was one)."""
+    binary = nats_server_binary()
+    assert binary is not None
+    prefecture = PrefectureHome(tmp_path / "prefecture")
+    now = dt.datetime.now(dt.UTC)
+    prefecture.init("テスト県", now=now)
+    files = prefecture.issue_server("hub-1", ["127.0.0.1"], now=now)  # real TLS files
+    tls = TlsFiles(files.cert_path, files.key_path, files.ca_path)
+    at = functools.partial(Endpoint, "127.0.0.1")
+    users = 'authorization {\n  users = [{user: "CN=x"}]\n}\n'
+    texts = {
+        "leaf.conf": leaf_config(city="natori", host="127.0.0.1", port=7422,
+                                 store_dir=tmp_path / "leaf", hub_urls=["tls://127.0.0.1:1"],
+                                 tls=tls),
+        "hub.conf": hub_server_config(name="hub-1", listen=at(1), cluster=at(2), leaf=at(3),
+                                      routes=[at(2)], store_dir=tmp_path / "hub", tls=tls,
+                                      authorization=users),
+    }  # fmt: skip
+    for name, text in texts.items():
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        out = subprocess.run([str(binary), "-t", "-c", str(path)], capture_output=True,
+                             text=True, timeout=30, check=False)  # fmt: skip
+        said = out.stdout + out.stderr
+        assert out.returncode == 0, said
+        assert "is valid" in said, said
+        assert "invalid use" not in said, said
