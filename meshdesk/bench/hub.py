@@ -53,7 +53,7 @@ from meshdesk.bench._fill import CaseMix, fill_cases
 from meshdesk.bench._stats import Row, format_table, rate, require_at_least
 from meshdesk.config import Endpoint, HubSettings, load_config
 from meshdesk.deploy import HomeSpec, build_deployment
-from meshdesk.errors import UsageError
+from meshdesk.errors import MeshdeskError, UsageError
 from meshdesk.home import NodeHome
 from meshdesk.hub.projection import ensure_schema
 from meshdesk.hub.testbed import HubBed, free_port, start_hub_bed
@@ -278,6 +278,13 @@ async def _run(config: HubBenchConfig, folder: Path, progress: Progress) -> HubB
         progress(f"feed: node up after {time.perf_counter() - began:.2f} s")
         publish = asyncio.create_task(_published(node, began))
         complete, first = await _wait_for(db, records, config.stall, progress)
+        if not complete:  # no rate means anything then: say so instead of printing one
+            publish.cancel()
+            raise MeshdeskError(
+                f"the feed stalled: {await _count(db):,} of {records:,} records in PostgreSQL"
+                f" and none more for {config.stall:.0f} s (run with -v to see the leaf's and"
+                " the hub servers' logs)"
+            )
         from_start_s, publish_s = await publish
         progress(f"feed: the HQ's leaf acknowledged every record {from_start_s:.2f} s after"
                  f" the node started, {publish_s:.2f} s after the feed began")  # fmt: skip
