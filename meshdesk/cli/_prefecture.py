@@ -40,6 +40,7 @@ from meshdesk.hub.serverconf import HubServerPlan, write_hub_server_config
 from meshdesk.identity import read_passphrase
 from meshdesk.prefecture import (
     PrefectureHome,
+    ServerFiles,
     join_hub,
     municipality_code,
     plan_join,
@@ -241,40 +242,34 @@ def _init(args: argparse.Namespace, env: Env) -> int:
 
 
 def _issue_server(args: argparse.Namespace, env: Env) -> int:
-    home = _home(args, env)
-    files = home.issue_server(args.server, args.host, now=_now())
-    result = {k: str(v) for k, v in dataclasses.asdict(files).items()}
-    if args.json:
-        _emit(result)
-        return 0
-    print(f"Signed a certificate for hub server {files.name}; its NATS tls block names:")
-    print_fields(
-        [
-            ("cert_file", result["cert_path"]),
-            ("key_file", result["key_path"]),
-            ("ca_file", result["ca_path"]),
-        ]
-    )
-    print("Issue server certificates before city credentials: each credential carries them.")
-    return 0
+    files = _home(args, env).issue_server(args.server, args.host, now=_now())
+    return _issued(args, files, f"Signed a certificate for hub server {files.name}; its NATS"
+                   " tls block names:", ("cert_file", "key_file", "ca_file"),
+                   "Issue server certificates before city credentials: each credential"
+                   " carries them.")  # fmt: skip
 
 
 def _issue_client(args: argparse.Namespace, env: Env) -> int:
-    home = _home(args, env)
-    files = home.issue_client(args.client, now=_now())
+    files = _home(args, env).issue_client(args.client, now=_now())
+    return _issued(args, files, f"Signed a client certificate for the hub client {files.name}:",
+                   ("certificate", "key", "prefecture CA"),
+                   "Render the hub servers' authorization again (it admits this client) and"
+                   " reload them.")  # fmt: skip
+
+
+def _issued(
+    args: argparse.Namespace, files: ServerFiles, heading: str, labels: tuple[str, str, str],
+    hint: str,
+) -> int:  # fmt: skip
+    """Say where a certificate, its key and the CA went (or print them as JSON)."""
     result = {k: str(v) for k, v in dataclasses.asdict(files).items()}
     if args.json:
         _emit(result)
         return 0
-    print(f"Signed a client certificate for the hub client {files.name}:")
-    print_fields(
-        [
-            ("certificate", result["cert_path"]),
-            ("key", result["key_path"]),
-            ("prefecture CA", result["ca_path"]),
-        ]
-    )
-    print("Render the hub servers' authorization again (it admits this client) and reload them.")
+    print(heading)
+    paths = (result["cert_path"], result["key_path"], result["ca_path"])
+    print_fields(list(zip(labels, paths, strict=True)))
+    print(hint)
     return 0
 
 

@@ -33,7 +33,7 @@ from meshdesk.config import Endpoint
 from meshdesk.errors import ConfigError
 from meshdesk.home import NodeHome
 from meshdesk.hub.projection import hub_client_tls
-from meshdesk.hub.server import NatsServer
+from meshdesk.hub.server import NatsServer, nats_server_binary
 from meshdesk.hub.serverconf import HubServerPlan, hub_server_text
 from meshdesk.prefecture.city import join_hub, plan_join
 from meshdesk.prefecture.home import PrefectureHome
@@ -41,7 +41,7 @@ from meshdesk.prefecture.home import PrefectureHome
 #: The projection's client name in the prefecture home (``issue-client``).
 PROJECTION = "projection"
 
-__all__ = ["HubBed", "Postgres", "free_port", "postgres_bin", "start_hub_bed"]
+__all__ = ["HubBed", "Postgres", "free_port", "hub_problems", "postgres_bin", "start_hub_bed"]
 
 HOST = "127.0.0.1"
 
@@ -115,6 +115,18 @@ class Postgres:
                 await self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w",
                                 "stop")  # fmt: skip
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def hub_problems() -> list[str]:
+    """What this machine lacks to run a hub (nats-server, PostgreSQL), in words."""
+    problems = []
+    try:
+        nats_server_binary()
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if postgres_bin() is None:
+        problems.append("PostgreSQL's initdb/pg_ctl are missing (Debian package postgresql)")
+    return problems
 
 
 def _has_user(name: str) -> bool:

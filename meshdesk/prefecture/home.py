@@ -196,17 +196,22 @@ class PrefectureHome:
 
     # -- hub servers ---------------------------------------------------------------
 
-    def server_files(self, name: str) -> ServerFiles:
+    def _files(self, folder: Path, what: str, name: str, example: str) -> ServerFiles:
+        """Where a certificate named ``name`` (a hub server's or a hub client's) and
+        its key live in ``folder``."""
         if not _SERVER_NAME.fullmatch(name):
             raise UsageError(
-                f"server name {name!r}: use letters, digits, '.', '-' or '_' (e.g. hub1)"
+                f"{what} name {name!r}: use letters, digits, '.', '-' or '_' (e.g. {example})"
             )
         return ServerFiles(
             name=name,
-            cert_path=self.servers_dir / f"{name}.crt",
-            key_path=self.servers_dir / f"{name}.key",
+            cert_path=folder / f"{name}.crt",
+            key_path=folder / f"{name}.key",
             ca_path=self.ca_cert_path,
         )
+
+    def server_files(self, name: str) -> ServerFiles:
+        return self._files(self.servers_dir, "server", name, "hub1")
 
     def issue_server(self, name: str, hosts: Sequence[str], *, now: dt.datetime) -> ServerFiles:
         """Sign a certificate for hub server ``name`` and keep it (and its key) here.
@@ -243,16 +248,7 @@ class PrefectureHome:
     # -- the prefecture's own hub clients --------------------------------------------
 
     def client_files(self, name: str) -> ServerFiles:
-        if not _SERVER_NAME.fullmatch(name):
-            raise UsageError(
-                f"client name {name!r}: use letters, digits, '.', '-' or '_' (e.g. projection)"
-            )
-        return ServerFiles(
-            name=name,
-            cert_path=self.clients_dir / f"{name}.crt",
-            key_path=self.clients_dir / f"{name}.key",
-            ca_path=self.ca_cert_path,
-        )
+        return self._files(self.clients_dir, "client", name, "projection")
 
     def issue_client(self, name: str, *, now: dt.datetime) -> ServerFiles:
         """Sign a client certificate for the prefecture's hub client ``name`` (the

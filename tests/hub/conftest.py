@@ -14,22 +14,9 @@ from pathlib import Path
 import pytest
 from tiers import require
 
-from meshdesk.errors import ConfigError
-from meshdesk.hub.server import nats_server_binary
-from meshdesk.hub.testbed import HubBed, Postgres, postgres_bin, start_hub_bed
+from meshdesk.hub.testbed import HubBed, Postgres, hub_problems, start_hub_bed
 
 CITIES = ("221007", "131016")  # municipality codes (静岡市, 千代田区)
-
-
-def hub_problems() -> list[str]:
-    problems = []
-    try:
-        nats_server_binary()
-    except ConfigError as exc:
-        problems.append(str(exc))
-    if postgres_bin() is None:
-        problems.append("PostgreSQL's initdb/pg_ctl are missing (Debian package postgresql)")
-    return problems
 
 
 @pytest.fixture

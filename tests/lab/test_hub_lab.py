@@ -25,11 +25,10 @@ from tiers import require
 from waits import WaitUntil
 
 from meshdesk.config import Config, Endpoint, HubSettings
-from meshdesk.errors import ConfigError
 from meshdesk.hub.feed import PREFECTURE
 from meshdesk.hub.server import nats_server_binary
 from meshdesk.hub.serverconf import HubServerPlan, write_hub_server_config
-from meshdesk.hub.testbed import PROJECTION, Postgres, postgres_bin
+from meshdesk.hub.testbed import PROJECTION, Postgres, hub_problems
 from meshdesk.lab import Lab, LabProcess
 from meshdesk.prefecture.city import join_hub, plan_join
 from meshdesk.prefecture.home import PrefectureHome
@@ -38,17 +37,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
 
 CITIES = ("221007", "131016")  # municipality codes (静岡市, 千代田区)
 HUB_HOST = "h3"
-
-
-def _hub_tools() -> None:
-    problems = []
-    try:
-        nats_server_binary()
-    except ConfigError as exc:
-        problems.append(str(exc))
-    if postgres_bin() is None:
-        problems.append("PostgreSQL's initdb/pg_ctl are missing (Debian package postgresql)")
-    require(problems, tier="hub")
 
 
 def _start_hub(lab: Lab, root: Path, prefecture: PrefectureHome, dsn: str) -> list[LabProcess]:
@@ -105,7 +93,7 @@ def _hub_case_ids(pg: Postgres) -> dict[str, set[str]]:
 def test_city_hqs_in_namespaces_feed_the_hub_through_a_cable_cut(
     lab_factory: LabFactory, tmp_path: Path, wait_until: WaitUntil
 ) -> None:
-    _hub_tools()
+    require(hub_problems(), tier="hub")
     lab = lab_factory(3)
     now = dt.datetime.now(dt.UTC)
     prefecture = PrefectureHome(tmp_path / "prefecture")
