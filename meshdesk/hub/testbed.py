@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import os
 import pwd
+import random
 import shutil
 import socket
 import ssl
@@ -47,10 +48,33 @@ HOST = "127.0.0.1"
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on now (on the loopback)."""
-    with socket.socket() as s:
+    """A TCP port nothing uses now on the loopback, below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to 0) can be handed out again, as the local
+    end of some outgoing connection, before the server we picked it for binds it:
+    nats-server then fails with "address already in use" for as long as that
+    connection lives. Ports below the ephemeral range are never handed out that way.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the range below is crowded: let the kernel choose
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    try:
+        low = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+    return low if low > 2048 else 32768
 
 
 def postgres_bin() -> Path | None:
