@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from meshdesk.errors import SyncError
 from meshdesk.identity.nodeid import NodeId
-from meshdesk.store.records import ZERO_HASH, Checkpoint, StoredEvent
+from meshdesk.store.records import ZERO_HASH, Checkpoint, StoredEvent, stored_event
 
 __all__ = [
     "CHAIN_CONTEXT",
@@ -204,7 +204,7 @@ def verify_run(
         digest = _checked_hash(author, event)
         seq = event.seq
         verified.append(
-            StoredEvent(
+            stored_event(
                 author,
                 seq,
                 event.hlc,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Mapping
@@ -60,6 +61,7 @@ __all__ = [
     "FieldSet",
     "KeyGranted",
     "NoteAdded",
+    "OpeningFields",
     "Payload",
     "PersonalSet",
     "ReferralAdded",
@@ -67,6 +69,7 @@ __all__ = [
     "decode_body",
     "is_redacted",
     "is_ref",
+    "opening_fields",
     "sealed_ref",
 ]
 
@@ -123,6 +126,10 @@ _UNPACK_LIMITS: dict[str, Any] = {
     "max_map_len": 16,
     "max_ext_len": 0,
 }
+#: ``msgpack.unpackb`` under those limits (bound once: a catch-up unpacks every body).
+_unpack: Callable[[bytes], Any] = functools.partial(
+    msgpack.unpackb, raw=False, strict_map_key=True, **_UNPACK_LIMITS
+)
 
 
 def _label(what: str, value: object) -> str:
@@ -645,7 +652,7 @@ def decode_body(kind: int, body: bytes) -> Payload:
     if len(body) > BODY_MAX:
         raise SyncError(f"{event_kind.name} body is {len(body)} bytes (limit {BODY_MAX})")
     try:
-        obj: Any = msgpack.unpackb(body, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+        obj: Any = _unpack(body)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise SyncError(f"{event_kind.name} body is not valid msgpack: {exc}") from exc
     if not isinstance(obj, dict):
@@ -662,3 +669,65 @@ def decode_body(kind: int, body: bytes) -> Payload:
         return PAYLOAD_TYPES[event_kind](*values)
     except (SyncError, UsageError) as exc:
         raise SyncError(f"{event_kind.name} body: {exc}") from exc
+
+
+class OpeningFields(NamedTuple):
+    """What a valid ``CASE_OPENED`` body holds, as plain values (see
+    :func:`opening_fields`): the enums as their text, the consent as a tuple."""
+
+    op: str
+    site: str
+    category: str
+    urgency: str
+    consent: tuple[str, ...]
+    department: str | None
+    sealed: bytes | None
+
+
+_OPENING_NAMES = _NAMES[EventKind.CASE_OPENED]
+_CATEGORIES = frozenset(str(m) for m in Category)
+_URGENCIES = frozenset(str(m) for m in Urgency)
+
+
+def opening_fields(body: object) -> OpeningFields | None:
+    """The fields of a ``CASE_OPENED`` body read without building a payload, for the
+    case index, which reads one opening per case of a catch-up; None whenever
+    ``decode_body(CASE_OPENED, body)`` would refuse the body.
+
+    Exactly as strict as :func:`decode_body` and :class:`CaseOpened` (a test holds
+    the two to each other); the error message is what this leaves out, so a caller
+    that needs one decodes the body again.
+    """
+    if type(body) is not bytes or len(body) > BODY_MAX:
+        return None
+    try:
+        obj = _unpack(body)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if type(obj) is not dict or obj.keys() != _OPENING_NAMES:
+        return None
+    op, site, category, urgency = obj["op"], obj["site"], obj["category"], obj["urgency"]
+    consent, department, sealed = obj["consent"], obj["department"], obj["sealed"]
+    if (
+        type(category) is not str
+        or category not in _CATEGORIES
+        or type(urgency) is not str
+        or urgency not in _URGENCIES
+        or type(consent) is not list
+        or len(consent) > LIST_MAX
+        or not (department is None or type(department) is str)
+        or not (sealed is None or (type(sealed) is bytes and 1 <= len(sealed) <= SEALED_MAX))
+    ):
+        return None
+    try:
+        check_text("op", op, OP_MAX)
+        _label("site", site)
+        for item in consent:
+            _label("consent department", item)
+        if department is not None:
+            _label("department", department)
+    except UsageError:
+        return None
+    if len(set(consent)) != len(consent):
+        return None
+    return OpeningFields(op, site, category, urgency, tuple(consent), department, sealed)

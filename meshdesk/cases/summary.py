@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 
 import msgpack
 
+from meshdesk.cases.chain import author_node
 from meshdesk.cases.events import (
     CaseOpened,
     ConsentAdded,
@@ -41,8 +42,10 @@ from meshdesk.cases.events import (
     ReferralAdded,
     ReferralStateSet,
     is_redacted,
+    opening_fields,
 )
 from meshdesk.cases.fold import Event, fold
+from meshdesk.cases.ids import is_valid_id
 from meshdesk.cases.model import CaseField, ReferralState, Status, Urgency, referral_register
 from meshdesk.errors import SyncError
 from meshdesk.store import Store
@@ -70,6 +73,7 @@ _NEW = str(Status.NEW)
 _NEW_RANK = STATUS_RANK[_NEW]
 
 _KEY_GRANT = int(EventKind.KEY_GRANT)
+_OPENED = int(EventKind.CASE_OPENED)
 _NORMAL_RANK = URGENCY_RANK[str(Urgency.NORMAL)]
 #: Kinds that never touch a register nor the consent: their bodies are not read.
 _INERT = frozenset(
@@ -131,7 +135,11 @@ def fold_run(events: Sequence[StoredEvent]) -> tuple[int, dict[str, CaseSummary]
             best = 0  # a severe announcement goes first, like an immediate case
     rows: dict[str, CaseSummary] = {}
     for case_id, mine in cases.items():
-        rows[case_id], decoded = _summarise(case_id, mine)
+        row, decoded = _summarise(case_id, mine)
+        rows[case_id] = row
+        if decoded is None:  # read off the opening alone: its urgency is the row's
+            best = min(best, row.urgency_rank)
+            continue
         for d in decoded:
             p = d.payload
             if isinstance(p, CaseOpened):
@@ -144,8 +152,11 @@ def fold_run(events: Sequence[StoredEvent]) -> tuple[int, dict[str, CaseSummary]
     return best, rows
 
 
-def _summarise(case_id: str, events: Sequence[StoredEvent]) -> tuple[CaseSummary, list[Event]]:
-    """:func:`summarise`, and the events it decoded."""
+def _summarise(
+    case_id: str, events: Sequence[StoredEvent]
+) -> tuple[CaseSummary, list[Event] | None]:
+    """:func:`summarise`, and the events it decoded (None: the row was read straight
+    off the case's one event with fields, its opening, which decoded nothing)."""
     if not events:
         raise ValueError(f"case {case_id}: a summary needs at least one event")
     updated = oldest = events[0].hlc
@@ -163,6 +174,10 @@ def _summarise(case_id: str, events: Sequence[StoredEvent]) -> tuple[CaseSummary
             grants += 1
         if kind not in _INERT:
             live.append(e)
+    if len(live) == 1 and live[0].kind == _OPENED:  # most cases of a catch-up
+        row = _opening_row(case_id, live[0], updated, len(events), grants)
+        if row is not None:
+            return row, None
     decoded = _decode(live)
     if not decoded:
         return _empty(case_id, oldest, updated, len(events), grants), decoded
@@ -196,6 +211,42 @@ def _summarise(case_id: str, events: Sequence[StoredEvent]) -> tuple[CaseSummary
         grants=grants,
     )
     return summary, decoded
+
+
+def _opening_row(
+    case_id: str, opening: StoredEvent, updated: int, count: int, grants: int
+) -> CaseSummary | None:
+    """:func:`_opened` of ``opening``, read without decoding it into an event (a
+    catch-up makes one row per case it receives); None when the opening does not
+    decode, which the caller then decodes to log why."""
+    fields = opening_fields(opening.body)
+    if fields is None or not is_valid_id(case_id):
+        return None
+    try:
+        origin = author_node(opening.author)
+    except ValueError:
+        return None
+    urgency = fields.urgency
+    return CaseSummary(
+        case_id=case_id,
+        opened=True,
+        created_hlc=opening.hlc,
+        updated_hlc=updated,
+        events=count,
+        origin=origin,
+        site=fields.site,
+        category=fields.category,
+        urgency=urgency,
+        urgency_rank=URGENCY_RANK[urgency],
+        status=_NEW,
+        status_rank=_NEW_RANK,
+        department=fields.department or "",
+        consent=tuple(sorted(set(fields.consent))),
+        referrals=(),
+        conflicts=(),
+        personal=personal_digest(fields.sealed),
+        grants=grants,
+    )
 
 
 def _opened(case_id: str, opening: Event, updated: int, count: int, grants: int) -> CaseSummary:

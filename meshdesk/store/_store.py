@@ -50,6 +50,7 @@ from meshdesk.store.records import (
     RevokedNode,
     StoreCounts,
     StoredEvent,
+    stored_event,
 )
 
 __all__ = ["Store", "StoreState"]
@@ -1266,7 +1267,7 @@ def _events(rows: Iterable[Any]) -> list[StoredEvent]:
         if type(body) is not bytes or type(prev) is not bytes or type(digest) is not bytes:
             body, prev, digest = bytes(body), bytes(prev), bytes(digest)  # blobs are bytes
         blobs = () if len(row) < 9 or row[8] is None else unpack_payloads(row[8])
-        append(StoredEvent(author, seq, hlc, case_id, kind, body, prev, digest, blobs))
+        append(stored_event(author, seq, hlc, case_id, kind, body, prev, digest, blobs))
     return out
 
 

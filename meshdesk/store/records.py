@@ -8,9 +8,9 @@ identity, sync) own the meaning of the fields.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 __all__ = [
     "ZERO_HASH",
@@ -22,7 +22,10 @@ __all__ = [
     "StoreCounts",
     "StoredEvent",
     "digest_of",
+    "stored_event",
 ]
+
+_T = TypeVar("_T")
 
 #: ``prev_hash`` of the first event of every author (seq 1).
 ZERO_HASH = bytes(32)
@@ -68,6 +71,30 @@ class StoredEvent:
     prev_hash: bytes
     hash: bytes
     payloads: tuple[bytes, ...] = field(default=(), compare=False)
+
+
+def _slot_builder(cls: type[_T]) -> Callable[..., _T]:
+    """A positional constructor of ``cls``, a frozen slotted dataclass without
+    ``__post_init__``, that sets each slot directly: its ``__init__`` sets them one
+    ``object.__setattr__`` at a time, at twice the cost, and sync makes one event
+    per event it receives and one per event it sends."""
+    names = tuple(cls.__slots__)  # type: ignore[attr-defined]
+    assert not hasattr(cls, "__post_init__"), f"{cls.__name__} checks its fields"
+    ns: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    ns.update((f"set{i}", getattr(cls, name).__set__) for i, name in enumerate(names))
+    lines = [f"def build({', '.join(names)}):", "    obj = new(cls)"]
+    lines += [f"    set{i}(obj, {name})" for i, name in enumerate(names)]
+    lines.append("    return obj")
+    exec("\n".join(lines), ns)  # made from the class's own field names, never from input
+    build: Callable[..., _T] = ns["build"]
+    return build
+
+
+#: ``StoredEvent(author, seq, hlc, case_id, kind, body, prev_hash, hash, payloads)``,
+#: every argument given, in half the time.
+stored_event: Callable[
+    [str, int, int, str | None, int, bytes, bytes, bytes, tuple[bytes, ...]], StoredEvent
+] = _slot_builder(StoredEvent)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Case event payloads: a round trip per kind, strict decoding of hostile bodies."""
+"""Case event payloads: a round trip per kind, strict decoding of hostile bodies, and
+the case index's quick reading of openings held to the full decoder."""
 
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ from meshdesk.cases.events import (
     FieldSet,
     KeyGranted,
     NoteAdded,
+    OpeningFields,
     Payload,
     PersonalSet,
     ReferralAdded,
     ReferralStateSet,
     decode_body,
     is_redacted,
+    opening_fields,
     sealed_ref,
 )
 from meshdesk.cases.hlc import HLC_MAX, make_hlc
@@ -294,6 +297,8 @@ msgpack_values = st.recursive(
 
 
 def _valid_or_sync_error(kind: int, body: bytes) -> None:
+    if kind == EventKind.CASE_OPENED:
+        _opening_read_alike(body)
     try:
         payload = decode_body(kind, body)
     except SyncError:
@@ -342,3 +347,65 @@ def test_mutated_bytes_raise_sync_error_only(
         else:
             body[at:at] = data.draw(st.binary(min_size=1, max_size=8))
     _valid_or_sync_error(kind, bytes(body))
+
+
+def _opening_read_alike(body: bytes) -> None:
+    """``opening_fields`` refuses what ``decode_body`` refuses and reads the rest alike."""
+    try:
+        payload = decode_body(EventKind.CASE_OPENED, body)
+    except SyncError:
+        assert opening_fields(body) is None
+        return
+    assert isinstance(payload, CaseOpened)
+    assert opening_fields(body) == OpeningFields(
+        payload.op, payload.site, str(payload.category), str(payload.urgency),
+        payload.consent, payload.department, payload.sealed,
+    )  # fmt: skip
+
+
+_LABELS = ["", " ", "hq", " hq", "hq ", "福祉課", "x" * 64, "x" * 65, "a\nb", "a\x85b",
+           "a\u2028b", 1, None, True, b"hq", ["hq"]]  # fmt: skip
+_TRICKY: dict[str, list[object]] = {
+    "op": [*_LABELS, "佐藤\t花子"],
+    "site": _LABELS,
+    "category": ["medical", "Medical", "", "housing ", 1, None, ["medical"]],
+    "urgency": ["high", "HIGH", "", None, 0, True],
+    "consent": [
+        [],
+        ["福祉課"],
+        ["a", "a"],
+        [f"d{i}" for i in range(64)],
+        [f"d{i}" for i in range(65)],
+        [" a"],
+        [""],
+        [1],
+        "a",
+        None,
+        [["a"]],
+    ],
+    "department": _LABELS,
+    "sealed": [None, b"", b"x", bytes(REF_SIZE), b"x" * SEALED_MAX, "sealed", 0, [b"x"]],
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [(f, v) for f, values in _TRICKY.items() for v in values]
+)
+def test_the_index_reads_an_opening_as_the_decoder_does(field: str, value: object) -> None:
+    base = msgpack.unpackb(EXAMPLES[EventKind.CASE_OPENED][1].encode())
+    _opening_read_alike(msgpack.packb({**base, field: value}, use_bin_type=True))
+
+
+def test_the_index_refuses_openings_of_another_shape() -> None:
+    base = msgpack.unpackb(EXAMPLES[EventKind.CASE_OPENED][0].encode())
+    assert opening_fields(msgpack.packb(base, use_bin_type=True)) is not None
+    for body in (
+        msgpack.packb({**base, "extra": 1}, use_bin_type=True),
+        msgpack.packb({k: v for k, v in base.items() if k != "sealed"}, use_bin_type=True),
+        msgpack.packb(list(base.values()), use_bin_type=True),
+        msgpack.packb(base, use_bin_type=True) + b"\x00",
+        b"\xc1" + bytes(REF_SIZE),  # a redacted body
+        bytes(BODY_MAX + 1),
+    ):
+        _opening_read_alike(body)
+        assert opening_fields(body) is None
