@@ -279,7 +279,7 @@ def _malformed(events: tuple[WireEvent, ...], refs: tuple[CheckpointRef, ...]) -
     if not events:
         return "events frame without events"
     first = events[0].seq
-    if first < 1 or any(e.seq != first + i for i, e in enumerate(events)):
+    if first < 1 or [e.seq for e in events] != list(range(first, first + len(events))):
         return "events not contiguous"
     last = first + len(events) - 1
     previous = first - 1

@@ -23,7 +23,15 @@ from meshdesk.sync.messages import (
     Send,
     SyncConfig,
 )
-from meshdesk.wire import CheckpointRef, SyncCredit, SyncEvents, SyncHeads, SyncReject, WireEvent
+from meshdesk.wire import (
+    CheckpointRef,
+    SyncCredit,
+    SyncEvents,
+    SyncHeads,
+    SyncReject,
+    WireEvent,
+    wire_event,
+)
 
 __all__ = ["Outbound"]
 
@@ -266,13 +274,14 @@ class Outbound:
 
         for event in events:
             size = _EVENT_OVERHEAD + len(event.body) + 4 * len(event.case_id or "")
-            size += sum(len(blob) + 5 for blob in event.payloads)
+            if event.payloads:
+                size += sum(len(blob) + 5 for blob in event.payloads)
             if event.seq in refs:
                 size += _CHECKPOINT_OVERHEAD
             while cur and (len(cur) >= cfg.frame_events or total + size > cfg.frame_bytes):
                 flush(boundary or len(cur))
             cur.append(
-                WireEvent(
+                wire_event(
                     event.seq,
                     event.hlc,
                     event.case_id,

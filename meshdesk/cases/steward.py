@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 __all__ = ["AUTO_OP", "RETENTION_OP", "Steward"]
 
 log = logging.getLogger(__name__)
+_EXPORTED = int(EventKind.EXPORTED)
+_CASE_ERASED = int(EventKind.CASE_ERASED)
+_CONSENT_KINDS = frozenset({int(EventKind.CONSENT_ADDED), int(EventKind.CONSENT_WITHDRAWN)})
 
 #: Operator named by what a node writes by itself (an erasure receipt, a key grant).
 AUTO_OP = "meshdesk (automatic)"
@@ -194,17 +197,16 @@ class Steward:
         """Events stored from a peer: queue the erasures they carry (and cases erased
         here that received an old event holding a sealed blob inline), the consent
         changes this node may have to grant keys for, and log exports."""
-        for event in events:
-            case_id = event.case_id
-            if event.kind == EventKind.EXPORTED:
+        erased = self._erased
+        for event in events:  # plain ints: a catch-up passes every event it stores
+            case_id, kind = event.case_id, event.kind
+            if kind == _EXPORTED:
                 self._log_export(event)
             elif case_id is None:
                 continue
-            elif event.kind == EventKind.CASE_ERASED or (
-                case_id in self._erased and event.kind in SEALED_KINDS
-            ):
+            elif kind == _CASE_ERASED or (case_id in erased and kind in SEALED_KINDS):
                 self._work.put_nowait(("erase", case_id))
-            elif event.kind in (EventKind.CONSENT_ADDED, EventKind.CONSENT_WITHDRAWN):
+            elif kind in _CONSENT_KINDS:
                 self._work.put_nowait(("grant", case_id))
 
     @staticmethod

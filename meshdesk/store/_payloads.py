@@ -10,8 +10,9 @@ never gets a payload again (a trigger clears any that arrive). Queries only: the
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiosqlite
 import msgpack
@@ -37,6 +38,10 @@ REDACTABLE = (1, 3, 8, 9)
 REDACTED = b"\xc1"
 _MAX = 4
 _BLOB_MAX = 64 * 1024
+_unpack: Callable[[bytes], object] = functools.partial(
+    msgpack.unpackb, raw=False, max_bin_len=_BLOB_MAX, max_array_len=_MAX, max_str_len=0,
+    max_map_len=0, max_ext_len=0,
+)  # fmt: skip
 
 
 def pack_payloads(blobs: Sequence[bytes]) -> bytes | None:
@@ -53,14 +58,14 @@ def unpack_payloads(value: bytes | memoryview | None) -> tuple[bytes, ...]:
     if value is None:
         return ()
     try:
-        blobs = msgpack.unpackb(
-            bytes(value), raw=False, max_bin_len=_BLOB_MAX, max_array_len=_MAX, max_str_len=0,
-            max_map_len=0, max_ext_len=0,
-        )  # fmt: skip
+        blobs = _unpack(value if type(value) is bytes else bytes(value))
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise StoreError(f"a stored payload list is damaged: {exc}") from exc
-    if not isinstance(blobs, list) or not all(isinstance(b, bytes) for b in blobs):
+    if type(blobs) is not list:
         raise StoreError("a stored payload list is damaged")
+    for blob in blobs:  # a loop, not all(): a sender reads one list per event it sends
+        if type(blob) is not bytes:
+            raise StoreError("a stored payload list is damaged")
     return tuple(blobs)
 
 

@@ -577,17 +577,21 @@ class Store(AsyncResource):
                 for case_id, row in rows.items()
                 if runs_of[case_id] == 1
             }
-        inserted = await self._append(
-            [e for events, _ in runs for e in events],
+        every = [e for events, _ in runs for e in events]
+        new = await self._append(
+            every,
             received_at,
             [(c, rank) for (_, c), rank in zip(runs, kept, strict=True)],
             alone,
         )
+        if len(new) == len(every):  # all new, and no run repeats another: a catch-up
+            return [len(events) for events, _ in runs]
+        inserted = {(e.author, e.seq) for e in new}
         counts = []
         for events, _ in runs:
-            new = {(e.author, e.seq) for e in events} & inserted
-            inserted -= new
-            counts.append(len(new))
+            fresh = {(e.author, e.seq) for e in events} & inserted
+            inserted -= fresh
+            counts.append(len(fresh))
         return counts
 
     async def _append(
@@ -596,8 +600,8 @@ class Store(AsyncResource):
         received_at: int,
         checkpoints: Sequence[tuple[Checkpoint, int | None]],
         folded: Mapping[str, CaseSummary] | None = None,
-    ) -> set[tuple[str, int]]:
-        """Append in one transaction; returns the ``(author, seq)`` of new events.
+    ) -> list[StoredEvent]:
+        """Append in one transaction; returns the events that were new.
 
         ``folded``: index rows of cases whose events are all in ``events`` if the
         case is new to the index (see :meth:`append_runs`).
@@ -607,8 +611,8 @@ class Store(AsyncResource):
         for event in events:
             check_event(event)
         if not events:
-            return set()
-        batch = sorted(events, key=lambda e: (e.author, e.seq))
+            return []
+        batch = sorted(events, key=_chain_order)
         async with self._session("append events to"):
             self._needs_recovery = True  # until the job is known to have finished
             try:
@@ -623,7 +627,7 @@ class Store(AsyncResource):
                 self._heads.update(tips)
             if new or checkpoints:
                 self.appended_at = time.monotonic()
-        return {(e.author, e.seq) for e in new}
+        return new
 
     def _append_job(
         self,
@@ -1251,6 +1255,10 @@ def _case_events(db: sqlite3.Connection, case_ids: Sequence[str]) -> dict[str, l
 async def _load_heads(db: aiosqlite.Connection) -> Heads:
     rows = await db.execute_fetchall(_HEADS_QUERY)
     return {author: (seq, bytes(digest)) for author, seq, digest in rows}
+
+
+def _chain_order(e: StoredEvent) -> tuple[str, int]:
+    return e.author, e.seq
 
 
 def _row(e: StoredEvent, received_at: int) -> tuple[Any, ...]:

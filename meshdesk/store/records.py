@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol
+
+from meshdesk._slots import slot_builder
 
 __all__ = [
     "ZERO_HASH",
@@ -24,8 +26,6 @@ __all__ = [
     "digest_of",
     "stored_event",
 ]
-
-_T = TypeVar("_T")
 
 #: ``prev_hash`` of the first event of every author (seq 1).
 ZERO_HASH = bytes(32)
@@ -73,28 +73,11 @@ class StoredEvent:
     payloads: tuple[bytes, ...] = field(default=(), compare=False)
 
 
-def _slot_builder(cls: type[_T]) -> Callable[..., _T]:
-    """A positional constructor of ``cls``, a frozen slotted dataclass without
-    ``__post_init__``, that sets each slot directly: its ``__init__`` sets them one
-    ``object.__setattr__`` at a time, at twice the cost, and sync makes one event
-    per event it receives and one per event it sends."""
-    names = tuple(cls.__slots__)  # type: ignore[attr-defined]
-    assert not hasattr(cls, "__post_init__"), f"{cls.__name__} checks its fields"
-    ns: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    ns.update((f"set{i}", getattr(cls, name).__set__) for i, name in enumerate(names))
-    lines = [f"def build({', '.join(names)}):", "    obj = new(cls)"]
-    lines += [f"    set{i}(obj, {name})" for i, name in enumerate(names)]
-    lines.append("    return obj")
-    exec("\n".join(lines), ns)  # made from the class's own field names, never from input
-    build: Callable[..., _T] = ns["build"]
-    return build
-
-
 #: ``StoredEvent(author, seq, hlc, case_id, kind, body, prev_hash, hash, payloads)``,
 #: every argument given, in half the time.
 stored_event: Callable[
     [str, int, int, str | None, int, bytes, bytes, bytes, tuple[bytes, ...]], StoredEvent
-] = _slot_builder(StoredEvent)
+] = slot_builder(StoredEvent)
 
 
 @dataclass(frozen=True, slots=True)

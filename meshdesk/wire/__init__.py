@@ -49,6 +49,7 @@ from meshdesk.wire.frames import (
     decode,
     encode,
     frame_types,
+    wire_event,
 )
 from meshdesk.wire.stream import FrameDecoder, pack_frame
 
@@ -98,4 +99,5 @@ __all__ = [
     "encode",
     "frame_types",
     "pack_frame",
+    "wire_event",
 ]

@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from meshdesk._slots import slot_builder
 from meshdesk.errors import WireError
 from meshdesk.wire._limits import WireLimits
 
@@ -310,18 +311,28 @@ def _tuple_load(node: _Tuple, v: str) -> list[str] | None:
             f"    {v} = tuple({v})"]  # fmt: skip
 
 
+def _tuple_dump(node: _Tuple, v: str) -> list[str] | None:
+    """As :func:`_tuple_load`, for a tuple about to be sent (made a list)."""
+    test = _dump_test(node.item, "x")
+    if test is None:
+        return None
+    cap = "" if node.max_items is None else f" or len({v}) > {node.max_items}"
+    return [f"    if type({v}) is not tuple or len({v}) > limits.max_array{cap}:",
+            "        return slow(value, limits)", f"    for x in {v}:", f"        if not {test}:",
+            "            return slow(value, limits)", f"    {v} = list({v})"]  # fmt: skip
+
+
 def _compile_fast(record: Record[Any]) -> tuple[Any, Any]:
     """A record's happy paths as generated functions: each field's checks inline (no
     call per field), any failure handed to the careful path, which says where.
 
-    A class without ``__post_init__`` is built by setting its slots directly: its
-    frozen ``__init__`` would set them one ``object.__setattr__`` at a time, which
-    costs more than all the checks of a frame's event (a catch-up decodes thousands
-    a second).
+    A class without ``__post_init__`` is built by setting its slots directly
+    (:func:`meshdesk._slots.slot_builder`): a catch-up decodes thousands of events a
+    second, and their frozen ``__init__`` would cost more than all their checks.
     """
     n = len(record.fields)
     names = [f"v{i}" for i in range(n)]
-    ns: dict[str, Any] = {"cls": record.cls, "_Invalid": _Invalid, "new": object.__new__}
+    ns: dict[str, Any] = {"cls": record.cls, "_Invalid": _Invalid}
     unpack = ", ".join(names) + ("," if n == 1 else "")
     load = ["def load(value, slow):", f"    if type(value) is not list or len(value) != {n}:",
             "        return slow(value)", f"    {unpack} = value"]  # fmt: skip
@@ -341,20 +352,19 @@ def _compile_fast(record: Record[Any]) -> tuple[Any, Any]:
             load += [f"    if not {test}:", "        return slow(value)"]
         dump.append(f"    {v} = value.{attr}")
         test = _dump_test(node, v)
-        if test is None:
+        tuple_lines = _tuple_dump(node, v) if isinstance(node, _Tuple) else None
+        if tuple_lines is not None:
+            dump += tuple_lines
+        elif test is None:
             dump += ["    try:", f"        {v} = dump{i}({v}, limits)", "    except _Invalid:",
                      "        return slow(value, limits)"]  # fmt: skip
         else:
             dump += [f"    if not {test}:", "        return slow(value, limits)"]
-    slots = getattr(record.cls, "__slots__", ())
-    if hasattr(record.cls, "__post_init__") or tuple(slots) != tuple(a for a, _ in record.fields):
-        load.append(f"    return cls({', '.join(names)})")
-    else:
-        load.append("    obj = new(cls)")
-        for i, attr in enumerate(slots):
-            ns[f"set{i}"] = getattr(record.cls, attr).__set__
-            load.append(f"    set{i}(obj, {names[i]})")
-        load.append("    return obj")
+    try:
+        ns["build"] = slot_builder(record.cls)
+    except TypeError:  # it checks its fields in __post_init__: its __init__ runs
+        ns["build"] = record.cls
+    load.append(f"    return build({', '.join(names)})")
     dump.append(f"    return [{', '.join(names)}]")
     # Generated from the record's own schema, never from input.
     exec("\n".join(load) + "\n\n" + "\n".join(dump), ns)

@@ -8,11 +8,12 @@ in the right numbering block, define the class with ``@frame(kind)``, add it to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated, TypeAlias, cast
 
+from meshdesk._slots import slot_builder
 from meshdesk.wire._codec import decode_envelope, encode_envelope, frame, registered
 from meshdesk.wire._limits import DEFAULT_LIMITS, WireLimits
 from meshdesk.wire._schema import MaxLen, Range
@@ -56,6 +57,7 @@ __all__ = [
     "decode",
     "encode",
     "frame_types",
+    "wire_event",
 ]
 
 
@@ -267,6 +269,13 @@ class WireEvent:
     #: The sealed blobs the body names by SHA-256, kept beside the chain (not hashed):
     #: a sender that erased the case sends none, a receiver that did stores none.
     payloads: Annotated[tuple[Annotated[bytes, MaxLen(64 * 1024)], ...], MaxLen(4)] = ()
+
+
+#: ``WireEvent(seq, hlc, case_id, kind, body, prev_hash, payloads)``, every field
+#: given, in half the time (a sender makes one per event it sends).
+wire_event: Callable[[int, int, str | None, int, bytes, bytes, tuple[bytes, ...]], WireEvent] = (
+    slot_builder(WireEvent)
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,14 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+import msgpack
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshdesk.cases.chain import ChainWriter
+from meshdesk.errors import StoreError
 from meshdesk.store import Store
+from meshdesk.store._payloads import pack_payloads, unpack_payloads
 
 CASE = "0190f1c2-7a3b-7c4d-8e5f-0123456789ab"
 OTHER = "0190f1c2-7a3b-7c4d-8e5f-0123456789ac"
@@ -71,3 +75,12 @@ async def test_a_payload_missing_here_is_kept_when_its_event_comes_again(tmp_pat
         await store.erase_case(CASE, [], erased_at=3)
         await store.append_run(events, cp, received_at=4)  # erased: never again
         assert (await store.events_after("A", 0, 10))[0].payloads == ()
+
+
+def test_a_damaged_payload_list_is_a_clear_store_error() -> None:
+    assert unpack_payloads(None) == ()
+    assert unpack_payloads(memoryview(pack_payloads([b"a", b"b"]) or b"")) == (b"a", b"b")
+    for damaged in (b"\xc1", msgpack.packb(b"one blob"), msgpack.packb([b"a", "text"]),
+                    msgpack.packb([b"a", 1]), msgpack.packb([b"x"] * 5)):  # fmt: skip
+        with pytest.raises(StoreError, match="payload list is damaged"):
+            unpack_payloads(damaged)
