@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from meshdesk import control
+from meshdesk._heap import settled_heap
 from meshdesk.bench._fill import CaseMix
 from meshdesk.bench._process import node_process, wait_ready
 from meshdesk.bench._stats import Row, format_table, rate, require_at_least
@@ -379,7 +380,8 @@ async def _sync_apart(a: NodeHome, b: NodeHome, expect: int, stall: float, log: 
         status = await control.call(a.control_socket, "status", wait=_READY_TIMEOUT)
         peer = f"127.0.0.1:{status['listen_port']}"
         meter = WireMeter()
-        with meter.installed():
+        # The desk runs as ``meshdesk run`` runs it: its collector settled (_heap).
+        with meter.installed(), settled_heap():
             async with MeteredNode(b, node_config(b, [peer]), meter) as node_b:
 
                 def stored() -> int:

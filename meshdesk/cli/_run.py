@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from meshdesk import control
+from meshdesk._heap import settled_heap
 from meshdesk.cli._output import print_fields
 from meshdesk.clock import SKEW_WARN_MS, describe_offset
 from meshdesk.config import Config, Endpoint, load_config
@@ -91,8 +92,9 @@ async def _serve(home: NodeHome, config: Config) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with Node(home, config):
-            log.info("ready; stop with Ctrl-C")
-            await stop.wait()
+            with settled_heap():
+                log.info("ready; stop with Ctrl-C")
+                await stop.wait()
             log.info("shutting down")
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
