@@ -8,6 +8,7 @@ import contextlib
 import enum
 import json
 import logging
+import operator
 import os
 import sqlite3
 import struct
@@ -54,6 +55,9 @@ from meshdesk.store.records import (
 )
 
 __all__ = ["Store", "StoreState"]
+
+#: ``(author, seq)`` of an event, as the chain orders it (a C-level sort key).
+_CHAIN_ORDER = operator.attrgetter("author", "seq")
 
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
@@ -612,7 +616,7 @@ class Store(AsyncResource):
             check_event(event)
         if not events:
             return []
-        batch = sorted(events, key=_chain_order)
+        batch = sorted(events, key=_CHAIN_ORDER)
         async with self._session("append events to"):
             self._needs_recovery = True  # until the job is known to have finished
             try:
@@ -1255,10 +1259,6 @@ def _case_events(db: sqlite3.Connection, case_ids: Sequence[str]) -> dict[str, l
 async def _load_heads(db: aiosqlite.Connection) -> Heads:
     rows = await db.execute_fetchall(_HEADS_QUERY)
     return {author: (seq, bytes(digest)) for author, seq, digest in rows}
-
-
-def _chain_order(e: StoredEvent) -> tuple[str, int]:
-    return e.author, e.seq
 
 
 def _row(e: StoredEvent, received_at: int) -> tuple[Any, ...]:
