@@ -23,15 +23,8 @@ from meshdesk.sync.messages import (
     Send,
     SyncConfig,
 )
-from meshdesk.wire import (
-    CheckpointRef,
-    SyncCredit,
-    SyncEvents,
-    SyncHeads,
-    SyncReject,
-    WireEvent,
-    wire_event,
-)
+from meshdesk.wire import CheckpointRef, SyncCredit, SyncEvents, SyncHeads, SyncReject, WireEvent
+from meshdesk.wire.frames import wire_event
 
 __all__ = ["Outbound"]
 

@@ -38,6 +38,7 @@ from meshdesk.cases.events import (
     EventKind,
     EventRef,
     FieldSet,
+    OpeningFields,
     PersonalSet,
     ReferralAdded,
     ReferralStateSet,
@@ -181,8 +182,11 @@ def _summarise(
     decoded = _decode(live)
     if not decoded:
         return _empty(case_id, oldest, updated, len(events), grants), decoded
-    if len(decoded) == 1 and isinstance(decoded[0].payload, CaseOpened):
-        return _opened(case_id, decoded[0], updated, len(events), grants), decoded  # most
+    if len(decoded) == 1 and isinstance(p := decoded[0].payload, CaseOpened):
+        fields = OpeningFields(p.op, p.site, str(p.category), str(p.urgency), p.consent,
+                               p.department, p.sealed)  # fmt: skip
+        return _opened(case_id, decoded[0].hlc, decoded[0].node, fields, updated, len(events),
+                       grants), decoded  # fmt: skip
     decoded.sort(key=lambda e: (e.hlc, e.author, e.seq))
     linear = _linear(case_id, decoded, updated, len(events), grants)
     if linear is not None:
@@ -226,18 +230,30 @@ def _opening_row(
         origin = author_node(opening.author)
     except ValueError:
         return None
-    urgency = fields.urgency
+    return _opened(case_id, opening.hlc, origin, fields, updated, count, grants)
+
+
+def _opened(
+    case_id: str,
+    created: int,
+    origin: str,
+    fields: OpeningFields,
+    updated: int,
+    count: int,
+    grants: int,
+) -> CaseSummary:
+    """The row of a case whose only event with fields is its opening."""
     return CaseSummary(
         case_id=case_id,
         opened=True,
-        created_hlc=opening.hlc,
+        created_hlc=created,
         updated_hlc=updated,
         events=count,
         origin=origin,
         site=fields.site,
         category=fields.category,
-        urgency=urgency,
-        urgency_rank=URGENCY_RANK[urgency],
+        urgency=fields.urgency,
+        urgency_rank=URGENCY_RANK[fields.urgency],
         status=_NEW,
         status_rank=_NEW_RANK,
         department=fields.department or "",
@@ -245,33 +261,6 @@ def _opening_row(
         referrals=(),
         conflicts=(),
         personal=personal_digest(fields.sealed),
-        grants=grants,
-    )
-
-
-def _opened(case_id: str, opening: Event, updated: int, count: int, grants: int) -> CaseSummary:
-    """The row of a case whose only event with fields is its opening."""
-    p = opening.payload
-    assert isinstance(p, CaseOpened)
-    urgency = str(p.urgency)
-    return CaseSummary(
-        case_id=case_id,
-        opened=True,
-        created_hlc=opening.hlc,
-        updated_hlc=updated,
-        events=count,
-        origin=opening.node,
-        site=p.site,
-        category=str(p.category),
-        urgency=urgency,
-        urgency_rank=URGENCY_RANK[urgency],
-        status=_NEW,
-        status_rank=_NEW_RANK,
-        department=p.department or "",
-        consent=tuple(sorted(set(p.consent))),
-        referrals=(),
-        conflicts=(),
-        personal=personal_digest(p.sealed),
         grants=grants,
     )
 

@@ -26,33 +26,26 @@ def test_built_events_equal_constructed_ones() -> None:
     assert wire == WireEvent(3, 77, "c", 2, b"body", bytes(32), ())
 
 
+@dataclass(frozen=True, slots=True)
+class Positive:
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError("negative")
+
+
 def test_classes_that_check_their_fields_are_refused() -> None:
-    @dataclass(frozen=True, slots=True)
-    class Checked:
-        n: int
-
-        def __post_init__(self) -> None:
-            if self.n < 0:
-                raise ValueError("negative")
-
     @dataclass(frozen=True)
     class Unslotted:
         n: int
 
-    for cls in (Checked, Unslotted):
+    for cls in (Positive, Unslotted):
         with pytest.raises(TypeError, match="slotted dataclass"):
             slot_builder(cls)
 
 
 def test_a_record_that_checks_its_fields_still_runs_its_checks() -> None:
-    @dataclass(frozen=True, slots=True)
-    class Positive:
-        n: int
-
-        def __post_init__(self) -> None:
-            if self.n < 0:
-                raise ValueError("negative")
-
     record = compile_record(Positive)
     assert record.decode([5]) == Positive(5)
     with pytest.raises(ValueError, match="negative"):
