@@ -46,7 +46,11 @@ _unpack: Callable[[bytes], object] = functools.partial(
 
 def pack_payloads(blobs: Sequence[bytes]) -> bytes | None:
     """The column's value for an event's blobs (None: it has none)."""
-    return bytes(msgpack.packb(list(blobs), use_bin_type=True)) if blobs else None
+    if not blobs:
+        return None
+    items = blobs if type(blobs) is tuple or type(blobs) is list else list(blobs)
+    packed: bytes = msgpack.packb(items, use_bin_type=True)  # a tuple packs as a list
+    return packed
 
 
 def unpack_payloads(value: bytes | memoryview | None) -> tuple[bytes, ...]:
