@@ -12,7 +12,10 @@ joins a queue, and each commit takes everything queued so far (from every link) 
 one transaction — one fsync, however many runs. A commit is durable when it returns
 (the store runs ``synchronous = FULL``); only then is the run answered ``Stored``
 (the peer's credit moves on) and announced to other links, so no event is
-acknowledged to a peer or passed on before it would survive a power cut.
+acknowledged to a peer or passed on before it would survive a power cut. The answers
+go out from a task of their own, in commit order: answering waits for the peer's
+lock, which the link's verification holds while it works through a frame, and the
+next group commit need not wait for that.
 """
 
 from __future__ import annotations
@@ -156,6 +159,9 @@ class SyncService(AsyncResource):
         self._full = False  # the last group commit found the disk full
         self._queued = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
+        #: Runs stored and not yet answered, in commit order (``_answer_forever``).
+        self._answers: asyncio.Queue[tuple[_Queued, int | StoreError]] = asyncio.Queue()
+        self._answerer: asyncio.Task[None] | None = None
         #: Stored runs counted for status screens and benches.
         self.stored_events = 0
         #: Told the events of each run stored from a peer (the node publishes them).
@@ -167,16 +173,19 @@ class SyncService(AsyncResource):
     async def __aenter__(self) -> SyncService:
         self._ticker = asyncio.create_task(self._tick_forever(), name="sync ticker")
         self._committer = asyncio.create_task(self._commit_forever(), name="sync committer")
+        self._answerer = asyncio.create_task(self._answer_forever(), name="sync answers")
         return self
 
     async def aclose(self) -> None:
-        for task in (self._ticker, self._committer):
+        for task in (self._ticker, self._committer, self._answerer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._ticker = self._committer = None
+        self._ticker = self._committer = self._answerer = None
         self._queue.clear()  # verified but never stored: never acknowledged either
+        # Stored but not answered: the peer asks again on its next link (durable).
+        self._answers = asyncio.Queue()
         self._peers.clear()
         pending = list(self._pending)
         for task in pending:
@@ -392,9 +401,11 @@ class SyncService(AsyncResource):
                 )
             )
         except StoreFull as exc:
+            await self._answers.join()  # what was stored before is answered first
             await self._defer(group, exc)
             return
         except StoreError:
+            await self._answers.join()
             outcomes = []
             for queued in group:
                 if await self._behind(queued.run):
@@ -423,7 +434,18 @@ class SyncService(AsyncResource):
             self._full = False
         for queued, outcome in zip(group, outcomes, strict=True):
             if outcome is not None:
+                self._answers.put_nowait((queued, outcome))
+
+    async def _answer_forever(self) -> None:
+        """Answer stored runs in commit order, while the next group is written."""
+        while True:
+            queued, outcome = await self._answers.get()
+            try:
                 await self._answer(queued, outcome)
+            except Exception:  # a bug in a hook: logged, and later runs still answered
+                log.exception("answering a stored run of %s failed", queued.run.author)
+            finally:
+                self._answers.task_done()
 
     async def _behind(self, run: Run) -> bool:
         """Whether ``run`` starts past what the store holds of its author (a gap)."""
