@@ -54,19 +54,35 @@ def free_port() -> int:
     end of some outgoing connection, before the server we picked it for binds it:
     nats-server then fails with "address already in use" for as long as that
     connection lives. Ports below the ephemeral range are never handed out that way.
+    Nor is a port this process was given before: a bed picks all of its servers'
+    ports before any of them binds, and two random picks may otherwise be equal.
     """
     low = _ephemeral_low()
     for _ in range(200):
         port = random.randrange(max(1024, low - 12000), low)
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
+        if port not in _GIVEN and _bindable(port):
+            _GIVEN.add(port)
             return port
-    with socket.socket() as s:  # the range below is crowded: let the kernel choose
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    while True:  # the range below is crowded: let the kernel choose
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+
+
+#: Ports :func:`free_port` handed out in this process.
+_GIVEN: set[int] = set()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:

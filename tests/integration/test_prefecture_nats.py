@@ -27,6 +27,7 @@ import pytest
 from waits import AsyncWaitUntil
 
 from meshdesk._fs import write_private
+from meshdesk.hub.testbed import free_port
 from meshdesk.identity.certs import cert_pem, private_key_pem
 from meshdesk.prefecture import HubCredential, PrefectureHome, render_authorization, render_tls
 
@@ -91,14 +92,6 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
             await asyncio.wait_for(proc.wait(), timeout=10)
 
 
-async def _free_port() -> int:
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port: int = server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
-    return port
-
-
 @pytest.fixture
 async def hub(tmp_path: Path, async_wait_until: AsyncWaitUntil) -> AsyncIterator[Hub]:
     assert NATS_SERVER is not None
@@ -106,7 +99,7 @@ async def hub(tmp_path: Path, async_wait_until: AsyncWaitUntil) -> AsyncIterator
     home.init("静岡県", now=NOW)
     home.issue_server("hub1", [], now=NOW)
     conf = tmp_path / "hub1.conf"
-    hub = Hub(home, conf, None, await _free_port(), await _free_port(), await _free_port())  # type: ignore[arg-type]
+    hub = Hub(home, conf, None, free_port(), free_port(), free_port())  # type: ignore[arg-type]
     hub.write_config()
     proc = await _start(conf)
     hub.proc = proc
